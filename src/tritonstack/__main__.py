@@ -1,0 +1,3 @@
+from tritonstack.cli import console_main
+
+console_main()

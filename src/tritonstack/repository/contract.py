@@ -1,0 +1,51 @@
+"""The tensor contract between ``export``, the served models and the SDK.
+
+Kept free of heavy imports: the client SDK (base install) reads it.
+
+A repository written by ``tritonstack export --name NAME`` holds three models:
+
+* ``NAME_encoder`` -- ``platform: "onnxruntime_onnx"``; inputs ``input_ids``,
+  ``attention_mask`` (and ``token_type_ids`` where the architecture has them),
+  INT64 ``[-1]`` (the sequence axis; batch is Triton's ``max_batch_size``).
+  Output: ``sentence_embedding`` FP32 ``[hidden]`` for feature-extraction
+  (pooling and normalisation are part of the graph), ``logits`` FP32
+  ``[num_labels]`` for text-classification, ``logits`` FP32 ``[-1, num_labels]``
+  for token-classification.
+* ``NAME_tokenizer`` -- Python backend, ``TEXT`` -> the encoder's inputs, padded
+  to the longest text of each batch.
+* ``NAME`` -- the text-in model (Python backend, BLS): ``TEXT`` BYTES ``[1]``
+  per row -> the task's result (below).
+"""
+
+from __future__ import annotations
+
+TEXT_INPUT = "TEXT"
+
+# feature-extraction
+EMBEDDING_OUTPUT = "EMBEDDING"  # FP32 [hidden], L2-normalised where the model's config says so
+
+# text-classification
+LABEL_OUTPUT = "LABEL"  # BYTES [1], the label name
+SCORE_OUTPUT = "SCORE"  # FP32 [1], softmax probability of that label
+
+# token-classification
+ENTITIES_OUTPUT = "ENTITIES"  # BYTES [1], JSON list of {token, label, score, start, end}
+
+ENCODER_SUFFIX = "_encoder"
+TOKENIZER_SUFFIX = "_tokenizer"
+
+TASKS = ("feature-extraction", "text-classification", "token-classification")
+
+OUTPUTS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "feature-extraction": (EMBEDDING_OUTPUT,),
+    "text-classification": (LABEL_OUTPUT, SCORE_OUTPUT),
+    "token-classification": (ENTITIES_OUTPUT,),
+}
+
+
+def encoder_name(name: str) -> str:
+    return name + ENCODER_SUFFIX
+
+
+def tokenizer_name(name: str) -> str:
+    return name + TOKENIZER_SUFFIX

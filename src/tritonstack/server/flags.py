@@ -1,0 +1,72 @@
+"""Triton's command-line flags: the one source of truth.
+
+The embedded server, ``docker-compose.yml`` and the Kubernetes manifests all
+run Triton with these flags and ports; ``tests/test_deploy_consistency.py``
+fails when one of them drifts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HTTP_PORT = 8000
+GRPC_PORT = 8001
+METRICS_PORT = 8002
+
+LOOPBACK = "127.0.0.1"
+
+# Admin APIs that need the admin key header. Health, metadata, inference,
+# model-config and statistics stay open so that clients, probes and the load
+# test work without it.
+RESTRICTED_APIS = ("model-repository", "logging", "trace", "shared-memory")
+ADMIN_KEY_HEADER = "tritonstack-admin-key"
+ADMIN_KEY_ENV = "TRITONSTACK_ADMIN_KEY"
+
+MODEL_CONTROL_MODE = "none"
+EXIT_TIMEOUT_S = 30
+METRICS_CONFIG = ("summary_latencies=true", "summary_quantiles=0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001")
+
+
+@dataclass(frozen=True)
+class TritonFlags:
+    """The server's flags, rendered by :meth:`args`.
+
+    ``admin_key`` of ``None`` renders as the placeholder ``$(ADMIN_KEY)`` only in
+    :func:`deployment_args`; the embedded server always has a real key.
+    """
+
+    model_repository: str
+    admin_key: str
+    bind_address: str = LOOPBACK
+    http_port: int = HTTP_PORT
+    grpc_port: int = GRPC_PORT
+    metrics_port: int = METRICS_PORT
+    exit_timeout_s: int = EXIT_TIMEOUT_S
+    log_verbose: int = 0
+
+    def args(self) -> list[str]:
+        restricted = ",".join(RESTRICTED_APIS) + f":{ADMIN_KEY_HEADER}={self.admin_key}"
+        args = [
+            f"--model-repository={self.model_repository}",
+            f"--model-control-mode={MODEL_CONTROL_MODE}",
+            "--strict-readiness=true",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--http-address={self.bind_address}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.bind_address}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-address={self.bind_address}",
+            f"--metrics-port={self.metrics_port}",
+            "--allow-metrics=true",
+            *(f"--metrics-config={setting}" for setting in METRICS_CONFIG),
+            f"--http-restricted-api={restricted}",
+            f"--grpc-restricted-protocol={restricted}",
+            f"--log-verbose={self.log_verbose}",
+        ]
+        return args
+
+
+def deployment_args(model_repository: str = "/models", admin_key: str = "$(ADMIN_KEY)") -> list[str]:
+    """Flags for a container (compose, Kubernetes): bind all interfaces inside the
+    container, standard ports; the container runtime decides what is published."""
+    return TritonFlags(model_repository=model_repository, admin_key=admin_key, bind_address="0.0.0.0").args()
