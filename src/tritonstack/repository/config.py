@@ -1,0 +1,188 @@
+"""Typed Triton model configs, rendered through Triton's own protobuf.
+
+A :class:`ModelConfig` becomes a dict in ``ModelConfig`` JSON form, is parsed
+by ``json_format.ParseDict`` into ``model_config_pb2.ModelConfig`` (so a field
+Triton does not know fails here, not at server start), and is written with
+``text_format``. Never string templates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format, text_format
+from tritonclient.grpc import model_config_pb2
+
+ModelConfigProto = model_config_pb2.ModelConfig
+
+# numpy dtype name -> Triton config data type
+NUMPY_TO_TRITON = {
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bool": "TYPE_BOOL",
+    "object": "TYPE_STRING",
+    "bytes": "TYPE_STRING",
+}
+# ONNX TensorProto elem_type -> Triton config data type
+ONNX_TO_TRITON = {1: "TYPE_FP32", 6: "TYPE_INT32", 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 8: "TYPE_STRING"}
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One input or output; ``dims`` exclude the batch axis when ``max_batch_size > 0``."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "data_type": self.data_type, "dims": list(self.dims)}
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    max_queue_delay_us: int = 2000
+    preferred_batch_size: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_queue_delay_microseconds": self.max_queue_delay_us}
+        if self.preferred_batch_size:
+            out["preferred_batch_size"] = list(self.preferred_batch_size)
+        return out
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    count: int = 1
+    kind: str = "KIND_CPU"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class WarmupInput:
+    data_type: str
+    dims: tuple[int, ...]
+    zero_data: bool = True  # else random_data
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"data_type": self.data_type, "dims": list(self.dims)}
+        out["zero_data" if self.zero_data else "random_data"] = True
+        return out
+
+
+@dataclass(frozen=True)
+class Warmup:
+    name: str
+    batch_size: int
+    inputs: Mapping[str, WarmupInput]
+    count: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "batch_size": self.batch_size,
+            "count": self.count,
+            "inputs": {name: value.to_dict() for name, value in self.inputs.items()},
+        }
+
+
+@dataclass(frozen=True)
+class TensorRTAccelerator:
+    """ONNX Runtime's TensorRT execution provider, as the NGC image's ORT backend reads it."""
+
+    input_names: tuple[str, ...]
+    max_batch_size: int
+    max_sequence_length: int
+    opt_batch_size: int = 16
+    opt_sequence_length: int = 64
+    precision_mode: str = "FP16"
+    max_workspace_size_bytes: int = 1 << 30
+    engine_cache_path: str = "/tmp/tritonstack-trt-cache"
+
+    def _shapes(self, batch: int, seq: int) -> str:
+        return ",".join(f"{name}:{batch}x{seq}" for name in self.input_names)
+
+    def to_dict(self) -> dict[str, Any]:
+        parameters = {
+            "precision_mode": self.precision_mode,
+            "max_workspace_size_bytes": str(self.max_workspace_size_bytes),
+            "trt_engine_cache_enable": "1",
+            "trt_engine_cache_path": self.engine_cache_path,
+            "trt_profile_min_shapes": self._shapes(1, 1),
+            "trt_profile_opt_shapes": self._shapes(self.opt_batch_size, self.opt_sequence_length),
+            "trt_profile_max_shapes": self._shapes(self.max_batch_size, self.max_sequence_length),
+        }
+        return {
+            "execution_accelerators": {"gpu_execution_accelerator": [{"name": "tensorrt", "parameters": parameters}]}
+        }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What tritonstack writes into a ``config.pbtxt``. Exactly one of platform/backend."""
+
+    name: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    max_batch_size: int
+    platform: str | None = None
+    backend: str | None = None
+    dynamic_batching: DynamicBatching | None = None
+    instance_groups: tuple[InstanceGroup, ...] = ()
+    warmup: tuple[Warmup, ...] = ()
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    default_model_filename: str | None = None
+    tensorrt: TensorRTAccelerator | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if (self.platform is None) == (self.backend is None):
+            raise ValueError(f"model {self.name!r}: set exactly one of platform and backend")
+        out: dict[str, Any] = {
+            "name": self.name,
+            "max_batch_size": self.max_batch_size,
+            "input": [t.to_dict() for t in self.inputs],
+            "output": [t.to_dict() for t in self.outputs],
+        }
+        if self.platform:
+            out["platform"] = self.platform
+        if self.backend:
+            out["backend"] = self.backend
+        if self.default_model_filename:
+            out["default_model_filename"] = self.default_model_filename
+        if self.dynamic_batching:
+            out["dynamic_batching"] = self.dynamic_batching.to_dict()
+        if self.instance_groups:
+            out["instance_group"] = [g.to_dict() for g in self.instance_groups]
+        if self.warmup:
+            out["model_warmup"] = [w.to_dict() for w in self.warmup]
+        if self.parameters:
+            out["parameters"] = {k: {"string_value": v} for k, v in self.parameters.items()}
+        if self.tensorrt:
+            out["optimization"] = self.tensorrt.to_dict()
+        return out
+
+    def to_proto(self) -> Any:
+        return json_format.ParseDict(self.to_dict(), ModelConfigProto())
+
+
+def render(config: ModelConfig) -> str:
+    """The ``config.pbtxt`` text of ``config``."""
+    return str(text_format.MessageToString(config.to_proto()))
+
+
+def parse(text: str) -> Any:
+    """Parse ``config.pbtxt`` text into Triton's ``ModelConfig`` protobuf."""
+    return text_format.Parse(text, ModelConfigProto())
+
+
+def parameter(config_proto: Any, key: str, default: str | None = None) -> str | None:
+    """A string parameter of a parsed config, or ``default``."""
+    if key in config_proto.parameters:
+        return str(config_proto.parameters[key].string_value)
+    return default

@@ -1,0 +1,232 @@
+"""Write an exported text model into a Triton model repository, atomically.
+
+``write_text_model`` lays out three models (see ``contract.py``): the ONNX
+encoder, the tokenizer and the text-in model. Everything is staged in a hidden
+folder inside the repository and moved into place at the end, so a failure
+leaves nothing half-written. Exporting a name that exists adds a new version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from tritonstack.repository import contract
+from tritonstack.repository.config import (
+    DynamicBatching,
+    InstanceGroup,
+    ModelConfig,
+    Tensor,
+    TensorRTAccelerator,
+    Warmup,
+    WarmupInput,
+    render,
+)
+from tritonstack.repository.errors import RepositoryError
+
+ENCODER_FILENAME = "model.onnx"
+REPORT_FILENAME = "export_report.json"
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+)
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    """An exported, parity-checked model ready to be written."""
+
+    name: str
+    task: str
+    onnx_path: Path
+    tokenizer_dir: Path
+    input_names: tuple[str, ...]
+    output_name: str
+    output_dim: int
+    labels: tuple[str, ...]
+    max_batch_size: int
+    max_sequence_length: int
+    target: str = "cpu"
+    precision: str = "int8"
+    report: dict[str, Any] = field(default_factory=dict)
+    text_in_instances: int = 2
+    encoder_threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
+    max_queue_delay_us: int = 2000
+
+
+def _encoder_config(model: ExportedModel) -> ModelConfig:
+    name = contract.encoder_name(model.name)
+    inputs = tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names)
+    if model.task == "token-classification":
+        output = Tensor(model.output_name, "TYPE_FP32", (-1, model.output_dim))
+    else:
+        output = Tensor(model.output_name, "TYPE_FP32", (model.output_dim,))
+    gpu = model.target == "gpu"
+    parameters = {}
+    if model.encoder_threads:
+        parameters["intra_op_thread_count"] = str(model.encoder_threads)
+    return ModelConfig(
+        name=name,
+        platform="onnxruntime_onnx",
+        default_model_filename=ENCODER_FILENAME,
+        max_batch_size=model.max_batch_size,
+        inputs=inputs,
+        outputs=(output,),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=500),
+        instance_groups=(InstanceGroup(1, "KIND_GPU" if gpu else "KIND_CPU"),),
+        warmup=(
+            Warmup(
+                name="zeros_batch1_seq16",
+                batch_size=1,
+                inputs={n: WarmupInput("TYPE_INT64", (16,)) for n in model.input_names},
+            ),
+        ),
+        parameters=parameters,
+        tensorrt=(
+            TensorRTAccelerator(
+                input_names=model.input_names,
+                max_batch_size=model.max_batch_size,
+                max_sequence_length=model.max_sequence_length,
+            )
+            if gpu
+            else None
+        ),
+    )
+
+
+def _text_parameters(model: ExportedModel, role: str) -> dict[str, str]:
+    return {
+        "role": role,
+        "task": model.task,
+        "max_sequence_length": str(model.max_sequence_length),
+        "encoder_model": contract.encoder_name(model.name),
+        "encoder_inputs": ",".join(model.input_names),
+        "encoder_output": model.output_name,
+        "labels": json.dumps(list(model.labels)),
+    }
+
+
+def _tokenizer_config(model: ExportedModel) -> ModelConfig:
+    return ModelConfig(
+        name=contract.tokenizer_name(model.name),
+        backend="python",
+        max_batch_size=model.max_batch_size,
+        inputs=(Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,)),),
+        outputs=tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=model.max_queue_delay_us),
+        instance_groups=(InstanceGroup(1, "KIND_CPU"),),
+        parameters=_text_parameters(model, "tokenizer"),
+    )
+
+
+def _text_in_outputs(model: ExportedModel) -> tuple[Tensor, ...]:
+    if model.task == "feature-extraction":
+        return (Tensor(contract.EMBEDDING_OUTPUT, "TYPE_FP32", (model.output_dim,)),)
+    if model.task == "text-classification":
+        return (
+            Tensor(contract.LABEL_OUTPUT, "TYPE_STRING", (1,)),
+            Tensor(contract.SCORE_OUTPUT, "TYPE_FP32", (1,)),
+        )
+    if model.task == "token-classification":
+        return (Tensor(contract.ENTITIES_OUTPUT, "TYPE_STRING", (1,)),)
+    raise RepositoryError(f"no text-in outputs for task {model.task!r}", hint=f"tasks: {contract.TASKS}")
+
+
+def _text_in_config(model: ExportedModel) -> ModelConfig:
+    return ModelConfig(
+        name=model.name,
+        backend="python",
+        max_batch_size=model.max_batch_size,
+        inputs=(Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,)),),
+        outputs=_text_in_outputs(model),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=model.max_queue_delay_us),
+        instance_groups=(InstanceGroup(model.text_in_instances, "KIND_CPU"),),
+        parameters=_text_parameters(model, "text_in"),
+    )
+
+
+def model_configs(model: ExportedModel) -> list[ModelConfig]:
+    """The three configs ``write_text_model`` writes, encoder first."""
+    return [_encoder_config(model), _tokenizer_config(model), _text_in_config(model)]
+
+
+def text_model_source() -> str:
+    """The Python-backend code shared by the tokenizer and text-in models."""
+    return resources.files("tritonstack.server.models").joinpath("text_model.py").read_text()
+
+
+def _next_version(repository: Path, names: list[str]) -> int:
+    versions = [
+        int(child.name)
+        for name in names
+        if (repository / name).is_dir()
+        for child in (repository / name).iterdir()
+        if child.is_dir() and child.name.isdigit()
+    ]
+    return max(versions, default=0) + 1
+
+
+def _copy_tokenizer(source: Path, destination: Path) -> None:
+    copied = [n for n in TOKENIZER_FILES if (source / n).is_file()]
+    if "tokenizer.json" not in copied:
+        raise RepositoryError(
+            f"no tokenizer.json in {source}",
+            hint="the served tokenizer needs a fast tokenizer: AutoTokenizer.from_pretrained(...).save_pretrained(dir)",
+        )
+    for name in copied:
+        shutil.copy2(source / name, destination / name)
+
+
+def _stage(model: ExportedModel, staging: Path, version: int) -> None:
+    encoder, tokenizer, text_in = model_configs(model)
+    for config in (encoder, tokenizer, text_in):
+        (staging / config.name / str(version)).mkdir(parents=True)
+        (staging / config.name / "config.pbtxt").write_text(render(config))
+    shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
+    source = text_model_source()
+    for config in (tokenizer, text_in):
+        version_dir = staging / config.name / str(version)
+        (version_dir / "model.py").write_text(source)
+        _copy_tokenizer(model.tokenizer_dir, version_dir)
+    report = {**model.report, "name": model.name, "version": version}
+    (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
+
+
+def write_text_model(repository: Path, model: ExportedModel) -> Path:
+    """Write ``model`` into ``repository``; return the text-in model's new version folder."""
+    repository = Path(repository)
+    names = [c.name for c in model_configs(model)]
+    try:
+        repository.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tritonstack-staging-", dir=repository))
+    except OSError as error:
+        raise RepositoryError(
+            f"cannot write to model repository {repository}: {error.strerror}",
+            hint="pass --repository with a folder you can write to",
+        ) from error
+    try:
+        version = _next_version(repository, names)
+        _stage(model, staging, version)
+        for name in names:
+            (repository / name).mkdir(exist_ok=True)
+            os.replace(staging / name / str(version), repository / name / str(version))
+        # configs last: a reader never sees a config naming a version that is not there yet
+        for name in names:
+            os.replace(staging / name / "config.pbtxt", repository / name / "config.pbtxt")
+    except OSError as error:
+        raise RepositoryError(f"writing {model.name!r} into {repository} failed: {error}") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return repository / model.name / str(version)

@@ -1,0 +1,1 @@
+"""Python-backend model code that export copies into the repository."""

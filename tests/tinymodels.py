@@ -1,0 +1,114 @@
+"""Tiny random Hugging Face models built locally from a transformers config: no downloads.
+
+Each builder saves a model and its fast tokenizer into a folder that looks like
+a hub checkout, so the export pipeline treats it like any other model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+WORDS = (
+    "the a an of to and in is it that for on with as was by be this are from at or have not but "
+    "model triton server text embedding batch latency token queue compute fast slow good bad "
+    "hello world quick brown fox jumps over lazy dog cat sat mat rain sun cloud river mountain "
+    "data test export serve client load metric time request response error value number word"
+).split()
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+LABELS = ("NEGATIVE", "POSITIVE")
+
+
+def _write_vocab(directory: Path) -> Path:
+    chars = sorted({c for w in WORDS for c in w}) + list("0123456789.,!?'-")
+    pieces = [f"##{c}" for c in chars]
+    vocab = SPECIAL + WORDS + chars + pieces
+    path = directory / "vocab.txt"
+    path.write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    return path
+
+
+def _bert_tokenizer(directory: Path, max_length: int) -> None:
+    from transformers import BertTokenizerFast
+
+    vocab = _write_vocab(directory)
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True, model_max_length=max_length)
+    tokenizer.save_pretrained(directory)
+
+
+def _roberta_tokenizer(directory: Path, max_length: int) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False
+    )
+    tokenizer.train_from_iterator([" ".join(WORDS)] * 4, trainer=trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    fast = RobertaTokenizerFast(tokenizer_object=tokenizer, model_max_length=max_length)
+    fast.save_pretrained(directory)
+
+
+def build(
+    directory: Path,
+    architecture: str = "bert",
+    task: str = "feature-extraction",
+    *,
+    hidden_size: int = 32,
+    layers: int = 2,
+    max_length: int = 64,
+    seed: int = 0,
+) -> Path:
+    """Build a tiny ``architecture`` model for ``task`` in ``directory``; return it."""
+    import torch
+    import transformers
+
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    common = {"vocab_size": 512, "max_position_embeddings": max_length + 4}
+    if architecture == "bert":
+        config = transformers.BertConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=hidden_size * 2,
+            **common,
+        )
+        _bert_tokenizer(directory, max_length)
+    elif architecture == "distilbert":
+        config = transformers.DistilBertConfig(
+            dim=hidden_size, n_layers=layers, n_heads=2, hidden_dim=hidden_size * 2, **common
+        )
+        _bert_tokenizer(directory, max_length)
+    elif architecture == "roberta":
+        config = transformers.RobertaConfig(
+            hidden_size=hidden_size,
+            num_hidden_layers=layers,
+            num_attention_heads=2,
+            intermediate_size=hidden_size * 2,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            vocab_size=512,
+            max_position_embeddings=max_length + 4,
+        )
+        _roberta_tokenizer(directory, max_length)
+    else:
+        raise ValueError(f"no tiny builder for {architecture!r}")
+    if task == "feature-extraction":
+        model = transformers.AutoModel.from_config(config)
+    else:
+        config.id2label = dict(enumerate(LABELS))
+        config.label2id = {label: i for i, label in enumerate(LABELS)}
+        auto = {
+            "text-classification": transformers.AutoModelForSequenceClassification,
+            "token-classification": transformers.AutoModelForTokenClassification,
+        }[task]
+        model = auto.from_config(config)
+    model.eval()
+    model.save_pretrained(directory)
+    (directory / "tiny.json").write_text(json.dumps({"architecture": architecture, "task": task}))
+    return directory
