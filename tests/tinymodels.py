@@ -112,3 +112,25 @@ def build(
     model.save_pretrained(directory)
     (directory / "tiny.json").write_text(json.dumps({"architecture": architecture, "task": task}))
     return directory
+
+
+def export_fp32(model_dir: Path, repository: Path, name: str, *, max_batch_size: int = 64) -> Path:
+    """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``."""
+    from tritonstack.export.onnx_export import export_onnx
+    from tritonstack.repository.writer import ExportedModel, write_text_model
+
+    onnx = export_onnx(model_dir, None, repository.parent / f".onnx-{name}")
+    model = ExportedModel(
+        name=name,
+        task=onnx.task,
+        onnx_path=onnx.onnx_path,
+        tokenizer_dir=onnx.tokenizer_dir,
+        input_names=onnx.input_names,
+        output_name=onnx.output_name,
+        output_dim=onnx.output_dim,
+        labels=onnx.labels,
+        max_batch_size=max_batch_size,
+        max_sequence_length=onnx.max_sequence_length,
+        precision="fp32",
+    )
+    return write_text_model(repository, model)

@@ -1,0 +1,41 @@
+"""Shared fixtures: tiny models built locally, a repository, a real embedded Triton."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import tinymodels  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny HF model folders: ``tiny`` (bert, feature-extraction), ``tiny_cls`` (bert, text-classification)."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    return {
+        "tiny": tinymodels.build(root / "tiny", "bert", "feature-extraction"),
+        "tiny_cls": tinymodels.build(root / "tiny_cls", "bert", "text-classification", seed=1),
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, Path]) -> Path:
+    """A model repository holding the text-in models ``tiny`` and ``tiny_cls`` (and their encoders/tokenizers)."""
+    repository = tmp_path_factory.mktemp("tiny-repo") / "model_repository"
+    for name, model_dir in tiny_model_dirs.items():
+        tinymodels.export_fp32(model_dir, repository, name)
+    return repository
+
+
+@pytest.fixture(scope="session")
+def triton(tiny_repository: Path) -> Iterator[object]:
+    """A real embedded Triton serving ``tiny_repository`` on free loopback ports."""
+    from tritonstack.server import EmbeddedServer
+
+    with EmbeddedServer(tiny_repository) as server:
+        yield server
