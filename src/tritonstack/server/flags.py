@@ -24,6 +24,15 @@ ADMIN_KEY_ENV = "TRITONSTACK_ADMIN_KEY"
 
 MODEL_CONTROL_MODE = "none"
 EXIT_TIMEOUT_S = 30
+
+# Behind an L4 balancer (a Kubernetes Service) a gRPC client keeps one connection
+# for its lifetime, so replicas added by the autoscaler get no traffic from
+# existing clients. A maximum connection age makes Triton send GOAWAY (gRPC adds
+# +/-10% jitter); clients reconnect transparently and spread over the replicas.
+# Only containers set it: the embedded server is a single loopback process.
+GRPC_MAX_CONNECTION_AGE_MS = 60_000
+GRPC_MAX_CONNECTION_AGE_GRACE_MS = 30_000
+
 METRICS_CONFIG = ("summary_latencies=true", "summary_quantiles=0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001")
 
 
@@ -43,6 +52,8 @@ class TritonFlags:
     metrics_port: int = METRICS_PORT
     exit_timeout_s: int = EXIT_TIMEOUT_S
     log_verbose: int = 0
+    grpc_max_connection_age_ms: int | None = None  # None: the flag is not passed (gRPC: unlimited)
+    grpc_max_connection_age_grace_ms: int | None = None
 
     def args(self) -> list[str]:
         restricted = ",".join(RESTRICTED_APIS) + f":{ADMIN_KEY_HEADER}={self.admin_key}"
@@ -55,6 +66,7 @@ class TritonFlags:
             f"--http-port={self.http_port}",
             f"--grpc-address={self.bind_address}",
             f"--grpc-port={self.grpc_port}",
+            *self._connection_age_args(),
             f"--metrics-address={self.bind_address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
@@ -65,8 +77,22 @@ class TritonFlags:
         ]
         return args
 
+    def _connection_age_args(self) -> list[str]:
+        args: list[str] = []
+        if self.grpc_max_connection_age_ms is not None:
+            args.append(f"--grpc-max-connection-age={self.grpc_max_connection_age_ms}")
+        if self.grpc_max_connection_age_grace_ms is not None:
+            args.append(f"--grpc-max-connection-age-grace={self.grpc_max_connection_age_grace_ms}")
+        return args
+
 
 def deployment_args(model_repository: str = "/models", admin_key: str = "$(ADMIN_KEY)") -> list[str]:
     """Flags for a container (compose, Kubernetes): bind all interfaces inside the
     container, standard ports; the container runtime decides what is published."""
-    return TritonFlags(model_repository=model_repository, admin_key=admin_key, bind_address="0.0.0.0").args()
+    return TritonFlags(
+        model_repository=model_repository,
+        admin_key=admin_key,
+        bind_address="0.0.0.0",
+        grpc_max_connection_age_ms=GRPC_MAX_CONNECTION_AGE_MS,
+        grpc_max_connection_age_grace_ms=GRPC_MAX_CONNECTION_AGE_GRACE_MS,
+    ).args()
