@@ -1,0 +1,218 @@
+"""HF model (local directory or hub id) -> fp32 ONNX with the task's output fused in.
+
+The encoder is exported with optimum-onnx (``main_export``), dynamic axes
+``batch_size`` and ``sequence_length``, int64 token inputs. Per task the graph
+ends in exactly the tensor ``tritonstack.repository.contract`` names:
+
+* feature-extraction: ``sentence_embedding`` FP32 [batch_size, dim] -- pooling
+  and normalisation appended (see ``pooling.py``), matching ``SentenceTransformer.encode``;
+* text-classification: ``logits`` FP32 [batch_size, num_labels];
+* token-classification: ``logits`` FP32 [batch_size, sequence_length, num_labels].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonstack.export.errors import ExportError, UnsupportedModelError
+from tritonstack.export.pooling import SENTENCE_EMBEDDING, PoolingSpec, append_pooling, read_pooling_spec
+from tritonstack.export.registry import infer_task, lookup
+
+ONNX_FILE = "model.onnx"
+TOKENIZER_DIR = "tokenizer"
+# RoBERTa-family position ids start after the padding index, so 514 positions hold 512 tokens.
+_POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """An fp32 ONNX export and everything later steps need to know about it."""
+
+    model_dir: Path  # the resolved local HF model directory (the PyTorch reference)
+    onnx_path: Path
+    tokenizer_dir: Path  # AutoTokenizer.save_pretrained output (tokenizer.json included)
+    task: str
+    model_type: str
+    ort_model_type: str  # onnxruntime.transformers.optimizer's name for it
+    input_names: tuple[str, ...]
+    output_name: str
+    output_dim: int  # embedding size or num_labels
+    labels: tuple[str, ...]  # id2label order; () for feature-extraction
+    max_sequence_length: int  # tokens
+    hidden_size: int
+    num_attention_heads: int
+    pooling: PoolingSpec | None = None
+    export_s: float = 0.0
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A local directory holding the model: the path itself, or the hub snapshot of a hub id."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ExportError(f"{path} has no config.json", hint="point at a Hugging Face model directory")
+        return path.resolve()
+    if path.exists():
+        raise ExportError(f"{path} is a file, not a model directory", hint="point at the model's directory")
+    if isinstance(model, Path) or _looks_like_path(str(model)):
+        raise ExportError(f"model path {str(model)!r} does not exist", hint="check the path")
+
+    from huggingface_hub import snapshot_download
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        return Path(snapshot_download(str(model)))
+    except Exception as error:  # the hub raises a zoo of types (offline, 404, invalid id, network)
+        hint = (
+            "HF_HUB_OFFLINE is set and the model is not in the local cache: pass a local model directory "
+            "or download it first on a machine with network"
+            if offline
+            else "check the hub id, or pass a local model directory"
+        )
+        raise ExportError(
+            f"model {str(model)!r} is neither a local directory nor a reachable hub id "
+            f"({type(error).__name__})",
+            hint=hint,
+        ) from error
+
+
+def _read_config(model_dir: Path) -> dict[str, Any]:
+    try:
+        config: dict[str, Any] = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ExportError(f"cannot read {model_dir / 'config.json'}: {error}") from error
+    return config
+
+
+def _default_max_sequence_length(model_type: str, tokenizer_max: int, max_positions: int | None) -> int:
+    # What sentence-transformers does without sentence_bert_config.json: the tokenizer's
+    # limit capped by the position table (minus RoBERTa's padding offset).
+    limit = tokenizer_max
+    if max_positions:
+        if model_type in _POSITION_OFFSET_TYPES:
+            max_positions -= 2
+        limit = min(limit, max_positions)
+    if limit > 100_000:  # tokenizer without a limit and a config without positions
+        limit = 512
+    return int(limit)
+
+
+def export_onnx(
+    model: str | Path,
+    task: str | None,
+    output_dir: Path,
+    *,
+    max_sequence_length: int | None = None,
+) -> OnnxExport:
+    """Export ``model`` to ``output_dir/model.onnx`` (fp32, task output fused in).
+
+    ``task=None`` infers it from the model's config (see ``registry.infer_task``).
+    ``max_sequence_length`` (tokens) defaults to the model's own limit.
+    """
+    started = time.perf_counter()
+    model_dir = resolve_model(model)
+    config = _read_config(model_dir)
+    model_type = str(config.get("model_type", ""))
+    task = task or infer_task(model_dir, config)
+    spec = lookup(model_type, task)
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    hf_config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if not tokenizer.is_fast:
+        raise UnsupportedModelError(
+            f"{model_dir.name} has no fast tokenizer (tokenizer.json); the server needs one",
+            hint="save the tokenizer with a recent transformers (AutoTokenizer(...).save_pretrained)",
+        )
+
+    pooling = read_pooling_spec(model_dir) if task == "feature-extraction" else None
+    model_limit = (pooling.max_seq_length if pooling else None) or _default_max_sequence_length(
+        model_type, int(tokenizer.model_max_length), getattr(hf_config, "max_position_embeddings", None)
+    )
+    if max_sequence_length is not None and max_sequence_length > model_limit:
+        raise ExportError(
+            f"--max-sequence-length {max_sequence_length} exceeds the model's limit of {model_limit} tokens",
+            hint=f"pass --max-sequence-length {model_limit} or less",
+        )
+    max_len = max_sequence_length or model_limit
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    raw_dir = output_dir / "optimum"
+    _run_main_export(model_dir, task, raw_dir)
+
+    import onnx
+
+    graph = onnx.load(str(raw_dir / ONNX_FILE))
+    input_names = tuple(i.name for i in graph.graph.input)
+    hidden_size = int(hf_config.hidden_size)
+    labels: tuple[str, ...] = ()
+    if task == "feature-extraction":
+        assert pooling is not None
+        graph = append_pooling(graph, pooling, hidden_size)
+        output_name, output_dim = SENTENCE_EMBEDDING, hidden_size * len(pooling.modes)
+    else:
+        id2label = {int(k): str(v) for k, v in hf_config.id2label.items()}
+        labels = tuple(id2label[i] for i in sorted(id2label))
+        output_name, output_dim = "logits", len(labels)
+    onnx_path = output_dir / ONNX_FILE
+    onnx.save(graph, str(onnx_path))
+    shutil.rmtree(raw_dir, ignore_errors=True)
+
+    tokenizer.model_max_length = max_len
+    tokenizer_dir = output_dir / TOKENIZER_DIR
+    tokenizer.save_pretrained(str(tokenizer_dir))
+
+    return OnnxExport(
+        model_dir=model_dir,
+        onnx_path=onnx_path,
+        tokenizer_dir=tokenizer_dir,
+        task=task,
+        model_type=model_type,
+        ort_model_type=spec.ort_model_type,
+        input_names=input_names,
+        output_name=output_name,
+        output_dim=output_dim,
+        labels=labels,
+        max_sequence_length=max_len,
+        hidden_size=hidden_size,
+        num_attention_heads=int(hf_config.num_attention_heads),
+        pooling=pooling,
+        export_s=time.perf_counter() - started,
+    )
+
+
+def _run_main_export(model_dir: Path, task: str, out_dir: Path) -> None:
+    from optimum.exporters.onnx import main_export
+
+    # optimum's tracer/deprecation chatter is upstream noise for the user; our own parity
+    # gate replaces its validation step (do_validation=False), on real text.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            main_export(
+                str(model_dir),
+                output=str(out_dir),
+                task=task,
+                library_name="transformers",
+                do_validation=False,
+                local_files_only=True,
+            )
+        except (ValueError, KeyError, OSError) as error:
+            raise ExportError(
+                f"optimum could not export {model_dir.name} for {task}: {error}".splitlines()[0],
+                hint="check that the model directory is complete (config, weights, tokenizer)",
+            ) from error
+    if not (out_dir / ONNX_FILE).is_file():
+        raise ExportError(f"optimum wrote no {ONNX_FILE} for {model_dir.name}")
