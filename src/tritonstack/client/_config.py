@@ -1,0 +1,171 @@
+"""Immutable configuration values: timeouts, retry policy, TLS.
+
+"Not passed" differs from ``None`` everywhere: not passing a timeout means the
+default, ``None`` means "no limit".
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, TypeAlias
+
+import grpc
+
+from tritonstack.client._exceptions import ClientError
+
+DEFAULT_CONNECT_S: Final = 5.0
+DEFAULT_CALL_S: Final = 30.0
+
+# The only codes worth retrying: the server was unreachable or shed load. INVALID_ARGUMENT
+# would fail again; DEADLINE_EXCEEDED means the call's time is spent.
+RETRYABLE_CODES: Final = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+class _Unset(enum.Enum):
+    UNSET = "UNSET"
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = _Unset.UNSET
+"""The value of an argument that was not passed (as opposed to ``None``)."""
+
+UnsetType: TypeAlias = _Unset
+TimeoutArg: TypeAlias = float | _Unset | None
+
+
+def _check_seconds(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, init=False)
+class Timeouts:
+    """Connect and per-call timeouts, in seconds; ``None`` disables one.
+
+    ``Timeouts()`` is connect 5 s, call 30 s. ``Timeouts(10)`` sets both to 10 s;
+    ``Timeouts(10, connect_s=1)`` sets the call to 10 s and connect to 1 s.
+
+    * ``connect_s`` bounds each attempt to open a connection (TCP, TLS and HTTP/2
+      handshake; gRPC's ``grpc.min_reconnect_backoff_ms``). ``None`` leaves gRPC's
+      own 20 s.
+    * ``call_s`` is the deadline of one SDK call, all retries, failovers and split
+      batches included. ``None``: wait as long as the server takes.
+    """
+
+    connect_s: float | None
+    call_s: float | None
+
+    def __init__(
+        self,
+        default_s: float | _Unset | None = UNSET,
+        *,
+        connect_s: float | _Unset | None = UNSET,
+        call_s: float | _Unset | None = UNSET,
+    ) -> None:
+        def pick(value: float | _Unset | None, fallback: float) -> float | None:
+            if value is not UNSET:
+                return value
+            return fallback if default_s is UNSET else default_s
+
+        object.__setattr__(self, "connect_s", _check_seconds("connect_s", pick(connect_s, DEFAULT_CONNECT_S)))
+        object.__setattr__(self, "call_s", _check_seconds("call_s", pick(call_s, DEFAULT_CALL_S)))
+
+    @classmethod
+    def coerce(cls, value: Timeouts | float | _Unset | None) -> Timeouts:
+        """A ``Timeouts`` from what a constructor accepts: an instance, seconds, ``None`` or not passed."""
+        if isinstance(value, Timeouts):
+            return value
+        return cls(value)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter on UNAVAILABLE and RESOURCE_EXHAUSTED.
+
+    Attempt ``n`` (1-based) that fails is followed, while the call's deadline
+    allows, by a pause of ``min(max_backoff_s, initial_backoff_s * multiplier**(n-1))``
+    shortened by a random fraction of up to ``jitter`` (1.0 is "full jitter").
+    A failover to another healthy endpoint happens without pause. An endpoint
+    that was unreachable is set aside for ``cooldown_s``.
+    """
+
+    max_attempts: int = 4
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+    multiplier: float = 2.0
+    jitter: float = 1.0
+    cooldown_s: float = 5.0
+    retry_on: frozenset[grpc.StatusCode] = field(default=RETRYABLE_CODES)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts counts the first attempt: it must be >= 1")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.cooldown_s < 0:
+            raise ValueError("backoff and cool-down times must be >= 0 seconds")
+        if self.multiplier < 1:
+            raise ValueError("multiplier must be >= 1")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError("jitter is a fraction in [0, 1]")
+        unsafe = set(self.retry_on) - RETRYABLE_CODES
+        if unsafe:
+            names = ", ".join(sorted(code.name for code in unsafe))
+            raise ValueError(f"retry_on may hold only UNAVAILABLE and RESOURCE_EXHAUSTED, not {names}")
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """One attempt per endpoint choice, no retries (failover cool-down still applies)."""
+        return cls(max_attempts=1)
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """TLS for the gRPC channel: paths to PEM files.
+
+    ``root_cert`` verifies the server (``None``: the system's roots). ``client_cert``
+    and ``client_key`` together present a client identity (mutual TLS).
+    ``server_hostname`` overrides the name checked against the server's
+    certificate (a certificate issued for ``localhost`` served on ``127.0.0.1``).
+    """
+
+    root_cert: str | Path | None = None
+    client_cert: str | Path | None = None
+    client_key: str | Path | None = None
+    server_hostname: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together (mutual TLS needs both)")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """gRPC channel credentials from the PEM files, read now."""
+
+        def read(path: str | Path | None, what: str) -> bytes | None:
+            if path is None:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as error:
+                raise ClientError(
+                    f"cannot read the TLS {what} {path}: {error.strerror}", hint="pass PEM file paths"
+                ) from error
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.root_cert, "root certificate"),
+            private_key=read(self.client_key, "client key"),
+            certificate_chain=read(self.client_cert, "client certificate"),
+        )
+
+    def channel_options(self) -> list[tuple[str, Any]]:
+        if self.server_hostname is None:
+            return []
+        return [("grpc.ssl_target_name_override", self.server_hostname)]

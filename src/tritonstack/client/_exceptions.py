@@ -1,0 +1,191 @@
+"""The client's errors, and the one place where backend errors are translated.
+
+    TritonStackError                     (tritonstack._exceptions)
+    └── ClientError                      any failed SDK call; .model .version .code .request_id .url
+        ├── InvalidInputError            bad input, caught before sending; or INVALID_ARGUMENT, OUT_OF_RANGE
+        ├── ModelNotFoundError           NOT_FOUND: no such model or version, or it failed to load
+        ├── ServerUnavailableError       UNAVAILABLE: cannot connect, connection lost, server shutting down
+        ├── ResourceExhaustedError       RESOURCE_EXHAUSTED: server overloaded or message too large
+        ├── DeadlineExceededError        DEADLINE_EXCEEDED: the call's deadline (``Timeouts.call_s``) passed
+        ├── RequestCancelledError        CANCELLED
+        ├── PermissionDeniedError        PERMISSION_DENIED, UNAUTHENTICATED (restricted APIs, TLS identity)
+        └── TritonServerError            the server failed: INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS, ...
+
+``translate`` maps ``tritonclient``'s ``InferenceServerException`` to this tree
+by its gRPC status code (``.status()`` is ``str(grpc.StatusCode.X)``), never by
+message text. ``STATUS_ERRORS`` covers every ``grpc.StatusCode``; a unit test
+fails when a code has no entry.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from tritonstack._exceptions import TritonStackError
+
+
+class ClientError(TritonStackError):
+    """A failed SDK call.
+
+    Attributes: ``model`` and ``version`` (what was called, where known), ``code``
+    (the ``grpc.StatusCode``, ``None`` for errors found client-side), ``request_id``
+    (sent to Triton as the request's id; find it in the server's log), ``url``
+    (the endpoint that answered, ``None`` when nothing was sent).
+    """
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        model: str | None = None,
+        version: str | None = None,
+        code: grpc.StatusCode | None = None,
+        request_id: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.model = model
+        self.version = version or None  # Triton's "" means the server's choice
+        self.code = code
+        self.request_id = request_id
+        self.url = url
+
+    def __str__(self) -> str:
+        where = []
+        if self.model is not None:
+            where.append(f"model={self.model!r}" + (f" version={self.version!r}" if self.version else ""))
+        if self.code is not None:
+            where.append(f"status={self.code.name}")
+        if self.url is not None:
+            where.append(f"url={self.url}")
+        if self.request_id is not None:
+            where.append(f"request_id={self.request_id}")
+        return self.message + (f" [{' '.join(where)}]" if where else "")
+
+
+class InvalidInputError(ClientError):
+    """The input does not fit the model (names, dtypes, shapes, values)."""
+
+
+class ModelNotFoundError(ClientError):
+    """The server cannot serve the model: no such model or version, or it is not ready.
+
+    Triton (2.51) answers NOT_FOUND both for a name it does not know and for a
+    model in its repository that failed to load or was unloaded; only the
+    message text tells them apart, and we do not branch on text. ``ready()``
+    says whether the model is ready; the server's log or repository index says why not.
+    """
+
+
+class ServerUnavailableError(ClientError):
+    """No server could be reached, or it went away during the call."""
+
+    retryable = True
+
+
+class ResourceExhaustedError(ClientError):
+    """The server refused the call for lack of resources."""
+
+    retryable = True
+
+
+class DeadlineExceededError(ClientError):
+    """The call's deadline passed before an answer came."""
+
+
+class RequestCancelledError(ClientError):
+    """The call was cancelled."""
+
+
+class PermissionDeniedError(ClientError):
+    """The server refused the caller (missing admin key, client certificate)."""
+
+
+class TritonServerError(ClientError):
+    """The server failed to carry out a well-formed call."""
+
+
+STATUS_ERRORS: dict[grpc.StatusCode, type[ClientError]] = {
+    # OK is never raised by grpc; listed so that the table is total.
+    grpc.StatusCode.OK: TritonServerError,
+    grpc.StatusCode.CANCELLED: RequestCancelledError,
+    grpc.StatusCode.UNKNOWN: TritonServerError,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInputError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.NOT_FOUND: ModelNotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: TritonServerError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.FAILED_PRECONDITION: TritonServerError,
+    grpc.StatusCode.ABORTED: TritonServerError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidInputError,
+    grpc.StatusCode.UNIMPLEMENTED: TritonServerError,
+    grpc.StatusCode.INTERNAL: TritonServerError,
+    grpc.StatusCode.UNAVAILABLE: ServerUnavailableError,
+    grpc.StatusCode.DATA_LOSS: TritonServerError,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
+}
+
+_HINTS: dict[type[ClientError], str] = {
+    ServerUnavailableError: "check that the server runs and that the URL (host:port of its gRPC port) is right",
+    DeadlineExceededError: "raise Timeouts(call_s=...) or send smaller batches",
+    ModelNotFoundError: "check the model name and version; a model that failed to load is not found either "
+    "(see the server log)",
+    PermissionDeniedError: "restricted APIs need the admin key header; TLS may need a client certificate",
+}
+
+_STATUS_BY_NAME: dict[str, grpc.StatusCode] = {str(code): code for code in grpc.StatusCode}
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode | None:
+    """The gRPC status of a ``tritonclient`` or ``grpc`` error, ``None`` when it has none.
+
+    ``InferenceServerException.status()`` is ``str(grpc.StatusCode.X)``, e.g.
+    ``"StatusCode.UNAVAILABLE"``; errors raised inside ``tritonclient`` before
+    anything is sent carry ``None``.
+    """
+    if isinstance(exc, grpc.RpcError) and hasattr(exc, "code"):
+        code = exc.code()
+        return code if isinstance(code, grpc.StatusCode) else None
+    status = getattr(exc, "status", None)
+    if callable(status):
+        value = status()
+        if isinstance(value, grpc.StatusCode):
+            return value
+        if isinstance(value, str):
+            return _STATUS_BY_NAME.get(value)
+    return None
+
+
+def _message_of(exc: BaseException) -> str:
+    message = getattr(exc, "message", None)
+    text = message() if callable(message) else str(exc)
+    return str(text or type(exc).__name__)
+
+
+def translate(
+    exc: BaseException,
+    *,
+    model: str | None,
+    version: str | None,
+    request_id: str | None,
+    url: str | None,
+) -> ClientError:
+    """The ``ClientError`` for a backend error, chosen by its gRPC status code."""
+    if isinstance(exc, ClientError):
+        return exc
+    code = status_code(exc)
+    # No status: tritonclient refused the call locally; no server verdict to map.
+    cls = STATUS_ERRORS[code] if code is not None else ClientError
+    return cls(
+        _message_of(exc),
+        hint=_HINTS.get(cls),
+        model=model,
+        version=version,
+        code=code,
+        request_id=request_id,
+        url=url,
+    )

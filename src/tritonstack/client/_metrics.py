@@ -1,0 +1,114 @@
+"""Optional prometheus-client instrumentation of SDK calls; off by default.
+
+``Client(..., metrics=True)`` records into prometheus-client's default registry
+(one shared set of metrics per process); ``metrics=ClientMetrics(registry)``
+into a registry of your own. Needs ``pip install tritonstack[metrics]``.
+
+    tritonstack_client_request_duration_seconds{model,method}   histogram of whole SDK calls
+    tritonstack_client_errors_total{model,method,error}         failed calls by error class
+    tritonstack_client_retries_total{model,code}                retries by gRPC status
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from tritonstack.client._exceptions import ClientError
+
+_NULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable and reentrant
+
+# Seconds; from a local CPU call (~1 ms) to a batch near a 30 s deadline.
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class NoMetrics:
+    """The default: records nothing, costs a method call."""
+
+    def timed(self, model: str, method: str) -> contextlib.AbstractContextManager[None]:
+        """Around one SDK call: its duration, and its error class when it raises one."""
+        return _NULL
+
+    def observe(self, model: str, method: str, duration_s: float) -> None:
+        pass
+
+    def error(self, model: str, method: str, error: ClientError) -> None:
+        pass
+
+    def retry(self, model: str, error: ClientError) -> None:
+        pass
+
+
+class ClientMetrics(NoMetrics):
+    """Latency, errors and retries of SDK calls as Prometheus metrics."""
+
+    _shared: ClientMetrics | None = None
+    _shared_lock = threading.Lock()
+
+    def __init__(self, registry: Any = None, *, namespace: str = "tritonstack_client") -> None:
+        try:
+            from prometheus_client import REGISTRY, Counter, Histogram
+        except ImportError as error:
+            raise ClientError(
+                "client metrics need prometheus-client", hint="pip install 'tritonstack[metrics]'"
+            ) from error
+        registry = REGISTRY if registry is None else registry
+        self.latency = Histogram(
+            f"{namespace}_request_duration_seconds",
+            "Duration of tritonstack SDK calls, retries and split batches included.",
+            ["model", "method"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.errors = Counter(
+            f"{namespace}_errors",
+            "Failed tritonstack SDK calls by error class.",
+            ["model", "method", "error"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            f"{namespace}_retries",
+            "Retried attempts of tritonstack SDK calls by gRPC status.",
+            ["model", "code"],
+            registry=registry,
+        )
+
+    @contextlib.contextmanager
+    def timed(self, model: str, method: str) -> Iterator[None]:
+        """Around one SDK call: its duration, and its error class when it raises one."""
+        start_s = time.perf_counter()
+        try:
+            yield
+        except ClientError as error:
+            self.error(model, method, error)
+            raise
+        finally:
+            self.observe(model, method, time.perf_counter() - start_s)
+
+    @classmethod
+    def shared(cls) -> ClientMetrics:
+        """One instance on the default registry (registering twice there would fail)."""
+        with cls._shared_lock:
+            if cls._shared is None:
+                cls._shared = cls()
+            return cls._shared
+
+    def observe(self, model: str, method: str, duration_s: float) -> None:
+        self.latency.labels(model, method).observe(duration_s)
+
+    def error(self, model: str, method: str, error: ClientError) -> None:
+        self.errors.labels(model, method, type(error).__name__).inc()
+
+    def retry(self, model: str, error: ClientError) -> None:
+        self.retries.labels(model, error.code.name if error.code else "NONE").inc()
+
+
+def resolve(metrics: NoMetrics | bool | None) -> NoMetrics:
+    if metrics is True:
+        return ClientMetrics.shared()
+    if metrics is None or metrics is False:
+        return NoMetrics()
+    return metrics

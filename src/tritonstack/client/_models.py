@@ -1,0 +1,88 @@
+"""What the SDK returns besides arrays: model descriptions and classifications."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tritonstack.repository import contract
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """One text's predicted label and its softmax probability in [0, 1]."""
+
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """One input or output of a served model.
+
+    ``shape`` is per row: without the batch axis when the model batches
+    (``max_batch_size > 0``); ``-1`` is a variable dimension.
+    """
+
+    name: str
+    datatype: str  # Triton's name: "FP32", "INT64", "BYTES", ...
+    shape: tuple[int, ...]
+    optional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A served model as its metadata and configuration describe it."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    @property
+    def task(self) -> str | None:
+        """The tritonstack task its outputs mean (``contract.OUTPUTS_BY_TASK``), ``None`` for other models."""
+        names = {spec.name for spec in self.outputs}
+        for task, outputs in contract.OUTPUTS_BY_TASK.items():
+            if set(outputs) <= names:
+                return task
+        return None
+
+    @property
+    def batches(self) -> bool:
+        return self.max_batch_size > 0
+
+    def input(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.inputs if spec.name == name), None)
+
+
+def parse_model_info(metadata: Any, config: Any) -> ModelInfo:
+    """A ``ModelInfo`` from Triton's ``ModelMetadataResponse`` and ``ModelConfigResponse`` protobufs.
+
+    Metadata gives names, datatypes and shapes (with the batch axis as a
+    leading ``-1`` when the model batches); the config gives ``max_batch_size``
+    and which inputs are optional.
+    """
+    model_config = config.config
+    max_batch_size = int(model_config.max_batch_size)
+    optional = {tensor.name for tensor in model_config.input if tensor.optional}
+
+    def specs(tensors: Any) -> tuple[TensorSpec, ...]:
+        result = []
+        for tensor in tensors:
+            shape = tuple(int(dim) for dim in tensor.shape)
+            if max_batch_size > 0 and shape:
+                shape = shape[1:]
+            result.append(TensorSpec(tensor.name, tensor.datatype, shape, tensor.name in optional))
+        return tuple(result)
+
+    return ModelInfo(
+        name=metadata.name,
+        versions=tuple(metadata.versions),
+        platform=metadata.platform,
+        max_batch_size=max_batch_size,
+        inputs=specs(metadata.inputs),
+        outputs=specs(metadata.outputs),
+    )

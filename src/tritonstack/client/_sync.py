@@ -1,0 +1,295 @@
+"""``Client``: the blocking SDK over ``tritonclient.grpc``. Only I/O lives here."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from tritonclient.grpc import InferenceServerClient as Connection
+from tritonclient.utils import InferenceServerException
+
+from tritonstack.client import _core
+from tritonstack.client._config import UNSET, RetryPolicy, TimeoutArg, Timeouts, TLSConfig, UnsetType
+from tritonstack.client._exceptions import (
+    DeadlineExceededError,
+    ServerUnavailableError,
+    translate,
+)
+from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
+from tritonstack.client._models import Classification, ModelInfo, parse_model_info
+from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool
+from tritonstack.repository import contract
+
+R = TypeVar("R")
+_BACKEND_ERRORS = (InferenceServerException, grpc.RpcError)
+
+
+class Client:
+    """A blocking client for models served by Triton over gRPC; thread-safe.
+
+    ``url`` is ``"host:port"`` of Triton's gRPC port, or a list of them in order
+    of preference (failover). ``model`` (and ``version``) is the default target
+    of calls; each call may name another. ``timeouts``: a ``Timeouts``, seconds
+    for both, or ``None`` for no limits (not passed: connect 5 s, call 30 s).
+    ``retry``: a ``RetryPolicy`` (default: 4 attempts with backoff).
+    ``headers`` go with every call (e.g. ``{"tritonstack-admin-key": ...}``).
+    Lists longer than the model's ``max_batch_size`` are split and sent on up to
+    ``max_concurrency`` threads. ``metrics=True`` records Prometheus metrics.
+
+    Every call raises a ``ClientError`` subclass on failure (see
+    ``tritonstack.client._exceptions``).
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        model: str | None = None,
+        *,
+        version: str | int | None = None,
+        timeouts: Timeouts | float | UnsetType | None = UNSET,
+        retry: RetryPolicy | None = None,
+        tls: TLSConfig | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_text_bytes: int | None = _core.DEFAULT_MAX_TEXT_BYTES,
+        max_concurrency: int = 8,
+        metrics: ClientMetrics | bool = False,
+        channel_options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self._settings = _core.make_settings(
+            url, model, version, Timeouts.coerce(timeouts), retry, tls, headers,
+            max_text_bytes, max_concurrency, channel_options,
+        )  # fmt: skip
+        credentials = tls.credentials() if tls is not None else None
+        channel_args = self._settings.channel_args()
+        self._pool: EndpointPool[Connection] = EndpointPool(
+            [
+                Endpoint(url, Connection(url, creds=credentials, channel_args=channel_args))
+                for url in self._settings.urls
+            ],
+            self._settings.retry.cooldown_s,
+        )
+        self._metrics: NoMetrics = resolve(metrics)
+        self._infos: dict[tuple[str, str], ModelInfo] = {}
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    # --- public API ------------------------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        version: str | int | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> np.ndarray:
+        """Embeddings of ``texts`` from a feature-extraction model: float32 ``[len(texts), hidden]``."""
+        name, ver = _core.target(self._settings, model, version)
+        with self._metrics.timed(name, "embed"):
+            outputs, count = self._texts(texts, name, ver, "feature-extraction", "embed", timeout_s)
+            return _core.embeddings_from(outputs, count, name)
+
+    def classify(
+        self,
+        texts: Sequence[str],
+        *,
+        model: str | None = None,
+        version: str | int | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> list[Classification]:
+        """The label and score of each text from a text-classification model, in order."""
+        name, ver = _core.target(self._settings, model, version)
+        with self._metrics.timed(name, "classify"):
+            outputs, count = self._texts(texts, name, ver, "text-classification", "classify", timeout_s)
+            return _core.classifications_from(outputs, count, name)
+
+    def infer(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        model: str | None = None,
+        version: str | int | None = None,
+        outputs: Sequence[str] | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> dict[str, np.ndarray]:
+        """Run any model: its input tensors by name in, its outputs (all, or ``outputs``) by name out.
+
+        Inputs are checked against the model's metadata (names, dtypes, ranks,
+        dims, batch size, NaN) before anything is sent.
+        """
+        name, ver = _core.target(self._settings, model, version)
+        with self._metrics.timed(name, "infer"):
+            deadline = self._deadline(timeout_s)
+            request_id = _core.new_request_id()
+            info = self._model_info(name, ver, deadline, request_id)
+            arrays = _core.check_inputs(inputs, info)
+            names = _core.check_outputs(outputs, info)
+            return self._infer_chunks(info, ver, [arrays], names, deadline, request_id)
+
+    def ready(
+        self, *, model: str | None = None, version: str | int | None = None, timeout_s: TimeoutArg = UNSET
+    ) -> bool:
+        """Whether a server answers and has the model ready (just the server when no model is set).
+
+        ``False`` when no endpoint can be reached in time; other errors raise.
+        """
+        name = model if model is not None else self._settings.model
+        ver = self._settings.version if version is None else _core.version_string(version)
+        headers = self._settings.headers
+
+        def op(connection: Connection, timeout: float | None) -> bool:
+            if name:
+                return bool(connection.is_model_ready(name, ver, headers=headers, client_timeout=timeout))
+            return bool(connection.is_server_ready(headers=headers, client_timeout=timeout))
+
+        retry = _core.probe_policy(len(self._pool.endpoints))
+        try:
+            return self._call(op, name, ver, self._deadline(timeout_s), None, retry)
+        except (ServerUnavailableError, DeadlineExceededError):
+            return False
+
+    def model_info(
+        self,
+        *,
+        model: str | None = None,
+        version: str | int | None = None,
+        refresh: bool = False,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> ModelInfo:
+        """The model's inputs, outputs, batch limit and task; cached, ``refresh=True`` asks again."""
+        name, ver = _core.target(self._settings, model, version)
+        if refresh:
+            self._infos.pop((name, ver), None)
+        with self._metrics.timed(name, "model_info"):
+            return self._model_info(name, ver, self._deadline(timeout_s), _core.new_request_id())
+
+    def close(self) -> None:
+        """Close the connections; calls after this fail."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        for endpoint in self._pool.endpoints:
+            endpoint.connection.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(url={list(self._settings.urls)!r}, model={self._settings.model!r})"
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _deadline(self, timeout_s: TimeoutArg) -> Deadline:
+        return Deadline(_core.call_timeout_s(self._settings, timeout_s))
+
+    def _texts(
+        self, texts: Sequence[str], name: str, ver: str, task: str, method: str, timeout_s: TimeoutArg
+    ) -> tuple[dict[str, np.ndarray], int]:
+        deadline = self._deadline(timeout_s)
+        encoded = _core.encode_texts(texts, max_text_bytes=self._settings.max_text_bytes, model=name)
+        request_id = _core.new_request_id()
+        info = self._model_info(name, ver, deadline, request_id)
+        _core.require_task(info, task, method)
+        chunks = _core.text_chunks(encoded, info.max_batch_size)
+        outputs = self._infer_chunks(info, ver, chunks, contract.OUTPUTS_BY_TASK[task], deadline, request_id)
+        return outputs, len(encoded)
+
+    def _model_info(self, name: str, ver: str, deadline: Deadline, request_id: str) -> ModelInfo:
+        info = self._infos.get((name, ver))
+        if info is not None:
+            return info
+        headers = self._settings.headers
+
+        def op(connection: Connection, timeout: float | None) -> ModelInfo:
+            metadata = connection.get_model_metadata(name, ver, headers=headers, client_timeout=timeout)
+            config = connection.get_model_config(name, ver, headers=headers, client_timeout=timeout)
+            return parse_model_info(metadata, config)
+
+        info = self._call(op, name, ver, deadline, request_id)
+        self._infos[(name, ver)] = info
+        return info
+
+    def _infer_chunks(
+        self,
+        info: ModelInfo,
+        ver: str,
+        chunks: Sequence[Mapping[str, np.ndarray]],
+        names: Sequence[str],
+        deadline: Deadline,
+        request_id: str,
+    ) -> dict[str, np.ndarray]:
+        requested = _core.build_outputs(names)
+        headers = self._settings.headers
+
+        def run(index: int) -> dict[str, np.ndarray]:
+            chunk_id = _core.chunk_request_id(request_id, index, len(chunks))
+            inputs = _core.build_inputs(chunks[index], info)
+
+            def op(connection: Connection, timeout: float | None) -> dict[str, np.ndarray]:
+                result = connection.infer(
+                    info.name, inputs, model_version=ver, outputs=requested, request_id=chunk_id,
+                    client_timeout=timeout, headers=headers,
+                )  # fmt: skip
+                return _core.parse_result(result, names, model=info.name, request_id=chunk_id)
+
+            return self._call(op, info.name, ver, deadline, chunk_id)
+
+        if len(chunks) == 1:
+            return run(0)
+        futures = [self._pool_executor().submit(run, index) for index in range(len(chunks))]
+        done, pending = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        for future in pending:
+            future.cancel()
+        for future in futures:  # the first failure in request order
+            if future in done and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        return _core.merge_chunks([future.result() for future in futures])
+
+    def _pool_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self._settings.max_concurrency, thread_name_prefix="tritonstack-client"
+                )
+            return self._executor
+
+    def _call(
+        self,
+        op: Callable[[Connection, float | None], R],
+        model: str | None,
+        version: str,
+        deadline: Deadline,
+        request_id: str | None,
+        retry: RetryPolicy | None = None,
+    ) -> R:
+        """``op`` on an endpoint with retries and failover, all within ``deadline``."""
+        attempts = Attempts(retry or self._settings.retry, deadline)
+        while True:
+            endpoint = self._pool.pick()
+            if deadline.expired():
+                raise _core.deadline_error(deadline, model, version, request_id, endpoint.url)
+            try:
+                result = op(endpoint.connection, deadline.remaining_s())
+            except _BACKEND_ERRORS as exc:
+                error = translate(exc, model=model, version=version, request_id=request_id, url=endpoint.url)
+                self._pool.report_failure(endpoint, error)
+                pause_s = attempts.pause_after(error, failover=self._pool.has_other_healthy(endpoint))
+                if pause_s is None:
+                    raise error from exc
+                self._metrics.retry(model or "", error)
+                time.sleep(pause_s)
+            else:
+                self._pool.report_success(endpoint)
+                return result

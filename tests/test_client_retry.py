@@ -1,0 +1,109 @@
+"""Backoff with jitter bounded by the deadline, and endpoint failover: the decisions alone."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tritonstack.client import ClientError, RetryPolicy
+from tritonstack.client._exceptions import STATUS_ERRORS
+from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def error(code: grpc.StatusCode) -> ClientError:
+    return STATUS_ERRORS[code]("x", code=code)
+
+
+@pytest.mark.parametrize("code", list(grpc.StatusCode), ids=lambda code: code.name)
+def test_only_unavailable_and_resource_exhausted_are_retried(code: grpc.StatusCode) -> None:
+    attempts = Attempts(RetryPolicy(), Deadline(None), rng=lambda: 0.5)
+    retried = attempts.pause_after(error(code)) is not None
+    assert retried == (code in {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+
+
+def test_client_side_errors_without_a_code_are_not_retried() -> None:
+    assert Attempts(RetryPolicy(), Deadline(None)).pause_after(ClientError("local")) is None
+
+
+def test_backoff_grows_exponentially_up_to_the_cap_with_jitter_below_it() -> None:
+    policy = RetryPolicy(max_attempts=10, initial_backoff_s=0.1, multiplier=2, max_backoff_s=0.5, jitter=1.0)
+    no_jitter = Attempts(policy, Deadline(None), rng=lambda: 0.0)
+    pauses = [no_jitter.pause_after(error(grpc.StatusCode.UNAVAILABLE)) for _ in range(5)]
+    assert pauses == pytest.approx([0.1, 0.2, 0.4, 0.5, 0.5])
+    full_jitter = Attempts(policy, Deadline(None), rng=lambda: 0.999)
+    assert full_jitter.pause_after(error(grpc.StatusCode.UNAVAILABLE)) == pytest.approx(0.0001)
+    half = Attempts(RetryPolicy(initial_backoff_s=0.1, jitter=0.5), Deadline(None), rng=lambda: 1.0)
+    assert half.pause_after(error(grpc.StatusCode.UNAVAILABLE)) == pytest.approx(0.05)
+
+
+def test_gives_up_after_max_attempts() -> None:
+    attempts = Attempts(RetryPolicy(max_attempts=3), Deadline(None), rng=lambda: 0.0)
+    results = [attempts.pause_after(error(grpc.StatusCode.UNAVAILABLE)) for _ in range(3)]
+    assert [r is not None for r in results] == [True, True, False]
+
+
+def test_a_pause_never_outlasts_the_deadline() -> None:
+    clock = FakeClock()
+    deadline = Deadline(1.0, clock=clock)
+    attempts = Attempts(RetryPolicy(max_attempts=100, initial_backoff_s=0.4, multiplier=1), deadline, rng=lambda: 0.0)
+    assert attempts.pause_after(error(grpc.StatusCode.UNAVAILABLE)) == pytest.approx(0.4)
+    clock.now += 0.7  # 0.3 s left: a 0.4 s pause would pass the deadline
+    assert attempts.pause_after(error(grpc.StatusCode.UNAVAILABLE)) is None
+    assert not deadline.expired() and deadline.remaining_s() == pytest.approx(0.3)
+    clock.now += 1
+    assert deadline.expired() and deadline.remaining_s() == 0.0
+    assert Deadline(None).remaining_s() is None and not Deadline(None).expired()
+
+
+def test_failover_to_a_healthy_endpoint_does_not_pause() -> None:
+    attempts = Attempts(RetryPolicy(initial_backoff_s=5), Deadline(1.0), rng=lambda: 0.0)
+    assert attempts.pause_after(error(grpc.StatusCode.UNAVAILABLE), failover=True) == 0.0
+
+
+def pool(clock: FakeClock, count: int = 3) -> EndpointPool[int]:
+    return EndpointPool([Endpoint(f"h:{i}", i) for i in range(count)], cooldown_s=10, clock=clock)
+
+
+def test_an_unreachable_endpoint_is_set_aside_for_the_cool_down() -> None:
+    clock = FakeClock()
+    endpoints = pool(clock)
+    first = endpoints.pick()
+    assert first.connection == 0
+    endpoints.report_failure(first, error(grpc.StatusCode.UNAVAILABLE))
+    assert endpoints.pick().connection == 1
+    assert endpoints.has_other_healthy(endpoints.pick())
+    clock.now += 9.9
+    assert endpoints.pick().connection == 1
+    clock.now += 0.2  # cool-down over: the preferred endpoint is tried again
+    assert endpoints.pick().connection == 0
+
+
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.DEADLINE_EXCEEDED]
+)
+def test_answers_from_a_reachable_server_do_not_set_it_aside(code: grpc.StatusCode) -> None:
+    endpoints = pool(FakeClock())
+    endpoints.report_failure(endpoints.pick(), error(code))
+    assert endpoints.pick().connection == 0
+
+
+def test_when_all_are_down_the_first_to_come_back_is_tried_and_success_restores() -> None:
+    clock = FakeClock()
+    endpoints = pool(clock, 2)
+    a, b = endpoints.endpoints
+    endpoints.report_failure(a, error(grpc.StatusCode.UNAVAILABLE))
+    clock.now += 1
+    endpoints.report_failure(b, error(grpc.StatusCode.UNAVAILABLE))
+    assert endpoints.pick() is a and not endpoints.has_other_healthy(a)
+    endpoints.report_success(a)
+    assert endpoints.pick() is a and a.down_until == 0.0
+    with pytest.raises(ValueError):
+        EndpointPool([], 1.0)
