@@ -124,6 +124,24 @@ class TensorRTAccelerator:
 
 
 @dataclass(frozen=True)
+class EnsembleStep:
+    """One step of an ensemble: ``input_map``/``output_map`` go model tensor -> ensemble tensor."""
+
+    model_name: str
+    input_map: Mapping[str, str]
+    output_map: Mapping[str, str]
+    model_version: int = -1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "input_map": dict(self.input_map),
+            "output_map": dict(self.output_map),
+        }
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """What tritonstack writes into a ``config.pbtxt``. Exactly one of platform/backend."""
 
@@ -139,6 +157,7 @@ class ModelConfig:
     parameters: Mapping[str, str] = field(default_factory=dict)
     default_model_filename: str | None = None
     tensorrt: TensorRTAccelerator | None = None
+    ensemble_steps: tuple[EnsembleStep, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         if (self.platform is None) == (self.backend is None):
@@ -165,6 +184,8 @@ class ModelConfig:
             out["parameters"] = {k: {"string_value": v} for k, v in self.parameters.items()}
         if self.tensorrt:
             out["optimization"] = self.tensorrt.to_dict()
+        if self.ensemble_steps:
+            out["ensemble_scheduling"] = {"step": [step.to_dict() for step in self.ensemble_steps]}
         return out
 
     def to_proto(self) -> Any:

@@ -13,8 +13,10 @@ A repository written by ``tritonstack export --name NAME`` holds three models:
   for token-classification.
 * ``NAME_tokenizer`` -- Python backend, ``TEXT`` -> the encoder's inputs, padded
   to the longest text of each batch.
-* ``NAME`` -- the text-in model (Python backend, BLS): ``TEXT`` BYTES ``[1]``
-  per row -> the task's result (below).
+* ``NAME_postprocess`` -- classification tasks only, Python backend: logits ->
+  label and score (``TEXT`` + logits -> entities for token-classification).
+* ``NAME`` -- the text-in model, an ensemble of the above: ``TEXT`` BYTES
+  ``[1]`` per row -> the task's result (below).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ ENTITIES_OUTPUT = "ENTITIES"  # BYTES [1], JSON list of {token, label, score, st
 
 ENCODER_SUFFIX = "_encoder"
 TOKENIZER_SUFFIX = "_tokenizer"
+POSTPROCESS_SUFFIX = "_postprocess"
 
 TASKS = ("feature-extraction", "text-classification", "token-classification")
 
@@ -49,3 +52,7 @@ def encoder_name(name: str) -> str:
 
 def tokenizer_name(name: str) -> str:
     return name + TOKENIZER_SUFFIX
+
+
+def postprocess_name(name: str) -> str:
+    return name + POSTPROCESS_SUFFIX

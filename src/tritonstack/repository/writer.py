@@ -1,7 +1,11 @@
 """Write an exported text model into a Triton model repository, atomically.
 
-``write_text_model`` lays out three models (see ``contract.py``): the ONNX
-encoder, the tokenizer and the text-in model. Everything is staged in a hidden
+``write_text_model`` lays out the models of ``contract.py``: the ONNX encoder,
+the tokenizer, for classification tasks a postprocessor, and the text-in
+ensemble that chains them. An ensemble rather than a BLS model, because
+Triton's graceful shutdown knows an ensemble's steps: a BLS model's accepted
+requests can fail when the encoder is unloaded under them
+(triton-inference-server/server#6287). Everything is staged in a hidden
 folder inside the repository and moved into place at the end, so a failure
 leaves nothing half-written. Exporting a name that exists adds a new version.
 """
@@ -20,6 +24,7 @@ from typing import Any
 from tritonstack.repository import contract
 from tritonstack.repository.config import (
     DynamicBatching,
+    EnsembleStep,
     InstanceGroup,
     ModelConfig,
     Tensor,
@@ -61,7 +66,7 @@ class ExportedModel:
     target: str = "cpu"
     precision: str = "int8"
     report: dict[str, Any] = field(default_factory=dict)
-    text_in_instances: int = 2
+    tokenizer_instances: int = 1
     encoder_threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
     max_queue_delay_us: int = 2000
 
@@ -118,20 +123,24 @@ def _text_parameters(model: ExportedModel, role: str) -> dict[str, str]:
     }
 
 
+def _text_tensor() -> Tensor:
+    return Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,))
+
+
 def _tokenizer_config(model: ExportedModel) -> ModelConfig:
     return ModelConfig(
         name=contract.tokenizer_name(model.name),
         backend="python",
         max_batch_size=model.max_batch_size,
-        inputs=(Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,)),),
+        inputs=(_text_tensor(),),
         outputs=tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names),
         dynamic_batching=DynamicBatching(max_queue_delay_us=model.max_queue_delay_us),
-        instance_groups=(InstanceGroup(1, "KIND_CPU"),),
+        instance_groups=(InstanceGroup(model.tokenizer_instances, "KIND_CPU"),),
         parameters=_text_parameters(model, "tokenizer"),
     )
 
 
-def _text_in_outputs(model: ExportedModel) -> tuple[Tensor, ...]:
+def _task_outputs(model: ExportedModel) -> tuple[Tensor, ...]:
     if model.task == "feature-extraction":
         return (Tensor(contract.EMBEDDING_OUTPUT, "TYPE_FP32", (model.output_dim,)),)
     if model.task == "text-classification":
@@ -144,26 +153,61 @@ def _text_in_outputs(model: ExportedModel) -> tuple[Tensor, ...]:
     raise RepositoryError(f"no text-in outputs for task {model.task!r}", hint=f"tasks: {contract.TASKS}")
 
 
-def _text_in_config(model: ExportedModel) -> ModelConfig:
+def _postprocess_config(model: ExportedModel, encoder: ModelConfig) -> ModelConfig:
+    inputs = encoder.outputs
+    if model.task == "token-classification":
+        inputs = (_text_tensor(), *inputs)
     return ModelConfig(
-        name=model.name,
+        name=contract.postprocess_name(model.name),
         backend="python",
         max_batch_size=model.max_batch_size,
-        inputs=(Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,)),),
-        outputs=_text_in_outputs(model),
-        dynamic_batching=DynamicBatching(max_queue_delay_us=model.max_queue_delay_us),
-        instance_groups=(InstanceGroup(model.text_in_instances, "KIND_CPU"),),
-        parameters=_text_parameters(model, "text_in"),
+        inputs=inputs,
+        outputs=_task_outputs(model),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=0),
+        instance_groups=(InstanceGroup(1, "KIND_CPU"),),
+        parameters=_text_parameters(model, "postprocess"),
+    )
+
+
+def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> ModelConfig:
+    features = {n: n for n in model.input_names}
+    steps = [
+        EnsembleStep(contract.tokenizer_name(model.name), {contract.TEXT_INPUT: contract.TEXT_INPUT}, features),
+    ]
+    if postprocess is None:  # feature-extraction: the encoder's pooled output is the answer
+        steps.append(
+            EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: contract.EMBEDDING_OUTPUT})
+        )
+    else:
+        steps.append(EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: model.output_name}))
+        steps.append(
+            EnsembleStep(
+                postprocess.name,
+                {t.name: t.name for t in postprocess.inputs},
+                {t.name: t.name for t in postprocess.outputs},
+            )
+        )
+    return ModelConfig(
+        name=model.name,
+        platform="ensemble",
+        max_batch_size=model.max_batch_size,
+        inputs=(_text_tensor(),),
+        outputs=_task_outputs(model),
+        ensemble_steps=tuple(steps),
+        parameters={"task": model.task},
     )
 
 
 def model_configs(model: ExportedModel) -> list[ModelConfig]:
-    """The three configs ``write_text_model`` writes, encoder first."""
-    return [_encoder_config(model), _tokenizer_config(model), _text_in_config(model)]
+    """The configs ``write_text_model`` writes: encoder, tokenizer, [postprocess,] text-in ensemble."""
+    encoder = _encoder_config(model)
+    postprocess = None if model.task == "feature-extraction" else _postprocess_config(model, encoder)
+    steps = [encoder, _tokenizer_config(model), *([postprocess] if postprocess else [])]
+    return [*steps, _text_in_config(model, postprocess)]
 
 
 def text_model_source() -> str:
-    """The Python-backend code shared by the tokenizer and text-in models."""
+    """The Python-backend code shared by the tokenizer and postprocess models."""
     return resources.files("tritonstack.server.models").joinpath("text_model.py").read_text()
 
 
@@ -190,16 +234,18 @@ def _copy_tokenizer(source: Path, destination: Path) -> None:
 
 
 def _stage(model: ExportedModel, staging: Path, version: int) -> None:
-    encoder, tokenizer, text_in = model_configs(model)
-    for config in (encoder, tokenizer, text_in):
+    configs = model_configs(model)
+    for config in configs:
         (staging / config.name / str(version)).mkdir(parents=True)
         (staging / config.name / "config.pbtxt").write_text(render(config))
+    encoder, text_in = configs[0], configs[-1]
     shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
     source = text_model_source()
-    for config in (tokenizer, text_in):
-        version_dir = staging / config.name / str(version)
-        (version_dir / "model.py").write_text(source)
-        _copy_tokenizer(model.tokenizer_dir, version_dir)
+    for config in configs:
+        if config.backend == "python":
+            version_dir = staging / config.name / str(version)
+            (version_dir / "model.py").write_text(source)
+            _copy_tokenizer(model.tokenizer_dir, version_dir)
     report = {**model.report, "name": model.name, "version": version}
     (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
 

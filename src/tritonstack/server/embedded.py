@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -275,6 +276,17 @@ class EmbeddedServer:
                 return
             time.sleep(0.2)
         raise self._failure(f"Triton was not ready after {self.ready_timeout_s:.0f} s")
+
+    def models(self) -> list[dict[str, str]]:
+        """Triton's repository index (name, version, state, reason) through the admin-keyed API."""
+        request = urllib.request.Request(
+            f"{self.http_url}/v2/repository/index",
+            data=b"{}",
+            method="POST",
+            headers={flags.ADMIN_KEY_HEADER: self.admin_key, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return list(json.loads(response.read()))
 
     def stop(self, timeout_s: float | None = None) -> int | None:
         """Stop gracefully: in-flight requests finish, new ones are refused. Returns the exit code."""

@@ -1,16 +1,17 @@
-"""Triton Python-backend model: the tokenizer and the text-in model of an export.
+"""Triton Python-backend model: the tokenizer and the postprocessor of an export.
 
-``tritonstack export`` copies this file as ``model.py`` into two models; the
-``role`` parameter of each config picks what it does:
+``tritonstack export`` copies this file as ``model.py`` into the steps of the
+text-in ensemble; the ``role`` parameter of each config picks what it does:
 
-* ``tokenizer``: ``TEXT`` -> the encoder's int64 inputs.
-* ``text_in``: ``TEXT`` -> tokenize -> one BLS call to the encoder -> the task's
-  result (``EMBEDDING``; ``LABEL`` + ``SCORE``; ``ENTITIES``).
+* ``tokenizer``: ``TEXT`` -> the encoder's int64 inputs. Every text of every
+  request in a batch is tokenized together and padded to the longest text *of
+  that batch*, so the batch's requests reach the encoder with one shape and
+  its dynamic batcher runs them as one execution.
+* ``postprocess`` (classification tasks): logits -> ``LABEL`` + ``SCORE``, or
+  ``TEXT`` + logits -> ``ENTITIES`` for token classification.
 
-Every text of every request in a batch is tokenized together and padded to the
-longest text *of that batch*, so concurrent requests of different lengths
-become one encoder execution. The file is self-contained (the NGC image needs
-only ``numpy`` and ``tokenizers`` beside it).
+The file is self-contained: the NGC image needs only ``numpy`` and
+``tokenizers`` beside it.
 """
 
 import json
@@ -30,8 +31,15 @@ class InputError(Exception):
     pass
 
 
+def _invalid_argument(message):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+
+
 def _load_tokenizer(version_dir, max_length):
-    tokenizer = Tokenizer.from_file(os.path.join(version_dir, "tokenizer.json"))
+    path = os.path.join(version_dir, "tokenizer.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer file {path} is missing; re-export the model")
+    tokenizer = Tokenizer.from_file(path)
     tokenizer.no_padding()
     tokenizer.enable_truncation(max_length=max_length)
     pad_id = 0
@@ -79,102 +87,104 @@ class TritonPythonModel:
         self.task = params["task"]
         self.max_length = int(params["max_sequence_length"])
         self.char_limit = max(MIN_CHAR_LIMIT, self.max_length * MAX_CHARS_PER_TOKEN)
-        self.encoder_model = params["encoder_model"]
         self.encoder_inputs = params["encoder_inputs"].split(",")
         self.encoder_output = params["encoder_output"]
         self.labels = json.loads(params.get("labels", "[]"))
-        version_dir = os.path.join(args["model_repository"], args["model_version"])
-        self.tokenizer, self.pad_id = _load_tokenizer(version_dir, self.max_length)
+        # Token classification maps logits back to tokens and character offsets: it re-tokenizes the text.
+        self.needs_text = self.role == "tokenizer" or self.task == "token-classification"
+        if self.needs_text:
+            version_dir = os.path.join(args["model_repository"], args["model_version"])
+            self.tokenizer, self.pad_id = _load_tokenizer(version_dir, self.max_length)
 
     def _tokenize(self, texts):
-        encodings = self.tokenizer.encode_batch([t[: self.char_limit] for t in texts])
+        return self.tokenizer.encode_batch([t[: self.char_limit] for t in texts])
+
+    def _features(self, encodings):
         length = max(len(e.ids) for e in encodings)
         batch = {
-            "input_ids": np.full((len(texts), length), self.pad_id, dtype=np.int64),
-            "attention_mask": np.zeros((len(texts), length), dtype=np.int64),
-            "token_type_ids": np.zeros((len(texts), length), dtype=np.int64),
+            "input_ids": np.full((len(encodings), length), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((len(encodings), length), dtype=np.int64),
+            "token_type_ids": np.zeros((len(encodings), length), dtype=np.int64),
         }
         for row, encoding in enumerate(encodings):
             n = len(encoding.ids)
             batch["input_ids"][row, :n] = encoding.ids
             batch["attention_mask"][row, :n] = encoding.attention_mask
             batch["token_type_ids"][row, :n] = encoding.type_ids
-        return {name: batch[name] for name in self.encoder_inputs}, encodings
+        return {name: batch[name] for name in self.encoder_inputs}
 
-    def _encode(self, features):
-        request = pb_utils.InferenceRequest(
-            model_name=self.encoder_model,
-            requested_output_names=[self.encoder_output],
-            inputs=[pb_utils.Tensor(name, array) for name, array in features.items()],
-        )
-        response = request.exec()
-        if response.has_error():
-            raise pb_utils.TritonModelException(f"encoder {self.encoder_model}: {response.error().message()}")
-        return pb_utils.get_output_tensor_by_name(response, self.encoder_output).as_numpy()
+    def _label(self, index):
+        return self.labels[index] if index < len(self.labels) else f"LABEL_{index}"
 
-    def _task_outputs(self, result, encodings):
-        """Per-row output arrays of the task, keyed by output name."""
-        if self.task == "feature-extraction":
-            return {"EMBEDDING": result.astype(np.float32, copy=False)}
-        if self.task == "text-classification":
-            probs = _softmax(result.astype(np.float64))
-            best = probs.argmax(axis=-1)
-            labels = np.array([[self._label(i).encode()] for i in best], dtype=np.object_)
-            scores = probs[np.arange(len(best)), best].astype(np.float32).reshape(-1, 1)
-            return {"LABEL": labels, "SCORE": scores}
-        probs = _softmax(result.astype(np.float64))
-        entities = []
+    def _classify(self, logits):
+        probs = _softmax(logits.astype(np.float64))
+        best = probs.argmax(axis=-1)
+        labels = np.array([[self._label(i).encode()] for i in best], dtype=np.object_)
+        scores = probs[np.arange(len(best)), best].astype(np.float32).reshape(-1, 1)
+        return {"LABEL": labels, "SCORE": scores}
+
+    def _entities(self, logits, encodings):
+        rows = []
         for row, encoding in enumerate(encodings):
+            probs = _softmax(logits[row].astype(np.float64))
             items = []
             for position, (token, special) in enumerate(
                 zip(encoding.tokens, encoding.special_tokens_mask, strict=True)
             ):
-                if special:
+                if special or position >= len(probs):
                     continue
-                best = int(probs[row, position].argmax())
+                best = int(probs[position].argmax())
                 start, end = encoding.offsets[position]
                 items.append(
                     {
                         "token": token,
                         "label": self._label(best),
-                        "score": round(float(probs[row, position, best]), 6),
+                        "score": round(float(probs[position, best]), 6),
                         "start": start,
                         "end": end,
                     }
                 )
-            entities.append([json.dumps(items).encode()])
-        return {"ENTITIES": np.array(entities, dtype=np.object_)}
+            rows.append([json.dumps(items, ensure_ascii=False).encode()])
+        return {"ENTITIES": np.array(rows, dtype=np.object_)}
 
-    def _label(self, index):
-        return self.labels[index] if index < len(self.labels) else f"LABEL_{index}"
+    def _read(self, request):
+        """(texts, logits) of one request; either may be None when this role does not take it."""
+        texts = _decode_texts(request) if self.needs_text else None
+        logits = None
+        if self.role == "postprocess":
+            tensor = pb_utils.get_input_tensor_by_name(request, self.encoder_output)
+            if tensor is None:
+                raise InputError(f"missing input {self.encoder_output}")
+            logits = tensor.as_numpy()
+            if texts is not None and len(texts) != len(logits):
+                raise InputError(f"{len(texts)} texts but {len(logits)} rows of {self.encoder_output}")
+        return texts, logits
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        texts, owners = [], []
+        batch = []  # (request index, texts, logits)
         for index, request in enumerate(requests):
             try:
-                request_texts = _decode_texts(request)
+                batch.append((index, *self._read(request)))
             except InputError as error:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
-                continue
-            texts.extend(request_texts)
-            owners.append((index, len(request_texts)))
-        if not texts:
+                responses[index] = _invalid_argument(str(error))
+        if not batch:
             return responses
-        features, encodings = self._tokenize(texts)
         if self.role == "tokenizer":
-            outputs = features
-        else:
-            try:
-                result = self._encode(features)
-            except pb_utils.TritonModelException as error:
-                for index, _ in owners:
-                    responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
-                return responses
-            outputs = self._task_outputs(result, encodings)
-        start = 0
-        for index, count in owners:
-            tensors = [pb_utils.Tensor(name, array[start : start + count]) for name, array in outputs.items()]
+            # One tokenizer call and one padded length for the whole batch.
+            features = self._features(self._tokenize([t for _, texts, _ in batch for t in texts]))
+            start = 0
+            for index, texts, _ in batch:
+                stop = start + len(texts)
+                tensors = [pb_utils.Tensor(name, array[start:stop]) for name, array in features.items()]
+                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+                start = stop
+            return responses
+        for index, texts, logits in batch:
+            if self.task == "token-classification":
+                outputs = self._entities(logits, self._tokenize(texts))
+            else:
+                outputs = self._classify(logits)
+            tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-            start += count
         return responses

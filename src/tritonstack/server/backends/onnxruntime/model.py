@@ -31,6 +31,10 @@ class RequestError(Exception):
     pass
 
 
+def _invalid_argument(message):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -68,7 +72,7 @@ class TritonPythonModel:
             try:
                 features = self._features(request)
             except RequestError as error:
-                responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(error)))
+                responses[index] = _invalid_argument(str(error))
                 continue
             shape = next(iter(features.values())).shape[1:]
             groups.setdefault(shape, []).append((index, features))

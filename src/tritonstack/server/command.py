@@ -1,0 +1,79 @@
+"""Run the embedded Triton server (CPU, loopback) over a model repository until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from tritonstack.server import flags
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument(
+        "--bind", default=flags.LOOPBACK, help="address to listen on (anything but loopback is exposed)"
+    )
+    parser.add_argument("--http-port", type=int, default=flags.HTTP_PORT, help="HTTP port (0: pick a free one)")
+    parser.add_argument("--grpc-port", type=int, default=flags.GRPC_PORT, help="gRPC port (0: pick a free one)")
+    parser.add_argument("--metrics-port", type=int, default=flags.METRICS_PORT, help="metrics port (0: free one)")
+    parser.add_argument(
+        "--admin-key",
+        default=None,
+        help=f"key for the restricted admin APIs ({', '.join(flags.RESTRICTED_APIS)}), sent in the "
+        f"'{flags.ADMIN_KEY_HEADER}' header; default ${flags.ADMIN_KEY_ENV}, else a random key",
+    )
+    parser.add_argument("--log-file", type=Path, default=Path(".tritonstack/triton.log"), help="Triton's log")
+    parser.add_argument("--ready-timeout-s", type=float, default=300.0, help="how long to wait for the models to load")
+    parser.add_argument("--no-validate", action="store_true", help="skip `tritonstack validate` before starting")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tritonstack.repository.validate import check_repository
+    from tritonstack.server.embedded import EmbeddedServer
+
+    if not args.no_validate:
+        check_repository(args.repository)
+    if args.bind not in (flags.LOOPBACK, "localhost", "::1"):
+        print(f"warning: binding {args.bind}: the server is reachable from other hosts", file=sys.stderr)
+    server = EmbeddedServer(
+        args.repository,
+        bind_address=args.bind,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        admin_key=args.admin_key,
+        log_path=args.log_file,
+        ready_timeout_s=args.ready_timeout_s,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(f"starting Triton over {args.repository} (log: {args.log_file}) ...", flush=True)
+        with server:
+            print(f"gRPC     {server.grpc_url}")
+            print(f"HTTP     {server.http_url}")
+            print(f"metrics  {server.metrics_url}")
+            for model in server.models():
+                print(f"model    {model['name']} v{model.get('version', '?')} {model.get('state', '')}")
+            if args.admin_key is None and flags.ADMIN_KEY_ENV not in os.environ:
+                print(f"admin key (this run only): {server.admin_key}")
+            print("ready; Ctrl-C stops gracefully (in-flight requests finish)", flush=True)
+            while not stop.wait(0.5):
+                if server.process is None or server.process.poll() is not None:
+                    print("error: Triton exited unexpectedly; see the log", file=sys.stderr)
+                    return 1
+            print("stopping ...", flush=True)
+        print("stopped")
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

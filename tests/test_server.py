@@ -1,0 +1,271 @@
+"""The embedded Triton server and the served text models, against the real binary."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from tritonstack.server import EmbeddedServer, ServerStartError
+from tritonstack.server.embedded import model_errors_from_log
+
+pytestmark = pytest.mark.integration
+
+WEIRD_TEXTS = [
+    "",
+    " ",
+    "😀🚀 emoji 👍🏽",
+    "中文字符和日本語のテキスト",
+    "مرحبا بالعالم שלום עולם",
+    "e\u0301 combining a\u0308 marks",
+    "control\x00chars\x07and\x1b[31m escapes\u200b",
+    "word " * 5000,
+]
+
+
+def text_input(texts: list[str] | np.ndarray) -> grpcclient.InferInput:
+    array = np.array([[t.encode() if isinstance(t, str) else t] for t in texts], dtype=np.object_)
+    tensor = grpcclient.InferInput("TEXT", list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def embed(client: grpcclient.InferenceServerClient, texts: list[str], model: str = "tiny") -> np.ndarray:
+    return np.asarray(client.infer(model, [text_input(texts)]).as_numpy("EMBEDDING"))
+
+
+def metric(metrics_url: str, name: str, model: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=5) as response:
+        text = response.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and f'model="{model}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture()
+def client(triton: Any) -> Any:
+    with grpcclient.InferenceServerClient(triton.grpc_url) as c:
+        yield c
+
+
+def test_server_is_ready_on_loopback_and_lists_models(triton: Any) -> None:
+    assert triton.is_ready()
+    assert triton.grpc_url.startswith("127.0.0.1:")
+    states = {m["name"]: m["state"] for m in triton.models()}
+    expected = ["tiny", "tiny_encoder", "tiny_tokenizer", "tiny_cls", "tiny_cls_encoder", "tiny_cls_tokenizer"]
+    assert states == dict.fromkeys([*expected, "tiny_cls_postprocess"], "READY")
+
+
+def test_admin_api_needs_the_key(triton: Any) -> None:
+    request = urllib.request.Request(f"{triton.http_url}/v2/repository/index", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 403
+    with grpcclient.InferenceServerClient(triton.grpc_url) as c, pytest.raises(InferenceServerException) as grpc_info:
+        c.get_model_repository_index()
+    assert "restricted" in str(grpc_info.value).lower() or "PERMISSION" in str(grpc_info.value.status())
+
+
+def test_served_embeddings_match_in_process_onnxruntime(
+    client: Any, tiny_repository: Path, tiny_model_dirs: dict[str, Path]
+) -> None:
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    texts = ["hello world", "the quick brown fox jumps over the lazy dog", "", "data"]
+    served = embed(client, texts)
+    version = tiny_repository / "tiny_encoder" / "1"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dirs["tiny"])
+    features = tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="np")
+    session = ort.InferenceSession(str(version / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    expected = session.run(None, {n: features[n].astype(np.int64) for n in names})[0]
+    np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_tokenizer_model_pads_to_the_longest_text_of_the_batch(client: Any) -> None:
+    result = client.infer("tiny_tokenizer", [text_input(["hello", "the quick brown fox"])])
+    ids, mask = result.as_numpy("input_ids"), result.as_numpy("attention_mask")
+    assert ids.dtype == np.int64 and ids.shape == mask.shape
+    assert ids.shape[1] == int(mask.sum(axis=1).max())  # no padding beyond the longest
+    assert mask[0].sum() < mask[1].sum()
+
+
+def test_classification_returns_a_label_and_a_probability(client: Any) -> None:
+    result = client.infer("tiny_cls", [text_input(["good", "bad", "hello world"])])
+    labels = [x[0].decode() for x in result.as_numpy("LABEL")]
+    scores = result.as_numpy("SCORE").reshape(-1)
+    assert set(labels) <= {"NEGATIVE", "POSITIVE"}
+    assert np.all((scores >= 0.5) & (scores <= 1.0))
+
+
+@pytest.mark.parametrize("text", WEIRD_TEXTS, ids=lambda t: repr(t[:12]))
+def test_any_unicode_empty_and_huge_texts_are_served(client: Any, text: str) -> None:
+    vector = embed(client, [text])
+    assert vector.shape == (1, 32) and np.all(np.isfinite(vector))
+
+
+def test_long_texts_are_truncated_not_refused(client: Any) -> None:
+    long_a, long_b = "word " * 3000, "word " * 3000 + "different tail"
+    a, b = embed(client, [long_a, long_b])
+    np.testing.assert_allclose(a, b, rtol=1e-5)  # only the first max_sequence_length tokens count
+
+
+@pytest.mark.parametrize(
+    ("name", "build"),
+    [
+        ("invalid utf-8", lambda: [text_input(np.array([b"\xff\xfe broken"], dtype=np.object_))]),
+        ("numbers instead of text", lambda: [_int_input("TEXT", [[1], [2]])]),
+        ("unknown input name", lambda: [_bytes_input("TEXTS", [[b"hi"]])]),
+        ("wrong rank", lambda: [_bytes_input("TEXT", [b"hi", b"ho"])]),
+        ("batch over max_batch_size", lambda: [text_input(["x"] * 65)]),
+    ],
+)
+def test_bad_input_gets_an_error_and_the_server_stays_up(client: Any, name: str, build: Any) -> None:
+    with pytest.raises(InferenceServerException) as info:
+        client.infer("tiny", build())
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT", (name, info.value)
+    assert embed(client, ["still serving"]).shape == (1, 32)
+
+
+def _bytes_input(name: str, rows: list[Any]) -> grpcclient.InferInput:
+    array = np.array(rows, dtype=np.object_)
+    tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _int_input(name: str, rows: list[list[int]]) -> grpcclient.InferInput:
+    array = np.array(rows, dtype=np.int64)
+    tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def test_a_bad_request_in_a_batch_fails_alone(triton: Any) -> None:
+    """One invalid-UTF-8 request batched with good ones: only it fails."""
+    texts: list[Any] = ["good text", b"\xff\xfe", "another good one"] * 4
+
+    def send(text: Any) -> str:
+        with grpcclient.InferenceServerClient(triton.grpc_url) as c:
+            try:
+                c.infer("tiny", [text_input(np.array([text], dtype=np.object_))])
+                return "ok"
+            except InferenceServerException:
+                return "error"
+
+    with ThreadPoolExecutor(len(texts)) as pool:
+        outcomes = list(pool.map(send, texts))
+    assert outcomes == ["ok", "error", "ok"] * 4
+
+
+def test_mixed_length_concurrent_requests_are_batched(triton: Any) -> None:
+    rng = np.random.default_rng(0)
+    words = "the quick brown fox jumps over the lazy dog model server".split()
+    texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 50, size=256)]
+    before_count = metric(triton.metrics_url, "nv_inference_count", "tiny_encoder")
+    before_exec = metric(triton.metrics_url, "nv_inference_exec_count", "tiny_encoder")
+
+    def send(chunk: list[str]) -> list[np.ndarray]:
+        # one client (connection) per simulated user, one text per request
+        with grpcclient.InferenceServerClient(triton.grpc_url) as c:
+            return [embed(c, [text]) for text in chunk]
+
+    with ThreadPoolExecutor(32) as pool:
+        results = [r for chunk in pool.map(send, [texts[i::32] for i in range(32)]) for r in chunk]
+    assert all(r.shape == (1, 32) for r in results)
+    count = metric(triton.metrics_url, "nv_inference_count", "tiny_encoder") - before_count
+    executions = metric(triton.metrics_url, "nv_inference_exec_count", "tiny_encoder") - before_exec
+    assert count == len(texts)
+    assert executions <= count / 4, f"{executions} encoder executions for {count} texts: not batched"
+
+
+# -- lifecycle: each test below runs its own server -------------------------------------------
+
+
+def test_port_conflict_is_reported_clearly(tiny_repository: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServerStartError, match=rf"gRPC port {port} on 127.0.0.1 is already in use") as info:
+            EmbeddedServer(tiny_repository, grpc_port=port).start()
+    assert "port 0" in (info.value.hint or "")
+
+
+def test_missing_repository_is_reported(tmp_path: Path) -> None:
+    with pytest.raises(ServerStartError, match="does not exist"):
+        EmbeddedServer(tmp_path / "nowhere").start()
+
+
+def test_a_model_that_fails_to_load_is_named_with_tritons_reason(tiny_repository: Path, tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repository)
+    shutil.rmtree(repository / "tiny_cls")
+    shutil.rmtree(repository / "tiny_cls_encoder")
+    shutil.rmtree(repository / "tiny_cls_tokenizer")
+    shutil.rmtree(repository / "tiny_cls_postprocess")
+    (repository / "tiny_tokenizer" / "1" / "tokenizer.json").unlink()
+    started = time.monotonic()
+    with pytest.raises(ServerStartError) as info:
+        EmbeddedServer(repository, log_path=tmp_path / "triton.log").start()
+    assert time.monotonic() - started < 120  # Triton's own failure, not our ready timeout
+    assert "tiny_tokenizer" in info.value.model_errors
+    assert "tokenizer.json" in info.value.model_errors["tiny_tokenizer"]
+    assert "tiny_tokenizer" in str(info.value)
+
+
+def test_model_errors_are_parsed_from_tritons_log_lines() -> None:
+    log = (
+        "E1128 13:18:00.1 1 model_lifecycle.cc:654] \"failed to load 'enc' version 3: Invalid argument: "
+        "unexpected inference input 'x'\"\nI1128 other line\n"
+    )
+    assert model_errors_from_log(log) == {"enc": "Invalid argument: unexpected inference input 'x'"}
+
+
+def test_graceful_shutdown_under_load_loses_no_accepted_request(tiny_repository: Path, tmp_path: Path) -> None:
+    server = EmbeddedServer(tiny_repository, log_path=tmp_path / "triton.log").start()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with grpcclient.InferenceServerClient(server.grpc_url) as c:
+            while not stop.is_set():
+                try:
+                    embed(c, ["a sentence long enough to take a moment " * 4] * 8)
+                    outcome = "ok"
+                except InferenceServerException as error:
+                    outcome = f"{error.status()} {error.message()}"
+                with lock:
+                    outcomes.append(outcome)
+                if outcome != "ok":
+                    return
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(2.0)
+    code = server.stop()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads)
+    assert code == 0
+    refused = [o for o in outcomes if o != "ok"]
+    assert outcomes.count("ok") > 8
+    # Requests sent after shutdown began are refused as UNAVAILABLE; none that was accepted failed otherwise.
+    assert all(o.startswith("StatusCode.UNAVAILABLE") for o in refused), refused
+    assert "Waiting for in-flight requests to complete" in (tmp_path / "triton.log").read_text()
