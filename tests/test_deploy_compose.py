@@ -1,0 +1,320 @@
+"""docker-compose.yml, .env.example and the two images' build files, checked offline.
+
+The compose file is validated against the Compose Specification's JSON schema:
+the copy that check-jsonschema vendors (``compose-spec.json``, from the
+compose-spec/compose-spec repository, Apache-2.0). It is validated as written and
+after interpolating ``.env.example`` the way ``docker compose`` does. No Docker
+engine is involved: what these tests cannot see is whether the images build and
+the containers start (docs/deploy.md).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import json
+import re
+import sys
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tritonstack.server import flags
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+TRITON_DOCKERFILE = ROOT / "deploy" / "triton" / "Dockerfile"
+LOCUST_DOCKERFILE = ROOT / "deploy" / "locust" / "Dockerfile"
+TRITON_REQUIREMENTS = ROOT / "deploy" / "triton" / "requirements.txt"
+SECRETS = ("TRITONSTACK_ADMIN_KEY", "GRAFANA_ADMIN_PASSWORD")
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME, $$ (a literal $).
+_VARIABLE = re.compile(
+    r"\$(?:(?P<escaped>\$)"
+    r"|\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+    r"|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+class InterpolationError(Exception):
+    pass
+
+
+def _interpolate_string(value: str, env: Mapping[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        if match.group("escaped"):
+            return "$"
+        name = match.group("name") or match.group("bare")
+        op, arg = match.group("op"), match.group("arg")
+        current = env.get(name)
+        # The colon forms treat an empty value like an unset one.
+        missing = not current if op and op.startswith(":") else current is None
+        if op and op.endswith("?"):
+            if missing:
+                raise InterpolationError(f"{name}: {arg}")
+            return str(current)
+        if op and op.endswith("-"):
+            return arg if missing else str(current)
+        return current or ""
+
+    return _VARIABLE.sub(substitute, value)
+
+
+def interpolate(node: Any, env: Mapping[str, str]) -> Any:
+    """Compose's interpolation: values only, never keys."""
+    if isinstance(node, str):
+        return _interpolate_string(node, env)
+    if isinstance(node, list):
+        return [interpolate(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: interpolate(value, env) for key, value in node.items()}
+    return node
+
+
+def variables(node: Any) -> set[str]:
+    if isinstance(node, str):
+        return {m.group("name") or m.group("bare") for m in _VARIABLE.finditer(node) if not m.group("escaped")}
+    if isinstance(node, list):
+        return set().union(*(variables(item) for item in node)) if node else set()
+    if isinstance(node, dict):
+        return set().union(*(variables(value) for value in node.values())) if node else set()
+    return set()
+
+
+def env_example() -> dict[str, str]:
+    env = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key.strip()] = value.strip()
+    return env
+
+
+def filled_env() -> dict[str, str]:
+    return {**env_example(), **{name: "not-a-real-secret" for name in SECRETS}}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+@pytest.fixture(scope="module")
+def validator() -> jsonschema.protocols.Validator:
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
+    cls = jsonschema.validators.validator_for(schema)
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+def _errors(validator: jsonschema.protocols.Validator, document: Any) -> list[str]:
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_file_matches_the_compose_spec_schema(compose, validator) -> None:
+    assert _errors(validator, compose) == []
+
+
+def test_compose_file_after_interpolation_matches_the_schema(compose, validator) -> None:
+    assert _errors(validator, interpolate(compose, filled_env())) == []
+
+
+def test_schema_validation_catches_a_misspelt_field(compose, validator) -> None:
+    broken = copy.deepcopy(compose)
+    broken["services"]["triton"]["shm_sise"] = "2gb"
+    assert any("shm_sise" in error for error in _errors(validator, broken))
+
+
+@pytest.mark.parametrize("secret", SECRETS)
+def test_compose_refuses_to_run_without_each_secret(compose, secret) -> None:
+    env = {**filled_env(), secret: ""}  # as .env.example ships it
+    with pytest.raises(InterpolationError, match=secret):
+        interpolate(compose, env)
+
+
+def test_no_secret_has_a_default(compose) -> None:
+    grafana_password = compose["services"]["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:\?[^}]+\}", grafana_password)
+    for name in SECRETS:
+        assert env_example()[name] == "", f".env.example must not carry a value for {name}"
+    secrets = "|".join(SECRETS)
+    assert not re.search(rf"\$\{{(?:{secrets}):?-", COMPOSE.read_text())
+
+
+def test_every_variable_compose_reads_is_documented_in_env_example(compose) -> None:
+    assert variables(compose) == set(env_example())
+
+
+def test_published_ports_bind_to_loopback_by_default(compose) -> None:
+    defaults = interpolate(compose, {name: "x" for name in SECRETS})
+    published: dict[str, set[int]] = {}
+    for name, service in defaults["services"].items():
+        for port in service.get("ports", []):
+            assert isinstance(port, dict), f"{name}: use the long port syntax, with host_ip"
+            assert port["host_ip"] == "127.0.0.1", f"{name}: {port}"
+            published.setdefault(name, set()).add(int(port["target"]))
+    assert published == {
+        "triton": {flags.GRPC_PORT, flags.HTTP_PORT},  # metrics: only Prometheus, on the compose network
+        "prometheus": {9090},
+        "grafana": {3000},
+    }
+
+
+def test_triton_gets_a_gpu_shared_memory_and_a_read_only_repository(compose) -> None:
+    triton = compose["services"]["triton"]
+    devices = triton["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    size = re.fullmatch(r"(\d+)([kmg])b?", triton["shm_size"].lower())
+    assert size and int(size.group(1)) * {"k": 2**10, "m": 2**20, "g": 2**30}[size.group(2)] >= 2**30
+    mounts = {m["target"]: m for m in triton["volumes"]}
+    assert mounts["/models"]["read_only"] is True
+    health = " ".join(triton["healthcheck"]["test"])
+    assert f"127.0.0.1:{flags.HTTP_PORT}/v2/health/ready" in health
+
+
+def test_every_bind_mount_source_exists(compose) -> None:
+    defaults = interpolate(compose, {name: "x" for name in SECRETS})
+    for name, service in defaults["services"].items():
+        for mount in service.get("volumes", []):
+            if mount["type"] == "bind":
+                assert (ROOT / mount["source"]).exists(), f"{name}: {mount['source']} does not exist"
+                assert mount.get("read_only") is True, f"{name}: {mount['source']} should be read-only"
+
+
+def test_grafana_mounts_dashboards_where_provisioning_loads_them(compose) -> None:
+    mounts = {m["source"]: m["target"] for m in compose["services"]["grafana"]["volumes"] if m["type"] == "bind"}
+    providers = ROOT / "monitoring" / "grafana" / "provisioning" / "dashboards"
+    paths = {
+        provider["options"]["path"]
+        for file in providers.glob("*.y*ml")
+        for provider in yaml.safe_load(file.read_text())["providers"]
+    }
+    assert paths == {mounts["./monitoring/grafana/dashboards"]}
+
+
+def test_prometheus_scrapes_compose_service_names(compose) -> None:
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
+    targets = {t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    aliases = {
+        alias
+        for service in compose["services"].values()
+        for network in (service.get("networks") or {}).values()
+        for alias in (network or {}).get("aliases", [])
+    }
+    for target in targets:
+        host = target.rsplit(":", 1)[0]
+        assert host in compose["services"] or host in aliases, f"{target}: no such compose service or alias"
+
+
+def test_load_test_runs_only_under_its_profile(compose) -> None:
+    for name, service in compose["services"].items():
+        if name.startswith("locust"):
+            assert service["profiles"] == ["loadtest"]
+        else:
+            assert "profiles" not in service, f"{name} must start with a plain `docker compose up`"
+
+
+def test_locust_runs_the_repository_locustfile(compose) -> None:
+    # The Locust image copies loadtest/ to /opt/tritonstack/loadtest (deploy/locust/Dockerfile).
+    assert "COPY loadtest/ loadtest/" in LOCUST_DOCKERFILE.read_text()
+    assert re.search(r"^WORKDIR /opt/tritonstack$", LOCUST_DOCKERFILE.read_text(), re.M)
+    commands = [s["command"] for n, s in compose["services"].items() if n.startswith("locust")]
+    for manifest in ("master-job.yaml", "worker-deployment.yaml"):
+        pod = yaml.safe_load((ROOT / "deploy" / "k8s" / "loadtest" / manifest).read_text())["spec"]["template"]
+        commands.append(pod["spec"]["containers"][0]["args"])
+    paths = {arg.split("=", 1)[1] for command in commands for arg in command if arg.startswith("--locustfile=")}
+    assert paths == {"/opt/tritonstack/loadtest/locustfile.py"}
+    assert (ROOT / "loadtest" / "locustfile.py").is_file(), "loadtest/locustfile.py (the load-test issue) is missing"
+
+
+# -- the images' build files ---------------------------------------------------
+
+
+def _constraint(name: str) -> str:
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.split("==")[0].strip() == name:
+            return line.split("==")[1].strip()
+    raise AssertionError(f"{name} is not pinned in constraints.txt")
+
+
+def _requirements() -> dict[str, str]:
+    out = {}
+    for line in TRITON_REQUIREMENTS.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name = re.split(r"[=<>!~]", line)[0]
+            out[name] = line[len(name) :]
+    return out
+
+
+def test_triton_image_is_a_pinned_ngc_release_with_the_2025_2026_security_fixes() -> None:
+    pin = r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:(\d\d)\.(\d\d)-py3$"
+    match = re.search(pin, TRITON_DOCKERFILE.read_text(), re.M)
+    assert match, "pin the NGC image as nvcr.io/nvidia/tritonserver:YY.MM-py3"
+    # 25.07 fixed the August 2025 bulletin (CVE-2025-23319/23320/23334 ...);
+    # 26.07 the August 2026 one (CVE-2026-16497, CVE-2026-47625): docs/deploy.md.
+    assert (int(match.group(1)), int(match.group(2))) >= (26, 7)
+
+
+def test_image_requirements_agree_with_constraints() -> None:
+    from packaging.specifiers import SpecifierSet
+
+    requirements = _requirements()
+    assert requirements["tokenizers"] == "==" + _constraint("tokenizers")
+    assert _constraint("numpy") in SpecifierSet(requirements["numpy"])
+
+
+def test_python_backend_models_import_only_what_the_image_has() -> None:
+    available = set(sys.stdlib_module_names) | set(_requirements()) | {"triton_python_backend_utils"}
+    models = sorted((ROOT / "src" / "tritonstack" / "server" / "models").glob("*.py"))
+    assert any(m.name != "__init__.py" for m in models)
+    for model in models:
+        for node in ast.walk(ast.parse(model.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] in available, f"{model.name} imports {name}, not in the image"
+
+
+def _dockerignore_includes(ignore_file: Path, path: str) -> bool:
+    """Docker's rule: patterns apply in order, the last match wins, `!` re-includes."""
+    import fnmatch
+
+    included = True
+    for line in ignore_file.read_text().splitlines():
+        pattern = line.strip()
+        if not pattern or pattern.startswith("#"):
+            continue
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        parts = path.split("/")
+        prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if any(fnmatch.fnmatch(prefix, pattern) for prefix in prefixes):
+            included = negate
+    return included
+
+
+@pytest.mark.parametrize("dockerfile", [TRITON_DOCKERFILE, LOCUST_DOCKERFILE], ids=["triton", "locust"])
+def test_every_copied_path_is_in_the_build_context(dockerfile: Path) -> None:
+    ignore_file = dockerfile.with_name(dockerfile.name + ".dockerignore")
+    sources = [
+        source.rstrip("/")
+        for line in dockerfile.read_text().splitlines()
+        if line.startswith("COPY ")
+        for source in line.split()[1:-1]
+        if not source.startswith("--")
+    ]
+    assert sources
+    for source in sources:
+        assert _dockerignore_includes(ignore_file, source), f"{source} is excluded by {ignore_file.name}"
+    assert not _dockerignore_includes(ignore_file, ".venv"), "the virtualenv must stay out of the context"
