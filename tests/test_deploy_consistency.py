@@ -1,0 +1,138 @@
+"""One source of truth for Triton's flags and ports: src/tritonstack/server/flags.py.
+
+The embedded server renders ``TritonFlags.args()``; docker-compose.yml and the
+Kubernetes Deployment must carry exactly ``deployment_args()``, differing only in
+how the admin key is filled in (compose: ``${TRITONSTACK_ADMIN_KEY:?...}``
+interpolation; Kubernetes: ``$(ADMIN_KEY)`` from a Secret-backed env var). Ports,
+shutdown timing, the model repository path, the TensorRT engine cache path and
+the server user are cross-checked the same way. The flags are also checked
+against a real ``tritonserver --help`` (the 2.51.0 binary of nvidia-pytriton).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tritonstack.repository.config import TensorRTAccelerator
+from tritonstack.server import flags
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSE = ROOT / "docker-compose.yml"
+DEPLOYMENT = ROOT / "deploy" / "k8s" / "triton" / "deployment.yaml"
+SERVICE = ROOT / "deploy" / "k8s" / "triton" / "service.yaml"
+TRITON_DOCKERFILE = ROOT / "deploy" / "triton" / "Dockerfile"
+K8S_ADMIN_KEY = "$(ADMIN_KEY)"
+
+
+@pytest.fixture(scope="module")
+def triton_service() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]["triton"]
+
+
+@pytest.fixture(scope="module")
+def pod_spec() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(DEPLOYMENT.read_text())["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def container(pod_spec: dict[str, Any]) -> dict[str, Any]:
+    (container,) = pod_spec["containers"]
+    return container
+
+
+def _seconds(duration: str) -> float:
+    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|h|m|s)", duration)
+    assert "".join(n + u for n, u in parts) == duration, f"cannot parse {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_compose_runs_triton_with_deployment_args(triton_service) -> None:
+    command = triton_service["command"]
+    restricted = next(arg for arg in command if arg.startswith("--http-restricted-api="))
+    key = restricted.rsplit(f"{flags.ADMIN_KEY_HEADER}=", 1)[1]
+    # Compose fails to start when the key is unset or empty (the `:?` form).
+    assert re.fullmatch(rf"\$\{{{flags.ADMIN_KEY_ENV}:\?[^}}]+\}}", key), key
+    assert command == ["tritonserver", *flags.deployment_args(admin_key=key)]
+
+
+def test_kubernetes_runs_triton_with_deployment_args(container) -> None:
+    assert "command" not in container, "keep the NGC entrypoint: pass tritonserver in args"
+    assert container["args"] == ["tritonserver", *flags.deployment_args(admin_key=K8S_ADMIN_KEY)]
+    env = {e["name"]: e for e in container["env"]}
+    placeholder = K8S_ADMIN_KEY[2:-1]
+    assert set(env[placeholder]["valueFrom"]) == {"secretKeyRef"}, "the admin key comes from a Secret"
+
+
+def test_the_deployment_restricts_the_admin_apis(container) -> None:
+    restricted = [a for a in container["args"] if "restricted" in a]
+    assert len(restricted) == 2
+    for arg in restricted:
+        apis = arg.split("=", 1)[1].split(":", 1)[0].split(",")
+        assert tuple(apis) == flags.RESTRICTED_APIS
+
+
+def test_ports_agree(triton_service, container) -> None:
+    expected = {"http": flags.HTTP_PORT, "grpc": flags.GRPC_PORT, "metrics": flags.METRICS_PORT}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == expected
+    service = yaml.safe_load(SERVICE.read_text())
+    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == expected
+    assert {p["target"] for p in triton_service["ports"]} == {flags.HTTP_PORT, flags.GRPC_PORT}
+    assert f":{flags.HTTP_PORT}/v2/health/ready" in " ".join(triton_service["healthcheck"]["test"])
+    exposed = re.search(r"^EXPOSE (.+)$", TRITON_DOCKERFILE.read_text(), re.M)
+    assert exposed and {int(p) for p in exposed.group(1).split()} == set(expected.values())
+    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = (j for j in prometheus["scrape_configs"] if j["job_name"] == "triton")
+    assert job["static_configs"][0]["targets"] == [f"triton:{flags.METRICS_PORT}"]
+
+
+def test_shutdown_outlasts_the_exit_timeout(triton_service, pod_spec, container) -> None:
+    assert _seconds(triton_service["stop_grace_period"]) > flags.EXIT_TIMEOUT_S
+    pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pre_stop[0] == "sleep"
+    assert pod_spec["terminationGracePeriodSeconds"] > int(pre_stop[1]) + flags.EXIT_TIMEOUT_S
+
+
+def test_model_repository_path_agrees(triton_service) -> None:
+    repository = flags.deployment_args()[0].split("=", 1)[1]
+    assert {m["target"] for m in triton_service["volumes"] if m["type"] == "bind"} == {repository}
+    # Kubernetes serves the `bundle` image, which carries the repository there.
+    assert re.search(rf"^COPY model_repository/ {repository}/$", TRITON_DOCKERFILE.read_text(), re.M)
+
+
+def test_tensorrt_engine_cache_is_writable(triton_service, container) -> None:
+    cache = TensorRTAccelerator(input_names=("input_ids",), max_batch_size=1, max_sequence_length=8).engine_cache_path
+    assert cache in {m["target"] for m in triton_service["volumes"] if m["type"] == "volume"}
+    mounts = [m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")]
+    assert any(cache == path or cache.startswith(path.rstrip("/") + "/") for path in mounts)
+
+
+def test_the_server_user_agrees(pod_spec) -> None:
+    user = re.search(r"^USER (\d+):(\d+)$", TRITON_DOCKERFILE.read_text(), re.M)
+    assert user
+    context = pod_spec["securityContext"]
+    assert (context["runAsUser"], context["runAsGroup"]) == (int(user.group(1)), int(user.group(2)))
+
+
+def _tritonserver() -> Path:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("nvidia-pytriton (the serve extra) is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver" / "bin" / "tritonserver"
+
+
+def test_tritonserver_knows_every_deployment_flag() -> None:
+    # --help exits 1 after printing the usage; the binary finds its libraries by RPATH.
+    usage = subprocess.run([str(_tritonserver()), "--help"], capture_output=True, text=True, timeout=60)
+    known = set(re.findall(r"^\s+(--[a-z0-9-]+)", usage.stdout + usage.stderr, re.M))
+    assert "--model-repository" in known, usage.stdout[-2000:] + usage.stderr[-2000:]
+    used = {arg.split("=", 1)[0] for arg in flags.deployment_args()}
+    assert used - known == set()
