@@ -1,0 +1,120 @@
+"""Load-test a served model against an SLO file and print the verdict.
+
+Exit status: 0 when every objective held, 1 when one was violated (the table
+and the last line name it), 2 when the test itself could not run (bad SLO
+file, server down, workers missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from tritonstack.server import flags
+
+DEFAULT_HOST = f"{flags.LOOPBACK}:{flags.GRPC_PORT}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--slo", required=True, metavar="FILE", help="the SLO file (see loadtest/slo.yaml)")
+    parser.add_argument("--host", default=DEFAULT_HOST, metavar="HOST:PORT", help="Triton's gRPC endpoint")
+    parser.add_argument("--model", help="override the SLO's model name")
+    parser.add_argument("--users", type=int, metavar="N", help="override load.users")
+    parser.add_argument("--spawn-rate", type=float, metavar="N", help="override load.spawn_rate (users/s)")
+    parser.add_argument("--run-time", metavar="DURATION", help="override load.duration (30s, 2m, 1h30m)")
+    for percentile in ("50", "95", "99"):
+        parser.add_argument(
+            f"--p{percentile}-ms", type=float, metavar="MS", help=f"override objectives.p{percentile}_ms"
+        )
+    parser.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: reports/<timestamp>/)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="load processes: 1 runs Locust in this process (one core); N > 1 runs a master here "
+        "and N worker processes",
+    )
+    parser.add_argument(
+        "--metrics-url",
+        metavar="URL",
+        help="Triton's Prometheus endpoint to scrape during the run (default: HOST's machine, port "
+        f"{flags.METRICS_PORT}); 'none' disables",
+    )
+    parser.add_argument(
+        "--exporter-port",
+        type=int,
+        default=9646,
+        metavar="PORT",
+        help="serve client-observed latency for Prometheus on this port during the run; 0 disables",
+    )
+    parser.add_argument("--exporter-addr", default=flags.LOOPBACK, metavar="ADDR", help="the exporter's bind address")
+    parser.add_argument(
+        "--find-capacity",
+        action="store_true",
+        help="step concurrent users up (capacity: in the SLO file) until an objective breaks; report the "
+        "highest throughput that held",
+    )
+    parser.add_argument("--capacity-max-users", type=int, metavar="N", help="override capacity.max_users")
+    parser.add_argument("--capacity-step", metavar="DURATION", help="override capacity.step_duration")
+
+
+def run(args: argparse.Namespace) -> int:
+    # Locust first: it monkey-patches the process with gevent on import, before anything opens sockets.
+    import dataclasses
+
+    import locust  # noqa: F401
+
+    from tritonstack.loadtest import execute
+    from tritonstack.loadtest.report import capacity_table, write_report
+    from tritonstack.loadtest.slo import load_slo, parse_duration_s
+    from tritonstack.loadtest.verdict import render_table, verdict_line
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run_time_s = None
+    if args.run_time:
+        run_time_s = parse_duration_s(args.run_time, where="--run-time", source="command line")
+    slo = load_slo(args.slo).with_overrides(
+        users=args.users,
+        spawn_rate=args.spawn_rate,
+        run_time_s=run_time_s,
+        latency_ms={
+            float(p): value
+            for p, value in (("50", args.p50_ms), ("95", args.p95_ms), ("99", args.p99_ms))
+            if value is not None
+        },
+        model=args.model,
+    )
+    if args.capacity_max_users is not None or args.capacity_step is not None:
+        capacity = slo.capacity
+        if args.capacity_max_users is not None:
+            capacity = dataclasses.replace(capacity, max_users=max(args.capacity_max_users, capacity.start_users))
+        if args.capacity_step is not None:
+            step_s = parse_duration_s(args.capacity_step, where="--capacity-step", source="command line")
+            capacity = dataclasses.replace(capacity, step_duration_s=step_s)
+        slo = dataclasses.replace(slo, capacity=capacity)
+
+    metrics_url = args.metrics_url if args.metrics_url is not None else execute.default_metrics_url(args.host)
+    options = execute.RunOptions(
+        host=args.host,
+        processes=args.processes,
+        metrics_url=None if metrics_url in (None, "", "none") else metrics_url,
+        exporter_port=args.exporter_port,
+        exporter_addr=args.exporter_addr,
+    )
+    report_dir = execute.report_dir_or_default(args.report_dir)
+    result = execute.find_capacity(slo, options) if args.find_capacity else execute.run_test(slo, options)
+
+    index = write_report(result, report_dir)
+    print()
+    if result.capacity is not None:
+        print(capacity_table(result))
+        print()
+    print(render_table(result.checks))
+    print()
+    if result.metrics_error:
+        print(f"note: {result.metrics_error}", file=sys.stderr)
+    print(verdict_line(result.checks))
+    print(f"report: {index}")
+    return 0 if result.passed else 1

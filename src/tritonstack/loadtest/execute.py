@@ -1,0 +1,208 @@
+"""One load test, or a capacity search, from an SLO to a :class:`RunResult`.
+
+Runs in the process that makes the verdict (gevent already patched in): the
+pre-flight request, the Triton metrics scraper, the Prometheus exporter and the
+Locust session around the load steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonstack._exceptions import TritonStackError
+from tritonstack.loadtest.errors import LoadTestError, ServerUnreachableError
+from tritonstack.loadtest.exporter import ClientMetrics, ClientMetricsExporter
+from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
+from tritonstack.loadtest.runner import LoadSession, StepWindow
+from tritonstack.loadtest.slo import SLO
+from tritonstack.loadtest.stats import summarize
+from tritonstack.loadtest.triton_metrics import MetricsScraper, Snapshot
+from tritonstack.loadtest.users import UserSettings, client_call, make_client
+from tritonstack.loadtest.verdict import evaluate, violated
+from tritonstack.server import flags
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    host: str
+    processes: int = 1
+    metrics_url: str | None = None  # Triton's Prometheus endpoint; None: do not scrape
+    exporter_port: int = 0  # 0: no exporter
+    exporter_addr: str = "127.0.0.1"
+    scrape_interval_s: float = 1.0
+
+
+def default_metrics_url(host: str) -> str | None:
+    """Triton's metrics endpoint next to a gRPC ``host``: same machine, the standard metrics port."""
+    match = re.fullmatch(r"(?:[a-z]+://)?(\[[^\]]+\]|[^:/]+)(?::\d+)?/?", host.strip())
+    return f"http://{match.group(1)}:{flags.METRICS_PORT}/metrics" if match else None
+
+
+def user_settings(slo: SLO, *, closed_model: bool = False) -> UserSettings:
+    return UserSettings(
+        model=slo.model,
+        task=slo.task,
+        texts_file=str(slo.payload.texts_file) if slo.payload.texts_file else None,
+        texts_per_request=slo.payload.texts_per_request,
+        timeout_s=slo.load.timeout_s,
+        arrival_rate_rps=None if closed_model else slo.load.arrival_rate_rps,
+        users=slo.load.users,
+    )
+
+
+def preflight(host: str, settings: UserSettings) -> None:
+    """One request before any load: a server that is down fails here, with a clear message (exit 2)."""
+    client = None
+    try:
+        client = make_client(host, settings)
+        client_call(client, settings.task)(["tritonstack load-test pre-flight request"])
+    except TritonStackError as error:
+        raise ServerUnreachableError(
+            f"the load test could not start: model {settings.model!r} at {host} did not answer "
+            f"({type(error).__name__}: {error.message})",
+            hint=error.hint
+            or "is Triton running? `tritonstack serve REPOSITORY` starts one; --host takes its gRPC endpoint HOST:PORT",
+        ) from error
+    finally:
+        if client is not None:
+            client.close()
+
+
+class _Instruments:
+    """The exporter and the scraper around a session; both optional."""
+
+    def __init__(self, slo: SLO, options: RunOptions, session: LoadSession, say: Say) -> None:
+        self.exporter: ClientMetricsExporter | None = None
+        self.scraper: MetricsScraper | None = None
+        if options.exporter_port:
+            metrics = ClientMetrics()
+            try:
+                self.exporter = ClientMetricsExporter(metrics, options.exporter_port, options.exporter_addr)
+            except OSError as error:
+                raise LoadTestError(
+                    f"cannot serve client metrics on {options.exporter_addr}:{options.exporter_port}: {error.strerror}",
+                    hint="pick another --exporter-port, or 0 to disable the exporter",
+                ) from error
+            session.collector.add_listener(lambda batch: metrics.observe(slo.model, batch))
+            say(f"client metrics: {self.exporter.url}")
+        if options.metrics_url:
+            self.scraper = MetricsScraper(options.metrics_url, options.scrape_interval_s).start()
+
+    def close(self) -> None:
+        if self.scraper is not None:
+            self.scraper.stop()
+        if self.exporter is not None:
+            self.exporter.close()
+
+    def server_view(self) -> tuple[str | None, list[Snapshot], str | None]:
+        if self.scraper is None:
+            return None, [], None
+        snapshots = self.scraper.snapshots
+        error = None
+        if len(snapshots) < 2:
+            error = f"could not scrape Triton's metrics at {self.scraper.url}: {self.scraper.last_error or 'no data'}"
+        elif self.scraper.failures:
+            error = f"{self.scraper.failures} scrapes of {self.scraper.url} failed: {self.scraper.last_error}"
+        return self.scraper.url, list(snapshots), error
+
+
+def run_test(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
+    """Apply the SLO's load once and judge every objective."""
+    settings = user_settings(slo)
+    preflight(options.host, settings)
+    load = slo.load
+    rate = f", paced to {load.arrival_rate_rps:g} req/s" if load.arrival_rate_rps else ""
+    say(
+        f"load test: {load.users} users (spawn {load.spawn_rate:g}/s{rate}) for {load.duration_s:g} s "
+        f"against {slo.model!r} at {options.host}, {options.processes} process(es)"
+    )
+    with LoadSession(options.host, settings, options.processes) as session:
+        instruments = _Instruments(slo, options, session, say)
+        try:
+            window = session.step(load.users, load.spawn_rate, load.duration_s)
+        finally:
+            instruments.close()
+        samples = session.collector.between(window.start_s, window.end_s)
+    summary = summarize(samples, window.start_s, window.end_s, slo.objectives.latency_ms)
+    if summary.requests == 0:
+        raise LoadTestError(f"no request was made in {load.duration_s:g} s", hint="check the worker output above")
+    metrics_url, snapshots, metrics_error = instruments.server_view()
+    return RunResult(
+        slo=slo,
+        host=options.host,
+        samples=samples,
+        summary=summary,
+        checks=evaluate(slo.objectives, summary),
+        processes=options.processes,
+        metrics_url=metrics_url,
+        metrics_error=metrics_error,
+        snapshots=snapshots,
+    )
+
+
+def next_users(users: int, factor: float, max_users: int) -> int:
+    return min(max_users, max(users + 1, math.ceil(users * factor)))
+
+
+def find_capacity(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
+    """Step concurrent users up (closed model) until an objective breaks; the capacity is the highest
+    throughput among the steps that held every latency and error objective."""
+    settings = user_settings(slo, closed_model=True)
+    preflight(options.host, settings)
+    spec = slo.capacity
+    say(
+        f"capacity search: {spec.start_users} users, ×{spec.factor:g} per step up to {spec.max_users}, "
+        f"{spec.step_duration_s:g} s per step, against {slo.model!r} at {options.host}"
+    )
+    steps: list[CapacityStep] = []
+    windows: list[StepWindow] = []
+    with LoadSession(options.host, settings, options.processes) as session:
+        instruments = _Instruments(slo, options, session, say)
+        try:
+            users = spec.start_users
+            while True:
+                # All users at once: the step measures a load level, not a ramp.
+                window = session.step(users, float(users), spec.step_duration_s)
+                windows.append(window)
+                summary = summarize(session.collector.samples, window.start_s, window.end_s, slo.objectives.latency_ms)
+                step = CapacityStep(users, summary, evaluate(slo.objectives, summary, include_throughput=False))
+                steps.append(step)
+                broken = ", ".join(c.key for c in violated(step.checks)) or ("no requests" if not step.held else "")
+                outcome = "held" if step.held else f"BROKE: {broken}"
+                say(f"  {users:>5} users: {summary.throughput_rps:8.1f} req/s  {outcome}")
+                if not step.held or users >= spec.max_users:
+                    break
+                users = next_users(users, spec.factor, spec.max_users)
+        finally:
+            instruments.close()
+        samples = session.collector.between(windows[0].start_s, windows[-1].end_s)
+    capacity = CapacityResult(steps)
+    overall = summarize(samples, windows[0].start_s, windows[-1].end_s, slo.objectives.latency_ms)
+    judged = capacity.best or steps[0]
+    metrics_url, snapshots, metrics_error = instruments.server_view()
+    return RunResult(
+        slo=slo,
+        host=options.host,
+        samples=samples,
+        summary=overall,
+        checks=evaluate(slo.objectives, judged.summary),
+        processes=options.processes,
+        metrics_url=metrics_url,
+        metrics_error=metrics_error,
+        snapshots=snapshots,
+        capacity=capacity,
+    )
+
+
+def report_dir_or_default(path: str | None) -> Path:
+    from tritonstack.loadtest.report import default_report_dir
+
+    return Path(path) if path else default_report_dir()

@@ -1,0 +1,73 @@
+"""Client-observed latency as Prometheus metrics, served during the run.
+
+The names are a contract with ``monitoring/`` (dashboards and recording rules):
+
+* ``tritonstack_client_request_duration_seconds`` histogram, labels ``model``, ``outcome``
+* ``tritonstack_client_requests_total`` counter, labels ``model``, ``outcome``
+
+``outcome`` is ``"success"`` or the error's type name. In master-worker mode
+the master exports what the workers report (every few seconds), so the
+exporter runs once, wherever the verdict is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+from tritonstack.loadtest.stats import Sample
+
+DEFAULT_PORT = 9646
+DEFAULT_ADDR = "127.0.0.1"
+REQUEST_DURATION = "tritonstack_client_request_duration_seconds"
+REQUESTS_TOTAL = "tritonstack_client_requests_total"
+# From sub-millisecond (tiny models on loopback) to the SDK's default call timeout.
+BUCKETS_S = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+)  # fmt: skip
+
+
+class ClientMetrics:
+    """The two metrics in their own registry (so two runs in one process never collide)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.duration = Histogram(
+            REQUEST_DURATION,
+            "Request latency seen by the load-test client (SDK call to result), in seconds.",
+            labelnames=("model", "outcome"),
+            buckets=BUCKETS_S,
+            registry=self.registry,
+        )
+        # prometheus_client appends "_total" to counter names itself.
+        self.requests = Counter(
+            REQUESTS_TOTAL.removesuffix("_total"),
+            "Requests sent by the load-test client, by outcome.",
+            labelnames=("model", "outcome"),
+            registry=self.registry,
+        )
+
+    def observe(self, model: str, samples: Iterable[Sample]) -> None:
+        for sample in samples:
+            self.duration.labels(model, sample.outcome).observe(sample.latency_us / 1e6)
+            self.requests.labels(model, sample.outcome).inc()
+
+
+class ClientMetricsExporter:
+    """Serves :class:`ClientMetrics` over HTTP on ``addr:port`` (port 0 picks a free one)."""
+
+    def __init__(self, metrics: ClientMetrics, port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR) -> None:
+        self.metrics = metrics
+        self._server, self._thread = start_http_server(port, addr=addr, registry=metrics.registry)
+        self.port: int = self._server.server_address[1]
+        self.addr = addr
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.addr}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5.0)

@@ -1,0 +1,212 @@
+"""Locust users over the tritonstack SDK.
+
+Importing this module imports Locust (which monkey-patches the process with
+gevent) and initialises gRPC's gevent integration, which must happen before
+any gRPC channel exists. Each user owns its own :class:`tritonstack.client.Client`
+(gRPC channels are not shared across greenlets), created in ``on_start``.
+
+Every request fires Locust's ``request`` event with the latency as a float in
+ms and, in ``context``, the exact latency in µs: Locust's own statistics round
+to whole milliseconds, the verdict uses the µs samples
+(:mod:`tritonstack.loadtest.plugin`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import json
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import locust  # noqa: F401  (first: gevent's monkey-patching happens on import)
+from locust import User, task
+
+from tritonstack.loadtest.payload import PayloadMix, load_texts
+from tritonstack.loadtest.plugin import drain_for
+
+# How long a user waits once its step drains; it is stopped long before.
+_DRAINED_WAIT_S = 3600.0
+
+_GRPC_GEVENT_READY = False
+
+
+def init_grpc_gevent() -> None:
+    """gRPC's gevent integration; must run before the first channel is created."""
+    global _GRPC_GEVENT_READY
+    if not _GRPC_GEVENT_READY:
+        import grpc.experimental.gevent
+
+        grpc.experimental.gevent.init_gevent()
+        _GRPC_GEVENT_READY = True
+
+
+init_grpc_gevent()
+
+
+@dataclass(frozen=True)
+class UserSettings:
+    """What every user needs, JSON-serialisable so worker processes get the same settings.
+
+    ``arrival_rate_rps`` is the *total* rate over ``users`` users; each user is
+    paced to ``arrival_rate_rps / users`` requests per second.
+    """
+
+    model: str
+    task: str = "feature-extraction"
+    texts_file: str | None = None
+    texts_per_request: int = 1
+    timeout_s: float = 10.0
+    connect_timeout_s: float = 5.0
+    arrival_rate_rps: float | None = None
+    users: int = 1
+
+    @property
+    def pacing_s(self) -> float | None:
+        """Seconds between request starts for one user; ``None``: back to back (closed model)."""
+        if self.arrival_rate_rps is None:
+            return None
+        return self.users / self.arrival_rate_rps
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> UserSettings:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_options(cls, options: argparse.Namespace) -> UserSettings:
+        """From the flags :mod:`tritonstack.loadtest.plugin` adds to the ``locust`` command line."""
+        if getattr(options, "slo", None):
+            from tritonstack.loadtest.slo import load_slo
+
+            slo = load_slo(options.slo)
+            model, task_name = options.model or slo.model, slo.task
+            texts = options.texts or (str(slo.payload.texts_file) if slo.payload.texts_file else None)
+            per_request, timeout_s, rate = slo.payload.texts_per_request, slo.load.timeout_s, slo.load.arrival_rate_rps
+        else:
+            model, task_name, texts = options.model, options.task, options.texts
+            per_request, timeout_s, rate = 1, options.timeout_s, None
+        if not model:
+            raise ValueError("no model: pass --slo FILE or --model NAME")
+        return cls(
+            model=model,
+            task=task_name,
+            texts_file=texts,
+            texts_per_request=per_request,
+            timeout_s=timeout_s,
+            arrival_rate_rps=rate,
+            users=max(1, int(getattr(options, "num_users", 1) or 1)),
+        )
+
+
+@functools.lru_cache(maxsize=8)
+def _texts(path: str | None) -> tuple[str, ...]:
+    # Read once per process, not once per user.
+    return tuple(load_texts(Path(path) if path else None))
+
+
+def make_client(host: str, settings: UserSettings) -> Any:
+    """The SDK client one user (or the pre-flight check) talks through."""
+    from tritonstack.client import Client, Timeouts
+
+    return Client(
+        host, model=settings.model, timeouts=Timeouts(connect_s=settings.connect_timeout_s, call_s=settings.timeout_s)
+    )
+
+
+def client_call(client: Any, task_name: str) -> Callable[[Sequence[str]], object]:
+    if task_name == "text-classification":
+        return client.classify
+    return client.embed
+
+
+class TritonStackUser(User):
+    """An abstract user owning one SDK client; concrete users define tasks that call :meth:`timed`.
+
+    Settings come from the class attribute ``settings`` (set by
+    :func:`user_class`), else from the ``locust`` command line.
+    """
+
+    abstract = True
+    settings: ClassVar[UserSettings | None] = None
+
+    def on_start(self) -> None:
+        settings = type(self).settings or UserSettings.from_options(self.environment.parsed_options)
+        self.user_settings = settings
+        self.mix = PayloadMix(_texts(settings.texts_file), settings.texts_per_request, seed=random.getrandbits(32))
+        self.client = make_client(self.host or "127.0.0.1:8001", settings)
+        self.drain = drain_for(self.environment)
+        # Connect and fetch the model's metadata now, so the first timed request is not the slow one;
+        # a failure here shows up again, counted, in the first request.
+        with contextlib.suppress(Exception):
+            self.client.model_info()
+        pacing_s = settings.pacing_s
+        # A random phase so that paced users do not all fire at the same instant.
+        self._next_start_s = time.monotonic() + (random.uniform(0, pacing_s) if pacing_s else 0.0)
+
+    def on_stop(self) -> None:
+        client = getattr(self, "client", None)
+        if client is not None:
+            client.close()
+
+    def wait_time(self) -> float:
+        """Closed model: no think time. Arrival-rate mode: keep a fixed start-to-start interval;
+        a user that falls behind starts at once and does not burst to catch up."""
+        if self.drain.draining:
+            return _DRAINED_WAIT_S
+        pacing_s = self.user_settings.pacing_s
+        if pacing_s is None:
+            return 0.0
+        now = time.monotonic()
+        self._next_start_s = max(self._next_start_s + pacing_s, now)
+        return self._next_start_s - now
+
+    def timed(self, name: str, call: Callable[[Sequence[str]], object], texts: Sequence[str]) -> None:
+        """Call the SDK and report the request to Locust with µs timing; errors become failures.
+
+        Nothing is sent once the step drains (the request would straddle the stop)."""
+        if self.drain.draining:
+            return
+        start_s = time.time()
+        self.drain.in_flight += 1
+        started_ns = time.perf_counter_ns()
+        exception: Exception | None = None
+        try:
+            call(texts)
+        except Exception as error:  # every failure is a sample: its type name is the outcome
+            exception = error
+        finally:
+            latency_ns = time.perf_counter_ns() - started_ns
+            self.drain.in_flight -= 1
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=latency_ns / 1e6,
+            response_length=len(texts),
+            response=None,
+            context={"latency_us": latency_ns // 1000},
+            exception=exception,
+            start_time=start_s,
+            url=self.host,
+        )
+
+
+class TextModelUser(TritonStackUser):
+    """Sends texts from the payload mix to the model: ``embed`` or ``classify`` by the SLO's task."""
+
+    @task
+    def infer(self) -> None:
+        settings = self.user_settings
+        self.timed(settings.task, client_call(self.client, settings.task), self.mix.draw())
+
+
+def user_class(settings: UserSettings) -> type[TextModelUser]:
+    """A :class:`TextModelUser` subclass with ``settings`` baked in (the library-API path)."""
+    return type("TextModelUser", (TextModelUser,), {"settings": settings, "__module__": __name__})

@@ -1,0 +1,40 @@
+"""The client-metrics exporter: the metric names and labels monitoring relies on, over real HTTP."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tritonstack.loadtest.exporter import REQUEST_DURATION, REQUESTS_TOTAL, ClientMetrics, ClientMetricsExporter
+from tritonstack.loadtest.stats import Sample
+
+
+def test_exports_histogram_and_counter_by_model_and_outcome() -> None:
+    metrics = ClientMetrics()
+    exporter = ClientMetricsExporter(metrics, port=0)
+    try:
+        metrics.observe("tiny", [Sample(0.0, 1500), Sample(0.0, 2500), Sample(0.0, 30, "ServerUnavailableError")])
+        with urllib.request.urlopen(exporter.url, timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        exporter.close()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    ok = (("model", "tiny"), ("outcome", "success"))
+    failed = (("model", "tiny"), ("outcome", "ServerUnavailableError"))
+    assert samples[(REQUESTS_TOTAL, ok)] == 2
+    assert samples[(REQUESTS_TOTAL, failed)] == 1
+    assert samples[(f"{REQUEST_DURATION}_count", ok)] == 2
+    assert samples[(f"{REQUEST_DURATION}_sum", ok)] == pytest.approx(0.004)
+    assert samples[(f"{REQUEST_DURATION}_bucket", (("le", "0.002"), *ok))] == 1  # 1.5 ms, not 2.5 ms
+
+
+def test_two_runs_in_one_process_do_not_collide() -> None:
+    first, second = ClientMetrics(), ClientMetrics()
+    first.observe("m", [Sample(0.0, 1)])
+    assert second.registry.get_sample_value(REQUESTS_TOTAL, {"model": "m", "outcome": "success"}) is None
