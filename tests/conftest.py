@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import tinymodels  # noqa: E402
+import tinymodels
 
 
 @pytest.fixture(scope="session")

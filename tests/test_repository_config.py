@@ -1,0 +1,112 @@
+"""config.pbtxt generation through Triton's protobuf: golden files and round trips."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from google.protobuf import json_format
+
+from tritonstack.repository.config import ModelConfig, Tensor, parse, render
+from tritonstack.repository.writer import ExportedModel, model_configs
+
+GOLDEN = Path(__file__).parent / "golden"
+# Regenerate with TRITONSTACK_UPDATE_GOLDEN=1 after an intended change, and review the diff.
+UPDATE = os.environ.get("TRITONSTACK_UPDATE_GOLDEN") == "1"
+
+
+def exported(task: str, target: str = "cpu") -> ExportedModel:
+    classification = task != "feature-extraction"
+    return ExportedModel(
+        name="demo",
+        task=task,
+        onnx_path=Path("unused.onnx"),
+        tokenizer_dir=Path("unused"),
+        input_names=("input_ids", "attention_mask", "token_type_ids"),
+        output_name="logits" if classification else "sentence_embedding",
+        output_dim=2 if classification else 384,
+        labels=("NEGATIVE", "POSITIVE") if classification else (),
+        max_batch_size=64,
+        max_sequence_length=256,
+        target=target,
+        precision="fp16" if target == "gpu" else "int8",
+    )
+
+
+CASES = [
+    ("feature-extraction", "cpu"),
+    ("feature-extraction", "gpu"),
+    ("text-classification", "cpu"),
+    ("token-classification", "cpu"),
+]
+
+
+@pytest.mark.parametrize(("task", "target"), CASES)
+def test_generated_configs_match_golden_files(task: str, target: str) -> None:
+    for config in model_configs(exported(task, target)):
+        golden = GOLDEN / f"{task}-{target}-{config.name}.pbtxt"
+        text = render(config)
+        if UPDATE:
+            golden.write_text(text)
+        assert golden.is_file(), f"missing golden file {golden.name}; run with TRITONSTACK_UPDATE_GOLDEN=1"
+        assert text == golden.read_text(), golden.name
+
+
+@pytest.mark.parametrize(("task", "target"), CASES)
+def test_configs_round_trip_through_the_protobuf(task: str, target: str) -> None:
+    for config in model_configs(exported(task, target)):
+        text = render(config)
+        parsed = parse(text)
+        assert parsed.name == config.name
+        assert render_proto(parsed) == text
+
+
+def render_proto(proto: object) -> str:
+    from google.protobuf import text_format
+
+    return str(text_format.MessageToString(proto))
+
+
+def test_feature_extraction_text_in_is_a_two_step_ensemble() -> None:
+    text_in = model_configs(exported("feature-extraction"))[-1]
+    proto = text_in.to_proto()
+    assert proto.platform == "ensemble"
+    steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in proto.ensemble_scheduling.step]
+    assert steps[0] == ("demo_tokenizer", {"TEXT": "TEXT"}, {n: n for n in exported("feature-extraction").input_names})
+    assert steps[1][0] == "demo_encoder" and steps[1][2] == {"sentence_embedding": "EMBEDDING"}
+    assert [t.name for t in proto.output] == ["EMBEDDING"] and list(proto.output[0].dims) == [384]
+
+
+def test_encoder_config_has_batching_instances_warmup_and_gpu_tensorrt() -> None:
+    cpu = model_configs(exported("feature-extraction"))[0].to_proto()
+    assert cpu.platform == "onnxruntime_onnx" and cpu.max_batch_size == 64
+    assert cpu.dynamic_batching.max_queue_delay_microseconds > 0
+    assert cpu.instance_group[0].kind == cpu.instance_group[0].KIND_CPU
+    assert cpu.model_warmup[0].batch_size == 1
+    assert all(list(i.dims) == [-1] for i in cpu.input)
+    assert not cpu.optimization.execution_accelerators.gpu_execution_accelerator
+    gpu = model_configs(exported("feature-extraction", "gpu"))[0].to_proto()
+    assert gpu.instance_group[0].kind == gpu.instance_group[0].KIND_GPU
+    (trt,) = gpu.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+    assert trt.parameters["trt_profile_max_shapes"].startswith("input_ids:64x256")
+
+
+def test_unknown_fields_are_rejected_by_tritons_own_schema() -> None:
+    config = ModelConfig(name="x", platform="onnxruntime_onnx", max_batch_size=1, inputs=(), outputs=())
+    with pytest.raises(json_format.ParseError):
+        json_format.ParseDict({**config.to_dict(), "max_batch": 3}, type(config.to_proto())())
+
+
+def test_bad_data_type_is_rejected() -> None:
+    config = ModelConfig(
+        name="x", platform="onnxruntime_onnx", max_batch_size=1, inputs=(Tensor("a", "TYPE_INT65", (-1,)),), outputs=()
+    )
+    with pytest.raises(json_format.ParseError):
+        config.to_proto()
+
+
+def test_platform_xor_backend() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        ModelConfig(name="x", max_batch_size=1, inputs=(), outputs=()).to_dict()
