@@ -269,3 +269,37 @@ def test_graceful_shutdown_under_load_loses_no_accepted_request(tiny_repository:
     # Requests sent after shutdown began are refused as UNAVAILABLE; none that was accepted failed otherwise.
     assert all(o.startswith("StatusCode.UNAVAILABLE") for o in refused), refused
     assert "Waiting for in-flight requests to complete" in (tmp_path / "triton.log").read_text()
+
+
+def test_serve_command_prints_endpoints_and_stops_on_sigint(tiny_repository: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "tritonstack", "serve", "--repository", str(tiny_repository)]
+    command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "t.log")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("ready"):
+            break
+    output = "".join(lines)
+    assert "gRPC     127.0.0.1:" in output and "model    tiny_encoder v1 READY" in output, output
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output + rest
+    assert "stopped" in rest
+    assert (tmp_path / "t.log").read_text().count("Waiting for in-flight requests") == 1
+
+
+def test_serve_command_refuses_an_invalid_repository(tiny_repository: Path, tmp_path: Path) -> None:
+    from tritonstack.cli import main
+
+    repository = tmp_path / "repo"
+    shutil.copytree(tiny_repository, repository)
+    (repository / "tiny_encoder" / "config.pbtxt").write_text(
+        (repository / "tiny_encoder" / "config.pbtxt").read_text().replace("TYPE_INT64", "TYPE_INT32", 1)
+    )
+    assert main(["serve", "--repository", str(repository), "--grpc-port", "0"]) == 1
