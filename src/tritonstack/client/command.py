@@ -1,0 +1,123 @@
+"""Send texts to a served model and print its embeddings or labels.
+
+    tritonstack infer --url 127.0.0.1:8001 --model minilm --text "hello" --text "world"
+    tritonstack infer --model minilm_cls --file reviews.txt --json
+
+The task comes from the model's outputs: feature-extraction prints one
+embedding per text, text-classification a label and score per text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tritonstack.server import flags
+
+PREVIEW_VALUES = 4
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        action="append",
+        help=f"Triton's gRPC address host:port; repeat for failover (default 127.0.0.1:{flags.GRPC_PORT})",
+    )
+    parser.add_argument("--model", required=True, help="the served text-in model's name")
+    parser.add_argument("--version", default=None, help="model version (default: the server's choice)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="a text to send; repeat for several")
+    source.add_argument("--file", type=Path, help="a file with one text per line ('-': standard input)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--timeout-s", type=float, default=30.0, help="deadline of the whole call, in seconds")
+    parser.add_argument("--connect-timeout-s", type=float, default=5.0, help="connect timeout, in seconds")
+    parser.add_argument("--root-cert", type=Path, help="TLS: PEM root certificate that signed the server's")
+    parser.add_argument("--client-cert", type=Path, help="mutual TLS: PEM client certificate")
+    parser.add_argument("--client-key", type=Path, help="mutual TLS: PEM client key")
+    parser.add_argument("--server-hostname", help="TLS: the name to check in the server's certificate")
+    parser.add_argument(
+        "--header", action="append", default=[], metavar="KEY=VALUE", help="gRPC metadata sent with each call"
+    )
+
+
+def read_texts(args: argparse.Namespace) -> list[str]:
+    from tritonstack.client import ClientError
+
+    if args.text is not None:
+        return list(args.text)
+    try:
+        content = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ClientError(f"cannot read texts from {args.file}: {error}", hint="one UTF-8 text per line") from error
+    # Blank lines separate nothing here; the SDK would refuse them as empty texts.
+    return [line for line in content.splitlines() if line.strip()]
+
+
+def parse_headers(pairs: Sequence[str]) -> dict[str, str]:
+    from tritonstack.client import ClientError
+
+    headers = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ClientError(f"--header {pair!r} is not KEY=VALUE")
+        headers[key.strip()] = value
+    return headers
+
+
+def run(args: argparse.Namespace) -> int:
+    from tritonstack.client import Client, InvalidInputError, Timeouts, TLSConfig
+
+    texts = read_texts(args)
+    tls = None
+    if args.root_cert or args.client_cert or args.client_key:
+        if (args.client_cert is None) != (args.client_key is None):
+            raise InvalidInputError("--client-cert and --client-key go together")
+        tls = TLSConfig(args.root_cert, args.client_cert, args.client_key, args.server_hostname)
+    urls = args.url or [f"{flags.LOOPBACK}:{flags.GRPC_PORT}"]
+    with Client(
+        urls,
+        args.model,
+        version=args.version,
+        timeouts=Timeouts(args.timeout_s, connect_s=args.connect_timeout_s),
+        tls=tls,
+        headers=parse_headers(args.header),
+    ) as client:
+        task = client.model_info().task
+        if task == "feature-extraction":
+            embeddings = client.embed(texts)
+            if args.json:
+                _print_json({"model": args.model, "task": task, "embeddings": embeddings.tolist()})
+            else:
+                for text, row in zip(texts, embeddings, strict=True):
+                    preview = " ".join(f"{value:+.4f}" for value in row[:PREVIEW_VALUES])
+                    print(f"[{len(row)}] {preview} ... |{float((row**2).sum() ** 0.5):.3f}|\t{_clip(text)}")
+        elif task == "text-classification":
+            results = client.classify(texts)
+            if args.json:
+                rows = [{"text": t, "label": r.label, "score": r.score} for t, r in zip(texts, results, strict=True)]
+                _print_json({"model": args.model, "task": task, "results": rows})
+            else:
+                for text, result in zip(texts, results, strict=True):
+                    print(f"{result.label}\t{result.score:.4f}\t{_clip(text)}")
+        else:
+            raise InvalidInputError(
+                f"model {args.model!r} is {task or 'not a tritonstack text model'}; `tritonstack infer` handles "
+                "feature-extraction and text-classification models",
+                hint="call other models with tritonstack.Client(...).infer({name: array})",
+                model=args.model,
+            )
+    return 0
+
+
+def _clip(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _print_json(document: Any) -> None:
+    json.dump(document, sys.stdout, ensure_ascii=False)
+    sys.stdout.write("\n")
