@@ -215,6 +215,20 @@ def test_prometheus_scrapes_compose_service_names(compose) -> None:
         assert host in compose["services"] or host in aliases, f"{target}: no such compose service or alias"
 
 
+def test_the_load_test_exporter_is_reachable_where_prometheus_scrapes_it(compose) -> None:
+    from tritonstack.loadtest.exporter import DEFAULT_PORT
+
+    config = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = (j for j in config["scrape_configs"] if j["job_name"] == "tritonstack-loadtest")
+    (target,) = job["static_configs"][0]["targets"]
+    host, port = target.rsplit(":", 1)
+    assert int(port) == DEFAULT_PORT
+    # The master exports what the workers report; it carries the alias Prometheus scrapes.
+    master = compose["services"]["locust-master"]
+    assert host in master["networks"]["default"]["aliases"]
+    assert master["environment"]["TRITONSTACK_EXPORTER_ADDR"] == "0.0.0.0"
+
+
 def test_load_test_runs_only_under_its_profile(compose) -> None:
     for name, service in compose["services"].items():
         if name.startswith("locust"):

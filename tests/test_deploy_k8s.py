@@ -167,14 +167,22 @@ def test_autoscaler_and_disruption_budget_cover_triton(built) -> None:
     assert hpa["spec"]["minReplicas"] > pdb["spec"]["maxUnavailable"]
 
 
-def test_servicemonitor_scrapes_the_metrics_port_of_the_triton_service(built) -> None:
-    objects = built["triton"]
-    monitor = _find(objects, "ServiceMonitor", "triton")
-    selector = monitor["spec"]["selector"]["matchLabels"]
-    services = [s for s in objects if s["kind"] == "Service" and _selects(selector, s["metadata"]["labels"])]
-    assert [s["metadata"]["name"] for s in services] == ["triton"]
-    ports = {p["name"] for p in services[0]["spec"]["ports"]}
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} <= ports
+def test_servicemonitors_scrape_one_service_under_the_job_names_the_rules_use(built) -> None:
+    prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
+    rule_jobs = {job["job_name"] for job in prometheus["scrape_configs"]}
+    jobs = set()
+    for overlay in ("triton", "loadtest"):
+        objects = built[overlay]
+        for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
+            selector = monitor["spec"]["selector"]["matchLabels"]
+            services = [s for s in objects if s["kind"] == "Service" and _selects(selector, s["metadata"]["labels"])]
+            assert len(services) == 1, f"{monitor['metadata']['name']} selects {len(services)} Services"
+            (service,) = services
+            assert {e["port"] for e in monitor["spec"]["endpoints"]} <= {p["name"] for p in service["spec"]["ports"]}
+            # Prometheus Operator: job = the Service's jobLabel label, else the Service's name.
+            job_label = monitor["spec"].get("jobLabel")
+            jobs.add(service["metadata"]["labels"][job_label] if job_label else service["metadata"]["name"])
+    assert jobs == rule_jobs
 
 
 def test_triton_pod_is_hardened_and_probed(built) -> None:
