@@ -1,0 +1,355 @@
+"""Run Prometheus locally against the embedded Triton server, without Docker.
+
+``monitoring/prometheus/prometheus.yml`` is written for docker-compose (targets
+``triton:8002`` and ``loadtest:9646``). :func:`render_config` turns it into a
+config for loopback targets, with the rule files as absolute paths, and
+:class:`LocalPrometheus` starts the ``prometheus`` binary (Debian package
+``prometheus``) on a loopback port with its own storage directory::
+
+    python -m tritonstack.monitoring_local --triton 127.0.0.1:8002 --loadtest 127.0.0.1:9646
+
+The tests use the same two pieces to run a real Prometheus against a real server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tritonstack._exceptions import TritonStackError
+
+TRITON_JOB = "triton"
+LOADTEST_JOB = "tritonstack-loadtest"
+LOADTEST_EXPORTER_PORT = 9646
+DEFAULT_PROMETHEUS_PORT = 9090
+
+_PROMETHEUS_CONFIG = Path("prometheus") / "prometheus.yml"
+
+# Panels whose description starts with this need a GPU server: Triton exports
+# nv_gpu_* only where DCGM finds a GPU, so they are empty on CPU-only machines.
+GPU_ONLY_MARKER = "GPU only:"
+
+
+@dataclass(frozen=True)
+class PanelQuery:
+    """One query of a dashboard panel, with template variables replaced by "All"."""
+
+    dashboard_uid: str
+    panel_title: str
+    ref_id: str
+    expr: str
+    gpu_only: bool
+
+
+def panel_queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
+    """Every panel query of a Grafana dashboard JSON, ready for ``/api/v1/query``.
+
+    Each template variable becomes its ``allValue`` (what Grafana sends when "All"
+    is selected), so the query covers every model.
+    """
+    substitutions = {
+        f"${variable['name']}": variable.get("allValue") or ".+"
+        for variable in dashboard.get("templating", {}).get("list", [])
+    }
+    queries = []
+    panels = list(dashboard.get("panels", []))
+    while panels:
+        panel = panels.pop(0)
+        panels.extend(panel.get("panels", []))  # rows nest their panels when collapsed
+        gpu_only = str(panel.get("description", "")).startswith(GPU_ONLY_MARKER)
+        for target in panel.get("targets", []):
+            expr = str(target.get("expr", ""))
+            # longest names first, so $model never eats the front of $model_version
+            for name in sorted(substitutions, key=len, reverse=True):
+                expr = expr.replace(name, substitutions[name])
+            queries.append(
+                PanelQuery(dashboard["uid"], panel.get("title", ""), target.get("refId", ""), expr, gpu_only)
+            )
+    return queries
+
+
+def find_monitoring_dir(explicit: Path | None = None) -> Path:
+    """The ``monitoring/`` directory: ``explicit`` if given, else the one of this
+    source checkout (the directory is not part of the installed package)."""
+    candidates = [explicit] if explicit is not None else [Path(__file__).resolve().parents[2] / "monitoring"]
+    for candidate in candidates:
+        if (candidate / _PROMETHEUS_CONFIG).is_file():
+            return candidate
+    raise TritonStackError(
+        f"no {_PROMETHEUS_CONFIG} under {candidates[0]}",
+        hint="pass --monitoring-dir pointing at the repository's monitoring/ directory",
+    )
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        import yaml
+    except ImportError as exc:  # PyYAML comes with the loadtest/dev extras
+        raise TritonStackError(
+            "reading the Prometheus config needs PyYAML", hint="pip install 'tritonstack[metrics]' or pyyaml"
+        ) from exc
+    loaded = yaml.safe_load(path.read_text())
+    if not isinstance(loaded, dict):
+        raise TritonStackError(f"{path} is not a YAML mapping")
+    return loaded
+
+
+def _duration(seconds: float) -> str:
+    # Prometheus durations take integer units: express fractions in milliseconds.
+    return f"{round(seconds * 1000)}ms" if seconds != int(seconds) else f"{int(seconds)}s"
+
+
+def render_config(
+    monitoring_dir: Path,
+    *,
+    triton_targets: Sequence[str],
+    loadtest_targets: Sequence[str] = (),
+    scrape_interval_s: float | None = None,
+    evaluation_interval_s: float | None = None,
+) -> dict[str, Any]:
+    """``prometheus.yml`` with the given ``host:port`` targets and absolute rule paths.
+
+    The job names, metrics paths and rule files stay those of the committed file,
+    so alert rules that select ``job="triton"`` hold locally too. A job without
+    targets is dropped. ``scrape_interval_s`` also caps the scrape timeout, which
+    Prometheus requires to be no longer than the interval.
+    """
+    config_path = monitoring_dir / _PROMETHEUS_CONFIG
+    config = _load_yaml(config_path)
+    config["rule_files"] = [str((config_path.parent / pattern).resolve()) for pattern in config.get("rule_files", [])]
+    targets = {TRITON_JOB: list(triton_targets), LOADTEST_JOB: list(loadtest_targets)}
+    jobs = []
+    for job in config.get("scrape_configs", []):
+        name = job["job_name"]
+        if name not in targets:
+            raise TritonStackError(f"{config_path} has a job {name!r} this runner does not know how to target")
+        if not targets[name]:
+            continue
+        job["static_configs"] = [{"targets": targets[name]}]
+        jobs.append(job)
+    config["scrape_configs"] = jobs
+    glob = config.setdefault("global", {})
+    if scrape_interval_s is not None:
+        glob["scrape_interval"] = _duration(scrape_interval_s)
+        glob["scrape_timeout"] = _duration(scrape_interval_s)
+        for job in jobs:
+            job.pop("scrape_interval", None)
+            job.pop("scrape_timeout", None)
+    if evaluation_interval_s is not None:
+        glob["evaluation_interval"] = _duration(evaluation_interval_s)
+    return config
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class LocalPrometheus:
+    """A ``prometheus`` process on ``127.0.0.1:port`` for a rendered config.
+
+    Use as a context manager; ``port=0`` picks a free port. Storage goes to
+    ``storage_dir`` (a temporary directory, removed on exit, when not given).
+    """
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        port: int = 0,
+        storage_dir: Path | None = None,
+        binary: str = "prometheus",
+        startup_timeout_s: float = 30.0,
+    ) -> None:
+        self._config = config
+        self._port = port
+        self._storage_dir = storage_dir
+        self._binary = binary
+        self._startup_timeout_s = startup_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.url = ""
+        self.log_path: Path | None = None
+
+    def start(self) -> LocalPrometheus:
+        executable = shutil.which(self._binary)
+        if executable is None:
+            raise TritonStackError(
+                f"{self._binary!r} not found on PATH", hint="apt-get install --no-install-recommends prometheus"
+            )
+        self._workdir = tempfile.TemporaryDirectory(prefix="tritonstack-prometheus-")
+        workdir = Path(self._workdir.name)
+        config_file = workdir / "prometheus.yml"
+        # JSON is YAML: no YAML writer needed for the rendered copy.
+        config_file.write_text(json.dumps(self._config, indent=2))
+        storage = self._storage_dir or workdir / "data"
+        port = self._port or free_loopback_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = workdir / "prometheus.log"
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(
+                [
+                    executable,
+                    f"--config.file={config_file}",
+                    f"--storage.tsdb.path={storage}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self._startup_timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise TritonStackError(
+                    f"prometheus exited with code {self._process.returncode} while starting",
+                    hint=self.log_tail(),
+                )
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise TritonStackError(f"prometheus not ready within {self._startup_timeout_s} s", hint=self.log_tail())
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """Evaluate ``expr`` now through ``/api/v1/query``; the result vector."""
+        url = f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.load(response)
+        except urllib.error.HTTPError as exc:
+            body = json.load(exc)
+        if body.get("status") != "success":
+            raise TritonStackError(f"query failed: {body.get('error', body)}", hint=expr)
+        result: list[dict[str, Any]] = body["data"]["result"]
+        return result
+
+    def get(self, path: str) -> Any:
+        """GET ``/api/v1/<path>`` and return its ``data``."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}", timeout=10) as response:
+            return json.load(response)["data"]
+
+    def wait_for_targets(self, timeout_s: float = 30.0) -> list[dict[str, Any]]:
+        """Block until every target has been scraped successfully; return them.
+
+        Prometheus hands new targets to its scrapers up to 5 s after it is ready,
+        so data a caller produces right after :meth:`start` may go unseen.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            targets: list[dict[str, Any]] = self.get("targets")["activeTargets"]
+            down = [t["scrapeUrl"] for t in targets if t["health"] != "up"]
+            if targets and not down:
+                return targets
+            if time.monotonic() >= deadline:
+                raise TritonStackError(
+                    f"targets not scraped within {timeout_s} s: {', '.join(down) or 'none configured'}",
+                    hint="is the server running and its metrics port the one given?",
+                )
+            time.sleep(0.5)
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> LocalPrometheus:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--triton",
+        action="append",
+        metavar="HOST:PORT",
+        help="Triton metrics endpoint to scrape (repeatable; default 127.0.0.1:8002)",
+    )
+    parser.add_argument(
+        "--loadtest",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"load-test exporter to scrape (repeatable; default 127.0.0.1:{LOADTEST_EXPORTER_PORT})",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PROMETHEUS_PORT, help="Prometheus port on 127.0.0.1")
+    parser.add_argument("--storage-dir", type=Path, help="TSDB directory (default: a temporary one)")
+    parser.add_argument("--scrape-interval-s", type=float, default=None, help="override the scrape interval")
+    parser.add_argument("--monitoring-dir", type=Path, default=None, help="the repository's monitoring/ directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = render_config(
+        find_monitoring_dir(args.monitoring_dir),
+        triton_targets=args.triton or ["127.0.0.1:8002"],
+        loadtest_targets=args.loadtest or [f"127.0.0.1:{LOADTEST_EXPORTER_PORT}"],
+        scrape_interval_s=args.scrape_interval_s,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with LocalPrometheus(config, port=args.port, storage_dir=args.storage_dir) as prometheus:
+        print(f"Prometheus: {prometheus.url}  (alerts: {prometheus.url}/alerts; Ctrl-C stops it)", flush=True)
+        stop.wait()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tritonstack.monitoring_local", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except TritonStackError as exc:
+        print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), flush=True)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""A real Prometheus, with the project's rules, scraping a real embedded Triton
+under load and the load test's own exporter of client-observed latency (run
+in-process): every dashboard query returns data, every rule evaluates, the
+alerts react."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from test_monitoring_promtool import TRITON_METRICS
+from tritonstack.loadtest.exporter import ClientMetrics, ClientMetricsExporter
+from tritonstack.monitoring_local import (
+    LocalPrometheus,
+    PanelQuery,
+    find_monitoring_dir,
+    panel_queries,
+    render_config,
+)
+
+pytestmark = pytest.mark.integration
+
+MONITORING = find_monitoring_dir()
+LOAD_DURATION_S = 4.0
+LOAD_CONCURRENCY = 8
+INVALID_EVERY = 10  # one request in ten is malformed: client-observed errors Triton never counts
+MODEL = "tiny"
+WORDS = "the quick brown fox jumps over the lazy dog while monitoring watches every request".split()
+
+
+@dataclass
+class Live:
+    prometheus: LocalPrometheus
+    queries: list[PanelQuery]
+    outcomes: dict[str, int]
+
+
+def _outcome(exc: InferenceServerException) -> str:
+    # "StatusCode.INVALID_ARGUMENT" -> "invalid_argument"
+    return str(exc.status() or "unknown").rsplit(".", 1)[-1].lower()
+
+
+def _send_load(grpc_url: str, metrics: ClientMetrics) -> dict[str, int]:
+    outcomes: dict[str, int] = {}
+    lock = threading.Lock()
+    deadline = time.monotonic() + LOAD_DURATION_S
+
+    def worker(index: int) -> None:
+        client = grpcclient.InferenceServerClient(grpc_url)
+        sent = 0
+        try:
+            while time.monotonic() < deadline and sent < 2000:
+                sent += 1
+                text = " ".join(WORDS[: 1 + (index * 7 + sent) % len(WORDS)])
+                name = "NOT_TEXT" if sent % INVALID_EVERY == 0 else "TEXT"
+                tensor = grpcclient.InferInput(name, [1, 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[text.encode()]], dtype=np.object_))
+                start = time.perf_counter()
+                try:
+                    client.infer(MODEL, [tensor], client_timeout=10)
+                    outcome = "success"
+                except InferenceServerException as exc:
+                    outcome = _outcome(exc)
+                elapsed_s = time.perf_counter() - start
+                metrics.duration.labels(model=MODEL, outcome=outcome).observe(elapsed_s)
+                metrics.requests.labels(model=MODEL, outcome=outcome).inc()
+                with lock:
+                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(LOAD_CONCURRENCY) as pool:
+        list(pool.map(worker, range(LOAD_CONCURRENCY)))
+    return outcomes
+
+
+def _has_data(result: list[dict[str, Any]]) -> bool:
+    return any(math.isfinite(float(sample["value"][1])) for sample in result)
+
+
+@pytest.fixture(scope="module")
+def live(triton: Any) -> Iterator[Live]:
+    metrics = ClientMetrics()
+    exporter = ClientMetricsExporter(metrics, port=0)
+    triton_target = triton.metrics_url.removeprefix("http://").removesuffix("/metrics")
+    config = render_config(
+        MONITORING,
+        triton_targets=[triton_target],
+        loadtest_targets=[f"{exporter.addr}:{exporter.port}"],
+        scrape_interval_s=1,
+        evaluation_interval_s=1,
+    )
+    queries = [
+        query
+        for path in sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))
+        for query in panel_queries(json.loads(path.read_text()))
+    ]
+    try:
+        with LocalPrometheus(config) as prometheus:
+            prometheus.wait_for_targets()
+            outcomes = _send_load(triton.grpc_url, metrics)
+            # Wait for the scrapes after the load and the rules that read them;
+            # every rate window is 1m, so there is time before the data ages out.
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                missing = [q for q in queries if not q.gpu_only and not _has_data(prometheus.query(q.expr))]
+                if not missing:
+                    break
+                time.sleep(1)
+            yield Live(prometheus, queries, outcomes)
+    finally:
+        exporter.close()
+
+
+def test_the_load_produced_successes_and_client_errors(live: Live) -> None:
+    assert live.outcomes.get("success", 0) > 50
+    assert live.outcomes.get("invalid_argument", 0) > 5
+    assert set(live.outcomes) == {"success", "invalid_argument"}
+
+
+def test_both_targets_are_scraped(live: Live) -> None:
+    up = {sample["metric"]["job"]: sample["value"][1] for sample in live.prometheus.query("up")}
+    assert up == {"triton": "1", "tritonstack-loadtest": "1"}
+
+
+def test_every_dashboard_panel_returns_data(live: Live) -> None:
+    gpu_server = bool(live.prometheus.query("nv_gpu_utilization"))
+    empty = []
+    for query in live.queries:
+        if query.gpu_only and not gpu_server:
+            continue  # marked GPU-only; a CPU-only Triton exports no nv_gpu_* metric
+        if not _has_data(live.prometheus.query(query.expr)):
+            empty.append(f"{query.dashboard_uid} / {query.panel_title} / {query.ref_id}: {query.expr}")
+    assert empty == []
+    checked = [q for q in live.queries if gpu_server or not q.gpu_only]
+    assert len(checked) >= 30
+
+
+def test_figures_the_dashboards_show(live: Live) -> None:
+    def value(expr: str) -> float:
+        (sample,) = live.prometheus.query(expr)
+        return float(sample["value"][1])
+
+    batch = value(f'model:nv_inference_batch_size:mean_rate1m{{model="{MODEL}_encoder"}}')
+    client_p99_s = value('model:tritonstack_client_request_duration_seconds:quantile_rate1m{quantile="0.99"}')
+    server_p99_s = value(f'model_quantile:nv_inference_request_summary_seconds:max{{model="{MODEL}",quantile="0.99"}}')
+    errors = value(f'model:tritonstack_slo_errors:ratio_rate5m{{model="{MODEL}"}}')
+    print(
+        f"\nachieved batch size {MODEL}_encoder {batch:.2f}; client p99 {client_p99_s * 1000:.1f} ms; "
+        f"server p99 {server_p99_s * 1000:.1f} ms; client error ratio {errors:.3f}; outcomes {live.outcomes}"
+    )
+    assert batch >= 1
+    # the client sees the malformed requests that Triton never counts
+    expected = live.outcomes["invalid_argument"] / sum(live.outcomes.values())
+    assert errors == pytest.approx(expected, abs=0.03)
+    assert value(f'model:nv_inference_request_failure:ratio_rate1m{{model="{MODEL}"}}') == 0
+    # same order of magnitude: the rules' microsecond-to-second conversion and the
+    # client's seconds agree (the client's view adds network and serialisation)
+    assert 0.2 < client_p99_s / server_p99_s < 20
+
+
+def test_every_rule_evaluates_without_error(live: Live) -> None:
+    groups = live.prometheus.get("rules")["groups"]
+    rule_list = [rule for group in groups for rule in group["rules"]]
+    assert len(rule_list) >= 50
+    unhealthy = {rule["name"]: rule.get("lastError") for rule in rule_list if rule["health"] != "ok"}
+    assert unhealthy == {}
+
+
+def test_alerts_react_to_the_load(live: Live) -> None:
+    # One request in ten failed: both error burn windows (1h, 5m) exceed 14.4x
+    # the 0.1% budget, so the page alert is pending (it needs 2 minutes to fire).
+    # Alert groups evaluate on their own clock, up to one interval after the
+    # recording rules the fixture waited for.
+    deadline = time.monotonic() + 10
+    while True:
+        alerts = {
+            (alert["labels"]["alertname"], alert["labels"].get("severity")): alert["state"]
+            for alert in live.prometheus.get("alerts")["alerts"]
+        }
+        if ("TritonStackErrorBudgetBurn", "page") in alerts or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert alerts.get(("TritonStackErrorBudgetBurn", "page")) == "pending"
+    for quiet in ("TritonDown", "TritonTargetsAbsent", "TritonModelNotReady", "TritonNoModelsLoaded"):
+        assert (quiet, "page") not in alerts
+    assert ("TritonStackLatencyThresholdBucketMissing", "ticket") not in alerts
+
+
+def test_the_pinned_triton_exports_every_metric_the_rules_rely_on(triton: Any) -> None:
+    with urllib.request.urlopen(triton.metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    assert exported >= TRITON_METRICS
+    assert not any(name.startswith("nv_gpu_") for name in exported - TRITON_METRICS), "update TRITON_METRICS"

@@ -1,0 +1,54 @@
+"""The local Prometheus runner: error paths, with the real binary where one is needed."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tritonstack._exceptions import TritonStackError
+from tritonstack.monitoring_local import LocalPrometheus, find_monitoring_dir, main, render_config
+
+needs_prometheus = pytest.mark.skipif(
+    shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)"
+)
+
+
+def test_main_reports_a_missing_monitoring_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--monitoring-dir", str(tmp_path)]) == 2
+    out = capsys.readouterr().out
+    assert "no prometheus/prometheus.yml" in out
+    assert "hint: pass --monitoring-dir" in out
+
+
+def test_a_missing_binary_is_named_with_the_package_to_install() -> None:
+    with pytest.raises(TritonStackError) as raised:
+        LocalPrometheus({}, binary="prometheus-that-does-not-exist").start()
+    assert raised.value.hint is not None and "apt-get install" in raised.value.hint
+
+
+@pytest.mark.integration
+@needs_prometheus
+def test_a_port_in_use_fails_with_prometheus_own_reason() -> None:
+    config = render_config(find_monitoring_dir(), triton_targets=["127.0.0.1:1"])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(TritonStackError) as raised:
+            LocalPrometheus(config, port=taken.getsockname()[1], startup_timeout_s=20).start()
+    assert "exited" in raised.value.message
+    assert raised.value.hint is not None and "address already in use" in raised.value.hint
+
+
+@pytest.mark.integration
+@needs_prometheus
+def test_wait_for_targets_names_the_target_that_is_down() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        config = render_config(find_monitoring_dir(), triton_targets=[f"127.0.0.1:{port}"], scrape_interval_s=1)
+        with LocalPrometheus(config) as prometheus, pytest.raises(TritonStackError) as raised:
+            prometheus.wait_for_targets(timeout_s=8)
+    assert f"http://127.0.0.1:{port}/metrics" in raised.value.message
