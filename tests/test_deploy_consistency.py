@@ -136,3 +136,11 @@ def test_tritonserver_knows_every_deployment_flag() -> None:
     assert "--model-repository" in known, usage.stdout[-2000:] + usage.stderr[-2000:]
     used = {arg.split("=", 1)[0] for arg in flags.deployment_args()}
     assert used - known == set()
+
+
+def test_only_containers_set_a_grpc_max_connection_age() -> None:
+    embedded = flags.TritonFlags(model_repository="/m", admin_key="k").args()
+    assert not [arg for arg in embedded if arg.startswith("--grpc-max-connection-age")]
+    deployed = flags.deployment_args()
+    assert f"--grpc-max-connection-age={flags.GRPC_MAX_CONNECTION_AGE_MS}" in deployed
+    assert f"--grpc-max-connection-age-grace={flags.GRPC_MAX_CONNECTION_AGE_GRACE_MS}" in deployed
