@@ -11,9 +11,15 @@ import pytest
 from tritonstack._exceptions import TritonStackError
 from tritonstack.monitoring_local import LocalPrometheus, find_monitoring_dir, main, render_config
 
-needs_prometheus = pytest.mark.skipif(
-    shutil.which("prometheus") is None, reason="prometheus not installed (apt-get install prometheus)"
-)
+
+@pytest.fixture()
+def prometheus_binary() -> None:
+    # A requirement, not an option: `make test` installs it (scripts/install-system-deps.sh).
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not installed: run `make system-deps` (apt-get install prometheus)")
+
+
+needs_prometheus = pytest.mark.usefixtures("prometheus_binary")
 
 
 def test_main_reports_a_missing_monitoring_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -76,7 +76,8 @@ _RAW_NAME = re.compile(r"\b(?:nv|tritonstack)_[a-z0-9_]+\b")
 
 def promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
     if shutil.which("promtool") is None:
-        pytest.skip("promtool not installed (apt-get install --no-install-recommends prometheus)")
+        # A requirement, not an option: `make test` installs it (scripts/install-system-deps.sh).
+        pytest.fail("promtool is not installed: run `make system-deps` (apt-get install prometheus)")
     return subprocess.run(["promtool", *map(str, args)], capture_output=True, text=True, timeout=120, check=False)
 
 
