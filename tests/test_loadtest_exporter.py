@@ -7,7 +7,13 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tritonstack.loadtest.exporter import REQUEST_DURATION, REQUESTS_TOTAL, ClientMetrics, ClientMetricsExporter
+from tritonstack.loadtest.exporter import (
+    REQUEST_DURATION,
+    REQUESTS_TOTAL,
+    SLO_BUCKET_S,
+    ClientMetrics,
+    ClientMetricsExporter,
+)
 from tritonstack.loadtest.stats import Sample
 
 
@@ -31,7 +37,10 @@ def test_exports_histogram_and_counter_by_model_and_outcome() -> None:
     assert samples[(REQUESTS_TOTAL, failed)] == 1
     assert samples[(f"{REQUEST_DURATION}_count", ok)] == 2
     assert samples[(f"{REQUEST_DURATION}_sum", ok)] == pytest.approx(0.004)
-    assert samples[(f"{REQUEST_DURATION}_bucket", (("le", "0.002"), *ok))] == 1  # 1.5 ms, not 2.5 ms
+    assert samples[(f"{REQUEST_DURATION}_bucket", (("le", "0.001"), *ok))] == 0
+    assert samples[(f"{REQUEST_DURATION}_bucket", (("le", "0.0025"), *ok))] == 2
+    # monitoring's latency SLI reads this exact bucket
+    assert samples[(f"{REQUEST_DURATION}_bucket", (("le", str(SLO_BUCKET_S)), *ok))] == 2
 
 
 def test_two_runs_in_one_process_do_not_collide() -> None:

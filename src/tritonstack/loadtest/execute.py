@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from tritonstack.loadtest.exporter import ClientMetrics, ClientMetricsExporter
 from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
 from tritonstack.loadtest.runner import LoadSession, StepWindow
 from tritonstack.loadtest.slo import SLO
-from tritonstack.loadtest.stats import summarize
+from tritonstack.loadtest.stats import Sample, summarize
 from tritonstack.loadtest.triton_metrics import MetricsScraper, Snapshot
 from tritonstack.loadtest.users import UserSettings, client_call, make_client
 from tritonstack.loadtest.verdict import evaluate, violated
@@ -102,16 +102,44 @@ class _Instruments:
         if self.exporter is not None:
             self.exporter.close()
 
-    def server_view(self) -> tuple[str | None, list[Snapshot], str | None]:
-        if self.scraper is None:
-            return None, [], None
-        snapshots = self.scraper.snapshots
-        error = None
-        if len(snapshots) < 2:
-            error = f"could not scrape Triton's metrics at {self.scraper.url}: {self.scraper.last_error or 'no data'}"
-        elif self.scraper.failures:
-            error = f"{self.scraper.failures} scrapes of {self.scraper.url} failed: {self.scraper.last_error}"
-        return self.scraper.url, list(snapshots), error
+
+def server_view(scraper: MetricsScraper | None) -> tuple[str | None, list[Snapshot], str | None]:
+    """(metrics URL, snapshots, a note on what went wrong) for the report."""
+    if scraper is None:
+        return None, [], None
+    snapshots = scraper.snapshots
+    error = None
+    if len(snapshots) < 2:
+        error = f"could not scrape Triton's metrics at {scraper.url}: {scraper.last_error or 'no data'}"
+    elif scraper.failures:
+        error = f"{scraper.failures} scrapes of {scraper.url} failed: {scraper.last_error}"
+    return scraper.url, list(snapshots), error
+
+
+def judge(
+    slo: SLO,
+    host: str,
+    samples: Sequence[Sample],
+    start_s: float,
+    end_s: float,
+    processes: int,
+    scraper: MetricsScraper | None,
+) -> RunResult:
+    """The verdict over the samples that started in ``[start_s, end_s)``."""
+    samples = [s for s in samples if start_s <= s.start_s < end_s]
+    summary = summarize(samples, start_s, end_s, slo.objectives.latency_ms)
+    metrics_url, snapshots, metrics_error = server_view(scraper)
+    return RunResult(
+        slo=slo,
+        host=host,
+        samples=samples,
+        summary=summary,
+        checks=evaluate(slo.objectives, summary),
+        processes=processes,
+        metrics_url=metrics_url,
+        metrics_error=metrics_error,
+        snapshots=snapshots,
+    )
 
 
 def run_test(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
@@ -130,22 +158,11 @@ def run_test(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
             window = session.step(load.users, load.spawn_rate, load.duration_s)
         finally:
             instruments.close()
-        samples = session.collector.between(window.start_s, window.end_s)
-    summary = summarize(samples, window.start_s, window.end_s, slo.objectives.latency_ms)
-    if summary.requests == 0:
+        samples = session.collector.samples
+    result = judge(slo, options.host, samples, window.start_s, window.end_s, options.processes, instruments.scraper)
+    if result.summary.requests == 0:
         raise LoadTestError(f"no request was made in {load.duration_s:g} s", hint="check the worker output above")
-    metrics_url, snapshots, metrics_error = instruments.server_view()
-    return RunResult(
-        slo=slo,
-        host=options.host,
-        samples=samples,
-        summary=summary,
-        checks=evaluate(slo.objectives, summary),
-        processes=options.processes,
-        metrics_url=metrics_url,
-        metrics_error=metrics_error,
-        snapshots=snapshots,
-    )
+    return result
 
 
 def next_users(users: int, factor: float, max_users: int) -> int:
@@ -187,7 +204,7 @@ def find_capacity(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
     capacity = CapacityResult(steps)
     overall = summarize(samples, windows[0].start_s, windows[-1].end_s, slo.objectives.latency_ms)
     judged = capacity.best or steps[0]
-    metrics_url, snapshots, metrics_error = instruments.server_view()
+    metrics_url, snapshots, metrics_error = server_view(instruments.scraper)
     return RunResult(
         slo=slo,
         host=options.host,

@@ -22,10 +22,13 @@ DEFAULT_PORT = 9646
 DEFAULT_ADDR = "127.0.0.1"
 REQUEST_DURATION = "tritonstack_client_request_duration_seconds"
 REQUESTS_TOTAL = "tritonstack_client_requests_total"
-# From sub-millisecond (tiny models on loopback) to the SDK's default call timeout.
+# From sub-millisecond (tiny models on loopback) to the load test's default call timeout.
+# 0.25 is part of the contract: monitoring's latency SLI counts requests under le="0.25".
 BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+SLO_BUCKET_S = 0.25
 
 
 class ClientMetrics:

@@ -138,6 +138,8 @@ class SampleCollector:
         drain.wait_idle(float((msg.data or {}).get("timeout_s", 10.0)))
         runner = environment.runner
         if isinstance(runner, WorkerRunner):
+            # The samples first: the master reads DRAINED as "all of this worker's samples are here".
+            runner.send_message(MESSAGE, {"rows": self._drain()})
             runner.send_message(DRAINED, {})
 
     def _on_drained(self, environment: Environment, msg: Any, **_: Any) -> None:

@@ -1,8 +1,9 @@
 """Locust users over the tritonstack SDK.
 
 Importing this module imports Locust (which monkey-patches the process with
-gevent) and initialises gRPC's gevent integration, which must happen before
-any gRPC channel exists. Each user owns its own :class:`tritonstack.client.Client`
+gevent); :func:`prepare_process` initialises gRPC's gevent integration, which must
+happen before any gRPC channel exists; :func:`make_client`, the one place
+channels are made, makes sure it ran. Each user owns its own :class:`tritonstack.client.Client`
 (gRPC channels are not shared across greenlets), created in ``on_start``.
 
 Every request fires Locust's ``request`` event with the latency as a float in
@@ -36,17 +37,23 @@ _DRAINED_WAIT_S = 3600.0
 _GRPC_GEVENT_READY = False
 
 
-def init_grpc_gevent() -> None:
-    """gRPC's gevent integration; must run before the first channel is created."""
+def prepare_process() -> None:
+    """gRPC's gevent integration (before the first channel exists) and the SDK import.
+
+    Call it in each process that runs users, before they start: importing the
+    SDK (grpc, tritonclient, numpy) takes seconds on a busy machine and blocks
+    the whole gevent process while it runs. Not at import time of this module:
+    ``locust --processes`` imports the locustfile and then forks, and gRPC's
+    core must not be initialised before a fork.
+    """
     global _GRPC_GEVENT_READY
     if not _GRPC_GEVENT_READY:
         import grpc.experimental.gevent
 
         grpc.experimental.gevent.init_gevent()
+        import tritonstack.client  # noqa: F401
+
         _GRPC_GEVENT_READY = True
-
-
-init_grpc_gevent()
 
 
 @dataclass(frozen=True)
@@ -82,28 +89,27 @@ class UserSettings:
 
     @classmethod
     def from_options(cls, options: argparse.Namespace) -> UserSettings:
-        """From the flags :mod:`tritonstack.loadtest.plugin` adds to the ``locust`` command line."""
-        if getattr(options, "slo", None):
-            from tritonstack.loadtest.slo import load_slo
+        """From the ``locust`` command line (flags added by :mod:`tritonstack.loadtest.locust_cli`)."""
+        # On a worker, num_users is not the test's; the master sends its count as tritonstack_users.
+        users = getattr(options, "tritonstack_users", None) or getattr(options, "num_users", None) or 1
+        return _settings_from_slo(options.slo, options.model or None, options.texts or None, int(users))
 
-            slo = load_slo(options.slo)
-            model, task_name = options.model or slo.model, slo.task
-            texts = options.texts or (str(slo.payload.texts_file) if slo.payload.texts_file else None)
-            per_request, timeout_s, rate = slo.payload.texts_per_request, slo.load.timeout_s, slo.load.arrival_rate_rps
-        else:
-            model, task_name, texts = options.model, options.task, options.texts
-            per_request, timeout_s, rate = 1, options.timeout_s, None
-        if not model:
-            raise ValueError("no model: pass --slo FILE or --model NAME")
-        return cls(
-            model=model,
-            task=task_name,
-            texts_file=texts,
-            texts_per_request=per_request,
-            timeout_s=timeout_s,
-            arrival_rate_rps=rate,
-            users=max(1, int(getattr(options, "num_users", 1) or 1)),
-        )
+
+@functools.lru_cache(maxsize=8)
+def _settings_from_slo(slo_path: str, model: str | None, texts: str | None, users: int) -> UserSettings:
+    # Once per process, not once per user.
+    from tritonstack.loadtest.slo import load_slo
+
+    slo = load_slo(slo_path)
+    return UserSettings(
+        model=model or slo.model,
+        task=slo.task,
+        texts_file=texts or (str(slo.payload.texts_file) if slo.payload.texts_file else None),
+        texts_per_request=slo.payload.texts_per_request,
+        timeout_s=slo.load.timeout_s,
+        arrival_rate_rps=slo.load.arrival_rate_rps,
+        users=max(1, users),
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -114,6 +120,7 @@ def _texts(path: str | None) -> tuple[str, ...]:
 
 def make_client(host: str, settings: UserSettings) -> Any:
     """The SDK client one user (or the pre-flight check) talks through."""
+    prepare_process()
     from tritonstack.client import Client, Timeouts
 
     return Client(

@@ -16,7 +16,7 @@ import locust  # noqa: F401  (first: gevent's monkey-patching happens on import)
 from locust.env import Environment
 
 from tritonstack.loadtest.plugin import SampleCollector
-from tritonstack.loadtest.users import UserSettings, user_class
+from tritonstack.loadtest.users import UserSettings, prepare_process, user_class
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--settings", required=True, help="UserSettings as JSON")
     args = parser.parse_args(argv)
     settings = UserSettings.from_json(args.settings)
+    prepare_process()  # before connecting: the master starts the step once every worker is ready
     environment = Environment(user_classes=[user_class(settings)], host=args.host)
     collector = SampleCollector(environment)
     runner = environment.create_worker_runner(args.master_host, args.master_port)
