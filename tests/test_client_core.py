@@ -202,7 +202,7 @@ def test_embeddings_and_classifications_are_parsed_and_counted() -> None:
 def test_request_ids_are_unique_and_chunks_are_numbered() -> None:
     assert len({_core.new_request_id() for _ in range(100)}) == 100
     assert _core.chunk_request_id("abc", 0, 1) == "abc"
-    assert _core.chunk_request_id("abc", 2, 3) == "abc-2"
+    assert _core.chunk_request_id("abc", 2, 3) == "abc.2"
 
 
 @pytest.mark.parametrize(("version", "expected"), [(None, ""), (2, "2"), ("3", "3")])

@@ -122,10 +122,10 @@ def test_metrics_count_calls_errors_and_retries(closed_url: str) -> None:
     def value(name: str, **labels: str) -> float:
         return registry.get_sample_value(name, labels) or 0.0
 
-    assert value("tritonstack_client_request_duration_seconds_count", model="m", method="embed") == 2
-    assert value("tritonstack_client_errors_total", model="m", method="embed", error="ServerUnavailableError") == 1
-    assert value("tritonstack_client_errors_total", model="m", method="embed", error="InvalidInputError") == 1
-    assert value("tritonstack_client_retries_total", model="m", code="UNAVAILABLE") == 2
+    assert value("tritonstack_sdk_call_duration_seconds_count", model="m", method="embed") == 2
+    assert value("tritonstack_sdk_errors_total", model="m", method="embed", error="ServerUnavailableError") == 1
+    assert value("tritonstack_sdk_errors_total", model="m", method="embed", error="InvalidInputError") == 1
+    assert value("tritonstack_sdk_retries_total", model="m", code="UNAVAILABLE") == 2
 
 
 def test_metrics_are_off_by_default(closed_url: str) -> None:
@@ -135,7 +135,7 @@ def test_metrics_are_off_by_default(closed_url: str) -> None:
         client.embed([])
     assert (
         REGISTRY.get_sample_value(
-            "tritonstack_client_errors_total", {"model": "m", "method": "embed", "error": "InvalidInputError"}
+            "tritonstack_sdk_errors_total", {"model": "m", "method": "embed", "error": "InvalidInputError"}
         )
         is None
     )

@@ -172,9 +172,7 @@ def test_failover_from_a_killed_primary_to_a_second_server(triton: Any, tiny_rep
         for _ in range(10):
             assert client.embed(["failed over"]).shape == (1, 32)  # no call fails
         assert served_requests(triton.grpc_url) - secondary_before == 10
-        retries = registry.get_sample_value(
-            "tritonstack_client_retries_total", {"model": "tiny", "code": "UNAVAILABLE"}
-        )
+        retries = registry.get_sample_value("tritonstack_sdk_retries_total", {"model": "tiny", "code": "UNAVAILABLE"})
         # Only the first call after the kill tried the primary; the set-aside kept the rest off it.
         assert retries == 1
         assert client.ready()

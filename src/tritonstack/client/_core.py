@@ -7,6 +7,7 @@ building ``tritonclient`` inputs, and turning responses into arrays.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -118,12 +119,18 @@ def version_string(version: str | int | None) -> str:
     return str(version)
 
 
+# Request ids: a random prefix per process and a counter; unique across clients and
+# processes for tracing, at a fraction of uuid4's cost per call.
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 def chunk_request_id(request_id: str, index: int, count: int) -> str:
-    return request_id if count == 1 else f"{request_id}-{index}"
+    return request_id if count == 1 else f"{request_id}.{index}"
 
 
 # --- texts -----------------------------------------------------------------------------------
@@ -181,13 +188,14 @@ def require_task(info: ModelInfo, task: str, method: str) -> None:
 
 def text_chunks(encoded: Sequence[bytes], max_batch_size: int) -> list[dict[str, np.ndarray]]:
     """The ``TEXT`` tensors ([rows, 1] of bytes) of each request, at most ``max_batch_size`` rows each."""
-    chunks = []
-    for start in range(0, len(encoded), max_batch_size):
-        rows = encoded[start : start + max_batch_size]
-        tensor = np.empty((len(rows), 1), dtype=np.object_)
-        tensor[:, 0] = rows
-        chunks.append({contract.TEXT_INPUT: tensor})
-    return chunks
+    # np.array on a list of bytes would make a fixed-width "S" array; fill an object array instead
+    column = np.empty(len(encoded), dtype=np.object_)
+    column[:] = encoded
+    tensor = column.reshape(-1, 1)
+    return [
+        {contract.TEXT_INPUT: tensor[start : start + max_batch_size]}
+        for start in range(0, len(encoded), max_batch_size)
+    ]
 
 
 # --- tensors ---------------------------------------------------------------------------------

@@ -4,9 +4,13 @@
 (one shared set of metrics per process); ``metrics=ClientMetrics(registry)``
 into a registry of your own. Needs ``pip install tritonstack[metrics]``.
 
-    tritonstack_client_request_duration_seconds{model,method}   histogram of whole SDK calls
-    tritonstack_client_errors_total{model,method,error}         failed calls by error class
-    tritonstack_client_retries_total{model,code}                retries by gRPC status
+    tritonstack_sdk_call_duration_seconds{model,method}   histogram of whole SDK calls
+    tritonstack_sdk_errors_total{model,method,error}      failed calls by error class
+    tritonstack_sdk_retries_total{model,code}             retries by gRPC status
+
+Not ``tritonstack_client_*``: those names belong to the load test's exporter
+(``tritonstack.loadtest.exporter``, with an ``outcome`` label) and the dashboards
+built on them; an application's SDK metrics must not mix into them.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class ClientMetrics(NoMetrics):
     _shared: ClientMetrics | None = None
     _shared_lock = threading.Lock()
 
-    def __init__(self, registry: Any = None, *, namespace: str = "tritonstack_client") -> None:
+    def __init__(self, registry: Any = None, *, namespace: str = "tritonstack_sdk") -> None:
         try:
             from prometheus_client import REGISTRY, Counter, Histogram
         except ImportError as error:
@@ -57,7 +61,7 @@ class ClientMetrics(NoMetrics):
             ) from error
         registry = REGISTRY if registry is None else registry
         self.latency = Histogram(
-            f"{namespace}_request_duration_seconds",
+            f"{namespace}_call_duration_seconds",
             "Duration of tritonstack SDK calls, retries and split batches included.",
             ["model", "method"],
             buckets=LATENCY_BUCKETS_S,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ class TensorSpec:
     optional: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ModelInfo:
     """A served model as its metadata and configuration describe it."""
 
@@ -41,7 +42,7 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @property
+    @functools.cached_property  # asked on every embed()/classify() call
     def task(self) -> str | None:
         """The tritonstack task its outputs mean (``contract.OUTPUTS_BY_TASK``), ``None`` for other models."""
         names = {spec.name for spec in self.outputs}
