@@ -1,0 +1,193 @@
+"""Run the FastAPI/uvicorn PyTorch service on the server cores and load it like the served stack.
+
+The same load generator (``load.py``) drives it, over HTTP with aiohttp: one
+text per request, ``concurrency`` in flight, JSON embedding back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from tritonstack.bench import cpus
+from tritonstack.bench.errors import BenchError
+from tritonstack.bench.results import BASELINE, Point, summarize
+from tritonstack.bench.timing import Timing
+from tritonstack.server.embedded import free_port
+
+Log = Callable[[str], None]
+REQUIRED = ("fastapi", "uvicorn", "aiohttp", "sentence_transformers")
+# read by baseline_app in the child process
+MODEL_DIR_ENV = "TRITONSTACK_BENCH_MODEL_DIR"
+THREADS_ENV = "TRITONSTACK_BENCH_TORCH_THREADS"
+
+
+def missing_packages() -> list[str]:
+    return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+
+
+class BaselineService:
+    """``uvicorn`` serving ``baseline_app`` in a child process on loopback; a context manager."""
+
+    def __init__(self, model_dir: Path, threads: int, log_path: Path, ready_timeout_s: float = 300.0) -> None:
+        self.model_dir = Path(model_dir)
+        self.threads = threads
+        self.log_path = log_path
+        self.ready_timeout_s = ready_timeout_s
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> BaselineService:
+        missing = missing_packages()
+        if missing:
+            raise BenchError(
+                f"the PyTorch baseline needs {', '.join(missing)}", hint="pip install 'tritonstack[bench]'"
+            )
+        self.port = free_port()
+        threads = str(self.threads)
+        # OpenMP sizes each thread's team from these, not from torch.set_num_threads in the main thread:
+        # without them every FastAPI worker thread would spin up a team per machine core on our pinned cores.
+        env = {
+            **os.environ, MODEL_DIR_ENV: str(self.model_dir), THREADS_ENV: threads,
+            "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+        }  # fmt: skip
+        command = [
+            sys.executable, "-m", "uvicorn", "--factory", "tritonstack.bench.baseline_app:app_from_env",
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                raise BenchError(f"the PyTorch baseline exited with code {self.process.returncode}", hint=tail)
+            with (
+                contextlib.suppress(urllib.error.URLError, OSError),
+                urllib.request.urlopen(f"{self.url}/health", timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise BenchError(f"the PyTorch baseline was not ready after {self.ready_timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)  # uvicorn's own children, if any
+
+    def __enter__(self) -> BaselineService:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+async def _sweep(
+    url: str,
+    pgid: int,
+    texts: Sequence[str],
+    token_counts: Sequence[int],
+    split: cpus.CpuSplit,
+    timing: Timing,
+    concurrencies: Sequence[int],
+    log: Log,
+) -> list[Point]:
+    import aiohttp
+
+    from tritonstack.bench.load import closed_loop
+
+    points = []
+    connector = aiohttp.TCPConnector(limit=0)  # no client-side cap: concurrency alone sets the load
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
+
+        async def send(index: int) -> None:
+            async with session.post(f"{url}/embed", json={"text": texts[index]}) as response:
+                if response.status != 200:
+                    raise BenchError(f"HTTP {response.status}: {(await response.text())[:200]}")
+                if not (await response.json())["embedding"]:
+                    raise BenchError("empty embedding")
+
+        await send(0)
+        for concurrency in concurrencies:
+            rounds = []
+            for _ in range(timing.rounds):
+                result, _ = await closed_loop(
+                    send, token_counts, concurrency, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
+                    server_cpu_s=lambda: cpus.group_cpu_s(pgid),
+                )  # fmt: skip
+                rounds.append(result)
+            errors = [r.first_error for r in rounds if r.first_error]
+            point = summarize(
+                BASELINE, "concurrency", concurrency, rounds,
+                client_cores=len(split.client), server_cores=len(split.server),
+                details={"first_error": errors[0]} if errors else {},
+            )  # fmt: skip
+            points.append(point)
+            log(f"    baseline c={concurrency:<3d} {point.throughput_per_s:8.1f} texts/s")
+    return points
+
+
+def run_baseline(
+    model_dir: Path,
+    texts: Sequence[str],
+    token_counts: Sequence[int],
+    split: cpus.CpuSplit,
+    timing: Timing,
+    concurrencies: Sequence[int],
+    *,
+    log_path: Path,
+    log: Log = print,
+) -> list[Point]:
+    """Start the PyTorch service on the server cores, sweep ``concurrencies`` from the client cores, stop it."""
+    service = BaselineService(model_dir, threads=len(split.server), log_path=log_path)
+    with cpus.pinned(split.server):
+        service.start()
+    try:
+        assert service.process is not None
+        with cpus.pinned(split.client):
+            return asyncio.run(
+                _sweep(service.url, service.process.pid, texts, token_counts, split, timing, concurrencies, log)
+            )
+    finally:
+        service.stop()

@@ -1,0 +1,108 @@
+"""Benchmark the served stack against the in-process limit and a plain PyTorch service.
+
+For one model (default: the bundled all-MiniLM-L6-v2), on the same texts:
+1. in-process tokenizer + ONNX Runtime (the served encoder file) over batch sizes;
+2. text -> SDK -> gRPC -> embedded Triton over a concurrency sweep (+ half load, open loop);
+3. a FastAPI/uvicorn service running the PyTorch model one text per call (needs the bench extra).
+Prints a table, GFLOP/s against this CPU's peak and the targets; writes summary.json and a PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tritonstack.bench.runner import BenchSettings
+
+DEFAULT_REPOSITORY = Path(".tritonstack/bench/model_repository")
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quick", action="store_true", help="fewer points, shorter rounds: about a minute")
+    parser.add_argument("--model-dir", type=Path, help="Hugging Face model (default: the bundled all-MiniLM-L6-v2)")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository to serve")
+    parser.add_argument("--name", default="minilm", help="text-in model name in the repository")
+    parser.add_argument("--reexport", action="store_true", help="export again even if the model is there")
+    parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/bench-<timestamp>)")
+    parser.add_argument("--texts", type=int, help="corpus size (default 1024, quick 256)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the texts and open-loop arrivals")
+    parser.add_argument("--batch-sizes", type=_ints, help="in-process batch sizes (default 1,8,16,32,64)")
+    parser.add_argument("--concurrency", type=_ints, help="served concurrency sweep (default 1,4,16,32,64)")
+    parser.add_argument("--baseline-concurrency", type=_ints, help="PyTorch service sweep (default 1,4,16)")
+    parser.add_argument("--rounds", type=int, help="measured rounds per point (default 3, quick 2)")
+    parser.add_argument("--warmup-s", type=float, help="warm-up per round, seconds (default 2, quick 0.5)")
+    parser.add_argument("--duration-s", type=float, help="measured window per round, seconds (default 5, quick 1.5)")
+    parser.add_argument(
+        "--cpu-split",
+        choices=("pinned", "shared"),
+        default="pinned",
+        help="pinned: models on their own core(s), load generator on the rest; shared: no pinning",
+    )
+    parser.add_argument("--no-baseline", action="store_true", help="skip the FastAPI/PyTorch service")
+    parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop point at half load")
+
+
+def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path) -> BenchSettings:
+    from dataclasses import replace
+
+    from tritonstack.bench.runner import QUICK, BenchSettings
+    from tritonstack.bench.timing import Timing
+
+    settings = BenchSettings(model_dir=model_dir, repository=args.repository, name=args.name, report_dir=report_dir)
+    if args.quick:
+        settings = replace(settings, quick=True, **QUICK)  # type: ignore[arg-type]
+    timing = settings.timing
+    timing = Timing(
+        rounds=args.rounds or timing.rounds,
+        warmup_s=timing.warmup_s if args.warmup_s is None else args.warmup_s,
+        duration_s=args.duration_s or timing.duration_s,
+    )
+    return replace(
+        settings,
+        texts=args.texts or settings.texts,
+        seed=args.seed,
+        batch_sizes=args.batch_sizes or settings.batch_sizes,
+        concurrencies=args.concurrency or settings.concurrencies,
+        baseline_concurrencies=args.baseline_concurrency or settings.baseline_concurrencies,
+        timing=timing,
+        cpu_split=args.cpu_split,
+        baseline=not args.no_baseline,
+        half_load=not args.no_half_load,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from tritonstack.bench import report
+    from tritonstack.bench.prepare import bundled_model_dir, ensure_repository
+    from tritonstack.bench.runner import run_bench
+    from tritonstack.bench.summary import summarize_run
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model_dir = args.model_dir or bundled_model_dir()
+    report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
+    settings = settings_from(args, model_dir, report_dir)
+    note = ensure_repository(model_dir, settings.repository, settings.name, reexport=args.reexport)
+    result = run_bench(settings)
+    result = replace(result, repository_note=note)
+    summary = summarize_run(result)
+    paths = report.write(result, summary, report_dir)
+    print()
+    print(report.table(result, summary))
+    print(f"\nwrote {paths['summary']}, {paths['plot']}, {paths['table']}")
+    return 0

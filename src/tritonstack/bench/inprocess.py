@@ -1,0 +1,199 @@
+"""The limit: the served model's own tokenizer and ONNX encoder, called in-process in batches.
+
+Reads the same files Triton serves (the latest version of ``NAME_encoder`` and
+``NAME_tokenizer``) and pads each batch to its longest text, as the served
+tokenizer does; so the gap to the served figures is the serving path alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tritonstack.bench.errors import BenchError
+from tritonstack.bench.results import Round
+from tritonstack.repository import contract
+from tritonstack.repository.config import parameter, parse
+
+
+@dataclass(frozen=True)
+class ServedFiles:
+    """The files and knobs of a text-in model in a repository."""
+
+    name: str
+    encoder_onnx: Path
+    tokenizer_dir: Path
+    input_names: tuple[str, ...]
+    max_sequence_length: int
+    precision: str
+    knobs: dict[str, Any]
+
+
+def _latest_version(model_dir: Path) -> Path:
+    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    if not versions:
+        raise BenchError(f"{model_dir} holds no model version", hint="export the model first: tritonstack export")
+    return max(versions, key=lambda p: int(p.name))
+
+
+def _config(model_dir: Path) -> Any:
+    path = model_dir / "config.pbtxt"
+    if not path.is_file():
+        raise BenchError(f"{path} is missing", hint="export the model first: tritonstack export")
+    return parse(path.read_text())
+
+
+MIN_MEASURED_BATCHES = 3
+_INT8_OPS = frozenset(
+    {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul", "QAttention"}
+)
+
+
+def _precision(text_in_version: Path, onnx_path: Path) -> str:
+    """The export report's precision, else what the graph's operators say (int8 kernels or not)."""
+    try:
+        data = json.loads((text_in_version / "export_report.json").read_text())
+        precision = data.get("precision")
+        if precision:
+            return str(precision)
+    except (OSError, ValueError):
+        pass
+    try:
+        import onnx
+
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception:  # onnx absent (serve-only install) or an unreadable file: say we do not know
+        return "unknown"
+    return "int8" if any(node.op_type in _INT8_OPS for node in graph.node) else "fp32"
+
+
+def locate(repository: Path, name: str) -> ServedFiles:
+    """The encoder and tokenizer Triton would serve for text-in model ``name``."""
+    encoder_dir = repository / contract.encoder_name(name)
+    tokenizer_dir = repository / contract.tokenizer_name(name)
+    encoder, tokenizer = _config(encoder_dir), _config(tokenizer_dir)
+    onnx = _latest_version(encoder_dir) / (encoder.default_model_filename or "model.onnx")
+    knobs = {
+        "encoder_instances": sum(g.count for g in encoder.instance_group) or 1,
+        "encoder_intra_op_threads": int(parameter(encoder, "intra_op_thread_count", "0") or 0),
+        "encoder_max_queue_delay_us": encoder.dynamic_batching.max_queue_delay_microseconds,
+        "tokenizer_instances": sum(g.count for g in tokenizer.instance_group) or 1,
+        "tokenizer_max_queue_delay_us": tokenizer.dynamic_batching.max_queue_delay_microseconds,
+        "max_batch_size": encoder.max_batch_size,
+    }
+    return ServedFiles(
+        name=name,
+        encoder_onnx=onnx,
+        tokenizer_dir=_latest_version(tokenizer_dir),
+        input_names=tuple(t.name for t in encoder.input),
+        max_sequence_length=int(parameter(tokenizer, "max_sequence_length", "512") or 512),
+        precision=_precision(_latest_version(repository / name), onnx),
+        knobs=knobs,
+    )
+
+
+class InProcessModel:
+    """Tokenizer + ONNX Runtime session, as the served models run them."""
+
+    def __init__(self, files: ServedFiles, threads: int) -> None:
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.files = files
+        self.tokenizer = Tokenizer.from_file(str(files.tokenizer_dir / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=files.max_sequence_length)
+        self.pad_id = self._pad_id(files.tokenizer_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(files.encoder_onnx), options, providers=["CPUExecutionProvider"])
+        self.output_name = self.session.get_outputs()[0].name
+
+    def _pad_id(self, tokenizer_dir: Path) -> int:
+        # the served tokenizer's rule: tokenizer_config.json's pad_token where the vocabulary has it, else 0
+        try:
+            pad = json.loads((tokenizer_dir / "tokenizer_config.json").read_text()).get("pad_token")
+        except (OSError, ValueError):
+            return 0
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        found = self.tokenizer.token_to_id(pad) if pad else None
+        return found if found is not None else 0
+
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Real (unpadded) tokens of each text, special tokens included."""
+        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+
+    def features(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encodings = self.tokenizer.encode_batch(list(texts))
+        length = max(len(e.ids) for e in encodings)
+        arrays = {
+            "input_ids": np.full((len(encodings), length), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((len(encodings), length), dtype=np.int64),
+            "token_type_ids": np.zeros((len(encodings), length), dtype=np.int64),
+        }
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            arrays["input_ids"][row, :n] = encoding.ids
+            arrays["attention_mask"][row, :n] = encoding.attention_mask
+            arrays["token_type_ids"][row, :n] = encoding.type_ids
+        return {name: arrays[name] for name in self.files.input_names}
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.session.run([self.output_name], self.features(texts))[0])
+
+
+def measure_batch(
+    model: InProcessModel,
+    texts: Sequence[str],
+    token_counts: Sequence[int],
+    batch_size: int,
+    *,
+    warmup_s: float,
+    duration_s: float,
+) -> tuple[Round, dict[str, float]]:
+    """Batches of ``batch_size`` consecutive texts, back to back; latency is per batch.
+
+    The window lasts ``duration_s`` or ``MIN_MEASURED_BATCHES`` batches, whichever is longer.
+    """
+    latencies: list[float] = []
+    completed = tokens = 0
+    tokenize_s = encode_s = 0.0
+    start = time.perf_counter()
+    window_start, window_end = start + warmup_s, start + warmup_s + duration_s
+    measured_from = None
+    cpu_from = 0.0
+    cursor = 0
+    # At least MIN_MEASURED_BATCHES batches in the window, however slow one batch is.
+    while (now := time.perf_counter()) < window_end or len(latencies) < MIN_MEASURED_BATCHES:
+        cpu_now = time.process_time()
+        indices = [(cursor + i) % len(texts) for i in range(batch_size)]
+        cursor += batch_size
+        batch = [texts[i] for i in indices]
+        features = model.features(batch)
+        tokenized = time.perf_counter()
+        model.session.run([model.output_name], features)
+        done = time.perf_counter()
+        if now >= window_start:
+            if measured_from is None:
+                measured_from, cpu_from = now, cpu_now
+            latencies.append(done - now)
+            completed += len(batch)
+            tokens += sum(token_counts[i] for i in indices)
+            tokenize_s += tokenized - now
+            encode_s += done - tokenized
+    elapsed = time.perf_counter() - (measured_from if measured_from is not None else window_start)
+    cpu_s = time.process_time() - cpu_from if measured_from is not None else None
+    details = {
+        "tokenize_ms_per_text": 1000 * tokenize_s / completed if completed else float("nan"),
+        "encode_ms_per_text": 1000 * encode_s / completed if completed else float("nan"),
+    }
+    # The model's CPU time is this process's: it counts as the "server" side, as for the served variants.
+    return Round(tuple(latencies), elapsed, completed, tokens, server_cpu_s=cpu_s), details

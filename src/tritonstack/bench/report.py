@@ -1,0 +1,144 @@
+"""The benchmark's outputs: the printed table, ``summary.json`` and ``latency_vs_throughput.png``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, VARIANTS, Point
+from tritonstack.bench.runner import BenchResult
+from tritonstack.bench.summary import gflops
+
+SUMMARY_FILE = "summary.json"
+PLOT_FILE = "latency_vs_throughput.png"
+COLORS = {INPROCESS: "tab:green", SERVED: "tab:blue", BASELINE: "tab:red"}
+TITLES = {
+    INPROCESS: "in-process tokenizer + ONNX Runtime (latency per batch)",
+    SERVED: "served: SDK -> gRPC -> Triton",
+    BASELINE: "FastAPI + PyTorch, one text per call",
+}
+
+
+def _pct(value: float | None) -> str:
+    return "  -" if value is None else f"{100 * value:3.0f}"
+
+
+def _num(value: float, width: int) -> str:
+    return f"{value:{width}.1f}" if math.isfinite(value) else f"{'-':>{width}}"
+
+
+def _ratio(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def table(result: BenchResult, summary: dict[str, Any]) -> str:
+    """The human-readable report."""
+    best_labels = {v: (summary["best"][v] or {}).get("label") for v in VARIANTS}
+    lines = [
+        f"tritonstack bench -- {result.files.name} ({result.files.precision}) from {result.settings.model_dir}",
+        f"texts: {result.corpus['texts']} (seed {result.corpus['seed']}, {result.corpus['words_min']}-"
+        f"{result.corpus['words_max']} words, {result.corpus['tokens_mean']:.1f} tokens mean)"
+        f"; {result.settings.timing.rounds} rounds x {result.settings.timing.duration_s:g} s after "
+        f"{result.settings.timing.warmup_s:g} s warm-up per point; throughput = median of rounds",
+        f"cores: {result.split.describe()}",
+        *([f"WARNING: {warning}"] if (warning := result.busy_warning()) else []),
+        "",
+        f"{'variant':<11} {'point':<12} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'GFLOP/s':>8}"
+        f" {'srv%':>5} {'gen%':>5} {'err':>4}",
+    ]
+    for point in result.points:
+        mark = "*" if point.label == best_labels[point.variant] and point.setting != "rate" else " "
+        label = point.label + (" open" if point.setting == "rate" else "")
+        flops = gflops(result, point)["gflops"]
+        lines.append(
+            f"{point.variant:<11} {label:<11}{mark} {point.throughput_per_s:9.1f} {_num(point.p50_ms, 8)}"
+            f" {_num(point.p99_ms, 8)} {flops:8.1f} {_pct(point.server_cpu):>5} {_pct(point.client_cpu):>5}"
+            f" {point.errors:4d}"
+        )
+    lines += [
+        "  * best point of the variant; srv%/gen%: busy share of the server / load-generator cores;",
+        "    '-': no request completed inside the window (raise --duration-s);",
+        "    in-process latency is per batch; 'open': open-loop Poisson arrivals at half the best served rate",
+        "",
+        f"served / in-process  = {_ratio(summary['served_over_inprocess'])}   (best {best_labels[SERVED]} vs "
+        f"{best_labels[INPROCESS]})",
+        f"served / baseline    = {_ratio(summary['served_over_baseline'])}   (best {best_labels[SERVED]} vs "
+        f"{best_labels[BASELINE]})",
+        "",
+        _peak_line(result),
+    ]
+    for variant in VARIANTS:
+        figures = summary["gflops"][variant]
+        if figures:
+            lines.append(
+                f"  {variant:<11} {figures['gflops']:7.1f} GFLOP/s = {100 * figures['fp32_peak_fraction']:5.1f}% of "
+                f"fp32 peak, {100 * figures['int8_peak_fraction']:5.1f}% of int8 peak"
+            )
+    lines += ["", "targets (reported, not asserted):"]
+    for target in summary["targets"]:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
+        value = "n/a" if target["value"] is None else f"{target['value']:.2f}"
+        lines.append(f"  {target['name']:<36} {value:>6} (target {target['op']} {target['target']:g})  {verdict}")
+        lines += [f"      {line}" for line in target["explain"]]
+    return "\n".join(lines)
+
+
+def _peak_line(result: BenchResult) -> str:
+    peak = result.peak
+    tokens = result.corpus["tokens_mean"]
+    return (
+        f"GFLOP/s (estimate: {result.cost.flop_per_token(tokens) / 1e6:.1f} MFLOP/token at {tokens:.0f} tokens, "
+        f"real tokens only) vs peak of {peak.cores} server core(s) of {peak.model} at {peak.clock_ghz:.2f} GHz "
+        f"({peak.clock_source}): fp32 {peak.isa} {peak.fp32_flop_per_cycle} FLOP/cycle = {peak.fp32_gflops:.0f} "
+        f"GFLOP/s; int8 {peak.int8_isa} {peak.int8_op_per_cycle} op/cycle = {peak.int8_gops:.0f} GOP/s"
+    )
+
+
+def plot(result: BenchResult, path: Path) -> Path:
+    """Latency against throughput, one line per variant: p50 solid, p99 dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for variant in VARIANTS:
+        points: list[Point] = sorted(
+            (p for p in result.points if p.variant == variant and p.setting != "rate" and p.samples),
+            key=lambda p: p.value,
+        )
+        if not points:
+            continue
+        x = [p.throughput_per_s for p in points]
+        color = COLORS[variant]
+        axes.plot(x, [p.p50_ms for p in points], "o-", color=color, label=f"{TITLES[variant]} p50")
+        axes.plot(x, [p.p99_ms for p in points], "x--", color=color, alpha=0.6, label=f"{variant} p99")
+        for point in points:
+            axes.annotate(point.label, (point.throughput_per_s, point.p50_ms), textcoords="offset points",
+                          xytext=(4, 4), fontsize=7, color=color)  # fmt: skip
+    for point in (p for p in result.points if p.setting == "rate"):
+        axes.plot([point.throughput_per_s], [point.p99_ms], "D", color=COLORS[point.variant],
+                  label=f"p99 at half load (open loop, {point.value:.0f}/s)")  # fmt: skip
+    axes.set_yscale("log")
+    axes.set_xlabel("throughput (texts/s)")
+    axes.set_ylabel("latency (ms, log)")
+    axes.set_title(f"{result.files.name} ({result.files.precision}) on {result.split.describe()}", fontsize=9)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def write(result: BenchResult, summary: dict[str, Any], report_dir: Path) -> dict[str, Path]:
+    """Write summary.json, the PNG plot and the table into ``report_dir``; return their paths."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = report_dir / SUMMARY_FILE
+    summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    table_path = report_dir / "report.txt"
+    table_path.write_text(table(result, summary) + "\n")
+    return {"summary": summary_path, "plot": plot(result, report_dir / PLOT_FILE), "table": table_path}

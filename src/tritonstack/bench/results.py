@@ -1,0 +1,117 @@
+"""What a benchmark run measured: one ``Point`` per variant and setting, plus summary math.
+
+A point's throughput is the median over its rounds; its latency percentiles
+pool the samples of all rounds (more samples make a steadier p99).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+INPROCESS = "in-process"
+SERVED = "served"
+BASELINE = "baseline"
+VARIANTS = (INPROCESS, SERVED, BASELINE)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One measured window: latencies in seconds, completions and errors inside it."""
+
+    latencies_s: tuple[float, ...]
+    elapsed_s: float
+    completed: int  # texts
+    tokens: int  # real (unpadded) tokens of the completed texts
+    errors: int = 0
+    first_error: str | None = None
+    client_cpu_s: float | None = None
+    server_cpu_s: float | None = None
+
+    @property
+    def throughput_per_s(self) -> float:
+        return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Point:
+    variant: str
+    setting: str  # "batch", "concurrency" or "rate"
+    value: float
+    throughput_per_s: float  # texts per second, median over rounds
+    round_throughputs: tuple[float, ...]
+    p50_ms: float
+    p99_ms: float
+    mean_ms: float
+    samples: int
+    errors: int
+    tokens_per_text: float
+    client_cpu: float | None = None  # fraction of the client cores busy
+    server_cpu: float | None = None  # fraction of the server cores busy
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        short = {"batch": "b", "concurrency": "c", "rate": "rate"}[self.setting]
+        value = f"{self.value:.0f}/s" if self.setting == "rate" else f"{self.value:g}"
+        return f"{short}={value}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "label": self.label}
+
+
+def percentile_ms(latencies_s: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(latencies_s), q) * 1000) if latencies_s else float("nan")
+
+
+def summarize(
+    variant: str,
+    setting: str,
+    value: float,
+    rounds: Sequence[Round],
+    *,
+    client_cores: int = 1,
+    server_cores: int = 1,
+    details: dict[str, Any] | None = None,
+) -> Point:
+    """A ``Point`` from the rounds measured at one setting."""
+    latencies = [x for r in rounds for x in r.latencies_s]
+    completed = sum(r.completed for r in rounds)
+    elapsed = sum(r.elapsed_s for r in rounds)
+
+    def busy(values: list[float | None], cores: int) -> float | None:
+        known = [v for v in values if v is not None]
+        return sum(known) / (elapsed * cores) if known and elapsed > 0 else None
+
+    return Point(
+        variant=variant,
+        setting=setting,
+        value=value,
+        throughput_per_s=statistics.median(r.throughput_per_s for r in rounds),
+        round_throughputs=tuple(r.throughput_per_s for r in rounds),
+        p50_ms=percentile_ms(latencies, 50),
+        p99_ms=percentile_ms(latencies, 99),
+        mean_ms=float(np.mean(latencies) * 1000) if latencies else float("nan"),
+        samples=len(latencies),
+        errors=sum(r.errors for r in rounds),
+        tokens_per_text=sum(r.tokens for r in rounds) / completed if completed else 0.0,
+        client_cpu=busy([r.client_cpu_s for r in rounds], client_cores),
+        server_cpu=busy([r.server_cpu_s for r in rounds], server_cores),
+        details=details or {},
+    )
+
+
+def best(points: Sequence[Point], variant: str) -> Point | None:
+    """The point of ``variant`` with the highest throughput (open-loop points excluded)."""
+    candidates = [p for p in points if p.variant == variant and p.setting != "rate" and p.samples]
+    return max(candidates, key=lambda p: p.throughput_per_s, default=None)
+
+
+def ratio(numerator: Point | None, denominator: Point | None) -> float | None:
+    if numerator is None or denominator is None or denominator.throughput_per_s <= 0:
+        return None
+    return numerator.throughput_per_s / denominator.throughput_per_s

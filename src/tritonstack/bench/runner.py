@@ -1,0 +1,160 @@
+"""One benchmark run: the in-process limit, the served stack, the PyTorch service, on the same texts.
+
+The variants run one after the other (never two at once), each on the same
+server cores; see ``cpus`` for the split.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tritonstack.bench import cpus
+from tritonstack.bench.hardware import CpuPeak, EncoderCost, cpu_peak, encoder_cost
+from tritonstack.bench.inprocess import InProcessModel, ServedFiles, locate, measure_batch
+from tritonstack.bench.results import INPROCESS, Point, summarize
+from tritonstack.bench.texts import make_texts
+from tritonstack.bench.timing import Timing
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    model_dir: Path  # the Hugging Face model the repository was exported from (the baseline runs it)
+    repository: Path
+    name: str
+    report_dir: Path
+    texts: int = 1024
+    seed: int = 0
+    min_words: int = 5
+    max_words: int = 120
+    batch_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)
+    concurrencies: tuple[int, ...] = (1, 4, 16, 32, 64)
+    baseline_concurrencies: tuple[int, ...] = (1, 4, 16)
+    timing: Timing = field(default_factory=Timing)
+    cpu_split: str = "pinned"
+    baseline: bool = True
+    half_load: bool = True
+    quick: bool = False
+
+
+QUICK = {
+    "texts": 256,
+    "batch_sizes": (1, 8, 32),
+    "concurrencies": (1, 8, 32),
+    "baseline_concurrencies": (1, 8),
+    "timing": Timing(rounds=2, warmup_s=0.5, duration_s=1.5),
+}
+
+
+@dataclass
+class BenchResult:
+    settings: BenchSettings
+    split: cpus.CpuSplit
+    files: ServedFiles
+    peak: CpuPeak  # of the server cores: what every variant's model ran on
+    cost: EncoderCost
+    corpus: dict[str, Any]
+    points: list[Point] = field(default_factory=list)
+    repository_note: str = ""
+    started: str = ""
+    elapsed_s: float = 0.0
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def busy_warning(self) -> str | None:
+        """A warning when other processes were already loading the machine as the run began."""
+        load, cpus_ = self.machine.get("load_average_1m_before"), self.machine.get("logical_cpus")
+        if load is None or not cpus_ or load <= 0.5 * cpus_:
+            return None
+        return (
+            f"the machine was busy before the run (1-minute load average {load:.1f} on {cpus_} logical CPUs): "
+            "other processes competed for the cores, so these figures understate this machine"
+        )
+
+
+def _inprocess(
+    files: ServedFiles, texts: list[str], split: cpus.CpuSplit, settings: BenchSettings, log: Log
+) -> tuple[list[Point], list[int]]:
+    points = []
+    with cpus.pinned(split.server):
+        model = InProcessModel(files, threads=len(split.server))
+        token_counts = model.token_counts(texts)
+        for batch_size in settings.batch_sizes:
+            rounds, details = [], []
+            for _ in range(settings.timing.rounds):
+                result, detail = measure_batch(
+                    model, texts, token_counts, batch_size,
+                    warmup_s=settings.timing.warmup_s, duration_s=settings.timing.duration_s,
+                )  # fmt: skip
+                rounds.append(result)
+                details.append(detail)
+            merged = {k: sorted(d[k] for d in details)[len(details) // 2] for k in details[0]}
+            point = summarize(
+                INPROCESS, "batch", batch_size, rounds, client_cores=len(split.server),
+                server_cores=len(split.server), details=merged,
+            )  # fmt: skip
+            points.append(point)
+            log(f"    in-proc  b={batch_size:<3d} {point.throughput_per_s:8.1f} texts/s")
+    return points, token_counts
+
+
+def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
+    """Measure every variant; nothing is printed but progress (``report`` renders the result)."""
+    from tritonstack.bench.baseline import run_baseline
+    from tritonstack.bench.served import run_served
+
+    started, started_at = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    machine = {"logical_cpus": os.cpu_count(), "load_average_1m_before": os.getloadavg()[0]}
+    settings.report_dir.mkdir(parents=True, exist_ok=True)
+    texts = make_texts(settings.texts, seed=settings.seed, min_words=settings.min_words, max_words=settings.max_words)
+    files = locate(settings.repository, settings.name)
+    split = cpus.plan(settings.cpu_split)
+    log(f"==> cores: {split.describe()}; load average {machine['load_average_1m_before']:.1f}")
+    log(f"==> in-process limit: tokenizer + ONNX Runtime ({files.precision}), batch sizes {settings.batch_sizes}")
+    points, token_counts = _inprocess(files, texts, split, settings, log)
+    log(f"==> served: SDK -> gRPC -> Triton, concurrency {settings.concurrencies} ({_since(started)})")
+    points += run_served(
+        settings.repository, files, texts, token_counts, split, settings.timing, settings.concurrencies,
+        half_load=settings.half_load, log_path=settings.report_dir / "triton.log", log=log,
+    )  # fmt: skip
+    if settings.baseline:
+        log(
+            f"==> baseline: FastAPI + PyTorch, one text per call, concurrency {settings.baseline_concurrencies}"
+            f" ({_since(started)})"
+        )
+        points += run_baseline(
+            settings.model_dir, texts, token_counts, split, settings.timing, settings.baseline_concurrencies,
+            log_path=settings.report_dir / "baseline.log", log=log,
+        )  # fmt: skip
+    machine["load_average_1m_after"] = os.getloadavg()[0]
+    log(f"==> done ({_since(started)})")
+    words = [len(t.split()) for t in texts]
+    corpus = {
+        "texts": len(texts),
+        "seed": settings.seed,
+        "words_min": min(words),
+        "words_max": max(words),
+        "tokens_mean": sum(token_counts) / len(token_counts),
+        "tokens_max": max(token_counts),
+    }
+    return BenchResult(
+        settings=settings,
+        split=split,
+        files=files,
+        peak=cpu_peak(len(split.server)),
+        cost=encoder_cost(settings.model_dir),
+        corpus=corpus,
+        points=points,
+        started=started_at,
+        elapsed_s=time.perf_counter() - started,
+        machine=machine,
+    )
+
+
+def _since(started: float) -> str:
+    return f"at {time.perf_counter() - started:.0f} s"

@@ -1,0 +1,136 @@
+"""The stack: text -> SDK (``AsyncClient``) -> gRPC -> embedded Triton (tokenizer -> encoder).
+
+One text per request and ``concurrency`` requests in flight, as users call it;
+batching happens in Triton. Triton and its model processes run on the server
+cores, this process (the load generator) on the client cores. Each point
+carries Triton's own account of where the time went (``triton_stats``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from functools import reduce
+from pathlib import Path
+
+from tritonstack.bench import cpus
+from tritonstack.bench.errors import BenchError
+from tritonstack.bench.inprocess import ServedFiles
+from tritonstack.bench.load import closed_loop, open_loop
+from tritonstack.bench.results import SERVED, Point, Round, best, summarize
+from tritonstack.bench.timing import Timing
+from tritonstack.bench.triton_stats import TritonStatsProbe, Window, breakdown
+from tritonstack.repository import contract
+
+Log = Callable[[str], None]
+
+
+def _point(
+    setting: str,
+    value: float,
+    measured: list[tuple[Round, Window | None]],
+    split: cpus.CpuSplit,
+    files: ServedFiles,
+) -> Point:
+    rounds = [r for r, _ in measured]
+    windows = [w for _, w in measured if w is not None]
+    point = summarize(SERVED, setting, value, rounds, client_cores=len(split.client), server_cores=len(split.server))
+    if windows and point.samples:
+        instances = {
+            contract.encoder_name(files.name): files.knobs["encoder_instances"],
+            contract.tokenizer_name(files.name): files.knobs["tokenizer_instances"],
+        }
+        window = reduce(lambda a, b: a + b, windows)
+        point.details.update(breakdown(window, files.name, point.mean_ms, instances))
+    errors = [r.first_error for r in rounds if r.first_error]
+    if errors:
+        point.details["first_error"] = errors[0]
+    return point
+
+
+async def _sweep(
+    url: str,
+    pgid: int,
+    texts: Sequence[str],
+    token_counts: Sequence[int],
+    files: ServedFiles,
+    split: cpus.CpuSplit,
+    timing: Timing,
+    concurrencies: Sequence[int],
+    half_load: bool,
+    log: Log,
+) -> list[Point]:
+    from tritonstack.client import AsyncClient
+
+    name = files.name
+    probe = TritonStatsProbe(url, [name, contract.tokenizer_name(name), contract.encoder_name(name)])
+    points: list[Point] = []
+    async with AsyncClient(url, model=name, timeouts=60.0) as client:
+        await client.embed([texts[0]])  # connect and cache the model's metadata outside the measurement
+
+        async def send(index: int) -> None:
+            await client.embed([texts[index]])
+
+        def server_cpu_s() -> float:
+            return cpus.group_cpu_s(pgid)
+
+        try:
+            for concurrency in concurrencies:
+                measured = []
+                for _ in range(timing.rounds):
+                    result, extra = await closed_loop(
+                        send, token_counts, concurrency, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
+                        server_cpu_s=server_cpu_s, probe=probe,
+                    )  # fmt: skip
+                    measured.append((result, extra["window"] if extra else None))
+                points.append(_point("concurrency", concurrency, measured, split, files))
+                log(f"    served   c={concurrency:<3d} {points[-1].throughput_per_s:8.1f} texts/s")
+            top = best(points, SERVED)
+            if half_load and top is not None and top.throughput_per_s > 0:
+                rate = top.throughput_per_s / 2
+                measured = []
+                for round_index in range(timing.rounds):
+                    result, extra = await open_loop(
+                        send, token_counts, rate, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
+                        seed=round_index, server_cpu_s=server_cpu_s, probe=probe,
+                    )  # fmt: skip
+                    measured.append((result, extra["window"] if extra else None))
+                points.append(_point("rate", rate, measured, split, files))
+                log(f"    served   {points[-1].label:<5} p99 {points[-1].p99_ms:.1f} ms (open loop, half load)")
+        finally:
+            await probe.close()
+    return points
+
+
+def run_served(
+    repository: Path,
+    files: ServedFiles,
+    texts: Sequence[str],
+    token_counts: Sequence[int],
+    split: cpus.CpuSplit,
+    timing: Timing,
+    concurrencies: Sequence[int],
+    *,
+    half_load: bool = True,
+    log_path: Path | None = None,
+    log: Log = print,
+) -> list[Point]:
+    """Start Triton on the server cores, sweep ``concurrencies`` from the client cores, stop Triton."""
+    from tritonstack.server import EmbeddedServer, ServerStartError
+
+    server = EmbeddedServer(repository, log_path=log_path)
+    try:
+        with cpus.pinned(split.server):  # Triton and its model processes inherit the server cores
+            server.start()
+    except ServerStartError as error:
+        raise BenchError(f"Triton did not start over {repository}: {error.message}", hint=error.hint) from error
+    try:
+        with cpus.pinned(split.client):
+            return asyncio.run(
+                _sweep(
+                    server.grpc_url, server.pid, texts, token_counts, files, split, timing, concurrencies,
+                    half_load, log,
+                )
+            )  # fmt: skip
+    finally:
+        server.stop()

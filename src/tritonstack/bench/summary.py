@@ -1,0 +1,188 @@
+"""The run's verdict as data: best points, ratios, GFLOP/s, targets, and where the time went.
+
+Targets are reported, never asserted: served/in-process >= 0.85, served/PyTorch
+baseline >= 5, and p99 at half the best served throughput <= 3x the in-process
+single-request latency. A missed target comes with the measurements that say
+which part of the path the time went to.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, best, ratio
+from tritonstack.bench.runner import BenchResult
+
+SERVED_OVER_INPROCESS_MIN = 0.85
+SERVED_OVER_BASELINE_MIN = 5.0
+HALF_LOAD_P99_MAX_FACTOR = 3.0
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become null, tuples lists, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean(v) for v in value]
+    return value
+
+
+def gflops(result: BenchResult, point: Point) -> dict[str, float]:
+    """Useful GFLOP/s (real tokens only, padding not counted) and its share of the server cores' peaks."""
+    flop_per_token = result.cost.flop_per_token(point.tokens_per_text)
+    achieved = point.throughput_per_s * point.tokens_per_text * flop_per_token / 1e9
+    return {
+        "gflops": achieved,
+        "mflop_per_token": flop_per_token / 1e6,
+        "fp32_peak_fraction": achieved / result.peak.fp32_gflops,
+        "int8_peak_fraction": achieved / result.peak.int8_gops,
+    }
+
+
+def _cpu_ms_per_text(point: Point, cores: int) -> float | None:
+    if point.server_cpu is None or point.throughput_per_s <= 0:
+        return None
+    return 1000 * point.server_cpu * cores / point.throughput_per_s
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "n/a" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def where_time_went(point: Point, cores: int) -> list[str]:
+    """Lines that split a served point's mean call into client, queue and compute of each model."""
+    parts = point.details.get("parts_ms")
+    if not parts:
+        return [f"{point.label}: no Triton statistics for this point"]
+    named = {k: v for k, v in parts.items() if v is not None}
+    top = max(named, key=lambda k: named[k]) if named else "n/a"
+    lines = [
+        f"{point.label}: mean call {point.mean_ms:.1f} ms = client {_fmt(parts.get('client'))}"
+        f" + tokenizer queue {_fmt(parts.get('tokenizer_queue'))} + compute {_fmt(parts.get('tokenizer_compute'))}"
+        f" + encoder queue {_fmt(parts.get('encoder_queue'))} + compute {_fmt(parts.get('encoder_compute'))}"
+        f" + ensemble {_fmt(parts.get('ensemble'))} ms; largest: {top}"
+    ]
+    for role in ("tokenizer", "encoder"):
+        view = point.details["models"][role]
+        lines.append(
+            f"{role}: mean batch {_fmt(view.get('batch_size'))}, busy {_fmt(_pct(view.get('busy')), '.0f')}%"
+            f", {_fmt(view.get('compute_ms_per_text'), '.2f')} ms compute per text"
+        )
+    lines.append(
+        f"cores: server processes {_fmt(_pct(point.server_cpu), '.0f')}% busy"
+        f" ({_fmt(_cpu_ms_per_text(point, cores), '.2f')} CPU-ms per text),"
+        f" load generator {_fmt(_pct(point.client_cpu), '.0f')}% busy"
+    )
+    return lines
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+def _served_vs_inprocess(served: Point, inprocess: Point, cores: int) -> list[str]:
+    lines = where_time_went(served, cores)
+    tokenize, encode = inprocess.details.get("tokenize_ms_per_text"), inprocess.details.get("encode_ms_per_text")
+    lines.append(
+        f"in-process {inprocess.label}: {_fmt(tokenize, '.2f')} ms tokenize + {_fmt(encode, '.2f')} ms encode per text"
+        f" ({_fmt(_cpu_ms_per_text(inprocess, cores), '.2f')} CPU-ms per text)"
+    )
+    served_cpu, limit_cpu = _cpu_ms_per_text(served, cores), _cpu_ms_per_text(inprocess, cores)
+    if served.server_cpu is not None and served.server_cpu < 0.85:
+        lines.append(
+            f"verdict: the server cores were {100 * (1 - served.server_cpu):.0f}% idle at the best point -- "
+            "requests do not reach the models fast enough (client side, or batching delays)"
+        )
+    elif served_cpu is not None and limit_cpu is not None:
+        lines.append(
+            f"verdict: the server cores were saturated; the served path costs {served_cpu - limit_cpu:.2f} CPU-ms "
+            f"per text more than in-process (Triton, Python-backend IPC, per-request work, smaller batches)"
+        )
+    return lines
+
+
+def summarize_run(result: BenchResult) -> dict[str, Any]:
+    """The JSON summary: best points, ratios, GFLOP/s, targets with explanations, and every point."""
+    points = result.points
+    cores = len(result.split.server)
+    top = {v: best(points, v) for v in (INPROCESS, SERVED, BASELINE)}
+    best_served, best_inprocess, best_baseline = top[SERVED], top[INPROCESS], top[BASELINE]
+    served_over_inprocess = ratio(top[SERVED], top[INPROCESS])
+    served_over_baseline = ratio(top[SERVED], top[BASELINE])
+    single = next((p for p in points if p.variant == INPROCESS and p.setting == "batch" and p.value == 1), None)
+    half = next((p for p in points if p.variant == SERVED and p.setting == "rate"), None)
+    single_ms = single.p50_ms if single else None
+    half_factor = half.p99_ms / single_ms if half and single_ms else None
+
+    targets = []
+    explain: list[str] = []
+    if best_served and best_inprocess:
+        explain = _served_vs_inprocess(best_served, best_inprocess, cores)
+    targets.append(_target("served_over_inprocess", served_over_inprocess, ">=", SERVED_OVER_INPROCESS_MIN, explain))
+    baseline_explain = []
+    if best_baseline:
+        baseline_explain = [
+            f"baseline best {best_baseline.label}: {best_baseline.throughput_per_s:.1f} texts/s,"
+            f" {_fmt(_cpu_ms_per_text(best_baseline, cores), '.2f')} CPU-ms per text"
+        ]
+    targets.append(
+        _target("served_over_baseline", served_over_baseline, ">=", SERVED_OVER_BASELINE_MIN, baseline_explain)
+    )
+    half_explain = where_time_went(half, cores) if half else []
+    targets.append(
+        _target("half_load_p99_over_single_request", half_factor, "<=", HALF_LOAD_P99_MAX_FACTOR, half_explain)
+    )
+    return clean(
+        {
+            "served_over_inprocess": served_over_inprocess,
+            "served_over_baseline": served_over_baseline,
+            "inprocess_single_request_ms": single_ms,
+            "half_load": (
+                {"rate_per_s": half.value, "p99_ms": half.p99_ms, "p50_ms": half.p50_ms, "errors": half.errors}
+                if half
+                else None
+            ),
+            "best": {v: p.to_dict() if p else None for v, p in top.items()},
+            "gflops": {v: gflops(result, p) if p else None for v, p in top.items()},
+            "targets": targets,
+            "hardware": result.peak.to_dict(),
+            "cpu_split": result.split.to_dict(),
+            "model": {
+                "name": result.files.name,
+                "model_dir": str(result.settings.model_dir),
+                "repository": str(result.settings.repository),
+                "repository_note": result.repository_note,
+                "encoder_onnx": str(result.files.encoder_onnx),
+                "precision": result.files.precision,
+                "knobs": result.files.knobs,
+                "encoder_cost": {
+                    "layers": result.cost.layers,
+                    "hidden": result.cost.hidden,
+                    "intermediate": result.cost.intermediate,
+                    "weight_mflop_per_token": result.cost.weight_flop_per_token / 1e6,
+                },
+            },
+            "corpus": result.corpus,
+            "machine": {**result.machine, "warning": result.busy_warning()},
+            "settings": {
+                "quick": result.settings.quick,
+                "rounds": result.settings.timing.rounds,
+                "warmup_s": result.settings.timing.warmup_s,
+                "duration_s": result.settings.timing.duration_s,
+                "batch_sizes": result.settings.batch_sizes,
+                "concurrencies": result.settings.concurrencies,
+                "baseline_concurrencies": result.settings.baseline_concurrencies,
+            },
+            "started": result.started,
+            "elapsed_s": result.elapsed_s,
+            "points": [p.to_dict() for p in points],
+        }
+    )
+
+
+def _target(name: str, value: float | None, op: str, limit: float, explain: list[str]) -> dict[str, Any]:
+    met = None if value is None else (value >= limit if op == ">=" else value <= limit)
+    return {"name": name, "value": value, "op": op, "target": limit, "met": met, "explain": [] if met else explain}

@@ -1,0 +1,89 @@
+"""``tritonstack bench`` end to end on the tiny model: real ONNX Runtime, real Triton, real FastAPI service."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tritonstack.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY_SETTINGS = [
+    "--texts", "32", "--batch-sizes", "1,4", "--concurrency", "1,4", "--baseline-concurrency", "1,2",
+    "--rounds", "2", "--warmup-s", "0.1", "--duration-s", "0.4",
+]  # fmt: skip
+
+
+def _bench(model_dir: Path, repository: Path, report_dir: Path, *extra: str) -> dict[str, Any]:
+    argv = ["bench", "--model-dir", str(model_dir), "--repository", str(repository), "--name", "tiny"]
+    code = main([*argv, "--report-dir", str(report_dir), *TINY_SETTINGS, *extra])
+    assert code == 0
+    return dict(json.loads((report_dir / "summary.json").read_text()))
+
+
+def _best(summary: dict[str, Any], variant: str) -> float:
+    return max(p["throughput_per_s"] for p in summary["points"] if p["variant"] == variant and p["setting"] != "rate")
+
+
+def _check_png(path: Path) -> None:
+    from PIL import Image
+
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    with Image.open(path) as image:
+        image.verify()
+        assert image.format == "PNG" and image.size[0] > 500
+
+
+@pytest.mark.integration
+def test_bench_measures_inprocess_and_served_on_the_tiny_model(
+    tiny_model_dirs: dict[str, Path], tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.perf_counter()
+    summary = _bench(tiny_model_dirs["tiny"], tiny_repository, tmp_path / "report", "--no-baseline")
+    assert time.perf_counter() - started < 120
+    printed = capsys.readouterr().out
+    assert "served / in-process" in printed and "GFLOP/s" in printed and "targets" in printed
+
+    points = summary["points"]
+    assert {(p["variant"], p["label"]) for p in points} >= {
+        ("in-process", "b=1"), ("in-process", "b=4"), ("served", "c=1"), ("served", "c=4"),
+    }  # fmt: skip
+    assert all(p["errors"] == 0 and p["samples"] > 0 and p["throughput_per_s"] > 0 for p in points)
+    assert summary["served_over_inprocess"] == pytest.approx(_best(summary, "served") / _best(summary, "in-process"))
+    assert summary["served_over_baseline"] is None
+    assert summary["half_load"]["rate_per_s"] == pytest.approx(_best(summary, "served") / 2)
+
+    served = next(p for p in points if p["label"] == "c=4")
+    assert served["details"]["models"]["encoder"]["requests"] > 0  # Triton's statistics cover the window
+    assert served["details"]["parts_ms"]["encoder_compute"] > 0
+    assert served["server_cpu"] is not None and served["client_cpu"] is not None
+    assert summary["cpu_split"]["mode"] in ("pinned", "shared")
+    assert summary["model"]["precision"] == "fp32"  # tiny_repository is an fp32 export
+    _check_png(tmp_path / "report" / "latency_vs_throughput.png")
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_bench_with_the_pytorch_baseline(
+    tiny_model_dirs: dict[str, Path], tiny_repository: Path, tmp_path: Path
+) -> None:
+    for package in ("fastapi", "uvicorn", "aiohttp"):
+        pytest.importorskip(package, reason="the bench extra is not installed")
+    summary = _bench(tiny_model_dirs["tiny"], tiny_repository, tmp_path / "report", "--no-half-load")
+    baseline = [p for p in summary["points"] if p["variant"] == "baseline"]
+    assert [p["label"] for p in baseline] == ["c=1", "c=2"]
+    assert all(p["errors"] == 0 and p["samples"] > 0 for p in baseline)
+    assert summary["served_over_baseline"] == pytest.approx(_best(summary, "served") / _best(summary, "baseline"))
+    assert (tmp_path / "report" / "baseline.log").is_file()
+    _check_png(tmp_path / "report" / "latency_vs_throughput.png")
+
+
+def test_bench_rejects_bad_sweeps(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--batch-sizes", "1,0"])
+    assert exit_info.value.code == 2
+    assert "positive integers" in capsys.readouterr().err
