@@ -3,10 +3,11 @@
 1. Sync call overhead: ``Client.embed([text])`` against the same request made
    with plain ``tritonclient.grpc`` (InferInput built per call, ``as_numpy`` on
    the result), one text per call, in alternating blocks so that both see the
-   same server state. Reports median and mean latency and their ratio.
+   same server state. Reports median and mean latency, client CPU per call, and the ratios.
 2. Concurrency: ``AsyncClient`` with 64 calls in flight against one sync
-   ``Client`` shared by 64 threads, the same number of calls each. Reports
-   throughput and the ratio.
+   ``Client`` shared by 64 threads, the same number of calls each (and plain
+   ``tritonclient.grpc.aio`` as a reference). Reports throughput, the client
+   process's CPU per call, and the ratios.
 
     python benchmarks/bench_client.py --repository model_repository --model minilm
     python benchmarks/bench_client.py --url 127.0.0.1:8001 --model minilm
@@ -137,14 +138,47 @@ def async_in_flight(url: str, model: str, concurrency: int, calls: int) -> tuple
     return asyncio.run(main())
 
 
+def raw_aio_in_flight(url: str, model: str, concurrency: int, calls: int) -> tuple[float, float]:
+    """The reference for AsyncClient: plain tritonclient.grpc.aio, same calls."""
+    import tritonclient.grpc.aio as grpcaio
+
+    async def main() -> tuple[float, float]:
+        async with grpcaio.InferenceServerClient(url) as raw:
+
+            async def call() -> None:
+                array = np.array([[TEXT.encode()]], dtype=np.object_)
+                tensor = grpcclient.InferInput(contract.TEXT_INPUT, list(array.shape), "BYTES")
+                tensor.set_data_from_numpy(array)
+                (await raw.infer(model, [tensor])).as_numpy(contract.EMBEDDING_OUTPUT)
+
+            await call()
+            per_worker = calls // concurrency
+
+            async def worker() -> None:
+                for _ in range(per_worker):
+                    await call()
+
+            start, cpu_start = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            total = per_worker * concurrency
+            return total / (time.perf_counter() - start), (time.process_time() - cpu_start) / total
+
+    return asyncio.run(main())
+
+
 def concurrency(url: str, model: str, in_flight: int, calls: int, rounds: int) -> None:
-    runs: dict[str, list[tuple[float, float]]] = {"sync": [], "async": []}
+    runs: dict[str, list[tuple[float, float]]] = {"sync": [], "async": [], "raw-aio": []}
     for _ in range(rounds):  # alternate, so that neither side gets only the cold or the hot server
         runs["sync"].append(sync_threads(url, model, in_flight, calls))
         runs["async"].append(async_in_flight(url, model, in_flight, calls))
+        runs["raw-aio"].append(raw_aio_in_flight(url, model, in_flight, calls))
     print(f"\n2. throughput at {in_flight} in flight, one text per call, {calls} calls per run, {rounds} runs each")
     print(f"   {'':36}{'median req/s':>13}{'client CPU us/call':>20}   req/s of each run")
-    labels = {"sync": f"sync Client, {in_flight} threads", "async": f"AsyncClient, {in_flight} in flight"}
+    labels = {
+        "sync": f"sync Client, {in_flight} threads",
+        "async": f"AsyncClient, {in_flight} in flight",
+        "raw-aio": f"(raw tritonclient aio, {in_flight})",
+    }
     medians = {}
     for kind, results in runs.items():
         rps = [r for r, _ in results]

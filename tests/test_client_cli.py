@@ -24,6 +24,10 @@ def test_infer_prints_embeddings_as_json(triton: Any, capsys: pytest.CaptureFixt
     with Client(triton.grpc_url, model="tiny") as client:
         expected = client.embed(["hello", "world"])
     np.testing.assert_allclose(np.array(document["embeddings"], np.float32), expected, atol=1e-6)
+    assert main(["infer", "--url", triton.grpc_url, "--model", "tiny", "--text", "hello", "--text", "world"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[1] for line in lines] == ["hello", "world"]
+    assert all(line.startswith("[32] ") for line in lines)
 
 
 def test_infer_classifies_lines_of_a_file(triton: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from tritonstack.client import (
     AsyncClient,
     Client,
+    ClientError,
     ClientMetrics,
     DeadlineExceededError,
     InvalidInputError,
@@ -139,3 +140,18 @@ def test_metrics_are_off_by_default(closed_url: str) -> None:
         )
         is None
     )
+
+
+def test_calls_after_close_fail_typed(closed_url: str) -> None:
+    client = Client(closed_url, model="m")
+    client.close()
+    with pytest.raises(ClientError, match="closed"):
+        client.embed(["x"])
+
+    async def main() -> None:
+        aclient = AsyncClient(closed_url, model="m")
+        await aclient.close()
+        with pytest.raises(ClientError, match="closed"):
+            await aclient.embed(["x"])
+
+    asyncio.run(main())

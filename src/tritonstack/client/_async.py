@@ -56,6 +56,7 @@ class AsyncClient:
         self._pool_: EndpointPool[Connection] | None = None
         self._metrics: NoMetrics = resolve(metrics)
         self._infos: dict[tuple[str, str], ModelInfo] = {}
+        self._closed = False
 
     # --- public API ------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class AsyncClient:
         with self._metrics.timed(name, "infer"):
             deadline = self._deadline(timeout_s)
             request_id = _core.new_request_id()
-            info = await self._model_info(name, ver, deadline, request_id)
+            info = self._infos.get((name, ver)) or await self._model_info(name, ver, deadline, request_id)
             arrays = _core.check_inputs(inputs, info)
             names = _core.check_outputs(outputs, info)
             return await self._infer_chunks(info, ver, [arrays], names, deadline, request_id)
@@ -144,6 +145,7 @@ class AsyncClient:
     async def close(self) -> None:
         """Close the connections; calls after this fail."""
         pool, self._pool_ = self._pool_, None
+        self._closed = True
         if pool is not None:
             for endpoint in pool.endpoints:
                 await endpoint.connection.close()
@@ -162,6 +164,8 @@ class AsyncClient:
     # --- internals -------------------------------------------------------------------------
 
     def _pool(self) -> EndpointPool[Connection]:
+        if self._closed:
+            raise _core.closed_error(self)
         if self._pool_ is None:
             channel_args = self._settings.channel_args()
             self._pool_ = EndpointPool(
@@ -182,7 +186,7 @@ class AsyncClient:
         deadline = self._deadline(timeout_s)
         encoded = _core.encode_texts(texts, max_text_bytes=self._settings.max_text_bytes, model=name)
         request_id = _core.new_request_id()
-        info = await self._model_info(name, ver, deadline, request_id)
+        info = self._infos.get((name, ver)) or await self._model_info(name, ver, deadline, request_id)
         _core.require_task(info, task, method)
         chunks = _core.text_chunks(encoded, info.max_batch_size)
         names = contract.OUTPUTS_BY_TASK[task]
@@ -213,9 +217,10 @@ class AsyncClient:
         deadline: Deadline,
         request_id: str,
     ) -> dict[str, np.ndarray]:
-        requested = _core.build_outputs(names)
-        headers = self._settings.headers
-        limit = asyncio.Semaphore(self._settings.max_concurrency)
+        requested = list(_core.build_outputs(tuple(names)))
+        headers = self._settings.headers or None
+        # Only split batches need the limit; one request (the common case) skips it.
+        limit = asyncio.Semaphore(self._settings.max_concurrency) if len(chunks) > 1 else None
 
         async def run(index: int) -> dict[str, np.ndarray]:
             chunk_id = _core.chunk_request_id(request_id, index, len(chunks))
@@ -228,6 +233,8 @@ class AsyncClient:
                 )  # fmt: skip
                 return _core.parse_result(result, names, model=info.name, request_id=chunk_id)
 
+            if limit is None:
+                return await self._call(op, info.name, ver, deadline, chunk_id)
             async with limit:
                 return await self._call(op, info.name, ver, deadline, chunk_id)
 

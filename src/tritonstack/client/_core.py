@@ -7,6 +7,7 @@ building ``tritonclient`` inputs, and turning responses into arrays.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +20,7 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import np_to_triton_dtype
 
 from tritonstack.client._config import UNSET, RetryPolicy, TimeoutArg, Timeouts, TLSConfig
-from tritonstack.client._exceptions import DeadlineExceededError, InvalidInputError, TritonServerError
+from tritonstack.client._exceptions import ClientError, DeadlineExceededError, InvalidInputError, TritonServerError
 from tritonstack.client._models import Classification, ModelInfo, TensorSpec
 from tritonstack.client._retry import Deadline
 from tritonstack.repository import contract
@@ -303,8 +304,10 @@ def build_inputs(arrays: Mapping[str, np.ndarray], info: ModelInfo) -> list[Infe
     return result
 
 
-def build_outputs(names: Sequence[str]) -> list[InferRequestedOutput]:
-    return [InferRequestedOutput(name) for name in names]
+@functools.lru_cache(maxsize=256)
+def build_outputs(names: tuple[str, ...]) -> tuple[InferRequestedOutput, ...]:
+    """The requested outputs; shared between calls (tritonclient copies them into each request)."""
+    return tuple(InferRequestedOutput(name) for name in names)
 
 
 def parse_result(result: Any, names: Sequence[str], *, model: str, request_id: str) -> dict[str, np.ndarray]:
@@ -372,6 +375,10 @@ def deadline_error(
         request_id=request_id,
         url=url,
     )
+
+
+def closed_error(client: object) -> ClientError:
+    return ClientError(f"{client!r} is closed", hint="make a new client, or call before close()")
 
 
 def call_timeout_s(settings: Settings, timeout_s: TimeoutArg) -> float | None:

@@ -78,6 +78,7 @@ class Client:
         self._infos: dict[tuple[str, str], ModelInfo] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
     # --- public API ------------------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class Client:
         """Close the connections; calls after this fail."""
         with self._lock:
             executor, self._executor = self._executor, None
+            self._closed = True
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
         for endpoint in self._pool.endpoints:
@@ -230,8 +232,8 @@ class Client:
         deadline: Deadline,
         request_id: str,
     ) -> dict[str, np.ndarray]:
-        requested = _core.build_outputs(names)
-        headers = self._settings.headers
+        requested = list(_core.build_outputs(tuple(names)))
+        headers = self._settings.headers or None
 
         def run(index: int) -> dict[str, np.ndarray]:
             chunk_id = _core.chunk_request_id(request_id, index, len(chunks))
@@ -275,6 +277,8 @@ class Client:
         retry: RetryPolicy | None = None,
     ) -> R:
         """``op`` on an endpoint with retries and failover, all within ``deadline``."""
+        if self._closed:
+            raise _core.closed_error(self)
         attempts = Attempts(retry or self._settings.retry, deadline)
         while True:
             endpoint = self._pool.pick()
