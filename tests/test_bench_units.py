@@ -90,6 +90,30 @@ def test_pinned_moves_every_thread_and_restores_the_mask() -> None:
     assert os.sched_getaffinity(0) == before
 
 
+def test_pin_group_moves_threads_that_pinned_themselves_elsewhere() -> None:
+    import subprocess
+    import sys
+
+    cores = sorted(os.sched_getaffinity(0))
+    # the child pins one of its threads to the last core, as ONNX Runtime does with its pool threads
+    code = (
+        "import os, threading, time; e = threading.Event()\n"
+        f"def run():\n    os.sched_setaffinity(0, {{{cores[-1]}}}); e.set(); time.sleep(30)\n"
+        "threading.Thread(target=run, daemon=True).start(); e.wait(); print('ready', flush=True); time.sleep(30)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
+        target = (cores[0],)
+        assert cpus.pin_group(child.pid, target) >= (1 if len(cores) > 1 else 0)
+        masks = {tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir(f"/proc/{child.pid}/task")}
+        assert masks == {target}
+        assert cpus.pin_group(child.pid, target) == 0
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_group_cpu_counts_this_process_group() -> None:
     deadline = time.process_time() + 0.05
     while time.process_time() < deadline:

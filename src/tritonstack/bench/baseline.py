@@ -185,6 +185,8 @@ def run_baseline(
         service.start()
     try:
         assert service.process is not None
+        if split.mode == "pinned":
+            cpus.pin_group(service.process.pid, split.server)
         with cpus.pinned(split.client):
             return asyncio.run(
                 _sweep(service.url, service.process.pid, texts, token_counts, split, timing, concurrencies, log)

@@ -83,17 +83,44 @@ def pinned(cpus: tuple[int, ...]) -> Iterator[None]:
         pin_all_threads(previous)
 
 
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:  # after the command name: state(0) ppid(1) pgrp(2)
+                pids.append(int(entry.name))
+    return pids
+
+
+def pin_group(pgid: int, cpus: tuple[int, ...]) -> int:
+    """Move every thread of every process in group ``pgid`` to ``cpus``; return how many moved.
+
+    Inheritance is not enough: ONNX Runtime pins its own intra-op threads to
+    cores of its choosing (one per physical core of the machine), which would
+    put a served encoder thread on the load generator's core.
+    """
+    moved = 0
+    for pid in _group_pids(pgid):
+        with contextlib.suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError):
+                    if os.sched_getaffinity(int(tid)) != set(cpus):
+                        os.sched_setaffinity(int(tid), cpus)
+                        moved += 1
+    return moved
+
+
 def group_cpu_s(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid``."""
     total_ticks = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for pid in _group_pids(pgid):
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        # after the command name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12)
-        if int(fields[2]) == pgid:
-            total_ticks += int(fields[11]) + int(fields[12])
+        total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return total_ticks / _CLOCK_TICKS

@@ -61,7 +61,7 @@ def _precision(text_in_version: Path, onnx_path: Path) -> str:
         data = json.loads((text_in_version / "export_report.json").read_text())
         precision = data.get("precision")
         if precision:
-            return str(precision)
+            return f"{precision} {data['recipe']}" if data.get("recipe") else str(precision)
     except (OSError, ValueError):
         pass
     try:

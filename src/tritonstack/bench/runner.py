@@ -83,6 +83,7 @@ def _inprocess(
     points = []
     with cpus.pinned(split.server):
         model = InProcessModel(files, threads=len(split.server))
+        cpus.pin_all_threads(split.server)  # ONNX Runtime may have pinned its new threads elsewhere
         token_counts = model.token_counts(texts)
         for batch_size in settings.batch_sizes:
             rounds, details = [], []

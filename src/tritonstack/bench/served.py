@@ -125,6 +125,12 @@ def run_served(
     except ServerStartError as error:
         raise BenchError(f"Triton did not start over {repository}: {error.message}", hint=error.hint) from error
     try:
+        if split.mode == "pinned":
+            moved = cpus.pin_group(server.pid, split.server)
+            if moved:
+                log(
+                    f"    moved {moved} Triton thread(s) that had pinned themselves elsewhere to core(s) {split.server}"
+                )
         with cpus.pinned(split.client):
             return asyncio.run(
                 _sweep(
