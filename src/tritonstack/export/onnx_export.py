@@ -16,11 +16,11 @@ import json
 import os
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonstack.export._quiet import quiet
 from tritonstack.export.errors import ExportError, UnsupportedModelError
 from tritonstack.export.pooling import SENTENCE_EMBEDDING, PoolingSpec, append_pooling, read_pooling_spec
 from tritonstack.export.registry import infer_task, lookup
@@ -81,8 +81,7 @@ def resolve_model(model: str | Path) -> Path:
             else "check the hub id, or pass a local model directory"
         )
         raise ExportError(
-            f"model {str(model)!r} is neither a local directory nor a reachable hub id "
-            f"({type(error).__name__})",
+            f"model {str(model)!r} is neither a local directory nor a reachable hub id ({type(error).__name__})",
             hint=hint,
         ) from error
 
@@ -198,8 +197,7 @@ def _run_main_export(model_dir: Path, task: str, out_dir: Path) -> None:
 
     # optimum's tracer/deprecation chatter is upstream noise for the user; our own parity
     # gate replaces its validation step (do_validation=False), on real text.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         try:
             main_export(
                 str(model_dir),

@@ -23,6 +23,7 @@ from tritonstack.export.errors import UnsupportedModelError
 
 SENTENCE_EMBEDDING = "sentence_embedding"
 HIDDEN_STATE = "last_hidden_state"
+NODE_PREFIX = "tritonstack_pool/"  # every node and constant the pooling tail adds
 
 # Concatenation order of sentence-transformers' Pooling for legacy boolean keys.
 _LEGACY_MODE_KEYS = (
@@ -109,8 +110,7 @@ def read_pooling_spec(model_dir: Path) -> PoolingSpec:
     unsupported = [m for m in modes if m not in SUPPORTED_MODES]
     if unsupported:
         raise UnsupportedModelError(
-            f"pooling mode(s) {', '.join(unsupported)} not supported "
-            f"(supported: {', '.join(SUPPORTED_MODES)})",
+            f"pooling mode(s) {', '.join(unsupported)} not supported (supported: {', '.join(SUPPORTED_MODES)})",
             hint="export the model for a different task, or pool client-side from a token-level export",
         )
     return PoolingSpec(
@@ -133,7 +133,7 @@ class _GraphBuilder:
 
     def name(self, stem: str) -> str:
         self._count += 1
-        return f"tritonstack_pool/{stem}_{self._count}"
+        return f"{NODE_PREFIX}{stem}_{self._count}"
 
     def const(self, stem: str, value: np.ndarray) -> str:
         name = self.name(stem)
@@ -190,9 +190,7 @@ def append_pooling(model: onnx.ModelProto, spec: PoolingSpec, hidden_size: int) 
         norm = g.node("Max", [norm, g.const("eps", np.array(1e-12, dtype=np.float32))], "norm")
         embedding = g.node("Div", [embedding, norm], "normalized")
 
-    g.graph.node.append(
-        helper.make_node("Identity", [embedding], [SENTENCE_EMBEDDING], name=SENTENCE_EMBEDDING)
-    )
+    g.graph.node.append(helper.make_node("Identity", [embedding], [SENTENCE_EMBEDDING], name=SENTENCE_EMBEDDING))
     del g.graph.output[:]
     g.graph.output.append(
         helper.make_tensor_value_info(

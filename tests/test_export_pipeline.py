@@ -1,0 +1,142 @@
+"""`tritonstack export` end to end on tiny local models: written when the gate passes, nothing otherwise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import tinymodels
+from tritonstack.cli import main
+from tritonstack.export.errors import AccuracyGateError, ExportError
+from tritonstack.export.pipeline import ExportOptions, export_model
+from tritonstack.export.quantize import Recipe
+from tritonstack.repository.validate import check_repository
+
+FAST = {"progress": False, "reps": 1}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("export-tiny")
+    return {
+        "bert": tinymodels.build(root / "bert", "bert", "feature-extraction"),
+        "distilbert": tinymodels.build(root / "distilbert", "distilbert", "text-classification", seed=2),
+        "roberta": tinymodels.build(root / "roberta", "roberta", "token-classification", seed=5),
+    }
+
+
+def _listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
+
+
+def test_bert_int8_search_writes_the_fastest_passing_candidate(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    result = export_model(
+        ExportOptions(
+            str(tiny_models["bert"]),
+            name="tiny",
+            repository=repository,
+            recipes=(Recipe.default(), Recipe.per_channel_optimized(), Recipe.blockwise_optimized()),
+            **FAST,
+        )
+    )
+    report = result.report
+    assert report["status"] == "written" and report["precision"] == "int8" and report["task"] == "feature-extraction"
+    rows = {row["name"]: row for row in report["candidates"]}
+    assert set(rows) == {"fp32", "default", "per_channel_optimized", "blockwise32_optimized"}
+    assert all(row["seq_per_s"] and row["size_bytes"] for row in rows.values())
+    passing = [r for r in rows.values() if r["selectable"] and r["passed"]]
+    assert report["recipe"] == max(passing, key=lambda r: r["seq_per_s"])["name"]
+    assert report["parity"]["value"] >= 0.99
+    assert report["throughput_ratio_vs_fp32"] == pytest.approx(
+        rows[report["recipe"]]["seq_per_s"] / rows["fp32"]["seq_per_s"], rel=0.01
+    )
+    assert result.version_dir == repository / "tiny" / "1"
+    stored = json.loads((result.version_dir / "export_report.json").read_text())
+    assert stored["recipe"] == report["recipe"]
+    check_repository(repository)
+
+
+def test_distilbert_classification_fp32(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    result = export_model(
+        ExportOptions(str(tiny_models["distilbert"]), repository=repository, precision="fp32", **FAST)
+    )
+    report = result.report
+    assert report["name"] == "distilbert" and report["task"] == "text-classification"
+    assert report["parity"]["metric"] == "label_agreement" and report["parity"]["value"] == 1.0
+    assert report["parity"]["max_abs_prob_diff"] < 1e-4
+    assert {r["name"] for r in report["candidates"]} == {"fp32", "fp32_optimized"}
+    assert report["labels"] == list(tinymodels.LABELS)
+    assert (repository / "distilbert_encoder" / "1" / "model.onnx").is_file()
+    check_repository(repository)
+
+
+def test_roberta_token_classification_and_a_second_version(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    options = ExportOptions(str(tiny_models["roberta"]), name="ner", repository=repository, precision="fp32", **FAST)
+    first = export_model(options)
+    assert first.report["task"] == "token-classification"
+    assert first.report["parity"]["value"] == 1.0
+    second = export_model(options)
+    assert (first.version_dir.name, second.version_dir.name) == ("1", "2")
+    check_repository(repository)
+
+
+def test_gate_miss_refuses_and_writes_nothing(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    repository = tmp_path / "repo"
+    with pytest.raises(AccuracyGateError) as caught:
+        export_model(
+            ExportOptions(
+                str(tiny_models["bert"]),
+                repository=repository,
+                gate=1.01,  # no cosine reaches it
+                recipes=(Recipe.default(),),
+                **FAST,
+            )
+        )
+    error = caught.value
+    assert "nothing written" in error.message
+    assert error.hint and "--precision fp32" in error.hint
+    assert error.report is not None and error.report["status"] == "refused"
+    assert {c["name"] for c in error.report["candidates"]} == {"fp32", "default"}
+    assert error.measured["gate"] == 1.01
+    assert _listing(tmp_path) == []
+
+
+def test_unwritable_repository_fails_before_exporting(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ExportError, match="cannot write model repository"):
+        export_model(ExportOptions(str(tiny_models["bert"]), repository=blocker / "repo", **FAST))
+
+
+def test_cli_json_report(tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repository = tmp_path / "repo"
+    code = main(
+        ["export", str(tiny_models["distilbert"]), "--repository", str(repository), "--precision", "fp32", "--json"]
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    report = json.loads(captured.out)  # stdout is the JSON and nothing else
+    assert report["status"] == "written" and report["name"] == "distilbert"
+    assert Path(report["version_dir"]).is_dir()
+
+
+def test_cli_bad_inputs_one_line_error_with_hint(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = tmp_path / "repo"
+    cases = [
+        [str(tmp_path / "missing" / "model")],
+        [str(tiny_models["bert"]), "--gate", "1.01", "--precision", "fp32"],
+        [str(tiny_models["bert"]), "--target", "gpu", "--precision", "int8"],
+    ]
+    for extra in cases:
+        assert main(["export", *extra, "--repository", str(repository)]) == 1
+        err = capsys.readouterr().err
+        error_lines = [line for line in err.splitlines() if line.startswith(("error:", "hint:"))]
+        assert [line.split(":")[0] for line in error_lines] == ["error", "hint"], err
+    assert not repository.exists()

