@@ -61,9 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Locust first: it monkey-patches the process with gevent on import, before anything opens sockets.
+    # Run it as its own process (`python -m tritonstack loadtest ...`): gevent patches this process
+    # and gRPC must be made gevent-aware before the process creates any gRPC object.
     import dataclasses
 
+    # Locust before the rest: it monkey-patches the process with gevent on import.
     import locust  # noqa: F401
 
     from tritonstack.loadtest import execute
