@@ -140,3 +140,18 @@ def test_cli_bad_inputs_one_line_error_with_hint(
         error_lines = [line for line in err.splitlines() if line.startswith(("error:", "hint:"))]
         assert [line.split(":")[0] for line in error_lines] == ["error", "hint"], err
     assert not repository.exists()
+
+
+def test_gpu_target_exports_fp16_gated_on_cpu(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    repository = tmp_path / "repo"
+    result = export_model(ExportOptions(str(tiny_models["bert"]), repository=repository, target="gpu", **FAST))
+    report = result.report
+    assert (report["precision"], report["recipe"]) == ("fp16", "fp16_optimized")
+    assert report["parity"]["value"] >= 0.99
+    [candidate] = report["candidates"]
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        assert candidate["seq_per_s"] is None  # CPU timings say nothing about a GPU target
+    assert "tensorrt" in (repository / "bert_encoder" / "config.pbtxt").read_text()
+    check_repository(repository)

@@ -214,6 +214,15 @@ def export_model(options: ExportOptions) -> ExportResult:
     return ExportResult(report, version_dir)
 
 
+def cpu_int8_features() -> list[str]:
+    """The CPU's int8 dot-product features: int8 speed-ups depend on them (VNNI/AMX vs plain AVX2)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return []
+    return sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_tile"})
+
+
 def reference_metric(task: str) -> str:
     return "min cosine" if task == "feature-extraction" else "label agreement"
 
@@ -237,6 +246,13 @@ def build_report(
     ratio = None
     if chosen and chosen.seq_per_s and baseline and baseline.seq_per_s:
         ratio = round(chosen.seq_per_s / baseline.seq_per_s, 3)
+    notes = []
+    if ratio is not None and ratio < 1.0 and chosen is not None and chosen.precision != "fp32":
+        # int8 without VNNI/AMX, or only a conservative recipe passing the gate, can lose to fp32
+        notes.append(
+            f"the chosen {chosen.precision} model is slower than ONNX fp32 on this machine "
+            f"({ratio:.2f}x); consider --precision fp32"
+        )
     return {
         "status": "written" if chosen else "refused",
         "model": str(options.model),
@@ -272,7 +288,12 @@ def build_report(
         "max_batch_size": options.max_batch_size,
         "timing_s": {k: round(v, 2) for k, v in timing.items()},
         "versions": {"tritonstack": __version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "int8_features": cpu_int8_features(),
+        },
+        "notes": notes,
     }
 
 
@@ -299,6 +320,7 @@ def summarize(report: dict[str, Any]) -> str:
         lines.append("timing     " + "  ".join(f"{k[:-2]} {v:.1f}s" for k, v in timing.items()))
     if report.get("version_dir"):
         lines.append(f"written    {report['version_dir']}")
+    lines.extend(f"note       {note}" for note in report.get("notes", []))
     return "\n".join(lines)
 
 
