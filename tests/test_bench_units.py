@@ -137,6 +137,17 @@ def test_closed_loop_measures_throughput_and_latency_of_the_window() -> None:
     assert result.elapsed_s == pytest.approx(0.6, abs=0.1)
 
 
+def test_closed_loop_stretches_a_window_too_short_for_slow_calls() -> None:
+    async def send(index: int) -> None:
+        await asyncio.sleep(0.15)
+
+    result, _ = asyncio.run(closed_loop(send, [1] * 4, 2, warmup_s=0.0, duration_s=0.1, max_duration_factor=20))
+    assert result.completed >= 4  # 2 calls per caller, not the 0 or 2 a 0.1 s window would catch
+    assert result.elapsed_s > 0.25
+    capped, _ = asyncio.run(closed_loop(send, [1] * 4, 2, warmup_s=0.0, duration_s=0.1, max_duration_factor=1))
+    assert capped.elapsed_s < 0.14
+
+
 def test_closed_loop_counts_failures_as_errors_not_completions() -> None:
     async def send(index: int) -> None:
         await asyncio.sleep(0.002)

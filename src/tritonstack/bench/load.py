@@ -50,6 +50,7 @@ class _Call:
 class _Window:
     start_s: float = float("inf")
     end_s: float = float("inf")
+    closed: bool = False
     client_cpu_s: float | None = None
     server_cpu_s: float | None = None
     probe: dict[str, Any] | None = None
@@ -70,14 +71,23 @@ async def _watch(
     duration_s: float,
     server_cpu_s: Callable[[], float] | None,
     probe: Probe | None,
+    enough: Callable[[], bool] | None = None,
+    max_duration_s: float = 0.0,
 ) -> None:
-    """Mark the window's ends and read the CPU clocks and the probe there."""
+    """Mark the window's ends and read the CPU clocks and the probe there.
+
+    The window lasts ``duration_s``, longer while ``enough()`` says too few
+    calls finished in it, up to ``max_duration_s``.
+    """
     await asyncio.sleep(warmup_s)
     first = await probe.snapshot() if probe else None
     cpu0, server0 = time.process_time(), server_cpu_s() if server_cpu_s else None
     window.start_s = time.perf_counter()
     await asyncio.sleep(duration_s)
+    while enough is not None and not enough() and time.perf_counter() - window.start_s < max_duration_s:
+        await asyncio.sleep(0.02)
     window.end_s = time.perf_counter()
+    window.closed = True
     window.client_cpu_s = time.process_time() - cpu0
     if server_cpu_s and server0 is not None:
         window.server_cpu_s = server_cpu_s() - server0
@@ -117,18 +127,33 @@ async def closed_loop(
     duration_s: float,
     server_cpu_s: Callable[[], float] | None = None,
     probe: Probe | None = None,
+    min_calls_per_caller: int = 2,
+    max_duration_factor: float = 5.0,
 ) -> tuple[Round, dict[str, Any] | None]:
-    """``concurrency`` callers back to back; returns the window's ``Round`` and the probe's diff."""
+    """``concurrency`` callers back to back; returns the window's ``Round`` and the probe's diff.
+
+    When calls are slow against ``duration_s`` (a big batch on a small CPU), the
+    window stretches until ``min_calls_per_caller`` x ``concurrency`` calls finished
+    in it, up to ``max_duration_factor`` x ``duration_s``: a window that catches
+    one or two batches would measure its own edges.
+    """
     calls: list[_Call] = []
     window = _Window()
     indices = itertools.count()
-    stop_at = time.perf_counter() + warmup_s + duration_s
+    wanted = min_calls_per_caller * concurrency
+
+    def enough() -> bool:
+        # calls are appended as they finish: count back to the window's start
+        finished = itertools.takewhile(lambda c: c.end_s >= window.start_s, reversed(calls))
+        return sum(1 for _ in itertools.islice(finished, wanted)) >= wanted
 
     async def caller() -> None:
-        while (start := time.perf_counter()) < stop_at:
-            await _timed(send, next(indices) % len(token_counts), start, calls)
+        while not window.closed:
+            await _timed(send, next(indices) % len(token_counts), time.perf_counter(), calls)
 
-    watcher = asyncio.ensure_future(_watch(window, warmup_s, duration_s, server_cpu_s, probe))
+    watcher = asyncio.ensure_future(
+        _watch(window, warmup_s, duration_s, server_cpu_s, probe, enough, duration_s * max_duration_factor)
+    )
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     await watcher
     return _round(calls, window, token_counts, latency_by_start=False)

@@ -46,7 +46,7 @@ class BenchSettings:
 QUICK = {
     "texts": 256,
     "batch_sizes": (1, 8, 32),
-    "concurrencies": (1, 8, 32),
+    "concurrencies": (1, 4, 16),
     "baseline_concurrencies": (1, 8),
     "timing": Timing(rounds=2, warmup_s=0.5, duration_s=1.5),
 }

@@ -106,6 +106,8 @@ def breakdown(
         role: model_view(window.models.get(model, Counters()), window.elapsed_s, instances.get(model, 1))
         for role, model in (("text_in", name), ("tokenizer", tokenizer), ("encoder", encoder))
     }
+    # An ensemble executes nothing itself: its "busy" and per-text compute would count its steps again.
+    views["text_in"] = {k: views["text_in"][k] for k in ("requests", "request_ms")}
     server_ms = views["text_in"]["request_ms"]
     parts: dict[str, float | None] = {
         "client": client_mean_ms - server_ms if server_ms is not None else None,
