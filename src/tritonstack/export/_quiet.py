@@ -15,18 +15,20 @@ import logging
 import warnings
 from collections.abc import Iterator
 
+# root: onnxruntime's quantizer; the others set their own levels and would not inherit ERROR
+_NOISY_LOGGERS = ("", "onnxruntime", "transformers", "optimum")
+
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    root = logging.getLogger()
-    ort_logger = logging.getLogger("onnxruntime")
-    levels = (root.level, ort_logger.level)
-    root.setLevel(logging.ERROR)
-    ort_logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in _NOISY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        root.setLevel(levels[0])
-        ort_logger.setLevel(levels[1])
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)

@@ -251,5 +251,6 @@ def format_table(candidates: Sequence[Candidate], chosen: Candidate | None) -> s
         rows.append((mark, c.name, c.precision, size, speed, ratio, parity, verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.append("* chosen   (b) baseline, not selectable")
+    legend = "* chosen" + ("   (b) baseline, not selectable" if any(not c.selectable for c in candidates) else "")
+    lines.append(legend)
     return "\n".join(lines)
