@@ -188,3 +188,37 @@ def test_unwritable_repository_is_detected_without_creating_it(tmp_path: Path) -
         check_repository_writable(blocker / "repo")
     check_repository_writable(tmp_path / "new" / "repo")
     assert not (tmp_path / "new").exists()
+
+
+def test_throughput_ranks_real_sessions_by_work(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tritonstack.export.benchmark import make_session, measure_throughput
+
+    weight = numpy_helper.from_array(np.eye(256, dtype=np.float32) * 0.5, "w")
+
+    def chain(path: Path, layers: int) -> Path:
+        nodes = [helper.make_node("MatMul", [f"h{i}", "w"], [f"h{i + 1}"]) for i in range(layers)]
+        nodes[0].input[0] = "input_ids_f"
+        nodes.insert(0, helper.make_node("Cast", ["input_ids"], ["input_ids_f"], to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Identity", [f"h{layers}"], ["out"]))
+        graph = helper.make_graph(
+            nodes,
+            "g",
+            [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None, 256])],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None, 256])],
+            initializer=[weight],
+        )
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+        return path
+
+    sessions = {
+        "light": make_session(chain(tmp_path / "light.onnx", 1), threads=1),
+        "heavy": make_session(chain(tmp_path / "heavy.onnx", 32), threads=1),
+    }
+    batches = [{"input_ids": np.ones((64, 256), dtype=np.int64)} for _ in range(2)]
+    rounds: list[int] = []
+    speeds = measure_throughput(sessions, batches, reps=3, before_round=lambda: rounds.append(1))
+    assert len(rounds) == 3
+    assert speeds["light"] > 3 * speeds["heavy"] > 0

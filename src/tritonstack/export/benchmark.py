@@ -2,9 +2,9 @@
 
 Same texts for every candidate, batches of 32 padded to the longest text of
 each batch (what the served tokenizer does), a fixed number of intra-op
-threads. Rounds are interleaved across candidates -- A B C, A B C, ... -- so
-that load from other processes on a shared machine hits all of them alike; the
-median round counts.
+threads. Candidates are interleaved batch by batch -- A1 B1 C1 A2 B2 C2 ... --
+so that bursts of load from other processes on a shared machine hit all of
+them alike; a round is one pass over all batches, and the median round counts.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ def make_session(path: Path, *, threads: int = DEFAULT_THREADS, providers: list[
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
-def _one_pass(session: Any, feeds: list[dict[str, np.ndarray]]) -> float:
+def _run_timed(session: Any, feed: dict[str, np.ndarray]) -> float:
     started = time.perf_counter()
-    for feed in feeds:
-        session.run(None, feed)
+    session.run(None, feed)
     return time.perf_counter() - started
 
 
@@ -46,7 +45,7 @@ def measure_throughput(
     reps: int = DEFAULT_REPS,
     before_round: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Median sequences per second of each session over ``reps`` interleaved rounds.
+    """Median sequences per second of each session over ``reps`` rounds, interleaved per batch.
 
     One untimed warm-up pass each first (allocations, kernel selection).
     """
@@ -55,11 +54,16 @@ def measure_throughput(
     for name, session in sessions.items():
         inputs = [i.name for i in session.get_inputs()]
         feeds[name] = [{n: b[n] for n in inputs} for b in batches]
-        _one_pass(session, feeds[name])
+        for feed in feeds[name]:
+            session.run(None, feed)
     seconds: dict[str, list[float]] = {name: [] for name in sessions}
     for _ in range(reps):
         if before_round is not None:
             before_round()
-        for name, session in sessions.items():
-            seconds[name].append(_one_pass(session, feeds[name]))
+        round_s = dict.fromkeys(sessions, 0.0)
+        for index in range(len(batches)):
+            for name, session in sessions.items():
+                round_s[name] += _run_timed(session, feeds[name][index])
+        for name, value in round_s.items():
+            seconds[name].append(value)
     return {name: texts / statistics.median(values) for name, values in seconds.items()}
