@@ -137,6 +137,12 @@ def test_closed_loop_measures_throughput_and_latency_of_the_window() -> None:
     assert result.elapsed_s == pytest.approx(0.6, abs=0.1)
 
 
+def test_others_share_is_what_the_machine_used_beyond_client_and_server() -> None:
+    window = Round((0.01,), 2.0, 10, 10, client_cpu_s=0.5, server_cpu_s=1.0, machine_cpu_s=2.3)
+    point = summarize(SERVED, "concurrency", 1, [window])
+    assert point.others_cpu == pytest.approx(0.8 / (2.0 * (os.cpu_count() or 1)))
+
+
 def test_closed_loop_stretches_a_window_too_short_for_slow_calls() -> None:
     async def send(index: int) -> None:
         await asyncio.sleep(0.15)
@@ -245,6 +251,7 @@ def test_summarize_takes_the_median_round_and_pools_latencies() -> None:
         Round(tuple([0.010] * 100), 1.0, 110, 1100, server_cpu_s=0.6),
     ]
     point = summarize(SERVED, "concurrency", 8, rounds, server_cores=2)
+    assert point.others_cpu is None  # no machine-wide CPU time measured
     assert point.throughput_per_s == 110
     assert point.p50_ms == pytest.approx(10.0)
     assert point.samples == 300 and point.tokens_per_text == pytest.approx(10.0)

@@ -124,3 +124,10 @@ def group_cpu_s(pgid: int) -> float:
             continue
         total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return total_ticks / _CLOCK_TICKS
+
+
+def machine_cpu_s() -> float:
+    """Busy CPU seconds of the whole machine so far (user, nice, system, irq, softirq of all CPUs)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in fields[:7])
+    return (user + nice + system + irq + softirq) / _CLOCK_TICKS

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tritonstack.bench.cpus import machine_cpu_s
 from tritonstack.bench.results import Round
 
 Send = Callable[[int], Awaitable[None]]
@@ -53,6 +54,7 @@ class _Window:
     closed: bool = False
     client_cpu_s: float | None = None
     server_cpu_s: float | None = None
+    machine_cpu_s: float | None = None
     probe: dict[str, Any] | None = None
 
 
@@ -81,7 +83,7 @@ async def _watch(
     """
     await asyncio.sleep(warmup_s)
     first = await probe.snapshot() if probe else None
-    cpu0, server0 = time.process_time(), server_cpu_s() if server_cpu_s else None
+    cpu0, server0, machine0 = time.process_time(), server_cpu_s() if server_cpu_s else None, machine_cpu_s()
     window.start_s = time.perf_counter()
     await asyncio.sleep(duration_s)
     while enough is not None and not enough() and time.perf_counter() - window.start_s < max_duration_s:
@@ -89,6 +91,7 @@ async def _watch(
     window.end_s = time.perf_counter()
     window.closed = True
     window.client_cpu_s = time.process_time() - cpu0
+    window.machine_cpu_s = machine_cpu_s() - machine0
     if server_cpu_s and server0 is not None:
         window.server_cpu_s = server_cpu_s() - server0
     if probe:
@@ -113,6 +116,7 @@ def _round(
             first_error=failed[0].error if failed else None,
             client_cpu_s=window.client_cpu_s,
             server_cpu_s=window.server_cpu_s,
+            machine_cpu_s=window.machine_cpu_s,
         ),
         window.probe,
     )

@@ -46,7 +46,7 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         *([f"WARNING: {warning}"] if (warning := result.busy_warning()) else []),
         "",
         f"{'variant':<11} {'point':<12} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'GFLOP/s':>8}"
-        f" {'srv%':>5} {'gen%':>5} {'err':>4}",
+        f" {'srv%':>5} {'gen%':>5} {'oth%':>5} {'err':>4}",
     ]
     for point in result.points:
         mark = "*" if point.label == best_labels[point.variant] and point.setting != "rate" else " "
@@ -55,10 +55,11 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         lines.append(
             f"{point.variant:<11} {label:<11}{mark} {point.throughput_per_s:9.1f} {_num(point.p50_ms, 8)}"
             f" {_num(point.p99_ms, 8)} {flops:8.1f} {_pct(point.server_cpu):>5} {_pct(point.client_cpu):>5}"
-            f" {point.errors:4d}"
+            f" {_pct(point.others_cpu):>5} {point.errors:4d}"
         )
     lines += [
         "  * best point of the variant; srv%/gen%: busy share of the server / load-generator cores;",
+        "    oth%: share of all CPUs used by processes not under test (should be ~0);",
         "    '-': no request completed inside the window (raise --duration-s);",
         "    in-process latency is per batch; 'open': open-loop Poisson arrivals at half the best served rate",
         "",

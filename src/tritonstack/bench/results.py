@@ -6,6 +6,7 @@ pool the samples of all rounds (more samples make a steadier p99).
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ class Round:
     first_error: str | None = None
     client_cpu_s: float | None = None
     server_cpu_s: float | None = None
+    machine_cpu_s: float | None = None  # every process of the machine, ours included
 
     @property
     def throughput_per_s(self) -> float:
@@ -52,6 +54,7 @@ class Point:
     tokens_per_text: float
     client_cpu: float | None = None  # fraction of the client cores busy
     server_cpu: float | None = None  # fraction of the server cores busy
+    others_cpu: float | None = None  # fraction of the whole machine busy with processes not under test
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -87,6 +90,11 @@ def summarize(
         known = [v for v in values if v is not None]
         return sum(known) / (elapsed * cores) if known and elapsed > 0 else None
 
+    others = None
+    if elapsed > 0 and all(r.machine_cpu_s is not None for r in rounds):
+        ours = sum((r.client_cpu_s or 0.0) + (r.server_cpu_s or 0.0) for r in rounds)
+        machine = sum(r.machine_cpu_s or 0.0 for r in rounds)
+        others = max(0.0, machine - ours) / (elapsed * (os.cpu_count() or 1))
     return Point(
         variant=variant,
         setting=setting,
@@ -101,6 +109,7 @@ def summarize(
         tokens_per_text=sum(r.tokens for r in rounds) / completed if completed else 0.0,
         client_cpu=busy([r.client_cpu_s for r in rounds], client_cores),
         server_cpu=busy([r.server_cpu_s for r in rounds], server_cores),
+        others_cpu=others,
         details=details or {},
     )
 

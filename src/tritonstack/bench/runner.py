@@ -21,6 +21,7 @@ from tritonstack.bench.texts import make_texts
 from tritonstack.bench.timing import Timing
 
 Log = Callable[[str], None]
+OTHERS_BUSY_WARNING = 0.10  # share of all CPUs
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,16 @@ class BenchResult:
     elapsed_s: float = 0.0
     machine: dict[str, Any] = field(default_factory=dict)
 
-    def busy_warning(self) -> str | None:
-        """A warning when other processes were already loading the machine as the run began."""
-        load, cpus_ = self.machine.get("load_average_1m_before"), self.machine.get("logical_cpus")
-        if load is None or not cpus_ or load <= 0.5 * cpus_:
+    def busy_warning(self, threshold: float = OTHERS_BUSY_WARNING) -> str | None:
+        """A warning when processes not under test used a noticeable share of the machine while measuring."""
+        busy = [p for p in self.points if p.others_cpu is not None and p.others_cpu > threshold]
+        if not busy:
             return None
+        worst = max(busy, key=lambda p: p.others_cpu or 0.0)
         return (
-            f"the machine was busy before the run (1-minute load average {load:.1f} on {cpus_} logical CPUs): "
-            "other processes competed for the cores, so these figures understate this machine"
+            f"other processes used up to {100 * (worst.others_cpu or 0.0):.0f}% of the machine's CPUs during "
+            f"{len(busy)} of {len(self.points)} points (worst: {worst.variant} {worst.label}, column oth%): "
+            "they competed for the cores, so those figures understate this machine"
         )
 
 
