@@ -51,7 +51,9 @@ def result(tmp_path: Path) -> BenchResult:
     return BenchResult(
         settings=BenchSettings(model_dir=tmp_path, repository=tmp_path, name="m", report_dir=tmp_path / "report"),
         split=cpus.CpuSplit("pinned", (0,), (1,)),
-        files=ServedFiles("m", tmp_path / "model.onnx", tmp_path, ("input_ids",), 128, "int8", {}),
+        files=ServedFiles(
+            "m", tmp_path / "model.onnx", tmp_path, ("input_ids",), 128, "int8", {"encoder_intra_op_threads": 0}
+        ),
         peak=cpu_peak(1, cpuinfo="flags\t: avx2 fma\n", max_mhz=2000),
         cost=EncoderCost(6, 384, 1536),
         corpus={"texts": 64, "seed": 0, "words_min": 5, "words_max": 120, "tokens_mean": 40.0, "tokens_max": 150},
@@ -81,6 +83,11 @@ def test_targets_report_values_and_explain_the_misses(result: BenchResult) -> No
     explain = " ".join(targets["served_over_inprocess"]["explain"])
     assert "encoder queue 3.0 + compute 4.0" in explain and "largest: client" in explain
     assert "encoder: mean batch 10.0, busy 50%" in explain
+    # 5 ms per text in Triton (500 ms busy / 100 texts) vs 2 ms in-process at b=16, the batch closest to 10
+    assert (
+        "encoder computes 5.00 ms per text in Triton at mean batch 10.0 against 2.00 ms in-process at b=16" in explain
+    )
+    assert "intra_op_thread_count is 0" in explain
     assert targets["served_over_baseline"]["met"] is True and targets["served_over_baseline"]["explain"] == []
     half = targets["half_load_p99_over_single_request"]
     assert half["value"] == pytest.approx(summary["half_load"]["p99_ms"] / summary["inprocess_single_request_ms"])

@@ -9,6 +9,7 @@ which part of the path the time went to.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, best, ratio
@@ -17,6 +18,7 @@ from tritonstack.bench.runner import BenchResult
 SERVED_OVER_INPROCESS_MIN = 0.85
 SERVED_OVER_BASELINE_MIN = 5.0
 HALF_LOAD_P99_MAX_FACTOR = 3.0
+ENCODER_SLOWDOWN_NOTE = 1.3  # served encoder ms per text over in-process at a like batch size
 
 
 def clean(value: Any) -> Any:
@@ -83,7 +85,36 @@ def _pct(value: float | None) -> float | None:
     return None if value is None else 100 * value
 
 
-def _served_vs_inprocess(served: Point, inprocess: Point, cores: int) -> list[str]:
+def _encoder_vs_inprocess(served: Point, inprocess_points: list[Point], result: BenchResult) -> list[str]:
+    """Is the served encoder slower per text than the same model in-process at a like batch size?"""
+    view = served.details.get("models", {}).get("encoder", {})
+    served_ms, batch = view.get("compute_ms_per_text"), view.get("batch_size")
+    candidates = [p for p in inprocess_points if p.details.get("encode_ms_per_text")]
+    if served_ms is None or batch is None or not candidates:
+        return []
+    like = min(candidates, key=lambda p: abs(p.value - batch))
+    limit_ms = like.details["encode_ms_per_text"]
+    if served_ms <= ENCODER_SLOWDOWN_NOTE * limit_ms:
+        return []
+    lines = [
+        f"the encoder computes {served_ms:.2f} ms per text in Triton at mean batch {batch:.1f} against "
+        f"{limit_ms:.2f} ms in-process at {like.label}: {served_ms / limit_ms:.1f}x the work for the same texts"
+    ]
+    threads = result.files.knobs.get("encoder_intra_op_threads")
+    if threads == 0:
+        lines.append(
+            f"its intra_op_thread_count is 0: ONNX Runtime then starts a thread per core of the machine "
+            f"({os.cpu_count()}), on {len(result.split.server)} server core(s) -- set it to the cores Triton gets"
+        )
+    elif threads is not None and threads > len(result.split.server):
+        lines.append(f"its intra_op_thread_count {threads} exceeds the {len(result.split.server)} server core(s)")
+    return lines
+
+
+def _served_vs_inprocess(
+    served: Point, inprocess: Point, inprocess_points: list[Point], result: BenchResult
+) -> list[str]:
+    cores = len(result.split.server)
     lines = where_time_went(served, cores)
     tokenize, encode = inprocess.details.get("tokenize_ms_per_text"), inprocess.details.get("encode_ms_per_text")
     lines.append(
@@ -101,7 +132,7 @@ def _served_vs_inprocess(served: Point, inprocess: Point, cores: int) -> list[st
             f"verdict: the server cores were saturated; the served path costs {served_cpu - limit_cpu:.2f} CPU-ms "
             f"per text more than in-process (Triton, Python-backend IPC, per-request work, smaller batches)"
         )
-    return lines
+    return lines + _encoder_vs_inprocess(served, inprocess_points, result)
 
 
 def summarize_run(result: BenchResult) -> dict[str, Any]:
@@ -120,7 +151,8 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
     targets = []
     explain: list[str] = []
     if best_served and best_inprocess:
-        explain = _served_vs_inprocess(best_served, best_inprocess, cores)
+        inprocess_points = [p for p in points if p.variant == INPROCESS]
+        explain = _served_vs_inprocess(best_served, best_inprocess, inprocess_points, result)
     targets.append(_target("served_over_inprocess", served_over_inprocess, ">=", SERVED_OVER_INPROCESS_MIN, explain))
     baseline_explain = []
     if best_baseline:
