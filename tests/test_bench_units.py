@@ -166,6 +166,15 @@ def test_closed_loop_counts_failures_as_errors_not_completions() -> None:
     assert len(result.latencies_s) == result.completed
 
 
+def test_closed_loop_ends_even_when_every_call_fails_at_once() -> None:
+    async def send(index: int) -> None:
+        raise ConnectionError("server gone")  # never awaits: the caller must still yield
+
+    result, _ = asyncio.run(closed_loop(send, [1], 4, warmup_s=0.0, duration_s=0.2, max_duration_factor=1))
+    assert result.completed == 0 and result.errors > 0 and not result.latencies_s
+    assert result.first_error == "ConnectionError: server gone"
+
+
 def test_open_loop_latency_runs_from_the_scheduled_arrival() -> None:
     # One request at a time, 20 ms each (50/s) offered 100/s: a closed loop would hide the queue,
     # the open loop's latency must grow with it.

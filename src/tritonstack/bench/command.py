@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -105,4 +106,12 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(report.table(result, summary))
     print(f"\nwrote {paths['summary']}, {paths['plot']}, {paths['table']}")
+    unmeasured = [variant for variant, point in summary["best"].items() if point is None]
+    if not settings.baseline and "baseline" in unmeasured:
+        unmeasured.remove("baseline")
+    if unmeasured:
+        errors = {p["variant"]: p["details"].get("first_error") for p in summary["points"] if p["errors"]}
+        details = "; ".join(f"{v}: {errors.get(v) or 'no call completed'}" for v in unmeasured)
+        print(f"error: no successful measurement of {details}", file=sys.stderr)
+        return 1
     return 0

@@ -29,6 +29,7 @@ from tritonstack.bench.cpus import machine_cpu_s
 from tritonstack.bench.results import Round
 
 Send = Callable[[int], Awaitable[None]]
+ERROR_PAUSE_S = 0.001
 
 
 class Probe(Protocol):
@@ -65,6 +66,9 @@ async def _timed(send: Send, index: int, start_s: float, calls: list[_Call]) -> 
     except Exception as exc:  # any failure of the system under test is a measured error, not a crash
         error = f"{type(exc).__name__}: {exc}"
     calls.append(_Call(start_s, time.perf_counter(), index, error))
+    if error:
+        # A call that fails before it awaits anything would otherwise never yield: the window could not close.
+        await asyncio.sleep(ERROR_PAUSE_S)
 
 
 async def _watch(
