@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -55,8 +56,18 @@ def _loadtest(triton: Any, slo: Path, report: Path, *extra: str) -> list[str]:
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run to completion; on a timeout, kill the whole process group (Locust's workers included)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env, check=False)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{command[2:4]} did not finish in {TIMEOUT_S} s:\n{stdout}\n{stderr}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def _scrape(url: str) -> str | None:
@@ -73,7 +84,9 @@ def test_loose_slo_passes_with_a_consistent_report_and_live_metrics(triton: Any,
     exporter_port = _free_port()
     command = _loadtest(triton, _slo(tmp_path, **LOOSE), report)
     command[command.index("--exporter-port") + 1] = str(exporter_port)
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     exported = None
     deadline = time.monotonic() + TIMEOUT_S
     while process.poll() is None and time.monotonic() < deadline:
@@ -82,7 +95,11 @@ def test_loose_slo_passes_with_a_consistent_report_and_live_metrics(triton: Any,
             exported = text
             break
         time.sleep(0.2)
-    stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    try:
+        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
     assert process.returncode == 0, stdout + stderr
     assert "SLO held" in stdout
     assert exported is not None, "the exporter never served a successful request while the test ran"

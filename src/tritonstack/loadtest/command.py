@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.loadtest import execute
     from tritonstack.loadtest.report import capacity_table, write_report
     from tritonstack.loadtest.slo import load_slo, parse_duration_s
+    from tritonstack.loadtest.users import close_clients
     from tritonstack.loadtest.verdict import render_table, verdict_line
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -106,7 +107,10 @@ def run(args: argparse.Namespace) -> int:
         exporter_addr=args.exporter_addr,
     )
     report_dir = execute.report_dir_or_default(args.report_dir)
-    result = execute.find_capacity(slo, options) if args.find_capacity else execute.run_test(slo, options)
+    try:
+        result = execute.find_capacity(slo, options) if args.find_capacity else execute.run_test(slo, options)
+    finally:
+        close_clients()
 
     index = write_report(result, report_dir)
     print()

@@ -7,6 +7,7 @@ Locust session around the load steps.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import re
@@ -60,20 +61,26 @@ def user_settings(slo: SLO, *, closed_model: bool = False) -> UserSettings:
 
 def preflight(host: str, settings: UserSettings) -> None:
     """One request before any load: a server that is down fails here, with a clear message (exit 2)."""
-    client = None
+    failure: tuple[str, str, str | None] | None = None
+    client = make_client(host, settings)
     try:
-        client = make_client(host, settings)
         client_call(client, settings.task)(["tritonstack load-test pre-flight request"])
     except TritonStackError as error:
-        raise ServerUnreachableError(
-            f"the load test could not start: model {settings.model!r} at {host} did not answer "
-            f"({type(error).__name__}: {error.message})",
-            hint=error.hint
-            or "is Triton running? `tritonstack serve REPOSITORY` starts one; --host takes its gRPC endpoint HOST:PORT",
-        ) from error
+        failure = (type(error).__name__, error.message, error.hint)
     finally:
-        if client is not None:
-            client.close()
+        client.close()
+    del client
+    if failure is None:
+        return
+    # The SDK's error and its traceback hold the gRPC connection in a reference cycle; collect it now,
+    # while gevent's hub runs: left to interpreter shutdown, tritonclient's __del__ closes the channel
+    # again and that close never returns.
+    gc.collect()
+    name, message, hint = failure
+    raise ServerUnreachableError(
+        f"the load test could not start: model {settings.model!r} at {host} did not answer ({name}: {message})",
+        hint=hint or "is Triton running? `tritonstack serve REPOSITORY` starts one; --host takes its gRPC endpoint",
+    )
 
 
 class _Instruments:

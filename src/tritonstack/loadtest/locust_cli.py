@@ -31,7 +31,7 @@ from tritonstack._exceptions import TritonStackError
 from tritonstack.loadtest.exporter import DEFAULT_ADDR, DEFAULT_PORT, ClientMetrics, ClientMetricsExporter
 from tritonstack.loadtest.plugin import SampleCollector
 from tritonstack.loadtest.triton_metrics import MetricsScraper
-from tritonstack.loadtest.users import prepare_process
+from tritonstack.loadtest.users import close_clients, exit_now, prepare_process
 
 log = logging.getLogger("tritonstack.loadtest")
 
@@ -45,6 +45,7 @@ class _Run:
         self.scraper: MetricsScraper | None = None
         self.start_s = 0.0
         self.end_s = 0.0
+        self.is_worker = False
 
 
 _RUN = _Run()
@@ -104,6 +105,7 @@ def _slo(environment: Environment) -> Any:
 def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
     _RUN.collector = SampleCollector(environment)
     _RUN.collector.attach(runner)
+    _RUN.is_worker = isinstance(runner, WorkerRunner)
     if not isinstance(runner, MasterRunner):
         prepare_process()  # this process runs users (fires after --processes forks)
     if isinstance(runner, WorkerRunner) or environment.parsed_options is None:
@@ -185,3 +187,6 @@ def _on_quit(exit_code: int, **_: Any) -> None:
     if _RUN.exporter is not None:
         _RUN.exporter.close()
         _RUN.exporter = None
+    close_clients()
+    if _RUN.is_worker:
+        exit_now(exit_code)  # a worker writes no files; see exit_now for the hang this avoids

@@ -17,13 +17,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import gc
 import json
+import logging
+import os
 import random
+import sys
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import locust  # noqa: F401  (first: gevent's monkey-patching happens on import)
 from locust import User, task
@@ -35,6 +40,7 @@ from tritonstack.loadtest.plugin import drain_for
 _DRAINED_WAIT_S = 3600.0
 
 _GRPC_GEVENT_READY = False
+_CLIENTS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def prepare_process() -> None:
@@ -123,9 +129,37 @@ def make_client(host: str, settings: UserSettings) -> Any:
     prepare_process()
     from tritonstack.client import Client, Timeouts
 
-    return Client(
+    client = Client(
         host, model=settings.model, timeouts=Timeouts(connect_s=settings.connect_timeout_s, call_s=settings.timeout_s)
     )
+    _CLIENTS.add(client)
+    return client
+
+
+def close_clients() -> None:
+    """Close every SDK client this process made, and collect them, while gevent's hub still runs.
+
+    Call it before the process exits: a gRPC channel that tritonclient's ``__del__``
+    closes during interpreter shutdown (the hub already gone) never returns, and
+    the process hangs instead of exiting.
+    """
+    for client in list(_CLIENTS):
+        client.close()
+    gc.collect()
+
+
+def exit_now(code: int) -> NoReturn:
+    """Leave a process that ran users without interpreter finalization.
+
+    gRPC under gevent can deadlock when finalization collects a channel (grpc's
+    ``gevent_decrement_channel_count`` waits on a lock nobody will release once
+    the hub is gone). Seen in Locust worker processes even after every client
+    was closed and collected; a worker has nothing left to flush but stdio.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def client_call(client: Any, task_name: str) -> Callable[[Sequence[str]], object]:
@@ -162,6 +196,7 @@ class TritonStackUser(User):
         client = getattr(self, "client", None)
         if client is not None:
             client.close()
+            self.client = None  # Locust keeps stopped users around; the channel must not outlive the hub
 
     def wait_time(self) -> float:
         """Closed model: no think time. Arrival-rate mode: keep a fixed start-to-start interval;

@@ -16,7 +16,7 @@ import locust  # noqa: F401  (first: gevent's monkey-patching happens on import)
 from locust.env import Environment
 
 from tritonstack.loadtest.plugin import SampleCollector
-from tritonstack.loadtest.users import UserSettings, prepare_process, user_class
+from tritonstack.loadtest.users import UserSettings, close_clients, exit_now, prepare_process, user_class
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     collector.attach(runner)
     gevent.spawn(_exit_with_parent, os.getppid())
     runner.greenlet.join()
-    return 0
+    close_clients()
+    exit_now(0)
 
 
 def _exit_with_parent(parent_pid: int) -> None:
