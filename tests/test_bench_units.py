@@ -134,6 +134,9 @@ def test_closed_loop_measures_throughput_and_latency_of_the_window() -> None:
     assert 100 < result.throughput_per_s <= 420
     assert min(result.latencies_s) >= 0.01
     assert result.tokens == 3 * result.completed and result.errors == 0
+    # a closed loop samples latency over the same completed calls
+    assert result.completed_latency_s == pytest.approx(sum(result.latencies_s))
+    assert result.machine_cpu_s is not None and result.client_cpu_s is not None
     assert result.elapsed_s == pytest.approx(0.6, abs=0.1)
 
 

@@ -121,6 +121,7 @@ def _round(
             client_cpu_s=window.client_cpu_s,
             server_cpu_s=window.server_cpu_s,
             machine_cpu_s=window.machine_cpu_s,
+            completed_latency_s=sum(c.end_s - c.start_s for c in ok),
         ),
         window.probe,
     )

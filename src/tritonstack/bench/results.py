@@ -33,6 +33,9 @@ class Round:
     client_cpu_s: float | None = None
     server_cpu_s: float | None = None
     machine_cpu_s: float | None = None  # every process of the machine, ours included
+    # Latency summed over the ``completed`` calls: the calls Triton's statistics of the window cover
+    # (for an open loop ``latencies_s`` holds the calls *sent* in the window instead).
+    completed_latency_s: float = 0.0
 
     @property
     def throughput_per_s(self) -> float:
@@ -124,3 +127,9 @@ def ratio(numerator: Point | None, denominator: Point | None) -> float | None:
     if numerator is None or denominator is None or denominator.throughput_per_s <= 0:
         return None
     return numerator.throughput_per_s / denominator.throughput_per_s
+
+
+def completed_mean_ms(rounds: Sequence[Round]) -> float:
+    """Mean latency of the calls that finished inside the windows, in milliseconds."""
+    completed = sum(r.completed for r in rounds)
+    return 1000 * sum(r.completed_latency_s for r in rounds) / completed if completed else float("nan")

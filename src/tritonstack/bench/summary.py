@@ -62,7 +62,7 @@ def where_time_went(point: Point, cores: int) -> list[str]:
     named = {k: v for k, v in parts.items() if v is not None}
     top = max(named, key=lambda k: named[k]) if named else "n/a"
     lines = [
-        f"{point.label}: mean call {point.mean_ms:.1f} ms = client {_fmt(parts.get('client'))}"
+        f"{point.label}: mean call {_fmt(point.details.get('client_ms'))} ms = client {_fmt(parts.get('client'))}"
         f" + tokenizer queue {_fmt(parts.get('tokenizer_queue'))} + compute {_fmt(parts.get('tokenizer_compute'))}"
         f" + encoder queue {_fmt(parts.get('encoder_queue'))} + compute {_fmt(parts.get('encoder_compute'))}"
         f" + ensemble {_fmt(parts.get('ensemble'))} ms; largest: {top}"
