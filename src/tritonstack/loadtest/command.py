@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             f"--p{percentile}-ms", type=float, metavar="MS", help=f"override objectives.p{percentile}_ms"
         )
-    parser.add_argument("--report-dir", metavar="DIR", help="where the report goes (default: reports/<timestamp>/)")
+    parser.add_argument("--report-dir", metavar="DIR", help="where the report goes; reports/<timestamp>/ when omitted")
     parser.add_argument(
         "--processes",
         type=int,
@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--metrics-url",
         metavar="URL",
-        help="Triton's Prometheus endpoint to scrape during the run (default: HOST's machine, port "
-        f"{flags.METRICS_PORT}); 'none' disables",
+        help="Triton's Prometheus endpoint to scrape during the run; HOST's machine, port "
+        f"{flags.METRICS_PORT} when omitted; 'none' disables",
     )
     parser.add_argument(
         "--exporter-port",
