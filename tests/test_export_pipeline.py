@@ -10,7 +10,7 @@ import pytest
 import tinymodels
 from tritonstack.cli import main
 from tritonstack.export.errors import AccuracyGateError, ExportError
-from tritonstack.export.pipeline import ExportOptions, export_model
+from tritonstack.export.pipeline import ExportOptions, export_model, summarize
 from tritonstack.export.quantize import Recipe
 from tritonstack.repository.validate import check_repository
 
@@ -38,6 +38,7 @@ def test_bert_int8_search_writes_the_fastest_passing_candidate(tiny_models: dict
             str(tiny_models["bert"]),
             name="tiny",
             repository=repository,
+            precision="int8",
             recipes=(Recipe.default(), Recipe.per_channel_optimized(), Recipe.blockwise_optimized()),
             **FAST,
         )
@@ -93,6 +94,7 @@ def test_gate_miss_refuses_and_writes_nothing(tiny_models: dict[str, Path], tmp_
                 str(tiny_models["bert"]),
                 repository=repository,
                 gate=1.01,  # no cosine reaches it
+                precision="int8",
                 recipes=(Recipe.default(),),
                 **FAST,
             )
@@ -123,6 +125,24 @@ def test_cli_json_report(tiny_models: dict[str, Path], tmp_path: Path, capsys: p
     report = json.loads(captured.out)  # stdout is the JSON and nothing else
     assert report["status"] == "written" and report["name"] == "distilbert"
     assert Path(report["version_dir"]).is_dir()
+
+
+def test_auto_precision_races_fp32_against_int8_and_keeps_the_fastest_passing(
+    tiny_models: dict[str, Path], tmp_path: Path
+) -> None:
+    repository = tmp_path / "repo"
+    options = ExportOptions(
+        str(tiny_models["bert"]), name="auto", repository=repository, recipes=(Recipe.per_channel_optimized(),), **FAST
+    )
+    report = export_model(options).report
+    rows = {row["name"]: row for row in report["candidates"]}
+    assert set(rows) == {"fp32", "fp32_optimized", "per_channel_optimized"}
+    assert all(row["selectable"] for row in rows.values())
+    passing = [r for r in rows.values() if r["passed"]]
+    winner = max(passing, key=lambda r: r["seq_per_s"])
+    assert report["requested_precision"] == "auto"
+    assert (report["recipe"], report["precision"]) == (winner["name"], winner["precision"])
+    assert "precision " + winner["precision"] in summarize(report)
 
 
 def test_cli_bad_inputs_one_line_error_with_hint(

@@ -170,10 +170,10 @@ def test_sanitize_name() -> None:
 
 
 def test_precision_defaults_and_misconfigurations() -> None:
-    assert resolve_precision("cpu", None) == "int8"
+    assert resolve_precision("cpu", None) == "auto"
     assert resolve_precision("gpu", None) == "fp16"
     assert resolve_precision("cpu", "fp32") == "fp32"
-    for target, precision in (("gpu", "int8"), ("cpu", "fp16")):
+    for target, precision in (("gpu", "int8"), ("gpu", "auto"), ("cpu", "fp16")):
         with pytest.raises(ExportError) as caught:
             resolve_precision(target, precision)
         assert caught.value.hint

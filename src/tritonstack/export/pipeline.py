@@ -22,8 +22,10 @@ from tritonstack.export.quantize import Recipe
 from tritonstack.export.search import BASELINE, Candidate, format_table, run_search, select
 
 TARGETS = ("cpu", "gpu")
-PRECISIONS = ("fp32", "fp16", "int8")
-DEFAULT_PRECISION = {"cpu": "int8", "gpu": "fp16"}
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+# auto: the fastest of fp32 and int8 that passes the gate. int8 pays off only where the CPU has
+# VNNI/AMX; on plain AVX2 the int8 recipes that pass the gate are slower than fp32.
+DEFAULT_PRECISION = {"cpu": "auto", "gpu": "fp16"}
 _GENERIC_DIR_NAMES = {"model", "models", "snapshot", "snapshots", "onnx", "hf", "checkpoint"}
 
 
@@ -36,7 +38,7 @@ class ExportOptions:
     name: str | None = None
     repository: Path = Path("model_repository")
     target: str = "cpu"
-    precision: str | None = None  # None: int8 on cpu, fp16 on gpu
+    precision: str | None = None  # None: auto on cpu, fp16 on gpu
     max_batch_size: int = 64
     max_sequence_length: int | None = None  # tokens; None: the model's own limit
     gate: float = DEFAULT_GATE
@@ -82,7 +84,7 @@ def resolve_precision(target: str, precision: str | None) -> str:
     precision = precision or DEFAULT_PRECISION[target]
     if precision not in PRECISIONS:
         raise ExportError(f"unknown precision {precision!r}", hint=f"use one of: {', '.join(PRECISIONS)}")
-    if target == "gpu" and precision == "int8":
+    if target == "gpu" and precision in ("int8", "auto"):
         raise ExportError(
             "dynamic int8 is a CPU optimization; on GPU it is several times slower than fp16",
             hint="use --precision fp16 (the gpu default) or --target cpu",
@@ -125,6 +127,8 @@ def _gate_hint(precision: str, candidates: list[Candidate], gate: float) -> str:
     best_text = f"best candidate reached {best:.4f}; " if best is not None else ""
     if precision == "int8":
         return f"{best_text}try --precision fp32, or a different --gate (now {gate})"
+    if precision == "auto":
+        return f"{best_text}not even fp32 passes: check the model files, --max-sequence-length and --gate (now {gate})"
     return f"{best_text}the {precision} export itself misses the gate: check the model files and --max-sequence-length"
 
 
@@ -203,7 +207,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             max_batch_size=options.max_batch_size,
             max_sequence_length=export.max_sequence_length,
             target=options.target,
-            precision=precision,
+            precision=chosen.precision,
             report=report,
         )
         version_dir = write_text_model(options.repository, exported)
@@ -247,6 +251,14 @@ def build_report(
     if chosen and chosen.seq_per_s and baseline and baseline.seq_per_s:
         ratio = round(chosen.seq_per_s / baseline.seq_per_s, 3)
     notes = []
+    if precision == "auto" and chosen is not None and chosen.precision == "fp32":
+        int8 = [c for c in candidates if c.precision == "int8"]
+        if int8:
+            fastest = max((c.seq_per_s or 0.0) for c in int8 if c.passed) if any(c.passed for c in int8) else None
+            why = "missed the gate" if fastest is None else f"passed the gate only at {fastest:.1f} seq/s"
+            notes.append(
+                f"int8 {why} on this CPU (int8 features: {', '.join(cpu_int8_features()) or 'none'}); fp32 chosen"
+            )
     if ratio is not None and ratio < 1.0 and chosen is not None and chosen.precision != "fp32":
         # int8 without VNNI/AMX, or only a conservative recipe passing the gate, can lose to fp32
         notes.append(
@@ -261,7 +273,8 @@ def build_report(
         "task": export.task,
         "model_type": export.model_type,
         "target": options.target,
-        "precision": precision,
+        "precision": chosen.precision if chosen else precision,
+        "requested_precision": precision,
         "recipe": chosen.name if chosen else None,
         "gate": {"metric": reference_metric(export.task), "threshold": options.gate},
         "parity": chosen.parity.to_dict() if chosen and chosen.parity else None,
@@ -297,11 +310,20 @@ def build_report(
     }
 
 
+def _precision_text(report: dict[str, Any]) -> str:
+    requested = report.get("requested_precision")
+    return (
+        f"{report['precision']} ({requested})"
+        if requested and requested != report["precision"]
+        else report["precision"]
+    )
+
+
 def summarize(report: dict[str, Any]) -> str:
     """The readable summary ``tritonstack export`` prints."""
     lines = [
         f"model      {report['model']}  ({report['model_type']}, {report['task']})",
-        f"target     {report['target']}  precision {report['precision']}  recipe {report['recipe'] or '-'}",
+        f"target     {report['target']}  precision {_precision_text(report)}  recipe {report['recipe'] or '-'}",
     ]
     parity = report.get("parity")
     if parity:

@@ -3,7 +3,9 @@
 For int8 on CPU the candidates are the ``Recipe`` presets, plus the plain
 fp32 export as a non-selectable baseline (so the report carries the int8 /
 fp32 throughput ratio). For fp32 they are the plain and the optimized graph;
-for fp16 the optimized graph converted to fp16.
+for fp16 the optimized graph converted to fp16. ``auto`` (the CPU default)
+puts the fp32 and int8 candidates in one race: int8 wins where the CPU has
+VNNI/AMX and a recipe passes the gate, fp32 wins elsewhere.
 """
 
 from __future__ import annotations
@@ -81,14 +83,18 @@ def plan(precision: str, recipes: Sequence[Recipe] | None = None) -> list[Candid
         chosen = list(recipes) if recipes is not None else list(Recipe.presets())
         baseline = Candidate(BASELINE, "fp32", "ONNX fp32 baseline (not selectable)", selectable=False)
         return [baseline] + [Candidate(r.name, "int8", r.description, recipe=r) for r in chosen]
+    fp32 = [
+        Candidate(BASELINE, "fp32", "ONNX fp32 as exported"),
+        Candidate(OPTIMIZED_FP32, "fp32", "ONNX fp32, transformer-optimized graph"),
+    ]
     if precision == "fp32":
-        return [
-            Candidate(BASELINE, "fp32", "ONNX fp32 as exported"),
-            Candidate(OPTIMIZED_FP32, "fp32", "ONNX fp32, transformer-optimized graph"),
-        ]
+        return fp32
+    if precision == "auto":
+        chosen = list(recipes) if recipes is not None else list(Recipe.presets())
+        return fp32 + [Candidate(r.name, "int8", r.description, recipe=r) for r in chosen]
     if precision == "fp16":
         return [Candidate("fp16_optimized", "fp16", "transformer-optimized graph, fp16 compute, fp32 io")]
-    raise ExportError(f"unknown precision {precision!r}", hint="use fp32, fp16 or int8")
+    raise ExportError(f"unknown precision {precision!r}", hint="use auto, fp32, fp16 or int8")
 
 
 class _Progress:
