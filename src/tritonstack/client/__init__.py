@@ -12,22 +12,49 @@ install needs only tritonclient[grpc] and numpy.
 
 from __future__ import annotations
 
-from tritonstack.client._async import AsyncClient
-from tritonstack.client._config import UNSET, RetryPolicy, Timeouts, TLSConfig
-from tritonstack.client._exceptions import (
-    ClientError,
-    DeadlineExceededError,
-    InvalidInputError,
-    ModelNotFoundError,
-    PermissionDeniedError,
-    RequestCancelledError,
-    ResourceExhaustedError,
-    ServerUnavailableError,
-    TritonServerError,
-)
-from tritonstack.client._metrics import ClientMetrics
-from tritonstack.client._models import Classification, ModelInfo, TensorSpec
-from tritonstack.client._sync import Client
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Imported on first use: `tritonstack infer --help` (this package's command) must not load gRPC.
+_HOMES = {
+    "AsyncClient": "_async",
+    "UNSET": "_config",
+    "RetryPolicy": "_config",
+    "Timeouts": "_config",
+    "TLSConfig": "_config",
+    "ClientError": "_exceptions",
+    "DeadlineExceededError": "_exceptions",
+    "InvalidInputError": "_exceptions",
+    "ModelNotFoundError": "_exceptions",
+    "PermissionDeniedError": "_exceptions",
+    "RequestCancelledError": "_exceptions",
+    "ResourceExhaustedError": "_exceptions",
+    "ServerUnavailableError": "_exceptions",
+    "TritonServerError": "_exceptions",
+    "ClientMetrics": "_metrics",
+    "Classification": "_models",
+    "ModelInfo": "_models",
+    "TensorSpec": "_models",
+    "Client": "_sync",
+}
+
+if TYPE_CHECKING:
+    from tritonstack.client._async import AsyncClient
+    from tritonstack.client._config import UNSET, RetryPolicy, Timeouts, TLSConfig
+    from tritonstack.client._exceptions import (
+        ClientError,
+        DeadlineExceededError,
+        InvalidInputError,
+        ModelNotFoundError,
+        PermissionDeniedError,
+        RequestCancelledError,
+        ResourceExhaustedError,
+        ServerUnavailableError,
+        TritonServerError,
+    )
+    from tritonstack.client._metrics import ClientMetrics
+    from tritonstack.client._models import Classification, ModelInfo, TensorSpec
+    from tritonstack.client._sync import Client
 
 __all__ = [
     "UNSET",
@@ -50,3 +77,10 @@ __all__ = [
     "Timeouts",
     "TritonServerError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'tritonstack.client' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tritonstack.client.{home}"), name)
