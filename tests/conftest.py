@@ -51,7 +51,7 @@ def minilm_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm_repository(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    """all-MiniLM-L6-v2 exported by `tritonstack export` (int8, parity-gated) as ``minilm``. Minutes: slow tests only."""
+    """all-MiniLM-L6-v2 exported by `tritonstack export` (parity-gated) as ``minilm``. Minutes: slow tests only."""
     from tritonstack.cli import main
 
     repository = tmp_path_factory.mktemp("minilm") / "model_repository"
