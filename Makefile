@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS ?= export,serve,loadtest,metrics,dev
+# bench (FastAPI/uvicorn for the PyTorch baseline) is installed for the tests that run the benchmark's machinery.
+EXTRAS ?= export,serve,loadtest,metrics,bench,dev
 INSTALLED := $(VENV)/.installed
 
 export HF_HUB_OFFLINE ?= 1
@@ -34,13 +35,11 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/mypy
 
-## bench: served stack vs. in-process ONNX Runtime vs. a plain PyTorch service (installs the bench extra)
+## bench: served stack vs. in-process ONNX Runtime vs. a plain PyTorch service
 bench: $(INSTALLED)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS),bench]'
 	$(VENV)/bin/tritonstack bench
 
 bench-quick: $(INSTALLED)
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(EXTRAS),bench]'
 	$(VENV)/bin/tritonstack bench --quick
 
 clean:

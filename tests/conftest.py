@@ -15,17 +15,19 @@ import tinymodels
 
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny HF model folders: ``tiny`` (bert, feature-extraction), ``tiny_cls`` (bert, text-classification)."""
+    """Tiny HF model folders: ``tiny`` (bert, feature-extraction), ``tiny_cls`` (bert, text-classification),
+    ``tiny_ner`` (bert, token-classification)."""
     root = tmp_path_factory.mktemp("tiny-models")
     return {
         "tiny": tinymodels.build(root / "tiny", "bert", "feature-extraction"),
         "tiny_cls": tinymodels.build(root / "tiny_cls", "bert", "text-classification", seed=1),
+        "tiny_ner": tinymodels.build(root / "tiny_ner", "bert", "token-classification", seed=2),
     }
 
 
 @pytest.fixture(scope="session")
 def tiny_repository(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, Path]) -> Path:
-    """A model repository holding the text-in models ``tiny`` and ``tiny_cls`` (and their encoders/tokenizers)."""
+    """A model repository holding the text-in models ``tiny``, ``tiny_cls`` and ``tiny_ner`` and their steps."""
     repository = tmp_path_factory.mktemp("tiny-repo") / "model_repository"
     for name, model_dir in tiny_model_dirs.items():
         tinymodels.export_fp32(model_dir, repository, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -64,8 +65,10 @@ def test_server_is_ready_on_loopback_and_lists_models(triton: Any) -> None:
     assert triton.is_ready()
     assert triton.grpc_url.startswith("127.0.0.1:")
     states = {m["name"]: m["state"] for m in triton.models()}
-    expected = ["tiny", "tiny_encoder", "tiny_tokenizer", "tiny_cls", "tiny_cls_encoder", "tiny_cls_tokenizer"]
-    assert states == dict.fromkeys([*expected, "tiny_cls_postprocess"], "READY")
+    steps = ("", "_encoder", "_tokenizer", "_postprocess")
+    expected = [f"{name}{step}" for name in ("tiny", "tiny_cls", "tiny_ner") for step in steps]
+    expected.remove("tiny_postprocess")  # feature-extraction needs no postprocessing
+    assert states == dict.fromkeys(expected, "READY")
 
 
 def test_admin_api_needs_the_key(triton: Any) -> None:
@@ -109,6 +112,26 @@ def test_classification_returns_a_label_and_a_probability(client: Any) -> None:
     scores = result.as_numpy("SCORE").reshape(-1)
     assert set(labels) <= {"NEGATIVE", "POSITIVE"}
     assert np.all((scores >= 0.5) & (scores <= 1.0))
+
+
+def test_token_classification_labels_every_token_with_offsets(client: Any) -> None:
+    short, long = "hello world", "the quick brown fox jumps over the lazy dog " * 3
+    alone = client.infer("tiny_ner", [text_input([short])]).as_numpy("ENTITIES")
+    batched = client.infer("tiny_ner", [text_input([long, short])]).as_numpy("ENTITIES")
+    entities = json.loads(alone[0][0])
+    assert [e["token"] for e in entities] == ["hello", "world"]
+    assert [(e["start"], e["end"]) for e in entities] == [(0, 5), (6, 11)]
+    assert all(e["label"] in ("NEGATIVE", "POSITIVE") and 0.5 <= e["score"] <= 1 for e in entities)
+    # padding to the longer text of the batch (and its trimming in the backend) changes nothing
+    assert json.loads(batched[1][0]) == entities
+    assert len(json.loads(batched[0][0])) == 27
+
+
+def test_trimming_padding_keeps_embeddings_identical(client: Any) -> None:
+    texts = ["hello", "the quick brown fox jumps over the lazy dog " * 4, "data test", "model"]
+    together = embed(client, texts)
+    alone = np.concatenate([embed(client, [t]) for t in texts])
+    np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("text", WEIRD_TEXTS, ids=lambda t: repr(t[:12]))

@@ -5,10 +5,18 @@ folder that holds ``model.py`` through its Python backend instead. So a
 ``platform: "onnxruntime_onnx"`` model written by ``tritonstack export`` loads
 unchanged here and in the NGC image's native backend.
 
-Honours ``default_model_filename``, ``intra_op_thread_count``,
-``inter_op_thread_count`` and the instance count of the config. All requests
-of a batch whose shapes agree run as one ONNX Runtime call; a malformed request
-gets its own error response without failing the others or the instance.
+Honours ``default_model_filename``, ``intra_op_thread_count`` (0, the
+default, means one thread per CPU this process may run on -- not per CPU of the
+machine, which oversubscribes a pinned server), ``inter_op_thread_count`` and
+the instance count of the config. A malformed request gets its own error
+response without failing the others or the instance.
+
+Rows are padded to the longest text of their tokenizer batch. On a CPU the
+padding costs more than batching saves when lengths are mixed, so rows with an
+``attention_mask`` are regrouped by their true length, the padding is trimmed,
+and each group of similar lengths runs as one ONNX Runtime call
+(``max_padding_waste`` bounds the padding a group may carry; outputs with a
+sequence axis are padded back).
 """
 
 import json
@@ -35,6 +43,22 @@ def _invalid_argument(message):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
 
 
+def length_groups(lengths, max_padding_waste):
+    """Row indices grouped by similar length: padding each group to its longest row adds at most
+    ``max_padding_waste`` x the group's real tokens."""
+    groups, current, used = [], [], 0
+    for row in np.argsort(lengths, kind="stable"):
+        length = int(lengths[row])
+        if current and length * (len(current) + 1) > (1 + max_padding_waste) * (used + length):
+            groups.append(current)
+            current, used = [], 0
+        current.append(int(row))
+        used += length
+    if current:
+        groups.append(current)
+    return groups
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -42,11 +66,37 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0"))
+        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0"))
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.inputs = [(i["name"], TRITON_TO_NUMPY[i["data_type"]], len(i["dims"])) for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
+        # outputs whose first non-batch axis is the sequence (token classification): padded back after trimming
+        self.sequence_outputs = {o["name"] for o in config["output"] if o["dims"] and int(o["dims"][0]) == -1}
+        self.max_padding_waste = float(params.get("max_padding_waste", "0.25"))
+
+    def _run(self, feeds):
+        """session.run over ``feeds``, with rows regrouped by true length (see the module docstring)."""
+        mask = feeds.get("attention_mask")
+        if mask is None or mask.ndim != 2 or (len(mask) == 1 and mask.all()):
+            return self.session.run(self.output_names, feeds)
+        lengths = np.maximum(mask.sum(axis=1), 1)
+        results = [None] * len(self.output_names)
+        for rows in length_groups(lengths, self.max_padding_waste):
+            longest = int(lengths[rows].max())
+            part = self.session.run(self.output_names, {n: a[rows, :longest] for n, a in feeds.items()})
+            for k, (name, value) in enumerate(zip(self.output_names, part, strict=True)):
+                if results[k] is None:
+                    shape = list(value.shape)
+                    shape[0] = len(mask)
+                    if name in self.sequence_outputs:
+                        shape[1] = mask.shape[1]
+                    results[k] = np.zeros(shape, dtype=value.dtype)
+                if name in self.sequence_outputs:
+                    results[k][rows, :longest] = value
+                else:
+                    results[k][rows] = value
+        return results
 
     def _features(self, request):
         features = {}
@@ -79,7 +129,7 @@ class TritonPythonModel:
         for members in groups.values():
             feeds = {name: np.concatenate([features[name] for _, features in members]) for name, _, _ in self.inputs}
             try:
-                results = self.session.run(self.output_names, feeds)
+                results = self._run(feeds)
             except Exception as error:  # ORT raises its own exception types
                 for index, _ in members:
                     responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {error}"))
