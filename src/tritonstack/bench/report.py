@@ -61,7 +61,8 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         "  * best point of the variant; srv%/gen%: busy share of the server / load-generator cores;",
         "    oth%: share of all CPUs used by processes not under test (should be ~0);",
         "    '-': no request completed inside the window (raise --duration-s);",
-        "    in-process latency is per batch; 'open': open-loop Poisson arrivals at half the best served rate",
+        "    in-process latency is per batch; b=N: texts in arrival order, s=N: length-sorted texts (little padding);\n"
+        "    'open': open-loop Poisson arrivals at half the best served rate",
         "",
         f"served / in-process  = {_ratio(summary['served_over_inprocess'])}   (best {best_labels[SERVED]} vs "
         f"{best_labels[INPROCESS]})",

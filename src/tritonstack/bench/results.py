@@ -45,7 +45,7 @@ class Round:
 @dataclass(frozen=True)
 class Point:
     variant: str
-    setting: str  # "batch", "concurrency" or "rate"
+    setting: str  # "batch", "sorted" (batches of length-sorted texts), "concurrency" or "rate"
     value: float
     throughput_per_s: float  # texts per second, median over rounds
     round_throughputs: tuple[float, ...]
@@ -62,7 +62,7 @@ class Point:
 
     @property
     def label(self) -> str:
-        short = {"batch": "b", "concurrency": "c", "rate": "rate"}[self.setting]
+        short = {"batch": "b", "sorted": "s", "concurrency": "c", "rate": "rate"}[self.setting]
         value = f"{self.value:.0f}/s" if self.setting == "rate" else f"{self.value:g}"
         return f"{short}={value}"
 
