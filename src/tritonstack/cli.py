@@ -17,7 +17,7 @@ from tritonstack._exceptions import TritonStackError
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "export": ("tritonstack.export.command", "HF model -> quantized ONNX in a Triton model repository"),
+    "export": ("tritonstack.export.command", "HF model -> optimized, parity-gated ONNX in a Triton model repository"),
     "validate": ("tritonstack.repository.command", "check a model repository's configs against its models"),
     "serve": ("tritonstack.server.command", "run the embedded Triton server over a model repository"),
     "infer": ("tritonstack.client.command", "send texts to a served model and print the result"),
