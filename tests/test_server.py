@@ -326,3 +326,40 @@ def test_serve_command_refuses_an_invalid_repository(tiny_repository: Path, tmp_
         (repository / "tiny_encoder" / "config.pbtxt").read_text().replace("TYPE_INT64", "TYPE_INT32", 1)
     )
     assert main(["serve", "--repository", str(repository), "--grpc-port", "0"]) == 1
+
+
+def test_triton_stops_when_the_process_that_started_it_is_killed(tiny_repository: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, time\n"
+        "from tritonstack.server import EmbeddedServer\n"
+        f"server = EmbeddedServer({str(tiny_repository)!r}, log_path={str(tmp_path / 't.log')!r}).start()\n"
+        "print(server.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    triton_pid = int(parent.stdout.readline())
+    parent.send_signal(signal.SIGKILL)  # no cleanup code runs in the parent
+    parent.wait()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(triton_pid, 0)
+        except ProcessLookupError:
+            break
+        # a zombie (exited, not yet reaped by init) counts as gone
+        try:
+            with open(f"/proc/{triton_pid}/stat") as stat:
+                if stat.read().split(")")[-1].split()[0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.2)
+    else:
+        os.killpg(triton_pid, signal.SIGKILL)
+        pytest.fail("Triton outlived the process that started it")

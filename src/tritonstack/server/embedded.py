@@ -88,6 +88,17 @@ def _ensure_port_free(address: str, port: int, what: str) -> None:
             ) from None
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM (a graceful stop) when the process that started Triton dies,
+    so a killed test run or demo leaves no server behind. Linux only; elsewhere a no-op."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def model_errors_from_log(text: str) -> dict[str, str]:
     """Model name -> Triton's reason, for every 'failed to load' line of a server log."""
     errors: dict[str, str] = {}
@@ -223,6 +234,7 @@ class EmbeddedServer:
                 stdin=subprocess.DEVNULL,
                 env=self._environment(),
                 start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton gracefully
+                preexec_fn=_die_with_parent,
             )
         try:
             self._wait_ready()
