@@ -17,7 +17,6 @@ import argparse
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -32,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 from tritonstack._exceptions import TritonStackError
+from tritonstack._process import free_port, http_ok, terminate, wait_ready
 
 TRITON_JOB = "triton"
 LOADTEST_JOB = "tritonstack-loadtest"
@@ -155,13 +155,6 @@ def render_config(
     return config
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class LocalPrometheus:
     """A ``prometheus`` process on ``127.0.0.1:port`` for a rendered config.
 
@@ -200,7 +193,7 @@ class LocalPrometheus:
         # JSON is YAML: no YAML writer needed for the rendered copy.
         config_file.write_text(json.dumps(self._config, indent=2))
         storage = self._storage_dir or workdir / "data"
-        port = self._port or free_loopback_port()
+        port = self._port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = workdir / "prometheus.log"
         with self.log_path.open("wb") as log:
@@ -225,21 +218,17 @@ class LocalPrometheus:
 
     def _wait_ready(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self._startup_timeout_s
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise TritonStackError(
-                    f"prometheus exited with code {self._process.returncode} while starting",
-                    hint=self.log_tail(),
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.2)
-        raise TritonStackError(f"prometheus not ready within {self._startup_timeout_s} s", hint=self.log_tail())
+        wait_ready(
+            self._process,
+            lambda: http_ok(f"{self.url}/-/ready"),
+            self._startup_timeout_s,
+            exited=lambda code: TritonStackError(
+                f"prometheus exited with code {code} while starting", hint=self.log_tail()
+            ),
+            timed_out=lambda: TritonStackError(
+                f"prometheus not ready within {self._startup_timeout_s} s", hint=self.log_tail()
+            ),
+        )
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -284,13 +273,8 @@ class LocalPrometheus:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            terminate(self._process, timeout_s=15)
         self._process = None
         if self._workdir is not None:
             self._workdir.cleanup()

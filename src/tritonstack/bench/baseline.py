@@ -13,18 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tritonstack._process import free_port, http_ok, terminate, wait_ready
 from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import BASELINE, Point, summarize
 from tritonstack.bench.timing import Timing
-from tritonstack.server.embedded import free_port
 
 Log = Callable[[str], None]
 REQUIRED = ("fastapi", "uvicorn", "aiohttp", "sentence_transformers")
@@ -86,31 +83,24 @@ class BaselineService:
 
     def _wait_ready(self) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                raise BenchError(f"the PyTorch baseline exited with code {self.process.returncode}", hint=tail)
-            with (
-                contextlib.suppress(urllib.error.URLError, OSError),
-                urllib.request.urlopen(f"{self.url}/health", timeout=2) as response,
-            ):
-                if response.status == 200:
-                    return
-            time.sleep(0.2)
-        raise BenchError(f"the PyTorch baseline was not ready after {self.ready_timeout_s:.0f} s; see {self.log_path}")
+        wait_ready(
+            self.process,
+            lambda: http_ok(f"{self.url}/health"),
+            self.ready_timeout_s,
+            exited=lambda code: BenchError(
+                f"the PyTorch baseline exited with code {code}",
+                hint=self.log_path.read_text(errors="replace")[-2000:],
+            ),
+            timed_out=lambda: BenchError(
+                f"the PyTorch baseline was not ready after {self.ready_timeout_s:.0f} s; see {self.log_path}"
+            ),
+        )
 
     def stop(self) -> None:
         process, self.process = self.process, None
         if process is None:
             return
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, timeout_s=15)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)  # uvicorn's own children, if any
 

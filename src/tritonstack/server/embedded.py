@@ -21,13 +21,13 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tritonstack._process import free_port, http_ok, terminate, wait_ready
 from tritonstack.server import flags
 from tritonstack.server.errors import ServerError, ServerStartError
 
@@ -69,12 +69,6 @@ def prepare_backends(destination: Path) -> Path:
         BACKENDS_SOURCE / "onnxruntime", destination / "onnxruntime", ignore=shutil.ignore_patterns("__pycache__")
     )
     return destination
-
-
-def free_port(address: str = flags.LOOPBACK) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((address, 0))
-        return int(sock.getsockname()[1])
 
 
 def _ensure_port_free(address: str, port: int, what: str) -> None:
@@ -250,11 +244,7 @@ class EmbeddedServer:
             return ""
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:
-                return bool(response.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
+        return http_ok(f"{self.http_url}/v2/health/ready")
 
     def _failure(self, headline: str) -> ServerStartError:
         log = self._log_text()
@@ -280,14 +270,13 @@ class EmbeddedServer:
 
     def _wait_ready(self) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + self.ready_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise self._failure(f"Triton exited with code {self.process.returncode} during start-up")
-            if self.is_ready():
-                return
-            time.sleep(0.2)
-        raise self._failure(f"Triton was not ready after {self.ready_timeout_s:.0f} s")
+        wait_ready(
+            self.process,
+            self.is_ready,
+            self.ready_timeout_s,
+            exited=lambda code: self._failure(f"Triton exited with code {code} during start-up"),
+            timed_out=lambda: self._failure(f"Triton was not ready after {self.ready_timeout_s:.0f} s"),
+        )
 
     def models(self) -> list[dict[str, str]]:
         """Triton's repository index (name, version, state, reason) through the admin-keyed API."""
@@ -305,14 +294,7 @@ class EmbeddedServer:
         process, self.process = self.process, None
         code = None
         if process is not None:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=timeout_s if timeout_s is not None else self.exit_timeout_s + 15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            code = process.returncode
+            code = terminate(process, timeout_s if timeout_s is not None else self.exit_timeout_s + 15)
             self._kill_stragglers(process.pid)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
