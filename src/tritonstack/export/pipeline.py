@@ -254,7 +254,7 @@ def build_report(
     if precision == "auto" and chosen is not None and chosen.precision == "fp32":
         int8 = [c for c in candidates if c.precision == "int8"]
         if int8:
-            fastest = max((c.seq_per_s or 0.0) for c in int8 if c.passed) if any(c.passed for c in int8) else None
+            fastest = max(((c.seq_per_s or 0.0) for c in int8 if c.passed), default=None)
             why = "missed the gate" if fastest is None else f"passed the gate only at {fastest:.1f} seq/s"
             notes.append(
                 f"int8 {why} on this CPU (int8 features: {', '.join(cpu_int8_features()) or 'none'}); fp32 chosen"
