@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import tritonstack.server.models
 from tritonstack.cli import main
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
 from tritonstack.repository.validate import check_repository, validate_repository
@@ -65,6 +66,20 @@ def test_a_config_naming_a_tensor_the_model_lacks_is_named(repository: Path) -> 
 def test_missing_tokenizer_file_is_named(repository: Path) -> None:
     (repository / "tiny_tokenizer" / "1" / "tokenizer.json").unlink()
     assert "tiny_tokenizer: version 1 has no tokenizer.json" in problems(repository)
+
+
+def test_python_models_carry_their_code_in_each_version_folder(tiny_repository: Path) -> None:
+    # model.py loads tokenization.py from its own folder: the Triton stub has no tritonstack to import it from
+    package = Path(tritonstack.server.models.__file__).parent
+    for name in ("tiny_tokenizer", "tiny_cls_postprocess", "tiny_ner_postprocess"):
+        version = tiny_repository / name / "1"
+        assert (version / "model.py").read_text() == (package / "text_model.py").read_text(), name
+        assert (version / "tokenization.py").read_text() == (package / "tokenization.py").read_text(), name
+
+
+def test_missing_tokenization_module_is_named(repository: Path) -> None:
+    (repository / "tiny_cls_postprocess" / "1" / "tokenization.py").unlink()
+    assert problems(repository) == ["tiny_cls_postprocess: version 1 has no tokenization.py"]
 
 
 def test_ensemble_step_naming_a_missing_model_is_named(repository: Path) -> None:

@@ -241,12 +241,14 @@ def test_a_model_that_fails_to_load_is_named_with_tritons_reason(tiny_repository
     shutil.rmtree(repository / "tiny_cls_tokenizer")
     shutil.rmtree(repository / "tiny_cls_postprocess")
     (repository / "tiny_tokenizer" / "1" / "tokenizer.json").unlink()
+    (repository / "tiny_ner_postprocess" / "1" / "tokenization.py").unlink()
     started = time.monotonic()
     with pytest.raises(ServerStartError) as info:
         EmbeddedServer(repository, log_path=tmp_path / "triton.log").start()
     assert time.monotonic() - started < 120  # Triton's own failure, not our ready timeout
     assert "tiny_tokenizer" in info.value.model_errors
     assert "tokenizer.json" in info.value.model_errors["tiny_tokenizer"]
+    assert "tokenization.py" in info.value.model_errors["tiny_ner_postprocess"]
     assert "tiny_tokenizer" in str(info.value)
 
 

@@ -1,8 +1,9 @@
 """The limit: the served model's own tokenizer and ONNX encoder, called in-process in batches.
 
 Reads the same files Triton serves (the latest version of ``NAME_encoder`` and
-``NAME_tokenizer``) and pads each batch to its longest text, as the served
-tokenizer does; so the gap to the served figures is the serving path alone.
+``NAME_tokenizer``) and tokenizes them with the served tokenizer's own module
+(``server/models/tokenization.py``: the same cut, truncation and padding to the
+batch's longest text); so the gap to the served figures is the serving path alone.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import Round
 from tritonstack.repository import contract
 from tritonstack.repository.config import parameter, parse
+from tritonstack.server.models.tokenization import TextTokenizer
 
 
 @dataclass(frozen=True)
@@ -104,48 +106,22 @@ class InProcessModel:
 
     def __init__(self, files: ServedFiles, threads: int) -> None:
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         self.files = files
-        self.tokenizer = Tokenizer.from_file(str(files.tokenizer_dir / "tokenizer.json"))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=files.max_sequence_length)
-        self.pad_id = self._pad_id(files.tokenizer_dir)
+        self.tokenizer = TextTokenizer(files.tokenizer_dir, files.max_sequence_length)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(files.encoder_onnx), options, providers=["CPUExecutionProvider"])
         self.output_name = self.session.get_outputs()[0].name
 
-    def _pad_id(self, tokenizer_dir: Path) -> int:
-        # the served tokenizer's rule: tokenizer_config.json's pad_token where the vocabulary has it, else 0
-        try:
-            pad = json.loads((tokenizer_dir / "tokenizer_config.json").read_text()).get("pad_token")
-        except (OSError, ValueError):
-            return 0
-        if isinstance(pad, dict):
-            pad = pad.get("content")
-        found = self.tokenizer.token_to_id(pad) if pad else None
-        return found if found is not None else 0
-
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Real (unpadded) tokens of each text, special tokens included."""
-        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+        return [len(e.ids) for e in self.tokenizer.encode(texts)]
 
     def features(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        encodings = self.tokenizer.encode_batch(list(texts))
-        length = max(len(e.ids) for e in encodings)
-        arrays = {
-            "input_ids": np.full((len(encodings), length), self.pad_id, dtype=np.int64),
-            "attention_mask": np.zeros((len(encodings), length), dtype=np.int64),
-            "token_type_ids": np.zeros((len(encodings), length), dtype=np.int64),
-        }
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            arrays["input_ids"][row, :n] = encoding.ids
-            arrays["attention_mask"][row, :n] = encoding.attention_mask
-            arrays["token_type_ids"][row, :n] = encoding.type_ids
-        return {name: arrays[name] for name in self.files.input_names}
+        """The encoder inputs of ``texts``, exactly as the served tokenizer model returns them."""
+        return self.tokenizer.features(self.tokenizer.encode(texts), self.files.input_names)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.session.run([self.output_name], self.features(texts))[0])

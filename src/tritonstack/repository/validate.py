@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tritonstack.repository import contract
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
+from tritonstack.repository.writer import PYTHON_MODEL_FILES
 
 TEXT_ROLES = ("tokenizer", "postprocess")
 
@@ -114,7 +115,7 @@ def _check_python_text_model(
         return
     needs_tokenizer = role == "tokenizer" or parameter(config, "task") == "token-classification"
     for version in versions:
-        for required in ("model.py", "tokenizer.json") if needs_tokenizer else ("model.py",):
+        for required in (*PYTHON_MODEL_FILES, "tokenizer.json") if needs_tokenizer else tuple(PYTHON_MODEL_FILES):
             if not (version / required).is_file():
                 report.add(name, f"version {version.name} has no {required}")
     encoder_name = parameter(config, "encoder_model", "") or ""

@@ -37,6 +37,10 @@ from tritonstack.repository.errors import RepositoryError
 
 ENCODER_FILENAME = "model.onnx"
 REPORT_FILENAME = "export_report.json"
+# The Python-backend code of the tokenizer and postprocess models: the file in each version folder and the
+# module of tritonstack.server.models it comes from. model.py loads tokenization.py from its own folder,
+# because the Triton stub that runs it has numpy and tokenizers but not tritonstack.
+PYTHON_MODEL_FILES = {"model.py": "text_model.py", "tokenization.py": "tokenization.py"}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -206,9 +210,10 @@ def model_configs(model: ExportedModel) -> list[ModelConfig]:
     return [*steps, _text_in_config(model, postprocess)]
 
 
-def text_model_source() -> str:
-    """The Python-backend code shared by the tokenizer and postprocess models."""
-    return resources.files("tritonstack.server.models").joinpath("text_model.py").read_text()
+def python_model_sources() -> dict[str, str]:
+    """The Python-backend files shared by the tokenizer and postprocess models: file name -> source."""
+    package = resources.files("tritonstack.server.models")
+    return {filename: package.joinpath(module).read_text() for filename, module in PYTHON_MODEL_FILES.items()}
 
 
 def _next_version(repository: Path, names: list[str]) -> int:
@@ -240,11 +245,12 @@ def _stage(model: ExportedModel, staging: Path, version: int) -> None:
         (staging / config.name / "config.pbtxt").write_text(render(config))
     encoder, text_in = configs[0], configs[-1]
     shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
-    source = text_model_source()
+    sources = python_model_sources()
     for config in configs:
         if config.backend == "python":
             version_dir = staging / config.name / str(version)
-            (version_dir / "model.py").write_text(source)
+            for filename, source in sources.items():
+                (version_dir / filename).write_text(source)
             _copy_tokenizer(model.tokenizer_dir, version_dir)
     report = {**model.report, "name": model.name, "version": version}
     (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))

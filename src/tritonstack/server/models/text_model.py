@@ -10,21 +10,38 @@ text-in ensemble; the ``role`` parameter of each config picks what it does:
 * ``postprocess`` (classification tasks): logits -> ``LABEL`` + ``SCORE``, or
   ``TEXT`` + logits -> ``ENTITIES`` for token classification.
 
-The file is self-contained: the NGC image needs only ``numpy`` and
-``tokenizers`` beside it.
+The tokenizer rule itself lives in ``tokenization.py``, which export copies
+beside this file; the bench imports the same module from the package. Both
+files import only ``numpy`` and ``tokenizers`` besides Triton's own
+``triton_python_backend_utils``: the NGC image needs nothing else.
 """
 
+import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from tokenizers import Tokenizer
 
-# Tokenization only ever keeps the first max_sequence_length tokens; cutting
-# absurdly long texts first bounds the work a single request can cause.
-MAX_CHARS_PER_TOKEN = 256
-MIN_CHAR_LIMIT = 65536
+
+def _load_beside(filename):
+    """The module ``filename`` of this file's own version folder.
+
+    Loaded by path, not from ``sys.path``: the stub runs without the tritonstack
+    package, and a same-named module elsewhere on the path must not win.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing beside model.py; re-export the model")
+    spec = importlib.util.spec_from_file_location("tritonstack_" + filename.removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+tokenization = _load_beside("tokenization.py")
 
 
 class InputError(Exception):
@@ -33,25 +50,6 @@ class InputError(Exception):
 
 def _invalid_argument(message):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
-
-
-def _load_tokenizer(version_dir, max_length):
-    path = os.path.join(version_dir, "tokenizer.json")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"tokenizer file {path} is missing; re-export the model")
-    tokenizer = Tokenizer.from_file(path)
-    tokenizer.no_padding()
-    tokenizer.enable_truncation(max_length=max_length)
-    pad_id = 0
-    config_path = os.path.join(version_dir, "tokenizer_config.json")
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            pad_token = json.load(f).get("pad_token")
-        if isinstance(pad_token, dict):
-            pad_token = pad_token.get("content")
-        if pad_token and tokenizer.token_to_id(pad_token) is not None:
-            pad_id = tokenizer.token_to_id(pad_token)
-    return tokenizer, pad_id
 
 
 def _decode_texts(request):
@@ -86,7 +84,6 @@ class TritonPythonModel:
         self.role = params["role"]
         self.task = params["task"]
         self.max_length = int(params["max_sequence_length"])
-        self.char_limit = max(MIN_CHAR_LIMIT, self.max_length * MAX_CHARS_PER_TOKEN)
         self.encoder_inputs = params["encoder_inputs"].split(",")
         self.encoder_output = params["encoder_output"]
         self.labels = json.loads(params.get("labels", "[]"))
@@ -94,24 +91,7 @@ class TritonPythonModel:
         self.needs_text = self.role == "tokenizer" or self.task == "token-classification"
         if self.needs_text:
             version_dir = os.path.join(args["model_repository"], args["model_version"])
-            self.tokenizer, self.pad_id = _load_tokenizer(version_dir, self.max_length)
-
-    def _tokenize(self, texts):
-        return self.tokenizer.encode_batch([t[: self.char_limit] for t in texts])
-
-    def _features(self, encodings):
-        length = max(len(e.ids) for e in encodings)
-        batch = {
-            "input_ids": np.full((len(encodings), length), self.pad_id, dtype=np.int64),
-            "attention_mask": np.zeros((len(encodings), length), dtype=np.int64),
-            "token_type_ids": np.zeros((len(encodings), length), dtype=np.int64),
-        }
-        for row, encoding in enumerate(encodings):
-            n = len(encoding.ids)
-            batch["input_ids"][row, :n] = encoding.ids
-            batch["attention_mask"][row, :n] = encoding.attention_mask
-            batch["token_type_ids"][row, :n] = encoding.type_ids
-        return {name: batch[name] for name in self.encoder_inputs}
+            self.tokenizer = tokenization.TextTokenizer(version_dir, self.max_length)
 
     def _label(self, index):
         return self.labels[index] if index < len(self.labels) else f"LABEL_{index}"
@@ -172,7 +152,8 @@ class TritonPythonModel:
             return responses
         if self.role == "tokenizer":
             # One tokenizer call and one padded length for the whole batch.
-            features = self._features(self._tokenize([t for _, texts, _ in batch for t in texts]))
+            encodings = self.tokenizer.encode([t for _, texts, _ in batch for t in texts])
+            features = self.tokenizer.features(encodings, self.encoder_inputs)
             start = 0
             for index, texts, _ in batch:
                 stop = start + len(texts)
@@ -182,7 +163,7 @@ class TritonPythonModel:
             return responses
         for index, texts, logits in batch:
             if self.task == "token-classification":
-                outputs = self._entities(logits, self._tokenize(texts))
+                outputs = self._entities(logits, self.tokenizer.encode(texts))
             else:
                 outputs = self._classify(logits)
             tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]

@@ -1,0 +1,85 @@
+"""Texts -> the encoder's int64 inputs, by the one rule the served tokenizer and the bench share.
+
+The rule: cut absurdly long texts, tokenize without padding and truncate to
+``max_sequence_length`` tokens, then pad every row to the longest row *of the
+batch* with the pad id of ``tokenizer_config.json`` (0 when it names none the
+vocabulary has).
+
+This module runs in two places. ``tritonstack export`` copies it beside
+``model.py`` into each Python-backend version folder, where ``model.py``
+(``text_model.py``) loads it inside Triton's Python backend stub; there, in the
+embedded server and in the NGC image alike, the tritonstack package may be
+absent, so this file imports nothing but the standard library, ``numpy`` and
+``tokenizers``. The bench imports it from the package, so its in-process limit
+tokenizes exactly as the server does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+# Tokenization only ever keeps the first max_sequence_length tokens; cutting
+# absurdly long texts first bounds the work a single request can cause.
+MAX_CHARS_PER_TOKEN = 256
+MIN_CHAR_LIMIT = 65536
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+
+def char_limit(max_length: int) -> int:
+    """Characters of a text that are tokenized at all, for ``max_length`` tokens kept."""
+    return max(MIN_CHAR_LIMIT, max_length * MAX_CHARS_PER_TOKEN)
+
+
+def _pad_id(tokenizer: Tokenizer, version_dir: str) -> int:
+    """``tokenizer_config.json``'s pad token where the vocabulary has it, else 0."""
+    path = os.path.join(version_dir, TOKENIZER_CONFIG_FILE)
+    if not os.path.exists(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        pad_token = json.load(f).get("pad_token")
+    if isinstance(pad_token, dict):
+        pad_token = pad_token.get("content")
+    found = tokenizer.token_to_id(pad_token) if pad_token else None
+    return found if found is not None else 0
+
+
+class TextTokenizer:
+    """The tokenizer files of one version folder, with the cut, truncation and batch padding applied."""
+
+    def __init__(self, version_dir: str | os.PathLike[str], max_length: int) -> None:
+        version_dir = os.fspath(version_dir)
+        path = os.path.join(version_dir, TOKENIZER_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"tokenizer file {path} is missing; re-export the model")
+        self.tokenizer = Tokenizer.from_file(path)
+        # tokenizer.json may carry fixed padding (MiniLM's pads to 128): pad per batch instead, in features().
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length=max_length)
+        self.pad_id = _pad_id(self.tokenizer, version_dir)
+        self.char_limit = char_limit(max_length)
+
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """Each text cut to ``char_limit`` characters, tokenized and truncated; no padding."""
+        return self.tokenizer.encode_batch([text[: self.char_limit] for text in texts])
+
+    def features(self, encodings: Sequence[Encoding], input_names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The encoder inputs ``input_names`` of ``encodings``: int64 ``[rows, longest row]``, padded."""
+        length = max(len(e.ids) for e in encodings)
+        batch = {
+            "input_ids": np.full((len(encodings), length), self.pad_id, dtype=np.int64),
+            "attention_mask": np.zeros((len(encodings), length), dtype=np.int64),
+            "token_type_ids": np.zeros((len(encodings), length), dtype=np.int64),
+        }
+        for row, encoding in enumerate(encodings):
+            n = len(encoding.ids)
+            batch["input_ids"][row, :n] = encoding.ids
+            batch["attention_mask"][row, :n] = encoding.attention_mask
+            batch["token_type_ids"][row, :n] = encoding.type_ids
+        return {name: batch[name] for name in input_names}
