@@ -86,3 +86,12 @@ def test_a_short_soak_samples_triton_and_every_model_process(tiny_repository: Pa
     lines = paths["samples"].read_text().splitlines()
     assert lines[0].startswith("elapsed_s,ok,errors,process")
     assert len(lines) == 1 + sum(len(s.processes) for s in result.samples)
+
+
+def test_the_command_line_refuses_a_malformed_duration(capsys: pytest.CaptureFixture[str]) -> None:
+    from tritonstack.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--soak", "10x"])
+    assert exit_info.value.code == 2
+    assert "expected a duration such as 600, 90s, 10m or 1h, got '10x'" in capsys.readouterr().err

@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "soak",
         "--soak DURATION runs steady load instead of the sweep and prints the RSS and open file descriptors of "
         "Triton and each model process, and errors, over time, with the growth rate after the warm-up "
-        "(target: under 2 %% per 10 minutes, 0 errors; exit 1 when missed)",
+        "(target: under 2 % per 10 minutes, 0 errors; exit 1 when missed)",
     )
     soak.add_argument("--soak", metavar="DURATION", type=_duration, help="soak for DURATION (600, 90s, 10m, 1h)")
     soak.add_argument("--soak-concurrency", type=int, default=4, help="callers in flight during the soak")
