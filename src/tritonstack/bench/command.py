@@ -32,6 +32,15 @@ def _ints(text: str) -> tuple[int, ...]:
     return values
 
 
+def _duration(text: str) -> float:
+    from tritonstack.bench.soak import parse_duration_s
+
+    try:
+        return parse_duration_s(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer points, shorter rounds: about a minute")
     parser.add_argument("--model-dir", type=Path, help="Hugging Face model (default: the bundled all-MiniLM-L6-v2)")
@@ -55,6 +64,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the FastAPI/PyTorch service")
     parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop point at half load")
+    soak = parser.add_argument_group(
+        "soak",
+        "--soak DURATION runs steady load instead of the sweep and prints the RSS and open file descriptors of "
+        "Triton and each model process, and errors, over time, with the growth rate after the warm-up "
+        "(target: under 2 % per 10 minutes, 0 errors; exit 1 when missed)",
+    )
+    soak.add_argument("--soak", metavar="DURATION", type=_duration, help="soak for DURATION (600, 90s, 10m, 1h)")
+    soak.add_argument("--soak-concurrency", type=int, default=4, help="callers in flight during the soak")
+    soak.add_argument("--sample-every-s", type=float, default=10.0, help="seconds between samples of the soak")
+    soak.add_argument(
+        "--soak-warmup", metavar="DURATION", type=_duration, help="not judged for growth (default: 20%% of the soak)"
+    )
 
 
 def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path) -> BenchSettings:
@@ -97,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = args.model_dir or bundled_minilm()
+    if args.soak is not None:
+        return _soak(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
     note = ensure_repository(model_dir, settings.repository, settings.name, reexport=args.reexport)
@@ -116,3 +139,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no successful measurement of {details}", file=sys.stderr)
         return 1
     return 0
+
+
+def _soak(args: argparse.Namespace, model_dir: Path) -> int:
+    from tritonstack.bench import soak
+    from tritonstack.bench.prepare import ensure_repository
+    from tritonstack.bench.texts import make_texts
+
+    report_dir = args.report_dir or Path("reports") / time.strftime("soak-%Y%m%d-%H%M%S")
+    ensure_repository(model_dir, args.repository, args.name, reexport=args.reexport)
+    warmup_s = args.soak_warmup if args.soak_warmup is not None else 0.2 * args.soak
+    print(
+        f"==> soak: {args.soak:g} s at {args.soak_concurrency} callers, a sample every {args.sample_every_s:g} s "
+        f"(growth judged after {warmup_s:g} s)"
+    )
+    result = soak.run_soak(
+        args.repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+        duration_s=args.soak, warmup_s=warmup_s, concurrency=args.soak_concurrency,
+        sample_every_s=args.sample_every_s, log_path=report_dir / "triton.log",
+    )  # fmt: skip
+    paths = soak.write(result, report_dir)
+    print()
+    print(soak.table(result))
+    print(f"\nwrote {paths['summary']}, {paths['samples']}")
+    held = result.ok > 0 and result.errors == 0 and all(row.holds for row in result.growth())
+    return 0 if held else 1
