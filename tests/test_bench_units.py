@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tritonstack._cpu import parse_cpuinfo, read_cpuinfo
 from tritonstack.bench import cpus
 from tritonstack.bench.hardware import EncoderCost, cpu_peak, vector_rates
 from tritonstack.bench.load import closed_loop, open_loop
@@ -59,6 +60,13 @@ def test_peak_without_max_clock_takes_the_fastest_cpuinfo_clock() -> None:
 def test_amx_and_avx_vnni_raise_the_int8_rate() -> None:
     assert vector_rates({"avx2", "fma", "avx_vnni"})[3] == 128
     assert vector_rates({"avx512f", "avx512_vnni", "amx_int8"})[2:] == ("AMX-INT8", 2048)
+
+
+def test_cpuinfo_names_the_int8_features_and_is_empty_where_unreadable(tmp_path: Path) -> None:
+    info = parse_cpuinfo(CPUINFO.format(extra="avx512f avx512_vnni"))
+    assert (info.model, info.clocks_mhz) == ("Test CPU", (2100.0, 2000.0))
+    assert info.int8_features == ("avx2", "avx512_vnni", "avx512f")
+    assert read_cpuinfo(tmp_path / "no-cpuinfo").int8_features == ()
 
 
 def test_minilm_l6_costs_about_22_4_mflop_per_token_at_128_tokens() -> None:
