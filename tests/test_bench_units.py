@@ -10,12 +10,17 @@ from pathlib import Path
 
 import pytest
 
+from tritonstack._cpu import parse_cpuinfo, read_cpuinfo
 from tritonstack.bench import cpus
 from tritonstack.bench.hardware import EncoderCost, cpu_peak, vector_rates
+from tritonstack.bench.inprocess import locate
 from tritonstack.bench.load import closed_loop, open_loop
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Round, best, summarize
 from tritonstack.bench.texts import make_texts
 from tritonstack.bench.triton_stats import Counters, Window, breakdown, parse_statistics
+from tritonstack.repository import contract
+from tritonstack.repository.config import parse
+from tritonstack.repository.writer import ExportedModel, write_text_model
 
 # --- texts ------------------------------------------------------------------------------------
 
@@ -61,10 +66,58 @@ def test_amx_and_avx_vnni_raise_the_int8_rate() -> None:
     assert vector_rates({"avx512f", "avx512_vnni", "amx_int8"})[2:] == ("AMX-INT8", 2048)
 
 
+def test_cpuinfo_names_the_int8_features_and_is_empty_where_unreadable(tmp_path: Path) -> None:
+    info = parse_cpuinfo(CPUINFO.format(extra="avx512f avx512_vnni"))
+    assert (info.model, info.clocks_mhz) == ("Test CPU", (2100.0, 2000.0))
+    assert info.int8_features == ("avx2", "avx512_vnni", "avx512f")
+    assert read_cpuinfo(tmp_path / "no-cpuinfo").int8_features == ()
+
+
 def test_minilm_l6_costs_about_22_4_mflop_per_token_at_128_tokens() -> None:
     cost = EncoderCost(layers=6, hidden=384, intermediate=1536)
     assert cost.weight_flop_per_token == pytest.approx(21.23e6, rel=1e-3)
     assert cost.flop_per_token(128) == pytest.approx(22.4e6, rel=5e-3)
+
+
+# --- the served files ---------------------------------------------------------------------------
+
+
+def _repository(tmp_path: Path, precision: str, recipe: str | None) -> Path:
+    tokenizer = tmp_path / "tokenizer"
+    tokenizer.mkdir()
+    (tokenizer / "tokenizer.json").write_text("{}")  # locate reads configs only
+    (tmp_path / "model.onnx").write_bytes(b"")
+    model = ExportedModel(
+        name="m",
+        task="feature-extraction",
+        onnx_path=tmp_path / "model.onnx",
+        tokenizer_dir=tokenizer,
+        input_names=("input_ids", "attention_mask"),
+        output_name="sentence_embedding",
+        output_dim=8,
+        labels=(),
+        max_batch_size=8,
+        max_sequence_length=32,
+        precision=precision,
+        recipe=recipe,
+    )
+    write_text_model(tmp_path / "repo", model)
+    return tmp_path / "repo"
+
+
+def test_the_precision_comes_from_the_encoder_config(tmp_path: Path) -> None:
+    from google.protobuf import text_format
+
+    repository = _repository(tmp_path, "int8", "blockwise32_optimized")
+    assert locate(repository, "m").precision == "int8 blockwise32_optimized"
+    config_path = repository / contract.encoder_name("m") / "config.pbtxt"
+    config = parse(config_path.read_text())
+    del config.parameters[contract.RECIPE_PARAMETER]
+    config_path.write_text(text_format.MessageToString(config))
+    assert locate(repository, "m").precision == "int8"
+    del config.parameters[contract.PRECISION_PARAMETER]  # written before encoders recorded it
+    config_path.write_text(text_format.MessageToString(config))
+    assert locate(repository, "m").precision == "unknown"
 
 
 # --- cores ------------------------------------------------------------------------------------

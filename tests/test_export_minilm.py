@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tritonstack.export.pipeline import ExportOptions, candidates_table, export_model, summarize
+from tritonstack.export.options import ExportOptions, Precision
+from tritonstack.export.pipeline import export_model
+from tritonstack.export.report import candidates_table, summarize
 
 # Not in the parity sample: the written model is checked on texts the gate never saw.
 HELD_OUT = (
@@ -29,18 +31,19 @@ def test_minilm_int8_export_matches_sentence_transformers(tmp_path: Path, minilm
     model_dir = minilm_dir
     repository = tmp_path / "repo"
     result = export_model(
-        ExportOptions(str(model_dir), name="minilm", repository=repository, precision="int8", progress=False)
+        ExportOptions(str(model_dir), name="minilm", repository=repository, precision=Precision.INT8, progress=False)
     )
     report = result.report
     print(candidates_table(report), summarize(report), sep="\n\n")  # the benchmark figures, for the log
 
-    assert (report["precision"], report["task"]) == ("int8", "feature-extraction")
-    assert report["parity"]["metric"] == "min_cosine" and report["parity"]["value"] >= 0.99
-    assert report["pooling"]["modes"] == ["mean"] and report["pooling"]["normalize"] is True
-    assert report["max_sequence_length"] == 256
-    rows = {row["name"]: row for row in report["candidates"]}
-    assert rows["default"]["passed"] is False  # default-settings dynamic int8 misses the gate: refused
-    assert report["throughput_ratio_vs_fp32"] is not None
+    assert (report.precision, report.task) == ("int8", "feature-extraction")
+    assert report.parity is not None
+    assert report.parity.metric == "min_cosine" and report.parity.value >= 0.99
+    assert report.pooling is not None and report.pooling.modes == ("mean",) and report.pooling.normalize is True
+    assert report.max_sequence_length == 256
+    rows = {c.name: c for c in report.candidates}
+    assert rows["default"].passed is False  # default-settings dynamic int8 misses the gate: refused
+    assert report.throughput_ratio_vs_fp32 is not None
 
     encoder = repository / "minilm_encoder" / "1" / "model.onnx"
     tokenizer = AutoTokenizer.from_pretrained(str(repository / "minilm_tokenizer" / "1"))

@@ -10,8 +10,12 @@ import pytest
 import tinymodels
 from tritonstack.cli import main
 from tritonstack.export.errors import AccuracyGateError, ExportError
-from tritonstack.export.pipeline import ExportOptions, export_model, summarize
+from tritonstack.export.options import ExportOptions, Precision
+from tritonstack.export.pipeline import export_model
 from tritonstack.export.quantize import Recipe
+from tritonstack.export.report import ExportReport, summarize
+from tritonstack.repository import contract
+from tritonstack.repository.config import parameter, parse
 from tritonstack.repository.validate import check_repository
 
 FAST = {"progress": False, "reps": 1}
@@ -31,6 +35,11 @@ def _listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []
 
 
+def _encoder_parameters(repository: Path, name: str) -> tuple[str | None, str | None]:
+    encoder = parse((repository / contract.encoder_name(name) / "config.pbtxt").read_text())
+    return parameter(encoder, contract.PRECISION_PARAMETER), parameter(encoder, contract.RECIPE_PARAMETER)
+
+
 def test_bert_int8_search_writes_the_fastest_passing_candidate(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     result = export_model(
@@ -38,49 +47,81 @@ def test_bert_int8_search_writes_the_fastest_passing_candidate(tiny_models: dict
             str(tiny_models["bert"]),
             name="tiny",
             repository=repository,
-            precision="int8",
+            precision=Precision.INT8,
             recipes=(Recipe.default(), Recipe.per_channel_optimized(), Recipe.blockwise_optimized()),
             **FAST,
         )
     )
     report = result.report
-    assert report["status"] == "written" and report["precision"] == "int8" and report["task"] == "feature-extraction"
-    rows = {row["name"]: row for row in report["candidates"]}
+    assert report.status == "written" and report.precision == "int8" and report.task == "feature-extraction"
+    rows = {c.name: c for c in report.candidates}
     assert set(rows) == {"fp32", "default", "per_channel_optimized", "blockwise32_optimized"}
-    assert all(row["seq_per_s"] and row["size_bytes"] for row in rows.values())
-    passing = [r for r in rows.values() if r["selectable"] and r["passed"]]
-    assert report["recipe"] == max(passing, key=lambda r: r["seq_per_s"])["name"]
-    assert report["parity"]["value"] >= 0.99
-    assert report["throughput_ratio_vs_fp32"] == pytest.approx(
-        rows[report["recipe"]]["seq_per_s"] / rows["fp32"]["seq_per_s"], rel=0.01
+    assert all(c.seq_per_s and c.size_bytes for c in rows.values())
+    passing = [c for c in rows.values() if c.selectable and c.passed]
+    assert report.chosen is not None and report.recipe == max(passing, key=lambda c: c.seq_per_s or 0.0).name
+    assert report.parity is not None and report.parity.value >= 0.99
+    assert report.throughput_ratio_vs_fp32 == pytest.approx(
+        (rows[report.recipe].seq_per_s or 0.0) / (rows["fp32"].seq_per_s or 1.0), rel=0.01
     )
     assert result.version_dir == repository / "tiny" / "1"
-    stored = json.loads((result.version_dir / "export_report.json").read_text())
-    assert stored["recipe"] == report["recipe"]
+    stored = ExportReport.from_json((result.version_dir / "export_report.json").read_text())
+    assert stored.recipe == report.recipe and stored.version == 1
+    assert stored.candidates == report.candidates and stored.parity == report.parity
+    # the served encoder says what it is, for readers that never see the report (the benchmark)
+    assert _encoder_parameters(repository, "tiny") == ("int8", report.recipe)
     check_repository(repository)
+
+
+def test_the_report_reads_back_from_its_json_unchanged(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    result = export_model(
+        ExportOptions(
+            str(tiny_models["bert"]),
+            repository=tmp_path / "repo",
+            precision=Precision.FP32,
+            parity_texts=_texts_file(tmp_path),
+            **FAST,
+        )
+    )
+    report = result.report
+    assert report.version_dir == result.version_dir and report.pooling is not None
+    assert report.parity_texts_file is not None and report.parity_text_count == 64 + 2
+    loaded = ExportReport.from_json(report.to_json())
+    assert loaded == report
+    assert loaded.chosen is loaded.candidates[[c.name for c in loaded.candidates].index(report.recipe or "")]
+    assert loaded.to_dict() == json.loads(report.to_json())  # nothing but JSON types on either side
+
+
+def _texts_file(tmp_path: Path) -> Path:
+    path = tmp_path / "texts.txt"
+    path.write_text("a user's own text\nand one more, to gate on\n")
+    return path
 
 
 def test_distilbert_classification_fp32(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     repository = tmp_path / "repo"
     result = export_model(
-        ExportOptions(str(tiny_models["distilbert"]), repository=repository, precision="fp32", **FAST)
+        ExportOptions(str(tiny_models["distilbert"]), repository=repository, precision=Precision.FP32, **FAST)
     )
     report = result.report
-    assert report["name"] == "distilbert" and report["task"] == "text-classification"
-    assert report["parity"]["metric"] == "label_agreement" and report["parity"]["value"] == 1.0
-    assert report["parity"]["max_abs_prob_diff"] < 1e-4
-    assert {r["name"] for r in report["candidates"]} == {"fp32", "fp32_optimized"}
-    assert report["labels"] == list(tinymodels.LABELS)
+    assert report.name == "distilbert" and report.task == "text-classification"
+    assert report.parity is not None
+    assert report.parity.metric == "label_agreement" and report.parity.value == 1.0
+    assert report.parity.details["max_abs_prob_diff"] < 1e-4
+    assert {c.name for c in report.candidates} == {"fp32", "fp32_optimized"}
+    assert report.labels == tinymodels.LABELS
     assert (repository / "distilbert_encoder" / "1" / "model.onnx").is_file()
+    assert _encoder_parameters(repository, "distilbert") == ("fp32", report.recipe)
     check_repository(repository)
 
 
 def test_roberta_token_classification_and_a_second_version(tiny_models: dict[str, Path], tmp_path: Path) -> None:
     repository = tmp_path / "repo"
-    options = ExportOptions(str(tiny_models["roberta"]), name="ner", repository=repository, precision="fp32", **FAST)
+    options = ExportOptions(
+        str(tiny_models["roberta"]), name="ner", repository=repository, precision=Precision.FP32, **FAST
+    )
     first = export_model(options)
-    assert first.report["task"] == "token-classification"
-    assert first.report["parity"]["value"] == 1.0
+    assert first.report.task == "token-classification"
+    assert first.report.parity is not None and first.report.parity.value == 1.0
     second = export_model(options)
     assert (first.version_dir.name, second.version_dir.name) == ("1", "2")
     check_repository(repository)
@@ -94,7 +135,7 @@ def test_gate_miss_refuses_and_writes_nothing(tiny_models: dict[str, Path], tmp_
                 str(tiny_models["bert"]),
                 repository=repository,
                 gate=1.01,  # no cosine reaches it
-                precision="int8",
+                precision=Precision.INT8,
                 recipes=(Recipe.default(),),
                 **FAST,
             )
@@ -102,8 +143,10 @@ def test_gate_miss_refuses_and_writes_nothing(tiny_models: dict[str, Path], tmp_
     error = caught.value
     assert "nothing written" in error.message
     assert error.hint and "--precision fp32" in error.hint
-    assert error.report is not None and error.report["status"] == "refused"
-    assert {c["name"] for c in error.report["candidates"]} == {"fp32", "default"}
+    assert error.report is not None and error.report.status == "refused"
+    assert {c.name for c in error.report.candidates} == {"fp32", "default"}
+    refused = ExportReport.from_json(error.report.to_json())
+    assert refused == error.report and refused.chosen is None and refused.precision == "int8"
     assert error.measured["gate"] == 1.01
     assert _listing(tmp_path) == []
 
@@ -135,14 +178,15 @@ def test_auto_precision_races_fp32_against_int8_and_keeps_the_fastest_passing(
         str(tiny_models["bert"]), name="auto", repository=repository, recipes=(Recipe.per_channel_optimized(),), **FAST
     )
     report = export_model(options).report
-    rows = {row["name"]: row for row in report["candidates"]}
+    rows = {c.name: c for c in report.candidates}
     assert set(rows) == {"fp32", "fp32_optimized", "per_channel_optimized"}
-    assert all(row["selectable"] for row in rows.values())
-    passing = [r for r in rows.values() if r["passed"]]
-    winner = max(passing, key=lambda r: r["seq_per_s"])
-    assert report["requested_precision"] == "auto"
-    assert (report["recipe"], report["precision"]) == (winner["name"], winner["precision"])
-    assert "precision " + winner["precision"] in summarize(report)
+    assert all(c.selectable for c in rows.values())
+    passing = [c for c in rows.values() if c.passed]
+    winner = max(passing, key=lambda c: c.seq_per_s or 0.0)
+    assert report.requested_precision is Precision.AUTO
+    assert (report.recipe, report.precision) == (winner.name, winner.precision)
+    assert "precision " + winner.precision.value in summarize(report)
+    assert _encoder_parameters(repository, "auto") == (winner.precision.value, winner.name)
 
 
 def test_cli_bad_inputs_one_line_error_with_hint(
@@ -168,10 +212,10 @@ def test_gpu_target_exports_fp16_gated_on_cpu(tiny_models: dict[str, Path], tmp_
     repository = tmp_path / "repo"
     result = export_model(ExportOptions(str(tiny_models["bert"]), repository=repository, target="gpu", **FAST))
     report = result.report
-    assert (report["precision"], report["recipe"]) == ("fp16", "fp16_optimized")
-    assert report["parity"]["value"] >= 0.99
-    [candidate] = report["candidates"]
+    assert (report.precision, report.recipe) == ("fp16", "fp16_optimized")
+    assert report.parity is not None and report.parity.value >= 0.99
+    [candidate] = report.candidates
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert candidate["seq_per_s"] is None  # CPU timings say nothing about a GPU target
+        assert candidate.seq_per_s is None  # CPU timings say nothing about a GPU target
     assert "tensorrt" in (repository / "bert_encoder" / "config.pbtxt").read_text()
     check_repository(repository)

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from tritonstack.export.errors import ExportError, ParityShapeError
+from tritonstack.export.options import (
+    Precision,
+    check_repository_writable,
+    default_name,
+    resolve_precision,
+    sanitize_name,
+)
 from tritonstack.export.parity import Parity, Reference, compare, sample_texts
-from tritonstack.export.pipeline import check_repository_writable, default_name, resolve_precision, sanitize_name
 from tritonstack.export.quantize import Recipe, quantize_blockwise
 from tritonstack.export.search import Candidate, format_table, plan, select
 
@@ -17,7 +23,7 @@ from tritonstack.export.search import Candidate, format_table, plan, select
 def _candidate(name: str, seq_per_s: float | None, value: float, *, selectable: bool = True) -> Candidate:
     return Candidate(
         name,
-        "int8",
+        Precision.INT8,
         "",
         selectable=selectable,
         path=Path(f"{name}.onnx"),
@@ -63,11 +69,17 @@ def test_table_shows_every_candidate_ratio_and_choice() -> None:
 
 
 def test_plans() -> None:
-    int8 = plan("int8")
+    int8 = plan(Precision.INT8)
     assert int8[0].name == "fp32" and not int8[0].selectable
     assert [c.recipe for c in int8[1:]] == list(Recipe.presets())
-    assert all(c.selectable for c in plan("fp32"))
-    assert [c.precision for c in plan("fp16")] == ["fp16"]
+    assert all(c.selectable for c in plan(Precision.FP32))
+    assert [c.precision for c in plan(Precision.FP16)] == [Precision.FP16]
+    auto = plan(Precision.AUTO, recipes=(Recipe.default(),))
+    assert [(c.name, c.precision) for c in auto] == [
+        ("fp32", Precision.FP32),
+        ("fp32_optimized", Precision.FP32),
+        ("default", Precision.INT8),
+    ]
     with pytest.raises(ExportError):
         plan("int4")
 
@@ -170,15 +182,23 @@ def test_sanitize_name() -> None:
 
 
 def test_precision_defaults_and_misconfigurations() -> None:
-    assert resolve_precision("cpu", None) == "auto"
-    assert resolve_precision("gpu", None) == "fp16"
-    assert resolve_precision("cpu", "fp32") == "fp32"
+    assert resolve_precision("cpu", None) is Precision.AUTO
+    assert resolve_precision("gpu", None) is Precision.FP16
+    assert resolve_precision("cpu", Precision.FP32) is Precision.FP32
+    assert resolve_precision("cpu", "int8") is Precision.INT8  # the CLI's spelling is the enum's value
+    hints = {}
     for target, precision in (("gpu", "int8"), ("gpu", "auto"), ("cpu", "fp16")):
         with pytest.raises(ExportError) as caught:
             resolve_precision(target, precision)
         assert caught.value.hint
+        hints[target, precision] = caught.value.hint
+    assert "auto (the cpu default)" in hints["cpu", "fp16"]
+    assert "fp16 (the gpu default)" in hints["gpu", "int8"]
     with pytest.raises(ExportError):
         resolve_precision("tpu", None)
+    with pytest.raises(ExportError, match="unknown precision") as unknown:
+        resolve_precision("cpu", "int4")
+    assert unknown.value.hint and "auto, fp32, fp16, int8" in unknown.value.hint
 
 
 def test_unwritable_repository_is_detected_without_creating_it(tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
 
-from tritonstack.repository.config import ModelConfig, Tensor, parse, render
+from tritonstack.repository import contract
+from tritonstack.repository.config import ModelConfig, Tensor, parameter, parse, render
 from tritonstack.repository.writer import ExportedModel, model_configs
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -31,6 +33,7 @@ def exported(task: str, target: str = "cpu") -> ExportedModel:
         max_sequence_length=256,
         target=target,
         precision="fp16" if target == "gpu" else "int8",
+        recipe="fp16_optimized" if target == "gpu" else "blockwise32_optimized",
     )
 
 
@@ -91,6 +94,16 @@ def test_encoder_config_has_batching_instances_warmup_and_gpu_tensorrt() -> None
     (trt,) = gpu.optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
     assert trt.parameters["trt_profile_max_shapes"].startswith("input_ids:64x256")
+
+
+def test_encoder_config_records_precision_and_recipe() -> None:
+    cpu = model_configs(exported("feature-extraction"))[0].to_proto()
+    assert parameter(cpu, contract.PRECISION_PARAMETER) == "int8"
+    assert parameter(cpu, contract.RECIPE_PARAMETER) == "blockwise32_optimized"
+    hand_made = replace(exported("feature-extraction"), precision="fp32", recipe=None)
+    fp32 = model_configs(hand_made)[0].to_proto()
+    assert parameter(fp32, contract.PRECISION_PARAMETER) == "fp32"
+    assert parameter(fp32, contract.RECIPE_PARAMETER) is None
 
 
 def test_unknown_fields_are_rejected_by_tritons_own_schema() -> None:

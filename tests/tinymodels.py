@@ -120,17 +120,5 @@ def export_fp32(model_dir: Path, repository: Path, name: str, *, max_batch_size:
     from tritonstack.repository.writer import ExportedModel, write_text_model
 
     onnx = export_onnx(model_dir, None, repository.parent / f".onnx-{name}")
-    model = ExportedModel(
-        name=name,
-        task=onnx.task,
-        onnx_path=onnx.onnx_path,
-        tokenizer_dir=onnx.tokenizer_dir,
-        input_names=onnx.input_names,
-        output_name=onnx.output_name,
-        output_dim=onnx.output_dim,
-        labels=onnx.labels,
-        max_batch_size=max_batch_size,
-        max_sequence_length=onnx.max_sequence_length,
-        precision="fp32",
-    )
+    model = ExportedModel.from_export(onnx, name=name, precision="fp32", max_batch_size=max_batch_size)
     return write_text_model(repository, model)

@@ -17,9 +17,12 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Set
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tritonstack._cpu import parse_cpuinfo, read_cpuinfo
 
 
 @dataclass(frozen=True)
@@ -45,20 +48,6 @@ class CpuPeak:
         return {**asdict(self), "fp32_peak_gflops": self.fp32_gflops, "int8_peak_gops": self.int8_gops}
 
 
-def _cpuinfo_fields(text: str) -> tuple[str, list[float], set[str]]:
-    model, clocks, flags = "unknown CPU", [], set[str]()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key, value = key.strip(), value.strip()
-        if key == "model name":
-            model = value
-        elif key == "cpu MHz":
-            clocks.append(float(value))
-        elif key == "flags" and not flags:
-            flags = set(value.split())
-    return model, clocks, flags
-
-
 def _lscpu_max_mhz() -> float | None:
     try:
         output = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5, check=False).stdout
@@ -68,7 +57,7 @@ def _lscpu_max_mhz() -> float | None:
     return float(match.group(1)) if match else None
 
 
-def vector_rates(flags: set[str]) -> tuple[str, int, str, int]:
+def vector_rates(flags: Set[str]) -> tuple[str, int, str, int]:
     """(fp32 ISA, fp32 FLOP/cycle/core, int8 ISA, int8 ops/cycle/core) from /proc/cpuinfo flags."""
     if "avx512f" in flags:
         isa, fp32 = "AVX-512", 2 * 16 * 2
@@ -91,17 +80,16 @@ def vector_rates(flags: set[str]) -> tuple[str, int, str, int]:
 
 def cpu_peak(cores: int, cpuinfo: str | None = None, max_mhz: float | None = None) -> CpuPeak:
     """The peak of ``cores`` cores of this machine (or of the given ``cpuinfo`` text)."""
-    text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
-    model, clocks, flags = _cpuinfo_fields(text)
+    info = parse_cpuinfo(cpuinfo) if cpuinfo is not None else read_cpuinfo()
     mhz = max_mhz if max_mhz is not None else (_lscpu_max_mhz() if cpuinfo is None else None)
     if mhz:
         clock_ghz, source = mhz / 1000, "lscpu CPU max MHz"
-    elif clocks:
-        clock_ghz, source = max(clocks) / 1000, "/proc/cpuinfo cpu MHz"
+    elif info.clocks_mhz:
+        clock_ghz, source = max(info.clocks_mhz) / 1000, "/proc/cpuinfo cpu MHz"
     else:
         clock_ghz, source = 2.0, "unknown (2 GHz assumed)"
-    isa, fp32, int8_isa, int8 = vector_rates(flags)
-    return CpuPeak(model, clock_ghz, source, cores, isa, fp32, int8_isa, int8)
+    isa, fp32, int8_isa, int8 = vector_rates(info.flags)
+    return CpuPeak(info.model, clock_ghz, source, cores, isa, fp32, int8_isa, int8)
 
 
 @dataclass(frozen=True)

@@ -53,27 +53,18 @@ def _config(model_dir: Path) -> Any:
 
 
 MIN_MEASURED_BATCHES = 3
-_INT8_OPS = frozenset(
-    {"MatMulInteger", "DynamicQuantizeLinear", "QLinearMatMul", "DynamicQuantizeMatMul", "QAttention"}
-)
 
 
-def _precision(text_in_version: Path, onnx_path: Path) -> str:
-    """The export report's precision, else what the graph's operators say (int8 kernels or not)."""
-    try:
-        data = json.loads((text_in_version / "export_report.json").read_text())
-        precision = data.get("precision")
-        if precision:
-            return f"{precision} {data['recipe']}" if data.get("recipe") else str(precision)
-    except (OSError, ValueError):
-        pass
-    try:
-        import onnx
+def _precision(encoder: Any) -> str:
+    """What the encoder's config records of its ONNX file: ``int8 blockwise32_optimized``, ``fp32``, ...
 
-        graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    except Exception:  # onnx absent (serve-only install) or an unreadable file: say we do not know
+    ``unknown`` for an encoder written before tritonstack recorded it (or by hand).
+    """
+    precision = parameter(encoder, contract.PRECISION_PARAMETER)
+    recipe = parameter(encoder, contract.RECIPE_PARAMETER)
+    if not precision:
         return "unknown"
-    return "int8" if any(node.op_type in _INT8_OPS for node in graph.node) else "fp32"
+    return f"{precision} {recipe}" if recipe else precision
 
 
 def locate(repository: Path, name: str) -> ServedFiles:
@@ -96,7 +87,7 @@ def locate(repository: Path, name: str) -> ServedFiles:
         tokenizer_dir=_latest_version(tokenizer_dir),
         input_names=tuple(t.name for t in encoder.input),
         max_sequence_length=int(parameter(tokenizer, "max_sequence_length", "512") or 512),
-        precision=_precision(_latest_version(repository / name), onnx),
+        precision=_precision(encoder),
         knobs=knobs,
     )
 

@@ -4,6 +4,8 @@ Public names (imported on first use: torch, transformers and onnxruntime load
 only when an export actually runs)::
 
     export_model(ExportOptions(...)) -> ExportResult     the whole `tritonstack export`
+    ExportReport                                         its report; ExportReport.from_json reads one back
+    Precision                                            auto, fp32, fp16, int8
     export_onnx(model, task, output_dir) -> OnnxExport   fp32 ONNX with the task's output fused in
     Recipe                                               int8 quantization presets
     ExportError, UnsupportedModelError, AccuracyGateError, ParityShapeError
@@ -17,8 +19,10 @@ from typing import Any
 from tritonstack.export.errors import AccuracyGateError, ExportError, ParityShapeError, UnsupportedModelError
 
 _LAZY = {
-    "ExportOptions": "tritonstack.export.pipeline",
+    "ExportOptions": "tritonstack.export.options",
+    "ExportReport": "tritonstack.export.report",
     "ExportResult": "tritonstack.export.pipeline",
+    "Precision": "tritonstack.export.options",
     "export_model": "tritonstack.export.pipeline",
     "OnnxExport": "tritonstack.export.onnx_export",
     "export_onnx": "tritonstack.export.onnx_export",
@@ -29,9 +33,11 @@ __all__ = [
     "AccuracyGateError",
     "ExportError",
     "ExportOptions",
+    "ExportReport",
     "ExportResult",
     "OnnxExport",
     "ParityShapeError",
+    "Precision",
     "Recipe",
     "UnsupportedModelError",
     "export_model",

@@ -7,10 +7,10 @@ so that ``tritonstack --help`` stays instant.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from tritonstack.export.options import DEFAULT_GATE, DEFAULT_PRECISION, TARGETS, ExportOptions, Precision
 from tritonstack.repository.contract import TASKS
 
 
@@ -23,13 +23,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--name", default=None, help="model name in the repository; derived from the model's name when omitted"
     )
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
-    parser.add_argument("--target", choices=("cpu", "gpu"), default="cpu", help="where the model will be served")
+    parser.add_argument("--target", choices=TARGETS, default="cpu", help="where the model will be served")
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "fp16", "int8"),
+        choices=[p.value for p in Precision],
         default=None,
-        help="weights/compute precision. auto (the cpu default): the fastest of fp32 and the int8 recipes that "
-        "passes the gate -- int8 wins on CPUs with VNNI/AMX; fp16 is the gpu default",
+        help=f"weights/compute precision: {DEFAULT_PRECISION['cpu']} on cpu, {DEFAULT_PRECISION['gpu']} on gpu "
+        "when omitted. auto: the fastest of fp32 and the int8 recipes that passes the gate -- int8 wins on CPUs "
+        "with VNNI/AMX",
     )
     parser.add_argument("--max-batch-size", type=int, default=64, help="Triton max_batch_size")
     parser.add_argument(
@@ -38,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gate",
         type=float,
-        default=None,
-        help="accuracy gate: min cosine (feature-extraction) or label agreement (classification); 0.99 when omitted",
+        default=DEFAULT_GATE,
+        help="accuracy gate: min cosine (feature-extraction) or label agreement (classification)",
     )
     parser.add_argument(
         "--parity-texts", type=Path, default=None, metavar="FILE", help="extra parity texts, one per line"
@@ -49,8 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tritonstack.export.errors import AccuracyGateError
-    from tritonstack.export.parity import DEFAULT_GATE
-    from tritonstack.export.pipeline import ExportOptions, candidates_table, export_model, summarize
+    from tritonstack.export.pipeline import export_model
+    from tritonstack.export.report import candidates_table, summarize
 
     options = ExportOptions(
         model=args.model,
@@ -58,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         repository=args.repository,
         target=args.target,
-        precision=args.precision,
+        precision=Precision(args.precision) if args.precision else None,
         max_batch_size=args.max_batch_size,
         max_sequence_length=args.max_sequence_length,
-        gate=DEFAULT_GATE if args.gate is None else args.gate,
+        gate=args.gate,
         parity_texts=args.parity_texts,
     )
     try:
@@ -70,12 +71,12 @@ def run(args: argparse.Namespace) -> int:
         # The table is the evidence for the refusal: show it, then let the CLI print error + hint.
         if error.report is not None:
             if args.json:
-                print(json.dumps(error.report, indent=2))
+                print(error.report.to_json())
             else:
                 print(candidates_table(error.report), file=sys.stderr)
         raise
     if args.json:
-        print(json.dumps(result.report, indent=2))
+        print(result.report.to_json())
     else:
         print(candidates_table(result.report))
         print()

@@ -9,9 +9,12 @@ TritonStackError
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonstack._exceptions import TritonStackError
+
+if TYPE_CHECKING:
+    from tritonstack.export.report import ExportReport
 
 
 class ExportError(TritonStackError):
@@ -40,7 +43,7 @@ class AccuracyGateError(ExportError):
         *,
         hint: str | None = None,
         measured: dict[str, Any] | None = None,
-        report: dict[str, Any] | None = None,
+        report: ExportReport | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.measured = dict(measured or {})

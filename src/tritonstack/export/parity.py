@@ -27,7 +27,6 @@ from tritonstack.export.errors import ExportError, ParityShapeError
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
 
-DEFAULT_GATE = 0.99
 BATCH_SIZE = 32
 
 
@@ -84,6 +83,17 @@ class Parity:
             "passed": self.passed,
             **self.details,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Parity:
+        """The inverse of ``to_dict`` (``passed`` is derived from value and gate)."""
+        details = {k: v for k, v in data.items() if k not in ("metric", "value", "gate", "passed")}
+        return cls(data["metric"], data["value"], data["gate"], details)
+
+
+def reference_metric(task: str) -> str:
+    """What the gate compares for ``task``, in words."""
+    return "min cosine" if task == "feature-extraction" else "label agreement"
 
 
 def tokenize_batches(

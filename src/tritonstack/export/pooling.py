@@ -59,6 +59,11 @@ class PoolingSpec:
             "source": self.source,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PoolingSpec:
+        """The inverse of ``to_dict``."""
+        return cls(tuple(data["modes"]), data["normalize"], data["max_seq_length"], data["source"])
+
 
 def _modes_from_config(config: dict[str, Any]) -> tuple[str, ...]:
     mode = config.get("pooling_mode")

@@ -106,6 +106,11 @@ class Recipe:
             "description": self.description,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """The inverse of ``to_dict``."""
+        return cls(**data)
+
 
 def sensitive_nodes(model_path: Path) -> list[str]:
     """Node names a ``exclude_sensitive`` recipe keeps in fp32."""

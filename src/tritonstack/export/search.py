@@ -13,13 +13,14 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonstack.export.benchmark import make_session, measure_throughput
 from tritonstack.export.errors import ExportError, ParityShapeError
 from tritonstack.export.optimize import convert_fp16, optimize_graph
+from tritonstack.export.options import Precision
 from tritonstack.export.parity import Parity, Reference, check_parity
 from tritonstack.export.quantize import Recipe, quantize
 
@@ -35,7 +36,7 @@ class Candidate:
     """One ONNX file under consideration and what we measured about it."""
 
     name: str
-    precision: str  # fp32 | fp16 | int8
+    precision: Precision  # FP32, FP16 or INT8: what this file is (never AUTO)
     description: str
     selectable: bool = True  # False: measured for comparison only (the fp32 baseline of an int8 search)
     path: Path | None = None
@@ -45,28 +46,51 @@ class Candidate:
     seq_per_s: float | None = None
     error: str | None = None
     recipe: Recipe | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
         return self.error is None and self.parity is not None and self.parity.passed
 
+    def published(self) -> Candidate:
+        """This candidate as a report states it: timings to the digits they hold, no temporary file."""
+        return replace(
+            self,
+            path=None,
+            build_s=round(self.build_s, 2),
+            seq_per_s=None if self.seq_per_s is None else round(self.seq_per_s, 1),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "precision": self.precision,
+            "precision": self.precision.value,
             "description": self.description,
             "selectable": self.selectable,
             "size_bytes": self.size_bytes,
             "size_mb": round(self.size_bytes / 1e6, 2),
-            "build_s": round(self.build_s, 2),
-            "seq_per_s": None if self.seq_per_s is None else round(self.seq_per_s, 1),
+            "build_s": self.build_s,
+            "seq_per_s": self.seq_per_s,
             "parity": None if self.parity is None else self.parity.to_dict(),
             "passed": self.passed,
             "error": self.error,
             "recipe": None if self.recipe is None else self.recipe.to_dict(),
-            **self.extra,
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        """The inverse of ``to_dict`` (``size_mb`` and ``passed`` are derived; the file path is not kept)."""
+        return cls(
+            data["name"],
+            Precision(data["precision"]),
+            data["description"],
+            selectable=data["selectable"],
+            size_bytes=data["size_bytes"],
+            build_s=data["build_s"],
+            parity=None if data["parity"] is None else Parity.from_dict(data["parity"]),
+            seq_per_s=data["seq_per_s"],
+            error=data["error"],
+            recipe=None if data["recipe"] is None else Recipe.from_dict(data["recipe"]),
+        )
 
 
 def select(candidates: Sequence[Candidate]) -> Candidate | None:
@@ -77,24 +101,27 @@ def select(candidates: Sequence[Candidate]) -> Candidate | None:
     return max(passing, key=lambda c: c.seq_per_s or 0.0)
 
 
-def plan(precision: str, recipes: Sequence[Recipe] | None = None) -> list[Candidate]:
+def _int8(recipes: Sequence[Recipe] | None) -> list[Candidate]:
+    chosen = recipes if recipes is not None else Recipe.presets()
+    return [Candidate(r.name, Precision.INT8, r.description, recipe=r) for r in chosen]
+
+
+def plan(precision: Precision, recipes: Sequence[Recipe] | None = None) -> list[Candidate]:
     """The candidates for ``precision`` (not built yet)."""
-    if precision == "int8":
-        chosen = list(recipes) if recipes is not None else list(Recipe.presets())
-        baseline = Candidate(BASELINE, "fp32", "ONNX fp32 baseline (not selectable)", selectable=False)
-        return [baseline] + [Candidate(r.name, "int8", r.description, recipe=r) for r in chosen]
+    if precision == Precision.INT8:
+        baseline = Candidate(BASELINE, Precision.FP32, "ONNX fp32 baseline (not selectable)", selectable=False)
+        return [baseline, *_int8(recipes)]
     fp32 = [
-        Candidate(BASELINE, "fp32", "ONNX fp32 as exported"),
-        Candidate(OPTIMIZED_FP32, "fp32", "ONNX fp32, transformer-optimized graph"),
+        Candidate(BASELINE, Precision.FP32, "ONNX fp32 as exported"),
+        Candidate(OPTIMIZED_FP32, Precision.FP32, "ONNX fp32, transformer-optimized graph"),
     ]
-    if precision == "fp32":
+    if precision == Precision.FP32:
         return fp32
-    if precision == "auto":
-        chosen = list(recipes) if recipes is not None else list(Recipe.presets())
-        return fp32 + [Candidate(r.name, "int8", r.description, recipe=r) for r in chosen]
-    if precision == "fp16":
-        return [Candidate("fp16_optimized", "fp16", "transformer-optimized graph, fp16 compute, fp32 io")]
-    raise ExportError(f"unknown precision {precision!r}", hint="use auto, fp32, fp16 or int8")
+    if precision == Precision.AUTO:
+        return fp32 + _int8(recipes)
+    if precision == Precision.FP16:
+        return [Candidate("fp16_optimized", Precision.FP16, "transformer-optimized graph, fp16 compute, fp32 io")]
+    raise ExportError(f"unknown precision {precision!r}", hint=f"use one of: {', '.join(p.value for p in Precision)}")
 
 
 class _Progress:
@@ -152,7 +179,7 @@ def build(
                 candidate.path = export.onnx_path
             elif candidate.name == OPTIMIZED_FP32:
                 candidate.path = optimized_graph()
-            elif candidate.precision == "fp16":
+            elif candidate.precision == Precision.FP16:
                 candidate.path = convert_fp16(optimized_graph(), workdir / "fp16.onnx")
             else:
                 assert candidate.recipe is not None
@@ -202,7 +229,7 @@ def evaluate(
 
 def run_search(
     export: OnnxExport,
-    precision: str,
+    precision: Precision,
     reference: Reference,
     batches: list[dict[str, Any]],
     workdir: Path,

@@ -17,16 +17,6 @@ from tritonclient.grpc import model_config_pb2
 
 ModelConfigProto = model_config_pb2.ModelConfig
 
-# numpy dtype name -> Triton config data type
-NUMPY_TO_TRITON = {
-    "int64": "TYPE_INT64",
-    "int32": "TYPE_INT32",
-    "float32": "TYPE_FP32",
-    "float16": "TYPE_FP16",
-    "bool": "TYPE_BOOL",
-    "object": "TYPE_STRING",
-    "bytes": "TYPE_STRING",
-}
 # ONNX TensorProto elem_type -> Triton config data type
 ONNX_TO_TRITON = {1: "TYPE_FP32", 6: "TYPE_INT32", 7: "TYPE_INT64", 9: "TYPE_BOOL", 10: "TYPE_FP16", 8: "TYPE_STRING"}
 

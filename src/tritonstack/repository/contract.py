@@ -37,6 +37,10 @@ ENCODER_SUFFIX = "_encoder"
 TOKENIZER_SUFFIX = "_tokenizer"
 POSTPROCESS_SUFFIX = "_postprocess"
 
+# Parameters of NAME_encoder that say how its ONNX file was made (the benchmark labels its figures with them).
+PRECISION_PARAMETER = "precision"  # fp32 | fp16 | int8
+RECIPE_PARAMETER = "recipe"  # the export candidate that won: fp32, fp32_optimized, an int8 recipe, fp16_optimized
+
 TASKS = ("feature-extraction", "text-classification", "token-classification")
 
 OUTPUTS_BY_TASK: dict[str, tuple[str, ...]] = {

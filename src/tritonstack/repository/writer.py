@@ -16,10 +16,11 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tritonstack.repository import contract
 from tritonstack.repository.config import (
@@ -53,6 +54,27 @@ TOKENIZER_FILES = (
 )
 
 
+class OnnxExportLike(Protocol):
+    """What ``ExportedModel.from_export`` reads of an export: ``tritonstack.export.onnx_export.OnnxExport``."""
+
+    @property
+    def onnx_path(self) -> Path: ...
+    @property
+    def tokenizer_dir(self) -> Path: ...
+    @property
+    def task(self) -> str: ...
+    @property
+    def input_names(self) -> tuple[str, ...]: ...
+    @property
+    def output_name(self) -> str: ...
+    @property
+    def output_dim(self) -> int: ...
+    @property
+    def labels(self) -> tuple[str, ...]: ...
+    @property
+    def max_sequence_length(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class ExportedModel:
     """An exported, parity-checked model ready to be written."""
@@ -66,13 +88,45 @@ class ExportedModel:
     output_dim: int
     labels: tuple[str, ...]
     max_batch_size: int
-    max_sequence_length: int
+    max_sequence_length: int  # tokens
+    precision: str  # fp32 | fp16 | int8: recorded on the encoder, for readers such as the benchmark
+    recipe: str | None = None  # the export candidate that won, recorded beside the precision
     target: str = "cpu"
-    precision: str = "int8"
-    report: dict[str, Any] = field(default_factory=dict)
+    report: Mapping[str, Any] = field(default_factory=dict)  # export_report.json, in its JSON form
     tokenizer_instances: int = 1
     encoder_threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
     max_queue_delay_us: int = 2000
+
+    @classmethod
+    def from_export(
+        cls,
+        export: OnnxExportLike,
+        *,
+        name: str,
+        precision: str,
+        recipe: str | None = None,
+        onnx_path: Path | None = None,
+        max_batch_size: int,
+        target: str = "cpu",
+        report: Mapping[str, Any] | None = None,
+    ) -> ExportedModel:
+        """The model of ``export``, served as ``name``; ``onnx_path`` replaces its fp32 graph (a chosen candidate)."""
+        return cls(
+            name=name,
+            task=export.task,
+            onnx_path=onnx_path or export.onnx_path,
+            tokenizer_dir=export.tokenizer_dir,
+            input_names=export.input_names,
+            output_name=export.output_name,
+            output_dim=export.output_dim,
+            labels=export.labels,
+            max_batch_size=max_batch_size,
+            max_sequence_length=export.max_sequence_length,
+            precision=precision,
+            recipe=recipe,
+            target=target,
+            report=report or {},
+        )
 
 
 def _encoder_config(model: ExportedModel) -> ModelConfig:
@@ -83,7 +137,9 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
     else:
         output = Tensor(model.output_name, "TYPE_FP32", (model.output_dim,))
     gpu = model.target == "gpu"
-    parameters = {}
+    parameters = {contract.PRECISION_PARAMETER: model.precision}
+    if model.recipe:
+        parameters[contract.RECIPE_PARAMETER] = model.recipe
     if model.encoder_threads:
         parameters["intra_op_thread_count"] = str(model.encoder_threads)
     return ModelConfig(

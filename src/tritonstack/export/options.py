@@ -1,0 +1,137 @@
+"""What ``tritonstack export`` is asked to do, and the checks that run before any work.
+
+Kept free of heavy imports: the CLI reads the choices and defaults from here
+while building ``--help``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tritonstack.export.errors import ExportError
+
+if TYPE_CHECKING:
+    from tritonstack.export.quantize import Recipe
+
+
+class Precision(str, Enum):
+    """Weights/compute precision of an export; ``AUTO`` asks for a race, the others are what a model has."""
+
+    AUTO = "auto"  # the fastest of fp32 and the int8 recipes that passes the gate
+    FP32 = "fp32"
+    FP16 = "fp16"
+    INT8 = "int8"
+
+    def __str__(self) -> str:  # "int8", not "Precision.INT8", in messages and f-strings
+        return self.value
+
+
+TARGETS = ("cpu", "gpu")
+# auto on cpu: int8 pays off only where the CPU has VNNI/AMX; on plain AVX2 the int8 recipes that pass the
+# gate are slower than fp32, so the export races them instead of assuming.
+DEFAULT_PRECISION = {"cpu": Precision.AUTO, "gpu": Precision.FP16}
+# min cosine (feature-extraction) or label agreement (classification) every candidate must reach
+DEFAULT_GATE = 0.99
+_GENERIC_DIR_NAMES = {"model", "models", "snapshot", "snapshots", "onnx", "hf", "checkpoint"}
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """What ``tritonstack export`` was asked to do (the CLI flags, typed)."""
+
+    model: str
+    task: str | None = None
+    name: str | None = None
+    repository: Path = Path("model_repository")
+    target: str = "cpu"
+    precision: Precision | None = None  # None: DEFAULT_PRECISION of the target
+    max_batch_size: int = 64
+    max_sequence_length: int | None = None  # tokens; None: the model's own limit
+    gate: float = DEFAULT_GATE
+    parity_texts: Path | None = None
+    recipes: tuple[Recipe, ...] | None = None  # int8 candidates; None: every preset
+    threads: int = 2  # ORT intra-op threads while timing candidates
+    reps: int = 3  # timed rounds per candidate
+    progress: bool = True
+
+
+def sanitize_name(raw: str) -> str:
+    """A Triton-friendly model name: lower-case letters, digits and underscores."""
+    name = re.sub(r"[^a-z0-9]+", "_", raw.lower()).strip("_")
+    if name and name[0].isdigit():
+        name = "m_" + name
+    return name
+
+
+def default_name(model: str) -> str:
+    """``--name`` when omitted: the model directory's (or hub id's) name, sanitized.
+
+    Generic folder names (``model``, a hub snapshot hash) fall back to the parent's name.
+    """
+    parts = [p for p in re.split(r"[\\/]+", model.rstrip("/\\")) if p not in ("", ".", "..")]
+    for part in reversed(parts):
+        if part.lower() in _GENERIC_DIR_NAMES or re.fullmatch(r"[0-9a-f]{40}", part):
+            continue
+        name = sanitize_name(part)
+        if name:
+            return name
+    raise ExportError(f"cannot derive a model name from {model!r}", hint="pass --name")
+
+
+def resolve_precision(target: str, precision: Precision | str | None) -> Precision:
+    """The precision to search for ``target``: the requested one, or the target's default; refuses misfits."""
+    if target not in TARGETS:
+        raise ExportError(f"unknown target {target!r}", hint=f"use one of: {', '.join(TARGETS)}")
+    try:
+        resolved = Precision(precision or DEFAULT_PRECISION[target])
+    except ValueError:
+        raise ExportError(
+            f"unknown precision {precision!r}", hint=f"use one of: {', '.join(p.value for p in Precision)}"
+        ) from None
+    if target == "gpu" and resolved in (Precision.INT8, Precision.AUTO):
+        raise ExportError(
+            "dynamic int8 is a CPU optimization; on GPU it is several times slower than fp16",
+            hint=f"use --precision {DEFAULT_PRECISION['gpu']} (the gpu default) or --target cpu",
+        )
+    if target == "cpu" and resolved == Precision.FP16:
+        raise ExportError(
+            "fp16 on the CPU execution provider is slower than fp32",
+            hint=f"use --precision {DEFAULT_PRECISION['cpu']} (the cpu default), int8 or fp32, or --target gpu",
+        )
+    return resolved
+
+
+def check_repository_writable(repository: Path) -> None:
+    """Fail before minutes of export if the repository cannot be written (creates nothing)."""
+    existing = repository.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ExportError(
+            f"cannot write model repository {repository}: {existing} is not a directory",
+            hint="pass --repository with a folder you can write to",
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(
+            f"cannot write model repository {repository}: no write permission on {existing}",
+            hint="pass --repository with a folder you can write to",
+        )
+
+
+def validate(options: ExportOptions) -> tuple[Precision, str]:
+    """Check ``options`` before any work; return the precision to search and the model's name."""
+    precision = resolve_precision(options.target, options.precision)
+    if options.max_batch_size < 1:
+        raise ExportError(f"--max-batch-size must be >= 1, got {options.max_batch_size}")
+    if options.max_sequence_length is not None and options.max_sequence_length < 2:
+        raise ExportError(f"--max-sequence-length must be >= 2, got {options.max_sequence_length}")
+    name = sanitize_name(options.name) if options.name else default_name(str(options.model))
+    if not name:
+        raise ExportError(f"--name {options.name!r} has no usable characters", hint="use letters, digits, _")
+    check_repository_writable(options.repository)
+    return precision, name
