@@ -8,7 +8,6 @@ batch's longest text); so the gap to the served figures is the serving path alon
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
