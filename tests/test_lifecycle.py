@@ -62,7 +62,9 @@ def _live(http_url: str) -> bool:
 
 
 # -- kill -9 ---------------------------------------------------------------------
-def test_kill_9_of_triton_under_serve_leaves_no_stub_and_no_shared_memory(tiny_repository: Path, tmp_path: Path) -> None:
+def test_kill_9_of_triton_under_serve_leaves_no_stub_and_no_shared_memory(
+    tiny_repository: Path, tmp_path: Path
+) -> None:
     command = [sys.executable, "-m", "tritonstack", "serve", "--repository", str(tiny_repository), "--no-validate"]
     command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "t.log")]
     serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
