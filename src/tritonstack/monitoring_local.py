@@ -17,7 +17,6 @@ import argparse
 import json
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -31,7 +30,7 @@ from types import TracebackType
 from typing import Any
 
 from tritonstack._exceptions import TritonStackError
-from tritonstack._process import free_port, http_ok, terminate, wait_ready
+from tritonstack._process import ChildProcess, free_port, http_ok
 
 TRITON_JOB = "triton"
 LOADTEST_JOB = "tritonstack-loadtest"
@@ -176,7 +175,7 @@ class LocalPrometheus:
         self._storage_dir = storage_dir
         self._binary = binary
         self._startup_timeout_s = startup_timeout_s
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.url = ""
         self.log_path: Path | None = None
@@ -196,44 +195,24 @@ class LocalPrometheus:
         port = self._port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = workdir / "prometheus.log"
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [
-                    executable,
-                    f"--config.file={config_file}",
-                    f"--storage.tsdb.path={storage}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        command = [
+            executable,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={storage}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        child = self._child = ChildProcess("prometheus", command, self.log_path)
         try:
-            self._wait_ready()
+            child.start(
+                lambda: http_ok(f"{self.url}/-/ready"),
+                self._startup_timeout_s,
+                lambda headline: TritonStackError(headline, hint=child.log_tail(20)),
+            )
         except BaseException:
-            self.stop()
+            self.stop()  # the work folder
             raise
         return self
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        wait_ready(
-            self._process,
-            lambda: http_ok(f"{self.url}/-/ready"),
-            self._startup_timeout_s,
-            exited=lambda code: TritonStackError(
-                f"prometheus exited with code {code} while starting", hint=self.log_tail()
-            ),
-            timed_out=lambda: TritonStackError(
-                f"prometheus not ready within {self._startup_timeout_s} s", hint=self.log_tail()
-            ),
-        )
-
-    def log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Evaluate ``expr`` now through ``/api/v1/query``; the result vector."""
@@ -273,9 +252,8 @@ class LocalPrometheus:
             time.sleep(0.5)
 
     def stop(self) -> None:
-        if self._process is not None:
-            terminate(self._process, timeout_s=15)
-        self._process = None
+        if self._child is not None:
+            self._child.stop()
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
