@@ -90,16 +90,20 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tritonstack.bench import report
-    from tritonstack.bench.prepare import ensure_repository
     from tritonstack.bench.runner import run_bench
     from tritonstack.bench.summary import summarize_run
     from tritonstack.export.bundled import bundled_minilm
+    from tritonstack.export.ensure import ensure_exported
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = args.model_dir or bundled_minilm()
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
-    note = ensure_repository(model_dir, settings.repository, settings.name, reexport=args.reexport)
+    print(f"==> the served model: {settings.name} in {settings.repository}")
+    exported = ensure_exported(
+        model_dir, settings.repository, settings.name, reexport=args.reexport, log=lambda line: print(f"    {line}")
+    )
+    note = f"reused {settings.repository / settings.name}" if exported is None else "exported with tritonstack export"
     result = run_bench(settings)
     result = replace(result, repository_note=note)
     summary = summarize_run(result)

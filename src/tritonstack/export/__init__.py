@@ -4,6 +4,7 @@ Public names (imported on first use: torch, transformers and onnxruntime load
 only when an export actually runs)::
 
     export_model(ExportOptions(...)) -> ExportResult     the whole `tritonstack export`
+    ensure_exported(model, repository, name)             reuse a valid export there, else export
     export_onnx(model, task, output_dir) -> OnnxExport   fp32 ONNX with the task's output fused in
     Recipe                                               int8 quantization presets
     ExportError, UnsupportedModelError, AccuracyGateError, ParityShapeError
@@ -20,6 +21,7 @@ _LAZY = {
     "ExportOptions": "tritonstack.export.pipeline",
     "ExportResult": "tritonstack.export.pipeline",
     "export_model": "tritonstack.export.pipeline",
+    "ensure_exported": "tritonstack.export.ensure",
     "OnnxExport": "tritonstack.export.onnx_export",
     "export_onnx": "tritonstack.export.onnx_export",
     "Recipe": "tritonstack.export.quantize",
@@ -34,6 +36,7 @@ __all__ = [
     "ParityShapeError",
     "Recipe",
     "UnsupportedModelError",
+    "ensure_exported",
     "export_model",
     "export_onnx",
 ]
