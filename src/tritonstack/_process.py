@@ -3,6 +3,7 @@ free ports, readiness over HTTP, and a stop that never leaves one behind."""
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import signal
@@ -14,9 +15,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
 
 LOOPBACK = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_Service = TypeVar("_Service", bound="ChildService")
 
 
 def free_port(address: str = LOOPBACK) -> int:
@@ -152,3 +156,22 @@ class ChildProcess:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         return int(process.returncode)
+
+
+class ChildService(abc.ABC):
+    """A service that runs in a :class:`ChildProcess` (Triton, Prometheus, the benchmark's baseline):
+    :meth:`start` returns once it is ready, :meth:`stop` leaves nothing behind, ``with`` does both."""
+
+    @abc.abstractmethod
+    def start(self: _Service) -> _Service: ...
+
+    @abc.abstractmethod
+    def stop(self) -> object: ...
+
+    def __enter__(self: _Service) -> _Service:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -12,9 +12,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tritonstack._process import ChildProcess, free_port, http_ok
+from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import BASELINE, Point, summarize
@@ -31,7 +30,7 @@ def missing_packages() -> list[str]:
     return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
 
 
-class BaselineService:
+class BaselineService(ChildService):
     """``uvicorn`` serving ``baseline_app`` in a child process on loopback; a context manager."""
 
     def __init__(self, model_dir: Path, threads: int, log_path: Path, ready_timeout_s: float = 300.0) -> None:
@@ -83,14 +82,6 @@ class BaselineService:
     def stop(self) -> None:
         if self._child is not None:
             self._child.stop()
-
-    def __enter__(self) -> BaselineService:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 async def _sweep(

@@ -20,10 +20,9 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tritonstack._process import ChildProcess, free_port, http_ok
+from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.monitoring.errors import MonitoringError
 
 TRITON_JOB = "triton"
@@ -108,7 +107,7 @@ def render_config(
     return config
 
 
-class LocalPrometheus:
+class LocalPrometheus(ChildService):
     """A ``prometheus`` process on ``127.0.0.1:port`` for a rendered config.
 
     Use as a context manager; ``port=0`` picks a free port. Storage goes to
@@ -211,11 +210,3 @@ class LocalPrometheus:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

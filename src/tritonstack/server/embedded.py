@@ -23,9 +23,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tritonstack._process import ChildProcess, free_port, http_ok
+from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.server import flags
 from tritonstack.server.errors import ServerError, ServerStartError
 
@@ -90,7 +89,7 @@ def model_errors_from_log(text: str) -> dict[str, str]:
     return errors
 
 
-class EmbeddedServer:
+class EmbeddedServer(ChildService):
     """Run Triton over ``repository`` on loopback; a context manager.
 
     Ports of 0 pick free ones. ``admin_key`` guards the restricted APIs (model
@@ -270,11 +269,3 @@ class EmbeddedServer:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return code
-
-    def __enter__(self) -> EmbeddedServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
