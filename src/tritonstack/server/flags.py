@@ -20,6 +20,8 @@ LOOPBACK = "127.0.0.1"
 # test work without it.
 RESTRICTED_APIS = ("model-repository", "logging", "trace", "shared-memory")
 ADMIN_KEY_HEADER = "tritonstack-admin-key"
+# Triton prefixes the header of a restricted gRPC protocol: gRPC clients send this name.
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
 ADMIN_KEY_ENV = "TRITONSTACK_ADMIN_KEY"
 
 MODEL_CONTROL_MODE = "none"
