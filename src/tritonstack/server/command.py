@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"metrics  {server.metrics_url}")
             for model in server.models():
                 print(f"model    {model['name']} v{model.get('version', '?')} {model.get('state', '')}")
-            print(f"admin    {key_note}; header {flags.ADMIN_KEY_HEADER} (gRPC: {flags.GRPC_ADMIN_KEY_HEADER})")
+            print(f"admin    {key_note}")
+            print(f"         sent as header {flags.ADMIN_KEY_HEADER} (gRPC: {flags.GRPC_ADMIN_KEY_HEADER})")
             print("ready; Ctrl-C stops gracefully (in-flight requests finish)", flush=True)
             while not stop.wait(0.5):
                 if server.process is None or server.process.poll() is not None:
