@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         print(exposure_warning(args.bind), file=sys.stderr, flush=True)
     if not args.no_validate:
         check_repository(args.repository)
-    key_note = f"key from {admin_key.source.value}"
-    if not admin_key.chosen:
+    if admin_key.chosen:
+        key_note = f"key from {admin_key.source.value}"
+    else:
         key_file = write_key_file(admin_key, args.admin_key_file or args.log_file.parent / "admin-key")
         key_note = f"key in {key_file} (generated for this run, readable only by you)"
     server = EmbeddedServer(
