@@ -54,3 +54,12 @@ def test_infer_reports_errors_with_a_hint_and_exit_code(triton: Any, capsys: pyt
     assert "failed to connect" in capsys.readouterr().err
     assert main(["infer", "--url", triton.grpc_url, "--model", "tiny", "--text", "x", "--header", "novalue"]) == 1
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_infer_reports_invalid_settings_before_sending(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The SDK's ConfigurationError reaches the CLI boundary: no check of its own in the command, no traceback.
+    assert main(["infer", "--model", "tiny", "--text", "x", "--client-cert", str(tmp_path / "client.pem")]) == 1
+    err = capsys.readouterr().err
+    assert "error: client_cert and client_key go together" in err and "hint: pass both, or neither" in err
+    assert main(["infer", "--model", "tiny", "--text", "x", "--timeout-s", "0"]) == 1
+    assert "error: call_s must be a positive number of seconds" in capsys.readouterr().err

@@ -8,7 +8,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tritonstack.client import UNSET, ClientError, RetryPolicy, Timeouts, TLSConfig
+from tritonstack.client import UNSET, ConfigurationError, RetryPolicy, Timeouts, TLSConfig
 from tritonstack.client._config import DEFAULT_CALL_S, DEFAULT_CONNECT_S, RETRYABLE_CODES
 from tritonstack.client._core import call_timeout_s, make_settings
 
@@ -26,7 +26,7 @@ def test_not_passed_means_default_and_none_means_no_limit() -> None:
 
 @pytest.mark.parametrize("bad", [0, -1, "5", True, float("nan")])
 def test_timeouts_reject_what_is_not_a_positive_number(bad: object) -> None:
-    with pytest.raises(ValueError, match="seconds"):
+    with pytest.raises(ConfigurationError, match="seconds"):
         Timeouts(call_s=bad)  # type: ignore[arg-type]
 
 
@@ -48,23 +48,23 @@ def test_a_call_timeout_overrides_the_client_default_and_none_disables_it() -> N
     "code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL]
 )
 def test_a_retry_policy_cannot_retry_unsafe_codes(code: grpc.StatusCode) -> None:
-    with pytest.raises(ValueError, match=code.name):
+    with pytest.raises(ConfigurationError, match=code.name):
         RetryPolicy(retry_on=frozenset({grpc.StatusCode.UNAVAILABLE, code}))
 
 
 def test_retry_policy_defaults_and_disabled() -> None:
     assert RetryPolicy().retry_on == RETRYABLE_CODES
     assert RetryPolicy.disabled().max_attempts == 1
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         RetryPolicy(max_attempts=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         RetryPolicy(jitter=1.5)
 
 
 def test_tls_needs_cert_and_key_together_and_readable_files(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="together"):
+    with pytest.raises(ConfigurationError, match="together"):
         TLSConfig(client_cert=tmp_path / "c.pem")
-    with pytest.raises(ClientError, match="root certificate") as info:
+    with pytest.raises(ConfigurationError, match="root certificate") as info:
         TLSConfig(root_cert=tmp_path / "missing.pem").credentials()
     assert info.value.hint
 
@@ -97,5 +97,5 @@ def test_channel_args_carry_connect_timeout_and_options() -> None:
 
 @pytest.mark.parametrize("url", ["", [], [""], [3]])
 def test_settings_reject_bad_urls(url: object) -> None:
-    with pytest.raises(ValueError, match="url"):
+    with pytest.raises(ConfigurationError, match="url"):
         make_settings(url, None, None, Timeouts(), None, None, None, 10, 1, ())  # type: ignore[arg-type]

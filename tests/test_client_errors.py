@@ -6,6 +6,7 @@ import grpc
 import pytest
 from tritonclient.utils import InferenceServerException
 
+import tritonstack
 import tritonstack.client as client_api
 from tritonstack import TritonStackError
 from tritonstack.client import (
@@ -14,6 +15,7 @@ from tritonstack.client import (
     InvalidInputError,
     ModelNotFoundError,
     ServerUnavailableError,
+    _exceptions,
 )
 from tritonstack.client._exceptions import STATUS_ERRORS, status_code, translate
 
@@ -33,6 +35,15 @@ def test_the_table_maps_only_grpc_codes_to_exported_error_classes() -> None:
     assert set(STATUS_ERRORS) == set(grpc.StatusCode)
     exported = {getattr(client_api, name) for name in client_api.__all__}
     assert set(STATUS_ERRORS.values()) <= exported
+
+
+def test_every_client_error_class_is_public_in_both_packages() -> None:
+    classes = {
+        value for value in vars(_exceptions).values() if isinstance(value, type) and issubclass(value, ClientError)
+    }
+    assert client_api.ConfigurationError in classes
+    assert classes <= {getattr(client_api, name) for name in client_api.__all__}
+    assert classes <= {getattr(tritonstack, name) for name in tritonstack.__all__}
 
 
 @pytest.mark.parametrize(

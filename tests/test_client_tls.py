@@ -17,6 +17,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tritonstack.client import AsyncClient, Client, RetryPolicy, ServerUnavailableError, Timeouts, TLSConfig
 from tritonstack.server import EmbeddedServer
+from tritonstack.server.flags import GrpcTLS
 
 pytestmark = pytest.mark.integration
 
@@ -84,14 +85,11 @@ def tls_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) 
     issue(pki, "client", ca, server=False)
     stranger_ca = make_ca(pki, "stranger")
     issue(pki, "stranger-client", stranger_ca, server=False)
-    flags = [
-        "--grpc-use-ssl=true",
-        "--grpc-use-ssl-mutual=true",
-        f"--grpc-server-cert={pki / 'server.crt'}",
-        f"--grpc-server-key={pki / 'server.key'}",
-        f"--grpc-root-cert={pki / 'ca.crt'}",
-    ]
-    with EmbeddedServer(tiny_repository, extra_args=flags) as server:
+    # The flags compose and Kubernetes pass (flags.DEPLOYMENT_TLS), with this test's files.
+    tls = GrpcTLS(
+        server_cert=str(pki / "server.crt"), server_key=str(pki / "server.key"), client_ca=str(pki / "ca.crt")
+    )
+    with EmbeddedServer(tiny_repository, extra_args=tls.args()) as server:
         yield server, pki
 
 

@@ -1,11 +1,13 @@
-"""docker-compose.yml, .env.example and the two images' build files, checked offline.
+"""docker-compose.yml, its TLS override, .env.example and the two images' build files, checked offline.
 
-The compose file is validated against the Compose Specification's JSON schema:
+The compose files are validated against the Compose Specification's JSON schema:
 the copy that check-jsonschema vendors (``compose-spec.json``, from the
-compose-spec/compose-spec repository, Apache-2.0). It is validated as written and
-after interpolating ``.env.example`` the way ``docker compose`` does. No Docker
-engine is involved: what these tests cannot see is whether the images build and
-the containers start (docs/deploy.md).
+compose-spec/compose-spec repository, Apache-2.0). Each is validated as written and
+after interpolating ``.env.example`` the way ``docker compose`` does, the TLS
+override also merged over the main file. Images pinned by digest, in the form
+docs/deploy.md documents, are checked to land where compose pulls or builds from.
+No Docker engine is involved: what these tests cannot see is whether the images
+build and the containers start (docs/deploy.md).
 """
 
 from __future__ import annotations
@@ -24,15 +26,21 @@ import jsonschema
 import pytest
 import yaml
 
+import image_reference
 from tritonstack.server import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 ENV_EXAMPLE = ROOT / ".env.example"
 TRITON_DOCKERFILE = ROOT / "deploy" / "triton" / "Dockerfile"
 LOCUST_DOCKERFILE = ROOT / "deploy" / "locust" / "Dockerfile"
 TRITON_REQUIREMENTS = ROOT / "deploy" / "triton" / "requirements.txt"
 SECRETS = ("TRITONSTACK_ADMIN_KEY", "GRAFANA_ADMIN_PASSWORD")
+TLS_DIR_VARIABLE = "TRITONSTACK_TLS_DIR"
+# One per image compose pulls or builds FROM: each can be pinned by digest in .env.
+IMAGE_VARIABLES = ("TRITON_IMAGE", "PROMETHEUS_IMAGE", "GRAFANA_IMAGE", "PYTHON_IMAGE")
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME, $$ (a literal $).
 _VARIABLE = re.compile(
@@ -107,6 +115,26 @@ def compose() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
+def compose_tls() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_TLS.read_text())
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``docker compose -f base -f override`` for what docker-compose.tls.yml overrides: a service's
+    command (replaced as a whole) and secrets (added), and top-level secrets."""
+    merged = copy.deepcopy(base)
+    assert set(override) <= {"services", "secrets"}, "extend merge() before overriding more"
+    for name, service in override["services"].items():
+        assert set(service) <= {"command", "secrets"}, f"{name}: extend merge() before overriding more"
+        into = merged["services"][name]
+        if "command" in service:
+            into["command"] = service["command"]
+        into["secrets"] = into.get("secrets", []) + service.get("secrets", [])
+    merged.setdefault("secrets", {}).update(override.get("secrets", {}))
+    return merged
+
+
+@pytest.fixture(scope="module")
 def validator() -> jsonschema.protocols.Validator:
     schema = json.loads(
         resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
@@ -150,8 +178,8 @@ def test_no_secret_has_a_default(compose) -> None:
     assert not re.search(rf"\$\{{(?:{secrets}):?-", COMPOSE.read_text())
 
 
-def test_every_variable_compose_reads_is_documented_in_env_example(compose) -> None:
-    assert variables(compose) == set(env_example())
+def test_every_variable_compose_reads_is_documented_in_env_example(compose, compose_tls) -> None:
+    assert variables(compose) | variables(compose_tls) == set(env_example())
 
 
 def test_published_ports_bind_to_loopback_by_default(compose) -> None:
@@ -250,6 +278,98 @@ def test_locust_runs_the_repository_locustfile(compose) -> None:
     assert (ROOT / "loadtest" / "locustfile.py").is_file(), "loadtest/locustfile.py (the load-test issue) is missing"
 
 
+# -- gRPC over TLS (docker-compose.tls.yml) -------------------------------------
+
+
+def tls_env() -> dict[str, str]:
+    return {**filled_env(), TLS_DIR_VARIABLE: "/etc/ssl/tritonstack"}
+
+
+def test_tls_override_matches_the_schema_alone_and_merged(compose, compose_tls, validator) -> None:
+    assert _errors(validator, compose_tls) == []
+    assert _errors(validator, interpolate(compose_tls, tls_env())) == []
+    assert _errors(validator, interpolate(merge(compose, compose_tls), tls_env())) == []
+
+
+def test_tls_override_refuses_to_run_without_the_certificate_directory(compose_tls) -> None:
+    with pytest.raises(InterpolationError, match=TLS_DIR_VARIABLE):
+        interpolate(compose_tls, filled_env())  # as .env.example ships it: empty
+
+
+def test_tls_secrets_are_mounted_where_the_flags_point(compose, compose_tls) -> None:
+    merged = interpolate(merge(compose, compose_tls), tls_env())
+    triton = merged["services"]["triton"]
+    tls = flags.DEPLOYMENT_TLS
+    assert tls.client_ca is not None, "the deployments run mutual TLS"
+    mounted = {}
+    for secret in triton["secrets"]:
+        source = merged["secrets"][secret["source"]]["file"]
+        assert source == f"{tls_env()[TLS_DIR_VARIABLE]}/{Path(secret['target']).name}"
+        mounted[secret["target"]] = source
+    assert set(mounted) == {tls.server_cert, tls.server_key, tls.client_ca}
+    assert all(Path(target).parent == Path(flags.TLS_DIR) for target in mounted)
+    # Everything else is the main file's.
+    assert {k: v for k, v in triton.items() if k not in {"command", "secrets"}} == {
+        k: v for k, v in interpolate(compose, tls_env())["services"]["triton"].items() if k != "command"
+    }
+
+
+# -- images pinned by digest -----------------------------------------------------
+
+
+def _build_from_argument(dockerfile: Path) -> str:
+    """The ARG a Dockerfile builds FROM (``FROM ${NAME}``)."""
+    match = re.search(r"^FROM \$\{(\w+)\}", dockerfile.read_text(), re.M)
+    assert match, f"{dockerfile}: build FROM an ARG, so compose can pin the base image"
+    return match.group(1)
+
+
+def _argument_default(dockerfile: Path, name: str) -> str:
+    match = re.search(rf"^ARG {name}=(\S+)$", dockerfile.read_text(), re.M)
+    assert match, f"{dockerfile}: ARG {name} has no default"
+    return match.group(1)
+
+
+def pulled_images(document: dict[str, Any]) -> dict[str, str]:
+    """Service -> the image compose pulls for it: its ``image``, or for a build, the base image it builds FROM."""
+    images = {}
+    for name, service in document["services"].items():
+        if "build" in service:
+            dockerfile = ROOT / service["build"]["context"] / service["build"]["dockerfile"]
+            images[name] = service["build"]["args"][_build_from_argument(dockerfile)]
+        else:
+            images[name] = service["image"]
+    return images
+
+
+def documented_pins() -> dict[str, str]:
+    """The ``VARIABLE=image@sha256:<digest>`` lines of docs/deploy.md, with a digest filled in."""
+    lines = re.findall(r"^\s*([A-Z_]+_IMAGE)=(\S+@sha256:<digest>)\s*$", DEPLOY_DOC.read_text(), re.M)
+    return {name: value.replace("sha256:<digest>", image_reference.EXAMPLE_DIGEST) for name, value in lines}
+
+
+def test_compose_builds_from_the_dockerfiles_own_pins_by_default(compose) -> None:
+    defaults = interpolate(compose, filled_env())
+    for name, service in defaults["services"].items():
+        if "build" in service:
+            dockerfile = ROOT / service["build"]["context"] / service["build"]["dockerfile"]
+            default = _argument_default(dockerfile, _build_from_argument(dockerfile))
+            assert pulled_images(defaults)[name] == default, f"{name}: one pin, in the Dockerfile and compose alike"
+
+
+def test_every_image_compose_pulls_can_be_pinned_by_digest_as_documented(compose, validator) -> None:
+    pins = documented_pins()
+    assert set(pins) == set(IMAGE_VARIABLES), "docs/deploy.md shows the digest form for each image variable"
+    assert set(pins) <= set(env_example())
+    assert all(image_reference.is_pinned(reference) for reference in pins.values())
+    pinned = interpolate(compose, {**filled_env(), **pins})
+    assert _errors(validator, pinned) == []
+    assert set(pulled_images(pinned).values()) == set(pins.values())
+    # The tag stays for readers and must still be the tag compose uses unpinned (the digest decides).
+    unpinned = set(pulled_images(interpolate(compose, filled_env())).values())
+    assert {reference.split("@")[0] for reference in pins.values()} == unpinned
+
+
 # -- the images' build files ---------------------------------------------------
 
 
@@ -270,13 +390,21 @@ def _requirements() -> dict[str, str]:
     return out
 
 
-def test_triton_image_is_a_pinned_ngc_release_with_the_2025_2026_security_fixes() -> None:
-    pin = r"^ARG TRITON_IMAGE=nvcr\.io/nvidia/tritonserver:(\d\d)\.(\d\d)-py3$"
-    match = re.search(pin, TRITON_DOCKERFILE.read_text(), re.M)
-    assert match, "pin the NGC image as nvcr.io/nvidia/tritonserver:YY.MM-py3"
+def _ngc_release(reference: str) -> tuple[int, int]:
+    match = re.fullmatch(r"nvcr\.io/nvidia/tritonserver:(\d\d)\.(\d\d)-py3(?:@sha256:[0-9a-f]{64})?", reference)
+    assert match, f"{reference}: pin the NGC image as nvcr.io/nvidia/tritonserver:YY.MM-py3[@sha256:...]"
+    return int(match.group(1)), int(match.group(2))
+
+
+@pytest.mark.parametrize("source", ["Dockerfile", "docs/deploy.md digest pin"])
+def test_triton_image_is_a_pinned_ngc_release_with_the_2025_2026_security_fixes(source: str) -> None:
+    if source == "Dockerfile":
+        reference = _argument_default(TRITON_DOCKERFILE, "TRITON_IMAGE")
+    else:
+        reference = documented_pins()["TRITON_IMAGE"]
     # 25.07 fixed the August 2025 bulletin (CVE-2025-23319/23320/23334 ...);
     # 26.07 the August 2026 one (CVE-2026-16497, CVE-2026-47625): docs/deploy.md.
-    assert (int(match.group(1)), int(match.group(2))) >= (26, 7)
+    assert _ngc_release(reference) >= (26, 7)
 
 
 def test_image_requirements_agree_with_constraints() -> None:

@@ -3,7 +3,9 @@
 The embedded server renders ``TritonFlags.args()``; docker-compose.yml and the
 Kubernetes Deployment must carry exactly ``deployment_args()``, differing only in
 how the admin key is filled in (compose: ``${TRITONSTACK_ADMIN_KEY:?...}``
-interpolation; Kubernetes: ``$(ADMIN_KEY)`` from a Secret-backed env var). Ports,
+interpolation; Kubernetes: ``$(ADMIN_KEY)`` from a Secret-backed env var). Their
+gRPC TLS variants (docker-compose.tls.yml, the Kubernetes overlay
+deploy/k8s/overlays/grpc-tls) carry ``deployment_args(grpc_tls=DEPLOYMENT_TLS)``. Ports,
 shutdown timing, the model repository path, the TensorRT engine cache path and
 the server user are cross-checked the same way. The flags are also checked
 against a real ``tritonserver --help`` (the 2.51.0 binary of nvidia-pytriton).
@@ -20,11 +22,14 @@ from typing import Any
 import pytest
 import yaml
 
+import kustomize
 from tritonstack.repository.config import TensorRTAccelerator
 from tritonstack.server import flags
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
+COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
+TLS_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "grpc-tls"
 DEPLOYMENT = ROOT / "deploy" / "k8s" / "triton" / "deployment.yaml"
 SERVICE = ROOT / "deploy" / "k8s" / "triton" / "service.yaml"
 TRITON_DOCKERFILE = ROOT / "deploy" / "triton" / "Dockerfile"
@@ -55,13 +60,38 @@ def _seconds(duration: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def test_compose_runs_triton_with_deployment_args(triton_service) -> None:
-    command = triton_service["command"]
+def _compose_admin_key(command: list[str]) -> str:
     restricted = next(arg for arg in command if arg.startswith("--http-restricted-api="))
     key = restricted.rsplit(f"{flags.ADMIN_KEY_HEADER}=", 1)[1]
     # Compose fails to start when the key is unset or empty (the `:?` form).
     assert re.fullmatch(rf"\$\{{{flags.ADMIN_KEY_ENV}:\?[^}}]+\}}", key), key
-    assert command == ["tritonserver", *flags.deployment_args(admin_key=key)]
+    return key
+
+
+def test_compose_runs_triton_with_deployment_args(triton_service) -> None:
+    command = triton_service["command"]
+    assert command == ["tritonserver", *flags.deployment_args(admin_key=_compose_admin_key(command))]
+
+
+def test_compose_tls_override_runs_triton_with_the_tls_deployment_args() -> None:
+    command = yaml.safe_load(COMPOSE_TLS.read_text())["services"]["triton"]["command"]
+    key = _compose_admin_key(command)
+    assert command == ["tritonserver", *flags.deployment_args(admin_key=key, grpc_tls=flags.DEPLOYMENT_TLS)]
+
+
+def test_kubernetes_tls_overlay_runs_triton_with_the_tls_deployment_args() -> None:
+    (deployment,) = (o for o in kustomize.build(TLS_OVERLAY) if o["kind"] == "Deployment")
+    (container,) = kustomize.pod_spec(deployment)["containers"]
+    expected = flags.deployment_args(admin_key=K8S_ADMIN_KEY, grpc_tls=flags.DEPLOYMENT_TLS)
+    assert container["args"] == ["tritonserver", *expected]
+
+
+def test_grpc_tls_is_mutual_exactly_when_a_client_ca_is_given() -> None:
+    server_only = flags.GrpcTLS(server_cert="/c.crt", server_key="/c.key").args()
+    assert server_only == ["--grpc-use-ssl=true", "--grpc-server-cert=/c.crt", "--grpc-server-key=/c.key"]
+    mutual = flags.GrpcTLS(server_cert="/c.crt", server_key="/c.key", client_ca="/ca.crt").args()
+    assert mutual == [*server_only, "--grpc-root-cert=/ca.crt", "--grpc-use-ssl-mutual=true"]
+    assert not [a for a in flags.deployment_args() if a.startswith("--grpc-use-ssl")], "TLS is opt-in"
 
 
 def test_kubernetes_runs_triton_with_deployment_args(container) -> None:
@@ -134,7 +164,8 @@ def test_tritonserver_knows_every_deployment_flag() -> None:
     usage = subprocess.run([str(_tritonserver()), "--help"], capture_output=True, text=True, timeout=60)
     known = set(re.findall(r"^\s+(--[a-z0-9-]+)", usage.stdout + usage.stderr, re.M))
     assert "--model-repository" in known, usage.stdout[-2000:] + usage.stderr[-2000:]
-    used = {arg.split("=", 1)[0] for arg in flags.deployment_args()}
+    used = {arg.split("=", 1)[0] for arg in flags.deployment_args(grpc_tls=flags.DEPLOYMENT_TLS)}
+    assert {"--grpc-use-ssl", "--grpc-use-ssl-mutual", "--grpc-root-cert"} <= used
     assert used - known == set()
 
 

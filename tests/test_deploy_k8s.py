@@ -1,16 +1,18 @@
 """Kubernetes manifests under deploy/k8s, checked offline.
 
 What is checked: every kustomization's resources exist and every manifest is
-listed; a small ``kustomize build`` equivalent (resources, namespace, labels,
-images: the only fields these kustomizations use, and a test fails if one
-appears that it does not implement) renders each overlay; every rendered object
+listed; a small ``kustomize build`` equivalent (tests/kustomize.py: resources,
+components, namespace, labels, images, inline JSON patches: the only fields these
+kustomizations use, and a test fails if one appears that it does not implement)
+renders each overlay; every rendered object
 validates with kubernetes-validate in strict mode (unknown fields rejected)
 against the Kubernetes versions in K8S_VERSIONS, except the ServiceMonitor CRD,
 which validates against tests/schemas/servicemonitor-*.subset.json (a strict
 subset of the prometheus-operator CRD schema: see its $comment). Then the
 references between objects: selectors, port names, the autoscaler's metric and
 the prometheus-adapter rule that serves it (evaluated by promtool on synthetic
-series where promtool is installed).
+series where promtool is installed), who the NetworkPolicy admits to which port,
+the gRPC TLS component, and images pinned by digest.
 
 What is not: the real ``kustomize`` binary, admission by a real API server, and
 anything a cluster does at run time.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 import urllib.request
@@ -31,49 +34,19 @@ import kubernetes_validate
 import pytest
 import yaml
 
+import image_reference
+import kustomize
+from tritonstack.server import flags
+
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ("", "triton", "prometheus-adapter", "loadtest")
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+OVERLAYS = ("", "triton", "prometheus-adapter", "loadtest", "overlays/grpc-tls")
 # The oldest Kubernetes these manifests target and the newest kubernetes-validate ships.
 K8S_VERSIONS = ("1.33.0", "1.37.0")
 SERVICEMONITOR_SCHEMA = Path(__file__).parent / "schemas" / "servicemonitor-monitoring.coreos.com-v1.subset.json"
-SUPPORTED_FIELDS = {"apiVersion", "kind", "resources", "namespace", "labels", "images"}
-CLUSTER_SCOPED = {"Namespace"}
-
-
-def kustomize_build(directory: Path) -> list[dict[str, Any]]:
-    """Render a kustomization the way ``kustomize build`` does, for the fields in SUPPORTED_FIELDS."""
-    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    unsupported = set(kustomization) - SUPPORTED_FIELDS
-    assert not unsupported, f"{directory}: {sorted(unsupported)}: extend kustomize_build before using them"
-    objects: list[dict[str, Any]] = []
-    for resource in kustomization["resources"]:
-        path = directory / resource
-        assert path.exists(), f"{directory / 'kustomization.yaml'}: resource {resource} does not exist"
-        if path.is_dir():
-            objects.extend(kustomize_build(path))
-        else:
-            objects.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
-    for obj in objects:
-        if "namespace" in kustomization and obj["kind"] not in CLUSTER_SCOPED:
-            obj["metadata"]["namespace"] = kustomization["namespace"]
-        for label_set in kustomization.get("labels", []):
-            assert not label_set.get("includeSelectors") and not label_set.get("includeTemplates")
-            obj["metadata"].setdefault("labels", {}).update(label_set["pairs"])
-        for container in _pod_spec(obj).get("containers", []):
-            for image in kustomization.get("images", []):
-                if container["image"].split(":")[0] == image["name"]:
-                    name = image.get("newName", image["name"])
-                    container["image"] = f"{name}:{image['newTag']}" if "newTag" in image else name
-    keys = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in objects]
-    assert len(keys) == len(set(keys)), f"{directory}: duplicate objects"
-    return objects
-
-
-def _pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
-    if obj["kind"] in {"Deployment", "Job"}:
-        return obj["spec"]["template"]["spec"]
-    return {}
+kustomize_build = kustomize.build
+_pod_spec = kustomize.pod_spec
 
 
 def _pod_labels(obj: dict[str, Any]) -> dict[str, str]:
@@ -107,7 +80,7 @@ def validate(obj: dict[str, Any], version: str) -> None:
 def test_every_manifest_is_listed_in_a_kustomization() -> None:
     listed = set()
     for kustomization in K8S.rglob("kustomization.yaml"):
-        for resource in yaml.safe_load(kustomization.read_text())["resources"]:
+        for resource in yaml.safe_load(kustomization.read_text()).get("resources", []):
             path = (kustomization.parent / resource).resolve()
             assert path.exists(), f"{kustomization}: {resource} does not exist"
             listed.add(path)
@@ -123,10 +96,10 @@ def test_the_top_level_kustomization_excludes_the_load_test(built) -> None:
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_every_object_validates(built, version: str) -> None:
-    objects = built["all"] + built["loadtest"]
+    objects = built["all"] + built["loadtest"] + built["overlays/grpc-tls"]
     assert {o["kind"] for o in objects} >= {
         "Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-        "ServiceMonitor", "ConfigMap", "Job",
+        "ServiceMonitor", "ConfigMap", "Job", "NetworkPolicy",
     }  # fmt: skip
     for obj in objects:
         validate(obj, version)  # SchemaNotFoundError for a kind without a schema fails too
@@ -200,6 +173,146 @@ def test_triton_pod_is_hardened_and_probed(built) -> None:
     volumes = {v["name"]: v for v in spec["volumes"]}
     shm = next(m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm")
     assert volumes[shm["name"]]["emptyDir"]["medium"] == "Memory"
+
+
+# -- who reaches Triton: the NetworkPolicy -----------------------------------------
+
+
+def _match_labels(selector: dict[str, Any]) -> dict[str, str]:
+    assert set(selector) <= {"matchLabels"}, f"implement {sorted(selector)} in this evaluator first"
+    return selector.get("matchLabels", {})
+
+
+def admits(policy: dict[str, Any], namespace: dict[str, str], pod: dict[str, str], port: str) -> bool:
+    """Whether ``policy``'s ingress rules let a pod (its labels, its namespace's labels) reach a named port.
+
+    NetworkPolicy semantics for the fields the policy uses: a peer with only a
+    podSelector means the policy's own namespace; with a namespaceSelector too,
+    both must match; ``{}`` matches everything. Anything else fails the test.
+    """
+    for rule in policy["spec"]["ingress"]:
+        assert set(rule) == {"from", "ports"}
+        assert all(set(p) == {"port", "protocol"} and p["protocol"] == "TCP" for p in rule["ports"])
+        if port not in {p["port"] for p in rule["ports"]}:
+            continue
+        for peer in rule["from"]:
+            assert set(peer) <= {"podSelector", "namespaceSelector"} and peer, f"implement {peer} first"
+            if "namespaceSelector" in peer:
+                in_namespace = _selects(_match_labels(peer["namespaceSelector"]), namespace)
+            else:
+                in_namespace = namespace["kubernetes.io/metadata.name"] == policy["metadata"]["namespace"]
+            if in_namespace and _selects(_match_labels(peer.get("podSelector", {})), pod):
+                return True
+    return False
+
+
+def test_the_network_policy_guards_every_triton_port(built) -> None:
+    policy = _find(built["triton"], "NetworkPolicy", "triton")
+    deployment = _find(built["triton"], "Deployment", "triton")
+    assert policy["spec"]["podSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (container,) = _pod_spec(deployment)["containers"]
+    named = {p["name"] for p in container["ports"]}
+    assert named == {"grpc", "http", "metrics"}
+    assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} == named
+
+
+def test_the_network_policy_admits_clients_and_prometheus_only(built) -> None:
+    policy = _find(built["triton"], "NetworkPolicy", "triton")
+    home = {"kubernetes.io/metadata.name": policy["metadata"]["namespace"]}
+    # Prometheus runs where the prometheus-adapter rule goes (kube-prometheus-stack's namespace).
+    adapter = _find(built["prometheus-adapter"], "ConfigMap", "tritonstack-prometheus-adapter")
+    monitoring = {"kubernetes.io/metadata.name": adapter["metadata"]["namespace"]}
+    elsewhere = {"kubernetes.io/metadata.name": "shop"}
+    worker = _pod_labels(_find(built["loadtest"], "Deployment", "locust-worker"))
+    master = _pod_labels(_find(built["loadtest"], "Job", "locust-master"))
+    prometheus = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": "kube-prometheus-stack"}
+    client = {"app": "shop-frontend", "tritonstack.io/client": "true"}
+    expected = {
+        "the load test's workers": (home, worker, {"grpc", "http"}),
+        "the load test's master": (home, master, {"metrics"}),
+        "Prometheus": (monitoring, prometheus, {"metrics"}),
+        "a labelled client in another namespace": (elsewhere, client, {"grpc", "http"}),
+        "an unlabelled pod beside Triton": (home, {"app": "debug-shell"}, set()),
+        "a client labelled false": (home, {"tritonstack.io/client": "false"}, set()),
+        "a pod named like Prometheus elsewhere": (elsewhere, prometheus, set()),
+        "a pod named like the master elsewhere": (elsewhere, master, set()),
+    }
+    for who, (namespace, pod, ports) in expected.items():
+        admitted = {port for port in ("grpc", "http", "metrics") if admits(policy, namespace, pod, port)}
+        assert admitted == ports, who
+
+
+# -- gRPC over mutual TLS: components/grpc-tls ------------------------------------
+
+
+def _by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+def test_the_tls_overlay_is_the_stack_with_tls_mounted_from_a_secret(built) -> None:
+    plain, tls = _by_key(built["all"]), _by_key(built["overlays/grpc-tls"])
+    assert plain.keys() == tls.keys(), "a drop-in replacement for deploy/k8s"
+    changed = {("Deployment", "triton"), ("Service", "triton"), ("Service", "triton-headless")}
+    assert {key for key in plain if plain[key] != tls[key]} == changed
+    spec = _pod_spec(tls[("Deployment", "triton")])
+    (container,) = spec["containers"]
+    (mount,) = (m for m in container["volumeMounts"] if m["mountPath"] == flags.TLS_DIR)
+    assert mount["readOnly"] is True
+    (volume,) = (v for v in spec["volumes"] if v["name"] == mount["name"])
+    assert volume["secret"] == {"secretName": "tritonstack-triton-tls", "defaultMode": 0o440}
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"], "the group may read it"
+    tls_files = {flags.DEPLOYMENT_TLS.server_cert, flags.DEPLOYMENT_TLS.server_key, flags.DEPLOYMENT_TLS.client_ca}
+    assert {str(Path(flags.TLS_DIR) / name) for name in ("tls.crt", "tls.key", "ca.crt")} == tls_files
+    for name in ("triton", "triton-headless"):
+        before = {p["name"]: p for p in plain[("Service", name)]["spec"]["ports"]}
+        after = {p["name"]: p for p in tls[("Service", name)]["spec"]["ports"]}
+        assert "appProtocol" not in after["grpc"], f"{name}: gRPC is no longer cleartext HTTP/2"
+        assert after["grpc"] == {k: v for k, v in before["grpc"].items() if k != "appProtocol"}
+        assert {k: v for k, v in after.items() if k != "grpc"} == {k: v for k, v in before.items() if k != "grpc"}
+
+
+def test_a_resource_that_contains_its_kustomization_is_refused(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlays" / "x"
+    overlay.mkdir(parents=True)
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({"resources": []}))
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump({"resources": ["../.."]}))
+    with pytest.raises(AssertionError, match="cycle"):
+        kustomize_build(overlay)
+
+
+# -- images pinned by digest ---------------------------------------------------------
+
+
+def documented_image_pins() -> dict[str, dict[str, str]]:
+    """Image name -> the ``images:`` entry ``kustomize edit set image NAME=NEW@sha256:<digest>`` writes,
+    for each such command docs/deploy.md shows, with a digest and a registry filled in."""
+    pins = {}
+    for argument in re.findall(r"kustomize edit set image (\S+@sha256:<digest>)", DEPLOY_DOC.read_text()):
+        argument = argument.replace("sha256:<digest>", image_reference.EXAMPLE_DIGEST)
+        name, reference = argument.replace("REGISTRY", "registry.example.com").split("=", 1)
+        new_name, digest = reference.split("@", 1)
+        pins[name] = {"name": name, "newName": new_name, "digest": digest}
+    return pins
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("overlay", ["triton", "loadtest"])
+def test_images_pinned_by_digest_as_documented_render_and_validate(overlay: str, version: str, tmp_path: Path) -> None:
+    pins = documented_image_pins()
+    base = kustomize.load(K8S / overlay)
+    (image,) = base["images"]
+    pin = pins[image["name"]]
+    # The overlay's kustomization as `kustomize edit set image` leaves it.
+    pinned = {**base, "images": [pin], "resources": [str(K8S / overlay / r) for r in base["resources"]]}
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump(pinned))
+    workloads = [o for o in kustomize_build(tmp_path) if _pod_spec(o)]
+    assert workloads
+    for obj in workloads:
+        validate(obj, version)
+        for container in _pod_spec(obj)["containers"]:
+            assert container["image"] == f"{pin['newName']}@{image_reference.EXAMPLE_DIGEST}"
+            assert image_reference.is_pinned(container["image"])
 
 
 def _adapter_rules(built) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tritonstack.monitoring_local import GPU_ONLY_MARKER, find_monitoring_dir, panel_queries
+from tritonstack.monitoring import GPU_ONLY_MARKER, find_monitoring_dir, panel_queries
 
 GRAFANA = find_monitoring_dir() / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))

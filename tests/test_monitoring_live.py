@@ -22,7 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from test_monitoring_promtool import TRITON_METRICS
 from tritonstack.loadtest.exporter import ClientMetrics, ClientMetricsExporter
-from tritonstack.monitoring_local import (
+from tritonstack.monitoring import (
     LocalPrometheus,
     PanelQuery,
     find_monitoring_dir,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tritonstack.monitoring_local import (
+from tritonstack.monitoring import (
     LOADTEST_JOB,
     TRITON_JOB,
     find_monitoring_dir,

@@ -71,14 +71,7 @@ def test_server_is_ready_on_loopback_and_lists_models(triton: Any) -> None:
     assert states == dict.fromkeys(expected, "READY")
 
 
-def test_admin_api_needs_the_key(triton: Any) -> None:
-    request = urllib.request.Request(f"{triton.http_url}/v2/repository/index", data=b"{}", method="POST")
-    with pytest.raises(urllib.error.HTTPError) as info:
-        urllib.request.urlopen(request, timeout=5)
-    assert info.value.code == 403
-    with grpcclient.InferenceServerClient(triton.grpc_url) as c, pytest.raises(InferenceServerException) as grpc_info:
-        c.get_model_repository_index()
-    assert "restricted" in str(grpc_info.value).lower() or "PERMISSION" in str(grpc_info.value.status())
+# The admin APIs and their key, over HTTP and gRPC: tests/test_server_admin.py.
 
 
 def test_served_embeddings_match_in_process_onnxruntime(

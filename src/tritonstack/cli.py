@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("tritonstack.server.command", "run the embedded Triton server over a model repository"),
     "infer": ("tritonstack.client.command", "send texts to a served model and print the result"),
     "loadtest": ("tritonstack.loadtest.command", "load-test a served model against an SLO file"),
-    "monitor": ("tritonstack.monitoring_local", "run Prometheus locally against a running Triton and load test"),
+    "monitor": ("tritonstack.monitoring.command", "run Prometheus locally against a running Triton and load test"),
     "bench": ("tritonstack.bench.command", "benchmark served vs. in-process vs. a plain PyTorch service"),
     "demo": ("tritonstack.demo", "the main job end to end on the embedded default"),
 }

@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonstack._exceptions import TritonStackError
-
 if TYPE_CHECKING:
     from tritonstack.server import EmbeddedServer
 
@@ -42,30 +40,16 @@ def _step(title: str, command: str | None = None) -> None:
         print(f"    $ {command}", flush=True)
 
 
-def _export(args: argparse.Namespace) -> None:
-    from tritonstack.cli import main as cli_main
-    from tritonstack.export.bundled import bundled_minilm
-    from tritonstack.repository.errors import ConfigValidationError
-    from tritonstack.repository.validate import check_repository
+def _detail(line: str) -> None:
+    print(f"    {line}", flush=True)
 
-    model_dir = bundled_minilm()
-    if (args.repository / args.name).is_dir() and not args.reexport:
-        try:
-            check_repository(args.repository)
-        except ConfigValidationError as error:
-            raise TritonStackError(
-                f"{args.repository} holds an invalid {args.name!r}: {error}", hint="run the demo with --reexport"
-            ) from error
-        _step(f"export: {args.name} is already in {args.repository} (--reexport to redo)")
-        return
-    command = ["export", str(model_dir), "--name", args.name, "--repository", str(args.repository)]
-    _step(
-        "export all-MiniLM-L6-v2 -> ONNX, optimized/quantized, parity-gated (fastest passing candidate)",
-        "tritonstack " + " ".join(command),
-    )
-    code = cli_main(command)
-    if code != 0:
-        raise TritonStackError(f"export failed with exit code {code}")
+
+def _export(args: argparse.Namespace) -> None:
+    from tritonstack.export.bundled import bundled_minilm
+    from tritonstack.export.ensure import ensure_exported
+
+    _step("export all-MiniLM-L6-v2 -> ONNX, optimized/quantized, parity-gated (fastest passing candidate)")
+    ensure_exported(bundled_minilm(), args.repository, args.name, reexport=args.reexport, log=_detail)
 
 
 def _call(server_url: str, name: str) -> None:

@@ -7,17 +7,13 @@ text per request, ``concurrency`` in flight, JSON embedding back.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tritonstack._process import free_port, http_ok, terminate, wait_ready
+from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import BASELINE, Point, summarize
@@ -34,7 +30,7 @@ def missing_packages() -> list[str]:
     return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
 
 
-class BaselineService:
+class BaselineService(ChildService):
     """``uvicorn`` serving ``baseline_app`` in a child process on loopback; a context manager."""
 
     def __init__(self, model_dir: Path, threads: int, log_path: Path, ready_timeout_s: float = 300.0) -> None:
@@ -43,11 +39,18 @@ class BaselineService:
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        """The uvicorn process, leader of the service's process group."""
+        if self._child is None or self._child.process is None:
+            raise BenchError("the PyTorch baseline has not been started")
+        return self._child.process.pid
 
     def start(self) -> BaselineService:
         missing = missing_packages()
@@ -68,49 +71,17 @@ class BaselineService:
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-                start_new_session=True,
-            )  # fmt: skip
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _wait_ready(self) -> None:
-        assert self.process is not None
-        wait_ready(
-            self.process,
+        child = self._child = ChildProcess("the PyTorch baseline", command, self.log_path, env=env)
+        child.start(
             lambda: http_ok(f"{self.url}/health"),
             self.ready_timeout_s,
-            exited=lambda code: BenchError(
-                f"the PyTorch baseline exited with code {code}",
-                hint=self.log_path.read_text(errors="replace")[-2000:],
-            ),
-            timed_out=lambda: BenchError(
-                f"the PyTorch baseline was not ready after {self.ready_timeout_s:.0f} s; see {self.log_path}"
-            ),
+            lambda headline: BenchError(f"{headline}; see {self.log_path}", hint=child.log_tail() or None),
         )
+        return self
 
     def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        terminate(process, timeout_s=15)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # uvicorn's own children, if any
-
-    def __enter__(self) -> BaselineService:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        if self._child is not None:
+            self._child.stop()
 
 
 async def _sweep(
@@ -174,12 +145,9 @@ def run_baseline(
     with cpus.pinned(split.server):
         service.start()
     try:
-        assert service.process is not None
         if split.mode == "pinned":
-            cpus.pin_group(service.process.pid, split.server)
+            cpus.pin_group(service.pid, split.server)
         with cpus.pinned(split.client):
-            return asyncio.run(
-                _sweep(service.url, service.process.pid, texts, token_counts, split, timing, concurrencies, log)
-            )
+            return asyncio.run(_sweep(service.url, service.pid, texts, token_counts, split, timing, concurrencies, log))
     finally:
         service.stop()

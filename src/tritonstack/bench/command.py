@@ -107,11 +107,19 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path) -
     )
 
 
+def _ensure_model(model_dir: Path, repository: Path, name: str, *, reexport: bool) -> str:
+    """Make ``repository`` hold ``name`` (reused when valid, else exported); say how, for the report."""
+    from tritonstack.export.ensure import ensure_exported
+
+    print(f"==> the served model: {name} in {repository}")
+    exported = ensure_exported(model_dir, repository, name, reexport=reexport, log=lambda line: print(f"    {line}"))
+    return f"reused {repository / name}" if exported is None else "exported with tritonstack export"
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tritonstack.bench import report
-    from tritonstack.bench.prepare import ensure_repository
     from tritonstack.bench.runner import run_bench
     from tritonstack.bench.summary import summarize_run
     from tritonstack.export.bundled import bundled_minilm
@@ -122,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
         return _soak(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
-    note = ensure_repository(model_dir, settings.repository, settings.name, reexport=args.reexport)
+    note = _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport)
     result = run_bench(settings)
     result = replace(result, repository_note=note)
     summary = summarize_run(result)
@@ -143,11 +151,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _soak(args: argparse.Namespace, model_dir: Path) -> int:
     from tritonstack.bench import soak
-    from tritonstack.bench.prepare import ensure_repository
     from tritonstack.bench.texts import make_texts
 
     report_dir = args.report_dir or Path("reports") / time.strftime("soak-%Y%m%d-%H%M%S")
-    ensure_repository(model_dir, args.repository, args.name, reexport=args.reexport)
+    _ensure_model(model_dir, args.repository, args.name, reexport=args.reexport)
     warmup_s = args.soak_warmup if args.soak_warmup is not None else 0.2 * args.soak
     print(
         f"==> soak: {args.soak:g} s at {args.soak_concurrency} callers, a sample every {args.sample_every_s:g} s "

@@ -23,6 +23,7 @@ _HOMES = {
     "Timeouts": "_config",
     "TLSConfig": "_config",
     "ClientError": "_exceptions",
+    "ConfigurationError": "_exceptions",
     "DeadlineExceededError": "_exceptions",
     "InvalidInputError": "_exceptions",
     "ModelNotFoundError": "_exceptions",
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from tritonstack.client._config import UNSET, RetryPolicy, Timeouts, TLSConfig
     from tritonstack.client._exceptions import (
         ClientError,
+        ConfigurationError,
         DeadlineExceededError,
         InvalidInputError,
         ModelNotFoundError,
@@ -63,6 +65,7 @@ __all__ = [
     "Client",
     "ClientError",
     "ClientMetrics",
+    "ConfigurationError",
     "DeadlineExceededError",
     "InvalidInputError",
     "ModelInfo",

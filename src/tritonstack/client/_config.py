@@ -13,7 +13,7 @@ from typing import Any, Final, TypeAlias
 
 import grpc
 
-from tritonstack.client._exceptions import ClientError
+from tritonstack.client._exceptions import ConfigurationError
 
 DEFAULT_CONNECT_S: Final = 5.0
 DEFAULT_CALL_S: Final = 30.0
@@ -44,7 +44,7 @@ def _check_seconds(name: str, value: float | None) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+        raise ConfigurationError(f"{name} must be a positive number of seconds or None, got {value!r}")
     return float(value)
 
 
@@ -109,17 +109,17 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError("max_attempts counts the first attempt: it must be >= 1")
+            raise ConfigurationError("max_attempts counts the first attempt: it must be >= 1")
         if self.initial_backoff_s < 0 or self.max_backoff_s < 0 or self.cooldown_s < 0:
-            raise ValueError("backoff and cool-down times must be >= 0 seconds")
+            raise ConfigurationError("backoff and cool-down times must be >= 0 seconds")
         if self.multiplier < 1:
-            raise ValueError("multiplier must be >= 1")
+            raise ConfigurationError("multiplier must be >= 1")
         if not 0 <= self.jitter <= 1:
-            raise ValueError("jitter is a fraction in [0, 1]")
+            raise ConfigurationError("jitter is a fraction in [0, 1]")
         unsafe = set(self.retry_on) - RETRYABLE_CODES
         if unsafe:
             names = ", ".join(sorted(code.name for code in unsafe))
-            raise ValueError(f"retry_on may hold only UNAVAILABLE and RESOURCE_EXHAUSTED, not {names}")
+            raise ConfigurationError(f"retry_on may hold only UNAVAILABLE and RESOURCE_EXHAUSTED, not {names}")
 
     @classmethod
     def disabled(cls) -> RetryPolicy:
@@ -144,7 +144,9 @@ class TLSConfig:
 
     def __post_init__(self) -> None:
         if (self.client_cert is None) != (self.client_key is None):
-            raise ValueError("client_cert and client_key go together (mutual TLS needs both)")
+            raise ConfigurationError(
+                "client_cert and client_key go together (mutual TLS needs both)", hint="pass both, or neither"
+            )
 
     def credentials(self) -> grpc.ChannelCredentials:
         """gRPC channel credentials from the PEM files, read now."""
@@ -155,7 +157,7 @@ class TLSConfig:
             try:
                 return Path(path).read_bytes()
             except OSError as error:
-                raise ClientError(
+                raise ConfigurationError(
                     f"cannot read the TLS {what} {path}: {error.strerror}", hint="pass PEM file paths"
                 ) from error
 

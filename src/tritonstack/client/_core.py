@@ -20,7 +20,13 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import np_to_triton_dtype
 
 from tritonstack.client._config import UNSET, RetryPolicy, TimeoutArg, Timeouts, TLSConfig
-from tritonstack.client._exceptions import ClientError, DeadlineExceededError, InvalidInputError, TritonServerError
+from tritonstack.client._exceptions import (
+    ClientError,
+    ConfigurationError,
+    DeadlineExceededError,
+    InvalidInputError,
+    TritonServerError,
+)
 from tritonstack.client._models import Classification, ModelInfo, TensorSpec
 from tritonstack.client._retry import Deadline
 from tritonstack.repository import contract
@@ -91,12 +97,12 @@ def make_settings(
 ) -> Settings:
     urls = (url,) if isinstance(url, str) else tuple(url)
     if not urls or not all(isinstance(u, str) and u for u in urls):
-        raise ValueError("url must be 'host:port' or a non-empty list of them")
+        raise ConfigurationError("url must be 'host:port' or a non-empty list of them")
     urls = tuple(u.removeprefix("grpc://").removeprefix("grpcs://") for u in urls)
     if max_concurrency < 1:
-        raise ValueError("max_concurrency must be >= 1")
+        raise ConfigurationError("max_concurrency must be >= 1")
     if max_text_bytes is not None and max_text_bytes < 1:
-        raise ValueError("max_text_bytes must be >= 1 or None")
+        raise ConfigurationError("max_text_bytes must be >= 1 or None")
     return Settings(
         urls=urls,
         model=model,

@@ -2,6 +2,7 @@
 
     TritonStackError                     (tritonstack._exceptions)
     └── ClientError                      any failed SDK call; .model .version .code .request_id .url
+        ├── ConfigurationError           invalid settings (url, timeouts, retry policy, TLS); nothing was sent
         ├── InvalidInputError            bad input, caught before sending; or INVALID_ARGUMENT, OUT_OF_RANGE
         ├── ModelNotFoundError           NOT_FOUND: no such model or version, or it failed to load
         ├── ServerUnavailableError       UNAVAILABLE: cannot connect, connection lost, server shutting down
@@ -64,6 +65,11 @@ class ClientError(TritonStackError):
         if self.request_id is not None:
             where.append(f"request_id={self.request_id}")
         return self.message + (f" [{' '.join(where)}]" if where else "")
+
+
+class ConfigurationError(ClientError):
+    """The client's settings are invalid: url, limits, timeouts, retry policy, TLS (an unreadable PEM
+    file too). Found before anything is sent, mostly when the value is made."""
 
 
 class InvalidInputError(ClientError):

@@ -75,8 +75,6 @@ def run(args: argparse.Namespace) -> int:
     texts = read_texts(args)
     tls = None
     if args.root_cert or args.client_cert or args.client_key:
-        if (args.client_cert is None) != (args.client_key is None):
-            raise InvalidInputError("--client-cert and --client-key go together")
         tls = TLSConfig(args.root_cert, args.client_cert, args.client_key, args.server_hostname)
     urls = args.url or [f"{flags.LOOPBACK}:{flags.GRPC_PORT}"]
     with Client(

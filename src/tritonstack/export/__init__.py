@@ -6,6 +6,7 @@ only when an export actually runs)::
     export_model(ExportOptions(...)) -> ExportResult     the whole `tritonstack export`
     ExportReport                                         its report; ExportReport.from_json reads one back
     Precision                                            auto, fp32, fp16, int8
+    ensure_exported(model, repository, name)             reuse a valid export there, else export
     export_onnx(model, task, output_dir) -> OnnxExport   fp32 ONNX with the task's output fused in
     Recipe                                               int8 quantization presets
     ExportError, UnsupportedModelError, AccuracyGateError, ParityShapeError
@@ -24,6 +25,7 @@ _LAZY = {
     "ExportResult": "tritonstack.export.pipeline",
     "Precision": "tritonstack.export.options",
     "export_model": "tritonstack.export.pipeline",
+    "ensure_exported": "tritonstack.export.ensure",
     "OnnxExport": "tritonstack.export.onnx_export",
     "export_onnx": "tritonstack.export.onnx_export",
     "Recipe": "tritonstack.export.quantize",
@@ -40,6 +42,7 @@ __all__ = [
     "Precision",
     "Recipe",
     "UnsupportedModelError",
+    "ensure_exported",
     "export_model",
     "export_onnx",
 ]

@@ -1,9 +1,8 @@
-"""Run the embedded Triton server (CPU, loopback) over a model repository until interrupted."""
+"""Run the embedded Triton server (CPU, loopback unless --expose) over a model repository until interrupted."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
@@ -11,12 +10,19 @@ from pathlib import Path
 from types import FrameType
 
 from tritonstack.server import flags
+from tritonstack.server.admin_key import AdminKey, write_key_file
+from tritonstack.server.exposure import exposure_warning, is_loopback, require_explicit_exposure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
     parser.add_argument(
-        "--bind", default=flags.LOOPBACK, help="address to listen on (anything but loopback is exposed)"
+        "--bind", default=flags.LOOPBACK, help="address to listen on; anything but loopback needs --expose"
+    )
+    parser.add_argument(
+        "--expose",
+        action="store_true",
+        help="allow a --bind address other hosts can reach (needs an admin key you chose; see docs/deploy.md)",
     )
     parser.add_argument("--http-port", type=int, default=flags.HTTP_PORT, help="HTTP port (0: pick a free one)")
     parser.add_argument("--grpc-port", type=int, default=flags.GRPC_PORT, help="gRPC port (0: pick a free one)")
@@ -25,7 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--admin-key",
         default=None,
         help=f"key for the restricted admin APIs ({', '.join(flags.RESTRICTED_APIS)}), sent in the "
-        f"'{flags.ADMIN_KEY_HEADER}' header; default ${flags.ADMIN_KEY_ENV}, else a random key",
+        f"'{flags.ADMIN_KEY_HEADER}' header; default ${flags.ADMIN_KEY_ENV} (kept out of `ps`, unlike this "
+        "flag), else a random key written to --admin-key-file",
+    )
+    parser.add_argument(
+        "--admin-key-file",
+        type=Path,
+        default=None,
+        help="where a generated admin key is written, readable only by you (default: admin-key next to --log-file)",
     )
     parser.add_argument("--log-file", type=Path, default=Path(".tritonstack/triton.log"), help="Triton's log")
     parser.add_argument("--ready-timeout-s", type=float, default=300.0, help="how long to wait for the models to load")
@@ -36,17 +49,24 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.repository.validate import check_repository
     from tritonstack.server.embedded import EmbeddedServer
 
+    admin_key = AdminKey.resolve(args.admin_key)
+    if not is_loopback(args.bind):
+        require_explicit_exposure(args.bind, expose=args.expose, key=admin_key)
+        print(exposure_warning(args.bind), file=sys.stderr, flush=True)
     if not args.no_validate:
         check_repository(args.repository)
-    if args.bind not in (flags.LOOPBACK, "localhost", "::1"):
-        print(f"warning: binding {args.bind}: the server is reachable from other hosts", file=sys.stderr)
+    if admin_key.chosen:
+        key_note = f"key from {admin_key.source.value}"
+    else:
+        key_file = write_key_file(admin_key, args.admin_key_file or args.log_file.parent / "admin-key")
+        key_note = f"key in {key_file} (generated for this run, readable only by you)"
     server = EmbeddedServer(
         args.repository,
         bind_address=args.bind,
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         metrics_port=args.metrics_port,
-        admin_key=args.admin_key,
+        admin_key=admin_key.value,
         log_path=args.log_file,
         ready_timeout_s=args.ready_timeout_s,
     )
@@ -64,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"metrics  {server.metrics_url}")
             for model in server.models():
                 print(f"model    {model['name']} v{model.get('version', '?')} {model.get('state', '')}")
-            if args.admin_key is None and flags.ADMIN_KEY_ENV not in os.environ:
-                print(f"admin key (this run only): {server.admin_key}")
+            print(f"admin    {key_note}")
+            print(f"         sent as header {flags.ADMIN_KEY_HEADER} (gRPC: {flags.GRPC_ADMIN_KEY_HEADER})")
             print("ready; Ctrl-C stops gracefully (in-flight requests finish)", flush=True)
             while not stop.wait(0.5):
                 if server.process is None or server.process.poll() is not None:

@@ -9,14 +9,12 @@ reason.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
 import re
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -25,9 +23,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tritonstack._process import free_port, http_ok, terminate, wait_ready
+from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.server import flags
 from tritonstack.server.errors import ServerError, ServerStartError
 
@@ -82,17 +79,6 @@ def _ensure_port_free(address: str, port: int, what: str) -> None:
             ) from None
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM (a graceful stop) when the process that started Triton dies,
-    so a killed test run or demo leaves no server behind. Linux only; elsewhere a no-op."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
-
-
 def model_errors_from_log(text: str) -> dict[str, str]:
     """Model name -> Triton's reason, for every 'failed to load' line of a server log."""
     errors: dict[str, str] = {}
@@ -103,7 +89,7 @@ def model_errors_from_log(text: str) -> dict[str, str]:
     return errors
 
 
-class EmbeddedServer:
+class EmbeddedServer(ChildService):
     """Run Triton over ``repository`` on loopback; a context manager.
 
     Ports of 0 pick free ones. ``admin_key`` guards the restricted APIs (model
@@ -134,7 +120,7 @@ class EmbeddedServer:
         self._requested_ports = {"HTTP": http_port, "gRPC": grpc_port, "metrics": metrics_port}
         self._log_path = Path(log_path) if log_path else None
         self._workdir: Path | None = None
-        self.process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
         self.http_port = self.grpc_port = self.metrics_port = 0
 
     # -- endpoints ---------------------------------------------------------
@@ -159,6 +145,11 @@ class EmbeddedServer:
         if self._log_path is None:
             raise ServerError("the server has not been started")
         return self._log_path
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """Triton's process while it runs (``None`` before :meth:`start` and after :meth:`stop`)."""
+        return self._child.process if self._child is not None else None
 
     @property
     def pid(self) -> int:
@@ -218,36 +209,28 @@ class EmbeddedServer:
             descriptor, name = tempfile.mkstemp(prefix="tritonstack-triton-", suffix=".log")
             os.close(descriptor)
             self._log_path = Path(name)
-        self._log_path.parent.mkdir(parents=True, exist_ok=True)
         backend_dir = prepare_backends(self._workdir / "backends")
-        with open(self._log_path, "wb") as log:
-            self.process = subprocess.Popen(
-                self.command(backend_dir),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self._environment(),
-                start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop Triton gracefully
-                preexec_fn=_die_with_parent,
-            )
+        self._child = ChildProcess(
+            "Triton",
+            self.command(backend_dir),
+            self._log_path,
+            env=self._environment(),
+            # Triton waits up to exit_timeout_s for in-flight requests, then unloads the models.
+            stop_timeout_s=self.exit_timeout_s + 15,
+        )
         try:
-            self._wait_ready()
+            self._child.start(self.is_ready, self.ready_timeout_s, self._failure)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
     def is_ready(self) -> bool:
         return http_ok(f"{self.http_url}/v2/health/ready")
 
     def _failure(self, headline: str) -> ServerStartError:
-        log = self._log_text()
+        assert self._child is not None
+        log = self._child.log_text()
         errors = model_errors_from_log(log)
         tail = "\n".join(log.splitlines()[-30:])
         if errors:
@@ -268,16 +251,6 @@ class EmbeddedServer:
             )
         return ServerStartError(f"{headline}; see {self.log_path}", hint=tail[-2000:] or None, log_tail=tail)
 
-    def _wait_ready(self) -> None:
-        assert self.process is not None
-        wait_ready(
-            self.process,
-            self.is_ready,
-            self.ready_timeout_s,
-            exited=lambda code: self._failure(f"Triton exited with code {code} during start-up"),
-            timed_out=lambda: self._failure(f"Triton was not ready after {self.ready_timeout_s:.0f} s"),
-        )
-
     def models(self) -> list[dict[str, str]]:
         """Triton's repository index (name, version, state, reason) through the admin-keyed API."""
         request = urllib.request.Request(
@@ -291,26 +264,8 @@ class EmbeddedServer:
 
     def stop(self, timeout_s: float | None = None) -> int | None:
         """Stop gracefully: in-flight requests finish, new ones are refused. Returns the exit code."""
-        process, self.process = self.process, None
-        code = None
-        if process is not None:
-            code = terminate(process, timeout_s if timeout_s is not None else self.exit_timeout_s + 15)
-            self._kill_stragglers(process.pid)
+        code = self._child.stop(timeout_s) if self._child is not None else None
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
         return code
-
-    @staticmethod
-    def _kill_stragglers(pgid: int) -> None:
-        # Python-backend stubs live in Triton's process group; never leave one behind.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-
-    def __enter__(self) -> EmbeddedServer:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

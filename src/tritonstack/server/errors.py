@@ -18,3 +18,7 @@ class ServerStartError(ServerError):
         super().__init__(message, hint=hint)
         self.model_errors = model_errors or {}
         self.log_tail = log_tail
+
+
+class ExposureRefusedError(ServerError):
+    """Binding beyond loopback was not asked for explicitly, or without an admin key the user chose."""

@@ -20,6 +20,8 @@ LOOPBACK = "127.0.0.1"
 # test work without it.
 RESTRICTED_APIS = ("model-repository", "logging", "trace", "shared-memory")
 ADMIN_KEY_HEADER = "tritonstack-admin-key"
+# Triton prefixes the header of a restricted gRPC protocol: gRPC clients send this name.
+GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
 ADMIN_KEY_ENV = "TRITONSTACK_ADMIN_KEY"
 
 MODEL_CONTROL_MODE = "none"
@@ -33,7 +35,39 @@ EXIT_TIMEOUT_S = 30
 GRPC_MAX_CONNECTION_AGE_MS = 60_000
 GRPC_MAX_CONNECTION_AGE_GRACE_MS = 30_000
 
+# Where compose and Kubernetes mount the gRPC TLS secret (docker-compose.tls.yml,
+# deploy/k8s/components/grpc-tls), under the names of a kubernetes.io/tls Secret.
+TLS_DIR = "/etc/tritonstack/tls"
+
 METRICS_CONFIG = ("summary_latencies=true", "summary_quantiles=0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001")
+
+
+@dataclass(frozen=True)
+class GrpcTLS:
+    """TLS on Triton's gRPC endpoint; PEM file paths as the server sees them.
+
+    With ``client_ca`` the TLS is mutual: a client must present a certificate that
+    CA issued, so only holders of one can call the server at all. Triton's HTTP
+    endpoint has no TLS of its own and stays plaintext.
+    """
+
+    server_cert: str
+    server_key: str
+    client_ca: str | None = None
+
+    def args(self) -> list[str]:
+        args = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.server_cert}", f"--grpc-server-key={self.server_key}"]
+        if self.client_ca is not None:
+            # Triton reads --grpc-root-cert only to verify client certificates.
+            args += [f"--grpc-root-cert={self.client_ca}", "--grpc-use-ssl-mutual=true"]
+        return args
+
+
+# Mutual TLS from the mounted secret, as the compose override and the Kubernetes
+# component enable it.
+DEPLOYMENT_TLS = GrpcTLS(
+    server_cert=f"{TLS_DIR}/tls.crt", server_key=f"{TLS_DIR}/tls.key", client_ca=f"{TLS_DIR}/ca.crt"
+)
 
 
 @dataclass(frozen=True)
@@ -54,6 +88,7 @@ class TritonFlags:
     log_verbose: int = 0
     grpc_max_connection_age_ms: int | None = None  # None: the flag is not passed (gRPC: unlimited)
     grpc_max_connection_age_grace_ms: int | None = None
+    grpc_tls: GrpcTLS | None = None  # None: plaintext gRPC
 
     def args(self) -> list[str]:
         restricted = ",".join(RESTRICTED_APIS) + f":{ADMIN_KEY_HEADER}={self.admin_key}"
@@ -74,6 +109,8 @@ class TritonFlags:
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
             f"--log-verbose={self.log_verbose}",
+            # Last, so that the Kubernetes component can append them to the Deployment's args.
+            *(self.grpc_tls.args() if self.grpc_tls else []),
         ]
         return args
 
@@ -86,13 +123,17 @@ class TritonFlags:
         return args
 
 
-def deployment_args(model_repository: str = "/models", admin_key: str = "$(ADMIN_KEY)") -> list[str]:
+def deployment_args(
+    model_repository: str = "/models", admin_key: str = "$(ADMIN_KEY)", grpc_tls: GrpcTLS | None = None
+) -> list[str]:
     """Flags for a container (compose, Kubernetes): bind all interfaces inside the
-    container, standard ports; the container runtime decides what is published."""
+    container, standard ports; the container runtime decides what is published.
+    ``grpc_tls`` is :data:`DEPLOYMENT_TLS` where the TLS secret is mounted."""
     return TritonFlags(
         model_repository=model_repository,
         admin_key=admin_key,
         bind_address="0.0.0.0",
         grpc_max_connection_age_ms=GRPC_MAX_CONNECTION_AGE_MS,
         grpc_max_connection_age_grace_ms=GRPC_MAX_CONNECTION_AGE_GRACE_MS,
+        grpc_tls=grpc_tls,
     ).args()

@@ -4,34 +4,26 @@
 ``triton:8002`` and ``loadtest:9646``). :func:`render_config` turns it into a
 config for loopback targets, with the rule files as absolute paths, and
 :class:`LocalPrometheus` starts the ``prometheus`` binary (Debian package
-``prometheus``) on a loopback port with its own storage directory::
-
-    python -m tritonstack.monitoring_local --triton 127.0.0.1:8002 --loadtest 127.0.0.1:9646
-
-The tests use the same two pieces to run a real Prometheus against a real server.
+``prometheus``) on a loopback port with its own storage directory.
+``tritonstack monitor`` runs the two; the tests use them to run a real
+Prometheus against a real server.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import signal
-import subprocess
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from tritonstack._exceptions import TritonStackError
-from tritonstack._process import free_port, http_ok, terminate, wait_ready
+from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
+from tritonstack.monitoring.errors import MonitoringError
 
 TRITON_JOB = "triton"
 LOADTEST_JOB = "tritonstack-loadtest"
@@ -39,58 +31,18 @@ LOADTEST_EXPORTER_PORT = 9646
 DEFAULT_PROMETHEUS_PORT = 9090
 
 _PROMETHEUS_CONFIG = Path("prometheus") / "prometheus.yml"
-
-# Panels whose description starts with this need a GPU server: Triton exports
-# nv_gpu_* only where DCGM finds a GPU, so they are empty on CPU-only machines.
-GPU_ONLY_MARKER = "GPU only:"
-
-
-@dataclass(frozen=True)
-class PanelQuery:
-    """One query of a dashboard panel, with template variables replaced by "All"."""
-
-    dashboard_uid: str
-    panel_title: str
-    ref_id: str
-    expr: str
-    gpu_only: bool
-
-
-def panel_queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
-    """Every panel query of a Grafana dashboard JSON, ready for ``/api/v1/query``.
-
-    Each template variable becomes its ``allValue`` (what Grafana sends when "All"
-    is selected), so the query covers every model.
-    """
-    substitutions = {
-        f"${variable['name']}": variable.get("allValue") or ".+"
-        for variable in dashboard.get("templating", {}).get("list", [])
-    }
-    queries = []
-    panels = list(dashboard.get("panels", []))
-    while panels:
-        panel = panels.pop(0)
-        panels.extend(panel.get("panels", []))  # rows nest their panels when collapsed
-        gpu_only = str(panel.get("description", "")).startswith(GPU_ONLY_MARKER)
-        for target in panel.get("targets", []):
-            expr = str(target.get("expr", ""))
-            # longest names first, so $model never eats the front of $model_version
-            for name in sorted(substitutions, key=len, reverse=True):
-                expr = expr.replace(name, substitutions[name])
-            queries.append(
-                PanelQuery(dashboard["uid"], panel.get("title", ""), target.get("refId", ""), expr, gpu_only)
-            )
-    return queries
+# src/tritonstack/monitoring/local.py -> the checkout's top level
+_CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def find_monitoring_dir(explicit: Path | None = None) -> Path:
     """The ``monitoring/`` directory: ``explicit`` if given, else the one of this
     source checkout (the directory is not part of the installed package)."""
-    candidates = [explicit] if explicit is not None else [Path(__file__).resolve().parents[2] / "monitoring"]
+    candidates = [explicit] if explicit is not None else [_CHECKOUT / "monitoring"]
     for candidate in candidates:
         if (candidate / _PROMETHEUS_CONFIG).is_file():
             return candidate
-    raise TritonStackError(
+    raise MonitoringError(
         f"no {_PROMETHEUS_CONFIG} under {candidates[0]}",
         hint="pass --monitoring-dir pointing at the repository's monitoring/ directory",
     )
@@ -100,12 +52,12 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     try:
         import yaml
     except ImportError as exc:  # PyYAML comes with the loadtest/dev extras
-        raise TritonStackError(
+        raise MonitoringError(
             "reading the Prometheus config needs PyYAML", hint="pip install 'tritonstack[metrics]' or pyyaml"
         ) from exc
     loaded = yaml.safe_load(path.read_text())
     if not isinstance(loaded, dict):
-        raise TritonStackError(f"{path} is not a YAML mapping")
+        raise MonitoringError(f"{path} is not a YAML mapping")
     return loaded
 
 
@@ -137,7 +89,7 @@ def render_config(
     for job in config.get("scrape_configs", []):
         name = job["job_name"]
         if name not in targets:
-            raise TritonStackError(f"{config_path} has a job {name!r} this runner does not know how to target")
+            raise MonitoringError(f"{config_path} has a job {name!r} this runner does not know how to target")
         if not targets[name]:
             continue
         job["static_configs"] = [{"targets": targets[name]}]
@@ -155,7 +107,7 @@ def render_config(
     return config
 
 
-class LocalPrometheus:
+class LocalPrometheus(ChildService):
     """A ``prometheus`` process on ``127.0.0.1:port`` for a rendered config.
 
     Use as a context manager; ``port=0`` picks a free port. Storage goes to
@@ -176,7 +128,7 @@ class LocalPrometheus:
         self._storage_dir = storage_dir
         self._binary = binary
         self._startup_timeout_s = startup_timeout_s
-        self._process: subprocess.Popen[bytes] | None = None
+        self._child: ChildProcess | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
         self.url = ""
         self.log_path: Path | None = None
@@ -184,7 +136,7 @@ class LocalPrometheus:
     def start(self) -> LocalPrometheus:
         executable = shutil.which(self._binary)
         if executable is None:
-            raise TritonStackError(
+            raise MonitoringError(
                 f"{self._binary!r} not found on PATH", hint="apt-get install --no-install-recommends prometheus"
             )
         self._workdir = tempfile.TemporaryDirectory(prefix="tritonstack-prometheus-")
@@ -196,44 +148,24 @@ class LocalPrometheus:
         port = self._port or free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = workdir / "prometheus.log"
-        with self.log_path.open("wb") as log:
-            self._process = subprocess.Popen(
-                [
-                    executable,
-                    f"--config.file={config_file}",
-                    f"--storage.tsdb.path={storage}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        command = [
+            executable,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={storage}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ]
+        child = self._child = ChildProcess("prometheus", command, self.log_path)
         try:
-            self._wait_ready()
+            child.start(
+                lambda: http_ok(f"{self.url}/-/ready"),
+                self._startup_timeout_s,
+                lambda headline: MonitoringError(headline, hint=child.log_tail(20)),
+            )
         except BaseException:
-            self.stop()
+            self.stop()  # the work folder
             raise
         return self
-
-    def _wait_ready(self) -> None:
-        assert self._process is not None
-        wait_ready(
-            self._process,
-            lambda: http_ok(f"{self.url}/-/ready"),
-            self._startup_timeout_s,
-            exited=lambda code: TritonStackError(
-                f"prometheus exited with code {code} while starting", hint=self.log_tail()
-            ),
-            timed_out=lambda: TritonStackError(
-                f"prometheus not ready within {self._startup_timeout_s} s", hint=self.log_tail()
-            ),
-        )
-
-    def log_tail(self, lines: int = 20) -> str:
-        if self.log_path is None or not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Evaluate ``expr`` now through ``/api/v1/query``; the result vector."""
@@ -244,7 +176,7 @@ class LocalPrometheus:
         except urllib.error.HTTPError as exc:
             body = json.load(exc)
         if body.get("status") != "success":
-            raise TritonStackError(f"query failed: {body.get('error', body)}", hint=expr)
+            raise MonitoringError(f"query failed: {body.get('error', body)}", hint=expr)
         result: list[dict[str, Any]] = body["data"]["result"]
         return result
 
@@ -266,74 +198,15 @@ class LocalPrometheus:
             if targets and not down:
                 return targets
             if time.monotonic() >= deadline:
-                raise TritonStackError(
+                raise MonitoringError(
                     f"targets not scraped within {timeout_s} s: {', '.join(down) or 'none configured'}",
                     hint="is the server running and its metrics port the one given?",
                 )
             time.sleep(0.5)
 
     def stop(self) -> None:
-        if self._process is not None:
-            terminate(self._process, timeout_s=15)
-        self._process = None
+        if self._child is not None:
+            self._child.stop()
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
-
-    def __enter__(self) -> LocalPrometheus:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--triton",
-        action="append",
-        metavar="HOST:PORT",
-        help="Triton metrics endpoint to scrape (repeatable; default 127.0.0.1:8002)",
-    )
-    parser.add_argument(
-        "--loadtest",
-        action="append",
-        metavar="HOST:PORT",
-        help=f"load-test exporter to scrape (repeatable; default 127.0.0.1:{LOADTEST_EXPORTER_PORT})",
-    )
-    parser.add_argument("--port", type=int, default=DEFAULT_PROMETHEUS_PORT, help="Prometheus port on 127.0.0.1")
-    parser.add_argument("--storage-dir", type=Path, help="TSDB directory (default: a temporary one)")
-    parser.add_argument("--scrape-interval-s", type=float, default=None, help="override the scrape interval")
-    parser.add_argument("--monitoring-dir", type=Path, default=None, help="the repository's monitoring/ directory")
-
-
-def run(args: argparse.Namespace) -> int:
-    config = render_config(
-        find_monitoring_dir(args.monitoring_dir),
-        triton_targets=args.triton or ["127.0.0.1:8002"],
-        loadtest_targets=args.loadtest or [f"127.0.0.1:{LOADTEST_EXPORTER_PORT}"],
-        scrape_interval_s=args.scrape_interval_s,
-    )
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
-    with LocalPrometheus(config, port=args.port, storage_dir=args.storage_dir) as prometheus:
-        print(f"Prometheus: {prometheus.url}  (alerts: {prometheus.url}/alerts; Ctrl-C stops it)", flush=True)
-        stop.wait()
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tritonstack.monitoring_local", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except TritonStackError as exc:
-        print(f"error: {exc.message}" + (f"\nhint: {exc.hint}" if exc.hint else ""), flush=True)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""A repository that holds a text-in model: reused when it is there and valid, else exported.
+
+What the demo and the benchmark start from. It calls the export API directly,
+so an export error reaches the caller as itself (an ``AccuracyGateError`` with
+its numbers, say), not as the exit code of a nested ``tritonstack export``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tritonstack.export.pipeline import ExportResult
+
+Log = Callable[[str], None]
+
+
+def ensure_exported(
+    model: str | Path, repository: Path, name: str, *, reexport: bool = False, log: Log = print
+) -> ExportResult | None:
+    """Make ``repository`` hold the text-in model ``name``; the export's result, ``None`` when reused.
+
+    A model already there is reused unless ``reexport``, after the repository passes
+    ``tritonstack validate`` (``ConfigValidationError`` if not). Otherwise ``model`` (a
+    local Hugging Face folder or hub id) is exported with the defaults of
+    ``tritonstack export MODEL --name NAME --repository REPOSITORY``: parity-gated, the
+    fastest passing candidate. What happens goes to ``log``, one line per call: the
+    equivalent command, then the candidate table and summary that command prints.
+    """
+    from tritonstack.export.errors import AccuracyGateError
+    from tritonstack.export.options import ExportOptions
+    from tritonstack.export.pipeline import export_model
+    from tritonstack.export.report import candidates_table, summarize
+    from tritonstack.repository.errors import ConfigValidationError
+    from tritonstack.repository.validate import check_repository
+
+    if (repository / name).is_dir() and not reexport:
+        try:
+            check_repository(repository)
+        except ConfigValidationError as error:
+            raise ConfigValidationError(
+                error.problems, hint=f"pass --reexport to export {name!r} into {repository} again"
+            ) from error
+        log(f"{name} is already in {repository}: reusing it (--reexport to export again)")
+        return None
+    log(f"$ tritonstack export {model} --name {name} --repository {repository}")
+    try:
+        result = export_model(ExportOptions(model=str(model), name=name, repository=repository))
+    except AccuracyGateError as error:
+        # The table is the evidence for the refusal, as `tritonstack export` shows it.
+        if error.report is not None:
+            _log_lines(log, candidates_table(error.report))
+        raise
+    _log_lines(log, f"{candidates_table(result.report)}\n\n{summarize(result.report)}")
+    return result
+
+
+def _log_lines(log: Log, text: str) -> None:
+    for line in text.splitlines():
+        log(line)

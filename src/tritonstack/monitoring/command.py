@@ -1,0 +1,53 @@
+"""Run Prometheus locally against a running Triton and load test, with the project's rules, until interrupted.
+
+    tritonstack monitor --triton 127.0.0.1:8002 --loadtest 127.0.0.1:9646
+
+Renders ``monitoring/prometheus/prometheus.yml`` for these loopback targets and
+runs the ``prometheus`` binary on 127.0.0.1 (no Docker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+from tritonstack.monitoring.local import DEFAULT_PROMETHEUS_PORT, LOADTEST_EXPORTER_PORT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--triton",
+        action="append",
+        metavar="HOST:PORT",
+        help="Triton metrics endpoint to scrape (repeatable; default 127.0.0.1:8002)",
+    )
+    parser.add_argument(
+        "--loadtest",
+        action="append",
+        metavar="HOST:PORT",
+        help=f"load-test exporter to scrape (repeatable; default 127.0.0.1:{LOADTEST_EXPORTER_PORT})",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PROMETHEUS_PORT, help="Prometheus port on 127.0.0.1")
+    parser.add_argument("--storage-dir", type=Path, help="TSDB directory (default: a temporary one)")
+    parser.add_argument("--scrape-interval-s", type=float, default=None, help="override the scrape interval")
+    parser.add_argument("--monitoring-dir", type=Path, default=None, help="the repository's monitoring/ directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    from tritonstack.monitoring.local import LocalPrometheus, find_monitoring_dir, render_config
+
+    config = render_config(
+        find_monitoring_dir(args.monitoring_dir),
+        triton_targets=args.triton or ["127.0.0.1:8002"],
+        loadtest_targets=args.loadtest or [f"127.0.0.1:{LOADTEST_EXPORTER_PORT}"],
+        scrape_interval_s=args.scrape_interval_s,
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    with LocalPrometheus(config, port=args.port, storage_dir=args.storage_dir) as prometheus:
+        print(f"Prometheus: {prometheus.url}  (alerts: {prometheus.url}/alerts; Ctrl-C stops it)", flush=True)
+        stop.wait()
+    return 0
