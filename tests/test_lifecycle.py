@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonstack.bench.soak import sample_processes
 from tritonstack.repository.config import InstanceGroup, ModelConfig, Tensor, render
-from tritonstack.server import EmbeddedServer
+from tritonstack.server import EmbeddedServer, shared_memory
+from tritonstack.server.processes import process_tree, stubs
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +43,6 @@ def _wait_until(condition: Any, timeout_s: float) -> bool:
     return condition()
 
 
-def _stub_regions(root_pid: int) -> dict[int, str]:
-    """Stub pid -> the /dev/shm region it shares with Triton (the stub's third argument)."""
-    regions = {}
-    for process in sample_processes(root_pid):
-        argv = Path(f"/proc/{process.pid}/cmdline").read_bytes().split(b"\0")
-        if argv[0].endswith(b"triton_python_backend_stub"):
-            regions[process.pid] = argv[2].decode()
-    return regions
-
-
 def _live(http_url: str) -> bool:
     try:
         with urllib.request.urlopen(http_url + "/v2/health/live", timeout=5) as response:
@@ -73,8 +63,8 @@ def test_kill_9_of_triton_under_serve_leaves_no_stub_and_no_shared_memory(
         for line in serve.stdout:
             if line.startswith("ready"):
                 break
-        (triton_pid,) = [p.pid for p in sample_processes(serve.pid) if p.name == "tritonserver"]
-        regions = _stub_regions(triton_pid)
+        (triton_pid,) = [p.pid for p in process_tree(serve.pid) if p.name == "tritonserver"]
+        regions = {p.pid: str(p.shm_region) for p in stubs(triton_pid)}
         assert len(regions) >= 6  # tokenizer, encoder (and postprocess) of tiny, tiny_cls, tiny_ner
         assert all(Path("/dev/shm", region).exists() for region in regions.values())
 
@@ -94,6 +84,58 @@ def test_kill_9_of_triton_under_serve_leaves_no_stub_and_no_shared_memory(
     with EmbeddedServer(tiny_repository, log_path=tmp_path / "next.log") as server:
         assert _live(server.http_url)
         assert not any(Path("/dev/shm", region).exists() for region in regions.values())
+
+
+def _embeds(client: Any) -> bool:
+    try:
+        client.embed(["are you back?"])
+    except Exception:
+        return False
+    return True
+
+
+def test_kill_9_of_one_stub_reloads_its_model_and_the_server_stays_live(tiny_repository: Path, tmp_path: Path) -> None:
+    from tritonstack.client import Client
+
+    with (
+        EmbeddedServer(tiny_repository, log_path=tmp_path / "t.log") as server,
+        Client(server.grpc_url, model="tiny", timeouts=10.0) as client,
+    ):
+        before = client.embed(["hello world"])
+        (encoder,) = [p for p in stubs(server.pid) if p.model == "tiny_encoder"]
+        os.kill(encoder.pid, signal.SIGKILL)
+        assert _wait_until(lambda: _embeds(client), 30), "the model did not come back"
+        np.testing.assert_array_equal(client.embed(["hello world"]), before)
+        assert server.supervisor is not None and server.supervisor.reloaded == ["tiny_encoder"]
+        assert _live(server.http_url)
+        (fresh,) = [p for p in stubs(server.pid) if p.model == "tiny_encoder" and p.alive]
+        assert fresh.pid != encoder.pid
+
+        # a model unloaded on purpose stays unloaded: its stub exits, and it is not READY
+        server._admin("models/tiny_cls_postprocess/unload", {}, timeout_s=30)
+        assert _wait_until(lambda: not [p for p in stubs(server.pid) if p.model == "tiny_cls_postprocess"], 15)
+        time.sleep(3 * server.supervisor.poll_s)
+        assert server.supervisor.reloaded == ["tiny_encoder"]
+        assert "tiny_cls_postprocess" not in server.ready_models()
+        prefix = server._shm_prefix
+        assert shared_memory.regions(prefix)
+    assert not shared_memory.regions(prefix)
+
+
+def test_a_new_start_removes_the_regions_of_servers_whose_launcher_is_gone(tmp_path: Path) -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = shared_memory.SHM_DIR / f"tritonstack_{gone.pid}_00ab_region"
+    ours = shared_memory.SHM_DIR / f"tritonstack_{os.getpid()}_00ab_region"
+    foreign = shared_memory.SHM_DIR / f"triton_python_backend_shm_region_{gone.pid}"  # not ours: left alone
+    for path in (orphan, ours, foreign):
+        path.write_bytes(b"x")
+    try:
+        assert shared_memory.remove_orphans() >= 1
+        assert not orphan.exists() and ours.exists() and foreign.exists()
+    finally:
+        for path in (orphan, ours, foreign):
+            path.unlink(missing_ok=True)
 
 
 # -- deadlines -----------------------------------------------------------------
@@ -243,7 +285,7 @@ def test_http_endpoint_fuzz_gets_4xx_or_a_closed_connection_and_the_server_stays
         outcomes = {name: _outcome(_http(port, data)) for name, data in _fuzz_cases(seed).items()}
         assert not [o for o in outcomes.values() if o.startswith("unexpected")], outcomes
         assert _live(triton.http_url), f"the server died after round {seed}: {outcomes}"
-        rss_mib.append(next(p for p in sample_processes(triton.pid) if p.name == "tritonserver").rss_bytes / 2**20)
+        rss_mib.append(process_tree(triton.pid)[0].rss_bytes / 2**20)
     assert outcomes["unknown model"] == "404"
     assert outcomes["batch far over the maximum"] == "400"
     assert outcomes["5000 headers"] == "200"
