@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonstack.bench import soak
+from tritonstack.server.processes import ProcessInfo
 
 
 def test_durations_take_seconds_minutes_and_hours() -> None:
@@ -33,7 +34,7 @@ def test_growth_is_the_fitted_slope_in_percent_of_the_mean_per_window() -> None:
 
 
 def _sample(elapsed_s: float, rss_mib: float, pid: int = 10, errors: int = 0) -> soak.Sample:
-    process = soak.ProcessSample("tiny_encoder_0_0", pid, int(rss_mib * 2**20), open_fds=12)
+    process = ProcessInfo(pid, "tiny_encoder_0_0", alive=True, rss_bytes=int(rss_mib * 2**20), open_fds=12)
     return soak.Sample(elapsed_s, ok=5, errors=errors, processes=(process,))
 
 

@@ -17,23 +17,20 @@ small absolute changes to a large rate: judge leaks on runs of 10 minutes or mor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import json
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tritonstack.bench.errors import BenchError
+from tritonstack.server.processes import ProcessInfo, process_tree
 
 Log = Callable[[str], None]
 
 GROWTH_TARGET_PCT_PER_10MIN = 2.0
 GROWTH_WINDOW_S = 600.0
-STUB = "triton_python_backend_stub"
-STUB_INSTANCE_ARG = 8  # the stub's argv: model path, shm region, 2 sizes, parent pid, backend dir, ?, instance name
 
 
 def parse_duration_s(text: str) -> float:
@@ -50,19 +47,11 @@ def parse_duration_s(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class ProcessSample:
-    name: str  # "tritonserver" or the model instance a stub runs (e.g. "minilm_encoder_0_0")
-    pid: int
-    rss_bytes: int
-    open_fds: int
-
-
-@dataclass(frozen=True)
 class Sample:
     elapsed_s: float
     ok: int  # calls that succeeded since the previous sample
     errors: int  # calls that failed since the previous sample
-    processes: tuple[ProcessSample, ...]
+    processes: tuple[ProcessInfo, ...]  # Triton and its stubs, live ones
 
 
 @dataclass(frozen=True)
@@ -98,7 +87,7 @@ class SoakResult:
     def growth(self) -> list[ProcessGrowth]:
         """Per process, over the samples after the warm-up (a process that restarted counts as a new one)."""
         steady = [s for s in self.samples if s.elapsed_s >= self.warmup_s]
-        by_process: dict[tuple[str, int], list[tuple[float, ProcessSample]]] = {}
+        by_process: dict[tuple[str, int], list[tuple[float, ProcessInfo]]] = {}
         for sample in steady:
             for process in sample.processes:
                 by_process.setdefault((process.name, process.pid), []).append((sample.elapsed_s, process))
@@ -132,43 +121,6 @@ def growth_pct(times_s: Sequence[float], values: Sequence[float], per_s: float) 
         return 0.0
     slope = sum((t - mean_t) * (v - mean_v) for t, v in zip(times_s, values, strict=True)) / spread
     return 100.0 * slope * per_s / mean_v
-
-
-# -- /proc -------------------------------------------------------------------
-def _children(pid: int) -> list[int]:
-    children = []
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                children += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    return children
-
-
-def _name(pid: int) -> str:
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    program = os.path.basename(argv[0].decode(errors="replace"))
-    if program == STUB and len(argv) > STUB_INSTANCE_ARG:
-        return argv[STUB_INSTANCE_ARG].decode(errors="replace")
-    return program
-
-
-def _rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024  # kB
-    return 0  # a zombie has no VmRSS
-
-
-def sample_processes(root_pid: int) -> tuple[ProcessSample, ...]:
-    """RSS and open descriptors of ``root_pid`` and every process below it (processes that exit meanwhile are
-    left out)."""
-    pids, samples = [root_pid], []
-    while pids:
-        pid = pids.pop()
-        pids += _children(pid)
-        with contextlib.suppress(OSError):
-            samples.append(ProcessSample(_name(pid), pid, _rss_bytes(pid), len(os.listdir(f"/proc/{pid}/fd"))))
-    return tuple(sorted(samples, key=lambda p: (p.name != "tritonserver", p.name)))
 
 
 # -- the run -----------------------------------------------------------------
@@ -206,7 +158,7 @@ async def _soak(
             next_sample = sample_every_s
             while next_sample <= result.duration_s + 1e-9:
                 await asyncio.sleep(max(0.0, started + next_sample - time.perf_counter()))
-                processes = sample_processes(root_pid)
+                processes = tuple(p for p in process_tree(root_pid) if p.alive)
                 sample = Sample(time.perf_counter() - started, counts["ok"], counts["errors"], processes)
                 counts.update(ok=0, errors=0)
                 result.samples.append(sample)

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
-from tritonstack.server import flags
+from tritonstack.server import flags, shared_memory
 from tritonstack.server.errors import ServerError, ServerStartError
+from tritonstack.server.supervisor import StubSupervisor
 
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.+?)\"?$")
@@ -94,7 +95,9 @@ class EmbeddedServer(ChildService):
 
     Ports of 0 pick free ones. ``admin_key`` guards the restricted APIs (model
     repository, logging, trace, shared memory); ``None`` takes
-    ``$TRITONSTACK_ADMIN_KEY`` or a fresh random key.
+    ``$TRITONSTACK_ADMIN_KEY`` or a fresh random key. ``restart_dead_stubs``
+    reloads a model whose Python-backend stub died (see ``supervisor``).
+    Shared-memory regions never outlive the server (see ``shared_memory``).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class EmbeddedServer(ChildService):
         log_path: str | os.PathLike[str] | None = None,
         ready_timeout_s: float = 300.0,
         exit_timeout_s: int = flags.EXIT_TIMEOUT_S,
+        restart_dead_stubs: bool = True,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.bind_address = bind_address
@@ -121,6 +125,9 @@ class EmbeddedServer(ChildService):
         self._log_path = Path(log_path) if log_path else None
         self._workdir: Path | None = None
         self._child: ChildProcess | None = None
+        self._shm_prefix = shared_memory.new_prefix()
+        self.supervisor: StubSupervisor | None = None
+        self.restart_dead_stubs = restart_dead_stubs
         self.http_port = self.grpc_port = self.metrics_port = 0
 
     # -- endpoints ---------------------------------------------------------
@@ -182,6 +189,7 @@ class EmbeddedServer(ChildService):
             str(pytriton_dir() / "bin" / "tritonserver"),
             *triton_flags.args(),
             f"--backend-directory={backend_dir}",
+            *shared_memory.backend_args(self._shm_prefix),
             *self.extra_args,
         ]
 
@@ -203,6 +211,7 @@ class EmbeddedServer(ChildService):
                 hint="run `tritonstack export MODEL` first, or pass --repository",
             )
         self._ports()
+        shared_memory.remove_orphans()
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonstack-server-"))
         if self._log_path is None:
             # outside the work folder, so that the log outlives a failed start
@@ -220,6 +229,8 @@ class EmbeddedServer(ChildService):
         )
         try:
             self._child.start(self.is_ready, self.ready_timeout_s, self._failure)
+            if self.restart_dead_stubs:
+                self.supervisor = StubSupervisor(self.pid, self.ready_models, self.reload_model).start()
         except BaseException:
             self.stop()
             raise
@@ -251,20 +262,38 @@ class EmbeddedServer(ChildService):
             )
         return ServerStartError(f"{headline}; see {self.log_path}", hint=tail[-2000:] or None, log_tail=tail)
 
-    def models(self) -> list[dict[str, str]]:
-        """Triton's repository index (name, version, state, reason) through the admin-keyed API."""
+    def _admin(self, path: str, body: object, timeout_s: float) -> object:
         request = urllib.request.Request(
-            f"{self.http_url}/v2/repository/index",
-            data=b"{}",
+            f"{self.http_url}/v2/repository/{path}",
+            data=json.dumps(body).encode(),
             method="POST",
             headers={flags.ADMIN_KEY_HEADER: self.admin_key, "Content-Type": "application/json"},
         )
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return list(json.loads(response.read()))
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            text = response.read()
+        return json.loads(text) if text else None
+
+    def models(self) -> list[dict[str, str]]:
+        """Triton's repository index (name, version, state, reason) through the admin-keyed API."""
+        return list(self._admin("index", {}, timeout_s=5))  # type: ignore[call-overload]
+
+    def ready_models(self) -> set[str]:
+        return {m["name"] for m in self.models() if m.get("state") == "READY"}
+
+    def reload_model(self, name: str, timeout_s: float = 120.0) -> None:
+        """Load model ``name`` afresh with the config it runs with: new instances (and stubs), then the old
+        ones retire. Triton skips a plain load of an unchanged model; one with its config always reloads."""
+        with urllib.request.urlopen(f"{self.http_url}/v2/models/{name}/config", timeout=5) as response:
+            config = response.read().decode()
+        self._admin(f"models/{name}/load", {"parameters": {"config": config}}, timeout_s)
 
     def stop(self, timeout_s: float | None = None) -> int | None:
         """Stop gracefully: in-flight requests finish, new ones are refused. Returns the exit code."""
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.supervisor = None
         code = self._child.stop(timeout_s) if self._child is not None else None
+        shared_memory.remove(self._shm_prefix)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

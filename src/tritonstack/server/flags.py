@@ -24,7 +24,9 @@ ADMIN_KEY_HEADER = "tritonstack-admin-key"
 GRPC_ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}"
 ADMIN_KEY_ENV = "TRITONSTACK_ADMIN_KEY"
 
-MODEL_CONTROL_MODE = "none"
+# Every model in the repository loads at start-up, as with "none"; "explicit" also lets the holder of the
+# admin key reload a model (the embedded server does when a model's Python stub died, see supervisor.py).
+MODEL_CONTROL_MODE = "explicit"
 EXIT_TIMEOUT_S = 30
 
 # Behind an L4 balancer (a Kubernetes Service) a gRPC client keeps one connection
@@ -95,6 +97,7 @@ class TritonFlags:
         args = [
             f"--model-repository={self.model_repository}",
             f"--model-control-mode={MODEL_CONTROL_MODE}",
+            "--load-model=*",
             "--strict-readiness=true",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--http-address={self.bind_address}",
