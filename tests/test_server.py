@@ -163,6 +163,17 @@ def test_bad_input_gets_an_error_and_the_server_stays_up(client: Any, name: str,
     assert embed(client, ["still serving"]).shape == (1, 32)
 
 
+def test_triton_loaded_the_exported_queue_policy_on_every_step(client: Any) -> None:
+    from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES
+
+    for step in ("tiny_tokenizer", "tiny_encoder", "tiny_cls_postprocess"):
+        policy = client.get_model_config(step).config.dynamic_batching.default_queue_policy
+        assert policy.max_queue_size == QUEUED_BATCHES * 64, step
+        assert policy.default_timeout_microseconds == DEFAULT_QUEUE_TIMEOUT_MS * 1000, step
+        assert policy.timeout_action == policy.REJECT and policy.allow_timeout_override, step
+    assert client.get_model_config("tiny").config.WhichOneof("scheduling_choice") == "ensemble_scheduling"
+
+
 def _bytes_input(name: str, rows: list[Any]) -> grpcclient.InferInput:
     array = np.array(rows, dtype=np.object_)
     tensor = grpcclient.InferInput(name, list(array.shape), "BYTES")

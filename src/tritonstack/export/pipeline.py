@@ -41,6 +41,8 @@ class ExportOptions:
     precision: str | None = None  # None: auto on cpu, fp16 on gpu
     max_batch_size: int = 64
     max_sequence_length: int | None = None  # tokens; None: the model's own limit
+    max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
+    queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (repository/queue_policy.py)
     gate: float = DEFAULT_GATE
     parity_texts: Path | None = None
     recipes: tuple[Recipe, ...] | None = None  # int8 candidates; None: every preset
@@ -206,6 +208,8 @@ def export_model(options: ExportOptions) -> ExportResult:
             labels=export.labels,
             max_batch_size=options.max_batch_size,
             max_sequence_length=export.max_sequence_length,
+            max_queue_size=options.max_queue_size,
+            queue_timeout_ms=options.queue_timeout_ms,
             target=options.target,
             precision=chosen.precision,
             report=report,
