@@ -163,6 +163,22 @@ def test_bad_input_gets_an_error_and_the_server_stays_up(client: Any, name: str,
     assert embed(client, ["still serving"]).shape == (1, 32)
 
 
+def test_an_empty_request_gets_invalid_argument(client: Any) -> None:
+    """No rows: Triton 2.51 itself refuses. Rows without tokens reach the encoder's backend, which refuses
+    them too (ONNX Runtime would answer with NaNs)."""
+    no_texts = grpcclient.InferInput("TEXT", [0, 1], "BYTES")
+    no_texts.set_data_from_numpy(np.empty((0, 1), dtype=np.object_))
+    with pytest.raises(InferenceServerException) as no_rows:
+        client.infer("tiny", [no_texts])
+    assert no_rows.value.status() == "StatusCode.INVALID_ARGUMENT", no_rows.value
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    with pytest.raises(InferenceServerException) as no_tokens:
+        client.infer("tiny_encoder", [_int_input(name, [[]]) for name in names])
+    assert no_tokens.value.status() == "StatusCode.INVALID_ARGUMENT", no_tokens.value
+    assert "holds no values (shape [1, 0])" in no_tokens.value.message()
+    assert embed(client, ["still serving"]).shape == (1, 32)
+
+
 def test_triton_loaded_the_exported_queue_policy_on_every_step(client: Any) -> None:
     from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES
 

@@ -134,3 +134,35 @@ def export_fp32(model_dir: Path, repository: Path, name: str, *, max_batch_size:
         precision="fp32",
     )
     return write_text_model(repository, model)
+
+
+def build_slow_onnx(path: Path, squarings: int = 4) -> Path:
+    """An ONNX model whose execution takes as long as a test needs, for overload and cancellation tests.
+
+    Input ``x`` FP32 ``[batch_size, width]``, output ``y`` FP32 ``[batch_size, 1]``. It squares the
+    ``width`` x ``width`` Gram matrix of ``x`` ``squarings`` times, so its time grows with ``width``
+    cubed and hardly with the batch: the caller picks the width that makes one execution last long
+    enough. Zeros in, zeros out.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Transpose", ["x"], ["x_t"]), helper.make_node("MatMul", ["x_t", "x"], ["gram_0"])]
+    for step in range(squarings):
+        nodes.append(helper.make_node("MatMul", [f"gram_{step}", f"gram_{step}"], [f"gram_{step + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"gram_{squarings}", "axis_1"], ["row_sums"], keepdims=1),
+        helper.make_node("MatMul", ["x", "row_sums"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", 1])],
+        [helper.make_tensor("axis_1", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
