@@ -17,6 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+import tinymodels
 from tritonstack.server import EmbeddedServer, ServerStartError
 from tritonstack.server.embedded import model_errors_from_log
 
@@ -180,12 +181,12 @@ def test_an_empty_request_gets_invalid_argument(client: Any) -> None:
 
 
 def test_triton_loaded_the_exported_queue_policy_on_every_step(client: Any) -> None:
-    from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES
+    from tritonstack.repository.queue_policy import QUEUED_BATCHES
 
     for step in ("tiny_tokenizer", "tiny_encoder", "tiny_cls_postprocess"):
         policy = client.get_model_config(step).config.dynamic_batching.default_queue_policy
         assert policy.max_queue_size == QUEUED_BATCHES * 64, step
-        assert policy.default_timeout_microseconds == DEFAULT_QUEUE_TIMEOUT_MS * 1000, step
+        assert policy.default_timeout_microseconds == tinymodels.QUEUE_TIMEOUT_MS * 1000, step
         assert policy.timeout_action == policy.REJECT and policy.allow_timeout_override, step
     assert client.get_model_config("tiny").config.WhichOneof("scheduling_choice") == "ensemble_scheduling"
 

@@ -114,7 +114,15 @@ def build(
     return directory
 
 
-def export_fp32(model_dir: Path, repository: Path, name: str, *, max_batch_size: int = 64) -> Path:
+# The tests share a busy machine, where a request can wait longer than export's default queue timeout
+# (500 ms) without anything being wrong with the server: the tiny models get a generous one, so that a
+# functional test is not shed. The tests of shedding serve their own models (test_server_overload.py).
+QUEUE_TIMEOUT_MS = 30_000
+
+
+def export_fp32(
+    model_dir: Path, repository: Path, name: str, *, max_batch_size: int = 64, queue_timeout_ms: int = QUEUE_TIMEOUT_MS
+) -> Path:
     """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``."""
     from tritonstack.export.onnx_export import export_onnx
     from tritonstack.repository.writer import ExportedModel, write_text_model
@@ -132,6 +140,7 @@ def export_fp32(model_dir: Path, repository: Path, name: str, *, max_batch_size:
         max_batch_size=max_batch_size,
         max_sequence_length=onnx.max_sequence_length,
         precision="fp32",
+        queue_timeout_ms=queue_timeout_ms,
     )
     return write_text_model(repository, model)
 
