@@ -166,7 +166,7 @@ def test_bad_input_gets_an_error_and_the_server_stays_up(client: Any, name: str,
 
 def test_an_empty_request_gets_invalid_argument(client: Any) -> None:
     """No rows: Triton 2.51 itself refuses. Rows without tokens reach the encoder's backend, which refuses
-    them too (ONNX Runtime would answer with NaNs)."""
+    them too (ONNX Runtime answered them with an all-zero embedding)."""
     no_texts = grpcclient.InferInput("TEXT", [0, 1], "BYTES")
     no_texts.set_data_from_numpy(np.empty((0, 1), dtype=np.object_))
     with pytest.raises(InferenceServerException) as no_rows:

@@ -141,7 +141,7 @@ class TritonPythonModel:
                 raise RequestError(f"input {name} must be {np.dtype(dtype).name}, got {array.dtype.name}")
             if array.ndim != rank + 1:
                 raise RequestError(f"input {name} must have rank {rank + 1}, got shape {list(array.shape)}")
-            if array.size == 0:  # ONNX Runtime would answer it with NaNs or fail the batch it is part of
+            if array.size == 0:  # ONNX Runtime answers it with a meaningless vector (all zeros for BERT)
                 raise RequestError(f"input {name} holds no values (shape {list(array.shape)})")
             features[name] = array
         shapes = {a.shape for a in features.values()}
