@@ -170,6 +170,24 @@ def test_cli_json_report(tiny_models: dict[str, Path], tmp_path: Path, capsys: p
     assert Path(report["version_dir"]).is_dir()
 
 
+def test_cli_queue_flags_reach_every_queued_step(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tritonstack.repository.config import parse
+
+    repository = tmp_path / "repo"
+    command = ["export", str(tiny_models["distilbert"]), "--repository", str(repository), "--precision", "fp32"]
+    assert main([*command, "--max-queue-size", "12", "--queue-timeout-ms", "0"]) == 0, capsys.readouterr().err
+    for step in ("distilbert_tokenizer", "distilbert_encoder", "distilbert_postprocess"):
+        policy = parse((repository / step / "config.pbtxt").read_text()).dynamic_batching.default_queue_policy
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (12, 0), step
+    check_repository(repository)
+    with pytest.raises(SystemExit) as usage:
+        main([*command, "--queue-timeout-ms", "-5"])
+    assert usage.value.code == 2
+    assert "must be >= 0" in capsys.readouterr().err
+
+
 def test_auto_precision_races_fp32_against_int8_and_keeps_the_fastest_passing(
     tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,18 @@ import pytest
 from google.protobuf import json_format
 
 from tritonstack.repository import contract
-from tritonstack.repository.config import ModelConfig, Tensor, parameter, parse, render
+from tritonstack.repository.config import (
+    DynamicBatching,
+    EnsembleStep,
+    ModelConfig,
+    QueuePolicy,
+    Tensor,
+    parameter,
+    parse,
+    render,
+)
+from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES, queue_policy
 from tritonstack.repository.writer import ExportedModel, model_configs
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -123,3 +135,58 @@ def test_bad_data_type_is_rejected() -> None:
 def test_platform_xor_backend() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         ModelConfig(name="x", max_batch_size=1, inputs=(), outputs=()).to_dict()
+
+
+@pytest.mark.parametrize(("task", "target"), CASES)
+def test_every_queued_step_sheds_load_and_the_ensemble_has_no_queue(task: str, target: str) -> None:
+    *steps, text_in = (config.to_proto() for config in model_configs(exported(task, target)))
+    assert len(steps) == (2 if task == "feature-extraction" else 3)
+    for step in steps:
+        policy = step.dynamic_batching.default_queue_policy
+        assert policy.max_queue_size == QUEUED_BATCHES * 64, step.name
+        assert policy.default_timeout_microseconds == DEFAULT_QUEUE_TIMEOUT_MS * 1000, step.name
+        assert policy.timeout_action == policy.REJECT and policy.allow_timeout_override, step.name
+    assert text_in.WhichOneof("scheduling_choice") == "ensemble_scheduling"
+
+
+def test_queue_bounds_follow_the_flags_and_zero_disables_each() -> None:
+    assert queue_policy(8) == QueuePolicy(max_queue_size=QUEUED_BATCHES * 8, default_timeout_us=500_000)
+    assert queue_policy(8, max_queue_size=3, timeout_ms=250) == QueuePolicy(3, 250_000)
+    assert queue_policy(8, timeout_ms=0) == QueuePolicy(QUEUED_BATCHES * 8, 0)
+    assert queue_policy(8, max_queue_size=0) == QueuePolicy(0, 500_000)
+    assert queue_policy(8, max_queue_size=0, timeout_ms=0) is None
+    with pytest.raises(RepositoryError, match=">= 0"):
+        queue_policy(8, max_queue_size=-1)
+    unbounded = dataclasses.replace(exported("text-classification"), max_queue_size=0, queue_timeout_ms=0)
+    for config in model_configs(unbounded)[:-1]:
+        proto = config.to_proto()
+        assert proto.HasField("dynamic_batching") and not proto.dynamic_batching.HasField("default_queue_policy")
+    custom = dataclasses.replace(exported("feature-extraction"), max_queue_size=5, queue_timeout_ms=20)
+    for config in model_configs(custom)[:-1]:
+        policy = config.to_proto().dynamic_batching.default_queue_policy
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 20_000)
+
+
+def test_an_ensemble_cannot_have_a_queue_of_its_own() -> None:
+    config = ModelConfig(
+        name="x",
+        platform="ensemble",
+        max_batch_size=1,
+        inputs=(),
+        outputs=(),
+        dynamic_batching=DynamicBatching(queue_policy=QueuePolicy(4, 1000)),
+        ensemble_steps=(EnsembleStep("y", {}, {}),),
+    )
+    with pytest.raises(json_format.ParseError, match="scheduling_choice"):
+        config.to_proto()
+
+
+def test_export_help_names_the_queue_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    """The flags' help spells the defaults out (importing them would slow `--help`): keep them in step."""
+    from tritonstack.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{QUEUED_BATCHES} x --max-batch-size when omitted" in text
+    assert f"{DEFAULT_QUEUE_TIMEOUT_MS} when omitted" in text

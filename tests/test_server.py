@@ -17,6 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+import tinymodels
 from tritonstack.server import EmbeddedServer, ServerStartError
 from tritonstack.server.embedded import model_errors_from_log
 
@@ -154,6 +155,33 @@ def test_bad_input_gets_an_error_and_the_server_stays_up(client: Any, name: str,
         client.infer("tiny", build())
     assert info.value.status() == "StatusCode.INVALID_ARGUMENT", (name, info.value)
     assert embed(client, ["still serving"]).shape == (1, 32)
+
+
+def test_an_empty_request_gets_invalid_argument(client: Any) -> None:
+    """No rows: Triton 2.51 itself refuses. Rows without tokens reach the encoder's backend, which refuses
+    them too (ONNX Runtime answered them with an all-zero embedding)."""
+    no_texts = grpcclient.InferInput("TEXT", [0, 1], "BYTES")
+    no_texts.set_data_from_numpy(np.empty((0, 1), dtype=np.object_))
+    with pytest.raises(InferenceServerException) as no_rows:
+        client.infer("tiny", [no_texts])
+    assert no_rows.value.status() == "StatusCode.INVALID_ARGUMENT", no_rows.value
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    with pytest.raises(InferenceServerException) as no_tokens:
+        client.infer("tiny_encoder", [_int_input(name, [[]]) for name in names])
+    assert no_tokens.value.status() == "StatusCode.INVALID_ARGUMENT", no_tokens.value
+    assert "holds no values (shape [1, 0])" in no_tokens.value.message()
+    assert embed(client, ["still serving"]).shape == (1, 32)
+
+
+def test_triton_loaded_the_exported_queue_policy_on_every_step(client: Any) -> None:
+    from tritonstack.repository.queue_policy import QUEUED_BATCHES
+
+    for step in ("tiny_tokenizer", "tiny_encoder", "tiny_cls_postprocess"):
+        policy = client.get_model_config(step).config.dynamic_batching.default_queue_policy
+        assert policy.max_queue_size == QUEUED_BATCHES * 64, step
+        assert policy.default_timeout_microseconds == tinymodels.QUEUE_TIMEOUT_MS * 1000, step
+        assert policy.timeout_action == policy.REJECT and policy.allow_timeout_override, step
+    assert client.get_model_config("tiny").config.WhichOneof("scheduling_choice") == "ensemble_scheduling"
 
 
 def _bytes_input(name: str, rows: list[Any]) -> grpcclient.InferInput:

@@ -114,11 +114,53 @@ def build(
     return directory
 
 
-def export_fp32(model_dir: Path, repository: Path, name: str, *, max_batch_size: int = 64) -> Path:
+# The tests share a busy machine, where a request can wait longer than export's default queue timeout
+# (500 ms) without anything being wrong with the server: the tiny models get a generous one, so that a
+# functional test is not shed. The tests of shedding serve their own models (test_server_overload.py).
+QUEUE_TIMEOUT_MS = 30_000
+
+
+def export_fp32(
+    model_dir: Path, repository: Path, name: str, *, max_batch_size: int = 64, queue_timeout_ms: int = QUEUE_TIMEOUT_MS
+) -> Path:
     """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``."""
     from tritonstack.export.onnx_export import export_onnx
     from tritonstack.repository.writer import ExportedModel, write_text_model
 
     onnx = export_onnx(model_dir, None, repository.parent / f".onnx-{name}")
-    model = ExportedModel.from_export(onnx, name=name, precision="fp32", max_batch_size=max_batch_size)
+    model = ExportedModel.from_export(
+        onnx, name=name, precision="fp32", max_batch_size=max_batch_size, queue_timeout_ms=queue_timeout_ms
+    )
     return write_text_model(repository, model)
+
+
+def build_slow_onnx(path: Path, squarings: int = 4) -> Path:
+    """An ONNX model whose execution takes as long as a test needs, for overload and cancellation tests.
+
+    Input ``x`` FP32 ``[batch_size, width]``, output ``y`` FP32 ``[batch_size, 1]``. It squares the
+    ``width`` x ``width`` Gram matrix of ``x`` ``squarings`` times, so its time grows with ``width``
+    cubed and hardly with the batch: the caller picks the width that makes one execution last long
+    enough. Zeros in, zeros out.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Transpose", ["x"], ["x_t"]), helper.make_node("MatMul", ["x_t", "x"], ["gram_0"])]
+    for step in range(squarings):
+        nodes.append(helper.make_node("MatMul", [f"gram_{step}", f"gram_{step}"], [f"gram_{step + 1}"]))
+    nodes += [
+        helper.make_node("ReduceSum", [f"gram_{squarings}", "axis_1"], ["row_sums"], keepdims=1),
+        helper.make_node("MatMul", ["x", "row_sums"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch_size", "width"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch_size", 1])],
+        [helper.make_tensor("axis_1", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -37,6 +37,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-sequence-length", type=int, default=None, help="max tokens per text; the model's own limit when omitted"
     )
     parser.add_argument(
+        "--max-queue-size",
+        type=_non_negative_int,
+        default=None,
+        metavar="REQUESTS",
+        help="bound of each step's queue: a request beyond it is refused at once (UNAVAILABLE); "
+        "4 x --max-batch-size when omitted, 0: unbounded",
+    )
+    parser.add_argument(
+        "--queue-timeout-ms",
+        type=_non_negative_int,
+        default=None,
+        metavar="MS",
+        help="a request that waited this long in a step's queue is refused (UNAVAILABLE); 500 when omitted, 0: none",
+    )
+    parser.add_argument(
         "--gate",
         type=float,
         default=DEFAULT_GATE,
@@ -46,6 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--parity-texts", type=Path, default=None, metavar="FILE", help="extra parity texts, one per line"
     )
     parser.add_argument("--json", action="store_true", help="print the export report as JSON on stdout")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 disables the bound), got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         precision=Precision(args.precision) if args.precision else None,
         max_batch_size=args.max_batch_size,
         max_sequence_length=args.max_sequence_length,
+        max_queue_size=args.max_queue_size,
+        queue_timeout_ms=args.queue_timeout_ms,
         gate=args.gate,
         parity_texts=args.parity_texts,
     )

@@ -52,6 +52,8 @@ class ExportOptions:
     precision: Precision | None = None  # None: DEFAULT_PRECISION of the target
     max_batch_size: int = 64
     max_sequence_length: int | None = None  # tokens; None: the model's own limit
+    max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
+    queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (repository/queue_policy.py)
     gate: float = DEFAULT_GATE
     parity_texts: Path | None = None
     recipes: tuple[Recipe, ...] | None = None  # int8 candidates; None: every preset

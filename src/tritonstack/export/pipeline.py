@@ -105,6 +105,8 @@ def export_model(options: ExportOptions) -> ExportResult:
             precision=chosen.precision.value,
             recipe=chosen.name,
             max_batch_size=options.max_batch_size,
+            max_queue_size=options.max_queue_size,
+            queue_timeout_ms=options.queue_timeout_ms,
             target=options.target,
             report=report.to_dict(),
         )

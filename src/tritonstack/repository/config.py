@@ -34,14 +34,44 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class QueuePolicy:
+    """A bounded scheduler queue that sheds load (Triton's ``ModelQueuePolicy``).
+
+    A request arriving at a full queue (``max_queue_size`` requests, not rows) is
+    refused at once with UNAVAILABLE; one that waited ``default_timeout_us`` is
+    refused (``REJECT``) when the batcher next forms a batch. A client's own
+    request ``timeout`` may shorten the wait (``allow_timeout_override``), never
+    lengthen it. 0 disables either bound. ``REJECT`` is the protobuf enum's zero
+    value, so ``text_format`` leaves ``timeout_action`` out of ``config.pbtxt``.
+    """
+
+    max_queue_size: int
+    default_timeout_us: int
+    allow_timeout_override: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_queue_size": self.max_queue_size,
+            "default_timeout_microseconds": self.default_timeout_us,
+            "timeout_action": "REJECT",
+            "allow_timeout_override": self.allow_timeout_override,
+        }
+
+
+@dataclass(frozen=True)
 class DynamicBatching:
+    """Triton's dynamic batcher. Whatever rewrites a config (``tune``, releases) keeps ``queue_policy``."""
+
     max_queue_delay_us: int = 2000
     preferred_batch_size: tuple[int, ...] = ()
+    queue_policy: QueuePolicy | None = None  # None: Triton's default, an unbounded queue without timeout
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_queue_delay_microseconds": self.max_queue_delay_us}
         if self.preferred_batch_size:
             out["preferred_batch_size"] = list(self.preferred_batch_size)
+        if self.queue_policy:
+            out["default_queue_policy"] = self.queue_policy.to_dict()
         return out
 
 

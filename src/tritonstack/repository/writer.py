@@ -35,6 +35,7 @@ from tritonstack.repository.config import (
     render,
 )
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.queue_policy import queue_policy
 
 ENCODER_FILENAME = "model.onnx"
 REPORT_FILENAME = "export_report.json"
@@ -96,6 +97,8 @@ class ExportedModel:
     tokenizer_instances: int = 1
     encoder_threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
     max_queue_delay_us: int = 2000
+    max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
+    queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (see queue_policy.py)
 
     @classmethod
     def from_export(
@@ -107,6 +110,8 @@ class ExportedModel:
         recipe: str | None = None,
         onnx_path: Path | None = None,
         max_batch_size: int,
+        max_queue_size: int | None = None,
+        queue_timeout_ms: int | None = None,
         target: str = "cpu",
         report: Mapping[str, Any] | None = None,
     ) -> ExportedModel:
@@ -126,7 +131,15 @@ class ExportedModel:
             recipe=recipe,
             target=target,
             report=report or {},
+            max_queue_size=max_queue_size,
+            queue_timeout_ms=queue_timeout_ms,
         )
+
+
+def _batching(model: ExportedModel, max_queue_delay_us: int) -> DynamicBatching:
+    """Dynamic batching for one step: every step's queue is bounded and sheds load."""
+    policy = queue_policy(model.max_batch_size, model.max_queue_size, model.queue_timeout_ms)
+    return DynamicBatching(max_queue_delay_us=max_queue_delay_us, queue_policy=policy)
 
 
 def _encoder_config(model: ExportedModel) -> ModelConfig:
@@ -149,7 +162,7 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
         max_batch_size=model.max_batch_size,
         inputs=inputs,
         outputs=(output,),
-        dynamic_batching=DynamicBatching(max_queue_delay_us=500),
+        dynamic_batching=_batching(model, max_queue_delay_us=500),
         instance_groups=(InstanceGroup(1, "KIND_GPU" if gpu else "KIND_CPU"),),
         warmup=(
             Warmup(
@@ -194,7 +207,7 @@ def _tokenizer_config(model: ExportedModel) -> ModelConfig:
         max_batch_size=model.max_batch_size,
         inputs=(_text_tensor(),),
         outputs=tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names),
-        dynamic_batching=DynamicBatching(max_queue_delay_us=model.max_queue_delay_us),
+        dynamic_batching=_batching(model, max_queue_delay_us=model.max_queue_delay_us),
         instance_groups=(InstanceGroup(model.tokenizer_instances, "KIND_CPU"),),
         parameters=_text_parameters(model, "tokenizer"),
     )
@@ -223,7 +236,7 @@ def _postprocess_config(model: ExportedModel, encoder: ModelConfig) -> ModelConf
         max_batch_size=model.max_batch_size,
         inputs=inputs,
         outputs=_task_outputs(model),
-        dynamic_batching=DynamicBatching(max_queue_delay_us=0),
+        dynamic_batching=_batching(model, max_queue_delay_us=0),
         instance_groups=(InstanceGroup(1, "KIND_CPU"),),
         parameters=_text_parameters(model, "postprocess"),
     )

@@ -52,6 +52,17 @@ def _invalid_argument(message):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
 
 
+def _cancelled():
+    message = "cancelled by its client before it ran: not computed"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.CANCELLED))
+
+
+def _internal_error(error):
+    """The response for an unexpected exception: it fails its own request only."""
+    message = f"{type(error).__name__}: {error}"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+
+
 def _decode_texts(request):
     tensor = pb_utils.get_input_tensor_by_name(request, "TEXT")
     if tensor is None:
@@ -141,31 +152,48 @@ class TritonPythonModel:
         return texts, logits
 
     def execute(self, requests):
+        # Every request gets its own response and no exception escapes: one would fail the whole batch.
         responses = [None] * len(requests)
         batch = []  # (request index, texts, logits)
         for index, request in enumerate(requests):
             try:
-                batch.append((index, *self._read(request)))
+                if request.is_cancelled():  # its client gave up (deadline, disconnect): not worth computing
+                    responses[index] = _cancelled()
+                    continue
+                texts, logits = self._read(request)
+                if len(logits if texts is None else texts) == 0:
+                    raise InputError("the request has no rows")
+                batch.append((index, texts, logits))
             except InputError as error:
                 responses[index] = _invalid_argument(str(error))
-        if not batch:
-            return responses
-        if self.role == "tokenizer":
-            # One tokenizer call and one padded length for the whole batch.
-            encodings = self.tokenizer.encode([t for _, texts, _ in batch for t in texts])
-            features = self.tokenizer.features(encodings, self.encoder_inputs)
-            start = 0
-            for index, texts, _ in batch:
-                stop = start + len(texts)
-                tensors = [pb_utils.Tensor(name, array[start:stop]) for name, array in features.items()]
-                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-                start = stop
-            return responses
-        for index, texts, logits in batch:
-            if self.task == "token-classification":
-                outputs = self._entities(logits, self.tokenizer.encode(texts))
-            else:
-                outputs = self._classify(logits)
-            tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]
-            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            except Exception as error:
+                responses[index] = _internal_error(error)
+        # The tokenizer answers the batch with one call and one padded length, the postprocessor request
+        # by request. A part that fails is retried request by request, so that only a bad one fails.
+        parts = [batch] if self.role == "tokenizer" and batch else [[item] for item in batch]
+        while parts:
+            part = parts.pop(0)
+            try:
+                if self.role == "tokenizer":
+                    encodings = self.tokenizer.encode([t for _, texts, _ in part for t in texts])
+                    features = self.tokenizer.features(encodings, self.encoder_inputs)
+                    start = 0
+                    for index, texts, _ in part:
+                        stop = start + len(texts)
+                        tensors = [pb_utils.Tensor(name, array[start:stop]) for name, array in features.items()]
+                        responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+                        start = stop
+                else:
+                    ((index, texts, logits),) = part
+                    if self.task == "token-classification":
+                        outputs = self._entities(logits, self.tokenizer.encode(texts))
+                    else:
+                        outputs = self._classify(logits)
+                    tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            except Exception as error:
+                if len(part) > 1:
+                    parts.extend([item] for item in part)
+                else:
+                    responses[part[0][0]] = _internal_error(error)
         return responses

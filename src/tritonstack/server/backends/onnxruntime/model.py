@@ -8,8 +8,13 @@ unchanged here and in the NGC image's native backend.
 Honours ``default_model_filename``, ``intra_op_thread_count`` (0, the
 default, means one thread per CPU this process may run on -- not per CPU of the
 machine, which oversubscribes a pinned server), ``inter_op_thread_count`` and
-the instance count of the config. A malformed request gets its own error
-response without failing the others or the instance.
+the instance count of the config.
+
+Every request gets its own response, and no exception escapes ``execute``
+(one would fail every request of the batch): a malformed or empty request
+gets INVALID_ARG; a request whose client gave up (deadline, disconnect) before
+its rows ran gets CANCELLED and is not computed; when ONNX Runtime fails on a
+group of requests, each is run alone, so only the one that breaks it fails.
 
 Rows are padded to the longest text of their tokenizer batch. On a CPU the
 padding costs more than batching saves when lengths are mixed, so rows with an
@@ -41,6 +46,33 @@ class RequestError(Exception):
 
 def _invalid_argument(message):
     return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
+
+
+def _cancelled():
+    message = "cancelled by its client before it ran: not computed"
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.CANCELLED))
+
+
+def _internal_error(message):
+    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
+
+
+def run_isolating_failures(run, members):
+    """``run(members)`` as one call, which returns one result per member. If it raises, each member
+    runs alone, so one bad member fails only itself. Returns ``(member, result or exception)`` pairs."""
+    try:
+        return list(zip(members, run(members), strict=True))
+    except Exception as error:
+        if len(members) == 1:
+            return [(members[0], error)]
+    outcomes = []
+    for member in members:
+        try:
+            (result,) = run([member])
+        except Exception as error:
+            result = error
+        outcomes.append((member, result))
+    return outcomes
 
 
 def length_groups(lengths, max_padding_waste):
@@ -109,14 +141,41 @@ class TritonPythonModel:
                 raise RequestError(f"input {name} must be {np.dtype(dtype).name}, got {array.dtype.name}")
             if array.ndim != rank + 1:
                 raise RequestError(f"input {name} must have rank {rank + 1}, got shape {list(array.shape)}")
+            if array.size == 0:  # ONNX Runtime answers it with a meaningless vector (all zeros for BERT)
+                raise RequestError(f"input {name} holds no values (shape {list(array.shape)})")
             features[name] = array
         shapes = {a.shape for a in features.values()}
         if len(shapes) > 1:
             raise RequestError(f"inputs must share one shape, got {sorted(shapes)}")
         return features
 
+    def _run_members(self, members):
+        """One ONNX Runtime call over the rows of ``members`` ((request index, features) pairs); the
+        output tensors of each member."""
+        feeds = {name: np.concatenate([features[name] for _, features in members]) for name, _, _ in self.inputs}
+        results = self._run(feeds)
+        per_member, start = [], 0
+        for _, features in members:
+            count = next(iter(features.values())).shape[0]
+            per_member.append(
+                [
+                    pb_utils.Tensor(name, result[start : start + count])
+                    for name, result in zip(self.output_names, results, strict=True)
+                ]
+            )
+            start += count
+        return per_member
+
     def execute(self, requests):
         responses = [None] * len(requests)
+        try:
+            self._execute(requests, responses)
+        except Exception as error:  # a bug here must fail the requests it left unanswered, not escape
+            message = f"onnxruntime backend: {type(error).__name__}: {error}"
+            responses = [_internal_error(message) if r is None else r for r in responses]
+        return responses
+
+    def _execute(self, requests, responses):
         groups = {}  # shape -> [(request index, features)]
         for index, request in enumerate(requests):
             try:
@@ -127,20 +186,20 @@ class TritonPythonModel:
             shape = next(iter(features.values())).shape[1:]
             groups.setdefault(shape, []).append((index, features))
         for members in groups.values():
-            feeds = {name: np.concatenate([features[name] for _, features in members]) for name, _, _ in self.inputs}
-            try:
-                results = self._run(feeds)
-            except Exception as error:  # ORT raises its own exception types
-                for index, _ in members:
-                    responses[index] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {error}"))
-                continue
-            start = 0
+            # Asked right before the group runs, as a request can wait here behind the groups before
+            # it. Triton drops a request cancelled in its queue, but not once it is batched for an
+            # instance, which happens while the previous batch still runs (Triton 2.51, observed).
+            # Each call asks the parent process: tens of microseconds per request.
+            live = []
             for index, features in members:
-                count = next(iter(features.values())).shape[0]
-                tensors = [
-                    pb_utils.Tensor(name, result[start : start + count])
-                    for name, result in zip(self.output_names, results, strict=True)
-                ]
-                responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-                start += count
-        return responses
+                if requests[index].is_cancelled():
+                    responses[index] = _cancelled()
+                else:
+                    live.append((index, features))
+            if not live:
+                continue
+            for (index, _), outcome in run_isolating_failures(self._run_members, live):
+                if isinstance(outcome, Exception):  # ORT raises its own exception types
+                    responses[index] = _internal_error(f"onnxruntime: {outcome}")
+                else:
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=outcome)
