@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "CircuitBreakerPolicy",
+    "CircuitOpenError",
     "Classification",
     "Client",
     "ClientError",
@@ -31,9 +33,11 @@ __all__ = [
     "InvalidInputError",
     "ModelInfo",
     "ModelNotFoundError",
+    "OverloadedError",
     "PermissionDeniedError",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "RetryBudget",
     "RetryPolicy",
     "ServerUnavailableError",
     "TLSConfig",
@@ -46,6 +50,8 @@ __all__ = [
 if TYPE_CHECKING:
     from tritonstack.client import (
         AsyncClient,
+        CircuitBreakerPolicy,
+        CircuitOpenError,
         Classification,
         Client,
         ClientError,
@@ -53,9 +59,11 @@ if TYPE_CHECKING:
         InvalidInputError,
         ModelInfo,
         ModelNotFoundError,
+        OverloadedError,
         PermissionDeniedError,
         RequestCancelledError,
         ResourceExhaustedError,
+        RetryBudget,
         RetryPolicy,
         ServerUnavailableError,
         Timeouts,
