@@ -144,6 +144,11 @@ def test_the_budget_allows_max_tokens_retries_then_a_fraction_of_successes() -> 
     for _ in range(100):
         throttle.refund()
     assert throttle.tokens == 3  # never more than max_tokens
+    tenths = RetryThrottle(RetryBudget(max_tokens=1, token_ratio=0.1))
+    assert tenths.try_spend() and not tenths.try_spend()
+    for _ in range(10):
+        tenths.refund()
+    assert tenths.try_spend()  # ten refunds of 0.1 make one token exactly, not 0.9999999999999999
 
 
 def test_retries_to_the_same_endpoint_spend_the_shared_budget_and_failover_does_not() -> None:

@@ -107,8 +107,8 @@ class RetryBudget:
     def __post_init__(self) -> None:
         if not self.max_tokens >= 1:
             raise ValueError("max_tokens must be >= 1 (one retry costs one token)")
-        if not 0 < self.token_ratio <= 1:
-            raise ValueError("token_ratio is the fraction of a token a success puts back: in (0, 1]")
+        if not 0.001 <= self.token_ratio <= 1:
+            raise ValueError("token_ratio is the fraction of a token a success puts back: in [0.001, 1]")
 
 
 @dataclass(frozen=True)

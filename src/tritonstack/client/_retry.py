@@ -50,22 +50,29 @@ class Deadline:
 class RetryThrottle:
     """A client's retry budget (``RetryBudget``): a token bucket its calls share; thread-safe.
 
-    ``None`` as the budget: no limit, every retry is allowed.
+    ``None`` as the budget: no limit, every retry is allowed. Tokens are kept in
+    thousandths, as gRPC does, so that ten refunds of 0.1 make exactly one.
     """
 
     def __init__(self, budget: RetryBudget | None) -> None:
         self.budget = budget
-        self.tokens = budget.max_tokens if budget is not None else float("inf")
+        self._max_milli = round(budget.max_tokens * 1000) if budget is not None else 0
+        self._refund_milli = round(budget.token_ratio * 1000) if budget is not None else 0
+        self._milli = self._max_milli
         self._lock = threading.Lock()
+
+    @property
+    def tokens(self) -> float:
+        return self._milli / 1000 if self.budget is not None else float("inf")
 
     def try_spend(self) -> bool:
         """Take the token a retry costs; ``False`` (and nothing taken) when less than one is left."""
         if self.budget is None:
             return True
         with self._lock:
-            if self.tokens < 1:
+            if self._milli < 1000:
                 return False
-            self.tokens -= 1
+            self._milli -= 1000
             return True
 
     def refund(self) -> None:
@@ -73,7 +80,7 @@ class RetryThrottle:
         if self.budget is None:
             return
         with self._lock:
-            self.tokens = min(self.budget.max_tokens, self.tokens + self.budget.token_ratio)
+            self._milli = min(self._max_milli, self._milli + self._refund_milli)
 
 
 class Attempts:
