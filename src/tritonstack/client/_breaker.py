@@ -94,11 +94,15 @@ class CircuitBreaker:
 
     def can_admit(self) -> bool:
         """Whether ``admit()`` would let a call through now (changes nothing)."""
+        if self._state is CircuitState.CLOSED:  # every call's path: no lock (a stale read admits one more)
+            return True
         with self._lock:
             return self._admits(self._clock())
 
     def admit(self) -> bool:
         """Let a call through or not; a call let through while half-open is the probe."""
+        if self._state is CircuitState.CLOSED:
+            return True
         with self._lock:
             now = self._clock()
             if not self._admits(now):

@@ -156,8 +156,9 @@ class EndpointPool(Generic[T]):
     endpoint that is not cooling down, so a primary is used again once its
     cool-down ends. When all are cooling down, the one that comes back first is
     tried (better a chance than a certain failure). An endpoint whose circuit
-    breaker is open is skipped too, but never tried: when every breaker is
-    open, ``pick()`` finds nothing. ``throttle`` is the client's retry budget.
+    breaker is open is skipped as well, and unlike a set-aside one it is not
+    tried even when nothing else is left: then ``pick()`` finds nothing.
+    ``throttle`` is the client's retry budget.
     Set-aside times are plain float stores (safe between threads under the
     GIL); breakers and the budget lock.
     """
@@ -199,11 +200,15 @@ class EndpointPool(Generic[T]):
 
     def _choose(self) -> Endpoint[T] | None:
         now = self._clock()
-        admissible = [endpoint for endpoint in self.endpoints if endpoint.breaker.can_admit()]
-        for endpoint in admissible:
+        soonest_back: Endpoint[T] | None = None
+        for endpoint in self.endpoints:
+            if not endpoint.breaker.can_admit():
+                continue
             if endpoint.down_until <= now:
                 return endpoint
-        return min(admissible, key=lambda endpoint: endpoint.down_until, default=None)
+            if soonest_back is None or endpoint.down_until < soonest_back.down_until:
+                soonest_back = endpoint
+        return soonest_back
 
     def has_other_healthy(self, endpoint: Endpoint[T]) -> bool:
         now = self._clock()
