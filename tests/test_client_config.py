@@ -8,7 +8,15 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tritonstack.client import UNSET, ConfigurationError, RetryPolicy, Timeouts, TLSConfig
+from tritonstack.client import (
+    UNSET,
+    CircuitBreakerPolicy,
+    ConfigurationError,
+    RetryBudget,
+    RetryPolicy,
+    Timeouts,
+    TLSConfig,
+)
 from tritonstack.client._config import DEFAULT_CALL_S, DEFAULT_CONNECT_S, RETRYABLE_CODES
 from tritonstack.client._core import call_timeout_s, make_settings
 
@@ -99,3 +107,17 @@ def test_channel_args_carry_connect_timeout_and_options() -> None:
 def test_settings_reject_bad_urls(url: object) -> None:
     with pytest.raises(ConfigurationError, match="url"):
         make_settings(url, None, None, Timeouts(), None, None, None, 10, 1, ())  # type: ignore[arg-type]
+
+
+def test_the_breaker_is_on_by_default_and_budgets_bound_retries() -> None:
+    settings = make_settings("h:1", "m", None, Timeouts(), None, None, None, 10, 1, ())
+    assert settings.breaker == CircuitBreakerPolicy() and settings.breaker.enabled
+    assert not make_settings(
+        "h:1", "m", None, Timeouts(), None, None, None, 10, 1, (), CircuitBreakerPolicy.disabled()
+    ).breaker.enabled
+    assert RetryPolicy().budget == RetryBudget(max_tokens=10, token_ratio=0.1)
+    assert RetryPolicy(budget=None).budget is None  # no budget: every retry the policy allows
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        CircuitBreakerPolicy().open_s = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RetryBudget().max_tokens = 1  # type: ignore[misc]

@@ -213,3 +213,9 @@ def test_versions_become_triton_strings(version: Any, expected: str) -> None:
 def test_a_bad_version_type_is_invalid_input() -> None:
     with pytest.raises(InvalidInputError):
         _core.version_string(1.5)  # type: ignore[arg-type]
+
+
+def test_the_remaining_deadline_goes_to_triton_in_whole_microseconds() -> None:
+    assert _core.triton_timeout_us(None) is None  # no deadline: the queue policy's own timeout
+    assert _core.triton_timeout_us(0.2) == 200_000
+    assert _core.triton_timeout_us(2.5e-7) == 1  # never 0, which Triton reads as "no timeout"

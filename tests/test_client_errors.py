@@ -1,4 +1,4 @@
-"""The client's error tree and the one translation from gRPC status codes."""
+"""The client's error tree and the one translation from gRPC status codes (and, within two, Triton's texts)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,16 @@ import tritonstack
 import tritonstack.client as client_api
 from tritonstack import TritonStackError
 from tritonstack.client import (
+    CircuitOpenError,
     ClientError,
     DeadlineExceededError,
     InvalidInputError,
     ModelNotFoundError,
+    OverloadedError,
     ServerUnavailableError,
     _exceptions,
 )
-from tritonstack.client._exceptions import STATUS_ERRORS, status_code, translate
+from tritonstack.client._exceptions import MESSAGE_ERRORS, STATUS_ERRORS, status_code, translate
 
 
 @pytest.mark.parametrize("code", list(grpc.StatusCode), ids=lambda code: code.name)
@@ -88,3 +90,68 @@ def test_retryable_flags() -> None:
 def test_a_client_error_passes_through_translate_unchanged() -> None:
     error = InvalidInputError("bad", model="m")
     assert translate(error, model="other", version=None, request_id=None, url=None) is error
+
+
+# Texts as Triton 2.51 sends them (seen from the real server; test_client_overload.py checks them live).
+TRITON_OVERLOAD_TEXTS = [
+    "[request id: <id_unknown>] Exceeds maximum queue size",
+    "in ensemble 'tiny', [request id: 1a2b-3] Exceeds maximum queue size",
+    "Request timeout expired",
+    "in ensemble 'tiny', Request timeout expired",
+]
+
+
+@pytest.mark.parametrize("text", TRITON_OVERLOAD_TEXTS)
+def test_triton_overload_under_unavailable_is_overloaded_not_unavailable(text: str) -> None:
+    exc = InferenceServerException(text, status=str(grpc.StatusCode.UNAVAILABLE))
+    error = translate(exc, model="tiny", version="", request_id="r", url="127.0.0.1:1")
+    assert type(error) is OverloadedError and not isinstance(error, ServerUnavailableError)
+    assert error.message == text and error.code is grpc.StatusCode.UNAVAILABLE and error.hint
+    assert error.retryable
+
+
+@pytest.mark.parametrize("code", [c for c in grpc.StatusCode if c is not grpc.StatusCode.UNAVAILABLE])
+def test_overload_texts_count_only_under_unavailable(code: grpc.StatusCode) -> None:
+    exc = InferenceServerException(TRITON_OVERLOAD_TEXTS[1], status=str(code))
+    assert type(translate(exc, model="m", version="", request_id="r", url="u")) is STATUS_ERRORS[code]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused",
+        "[request id: <id_unknown>] Server is stopping, scheduler for model has stopped accepting new "
+        "inference requests",  # Triton 2.51 during a graceful stop: fail over, this one is going away
+        "Socket closed",
+    ],
+)
+def test_a_dead_or_stopping_server_stays_unavailable(text: str) -> None:
+    exc = InferenceServerException(text, status=str(grpc.StatusCode.UNAVAILABLE))
+    assert type(translate(exc, model="m", version="", request_id="r", url="u")) is ServerUnavailableError
+
+
+def test_resource_exhausted_is_overload_unless_the_message_is_too_large() -> None:
+    def translated(text: str) -> ClientError:
+        exc = InferenceServerException(text, status=str(grpc.StatusCode.RESOURCE_EXHAUSTED))
+        return translate(exc, model="m", version="", request_id="r", url="u")
+
+    limit = translated("Too many pending streams")
+    assert type(limit) is client_api.ResourceExhaustedError and isinstance(limit, OverloadedError)
+    for text in ("Received message larger than max (5242880 vs. 4194304)", "Sent message larger than max (9 vs. 4)"):
+        too_large = translated(text)
+        assert type(too_large) is InvalidInputError and not too_large.retryable
+        assert too_large.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_message_refinements_stay_inside_the_exported_tree() -> None:
+    exported = {getattr(client_api, name) for name in client_api.__all__}
+    assert set(MESSAGE_ERRORS) == {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    for refinements in MESSAGE_ERRORS.values():
+        assert all(cls in exported for _, cls in refinements)
+
+
+def test_new_errors_sit_in_the_tree() -> None:
+    assert issubclass(CircuitOpenError, ServerUnavailableError) and not CircuitOpenError.retryable
+    assert issubclass(OverloadedError, ClientError) and issubclass(OverloadedError, TritonStackError)
+    assert issubclass(client_api.ResourceExhaustedError, OverloadedError)
+    assert not issubclass(OverloadedError, ServerUnavailableError)

@@ -166,12 +166,13 @@ def test_failover_from_a_killed_primary_to_a_second_server(triton: Any, tiny_rep
         secondary_before = served_requests(triton.grpc_url)
         for _ in range(5):
             client.embed(["on the primary"])
-        assert served_requests(primary.grpc_url) == 5
+        # Triton counts an ensemble's success just after it sent the response: wait for the count.
+        wait_for(lambda: served_requests(primary.grpc_url) == 5, 2, "the primary's count of 5 requests")
         assert served_requests(triton.grpc_url) == secondary_before
         kill_9(primary)
         for _ in range(10):
             assert client.embed(["failed over"]).shape == (1, 32)  # no call fails
-        assert served_requests(triton.grpc_url) - secondary_before == 10
+        wait_for(lambda: served_requests(triton.grpc_url) - secondary_before == 10, 2, "the secondary's count")
         retries = registry.get_sample_value("tritonstack_sdk_retries_total", {"model": "tiny", "code": "UNAVAILABLE"})
         # Only the first call after the kill tried the primary; the set-aside kept the rest off it.
         assert retries == 1

@@ -1,13 +1,20 @@
-"""Backoff with jitter bounded by the deadline, and endpoint failover: the decisions alone."""
+"""Backoff with jitter bounded by the deadline, the retry budget, and endpoint failover: the decisions alone."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
-from tritonstack.client import ClientError, RetryPolicy
+from tritonstack.client import (
+    ClientError,
+    ConfigurationError,
+    InvalidInputError,
+    OverloadedError,
+    RetryBudget,
+    RetryPolicy,
+)
 from tritonstack.client._exceptions import STATUS_ERRORS
-from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool
+from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool, RetryThrottle
 
 
 class FakeClock:
@@ -107,3 +114,67 @@ def test_when_all_are_down_the_first_to_come_back_is_tried_and_success_restores(
     assert endpoints.pick() is a and a.down_until == 0.0
     with pytest.raises(ValueError):
         EndpointPool([], 1.0)
+
+
+def overloaded() -> OverloadedError:
+    return OverloadedError("[request id: 7] Exceeds maximum queue size", code=grpc.StatusCode.UNAVAILABLE)
+
+
+def test_overload_is_retried_after_a_backoff_never_by_failover() -> None:
+    attempts = Attempts(RetryPolicy(initial_backoff_s=0.1), Deadline(None), rng=lambda: 0.0)
+    # another endpoint is healthy, but it would not make this one less busy
+    assert attempts.pause_after(overloaded(), failover=True) == pytest.approx(0.1)
+
+
+def test_an_overloaded_endpoint_is_not_set_aside() -> None:
+    endpoints = pool(FakeClock())
+    first = endpoints.pick()
+    assert first is not None
+    endpoints.report_failure(first, overloaded())
+    endpoints.report_failure(first, error(grpc.StatusCode.RESOURCE_EXHAUSTED))
+    assert endpoints.pick() is first and first.down_until == 0.0
+
+
+def test_a_message_over_grpc_size_limit_is_not_retried() -> None:
+    too_large = InvalidInputError("Received message larger than max (9 vs. 4)", code=grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert Attempts(RetryPolicy(), Deadline(None)).pause_after(too_large) is None
+
+
+def test_the_budget_allows_max_tokens_retries_then_a_fraction_of_successes() -> None:
+    throttle = RetryThrottle(RetryBudget(max_tokens=3, token_ratio=0.25))
+    assert [throttle.try_spend() for _ in range(4)] == [True, True, True, False]
+    for _ in range(3):
+        throttle.refund()
+    assert not throttle.try_spend()  # 0.75 of a token
+    throttle.refund()
+    assert throttle.try_spend() and not throttle.try_spend()  # 4 successes bought one retry
+    for _ in range(100):
+        throttle.refund()
+    assert throttle.tokens == 3  # never more than max_tokens
+    tenths = RetryThrottle(RetryBudget(max_tokens=1, token_ratio=0.1))
+    assert tenths.try_spend() and not tenths.try_spend()
+    for _ in range(10):
+        tenths.refund()
+    assert tenths.try_spend()  # ten refunds of 0.1 make one token exactly, not 0.9999999999999999
+
+
+def test_retries_to_the_same_endpoint_spend_the_shared_budget_and_failover_does_not() -> None:
+    throttle = RetryThrottle(RetryBudget(max_tokens=2))
+    policy = RetryPolicy(max_attempts=10, initial_backoff_s=0.01)
+    first = Attempts(policy, Deadline(None), rng=lambda: 0.0, throttle=throttle)
+    assert first.pause_after(overloaded()) is not None
+    assert first.pause_after(error(grpc.StatusCode.UNAVAILABLE)) is not None
+    assert first.pause_after(overloaded()) is None and first.throttled
+    # a second call of the same client finds the budget spent ...
+    second = Attempts(policy, Deadline(None), rng=lambda: 0.0, throttle=throttle)
+    assert second.pause_after(overloaded()) is None and second.throttled
+    # ... but may still fail over from an unreachable endpoint to a healthy one
+    assert second.pause_after(error(grpc.StatusCode.UNAVAILABLE), failover=True) == 0.0
+    assert not second.throttled
+    assert RetryThrottle(None).try_spend()  # no budget: no limit
+
+
+@pytest.mark.parametrize("bad", [{"max_tokens": 0.5}, {"token_ratio": 0.0}, {"token_ratio": 2.0}])
+def test_budget_rejects_nonsense(bad: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError):
+        RetryBudget(**bad)

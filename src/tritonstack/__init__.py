@@ -24,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncClient",
+    "CircuitBreakerPolicy",
+    "CircuitOpenError",
     "Classification",
     "Client",
     "ClientError",
@@ -32,9 +34,11 @@ __all__ = [
     "InvalidInputError",
     "ModelInfo",
     "ModelNotFoundError",
+    "OverloadedError",
     "PermissionDeniedError",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "RetryBudget",
     "RetryPolicy",
     "ServerUnavailableError",
     "TLSConfig",
@@ -47,6 +51,8 @@ __all__ = [
 if TYPE_CHECKING:
     from tritonstack.client import (
         AsyncClient,
+        CircuitBreakerPolicy,
+        CircuitOpenError,
         Classification,
         Client,
         ClientError,
@@ -55,9 +61,11 @@ if TYPE_CHECKING:
         InvalidInputError,
         ModelInfo,
         ModelNotFoundError,
+        OverloadedError,
         PermissionDeniedError,
         RequestCancelledError,
         ResourceExhaustedError,
+        RetryBudget,
         RetryPolicy,
         ServerUnavailableError,
         Timeouts,

@@ -19,14 +19,18 @@ from typing import TYPE_CHECKING, Any
 _HOMES = {
     "AsyncClient": "_async",
     "UNSET": "_config",
+    "CircuitBreakerPolicy": "_config",
+    "RetryBudget": "_config",
     "RetryPolicy": "_config",
     "Timeouts": "_config",
     "TLSConfig": "_config",
+    "CircuitOpenError": "_exceptions",
     "ClientError": "_exceptions",
     "ConfigurationError": "_exceptions",
     "DeadlineExceededError": "_exceptions",
     "InvalidInputError": "_exceptions",
     "ModelNotFoundError": "_exceptions",
+    "OverloadedError": "_exceptions",
     "PermissionDeniedError": "_exceptions",
     "RequestCancelledError": "_exceptions",
     "ResourceExhaustedError": "_exceptions",
@@ -41,13 +45,15 @@ _HOMES = {
 
 if TYPE_CHECKING:
     from tritonstack.client._async import AsyncClient
-    from tritonstack.client._config import UNSET, RetryPolicy, Timeouts, TLSConfig
+    from tritonstack.client._config import UNSET, CircuitBreakerPolicy, RetryBudget, RetryPolicy, Timeouts, TLSConfig
     from tritonstack.client._exceptions import (
+        CircuitOpenError,
         ClientError,
         ConfigurationError,
         DeadlineExceededError,
         InvalidInputError,
         ModelNotFoundError,
+        OverloadedError,
         PermissionDeniedError,
         RequestCancelledError,
         ResourceExhaustedError,
@@ -61,6 +67,8 @@ if TYPE_CHECKING:
 __all__ = [
     "UNSET",
     "AsyncClient",
+    "CircuitBreakerPolicy",
+    "CircuitOpenError",
     "Classification",
     "Client",
     "ClientError",
@@ -70,9 +78,11 @@ __all__ = [
     "InvalidInputError",
     "ModelInfo",
     "ModelNotFoundError",
+    "OverloadedError",
     "PermissionDeniedError",
     "RequestCancelledError",
     "ResourceExhaustedError",
+    "RetryBudget",
     "RetryPolicy",
     "ServerUnavailableError",
     "TLSConfig",

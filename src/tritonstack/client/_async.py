@@ -13,11 +13,20 @@ from tritonclient.grpc.aio import InferenceServerClient as Connection
 from tritonclient.utils import InferenceServerException
 
 from tritonstack.client import _core
-from tritonstack.client._config import UNSET, RetryPolicy, TimeoutArg, Timeouts, TLSConfig, UnsetType
+from tritonstack.client._config import (
+    UNSET,
+    CircuitBreakerPolicy,
+    RetryPolicy,
+    TimeoutArg,
+    Timeouts,
+    TLSConfig,
+    UnsetType,
+)
 from tritonstack.client._exceptions import DeadlineExceededError, ServerUnavailableError, translate
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
 from tritonstack.client._models import Classification, ModelInfo, parse_model_info
-from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool
+from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
+from tritonstack.client._routing import CallPlan
 from tritonstack.repository import contract
 
 R = TypeVar("R")
@@ -46,10 +55,11 @@ class AsyncClient:
         max_concurrency: int = 8,
         metrics: ClientMetrics | bool = False,
         channel_options: Sequence[tuple[str, Any]] = (),
+        breaker: CircuitBreakerPolicy | None = None,
     ) -> None:
         self._settings = _core.make_settings(
             url, model, version, Timeouts.coerce(timeouts), retry, tls, headers,
-            max_text_bytes, max_concurrency, channel_options,
+            max_text_bytes, max_concurrency, channel_options, breaker,
         )  # fmt: skip
         # Read the PEM files now, so that a wrong path fails here and not in the first call.
         self._credentials = tls.credentials() if tls is not None else None
@@ -174,6 +184,9 @@ class AsyncClient:
                     for url in self._settings.urls
                 ],
                 self._settings.retry.cooldown_s,
+                breaker=self._settings.breaker,
+                budget=self._settings.retry.budget,
+                metrics=self._metrics,
             )
         return self._pool_
 
@@ -229,7 +242,7 @@ class AsyncClient:
             async def op(connection: Connection, timeout: float | None) -> dict[str, np.ndarray]:
                 result = await connection.infer(
                     info.name, inputs, model_version=ver, outputs=requested, request_id=chunk_id,
-                    client_timeout=timeout, headers=headers,
+                    client_timeout=timeout, timeout=_core.triton_timeout_us(timeout), headers=headers,
                 )  # fmt: skip
                 return _core.parse_result(result, names, model=info.name, request_id=chunk_id)
 
@@ -260,23 +273,20 @@ class AsyncClient:
         request_id: str | None,
         retry: RetryPolicy | None = None,
     ) -> R:
-        """``op`` on an endpoint with retries and failover, all within ``deadline``."""
-        pool = self._pool()
-        attempts = Attempts(retry or self._settings.retry, deadline)
+        """``op`` on an endpoint with retries, failover and circuit breakers, all within ``deadline``."""
+        plan = CallPlan(
+            self._pool(), retry or self._settings.retry, deadline, model=model, version=version, request_id=request_id
+        )
         while True:
-            endpoint = pool.pick()
-            if deadline.expired():
-                raise _core.deadline_error(deadline, model, version, request_id, endpoint.url)
+            endpoint = plan.next_endpoint()
             try:
                 result = await op(endpoint.connection, deadline.remaining_s())
             except _BACKEND_ERRORS as exc:
                 error = translate(exc, model=model, version=version, request_id=request_id, url=endpoint.url)
-                pool.report_failure(endpoint, error)
-                pause_s = attempts.pause_after(error, failover=pool.has_other_healthy(endpoint))
+                pause_s = plan.failed(endpoint, error)
                 if pause_s is None:
                     raise error from exc
-                self._metrics.retry(model or "", error)
                 await asyncio.sleep(pause_s)
             else:
-                pool.report_success(endpoint)
+                plan.succeeded(endpoint)
                 return result

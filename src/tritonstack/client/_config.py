@@ -1,4 +1,4 @@
-"""Immutable configuration values: timeouts, retry policy, TLS.
+"""Immutable configuration values: timeouts, retry policy and budget, circuit breaker, TLS.
 
 "Not passed" differs from ``None`` everywhere: not passing a timeout means the
 default, ``None`` means "no limit".
@@ -89,14 +89,40 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
+class RetryBudget:
+    """How many retries one client may send, like gRPC's retry throttling (``maxTokens``, ``tokenRatio``).
+
+    A bucket holds up to ``max_tokens`` tokens and starts full. A retry to the
+    same endpoint takes one token, and is not made when less than one is left
+    (the call then fails with its error); each successful attempt puts back
+    ``token_ratio``. So a client's retries never exceed ``max_tokens`` plus
+    ``token_ratio`` times its successes: when a server sheds most calls,
+    retries stop after a burst and cannot multiply its load. A failover to
+    another endpoint takes no token: that server has not seen the call.
+    """
+
+    max_tokens: float = 10.0
+    token_ratio: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not self.max_tokens >= 1:
+            raise ConfigurationError("max_tokens must be >= 1 (one retry costs one token)")
+        if not 0.001 <= self.token_ratio <= 1:
+            raise ConfigurationError("token_ratio is the fraction of a token a success puts back: in [0.001, 1]")
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
-    """Exponential backoff with jitter on UNAVAILABLE and RESOURCE_EXHAUSTED.
+    """Exponential backoff with jitter on UNAVAILABLE and RESOURCE_EXHAUSTED, within a retry budget.
 
     Attempt ``n`` (1-based) that fails is followed, while the call's deadline
     allows, by a pause of ``min(max_backoff_s, initial_backoff_s * multiplier**(n-1))``
     shortened by a random fraction of up to ``jitter`` (1.0 is "full jitter").
     A failover to another healthy endpoint happens without pause. An endpoint
-    that was unreachable is set aside for ``cooldown_s``.
+    that was unreachable is set aside for ``cooldown_s``. An overloaded server
+    (``OverloadedError``) is neither set aside nor failed over from: it is
+    retried after the backoff, and only while ``budget`` has tokens
+    (``None``: no budget, every retry the policy allows is made).
     """
 
     max_attempts: int = 4
@@ -106,6 +132,7 @@ class RetryPolicy:
     jitter: float = 1.0
     cooldown_s: float = 5.0
     retry_on: frozenset[grpc.StatusCode] = field(default=RETRYABLE_CODES)
+    budget: RetryBudget | None = field(default_factory=RetryBudget)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -125,6 +152,51 @@ class RetryPolicy:
     def disabled(cls) -> RetryPolicy:
         """One attempt per endpoint choice, no retries (failover cool-down still applies)."""
         return cls(max_attempts=1)
+
+
+@dataclass(frozen=True)
+class CircuitBreakerPolicy:
+    """When an endpoint's circuit breaker opens, and how it closes again; one breaker per endpoint.
+
+    Closed (calls go through): the breaker counts each endpoint's attempts over
+    the last ``window_s``. Once at least ``min_calls`` reached a verdict there
+    and the failed fraction reaches ``failure_ratio``, it opens: calls to the
+    endpoint fail at once with ``CircuitOpenError`` (another endpoint, if there
+    is one, takes them) for ``open_s``. Then it is half-open: one probe call
+    goes through; success closes the breaker, failure opens it for another
+    ``open_s``. A probe that reports nothing within ``open_s`` (its caller was
+    cancelled) is given up and another is let through.
+
+    Failures: the server could not be reached, went away or failed
+    (``ServerUnavailableError``, ``TritonServerError``). Not failures, but
+    proof of a working server: overload (a shedding server is alive, and
+    opening would turn a partial shed into a total one), and the caller's own
+    errors (invalid input, unknown model, permission). No verdict: deadlines
+    and cancellations, which are the caller's budget, not the server's health.
+
+    Defaults: open at 50 % failures over 10 s with at least 20 attempts, probe
+    after 5 s. A client sending fewer than 2 calls a second never opens; the
+    failover set-aside (``RetryPolicy.cooldown_s``) still guards it.
+    """
+
+    failure_ratio: float = 0.5
+    min_calls: int = 20
+    window_s: float = 10.0
+    open_s: float = 5.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.failure_ratio <= 1:
+            raise ConfigurationError("failure_ratio is a fraction of attempts: in (0, 1]")
+        if self.min_calls < 1:
+            raise ConfigurationError("min_calls must be >= 1")
+        if not self.window_s > 0 or not self.open_s > 0:
+            raise ConfigurationError("window_s and open_s must be > 0 seconds")
+
+    @classmethod
+    def disabled(cls) -> CircuitBreakerPolicy:
+        """No breaker: every call is sent, however many failed before."""
+        return cls(enabled=False)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import np_to_triton_dtype
 
-from tritonstack.client._config import UNSET, RetryPolicy, TimeoutArg, Timeouts, TLSConfig
+from tritonstack.client._config import UNSET, CircuitBreakerPolicy, RetryPolicy, TimeoutArg, Timeouts, TLSConfig
 from tritonstack.client._exceptions import (
     ClientError,
     ConfigurationError,
@@ -59,6 +59,7 @@ class Settings:
     max_text_bytes: int | None
     max_concurrency: int
     channel_options: tuple[tuple[str, Any], ...]
+    breaker: CircuitBreakerPolicy
 
     def channel_args(self) -> list[tuple[str, Any]]:
         args: dict[str, Any] = {
@@ -94,6 +95,7 @@ def make_settings(
     max_text_bytes: int | None,
     max_concurrency: int,
     channel_options: Iterable[tuple[str, Any]],
+    breaker: CircuitBreakerPolicy | None = None,
 ) -> Settings:
     urls = (url,) if isinstance(url, str) else tuple(url)
     if not urls or not all(isinstance(u, str) and u for u in urls):
@@ -114,6 +116,7 @@ def make_settings(
         max_text_bytes=max_text_bytes,
         max_concurrency=max_concurrency,
         channel_options=tuple(channel_options),
+        breaker=CircuitBreakerPolicy() if breaker is None else breaker,
     )
 
 
@@ -397,3 +400,17 @@ def call_timeout_s(settings: Settings, timeout_s: TimeoutArg) -> float | None:
 def probe_policy(endpoint_count: int) -> RetryPolicy:
     """For ``ready()``: one try per endpoint and no backoff; a probe should answer now."""
     return RetryPolicy(max_attempts=endpoint_count, retry_on=frozenset({grpc.StatusCode.UNAVAILABLE}))
+
+
+def triton_timeout_us(remaining_s: float | None) -> int | None:
+    """Triton's own request timeout for an attempt: the call's remaining deadline, in microseconds.
+
+    Sent with the gRPC deadline, so that a server drops a request still queued
+    once its caller has given up instead of computing it. Triton 2.51 honours it
+    only in a queue whose policy sets ``allow_timeout_override`` and a non-zero
+    ``default_timeout_microseconds`` (the request's timeout can only shorten
+    that one), and passes it from an ensemble to its steps' queues.
+    """
+    if remaining_s is None:
+        return None
+    return max(1, int(remaining_s * 1_000_000))

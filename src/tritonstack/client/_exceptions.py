@@ -3,19 +3,39 @@
     TritonStackError                     (tritonstack._exceptions)
     └── ClientError                      any failed SDK call; .model .version .code .request_id .url
         ├── ConfigurationError           invalid settings (url, timeouts, retry policy, TLS); nothing was sent
-        ├── InvalidInputError            bad input, caught before sending; or INVALID_ARGUMENT, OUT_OF_RANGE
+        ├── InvalidInputError            bad input, caught before sending; or INVALID_ARGUMENT, OUT_OF_RANGE;
+        │                                or RESOURCE_EXHAUSTED for a message over gRPC's size limit
         ├── ModelNotFoundError           NOT_FOUND: no such model or version, or it failed to load
         ├── ServerUnavailableError       UNAVAILABLE: cannot connect, connection lost, server shutting down
-        ├── ResourceExhaustedError       RESOURCE_EXHAUSTED: server overloaded or message too large
+        │   └── CircuitOpenError         not sent: the endpoint's circuit breaker is open after recent failures
+        ├── OverloadedError              UNAVAILABLE with one of Triton's overload messages: the server is alive
+        │   │                            and shed the call (its queue was full, or the call waited past its timeout)
+        │   └── ResourceExhaustedError   RESOURCE_EXHAUSTED: a resource limit of the server or of a proxy
         ├── DeadlineExceededError        DEADLINE_EXCEEDED: the call's deadline (``Timeouts.call_s``) passed
         ├── RequestCancelledError        CANCELLED
         ├── PermissionDeniedError        PERMISSION_DENIED, UNAUTHENTICATED (restricted APIs, TLS identity)
         └── TritonServerError            the server failed: INTERNAL, UNKNOWN, UNIMPLEMENTED, DATA_LOSS, ...
 
 ``translate`` maps ``tritonclient``'s ``InferenceServerException`` to this tree
-by its gRPC status code (``.status()`` is ``str(grpc.StatusCode.X)``), never by
-message text. ``STATUS_ERRORS`` covers every ``grpc.StatusCode``; a unit test
-fails when a code has no entry.
+by its gRPC status code (``.status()`` is ``str(grpc.StatusCode.X)``).
+``STATUS_ERRORS`` covers every ``grpc.StatusCode``; a unit test fails when a
+code has no entry.
+
+The code alone cannot tell an overloaded server from a dead one: Triton 2.51
+answers a full queue (``max_queue_size``) and a request that waited past its
+queue policy's timeout (``timeout_action: REJECT``) with UNAVAILABLE, the code
+gRPC itself uses for "cannot connect" and Triton for "shutting down". The two
+need opposite handling: a dead endpoint is set aside and the call fails over;
+an overloaded one is alive, and failing over or retrying at once would only
+move or multiply the load. Triton sends nothing else that differs (no other
+code, no trailing metadata), and the channel's connectivity state does not
+help either (a server that is shutting down answers on a READY channel just
+like an overloaded one). So within UNAVAILABLE, and only there,
+``MESSAGE_ERRORS`` looks for Triton's two overload messages, which it
+prefixes with a request id and, through an ensemble, with ``in ensemble 'x',``.
+An integration test floods a real Triton and fails if its texts change. The
+same table keeps gRPC's "message larger than max" out of the overload class:
+every other RESOURCE_EXHAUSTED is a resource limit, and so overload.
 """
 
 from __future__ import annotations
@@ -92,10 +112,32 @@ class ServerUnavailableError(ClientError):
     retryable = True
 
 
-class ResourceExhaustedError(ClientError):
-    """The server refused the call for lack of resources."""
+class CircuitOpenError(ServerUnavailableError):
+    """Not sent: the endpoint's circuit breaker is open because many recent calls to it failed.
+
+    ``url`` names the endpoint (the preferred one when several are open);
+    ``code`` is UNAVAILABLE, as for gRPC's own refusal on a channel it knows to
+    be down. The breaker lets a probe call through after
+    ``CircuitBreakerPolicy.open_s``: retry then, not at once.
+    """
+
+    retryable = False
+
+
+class OverloadedError(ClientError):
+    """The server is alive but shed the call: its queue was full, or the call waited in it past the queue's timeout.
+
+    ``message`` is the server's. The SDK retries it with backoff only within
+    the client's retry budget (``RetryBudget``), never fails over for it and
+    never sets the endpoint aside: another retry at once would add to the load
+    that caused it.
+    """
 
     retryable = True
+
+
+class ResourceExhaustedError(OverloadedError):
+    """RESOURCE_EXHAUSTED: a resource limit of the server or of a proxy in front of it (not message size)."""
 
 
 class DeadlineExceededError(ClientError):
@@ -135,8 +177,25 @@ STATUS_ERRORS: dict[grpc.StatusCode, type[ClientError]] = {
     grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
 }
 
+# Within one status code, the few verdicts that need different handling, by a text the
+# sender always includes (see the module docstring). Checked in order, first match wins.
+MESSAGE_ERRORS: dict[grpc.StatusCode, tuple[tuple[str, type[ClientError]], ...]] = {
+    grpc.StatusCode.UNAVAILABLE: (
+        # Triton's dynamic batcher, queue at the policy's max_queue_size
+        ("Exceeds maximum queue size", OverloadedError),
+        # Triton's dynamic batcher, queued past the policy's (or the request's) timeout, timeout_action REJECT
+        ("Request timeout expired", OverloadedError),
+    ),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: (
+        # gRPC's own "Received/Sent message larger than max (N vs. M)": the same call fails again anywhere
+        ("message larger than max", InvalidInputError),
+    ),
+}
+
 _HINTS: dict[type[ClientError], str] = {
     ServerUnavailableError: "check that the server runs and that the URL (host:port of its gRPC port) is right",
+    OverloadedError: "the server sheds load: send less, or add capacity; its queue policy (max_queue_size, "
+    "timeout) decides when it sheds",
     DeadlineExceededError: "raise Timeouts(call_s=...) or send smaller batches",
     ModelNotFoundError: "check the model name and version; a model that failed to load is not found either "
     "(see the server log)",
@@ -180,14 +239,17 @@ def translate(
     request_id: str | None,
     url: str | None,
 ) -> ClientError:
-    """The ``ClientError`` for a backend error, chosen by its gRPC status code."""
+    """The ``ClientError`` for a backend error: by its gRPC status code, refined by ``MESSAGE_ERRORS``."""
     if isinstance(exc, ClientError):
         return exc
     code = status_code(exc)
+    message = _message_of(exc)
     # No status: tritonclient refused the call locally; no server verdict to map.
     cls = STATUS_ERRORS[code] if code is not None else ClientError
+    if code is not None:
+        cls = next((refined for text, refined in MESSAGE_ERRORS.get(code, ()) if text in message), cls)
     return cls(
-        _message_of(exc),
+        message,
         hint=_HINTS.get(cls),
         model=model,
         version=version,

@@ -7,6 +7,10 @@ into a registry of your own. Needs ``pip install tritonstack[metrics]``.
     tritonstack_sdk_call_duration_seconds{model,method}   histogram of whole SDK calls
     tritonstack_sdk_errors_total{model,method,error}      failed calls by error class
     tritonstack_sdk_retries_total{model,code}             retries by gRPC status
+    tritonstack_sdk_retries_throttled_total{model}        retries not made: the client's retry budget was empty
+    tritonstack_sdk_shed_total{model,endpoint}            attempts an overloaded server refused (OverloadedError)
+    tritonstack_sdk_fast_failures_total{model}            calls not sent: every endpoint's circuit was open
+    tritonstack_sdk_circuit_state{endpoint}               each endpoint's breaker: 0 closed, 1 half-open, 2 open
 
 Not ``tritonstack_client_*``: those names belong to the load test's exporter
 (``tritonstack.loadtest.exporter``, with an ``outcome`` label) and the dashboards
@@ -21,6 +25,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from tritonstack.client._breaker import CircuitState
 from tritonstack.client._exceptions import ClientError
 
 _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable and reentrant
@@ -45,16 +50,28 @@ class NoMetrics:
     def retry(self, model: str, error: ClientError) -> None:
         pass
 
+    def retry_throttled(self, model: str) -> None:
+        pass
+
+    def shed(self, model: str, url: str) -> None:
+        pass
+
+    def fast_failure(self, model: str) -> None:
+        pass
+
+    def circuit_state(self, url: str, state: CircuitState) -> None:
+        pass
+
 
 class ClientMetrics(NoMetrics):
-    """Latency, errors and retries of SDK calls as Prometheus metrics."""
+    """Latency, errors, retries, load shed and circuit breakers of SDK calls as Prometheus metrics."""
 
     _shared: ClientMetrics | None = None
     _shared_lock = threading.Lock()
 
     def __init__(self, registry: Any = None, *, namespace: str = "tritonstack_sdk") -> None:
         try:
-            from prometheus_client import REGISTRY, Counter, Histogram
+            from prometheus_client import REGISTRY, Counter, Gauge, Histogram
         except ImportError as error:
             raise ClientError(
                 "client metrics need prometheus-client", hint="pip install 'tritonstack[metrics]'"
@@ -77,6 +94,31 @@ class ClientMetrics(NoMetrics):
             f"{namespace}_retries",
             "Retried attempts of tritonstack SDK calls by gRPC status.",
             ["model", "code"],
+            registry=registry,
+        )
+        self.retries_throttled = Counter(
+            f"{namespace}_retries_throttled",
+            "Retries of tritonstack SDK calls not made because the client's retry budget was empty.",
+            ["model"],
+            registry=registry,
+        )
+        self.shed_attempts = Counter(
+            f"{namespace}_shed",
+            "Attempts of tritonstack SDK calls that an overloaded server refused (queue full, queue timeout).",
+            ["model", "endpoint"],
+            registry=registry,
+        )
+        self.fast_failures = Counter(
+            f"{namespace}_fast_failures",
+            "tritonstack SDK calls failed without being sent: every endpoint's circuit breaker was open.",
+            ["model"],
+            registry=registry,
+        )
+        # Per endpoint URL: clients that share a registry and a URL share the series (the last change shows).
+        self.circuit_states = Gauge(
+            f"{namespace}_circuit_state",
+            "The circuit breaker of each endpoint tritonstack SDK clients call: 0 closed, 1 half-open, 2 open.",
+            ["endpoint"],
             registry=registry,
         )
 
@@ -108,6 +150,18 @@ class ClientMetrics(NoMetrics):
 
     def retry(self, model: str, error: ClientError) -> None:
         self.retries.labels(model, error.code.name if error.code else "NONE").inc()
+
+    def retry_throttled(self, model: str) -> None:
+        self.retries_throttled.labels(model).inc()
+
+    def shed(self, model: str, url: str) -> None:
+        self.shed_attempts.labels(model, url).inc()
+
+    def fast_failure(self, model: str) -> None:
+        self.fast_failures.labels(model).inc()
+
+    def circuit_state(self, url: str, state: CircuitState) -> None:
+        self.circuit_states.labels(url).set(int(state))
 
 
 def resolve(metrics: NoMetrics | bool | None) -> NoMetrics:

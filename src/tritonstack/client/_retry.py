@@ -1,32 +1,28 @@
-"""Deadlines, backoff with jitter, and endpoint failover: the decisions, no I/O.
+"""Deadlines, backoff with jitter, the retry budget, and endpoint failover: the decisions, no I/O.
 
-The sync and async clients run the same loop; only how they wait differs::
-
-    attempts = Attempts(policy, deadline)
-    while True:
-        endpoint = pool.pick()
-        try:
-            return call(endpoint)          # bounded by deadline.remaining_s()
-        except ClientError as error:
-            pool.report_failure(endpoint, error)
-            pause_s = attempts.pause_after(error, failover=pool.has_other_healthy(endpoint))
-            if pause_s is None:
-                raise
-            sleep(pause_s)
+``Attempts`` decides, per call, whether and after what pause to try again;
+``RetryThrottle`` is the client's retry budget that all its calls share;
+``EndpointPool`` holds the client's endpoints, each with its set-aside time and
+circuit breaker (``_breaker``). ``_routing.CallPlan`` runs them together for
+one call, in the loop the sync and async clients share.
 """
 
 from __future__ import annotations
 
+import functools
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import grpc
 
-from tritonstack.client._config import RetryPolicy
-from tritonstack.client._exceptions import ClientError
+from tritonstack.client._breaker import CircuitBreaker, Outcome, outcome_of
+from tritonstack.client._config import CircuitBreakerPolicy, RetryBudget, RetryPolicy
+from tritonstack.client._exceptions import ClientError, OverloadedError
+from tritonstack.client._metrics import NoMetrics
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -51,14 +47,59 @@ class Deadline:
         return remaining is not None and remaining <= 0.0
 
 
+class RetryThrottle:
+    """A client's retry budget (``RetryBudget``): a token bucket its calls share; thread-safe.
+
+    ``None`` as the budget: no limit, every retry is allowed. Tokens are kept in
+    thousandths, as gRPC does, so that ten refunds of 0.1 make exactly one.
+    """
+
+    def __init__(self, budget: RetryBudget | None) -> None:
+        self.budget = budget
+        self._max_milli = round(budget.max_tokens * 1000) if budget is not None else 0
+        self._refund_milli = round(budget.token_ratio * 1000) if budget is not None else 0
+        self._milli = self._max_milli
+        self._lock = threading.Lock()
+
+    @property
+    def tokens(self) -> float:
+        return self._milli / 1000 if self.budget is not None else float("inf")
+
+    def try_spend(self) -> bool:
+        """Take the token a retry costs; ``False`` (and nothing taken) when less than one is left."""
+        if self.budget is None:
+            return True
+        with self._lock:
+            if self._milli < 1000:
+                return False
+            self._milli -= 1000
+            return True
+
+    def refund(self) -> None:
+        """A successful attempt puts back ``token_ratio`` of a token, up to ``max_tokens``."""
+        if self.budget is None:
+            return
+        with self._lock:
+            self._milli = min(self._max_milli, self._milli + self._refund_milli)
+
+
 class Attempts:
     """Counts the failed attempts of one call and says how long to pause before the next."""
 
-    def __init__(self, policy: RetryPolicy, deadline: Deadline, *, rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        deadline: Deadline,
+        *,
+        rng: Callable[[], float] = random.random,
+        throttle: RetryThrottle | None = None,
+    ) -> None:
         self.policy = policy
         self.deadline = deadline
         self.failures = 0
+        self.throttled = False  # the last refusal was the retry budget's
         self._rng = rng
+        self._throttle = throttle if throttle is not None else RetryThrottle(None)
 
     def backoff_s(self, failures: int) -> float:
         """The pause after the ``failures``-th failure, jitter applied."""
@@ -70,20 +111,32 @@ class Attempts:
         """Seconds to pause before retrying, or ``None`` to give up and raise ``error``.
 
         Gives up on codes outside ``policy.retry_on`` (INVALID_ARGUMENT and
-        DEADLINE_EXCEEDED always), after ``max_attempts``, and when the pause
-        would outlast the deadline. ``failover``: another healthy endpoint is
-        waiting, so retry at once.
+        DEADLINE_EXCEEDED always) and on errors that are not ``retryable``,
+        after ``max_attempts``, when the pause would outlast the deadline, and
+        when a retry to the same endpoint finds the retry budget empty.
+        ``failover``: another healthy endpoint is waiting, so retry at once
+        (free of the budget) -- except on overload, which is retried after the
+        backoff: another server would not make this one less busy.
         """
         self.failures += 1
-        if error.code is None or error.code not in self.policy.retry_on:
+        self.throttled = False
+        if error.code is None or error.code not in self.policy.retry_on or not error.retryable:
             return None
         if self.failures >= self.policy.max_attempts:
             return None
+        failover = failover and not isinstance(error, OverloadedError)
         pause_s = 0.0 if failover else self.backoff_s(self.failures)
         remaining = self.deadline.remaining_s()
         if remaining is not None and pause_s >= remaining:
             return None
+        if not failover and not self._throttle.try_spend():
+            self.throttled = True
+            return None
         return pause_s
+
+
+def _no_breaker() -> CircuitBreaker:
+    return CircuitBreaker(CircuitBreakerPolicy.disabled())
 
 
 @dataclass
@@ -93,42 +146,83 @@ class Endpoint(Generic[T]):
     url: str
     connection: T
     down_until: float = 0.0
+    breaker: CircuitBreaker = field(default_factory=_no_breaker)  # the pool gives it the client's policy
 
 
 class EndpointPool(Generic[T]):
-    """Endpoints in order of preference; an unreachable one is set aside for a cool-down.
+    """A client's endpoints in order of preference, and what all its calls share.
 
-    Calls go to the first endpoint that is not cooling down, so a primary is
-    used again once its cool-down ends. When all are cooling down, the one that
-    comes back first is tried (better a chance than a certain failure).
-    Plain float stores: safe to share between threads under the GIL.
+    An unreachable endpoint is set aside for a cool-down: calls go to the first
+    endpoint that is not cooling down, so a primary is used again once its
+    cool-down ends. When all are cooling down, the one that comes back first is
+    tried (better a chance than a certain failure). An endpoint whose circuit
+    breaker is open is skipped as well, and unlike a set-aside one it is not
+    tried even when nothing else is left: then ``pick()`` finds nothing.
+    ``throttle`` is the client's retry budget.
+    Set-aside times are plain float stores (safe between threads under the
+    GIL); breakers and the budget lock.
     """
 
-    # Only "could not reach it" sets an endpoint aside; a model error would be the same anywhere.
+    # Only "could not reach it" sets an endpoint aside; a model error would be the same anywhere,
+    # and an overloaded server is alive (OverloadedError is UNAVAILABLE too, and is excluded).
     SET_ASIDE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 
-    def __init__(self, endpoints: Sequence[Endpoint[T]], cooldown_s: float, *, clock: Clock = time.monotonic):
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint[T]],
+        cooldown_s: float,
+        *,
+        breaker: CircuitBreakerPolicy | None = None,
+        budget: RetryBudget | None = None,
+        metrics: NoMetrics | None = None,
+        clock: Clock = time.monotonic,
+    ):
+        """``breaker`` ``None``: no circuit breakers; ``budget`` ``None``: retries are not budgeted."""
         if not endpoints:
             raise ValueError("at least one endpoint is needed")
         self.endpoints = list(endpoints)
         self.cooldown_s = cooldown_s
+        self.metrics = metrics if metrics is not None else NoMetrics()
+        self.throttle = RetryThrottle(budget)
         self._clock = clock
+        if breaker is not None and breaker.enabled:
+            for endpoint in self.endpoints:
+                on_state = functools.partial(self.metrics.circuit_state, endpoint.url)
+                endpoint.breaker = CircuitBreaker(breaker, clock=clock, on_state=on_state)
 
-    def pick(self) -> Endpoint[T]:
+    def pick(self) -> Endpoint[T] | None:
+        """The endpoint to try next, its breaker's go-ahead taken; ``None`` when every breaker is open."""
+        for _ in self.endpoints:  # another thread may take a half-open probe between choosing and admitting
+            endpoint = self._choose()
+            if endpoint is None or endpoint.breaker.admit():
+                return endpoint
+        return None
+
+    def _choose(self) -> Endpoint[T] | None:
         now = self._clock()
+        soonest_back: Endpoint[T] | None = None
         for endpoint in self.endpoints:
+            if not endpoint.breaker.can_admit():
+                continue
             if endpoint.down_until <= now:
                 return endpoint
-        return min(self.endpoints, key=lambda endpoint: endpoint.down_until)
+            if soonest_back is None or endpoint.down_until < soonest_back.down_until:
+                soonest_back = endpoint
+        return soonest_back
 
     def has_other_healthy(self, endpoint: Endpoint[T]) -> bool:
         now = self._clock()
-        return any(other is not endpoint and other.down_until <= now for other in self.endpoints)
+        return any(
+            other is not endpoint and other.down_until <= now and other.breaker.can_admit() for other in self.endpoints
+        )
 
     def report_failure(self, endpoint: Endpoint[T], error: ClientError) -> None:
-        if error.code in self.SET_ASIDE_CODES:
+        if error.code in self.SET_ASIDE_CODES and not isinstance(error, OverloadedError):
             endpoint.down_until = self._clock() + self.cooldown_s
+        endpoint.breaker.record(outcome_of(error))
 
     def report_success(self, endpoint: Endpoint[T]) -> None:
         if endpoint.down_until:
             endpoint.down_until = 0.0
+        endpoint.breaker.record(Outcome.SUCCESS)
+        self.throttle.refund()

@@ -15,7 +15,15 @@ from tritonclient.grpc import InferenceServerClient as Connection
 from tritonclient.utils import InferenceServerException
 
 from tritonstack.client import _core
-from tritonstack.client._config import UNSET, RetryPolicy, TimeoutArg, Timeouts, TLSConfig, UnsetType
+from tritonstack.client._config import (
+    UNSET,
+    CircuitBreakerPolicy,
+    RetryPolicy,
+    TimeoutArg,
+    Timeouts,
+    TLSConfig,
+    UnsetType,
+)
 from tritonstack.client._exceptions import (
     DeadlineExceededError,
     ServerUnavailableError,
@@ -23,7 +31,8 @@ from tritonstack.client._exceptions import (
 )
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
 from tritonstack.client._models import Classification, ModelInfo, parse_model_info
-from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool
+from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
+from tritonstack.client._routing import CallPlan
 from tritonstack.repository import contract
 
 R = TypeVar("R")
@@ -37,7 +46,9 @@ class Client:
     of preference (failover). ``model`` (and ``version``) is the default target
     of calls; each call may name another. ``timeouts``: a ``Timeouts``, seconds
     for both, or ``None`` for no limits (not passed: connect 5 s, call 30 s).
-    ``retry``: a ``RetryPolicy`` (default: 4 attempts with backoff).
+    ``retry``: a ``RetryPolicy`` (default: 4 attempts with backoff, within a
+    retry budget). ``breaker``: a ``CircuitBreakerPolicy`` per endpoint
+    (default: on; ``CircuitBreakerPolicy.disabled()`` turns it off).
     ``headers`` go with every call (e.g. ``{"tritonstack-admin-key": ...}``).
     Lists longer than the model's ``max_batch_size`` are split and sent on up to
     ``max_concurrency`` threads. ``metrics=True`` records Prometheus metrics.
@@ -60,21 +71,25 @@ class Client:
         max_concurrency: int = 8,
         metrics: ClientMetrics | bool = False,
         channel_options: Sequence[tuple[str, Any]] = (),
+        breaker: CircuitBreakerPolicy | None = None,
     ) -> None:
         self._settings = _core.make_settings(
             url, model, version, Timeouts.coerce(timeouts), retry, tls, headers,
-            max_text_bytes, max_concurrency, channel_options,
+            max_text_bytes, max_concurrency, channel_options, breaker,
         )  # fmt: skip
         credentials = tls.credentials() if tls is not None else None
         channel_args = self._settings.channel_args()
+        self._metrics: NoMetrics = resolve(metrics)
         self._pool: EndpointPool[Connection] = EndpointPool(
             [
                 Endpoint(url, Connection(url, creds=credentials, channel_args=channel_args))
                 for url in self._settings.urls
             ],
             self._settings.retry.cooldown_s,
+            breaker=self._settings.breaker,
+            budget=self._settings.retry.budget,
+            metrics=self._metrics,
         )
-        self._metrics: NoMetrics = resolve(metrics)
         self._infos: dict[tuple[str, str], ModelInfo] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -242,7 +257,7 @@ class Client:
             def op(connection: Connection, timeout: float | None) -> dict[str, np.ndarray]:
                 result = connection.infer(
                     info.name, inputs, model_version=ver, outputs=requested, request_id=chunk_id,
-                    client_timeout=timeout, headers=headers,
+                    client_timeout=timeout, timeout=_core.triton_timeout_us(timeout), headers=headers,
                 )  # fmt: skip
                 return _core.parse_result(result, names, model=info.name, request_id=chunk_id)
 
@@ -276,24 +291,22 @@ class Client:
         request_id: str | None,
         retry: RetryPolicy | None = None,
     ) -> R:
-        """``op`` on an endpoint with retries and failover, all within ``deadline``."""
+        """``op`` on an endpoint with retries, failover and circuit breakers, all within ``deadline``."""
         if self._closed:
             raise _core.closed_error(self)
-        attempts = Attempts(retry or self._settings.retry, deadline)
+        plan = CallPlan(
+            self._pool, retry or self._settings.retry, deadline, model=model, version=version, request_id=request_id
+        )
         while True:
-            endpoint = self._pool.pick()
-            if deadline.expired():
-                raise _core.deadline_error(deadline, model, version, request_id, endpoint.url)
+            endpoint = plan.next_endpoint()
             try:
                 result = op(endpoint.connection, deadline.remaining_s())
             except _BACKEND_ERRORS as exc:
                 error = translate(exc, model=model, version=version, request_id=request_id, url=endpoint.url)
-                self._pool.report_failure(endpoint, error)
-                pause_s = attempts.pause_after(error, failover=self._pool.has_other_healthy(endpoint))
+                pause_s = plan.failed(endpoint, error)
                 if pause_s is None:
                     raise error from exc
-                self._metrics.retry(model or "", error)
                 time.sleep(pause_s)
             else:
-                self._pool.report_success(endpoint)
+                plan.succeeded(endpoint)
                 return result
