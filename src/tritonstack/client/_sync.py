@@ -49,7 +49,7 @@ class Client:
     ``retry``: a ``RetryPolicy`` (default: 4 attempts with backoff, within a
     retry budget). ``breaker``: a ``CircuitBreakerPolicy`` per endpoint
     (default: on; ``CircuitBreakerPolicy.disabled()`` turns it off).
-    ``headers`` go with every call (e.g. ``{"tritonstack-admin-key": ...}``).
+    ``headers`` go with every call as gRPC metadata (e.g. a proxy's auth header).
     Lists longer than the model's ``max_batch_size`` are split and sent on up to
     ``max_concurrency`` threads. ``metrics=True`` records Prometheus metrics.
 
