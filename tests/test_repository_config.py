@@ -22,7 +22,7 @@ from tritonstack.repository.config import (
     render,
 )
 from tritonstack.repository.errors import RepositoryError
-from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES, queue_policy
+from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES, STEP_SHARES, queue_policy
 from tritonstack.repository.writer import ExportedModel, model_configs
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -141,11 +141,16 @@ def test_platform_xor_backend() -> None:
 def test_every_queued_step_sheds_load_and_the_ensemble_has_no_queue(task: str, target: str) -> None:
     *steps, text_in = (config.to_proto() for config in model_configs(exported(task, target)))
     assert len(steps) == (2 if task == "feature-extraction" else 3)
+    waits_us = 0
     for step in steps:
         policy = step.dynamic_batching.default_queue_policy
         assert policy.max_queue_size == QUEUED_BATCHES * 64, step.name
-        assert policy.default_timeout_microseconds == DEFAULT_QUEUE_TIMEOUT_MS * 1000, step.name
+        role = step.name.removeprefix("demo_")
+        assert policy.default_timeout_microseconds == STEP_SHARES[role] * DEFAULT_QUEUE_TIMEOUT_MS * 1000, step.name
         assert policy.timeout_action == policy.REJECT and policy.allow_timeout_override, step.name
+        waits_us += policy.default_timeout_microseconds
+    # a request waits in every step's queue in turn: together the waits stay within the budget
+    assert waits_us <= DEFAULT_QUEUE_TIMEOUT_MS * 1000
     assert text_in.WhichOneof("scheduling_choice") == "ensemble_scheduling"
 
 
@@ -155,6 +160,8 @@ def test_queue_bounds_follow_the_flags_and_zero_disables_each() -> None:
     assert queue_policy(8, timeout_ms=0) == QueuePolicy(QUEUED_BATCHES * 8, 0)
     assert queue_policy(8, max_queue_size=0) == QueuePolicy(0, 500_000)
     assert queue_policy(8, max_queue_size=0, timeout_ms=0) is None
+    assert queue_policy(8, timeout_ms=500, share=0.2) == QueuePolicy(QUEUED_BATCHES * 8, 100_000)
+    assert queue_policy(8, timeout_ms=1, share=0.1) == QueuePolicy(QUEUED_BATCHES * 8, 1_000)  # never rounds to "none"
     with pytest.raises(RepositoryError, match=">= 0"):
         queue_policy(8, max_queue_size=-1)
     unbounded = dataclasses.replace(exported("text-classification"), max_queue_size=0, queue_timeout_ms=0)
@@ -162,9 +169,10 @@ def test_queue_bounds_follow_the_flags_and_zero_disables_each() -> None:
         proto = config.to_proto()
         assert proto.HasField("dynamic_batching") and not proto.dynamic_batching.HasField("default_queue_policy")
     custom = dataclasses.replace(exported("feature-extraction"), max_queue_size=5, queue_timeout_ms=20)
-    for config in model_configs(custom)[:-1]:
-        policy = config.to_proto().dynamic_batching.default_queue_policy
-        assert (policy.max_queue_size, policy.default_timeout_microseconds) == (5, 20_000)
+    policies = {c.name: c.to_proto().dynamic_batching.default_queue_policy for c in model_configs(custom)[:-1]}
+    tokenizer, encoder = policies["demo_tokenizer"], policies["demo_encoder"]
+    assert (tokenizer.max_queue_size, tokenizer.default_timeout_microseconds) == (5, 4_000)
+    assert (encoder.max_queue_size, encoder.default_timeout_microseconds) == (5, 14_000)
 
 
 def test_an_ensemble_cannot_have_a_queue_of_its_own() -> None:

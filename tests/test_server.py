@@ -174,12 +174,13 @@ def test_an_empty_request_gets_invalid_argument(client: Any) -> None:
 
 
 def test_triton_loaded_the_exported_queue_policy_on_every_step(client: Any) -> None:
-    from tritonstack.repository.queue_policy import QUEUED_BATCHES
+    from tritonstack.repository.queue_policy import QUEUED_BATCHES, STEP_SHARES
 
     for step in ("tiny_tokenizer", "tiny_encoder", "tiny_cls_postprocess"):
         policy = client.get_model_config(step).config.dynamic_batching.default_queue_policy
         assert policy.max_queue_size == QUEUED_BATCHES * 64, step
-        assert policy.default_timeout_microseconds == tinymodels.QUEUE_TIMEOUT_MS * 1000, step
+        share = STEP_SHARES[step.rsplit("_", 1)[1]]
+        assert policy.default_timeout_microseconds == round(share * tinymodels.QUEUE_TIMEOUT_MS) * 1000, step
         assert policy.timeout_action == policy.REJECT and policy.allow_timeout_override, step
     assert client.get_model_config("tiny").config.WhichOneof("scheduling_choice") == "ensemble_scheduling"
 

@@ -64,6 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the FastAPI/PyTorch service")
     parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop point at half load")
+    overload = parser.add_argument_group(
+        "overload",
+        "--overload MULTIPLE measures capacity, then sends MULTIPLE x capacity for --overload-s and prints goodput, "
+        "the shed ratio, the admitted calls' p99 and how soon latency is normal again after the burst",
+    )
+    overload.add_argument("--overload", metavar="MULTIPLE", type=float, help="burst at MULTIPLE x capacity (e.g. 4)")
+    overload.add_argument("--overload-s", type=float, default=30.0, help="how long the burst lasts, seconds")
+    overload.add_argument("--deadline-s", type=float, default=5.0, help="each call's deadline during the burst")
+    overload.add_argument(
+        "--slo", type=Path, default=Path("loadtest/slo.yaml"), help="the SLO whose p99 the admitted calls should hold"
+    )
     soak = parser.add_argument_group(
         "soak",
         "--soak DURATION runs steady load instead of the sweep and prints the RSS and open file descriptors of "
@@ -128,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     model_dir = args.model_dir or bundled_minilm()
     if args.soak is not None:
         return _soak(args, model_dir)
+    if args.overload is not None:
+        return _overload(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
     note = _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport)
@@ -171,3 +184,23 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
     print(f"\nwrote {paths['summary']}, {paths['samples']}")
     held = result.ok > 0 and result.errors == 0 and all(row.holds for row in result.growth())
     return 0 if held else 1
+
+
+def _overload(args: argparse.Namespace, model_dir: Path) -> int:
+    from tritonstack.bench import overload
+    from tritonstack.bench.texts import make_texts
+    from tritonstack.loadtest.slo import load_slo
+
+    slo_p99_ms = 1000.0
+    if args.slo.is_file():
+        slo_p99_ms = load_slo(args.slo).objectives.latency_ms.get(99.0, slo_p99_ms)
+    report_dir = args.report_dir or Path("reports") / time.strftime("overload-%Y%m%d-%H%M%S")
+    _ensure_model(model_dir, args.repository, args.name, reexport=args.reexport)
+    result = overload.run_overload(
+        args.repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+        multiple=args.overload, burst_s=args.overload_s, deadline_s=args.deadline_s, slo_p99_ms=slo_p99_ms,
+        cpu_split=args.cpu_split, log_path=report_dir / "triton.log",
+    )  # fmt: skip
+    print()
+    print(overload.table(result))
+    return 0 if not result.late and result.outcomes["ok"] > 0 else 1

@@ -1,0 +1,246 @@
+"""``tritonstack bench --overload MULTIPLE``: how the served stack degrades past its capacity.
+
+Three phases against one embedded Triton (server cores and load generator
+pinned apart, as in the sweep), through the SDK as users call it:
+
+1. **Capacity**: ``concurrency`` closed-loop callers for ``capacity_s``; the
+   completions per second are the capacity, and single calls before it give the
+   normal latency (p50, p99).
+2. **Burst**: requests arrive at ``multiple`` x capacity, evenly spaced, for
+   ``burst_s``, each an SDK call with a ``deadline_s`` deadline. Latency runs
+   from the *scheduled* send (no coordinated omission). Every call must end as a
+   success or a typed error by its deadline + 0.5 s. Goodput is the successes
+   per second of the burst; the shed ratio the share refused as overload.
+3. **Recovery**: from the moment the burst stops sending, one probe call every
+   ``probe_every_s``; recovery is the time from which on (at least 9 in 10)
+   probes answer in normal time (within 2 x the normal p99, at least 50 ms more
+   than it).
+
+Targets (printed, never asserted): goodput >= 80 % of capacity, the admitted
+calls' p99 within the SLO's (``--slo``, default 1 s), recovery within 1 s.
+Before bounded queues, a 4x burst left 6 % of calls served and 5 s answers after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tritonstack.bench import cpus
+from tritonstack.bench.errors import BenchError
+from tritonstack.bench.load import closed_loop
+
+Log = Callable[[str], None]
+
+LATE_GRACE_S = 0.5  # a call may end this long after its deadline (the SDK's own bookkeeping, the event loop)
+GOODPUT_TARGET = 0.8
+RECOVERY_TARGET_S = 1.0
+RECOVERED_SHARE = 0.9
+
+
+@dataclass(frozen=True)
+class Call:
+    sent_s: float  # scheduled send, from the start of the burst
+    latency_s: float  # from the scheduled send to the answer
+    outcome: str  # "ok" or the SDK error's class name
+
+
+@dataclass
+class OverloadResult:
+    multiple: float
+    deadline_s: float
+    burst_s: float
+    slo_p99_ms: float
+    capacity_rps: float = 0.0
+    normal_p50_ms: float = 0.0
+    normal_p99_ms: float = 0.0
+    calls: list[Call] = field(default_factory=list)
+    probes: list[tuple[float, float]] = field(default_factory=list)  # (sent after the burst, latency), seconds
+
+    @property
+    def rate_rps(self) -> float:
+        return self.multiple * self.capacity_rps
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        return Counter(c.outcome for c in self.calls)
+
+    @property
+    def goodput_rps(self) -> float:
+        return self.outcomes["ok"] / self.burst_s
+
+    @property
+    def shed_ratio(self) -> float:
+        shed = self.outcomes["OverloadedError"] + self.outcomes["ResourceExhaustedError"]
+        return shed / max(1, len(self.calls))
+
+    @property
+    def admitted_p99_ms(self) -> float:
+        return 1000 * _percentile([c.latency_s for c in self.calls if c.outcome == "ok"], 0.99)
+
+    @property
+    def late(self) -> list[Call]:
+        """Calls that ended after their deadline + the grace: what a hang looks like."""
+        return [c for c in self.calls if c.latency_s > self.deadline_s + LATE_GRACE_S]
+
+    @property
+    def normal_s(self) -> float:
+        p99 = self.normal_p99_ms / 1000
+        return max(2 * p99, p99 + 0.05)
+
+    @property
+    def recovery_s(self) -> float | None:
+        """When latency was normal again after the burst stopped: the first normal probe from which on at least
+        ``RECOVERED_SHARE`` of the probes answer in normal time (one slow probe on a busy machine does not
+        undo a recovery; a backlog does); ``None`` if that never happened."""
+        for k, (sent, latency) in enumerate(self.probes):
+            rest = self.probes[k:]
+            if latency <= self.normal_s and sum(t <= self.normal_s for _, t in rest) >= RECOVERED_SHARE * len(rest):
+                return sent
+        return None
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _one(
+    send: Callable[[int], Awaitable[None]], index: int, sent: float, origin: float, calls: list[Call]
+) -> None:
+    try:
+        await send(index)
+        outcome = "ok"
+    except Exception as error:  # every failure is recorded by its type: the test asserts they are typed
+        outcome = type(error).__name__
+    calls.append(Call(sent - origin, time.perf_counter() - sent, outcome))
+
+
+async def _measure(
+    url: str, model: str, texts: Sequence[str], result: OverloadResult, concurrency: int, capacity_s: float,
+    probe_every_s: float, recovery_window_s: float, log: Log,
+) -> None:  # fmt: skip
+    from tritonstack.client import AsyncClient
+
+    async with AsyncClient(url, model=model, timeouts=result.deadline_s) as client:
+
+        async def send(index: int) -> None:
+            await client.embed([texts[index % len(texts)]])
+
+        singles = []
+        for index in range(30):
+            started = time.perf_counter()
+            await send(index)
+            singles.append(time.perf_counter() - started)
+        result.normal_p50_ms = 1000 * _percentile(singles[5:], 0.5)
+        result.normal_p99_ms = 1000 * _percentile(singles[5:], 0.99)
+        round_, _ = await closed_loop(send, [1] * len(texts), concurrency, warmup_s=1.0, duration_s=capacity_s)
+        result.capacity_rps = round_.completed / round_.elapsed_s
+        if result.capacity_rps <= 0:
+            raise BenchError(f"no call succeeded while measuring capacity: {round_.first_error}")
+        log(
+            f"    capacity {result.capacity_rps:.1f} calls/s at {concurrency} callers; single calls p50 "
+            f"{result.normal_p50_ms:.1f} ms, p99 {result.normal_p99_ms:.1f} ms"
+        )
+        log(f"    burst: {result.rate_rps:.0f} calls/s ({result.multiple:g}x) for {result.burst_s:g} s")
+        tasks = []
+        origin = time.perf_counter()
+        interval = 1 / result.rate_rps
+        for index in itertools.count():
+            sent = origin + index * interval
+            if sent >= origin + result.burst_s:
+                break
+            await asyncio.sleep(max(0.0, sent - time.perf_counter()))
+            tasks.append(asyncio.ensure_future(_one(send, index, sent, origin, result.calls)))
+        burst_end = origin + result.burst_s
+        probes: list[Call] = []
+        probe_tasks = []
+        for index in itertools.count():
+            sent = burst_end + index * probe_every_s
+            if sent > burst_end + recovery_window_s:
+                break
+            await asyncio.sleep(max(0.0, sent - time.perf_counter()))
+            probe_tasks.append(asyncio.ensure_future(_one(send, index, sent, burst_end, probes)))
+        await asyncio.gather(*tasks, *probe_tasks)
+        result.probes = sorted((p.sent_s, p.latency_s if p.outcome == "ok" else float("inf")) for p in probes)
+
+
+def run_overload(
+    repository: Path,
+    model: str,
+    texts: Sequence[str],
+    *,
+    multiple: float = 4.0,
+    burst_s: float = 30.0,
+    deadline_s: float = 5.0,
+    slo_p99_ms: float = 1000.0,
+    concurrency: int = 8,
+    capacity_s: float = 5.0,
+    probe_every_s: float = 0.1,
+    recovery_window_s: float = 3.0,
+    cpu_split: str = "pinned",
+    log_path: Path | None = None,
+    log: Log = print,
+) -> OverloadResult:
+    """Start Triton over ``repository`` and run the three phases against ``model`` (see the module docstring)."""
+    from tritonstack.server import EmbeddedServer, ServerStartError
+
+    if multiple <= 0 or burst_s <= 0 or deadline_s <= 0:
+        raise BenchError("the overload multiple, burst and deadline must be positive")
+    result = OverloadResult(multiple=multiple, deadline_s=deadline_s, burst_s=burst_s, slo_p99_ms=slo_p99_ms)
+    split = cpus.plan(cpu_split)
+    log(f"==> overload: {split.describe()}")
+    server = EmbeddedServer(repository, log_path=log_path)
+    try:
+        with cpus.pinned(split.server):
+            server.start()
+    except ServerStartError as error:
+        raise BenchError(f"Triton did not start over {repository}: {error.message}", hint=error.hint) from error
+    try:
+        if split.mode == "pinned":
+            cpus.pin_group(server.pid, split.server)
+        with cpus.pinned(split.client):
+            asyncio.run(
+                _measure(
+                    server.grpc_url, model, texts, result, concurrency, capacity_s, probe_every_s,
+                    recovery_window_s, log,
+                )
+            )  # fmt: skip
+    finally:
+        server.stop()
+    return result
+
+
+def table(result: OverloadResult) -> str:
+    outcomes = ", ".join(f"{name} {count}" for name, count in result.outcomes.most_common())
+    recovery = result.recovery_s
+    goodput_share = result.goodput_rps / result.capacity_rps
+    lines = [
+        f"capacity            {result.capacity_rps:8.1f} calls/s   (single calls p50 {result.normal_p50_ms:.1f} ms, "
+        f"p99 {result.normal_p99_ms:.1f} ms)",
+        f"burst               {result.rate_rps:8.1f} calls/s   ({result.multiple:g}x for {result.burst_s:g} s, "
+        f"deadline {result.deadline_s:g} s): {len(result.calls)} calls",
+        f"outcomes            {outcomes}",
+        f"goodput             {result.goodput_rps:8.1f} calls/s   = {100 * goodput_share:.0f} % of capacity "
+        f"(target >= {100 * GOODPUT_TARGET:.0f} %: {'met' if goodput_share >= GOODPUT_TARGET else 'MISSED'})",
+        f"shed as overload    {100 * result.shed_ratio:7.1f} %",
+        f"admitted p99        {result.admitted_p99_ms:8.1f} ms        (SLO {result.slo_p99_ms:g} ms: "
+        f"{'met' if result.admitted_p99_ms <= result.slo_p99_ms else 'MISSED'})",
+        f"past deadline+{LATE_GRACE_S:g}s  {len(result.late):8d}           (target 0)",
+        "recovery            "
+        + (
+            f"{1000 * recovery:8.0f} ms        after the burst stopped, probes within "
+            f"{1000 * result.normal_s:.0f} ms (target <= {1000 * RECOVERY_TARGET_S:.0f} ms: "
+            f"{'met' if recovery <= RECOVERY_TARGET_S else 'MISSED'})"
+            if recovery is not None
+            else f"not within {result.probes[-1][0] if result.probes else 0:.1f} s (target <= 1 s: MISSED)"
+        ),
+    ]
+    return "\n".join(lines)
