@@ -31,11 +31,12 @@ from types import TracebackType
 from typing import Any
 
 from tritonstack._exceptions import TritonStackError
-from tritonstack._process import free_port, http_ok, terminate, wait_ready
+from tritonstack._process import LOOPBACK, free_port, http_ok, terminate, wait_ready
+from tritonstack.loadtest.exporter import DEFAULT_PORT as LOADTEST_EXPORTER_PORT
+from tritonstack.server.flags import METRICS_PORT
 
 TRITON_JOB = "triton"
 LOADTEST_JOB = "tritonstack-loadtest"
-LOADTEST_EXPORTER_PORT = 9646
 DEFAULT_PROMETHEUS_PORT = 9090
 
 _PROMETHEUS_CONFIG = Path("prometheus") / "prometheus.yml"
@@ -194,7 +195,7 @@ class LocalPrometheus:
         config_file.write_text(json.dumps(self._config, indent=2))
         storage = self._storage_dir or workdir / "data"
         port = self._port or free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{LOOPBACK}:{port}"
         self.log_path = workdir / "prometheus.log"
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
@@ -202,7 +203,7 @@ class LocalPrometheus:
                     executable,
                     f"--config.file={config_file}",
                     f"--storage.tsdb.path={storage}",
-                    f"--web.listen-address=127.0.0.1:{port}",
+                    f"--web.listen-address={LOOPBACK}:{port}",
                     "--log.level=warn",
                 ],
                 stdout=log,
@@ -294,15 +295,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--triton",
         action="append",
         metavar="HOST:PORT",
-        help="Triton metrics endpoint to scrape (repeatable; default 127.0.0.1:8002)",
+        help=f"Triton metrics endpoint to scrape (repeatable; default {LOOPBACK}:{METRICS_PORT})",
     )
     parser.add_argument(
         "--loadtest",
         action="append",
         metavar="HOST:PORT",
-        help=f"load-test exporter to scrape (repeatable; default 127.0.0.1:{LOADTEST_EXPORTER_PORT})",
+        help=f"load-test exporter to scrape (repeatable; default {LOOPBACK}:{LOADTEST_EXPORTER_PORT})",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PROMETHEUS_PORT, help="Prometheus port on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PROMETHEUS_PORT, help=f"Prometheus port on {LOOPBACK}")
     parser.add_argument("--storage-dir", type=Path, help="TSDB directory (default: a temporary one)")
     parser.add_argument("--scrape-interval-s", type=float, default=None, help="override the scrape interval")
     parser.add_argument("--monitoring-dir", type=Path, default=None, help="the repository's monitoring/ directory")
@@ -311,8 +312,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = render_config(
         find_monitoring_dir(args.monitoring_dir),
-        triton_targets=args.triton or ["127.0.0.1:8002"],
-        loadtest_targets=args.loadtest or [f"127.0.0.1:{LOADTEST_EXPORTER_PORT}"],
+        triton_targets=args.triton or [f"{LOOPBACK}:{METRICS_PORT}"],
+        loadtest_targets=args.loadtest or [f"{LOOPBACK}:{LOADTEST_EXPORTER_PORT}"],
         scrape_interval_s=args.scrape_interval_s,
     )
     stop = threading.Event()

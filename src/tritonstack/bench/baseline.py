@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from tritonstack._process import free_port, http_ok, terminate, wait_ready
+from tritonstack._process import LOOPBACK, free_port, http_ok, terminate, wait_ready
 from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import BASELINE, Point, summarize
@@ -47,7 +47,7 @@ class BaselineService:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> BaselineService:
         missing = missing_packages()
@@ -65,7 +65,7 @@ class BaselineService:
         }  # fmt: skip
         command = [
             sys.executable, "-m", "uvicorn", "--factory", "tritonstack.bench.baseline_app:app_from_env",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--host", LOOPBACK, "--port", str(self.port), "--workers", "1",
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

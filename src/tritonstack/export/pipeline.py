@@ -20,6 +20,7 @@ from tritonstack.export.errors import AccuracyGateError, ExportError
 from tritonstack.export.parity import DEFAULT_GATE, compute_reference, load_texts, tokenize_batches
 from tritonstack.export.quantize import Recipe
 from tritonstack.export.search import BASELINE, Candidate, format_table, run_search, select
+from tritonstack.repository.layout import DEFAULT_REPOSITORY
 
 TARGETS = ("cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
@@ -36,7 +37,7 @@ class ExportOptions:
     model: str
     task: str | None = None
     name: str | None = None
-    repository: Path = Path("model_repository")
+    repository: Path = DEFAULT_REPOSITORY
     target: str = "cpu"
     precision: str | None = None  # None: auto on cpu, fp16 on gpu
     max_batch_size: int = 64

@@ -34,6 +34,7 @@ from tritonstack.repository.config import (
     render,
 )
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.layout import versions
 
 ENCODER_FILENAME = "model.onnx"
 REPORT_FILENAME = "export_report.json"
@@ -212,14 +213,8 @@ def text_model_source() -> str:
 
 
 def _next_version(repository: Path, names: list[str]) -> int:
-    versions = [
-        int(child.name)
-        for name in names
-        if (repository / name).is_dir()
-        for child in (repository / name).iterdir()
-        if child.is_dir() and child.name.isdigit()
-    ]
-    return max(versions, default=0) + 1
+    taken = [int(version.name) for name in names for version in versions(repository / name)]
+    return max(taken, default=0) + 1
 
 
 def _copy_tokenizer(source: Path, destination: Path) -> None:

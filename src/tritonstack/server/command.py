@@ -10,11 +10,12 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from tritonstack.repository.layout import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument(
         "--bind", default=flags.LOOPBACK, help="address to listen on (anything but loopback is exposed)"
     )
