@@ -20,9 +20,8 @@ from tritonstack._process import LOOPBACK
 if TYPE_CHECKING:
     from tritonstack.loadtest.stats import Sample
 
-# The exporter's address is part of the contract too: monitoring/prometheus/prometheus.yml scrapes
-# loadtest:DEFAULT_PORT, and the commands that only need these constants import this module without
-# prometheus_client (imported where the metrics are made).
+# monitoring/prometheus/prometheus.yml scrapes the exporter at loadtest:DEFAULT_PORT. prometheus_client is
+# imported where the metrics are made, so the commands read these constants without it while building parsers.
 DEFAULT_PORT = 9646
 DEFAULT_ADDR = LOOPBACK
 REQUEST_DURATION = "tritonstack_client_request_duration_seconds"
