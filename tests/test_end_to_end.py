@@ -47,7 +47,11 @@ def test_served_embeddings_match_sentence_transformers(minilm_server: Any, minil
 
 
 def test_export_report_records_the_gate(minilm_repository: Path) -> None:
+    from tritonstack.export.parity import DEFAULT_GATE
+
     report = json.loads((minilm_repository / "minilm" / "1" / "export_report.json").read_text())
     assert report["name"] == "minilm" and report["version"] == 1
-    text = json.dumps(report)
-    assert "cosine" in text
+    parity = report["parity"]
+    # The default gate, on the minimum cosine over the parity texts, and the written model met it.
+    assert parity["metric"] == "min_cosine" and parity["gate"] == DEFAULT_GATE, parity
+    assert parity["passed"] is True and float(parity["value"]) >= parity["gate"], parity
