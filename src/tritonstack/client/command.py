@@ -34,9 +34,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--text", action="append", help="a text to send; repeat for several")
     source.add_argument("--file", type=Path, help=f"a file of texts, {_texts.RULE} ('-': standard input)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    # Unset timeouts stay the SDK's Timeouts() defaults (importing them here would load grpc for --help).
-    parser.add_argument("--timeout-s", type=float, help="deadline of the whole call, in seconds (default: the SDK's)")
-    parser.add_argument("--connect-timeout-s", type=float, help="connect timeout, in seconds (default: the SDK's)")
+    # A timeout left out is the SDK's "not passed" (UNSET), so Timeouts() applies its own default.
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="deadline of the whole call, in seconds (default: the SDK's Timeouts().call_s)",
+    )
+    parser.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="connect timeout, in seconds (default: the SDK's Timeouts().connect_s)",
+    )
     parser.add_argument("--root-cert", type=Path, help="TLS: PEM root certificate that signed the server's")
     parser.add_argument("--client-cert", type=Path, help="mutual TLS: PEM client certificate")
     parser.add_argument("--client-key", type=Path, help="mutual TLS: PEM client key")
@@ -69,7 +79,7 @@ def parse_headers(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.client import Client, InvalidInputError, Timeouts, TLSConfig
+    from tritonstack.client import UNSET, Client, InvalidInputError, Timeouts, TLSConfig
 
     texts = read_texts(args)
     tls = None
@@ -78,12 +88,12 @@ def run(args: argparse.Namespace) -> int:
             raise InvalidInputError("--client-cert and --client-key go together")
         tls = TLSConfig(args.root_cert, args.client_cert, args.client_key, args.server_hostname)
     urls = args.url or [flags.LOCAL_GRPC_URL]
-    given = {"call_s": args.timeout_s, "connect_s": args.connect_timeout_s}
+    timeouts = Timeouts(call_s=getattr(args, "timeout_s", UNSET), connect_s=getattr(args, "connect_timeout_s", UNSET))
     with Client(
         urls,
         args.model,
         version=args.version,
-        timeouts=Timeouts(**{name: seconds for name, seconds in given.items() if seconds is not None}),
+        timeouts=timeouts,
         tls=tls,
         headers=parse_headers(args.header),
     ) as client:
