@@ -175,3 +175,28 @@ def test_only_containers_set_a_grpc_max_connection_age() -> None:
     deployed = flags.deployment_args()
     assert f"--grpc-max-connection-age={flags.GRPC_MAX_CONNECTION_AGE_MS}" in deployed
     assert f"--grpc-max-connection-age-grace={flags.GRPC_MAX_CONNECTION_AGE_GRACE_MS}" in deployed
+
+
+# A repository path cited in a comment or a doc ("tests/test_x.py checks this"); not one inside a
+# container path such as /opt/tritonstack/loadtest/....
+_CITED_PATH = re.compile(r"(?<![\w/.-])(?:tests|monitoring|deploy|src|loadtest|docs|benchmarks)/[\w./*-]*[\w*]")
+_CITING_FILES = [
+    *sorted((ROOT / "deploy").rglob("*")),
+    *sorted((ROOT / "monitoring").rglob("*")),
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "README.md",
+    COMPOSE,
+    ROOT / "loadtest" / "slo.yaml",
+]
+
+
+def test_every_repository_path_the_deploy_files_and_docs_cite_exists() -> None:
+    missing = []
+    for path in _CITING_FILES:
+        if not path.is_file():
+            continue
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            for cited in _CITED_PATH.findall(line):
+                if not any(ROOT.glob(cited.rstrip("."))):
+                    missing.append(f"{path.relative_to(ROOT)}:{number}: {cited}")
+    assert not missing, missing

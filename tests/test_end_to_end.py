@@ -39,15 +39,17 @@ def test_served_embeddings_match_sentence_transformers(minilm_server: Any, minil
     with Client(minilm_server.grpc_url, model="minilm") as client:
         served = client.embed(TEXTS)
     assert served.shape == (len(TEXTS), 384) and served.dtype == np.float32
-    cosine = np.sum(served * reference, axis=1) / (
-        np.linalg.norm(served, axis=1) * np.linalg.norm(reference, axis=1)
-    )
+    cosine = np.sum(served * reference, axis=1) / (np.linalg.norm(served, axis=1) * np.linalg.norm(reference, axis=1))
     assert cosine.min() >= 0.99, cosine
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-3)  # the model's Normalize module
 
 
 def test_export_report_records_the_gate(minilm_repository: Path) -> None:
+    from tritonstack.export.parity import DEFAULT_GATE
+
     report = json.loads((minilm_repository / "minilm" / "1" / "export_report.json").read_text())
     assert report["name"] == "minilm" and report["version"] == 1
-    text = json.dumps(report)
-    assert "cosine" in text
+    parity = report["parity"]
+    # The default gate, on the minimum cosine over the parity texts, and the written model met it.
+    assert parity["metric"] == "min_cosine" and parity["gate"] == DEFAULT_GATE, parity
+    assert parity["passed"] is True and float(parity["value"]) >= parity["gate"], parity

@@ -139,7 +139,7 @@ def test_a_new_start_removes_the_regions_of_servers_whose_launcher_is_gone(tmp_p
 
 
 # -- deadlines -----------------------------------------------------------------
-SLOW_MODEL = '''
+SLOW_MODEL = """
 import time
 
 import numpy as np
@@ -154,7 +154,7 @@ class TritonPythonModel:
             time.sleep(float(delay.max()))
             responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("SLEPT_S", delay.astype(np.float32))]))
         return responses
-'''
+"""
 
 
 @pytest.fixture(scope="module")

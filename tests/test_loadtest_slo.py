@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
 from tritonstack.loadtest.errors import LoadTestError, SLOSpecError
-from tritonstack.loadtest.slo import SLO, load_slo, parse_duration_s, parse_slo
+from tritonstack.loadtest.slo import SLO, latency_overrides, load_slo, parse_duration_s, parse_slo
 
 REPO = Path(__file__).resolve().parent.parent
 MINIMAL = {"model": "tiny", "load": {"users": 4, "duration": "10s"}, "objectives": {"p99_ms": 50}}
@@ -131,3 +132,9 @@ def test_overrides() -> None:
     assert slo.load.users == 4  # the original is untouched
     with pytest.raises(SLOSpecError, match="--users"):
         slo.with_overrides(users=0)
+
+
+def test_latency_flags_override_only_the_percentiles_given() -> None:
+    flags = argparse.Namespace(p50_ms=None, p95_ms=12.5, p99_ms=40.0)
+    assert latency_overrides(flags) == {95.0: 12.5, 99.0: 40.0}
+    assert latency_overrides(argparse.Namespace(p50_ms=None, p95_ms=None, p99_ms=None)) == {}

@@ -12,6 +12,7 @@ import pytest
 import tritonstack.server.models
 from tritonstack.cli import main
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
+from tritonstack.repository.layout import versions
 from tritonstack.repository.validate import check_repository, validate_repository
 from tritonstack.repository.writer import ExportedModel, write_text_model
 
@@ -153,3 +154,11 @@ def test_unwritable_repository_is_a_clear_error(tmp_path: Path, repository: Path
     blocker.write_text("not a folder")  # even root cannot create a folder below a file
     with pytest.raises(RepositoryError, match=r"cannot write to model repository"):
         write_text_model(blocker / "repo", _model_from(repository, "x", {}))
+
+
+def test_version_folders_are_whole_numbers_in_numeric_order(tmp_path: Path) -> None:
+    for name in ("10", "2", "9", "latest", "1.5", ".staging"):
+        (tmp_path / "model" / name).mkdir(parents=True)
+    (tmp_path / "model" / "3").write_text("a file, not a version")
+    assert [p.name for p in versions(tmp_path / "model")] == ["2", "9", "10"]
+    assert versions(tmp_path / "absent") == []

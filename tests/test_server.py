@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import shutil
 import socket
@@ -47,13 +48,21 @@ def embed(client: grpcclient.InferenceServerClient, texts: list[str], model: str
 
 
 def metric(metrics_url: str, name: str, model: str) -> float:
+    return sum(metric_samples(scrape(metrics_url), name, model))
+
+
+def scrape(metrics_url: str) -> str:
     with urllib.request.urlopen(metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and f'model="{model}"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
+        return str(response.read().decode())
+
+
+def metric_samples(text: str, name: str, model: str) -> list[float]:
+    """The values of ``name``'s series for ``model``: none before it loads or after Triton unloads it."""
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and f'model="{model}"' in line
+    ]
 
 
 @pytest.fixture()
@@ -284,6 +293,12 @@ def test_model_errors_are_parsed_from_tritons_log_lines() -> None:
 
 def test_graceful_shutdown_under_load_loses_no_accepted_request(tiny_repository: Path, tmp_path: Path) -> None:
     server = EmbeddedServer(tiny_repository, log_path=tmp_path / "triton.log").start()
+    metrics_url = server.metrics_url
+    success = "nv_inference_request_success"
+    # Every successful request of the text-in model ends with one successful encoder request (the encoder's
+    # warm-up requests came before).
+    encoder_before = metric(metrics_url, success, "tiny_encoder")
+    encoder_final: list[float] = []
     outcomes: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -301,20 +316,43 @@ def test_graceful_shutdown_under_load_loses_no_accepted_request(tiny_repository:
                 if outcome != "ok":
                     return
 
+    def watch_tritons_count() -> None:
+        # Triton unloads the text-in model at the first of its once-a-second checks that finds no request in
+        # flight, and its steps about a second later. So once the text-in model's series are gone, the
+        # encoder's count is final: read it then, before the encoder unloads too.
+        while True:
+            try:
+                text = scrape(metrics_url)
+            except (OSError, http.client.HTTPException):
+                return
+            encoder = metric_samples(text, success, "tiny_encoder")
+            if encoder and not metric_samples(text, success, "tiny"):
+                encoder_final.append(sum(encoder))
+                return
+            time.sleep(0.02)
+
     threads = [threading.Thread(target=hammer) for _ in range(8)]
     for t in threads:
         t.start()
     time.sleep(2.0)
+    watcher = threading.Thread(target=watch_tritons_count)
+    watcher.start()
     code = server.stop()
     stop.set()
-    for t in threads:
+    for t in [*threads, watcher]:
         t.join(timeout=30)
-    assert not any(t.is_alive() for t in threads)
+    assert not any(t.is_alive() for t in [*threads, watcher])
     assert code == 0
     refused = [o for o in outcomes if o != "ok"]
     assert outcomes.count("ok") > 8
-    # Requests sent after shutdown began are refused as UNAVAILABLE; none that was accepted failed otherwise.
-    assert all(o.startswith("StatusCode.UNAVAILABLE") for o in refused), refused
+    # Requests sent after shutdown began are refused: UNAVAILABLE while Triton waits for the requests in
+    # flight, NOT_FOUND once it has unloaded the model (a client slow to send its next request).
+    refusals = ("StatusCode.UNAVAILABLE", "Server is stopping"), ("StatusCode.NOT_FOUND", "no available versions")
+    assert all(any(o.startswith(status) and reason in o for status, reason in refusals) for o in refused), refused
+    # And none of them was a request Triton accepted: every request Triton completed reached its client.
+    assert encoder_final, "Triton's metrics went away before the text-in model was unloaded: no final count"
+    tritons_successes = encoder_final[0] - encoder_before
+    assert outcomes.count("ok") == tritons_successes, (outcomes.count("ok"), tritons_successes, refused)
     assert "Waiting for in-flight requests to complete" in (tmp_path / "triton.log").read_text()
 
 

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonstack.repository.layout import DEFAULT_REPOSITORY
+
 if TYPE_CHECKING:
     from tritonstack.server import EmbeddedServer
 
@@ -26,7 +28,7 @@ DEMO_SENTENCES = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument("--name", default="minilm", help="name of the served model")
     parser.add_argument("--slo", type=Path, default=Path("loadtest/slo.yaml"), help="SLO file of the load test")
     parser.add_argument("--run-time", default="20s", help="duration of the load test")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
+from tritonstack._process import LOOPBACK, ChildProcess, ChildService, free_port, http_ok
 from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import BASELINE, Point, summarize
@@ -43,7 +43,7 @@ class BaselineService(ChildService):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -68,7 +68,7 @@ class BaselineService(ChildService):
         }  # fmt: skip
         command = [
             sys.executable, "-m", "uvicorn", "--factory", "tritonstack.bench.baseline_app:app_from_env",
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--host", LOOPBACK, "--port", str(self.port), "--workers", "1",
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
         child = self._child = ChildProcess("the PyTorch baseline", command, self.log_path, env=env)

@@ -21,6 +21,7 @@ from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import Round
 from tritonstack.repository import contract
 from tritonstack.repository.config import parameter, parse
+from tritonstack.repository.layout import versions
 from tritonstack.server.models.tokenization import TextTokenizer
 
 
@@ -38,10 +39,10 @@ class ServedFiles:
 
 
 def _latest_version(model_dir: Path) -> Path:
-    versions = [p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
-    if not versions:
+    found = versions(model_dir)
+    if not found:
         raise BenchError(f"{model_dir} holds no model version", hint="export the model first: tritonstack export")
-    return max(versions, key=lambda p: int(p.name))
+    return found[-1]
 
 
 def _config(model_dir: Path) -> Any:

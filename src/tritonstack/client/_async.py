@@ -112,7 +112,7 @@ class AsyncClient:
         with self._metrics.timed(name, "infer"):
             deadline = self._deadline(timeout_s)
             request_id = _core.new_request_id()
-            info = self._infos.get((name, ver)) or await self._model_info(name, ver, deadline, request_id)
+            info = await self._model_info(name, ver, deadline, request_id)
             arrays = _core.check_inputs(inputs, info)
             names = _core.check_outputs(outputs, info)
             return await self._infer_chunks(info, ver, [arrays], names, deadline, request_id)
@@ -121,8 +121,7 @@ class AsyncClient:
         self, *, model: str | None = None, version: str | int | None = None, timeout_s: TimeoutArg = UNSET
     ) -> bool:
         """Whether a server answers and has the model ready; ``False`` when none can be reached in time."""
-        name = model if model is not None else self._settings.model
-        ver = self._settings.version if version is None else _core.version_string(version)
+        name, ver = _core.probe_target(self._settings, model, version)
         headers = self._settings.headers
 
         async def op(connection: Connection, timeout: float | None) -> bool:
@@ -199,7 +198,7 @@ class AsyncClient:
         deadline = self._deadline(timeout_s)
         encoded = _core.encode_texts(texts, max_text_bytes=self._settings.max_text_bytes, model=name)
         request_id = _core.new_request_id()
-        info = self._infos.get((name, ver)) or await self._model_info(name, ver, deadline, request_id)
+        info = await self._model_info(name, ver, deadline, request_id)
         _core.require_task(info, task, method)
         chunks = _core.text_chunks(encoded, info.max_batch_size)
         names = contract.OUTPUTS_BY_TASK[task]

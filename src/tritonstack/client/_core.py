@@ -360,9 +360,15 @@ def classifications_from(outputs: Mapping[str, np.ndarray], count: int, model: s
 
 def target(settings: Settings, model: str | None, version: str | int | None) -> tuple[str, str]:
     """The model and version a call goes to: its own arguments, else the client's."""
-    name = model if model is not None else settings.model
+    name, ver = probe_target(settings, model, version)
     if not name:
         raise InvalidInputError("no model given", hint="pass model= to the client or to the call")
+    return name, ver
+
+
+def probe_target(settings: Settings, model: str | None, version: str | int | None) -> tuple[str | None, str]:
+    """Like :func:`target`, for ``ready()``: no model at all asks about the server itself."""
+    name = model if model is not None else settings.model
     return name, settings.version if version is None else version_string(version)
 
 

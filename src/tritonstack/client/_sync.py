@@ -155,8 +155,7 @@ class Client:
 
         ``False`` when no endpoint can be reached in time; other errors raise.
         """
-        name = model if model is not None else self._settings.model
-        ver = self._settings.version if version is None else _core.version_string(version)
+        name, ver = _core.probe_target(self._settings, model, version)
         headers = self._settings.headers
 
         def op(connection: Connection, timeout: float | None) -> bool:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tritonstack import _texts
 from tritonstack.server import flags
 
 PREVIEW_VALUES = 4
@@ -25,16 +26,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         action="append",
-        help=f"Triton's gRPC address host:port; repeat for failover (default 127.0.0.1:{flags.GRPC_PORT})",
+        help=f"Triton's gRPC address host:port; repeat for failover (default {flags.LOCAL_GRPC_URL})",
     )
     parser.add_argument("--model", required=True, help="the served text-in model's name")
     parser.add_argument("--version", default=None, help="model version (default: the server's choice)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to send; repeat for several")
-    source.add_argument("--file", type=Path, help="a file with one text per line ('-': standard input)")
+    source.add_argument("--file", type=Path, help=f"a file of texts, {_texts.RULE} ('-': standard input)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    parser.add_argument("--timeout-s", type=float, default=30.0, help="deadline of the whole call, in seconds")
-    parser.add_argument("--connect-timeout-s", type=float, default=5.0, help="connect timeout, in seconds")
+    # A timeout left out is the SDK's "not passed" (UNSET), so Timeouts() applies its own default.
+    parser.add_argument(
+        "--timeout-s",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="deadline of the whole call, in seconds (default: the SDK's Timeouts().call_s)",
+    )
+    parser.add_argument(
+        "--connect-timeout-s",
+        type=float,
+        default=argparse.SUPPRESS,
+        help="connect timeout, in seconds (default: the SDK's Timeouts().connect_s)",
+    )
     parser.add_argument("--root-cert", type=Path, help="TLS: PEM root certificate that signed the server's")
     parser.add_argument("--client-cert", type=Path, help="mutual TLS: PEM client certificate")
     parser.add_argument("--client-key", type=Path, help="mutual TLS: PEM client key")
@@ -49,12 +61,9 @@ def read_texts(args: argparse.Namespace) -> list[str]:
 
     if args.text is not None:
         return list(args.text)
-    try:
-        content = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ClientError(f"cannot read texts from {args.file}: {error}", hint="one UTF-8 text per line") from error
-    # Blank lines separate nothing here; the SDK would refuse them as empty texts.
-    return [line for line in content.splitlines() if line.strip()]
+    if str(args.file) == "-":
+        return _texts.parse_texts(sys.stdin.read())
+    return _texts.read_texts(args.file, what="texts file", error=ClientError)
 
 
 def parse_headers(pairs: Sequence[str]) -> dict[str, str]:
@@ -70,18 +79,19 @@ def parse_headers(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.client import Client, InvalidInputError, Timeouts, TLSConfig
+    from tritonstack.client import UNSET, Client, InvalidInputError, Timeouts, TLSConfig
 
     texts = read_texts(args)
     tls = None
     if args.root_cert or args.client_cert or args.client_key:
         tls = TLSConfig(args.root_cert, args.client_cert, args.client_key, args.server_hostname)
-    urls = args.url or [f"{flags.LOOPBACK}:{flags.GRPC_PORT}"]
+    urls = args.url or [flags.LOCAL_GRPC_URL]
+    timeouts = Timeouts(call_s=getattr(args, "timeout_s", UNSET), connect_s=getattr(args, "connect_timeout_s", UNSET))
     with Client(
         urls,
         args.model,
         version=args.version,
-        timeouts=Timeouts(args.timeout_s, connect_s=args.connect_timeout_s),
+        timeouts=timeouts,
         tls=tls,
         headers=parse_headers(args.header),
     ) as client:

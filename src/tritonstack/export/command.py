@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tritonstack.export.options import DEFAULT_GATE, DEFAULT_PRECISION, TARGETS, ExportOptions, Precision
 from tritonstack.repository.contract import TASKS
+from tritonstack.repository.layout import DEFAULT_REPOSITORY
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--name", default=None, help="model name in the repository; derived from the model's name when omitted"
     )
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="Triton model repository")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="Triton model repository")
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="where the model will be served")
     parser.add_argument(
         "--precision",

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tritonstack.export.errors import ExportError
+from tritonstack.repository.layout import DEFAULT_REPOSITORY
 
 if TYPE_CHECKING:
     from tritonstack.export.quantize import Recipe
@@ -47,7 +48,7 @@ class ExportOptions:
     model: str
     task: str | None = None
     name: str | None = None
-    repository: Path = Path("model_repository")
+    repository: Path = DEFAULT_REPOSITORY
     target: str = "cpu"
     precision: Precision | None = None  # None: DEFAULT_PRECISION of the target
     max_batch_size: int = 64

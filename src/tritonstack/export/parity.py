@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tritonstack._texts import parse_texts, read_texts
 from tritonstack.export.errors import ExportError, ParityShapeError
 
 if TYPE_CHECKING:
@@ -33,22 +34,14 @@ BATCH_SIZE = 32
 def sample_texts() -> list[str]:
     """The built-in parity sample: 64 sentences, 3-106 words, a few non-English and emoji."""
     text = resources.files("tritonstack.export").joinpath("data/sample_texts.txt").read_text(encoding="utf-8")
-    return [line for line in text.splitlines() if line.strip()]
+    return parse_texts(text)
 
 
 def load_texts(user_file: Path | None) -> list[str]:
-    """The built-in sample plus the non-empty lines of ``user_file``."""
+    """The built-in sample plus the texts of ``user_file`` (:mod:`tritonstack._texts`' rule)."""
     texts = sample_texts()
     if user_file is not None:
-        try:
-            extra = [line for line in Path(user_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as error:
-            raise ExportError(
-                f"cannot read parity texts {user_file}: {error}", hint="pass a UTF-8 file, one text per line"
-            ) from error
-        if not extra:
-            raise ExportError(f"parity texts file {user_file} has no text", hint="one text per line")
-        texts += extra
+        texts += read_texts(user_file, what="parity texts file", error=ExportError)
     return texts
 
 

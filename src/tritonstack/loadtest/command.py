@@ -11,19 +11,19 @@ import argparse
 import logging
 import sys
 
+from tritonstack.loadtest import exporter
+from tritonstack.loadtest.slo import FLAG_PERCENTILES, latency_overrides, load_slo, parse_duration_s
 from tritonstack.server import flags
-
-DEFAULT_HOST = f"{flags.LOOPBACK}:{flags.GRPC_PORT}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo", required=True, metavar="FILE", help="the SLO file (see loadtest/slo.yaml)")
-    parser.add_argument("--host", default=DEFAULT_HOST, metavar="HOST:PORT", help="Triton's gRPC endpoint")
+    parser.add_argument("--host", default=flags.LOCAL_GRPC_URL, metavar="HOST:PORT", help="Triton's gRPC endpoint")
     parser.add_argument("--model", help="override the SLO's model name")
     parser.add_argument("--users", type=int, metavar="N", help="override load.users")
     parser.add_argument("--spawn-rate", type=float, metavar="N", help="override load.spawn_rate (users/s)")
     parser.add_argument("--run-time", metavar="DURATION", help="override load.duration (30s, 2m, 1h30m)")
-    for percentile in ("50", "95", "99"):
+    for percentile in FLAG_PERCENTILES:
         parser.add_argument(
             f"--p{percentile}-ms", type=float, metavar="MS", help=f"override objectives.p{percentile}_ms"
         )
@@ -45,11 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exporter-port",
         type=int,
-        default=9646,
+        default=exporter.DEFAULT_PORT,
         metavar="PORT",
         help="serve client-observed latency for Prometheus on this port during the run; 0 disables",
     )
-    parser.add_argument("--exporter-addr", default=flags.LOOPBACK, metavar="ADDR", help="the exporter's bind address")
+    parser.add_argument(
+        "--exporter-addr", default=exporter.DEFAULT_ADDR, metavar="ADDR", help="the exporter's bind address"
+    )
     parser.add_argument(
         "--find-capacity",
         action="store_true",
@@ -70,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
 
     from tritonstack.loadtest import execute
     from tritonstack.loadtest.report import capacity_table, write_report
-    from tritonstack.loadtest.slo import load_slo, parse_duration_s
     from tritonstack.loadtest.users import close_clients
     from tritonstack.loadtest.verdict import render_table, verdict_line
 
@@ -82,11 +83,7 @@ def run(args: argparse.Namespace) -> int:
         users=args.users,
         spawn_rate=args.spawn_rate,
         run_time_s=run_time_s,
-        latency_ms={
-            float(p): value
-            for p, value in (("50", args.p50_ms), ("95", args.p95_ms), ("99", args.p99_ms))
-            if value is not None
-        },
+        latency_ms=latency_overrides(args),
         model=args.model,
     )
     if args.capacity_max_users is not None or args.capacity_step is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tritonstack._exceptions import TritonStackError
 from tritonstack.loadtest.errors import LoadTestError, ServerUnreachableError
-from tritonstack.loadtest.exporter import ClientMetrics, ClientMetricsExporter
+from tritonstack.loadtest.exporter import DEFAULT_ADDR, ClientMetrics, ClientMetricsExporter
 from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
 from tritonstack.loadtest.runner import LoadSession, StepWindow
 from tritonstack.loadtest.slo import SLO
@@ -37,7 +37,7 @@ class RunOptions:
     processes: int = 1
     metrics_url: str | None = None  # Triton's Prometheus endpoint; None: do not scrape
     exporter_port: int = 0  # 0: no exporter
-    exporter_addr: str = "127.0.0.1"
+    exporter_addr: str = DEFAULT_ADDR
     scrape_interval_s: float = 1.0
 
 
@@ -45,18 +45,6 @@ def default_metrics_url(host: str) -> str | None:
     """Triton's metrics endpoint next to a gRPC ``host``: same machine, the standard metrics port."""
     match = re.fullmatch(r"(?:[a-z]+://)?(\[[^\]]+\]|[^:/]+)(?::\d+)?/?", host.strip())
     return f"http://{match.group(1)}:{flags.METRICS_PORT}/metrics" if match else None
-
-
-def user_settings(slo: SLO, *, closed_model: bool = False) -> UserSettings:
-    return UserSettings(
-        model=slo.model,
-        task=slo.task,
-        texts_file=str(slo.payload.texts_file) if slo.payload.texts_file else None,
-        texts_per_request=slo.payload.texts_per_request,
-        timeout_s=slo.load.timeout_s,
-        arrival_rate_rps=None if closed_model else slo.load.arrival_rate_rps,
-        users=slo.load.users,
-    )
 
 
 def preflight(host: str, settings: UserSettings) -> None:
@@ -151,7 +139,7 @@ def judge(
 
 def run_test(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
     """Apply the SLO's load once and judge every objective."""
-    settings = user_settings(slo)
+    settings = UserSettings.from_slo(slo)
     preflight(options.host, settings)
     load = slo.load
     rate = f", paced to {load.arrival_rate_rps:g} req/s" if load.arrival_rate_rps else ""
@@ -179,7 +167,7 @@ def next_users(users: int, factor: float, max_users: int) -> int:
 def find_capacity(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
     """Step concurrent users up (closed model) until an objective breaks; the capacity is the highest
     throughput among the steps that held every latency and error objective."""
-    settings = user_settings(slo, closed_model=True)
+    settings = UserSettings.from_slo(slo, closed_model=True)
     preflight(options.host, settings)
     spec = slo.capacity
     say(

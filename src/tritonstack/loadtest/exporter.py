@@ -13,13 +13,17 @@ exporter runs once, wherever the verdict is computed.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from tritonstack._process import LOOPBACK
 
-from tritonstack.loadtest.stats import Sample
+if TYPE_CHECKING:
+    from tritonstack.loadtest.stats import Sample
 
+# monitoring/prometheus/prometheus.yml scrapes the exporter at loadtest:DEFAULT_PORT. prometheus_client is
+# imported where the metrics are made, so the commands read these constants without it while building parsers.
 DEFAULT_PORT = 9646
-DEFAULT_ADDR = "127.0.0.1"
+DEFAULT_ADDR = LOOPBACK
 REQUEST_DURATION = "tritonstack_client_request_duration_seconds"
 REQUESTS_TOTAL = "tritonstack_client_requests_total"
 # From sub-millisecond (tiny models on loopback) to the load test's default call timeout.
@@ -35,6 +39,8 @@ class ClientMetrics:
     """The two metrics in their own registry (so two runs in one process never collide)."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.registry = CollectorRegistry(auto_describe=True)
         self.duration = Histogram(
             REQUEST_DURATION,
@@ -61,6 +67,8 @@ class ClientMetricsExporter:
     """Serves :class:`ClientMetrics` over HTTP on ``addr:port`` (port 0 picks a free one)."""
 
     def __init__(self, metrics: ClientMetrics, port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR) -> None:
+        from prometheus_client import start_http_server
+
         self.metrics = metrics
         self._server, self._thread = start_http_server(port, addr=addr, registry=metrics.registry)
         self.port: int = self._server.server_address[1]

@@ -30,6 +30,7 @@ from locust.runners import MasterRunner, WorkerRunner
 from tritonstack._exceptions import TritonStackError
 from tritonstack.loadtest.exporter import DEFAULT_ADDR, DEFAULT_PORT, ClientMetrics, ClientMetricsExporter
 from tritonstack.loadtest.plugin import SampleCollector
+from tritonstack.loadtest.slo import FLAG_PERCENTILES, SLO, latency_overrides, load_slo
 from tritonstack.loadtest.triton_metrics import MetricsScraper
 from tritonstack.loadtest.users import close_clients, exit_now, prepare_process
 
@@ -60,7 +61,7 @@ def install(default_slo: Path) -> None:
         group.add_argument("--slo", default=str(default_slo), env_var="TRITONSTACK_SLO", help="the SLO file")
         group.add_argument("--model", default="", env_var="TRITONSTACK_MODEL", help="override the SLO's model")
         group.add_argument("--texts", default="", env_var="TRITONSTACK_TEXTS", help="override payload.texts")
-        for percentile in ("50", "95", "99"):
+        for percentile in FLAG_PERCENTILES:
             group.add_argument(
                 f"--p{percentile}-ms", type=float, default=None, env_var=f"TRITONSTACK_P{percentile}_MS",
                 help=f"override objectives.p{percentile}_ms",
@@ -90,16 +91,10 @@ def install(default_slo: Path) -> None:
     events.quit.add_listener(_on_quit)
 
 
-def _slo(environment: Environment) -> Any:
-    from tritonstack.loadtest.slo import load_slo
-
+def _slo(environment: Environment) -> SLO:
     options = environment.parsed_options
     assert options is not None
-    slo = load_slo(options.slo)
-    latency_ms = {float(p): getattr(options, f"p{p}_ms") for p in ("50", "95", "99")}
-    return slo.with_overrides(
-        model=options.model or None, latency_ms={p: v for p, v in latency_ms.items() if v is not None}
-    )
+    return load_slo(options.slo).with_overrides(model=options.model or None, latency_ms=latency_overrides(options))
 
 
 def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:

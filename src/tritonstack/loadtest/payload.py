@@ -11,6 +11,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+from tritonstack._texts import read_texts
 from tritonstack.loadtest.errors import LoadTestError
 
 # Used when the SLO names no texts file: short queries, sentences and a paragraph.
@@ -30,19 +31,10 @@ BUILTIN_TEXTS = (
 
 
 def load_texts(path: Path | None) -> list[str]:
-    """Non-empty lines of ``path`` (stripped), or the built-in mix when ``path`` is ``None``."""
+    """The texts of ``path`` (:mod:`tritonstack._texts`' rule), or the built-in mix when ``path`` is ``None``."""
     if path is None:
         return list(BUILTIN_TEXTS)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise LoadTestError(f"cannot read texts file {path}: {error.strerror}") from error
-    texts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not texts:
-        raise LoadTestError(
-            f"texts file {path} has no texts", hint="one text per line; lines starting with # are skipped"
-        )
-    return texts
+    return read_texts(path, what="texts file", error=LoadTestError)
 
 
 class PayloadMix:

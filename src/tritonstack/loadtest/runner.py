@@ -26,6 +26,7 @@ import gevent
 from locust.env import Environment
 from locust.runners import STATE_STOPPED, MasterRunner, Runner
 
+from tritonstack._process import LOOPBACK
 from tritonstack.loadtest.errors import LoadTestError
 from tritonstack.loadtest.plugin import SampleCollector
 from tritonstack.loadtest.users import UserSettings, user_class
@@ -65,7 +66,7 @@ class LoadSession:
             if self.processes == 1:
                 self.runner = self.environment.create_local_runner()
             else:
-                self.runner = self.environment.create_master_runner("127.0.0.1", 0)
+                self.runner = self.environment.create_master_runner(LOOPBACK, 0)
             self.collector.attach(self.runner)
             if isinstance(self.runner, MasterRunner):
                 self._start_workers(self.runner)

@@ -42,6 +42,8 @@ from typing import Any
 from tritonstack.loadtest.errors import SLOSpecError
 
 TASKS = ("feature-extraction", "text-classification")
+# The percentiles with a command-line flag of their own (--p99-ms), in `tritonstack loadtest` and in `locust`.
+FLAG_PERCENTILES = ("50", "95", "99")
 _PERCENTILE_KEY = re.compile(r"^p(\d{1,2}(?:\.\d+)?)_ms$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
 _UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
@@ -135,6 +137,13 @@ class SLO:
                 _require(bound > 0, f"--p{percentile:g}-ms", f"must be positive, got {bound}", "command line")
             objectives = dataclasses.replace(objectives, latency_ms={**objectives.latency_ms, **latency_ms})
         return dataclasses.replace(self, load=load, objectives=objectives, model=model or self.model)
+
+
+def latency_overrides(options: object) -> dict[float, float]:
+    """The ``--pNN-ms`` flags given on a command line (``options.pNN_ms``), by percentile, for
+    :meth:`SLO.with_overrides`; a flag left out (``None``) keeps the file's objective."""
+    given = {float(percentile): getattr(options, f"p{percentile}_ms") for percentile in FLAG_PERCENTILES}
+    return {percentile: bound for percentile, bound in given.items() if bound is not None}
 
 
 def parse_duration_s(value: object, *, where: str = "duration", source: str = "<slo>") -> float:

@@ -26,15 +26,19 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import locust  # noqa: F401  (first: gevent's monkey-patching happens on import)
 from locust import User, task
 
 from tritonstack.loadtest.payload import PayloadMix, load_texts
 from tritonstack.loadtest.plugin import drain_for
+from tritonstack.server import flags
+
+if TYPE_CHECKING:
+    from tritonstack.loadtest.slo import SLO
 
 # How long a user waits once its step drains; it is stopped long before.
 _DRAINED_WAIT_S = 3600.0
@@ -94,6 +98,20 @@ class UserSettings:
         return cls(**json.loads(text))
 
     @classmethod
+    def from_slo(cls, slo: SLO, *, users: int | None = None, closed_model: bool = False) -> UserSettings:
+        """What an SLO asks of each user. ``users`` (default: the SLO's) share its arrival rate;
+        ``closed_model`` drops the rate: each user sends back to back (the capacity search)."""
+        return cls(
+            model=slo.model,
+            task=slo.task,
+            texts_file=str(slo.payload.texts_file) if slo.payload.texts_file else None,
+            texts_per_request=slo.payload.texts_per_request,
+            timeout_s=slo.load.timeout_s,
+            arrival_rate_rps=None if closed_model else slo.load.arrival_rate_rps,
+            users=max(1, slo.load.users if users is None else users),
+        )
+
+    @classmethod
     def from_options(cls, options: argparse.Namespace) -> UserSettings:
         """From the ``locust`` command line (flags added by :mod:`tritonstack.loadtest.locust_cli`)."""
         # On a worker, num_users is not the test's; the master sends its count as tritonstack_users.
@@ -106,16 +124,8 @@ def _settings_from_slo(slo_path: str, model: str | None, texts: str | None, user
     # Once per process, not once per user.
     from tritonstack.loadtest.slo import load_slo
 
-    slo = load_slo(slo_path)
-    return UserSettings(
-        model=model or slo.model,
-        task=slo.task,
-        texts_file=texts or (str(slo.payload.texts_file) if slo.payload.texts_file else None),
-        texts_per_request=slo.payload.texts_per_request,
-        timeout_s=slo.load.timeout_s,
-        arrival_rate_rps=slo.load.arrival_rate_rps,
-        users=max(1, users),
-    )
+    settings = UserSettings.from_slo(load_slo(slo_path).with_overrides(model=model), users=users)
+    return replace(settings, texts_file=texts) if texts else settings
 
 
 @functools.lru_cache(maxsize=8)
@@ -182,7 +192,7 @@ class TritonStackUser(User):
         settings = type(self).settings or UserSettings.from_options(self.environment.parsed_options)
         self.user_settings = settings
         self.mix = PayloadMix(_texts(settings.texts_file), settings.texts_per_request, seed=random.getrandbits(32))
-        self.client = make_client(self.host or "127.0.0.1:8001", settings)
+        self.client = make_client(self.host or flags.LOCAL_GRPC_URL, settings)
         self.drain = drain_for(self.environment)
         # Connect and fetch the model's metadata now, so the first timed request is not the slow one;
         # a failure here shows up again, counted, in the first request.

@@ -15,13 +15,14 @@ import gevent
 import locust  # noqa: F401  (first: gevent's monkey-patching happens on import)
 from locust.env import Environment
 
+from tritonstack._process import LOOPBACK
 from tritonstack.loadtest.plugin import SampleCollector
 from tritonstack.loadtest.users import UserSettings, close_clients, exit_now, prepare_process, user_class
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tritonstack.loadtest.worker")
-    parser.add_argument("--master-host", default="127.0.0.1")
+    parser.add_argument("--master-host", default=LOOPBACK)
     parser.add_argument("--master-port", type=int, required=True)
     parser.add_argument("--host", required=True, help="Triton's gRPC endpoint, HOST:PORT")
     parser.add_argument("--settings", required=True, help="UserSettings as JSON")

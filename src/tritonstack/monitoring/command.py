@@ -13,7 +13,10 @@ import signal
 import threading
 from pathlib import Path
 
-from tritonstack.monitoring.local import DEFAULT_PROMETHEUS_PORT, LOADTEST_EXPORTER_PORT
+from tritonstack._process import LOOPBACK
+from tritonstack.loadtest.exporter import DEFAULT_PORT as LOADTEST_EXPORTER_PORT
+from tritonstack.monitoring.local import DEFAULT_PROMETHEUS_PORT
+from tritonstack.server.flags import METRICS_PORT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,15 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--triton",
         action="append",
         metavar="HOST:PORT",
-        help="Triton metrics endpoint to scrape (repeatable; default 127.0.0.1:8002)",
+        help=f"Triton metrics endpoint to scrape (repeatable; default {LOOPBACK}:{METRICS_PORT})",
     )
     parser.add_argument(
         "--loadtest",
         action="append",
         metavar="HOST:PORT",
-        help=f"load-test exporter to scrape (repeatable; default 127.0.0.1:{LOADTEST_EXPORTER_PORT})",
+        help=f"load-test exporter to scrape (repeatable; default {LOOPBACK}:{LOADTEST_EXPORTER_PORT})",
     )
-    parser.add_argument("--port", type=int, default=DEFAULT_PROMETHEUS_PORT, help="Prometheus port on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PROMETHEUS_PORT, help=f"Prometheus port on {LOOPBACK}")
     parser.add_argument("--storage-dir", type=Path, help="TSDB directory (default: a temporary one)")
     parser.add_argument("--scrape-interval-s", type=float, default=None, help="override the scrape interval")
     parser.add_argument("--monitoring-dir", type=Path, default=None, help="the repository's monitoring/ directory")
@@ -40,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = render_config(
         find_monitoring_dir(args.monitoring_dir),
-        triton_targets=args.triton or ["127.0.0.1:8002"],
-        loadtest_targets=args.loadtest or [f"127.0.0.1:{LOADTEST_EXPORTER_PORT}"],
+        triton_targets=args.triton or [f"{LOOPBACK}:{METRICS_PORT}"],
+        loadtest_targets=args.loadtest or [f"{LOOPBACK}:{LOADTEST_EXPORTER_PORT}"],
         scrape_interval_s=args.scrape_interval_s,
     )
     stop = threading.Event()

@@ -22,12 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
+from tritonstack._process import LOOPBACK, ChildProcess, ChildService, free_port, http_ok
 from tritonstack.monitoring.errors import MonitoringError
 
 TRITON_JOB = "triton"
 LOADTEST_JOB = "tritonstack-loadtest"
-LOADTEST_EXPORTER_PORT = 9646
 DEFAULT_PROMETHEUS_PORT = 9090
 
 _PROMETHEUS_CONFIG = Path("prometheus") / "prometheus.yml"
@@ -146,13 +145,13 @@ class LocalPrometheus(ChildService):
         config_file.write_text(json.dumps(self._config, indent=2))
         storage = self._storage_dir or workdir / "data"
         port = self._port or free_port()
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://{LOOPBACK}:{port}"
         self.log_path = workdir / "prometheus.log"
         command = [
             executable,
             f"--config.file={config_file}",
             f"--storage.tsdb.path={storage}",
-            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.listen-address={LOOPBACK}:{port}",
             "--log.level=warn",
         ]
         child = self._child = ChildProcess("prometheus", command, self.log_path)

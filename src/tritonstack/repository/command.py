@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tritonstack.repository.layout import DEFAULT_REPOSITORY
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("repository", nargs="?", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("repository", nargs="?", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
 
 
 def run(args: argparse.Namespace) -> int:

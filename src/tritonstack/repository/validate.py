@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from tritonstack.repository import contract
+from tritonstack.repository import contract, layout
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
 from tritonstack.repository.writer import PYTHON_MODEL_FILES
@@ -28,10 +28,6 @@ class Report:
 
     def add(self, model: str, message: str) -> None:
         self.problems.append(f"{model}: {message}")
-
-
-def _versions(model_dir: Path) -> list[Path]:
-    return sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
 
 
 def _onnx_signature(
@@ -202,7 +198,7 @@ def validate_repository(repository: Path) -> Report:
         if config.platform == "ensemble":
             _check_ensemble(report, name, config, configs)
             continue
-        versions = _versions(repository / name)
+        versions = layout.versions(repository / name)
         if not versions:
             report.add(name, "no numeric version folder (e.g. 1/)")
             continue

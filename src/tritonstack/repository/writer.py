@@ -35,6 +35,7 @@ from tritonstack.repository.config import (
     render,
 )
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.layout import versions
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
 
 ENCODER_FILENAME = "model.onnx"
@@ -147,9 +148,7 @@ def _batching(
     model: ExportedModel, step: str, max_queue_delay_us: int, preferred_batch_size: tuple[int, ...] = ()
 ) -> DynamicBatching:
     """Dynamic batching for one step: every step's queue is bounded and sheds load."""
-    policy = queue_policy(
-        model.max_batch_size, model.max_queue_size, model.queue_timeout_ms, share=STEP_SHARES[step]
-    )
+    policy = queue_policy(model.max_batch_size, model.max_queue_size, model.queue_timeout_ms, share=STEP_SHARES[step])
     return DynamicBatching(
         max_queue_delay_us=max_queue_delay_us, preferred_batch_size=preferred_batch_size, queue_policy=policy
     )
@@ -301,14 +300,8 @@ def python_model_sources() -> dict[str, str]:
 
 
 def _next_version(repository: Path, names: list[str]) -> int:
-    versions = [
-        int(child.name)
-        for name in names
-        if (repository / name).is_dir()
-        for child in (repository / name).iterdir()
-        if child.is_dir() and child.name.isdigit()
-    ]
-    return max(versions, default=0) + 1
+    taken = [int(version.name) for name in names for version in versions(repository / name)]
+    return max(taken, default=0) + 1
 
 
 def _copy_tokenizer(source: Path, destination: Path) -> None:

@@ -9,13 +9,14 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from tritonstack.repository.layout import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, write_key_file
 from tritonstack.server.exposure import exposure_warning, is_loopback, require_explicit_exposure
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="model repository")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument(
         "--bind", default=flags.LOOPBACK, help="address to listen on; anything but loopback needs --expose"
     )

@@ -133,7 +133,7 @@ class EmbeddedServer(ChildService):
     # -- endpoints ---------------------------------------------------------
     @property
     def host(self) -> str:
-        return "127.0.0.1" if self.bind_address in ("0.0.0.0", "") else self.bind_address
+        return flags.LOOPBACK if self.bind_address in ("0.0.0.0", "") else self.bind_address
 
     @property
     def grpc_url(self) -> str:

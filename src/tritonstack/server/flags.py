@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Triton binds loopback unless told otherwise; defined with the stack's other local processes.
+from tritonstack._process import LOOPBACK as LOOPBACK
+
 HTTP_PORT = 8000
 GRPC_PORT = 8001
 METRICS_PORT = 8002
 
-LOOPBACK = "127.0.0.1"
+LOCAL_GRPC_URL = f"{LOOPBACK}:{GRPC_PORT}"  # the embedded server's gRPC endpoint at the default port
 
 # Admin APIs that need the admin key header. Health, metadata, inference,
 # model-config and statistics stay open so that clients, probes and the load
