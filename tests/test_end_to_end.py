@@ -45,7 +45,7 @@ def test_served_embeddings_match_sentence_transformers(minilm_server: Any, minil
 
 
 def test_export_report_records_the_gate(minilm_repository: Path) -> None:
-    from tritonstack.export.parity import DEFAULT_GATE
+    from tritonstack.export.options import DEFAULT_GATE
 
     report = json.loads((minilm_repository / "minilm" / "1" / "export_report.json").read_text())
     assert report["name"] == "minilm" and report["version"] == 1
