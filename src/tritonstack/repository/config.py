@@ -135,7 +135,10 @@ class TensorRTAccelerator:
             "trt_engine_cache_enable": "1",
             "trt_engine_cache_path": self.engine_cache_path,
             "trt_profile_min_shapes": self._shapes(1, 1),
-            "trt_profile_opt_shapes": self._shapes(self.opt_batch_size, self.opt_sequence_length),
+            # an optimum beyond the maximum makes TensorRT refuse the profile (a small --max-batch-size)
+            "trt_profile_opt_shapes": self._shapes(
+                min(self.opt_batch_size, self.max_batch_size), min(self.opt_sequence_length, self.max_sequence_length)
+            ),
             "trt_profile_max_shapes": self._shapes(self.max_batch_size, self.max_sequence_length),
         }
         return {
