@@ -77,11 +77,18 @@ class DynamicBatching:
 
 @dataclass(frozen=True)
 class InstanceGroup:
+    """``count`` instances of ``kind``; for ``KIND_GPU``, ``count`` on *each* of ``gpus`` (CUDA device ids).
+    No ``gpus``: Triton places them on every GPU of the host that loads the model."""
+
     count: int = 1
     kind: str = "KIND_CPU"
+    gpus: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "kind": self.kind}
+        out: dict[str, Any] = {"count": self.count, "kind": self.kind}
+        if self.gpus:
+            out["gpus"] = list(self.gpus)
+        return out
 
 
 @dataclass(frozen=True)
