@@ -116,3 +116,14 @@ def no_gpu_reason() -> str:
     if hidden is not None:
         return f"no GPU visible: nvidia-smi lists none that {VISIBLE_DEVICES_ENV}={hidden!r} leaves visible"
     return "no GPU visible: nvidia-smi lists none (or cannot reach the driver)"
+
+
+def preload_cuda_libraries() -> None:
+    """Before the first CUDA session of this process: load CUDA and cuDNN from the ``nvidia-*`` wheels that
+    ``tritonstack[gpu]`` installs. ``onnxruntime-gpu`` looks there only when asked (``onnxruntime.preload_dlls``,
+    ONNX Runtime >= 1.21); without it a host without a system-wide CUDA cannot start the CUDA provider."""
+    import onnxruntime as ort
+
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        preload()

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tritonstack._gpu import preload_cuda_libraries
 from tritonstack.bench.cpus import machine_cpu_s
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import Round
@@ -125,6 +126,8 @@ class InProcessModel:
         options.inter_op_num_threads = 1
         hint = "pip install 'tritonstack[gpu]' (or make GPU=1), or pass --device cpu"
         try:
+            if device == "gpu":
+                preload_cuda_libraries()
             # enable_fallback=0: a limit measured on the CPU must not pass for the GPU's
             self.session = ort.InferenceSession(
                 str(files.encoder_onnx), options, providers=_providers(device), enable_fallback=0

@@ -89,7 +89,10 @@ def confirm(device: ParityDevice, onnx_path: Path) -> ParityDevice:
         return device
     import onnxruntime as ort
 
+    from tritonstack._gpu import preload_cuda_libraries
+
     try:
+        preload_cuda_libraries()
         # enable_fallback=0: its own fallback would run the check on the CPU without telling
         session = ort.InferenceSession(str(onnx_path), providers=device.providers(), enable_fallback=0)
     except Exception as error:  # ORT raises its own types: a missing library, an old driver

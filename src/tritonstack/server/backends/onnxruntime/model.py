@@ -131,6 +131,13 @@ class TritonPythonModel:
         instance = f"model {args['model_name']!r} instance {args['model_instance_name']!r}"
         instance += f" (KIND_{kind}, device {device_id})"
         plan = providers.plan(config, kind, device_id, ort.get_available_providers(), instance=instance)
+        if plan.is_gpu and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu loads CUDA and cuDNN from the nvidia-* wheels of tritonstack[gpu] only when asked
+            # (ONNX Runtime >= 1.21); a failure here shows up as the CUDA tier's failure below
+            try:
+                ort.preload_dlls()
+            except Exception as error:
+                pb_utils.Logger.log_warn(f"onnxruntime backend: {instance}: onnxruntime.preload_dlls: {error}")
         for note in plan.notes:
             pb_utils.Logger.log_warn(f"onnxruntime backend: {instance}: {note}")
         # enable_fallback=0: ONNX Runtime would otherwise drop to the CPU quietly; providers.py falls back itself
