@@ -13,6 +13,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 import tinymodels
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the ``gpu`` tests, saying why, where no GPU is visible (CPU-only CI)."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    from tritonstack._gpu import no_gpu_reason, visible_gpus
+
+    if visible_gpus():
+        return
+    skip = pytest.mark.skip(reason=no_gpu_reason())
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny HF model folders: ``tiny`` (bert, feature-extraction), ``tiny_cls`` (bert, text-classification),

@@ -169,6 +169,16 @@ def test_tritonserver_knows_every_deployment_flag() -> None:
     assert used - known == set()
 
 
+def test_tritonserver_knows_the_embedded_servers_gpu_metrics_flag() -> None:
+    usage = subprocess.run([str(_tritonserver()), "--help"], capture_output=True, text=True, timeout=60)
+    known = set(re.findall(r"^\s+(--[a-z0-9-]+)", usage.stdout + usage.stderr, re.M))
+    for on in (True, False):
+        used = {
+            a.split("=", 1)[0] for a in flags.TritonFlags(model_repository="/m", admin_key="k", gpu_metrics=on).args()
+        }
+        assert "--allow-gpu-metrics" in used and used - known == set()
+
+
 def test_only_containers_set_a_grpc_max_connection_age() -> None:
     embedded = flags.TritonFlags(model_repository="/m", admin_key="k").args()
     assert not [arg for arg in embedded if arg.startswith("--grpc-max-connection-age")]

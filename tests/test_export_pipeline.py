@@ -225,15 +225,50 @@ def test_cli_bad_inputs_one_line_error_with_hint(
 
 
 def test_gpu_target_exports_fp16_gated_on_cpu(tiny_models: dict[str, Path], tmp_path: Path) -> None:
-    import onnxruntime as ort
+    from tritonstack._gpu import visible_gpus
 
+    if visible_gpus():
+        pytest.skip("a GPU is visible: test_gpu_target_is_gated_on_the_gpu covers this host")
     repository = tmp_path / "repo"
-    result = export_model(ExportOptions(str(tiny_models["bert"]), repository=repository, target="gpu", **FAST))
+    options = ExportOptions(str(tiny_models["bert"]), repository=repository, target="gpu", gpus=(0, 1), **FAST)
+    result = export_model(options)
     report = result.report
     assert (report.precision, report.recipe) == ("fp16", "fp16_optimized")
     assert report.parity is not None and report.parity.value >= 0.99
+    assert report.parity_device == "CPU via CPUExecutionProvider (no GPU visible here)"
+    assert "checked on CPU via CPUExecutionProvider (no GPU visible here)" in summarize(report)
     [candidate] = report.candidates
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        assert candidate.seq_per_s is None  # CPU timings say nothing about a GPU target
-    assert "tensorrt" in (repository / "bert_encoder" / "config.pbtxt").read_text()
+    assert candidate.seq_per_s is None  # CPU timings say nothing about a GPU target
+    config = parse((repository / "bert_encoder" / "config.pbtxt").read_text())
+    assert config.optimization.execution_accelerators.gpu_execution_accelerator[0].name == "tensorrt"
+    assert [(g.kind, list(g.gpus)) for g in config.instance_group] == [(config.instance_group[0].KIND_GPU, [0, 1])]
+    assert report.gpus == (0, 1) and "one encoder instance on each of GPU 0, 1" in summarize(report)
+    assert ExportReport.from_json(report.to_json()) == report
     check_repository(repository)
+
+
+@pytest.mark.gpu
+def test_gpu_target_is_gated_on_the_gpu(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    from tritonstack._gpu import visible_gpus
+
+    gpus = visible_gpus()
+    repository = tmp_path / "repo"
+    result = export_model(ExportOptions(str(tiny_models["bert"]), repository=repository, target="gpu", **FAST))
+    report = result.report
+    assert report.parity_device == f"{gpus[0].describe()} via CUDAExecutionProvider", report.parity_device
+    assert report.parity is not None and report.parity.value >= 0.99
+    [candidate] = report.candidates
+    assert candidate.seq_per_s  # timed on the GPU
+    assert report.gpus == tuple(g.device_id for g in gpus)
+    config = parse((repository / "bert_encoder" / "config.pbtxt").read_text())
+    assert [list(g.gpus) for g in config.instance_group] == [list(report.gpus)]
+    check_repository(repository)
+
+
+def test_gpus_needs_the_gpu_target(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = tmp_path / "repo"
+    assert main(["export", str(tiny_models["bert"]), "--gpus", "0", "--repository", str(repository)]) == 1
+    assert "error: --gpus places GPU instances" in capsys.readouterr().err
+    assert not repository.exists()

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tritonstack.monitoring import GPU_ONLY_MARKER, find_monitoring_dir, panel_queries
+from tritonstack.monitoring import (
+    GPU_ONLY_MARKER,
+    find_monitoring_dir,
+    gpu_panel_metrics,
+    load_dashboards,
+    panel_queries,
+)
 
 GRAFANA = find_monitoring_dir() / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -134,3 +140,14 @@ def test_panel_queries_substitutes_variables_and_descends_into_rows() -> None:
     (query,) = panel_queries(dashboard)
     assert query.expr == 'm{model=~".+", version=~"1|2"}'
     assert query.gpu_only and query.panel_title == "p" and query.dashboard_uid == "d"
+
+
+def test_a_gpu_server_must_export_what_the_gpu_panels_query() -> None:
+    needed = gpu_panel_metrics(load_dashboards(find_monitoring_dir()))
+    assert needed == {
+        "nv_gpu_utilization",
+        "nv_gpu_memory_used_bytes",
+        "nv_gpu_memory_total_bytes",
+        "nv_gpu_power_usage",
+        "nv_gpu_power_limit",
+    }

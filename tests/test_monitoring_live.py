@@ -148,6 +148,19 @@ def test_every_dashboard_panel_returns_data(live: Live) -> None:
     assert len(checked) >= 30
 
 
+@pytest.mark.gpu
+def test_on_a_gpu_host_the_gpu_panels_show_data_too(live: Live) -> None:
+    # The embedded server turns GPU metrics on where it sees a GPU; DCGM samples every couple of seconds.
+    gpu_panels = [query for query in live.queries if query.gpu_only]
+    assert len(gpu_panels) >= 5
+    deadline = time.monotonic() + 20
+    while (empty := [q.expr for q in gpu_panels if not _has_data(live.prometheus.query(q.expr))]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(1)
+    assert empty == []
+
+
 def test_figures_the_dashboards_show(live: Live) -> None:
     def value(expr: str) -> float:
         (sample,) = live.prometheus.query(expr)

@@ -108,6 +108,16 @@ def test_encoder_config_has_batching_instances_warmup_and_gpu_tensorrt() -> None
     assert trt.parameters["trt_profile_max_shapes"].startswith("input_ids:64x256")
 
 
+def test_gpu_encoder_has_one_instance_on_each_chosen_gpu_or_on_every_gpu_of_the_host() -> None:
+    encoder, tokenizer = model_configs(replace(exported("feature-extraction", "gpu"), gpus=(0, 1)))[:2]
+    (group,) = encoder.to_proto().instance_group
+    assert (group.count, group.kind, list(group.gpus)) == (1, group.KIND_GPU, [0, 1])
+    assert "gpus: 0\n  gpus: 1" in render(encoder)
+    (anywhere,) = model_configs(exported("feature-extraction", "gpu"))[0].to_proto().instance_group
+    assert list(anywhere.gpus) == []  # Triton: every GPU of the host that loads it
+    assert [g.kind for g in tokenizer.to_proto().instance_group] == [group.KIND_CPU]  # tokenizing stays on the CPU
+
+
 def test_encoder_config_records_precision_and_recipe() -> None:
     cpu = model_configs(exported("feature-extraction"))[0].to_proto()
     assert parameter(cpu, contract.PRECISION_PARAMETER) == "int8"

@@ -121,15 +121,29 @@ QUEUE_TIMEOUT_MS = 30_000
 
 
 def export_fp32(
-    model_dir: Path, repository: Path, name: str, *, max_batch_size: int = 64, queue_timeout_ms: int = QUEUE_TIMEOUT_MS
+    model_dir: Path,
+    repository: Path,
+    name: str,
+    *,
+    max_batch_size: int = 64,
+    queue_timeout_ms: int = QUEUE_TIMEOUT_MS,
+    target: str = "cpu",
+    gpus: tuple[int, ...] = (),
 ) -> Path:
-    """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``."""
+    """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``; a gpu
+    ``target`` writes what ``export --target gpu`` does around the model (KIND_GPU on ``gpus``, TensorRT)."""
     from tritonstack.export.onnx_export import export_onnx
     from tritonstack.repository.writer import ExportedModel, write_text_model
 
     onnx = export_onnx(model_dir, None, repository.parent / f".onnx-{name}")
     model = ExportedModel.from_export(
-        onnx, name=name, precision="fp32", max_batch_size=max_batch_size, queue_timeout_ms=queue_timeout_ms
+        onnx,
+        name=name,
+        precision="fp32",
+        max_batch_size=max_batch_size,
+        queue_timeout_ms=queue_timeout_ms,
+        target=target,
+        gpus=gpus,
     )
     return write_text_model(repository, model)
 

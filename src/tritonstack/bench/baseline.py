@@ -24,18 +24,34 @@ REQUIRED = ("fastapi", "uvicorn", "aiohttp", "sentence_transformers")
 # read by baseline_app in the child process
 MODEL_DIR_ENV = "TRITONSTACK_BENCH_MODEL_DIR"
 THREADS_ENV = "TRITONSTACK_BENCH_TORCH_THREADS"
+DEVICE_ENV = "TRITONSTACK_BENCH_TORCH_DEVICE"  # a torch device: "cpu" or "cuda"
 
 
 def missing_packages() -> list[str]:
     return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
 
 
+def torch_device(device: str) -> tuple[str, str | None]:
+    """The torch device the baseline runs on for a ``device`` (``cpu``/``gpu``) bench, and why it is not the
+    GPU when one was asked for (a CPU build of torch: the baseline is then no GPU figure, and says so)."""
+    if device != "gpu":
+        return "cpu", None
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", None
+    return "cpu", f"torch {torch.__version__} has no CUDA here (a CPU build?): the PyTorch baseline runs on the CPU"
+
+
 class BaselineService(ChildService):
     """``uvicorn`` serving ``baseline_app`` in a child process on loopback; a context manager."""
 
-    def __init__(self, model_dir: Path, threads: int, log_path: Path, ready_timeout_s: float = 300.0) -> None:
+    def __init__(
+        self, model_dir: Path, threads: int, log_path: Path, ready_timeout_s: float = 300.0, torch_device: str = "cpu"
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
+        self.torch_device = torch_device
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.port = 0
@@ -63,7 +79,7 @@ class BaselineService(ChildService):
         # OpenMP sizes each thread's team from these, not from torch.set_num_threads in the main thread:
         # without them every FastAPI worker thread would spin up a team per machine core on our pinned cores.
         env = {
-            **os.environ, MODEL_DIR_ENV: str(self.model_dir), THREADS_ENV: threads,
+            **os.environ, MODEL_DIR_ENV: str(self.model_dir), THREADS_ENV: threads, DEVICE_ENV: self.torch_device,
             "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
         }  # fmt: skip
         command = [
@@ -138,10 +154,12 @@ def run_baseline(
     concurrencies: Sequence[int],
     *,
     log_path: Path,
+    torch_device: str = "cpu",
     log: Log = print,
 ) -> list[Point]:
-    """Start the PyTorch service on the server cores, sweep ``concurrencies`` from the client cores, stop it."""
-    service = BaselineService(model_dir, threads=len(split.server), log_path=log_path)
+    """Start the PyTorch service on the server cores (its model on ``torch_device``), sweep ``concurrencies``
+    from the client cores, stop it."""
+    service = BaselineService(model_dir, threads=len(split.server), log_path=log_path, torch_device=torch_device)
     with cpus.pinned(split.server):
         service.start()
     try:

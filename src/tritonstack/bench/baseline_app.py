@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from sentence_transformers import SentenceTransformer
 
-from tritonstack.bench.baseline import MODEL_DIR_ENV, THREADS_ENV
+from tritonstack.bench.baseline import DEVICE_ENV, MODEL_DIR_ENV, THREADS_ENV
 
 
 class EmbedRequest(BaseModel):
@@ -25,9 +25,9 @@ class EmbedResponse(BaseModel):
     embedding: list[float]
 
 
-def create_app(model_dir: str, threads: int) -> FastAPI:
+def create_app(model_dir: str, threads: int, device: str = "cpu") -> FastAPI:
     torch.set_num_threads(threads)  # the cores it was given, as the in-process and served variants
-    model = SentenceTransformer(model_dir, device="cpu")
+    model = SentenceTransformer(model_dir, device=device)  # "cuda": the model on the GPU, fp32 as it ships
     model.encode(["warm up"])
     app = FastAPI(title="PyTorch embedding baseline")
 
@@ -44,4 +44,6 @@ def create_app(model_dir: str, threads: int) -> FastAPI:
 
 
 def app_from_env() -> FastAPI:
-    return create_app(os.environ[MODEL_DIR_ENV], int(os.environ.get(THREADS_ENV, "1")))
+    return create_app(
+        os.environ[MODEL_DIR_ENV], int(os.environ.get(THREADS_ENV, "1")), os.environ.get(DEVICE_ENV, "cpu")
+    )

@@ -5,6 +5,7 @@ For one model (default: the bundled all-MiniLM-L6-v2), on the same texts:
 2. text -> SDK -> gRPC -> embedded Triton over a concurrency sweep (+ half load, open loop);
 3. a FastAPI/uvicorn service running the PyTorch model one text per call (needs the bench extra).
 Prints a table, GFLOP/s against this CPU's peak and the targets; writes summary.json and a PNG.
+On a GPU host (``--device gpu``, the default there) every variant runs its model on the GPU.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from tritonstack.bench.runner import BenchSettings
 
 DEFAULT_REPOSITORY = Path(".tritonstack/bench/model_repository")
+# a gpu export differs (fp16, KIND_GPU): its own default folder, so neither device's run re-exports the other's
+DEFAULT_GPU_REPOSITORY = Path(".tritonstack/bench-gpu/model_repository")
+DEVICES = ("auto", "cpu", "gpu")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -44,7 +48,19 @@ def _duration(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="fewer points, shorter rounds: about a minute")
     parser.add_argument("--model-dir", type=Path, help="Hugging Face model (default: the bundled all-MiniLM-L6-v2)")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository to serve")
+    parser.add_argument(
+        "--repository",
+        type=Path,
+        default=None,
+        help=f"model repository to serve (default: {DEFAULT_REPOSITORY}, on gpu {DEFAULT_GPU_REPOSITORY})",
+    )
+    parser.add_argument(
+        "--device",
+        choices=DEVICES,
+        default="auto",
+        help="where every variant runs its model; auto: gpu where a GPU is visible (export --target gpu, the "
+        "CUDA provider in-process, PyTorch on cuda), else cpu",
+    )
     parser.add_argument("--name", default="minilm", help="text-in model name in the repository")
     parser.add_argument("--reexport", action="store_true", help="export again even if the model is there")
     parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/bench-<timestamp>)")
@@ -89,13 +105,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path) -> BenchSettings:
+def resolve_device(requested: str) -> str:
+    """``cpu`` or ``gpu``: ``auto`` is gpu exactly where a GPU is visible."""
+    if requested != "auto":
+        return requested
+    from tritonstack._gpu import visible_gpus
+
+    return "gpu" if visible_gpus() else "cpu"
+
+
+def repository_for(args: argparse.Namespace, device: str) -> Path:
+    if args.repository is not None:
+        return Path(args.repository)
+    return DEFAULT_GPU_REPOSITORY if device == "gpu" else DEFAULT_REPOSITORY
+
+
+def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, device: str = "cpu") -> BenchSettings:
     from dataclasses import replace
 
     from tritonstack.bench.runner import QUICK, BenchSettings
     from tritonstack.bench.timing import Timing
 
-    settings = BenchSettings(model_dir=model_dir, repository=args.repository, name=args.name, report_dir=report_dir)
+    settings = BenchSettings(
+        model_dir=model_dir, repository=repository_for(args, device), name=args.name, report_dir=report_dir
+    )
     if args.quick:
         settings = replace(settings, quick=True, **QUICK)  # type: ignore[arg-type]
     timing = settings.timing
@@ -113,17 +146,20 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path) -
         baseline_concurrencies=args.baseline_concurrency or settings.baseline_concurrencies,
         timing=timing,
         cpu_split=args.cpu_split,
+        device=device,
         baseline=not args.no_baseline,
         half_load=not args.no_half_load,
     )
 
 
-def _ensure_model(model_dir: Path, repository: Path, name: str, *, reexport: bool) -> str:
-    """Make ``repository`` hold ``name`` (reused when valid, else exported); say how, for the report."""
+def _ensure_model(model_dir: Path, repository: Path, name: str, *, reexport: bool, target: str = "cpu") -> str:
+    """Make ``repository`` hold ``name`` (reused when valid, else exported for ``target``); say how."""
     from tritonstack.export.ensure import ensure_exported
 
     print(f"==> the served model: {name} in {repository}")
-    exported = ensure_exported(model_dir, repository, name, reexport=reexport, log=lambda line: print(f"    {line}"))
+    exported = ensure_exported(
+        model_dir, repository, name, reexport=reexport, target=target, log=lambda line: print(f"    {line}")
+    )
     return f"reused {repository / name}" if exported is None else "exported with tritonstack export"
 
 
@@ -142,8 +178,9 @@ def run(args: argparse.Namespace) -> int:
     if args.overload is not None:
         return _overload(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
-    settings = settings_from(args, model_dir, report_dir)
-    note = _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport)
+    device = resolve_device(args.device)
+    settings = settings_from(args, model_dir, report_dir, device)
+    note = _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport, target=device)
     result = run_bench(settings)
     result = replace(result, repository_note=note)
     summary = summarize_run(result)
@@ -167,14 +204,15 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
     from tritonstack.bench.texts import make_texts
 
     report_dir = args.report_dir or Path("reports") / time.strftime("soak-%Y%m%d-%H%M%S")
-    _ensure_model(model_dir, args.repository, args.name, reexport=args.reexport)
+    repository = repository_for(args, "cpu")  # the soak judges memory and descriptors: the CPU stack's
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport)
     warmup_s = args.soak_warmup if args.soak_warmup is not None else 0.2 * args.soak
     print(
         f"==> soak: {args.soak:g} s at {args.soak_concurrency} callers, a sample every {args.sample_every_s:g} s "
         f"(growth judged after {warmup_s:g} s)"
     )
     result = soak.run_soak(
-        args.repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+        repository, args.name, make_texts(args.texts or 256, seed=args.seed),
         duration_s=args.soak, warmup_s=warmup_s, concurrency=args.soak_concurrency,
         sample_every_s=args.sample_every_s, log_path=report_dir / "triton.log",
     )  # fmt: skip

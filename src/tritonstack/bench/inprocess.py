@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from tritonstack._gpu import preload_cuda_libraries
 from tritonstack.bench.cpus import machine_cpu_s
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import Round
@@ -67,6 +68,14 @@ def _precision(encoder: Any) -> str:
     return f"{precision} {recipe}" if recipe else precision
 
 
+def _encoder_kind(encoder: Any) -> str:
+    """``KIND_GPU`` when any of the encoder's instance groups is a GPU one, else ``KIND_CPU``."""
+    from tritonclient.grpc import model_config_pb2
+
+    kinds = {model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in encoder.instance_group}
+    return "KIND_GPU" if "KIND_GPU" in kinds else "KIND_CPU"
+
+
 def locate(repository: Path, name: str) -> ServedFiles:
     """The encoder and tokenizer Triton would serve for text-in model ``name``."""
     encoder_dir = repository / contract.encoder_name(name)
@@ -74,7 +83,9 @@ def locate(repository: Path, name: str) -> ServedFiles:
     encoder, tokenizer = _config(encoder_dir), _config(tokenizer_dir)
     onnx = _latest_version(encoder_dir) / (encoder.default_model_filename or "model.onnx")
     knobs = {
-        "encoder_instances": sum(g.count for g in encoder.instance_group) or 1,
+        "encoder_kind": _encoder_kind(encoder),
+        # a GPU group's count is per listed GPU (a group that lists none counts once here)
+        "encoder_instances": sum(g.count * max(len(g.gpus), 1) for g in encoder.instance_group) or 1,
         "encoder_intra_op_threads": int(parameter(encoder, "intra_op_thread_count", "0") or 0),
         "encoder_max_queue_delay_us": encoder.dynamic_batching.max_queue_delay_microseconds,
         "tokenizer_instances": sum(g.count for g in tokenizer.instance_group) or 1,
@@ -92,10 +103,21 @@ def locate(repository: Path, name: str) -> ServedFiles:
     )
 
 
-class InProcessModel:
-    """Tokenizer + ONNX Runtime session, as the served models run them."""
+CUDA = "CUDAExecutionProvider"
+GPU_DEVICE_ID = 0  # the in-process limit runs on the first visible GPU
 
-    def __init__(self, files: ServedFiles, threads: int) -> None:
+
+def _providers(device: str) -> list[Any]:
+    if device == "gpu":
+        return [(CUDA, {"device_id": str(GPU_DEVICE_ID)}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class InProcessModel:
+    """Tokenizer + ONNX Runtime session, as the served models run them; the encoder on ``device``
+    (``cpu``, or ``gpu``: ONNX Runtime's CUDA provider, the limit a served GPU encoder is held to)."""
+
+    def __init__(self, files: ServedFiles, threads: int, device: str = "cpu") -> None:
         import onnxruntime as ort
 
         self.files = files
@@ -103,7 +125,20 @@ class InProcessModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(files.encoder_onnx), options, providers=["CPUExecutionProvider"])
+        hint = "pip install 'tritonstack[gpu]' (or make GPU=1), or pass --device cpu"
+        try:
+            if device == "gpu":
+                preload_cuda_libraries()
+            # enable_fallback=0: a limit measured on the CPU must not pass for the GPU's
+            self.session = ort.InferenceSession(
+                str(files.encoder_onnx), options, providers=_providers(device), enable_fallback=0
+            )
+        except Exception as error:  # ORT raises its own types: a missing CUDA library, an old driver
+            if device != "gpu":
+                raise
+            raise BenchError(f"ONNX Runtime's {CUDA} did not start: {error}", hint=hint) from error
+        if device == "gpu" and self.session.get_providers()[:1] != [CUDA]:
+            raise BenchError(f"the in-process limit asked for {CUDA}, got {self.session.get_providers()}", hint=hint)
         self.output_name = self.session.get_outputs()[0].name
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:

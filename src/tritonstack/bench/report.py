@@ -43,6 +43,7 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         f"; {result.settings.timing.rounds} rounds x {result.settings.timing.duration_s:g} s after "
         f"{result.settings.timing.warmup_s:g} s warm-up per point; throughput = median of rounds",
         f"cores: {result.split.describe()}",
+        *([_gpu_line(result)] if result.settings.device == "gpu" else []),
         *([f"WARNING: {warning}"] if (warning := result.busy_warning()) else []),
         "",
         f"{'variant':<11} {'point':<12} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'GFLOP/s':>8}"
@@ -85,6 +86,14 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         lines.append(f"  {target['name']:<36} {value:>6} (target {target['op']} {target['target']:g})  {verdict}")
         lines += [f"      {line}" for line in target["explain"]]
     return "\n".join(lines)
+
+
+def _gpu_line(result: BenchResult) -> str:
+    gpus = ", ".join(f"{g['device_id']}: {g['name']}" for g in result.machine.get("gpus", [])) or "none seen"
+    return (
+        f"device: GPU ({gpus}): in-process on ONNX Runtime's CUDA provider, the served encoder on KIND_GPU "
+        f"instances, PyTorch on {result.baseline_device}; the GFLOP/s peak fractions below are the CPU's"
+    )
 
 
 def _peak_line(result: BenchResult) -> str:

@@ -1,7 +1,10 @@
 """One benchmark run: the in-process limit, the served stack, the PyTorch service, on the same texts.
 
 The variants run one after the other (never two at once), each on the same
-server cores; see ``cpus`` for the split.
+server cores; see ``cpus`` for the split. With ``device="gpu"`` each runs its
+model on the GPU: the in-process limit on ONNX Runtime's CUDA provider, the
+served encoder as the ``KIND_GPU`` instances of a gpu export, the PyTorch
+baseline with ``device="cuda"`` (where torch has CUDA; else it says so).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class BenchSettings:
     baseline_concurrencies: tuple[int, ...] = (1, 4, 16)
     timing: Timing = field(default_factory=Timing)
     cpu_split: str = "pinned"
+    device: str = "cpu"  # or "gpu": where every variant runs its model
     baseline: bool = True
     half_load: bool = True
     quick: bool = False
@@ -63,6 +67,7 @@ class BenchResult:
     corpus: dict[str, Any]
     points: list[Point] = field(default_factory=list)
     repository_note: str = ""
+    baseline_device: str = "cpu"  # the torch device the baseline ran on
     started: str = ""
     elapsed_s: float = 0.0
     machine: dict[str, Any] = field(default_factory=dict)
@@ -85,7 +90,7 @@ def _inprocess(
 ) -> tuple[list[Point], list[int]]:
     points = []
     with cpus.pinned(split.server):
-        model = InProcessModel(files, threads=len(split.server))
+        model = InProcessModel(files, threads=len(split.server), device=settings.device)
         cpus.pin_all_threads(split.server)  # ONNX Runtime may have pinned its new threads elsewhere
         token_counts = model.token_counts(texts)
         # Batches of texts in arrival order pay for padding to the batch's longest text; batches of
@@ -120,31 +125,47 @@ def _inprocess(
 
 def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
     """Measure every variant; nothing is printed but progress (``report`` renders the result)."""
-    from tritonstack.bench.baseline import run_baseline
+    from tritonstack._gpu import visible_gpus
+    from tritonstack.bench.baseline import run_baseline, torch_device
     from tritonstack.bench.served import run_served
 
     started, started_at = time.perf_counter(), time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    machine = {"logical_cpus": os.cpu_count(), "load_average_1m_before": os.getloadavg()[0]}
+    gpus = visible_gpus() if settings.device == "gpu" else ()
+    machine = {
+        "logical_cpus": os.cpu_count(),
+        "load_average_1m_before": os.getloadavg()[0],
+        "gpus": [gpu.to_dict() for gpu in gpus],
+    }
     settings.report_dir.mkdir(parents=True, exist_ok=True)
     texts = make_texts(settings.texts, seed=settings.seed, min_words=settings.min_words, max_words=settings.max_words)
     files = locate(settings.repository, settings.name)
+    _check_device(settings, files, bool(gpus))
     split = cpus.plan(settings.cpu_split)
     log(f"==> cores: {split.describe()}; load average {machine['load_average_1m_before']:.1f}")
-    log(f"==> in-process limit: tokenizer + ONNX Runtime ({files.precision}), batch sizes {settings.batch_sizes}")
+    for gpu in gpus:
+        log(f"==> {gpu.describe()}")
+    provider = "CUDA provider" if settings.device == "gpu" else "CPU"
+    log(
+        f"==> in-process limit: tokenizer + ONNX Runtime ({files.precision}, {provider}),"
+        f" batch sizes {settings.batch_sizes}"
+    )
     points, token_counts = _inprocess(files, texts, split, settings, log)
     log(f"==> served: SDK -> gRPC -> Triton, concurrency {settings.concurrencies} ({_since(started)})")
     points += run_served(
         settings.repository, files, texts, token_counts, split, settings.timing, settings.concurrencies,
         half_load=settings.half_load, log_path=settings.report_dir / "triton.log", log=log,
     )  # fmt: skip
+    baseline_device, why_not_gpu = torch_device(settings.device) if settings.baseline else ("cpu", None)
     if settings.baseline:
         log(
-            f"==> baseline: FastAPI + PyTorch, one text per call, concurrency {settings.baseline_concurrencies}"
-            f" ({_since(started)})"
+            f"==> baseline: FastAPI + PyTorch ({baseline_device}), one text per call, concurrency"
+            f" {settings.baseline_concurrencies} ({_since(started)})"
         )
+        if why_not_gpu:
+            log(f"    note: {why_not_gpu}")
         points += run_baseline(
             settings.model_dir, texts, token_counts, split, settings.timing, settings.baseline_concurrencies,
-            log_path=settings.report_dir / "baseline.log", log=log,
+            log_path=settings.report_dir / "baseline.log", torch_device=baseline_device, log=log,
         )  # fmt: skip
     machine["load_average_1m_after"] = os.getloadavg()[0]
     log(f"==> done ({_since(started)})")
@@ -165,10 +186,27 @@ def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
         cost=encoder_cost(settings.model_dir),
         corpus=corpus,
         points=points,
+        baseline_device=baseline_device,
         started=started_at,
         elapsed_s=time.perf_counter() - started,
         machine=machine,
     )
+
+
+def _check_device(settings: BenchSettings, files: ServedFiles, gpu_visible: bool) -> None:
+    """The served encoder must run where the other variants do: a GPU bench needs a GPU and a gpu export."""
+    from tritonstack.bench.errors import BenchError
+
+    kind = files.knobs["encoder_kind"]
+    if settings.device == "gpu" and not gpu_visible:
+        raise BenchError("--device gpu, but no GPU is visible here", hint="pass --device cpu (or auto)")
+    wanted = "KIND_GPU" if settings.device == "gpu" else "KIND_CPU"
+    if kind != wanted:
+        raise BenchError(
+            f"{settings.repository / settings.name} serves its encoder as {kind}, not {wanted} as a "
+            f"{settings.device} bench needs",
+            hint=f"pass --reexport (it exports with --target {settings.device}), or another --repository",
+        )
 
 
 def _since(started: float) -> str:

@@ -21,15 +21,16 @@ DEFAULT_THREADS = 2
 DEFAULT_REPS = 3
 
 
-def make_session(path: Path, *, threads: int = DEFAULT_THREADS, providers: list[str] | None = None) -> Any:
-    """An ONNX Runtime session with ``threads`` intra-op threads (one inter-op)."""
+def make_session(path: Path, *, threads: int = DEFAULT_THREADS, providers: list[Any] | None = None) -> Any:
+    """An ONNX Runtime session with ``threads`` intra-op threads (one inter-op), on exactly ``providers``
+    (names or (name, options) pairs): ONNX Runtime's own fallback to the CPU is off."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # errors only: fused-op shape warnings are noise here
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"], enable_fallback=0)
 
 
 def _run_timed(session: Any, feed: dict[str, np.ndarray]) -> float:

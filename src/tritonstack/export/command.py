@@ -26,6 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="Triton model repository")
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="where the model will be served")
     parser.add_argument(
+        "--gpus",
+        type=_gpu_ids,
+        default=None,
+        metavar="IDS|all",
+        help="--target gpu: CUDA device ids that each get an encoder instance, e.g. 0,1; 'all': list none, so "
+        "Triton uses every GPU of the host that serves it. Default: every GPU visible now (none visible: as 'all')",
+    )
+    parser.add_argument(
         "--precision",
         choices=[p.value for p in Precision],
         default=None,
@@ -64,6 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the export report as JSON on stdout")
 
 
+def _gpu_ids(text: str) -> tuple[int, ...]:
+    if text.strip() == "all":
+        return ()
+    try:
+        ids = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated GPU ids or 'all', got {text!r}") from None
+    if not ids or min(ids) < 0:
+        raise argparse.ArgumentTypeError(f"GPU ids are >= 0, got {text!r}")
+    return ids
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -85,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         name=args.name,
         repository=args.repository,
         target=args.target,
+        gpus=args.gpus,
         precision=Precision(args.precision) if args.precision else None,
         max_batch_size=args.max_batch_size,
         max_sequence_length=args.max_sequence_length,

@@ -18,7 +18,7 @@ Log = Callable[[str], None]
 
 
 def ensure_exported(
-    model: str | Path, repository: Path, name: str, *, reexport: bool = False, log: Log = print
+    model: str | Path, repository: Path, name: str, *, reexport: bool = False, target: str = "cpu", log: Log = print
 ) -> ExportResult | None:
     """Make ``repository`` hold the text-in model ``name``; the export's result, ``None`` when reused.
 
@@ -26,7 +26,7 @@ def ensure_exported(
     ``tritonstack validate`` (``ConfigValidationError`` if not). Otherwise ``model`` (a
     local Hugging Face folder or hub id) is exported with the defaults of
     ``tritonstack export MODEL --name NAME --repository REPOSITORY``: parity-gated, the
-    fastest passing candidate. What happens goes to ``log``, one line per call: the
+    fastest passing candidate, for ``target``. What happens goes to ``log``, one line per call: the
     equivalent command, then the candidate table and summary that command prints.
     """
     from tritonstack.export.errors import AccuracyGateError
@@ -45,9 +45,10 @@ def ensure_exported(
             ) from error
         log(f"{name} is already in {repository}: reusing it (--reexport to export again)")
         return None
-    log(f"$ tritonstack export {model} --name {name} --repository {repository}")
+    target_flag = "" if target == "cpu" else f" --target {target}"
+    log(f"$ tritonstack export {model} --name {name} --repository {repository}{target_flag}")
     try:
-        result = export_model(ExportOptions(model=str(model), name=name, repository=repository))
+        result = export_model(ExportOptions(model=str(model), name=name, repository=repository, target=target))
     except AccuracyGateError as error:
         # The table is the evidence for the refusal, as `tritonstack export` shows it.
         if error.report is not None:

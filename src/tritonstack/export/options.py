@@ -50,6 +50,9 @@ class ExportOptions:
     name: str | None = None
     repository: Path = DEFAULT_REPOSITORY
     target: str = "cpu"
+    # gpu target: CUDA device ids of the encoder's instances. None: every GPU visible now; (): none listed,
+    # which Triton reads as every GPU of the host that loads the model (see export/device.py)
+    gpus: tuple[int, ...] | None = None
     precision: Precision | None = None  # None: DEFAULT_PRECISION of the target
     max_batch_size: int = 64
     max_sequence_length: int | None = None  # tokens; None: the model's own limit

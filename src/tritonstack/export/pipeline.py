@@ -26,14 +26,6 @@ class ExportResult:
     version_dir: Path
 
 
-def _providers(target: str) -> tuple[list[str], bool]:
-    """Execution providers for gating and timing, and whether a GPU is really there."""
-    import onnxruntime as ort
-
-    has_cuda = target == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers()
-    return (["CUDAExecutionProvider", "CPUExecutionProvider"] if has_cuda else ["CPUExecutionProvider"]), has_cuda
-
-
 def _gate_hint(precision: Precision, candidates: list[Candidate], gate: float) -> str:
     best = max((c.parity.value for c in candidates if c.selectable and c.parity), default=None)
     best_text = f"best candidate reached {best:.4f}; " if best is not None else ""
@@ -46,10 +38,16 @@ def _gate_hint(precision: Precision, candidates: list[Candidate], gate: float) -
 
 def export_model(options: ExportOptions) -> ExportResult:
     """Export, gate, and write ``options.model`` into ``options.repository``."""
+    import onnxruntime as ort
+
+    from tritonstack._gpu import visible_gpus
+    from tritonstack.export import device
     from tritonstack.export.onnx_export import export_onnx
 
     started = time.perf_counter()
     precision, name = validate(options)
+    visible = visible_gpus() if options.target == "gpu" else ()
+    gpus = device.resolve_gpus(options.target, options.gpus, visible)
     texts = load_texts(options.parity_texts)
     timing: dict[str, float] = {}
 
@@ -66,7 +64,9 @@ def export_model(options: ExportOptions) -> ExportResult:
         timing["reference_s"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
-        providers, has_gpu = _providers(options.target)
+        chosen_device = device.choose(options.target, gpus, visible, ort.get_available_providers())
+        parity_device = device.confirm(chosen_device, export.onnx_path)
+        on_gpu = parity_device.gpu is not None
         candidates = run_search(
             export,
             precision,
@@ -75,16 +75,18 @@ def export_model(options: ExportOptions) -> ExportResult:
             workdir,
             gate=options.gate,
             recipes=options.recipes,
-            providers=providers,
-            use_gpu=has_gpu,
-            measure=options.target == "cpu" or has_gpu,
+            providers=parity_device.providers(),
+            use_gpu=on_gpu,
+            measure=options.target == "cpu" or on_gpu,  # CPU timings say nothing of a GPU target
             threads=options.threads,
             reps=options.reps,
             progress=options.progress,
         )
         timing["search_s"] = time.perf_counter() - mark
         chosen = select(candidates)
-        report = build_report(options, export, precision, name, candidates, chosen, len(texts), timing)
+        report = build_report(
+            options, export, precision, name, candidates, chosen, len(texts), timing, parity_device.describe(), gpus
+        )
         if chosen is None or chosen.path is None:
             best = [c.parity.to_dict() for c in candidates if c.selectable and c.parity]
             raise AccuracyGateError(
@@ -108,6 +110,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             max_queue_size=options.max_queue_size,
             queue_timeout_ms=options.queue_timeout_ms,
             target=options.target,
+            gpus=gpus,
             report=report.to_dict(),
         )
         version_dir = write_text_model(options.repository, exported)

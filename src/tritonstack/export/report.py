@@ -76,6 +76,8 @@ class ExportReport:
     timing_s: Mapping[str, float]  # wall-clock seconds per step, to 10 ms
     versions: Mapping[str, str]
     machine: Machine
+    parity_device: str = "CPU via CPUExecutionProvider"  # where the candidates were gated (export/device.py)
+    gpus: tuple[int, ...] = ()  # gpu target: the encoder's CUDA devices; (): every GPU of the serving host
     version: int | None = None  # set once written
     version_dir: Path | None = None
 
@@ -148,6 +150,8 @@ class ExportReport:
             "recipe": self.recipe,
             "gate": {"metric": reference_metric(self.task), "threshold": self.gate},
             "parity": self.parity.to_dict() if self.parity else None,
+            "parity_device": self.parity_device,
+            "gpus": list(self.gpus),
             "parity_texts": {
                 "count": self.parity_text_count,
                 "user_file": str(self.parity_texts_file) if self.parity_texts_file else None,
@@ -217,6 +221,9 @@ class ExportReport:
             timing_s=data["timing_s"],
             versions=data["versions"],
             machine=Machine.from_dict(data["machine"]),
+            # reports written before these fields existed were gated on the CPU
+            parity_device=data.get("parity_device", ExportReport.parity_device),
+            gpus=tuple(data.get("gpus", ())),
             version=data.get("version"),
             version_dir=None if version_dir is None else Path(version_dir),
         )
@@ -235,6 +242,8 @@ def build_report(
     chosen: Candidate | None,
     n_texts: int,
     timing_s: Mapping[str, float],
+    parity_device: str,
+    gpus: tuple[int, ...] = (),
 ) -> ExportReport:
     """The report of an export that searched ``precision`` and chose ``chosen`` (``None``: nothing passed)."""
     import onnxruntime as ort
@@ -268,6 +277,8 @@ def build_report(
         timing_s=_to_10ms(timing_s),
         versions={"tritonstack": __version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
         machine=Machine.this(),
+        parity_device=parity_device,
+        gpus=gpus,
     )
 
 
@@ -286,6 +297,11 @@ def summarize(report: ExportReport) -> str:
     if parity:
         details = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in parity.details.items())
         lines.append(f"parity     {parity.metric}={parity.value:.4f} (gate {parity.gate})  {details}")
+    if report.target == "gpu":  # a cpu target is always gated on the CPU
+        lines.append(f"checked on {report.parity_device}")
+        gpus = ", ".join(map(str, report.gpus))
+        where = f"each of GPU {gpus}" if gpus else "every GPU of the host that serves it (none listed)"
+        lines.append(f"instances  one encoder instance on {where}")
     if chosen and chosen.size_bytes:
         fp32 = baseline.size_bytes if baseline else 0
         lines.append(f"size       {chosen.size_bytes / 1e6:.1f} MB (fp32 {fp32 / 1e6:.1f} MB)")

@@ -5,14 +5,21 @@ The configs, rules and dashboards themselves live in the checkout's top-level
 package renders and runs them:
 
     local        render_config, LocalPrometheus, find_monitoring_dir
-    dashboards   panel_queries: every Grafana panel's query, ready for Prometheus
+    dashboards   panel_queries: every Grafana panel's query, ready for Prometheus;
+                 gpu_panel_metrics: what the GPU-only panels need a server to export
     command      the CLI command
     errors       MonitoringError
 """
 
 from __future__ import annotations
 
-from tritonstack.monitoring.dashboards import GPU_ONLY_MARKER, PanelQuery, panel_queries
+from tritonstack.monitoring.dashboards import (
+    GPU_ONLY_MARKER,
+    PanelQuery,
+    gpu_panel_metrics,
+    load_dashboards,
+    panel_queries,
+)
 from tritonstack.monitoring.errors import MonitoringError
 from tritonstack.monitoring.local import (
     LOADTEST_JOB,
@@ -30,6 +37,8 @@ __all__ = [
     "MonitoringError",
     "PanelQuery",
     "find_monitoring_dir",
+    "gpu_panel_metrics",
+    "load_dashboards",
     "panel_queries",
     "render_config",
 ]

@@ -6,12 +6,17 @@ names a metric nobody exports fails a test instead of showing an empty panel.
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # Panels whose description starts with this need a GPU server: Triton exports
 # nv_gpu_* only where DCGM finds a GPU, so they are empty on CPU-only machines.
 GPU_ONLY_MARKER = "GPU only:"
+_TRITON_METRIC = re.compile(r"\bnv_[a-z0-9_]+")
 
 
 @dataclass(frozen=True)
@@ -50,3 +55,20 @@ def panel_queries(dashboard: dict[str, Any]) -> list[PanelQuery]:
                 PanelQuery(dashboard["uid"], panel.get("title", ""), target.get("refId", ""), expr, gpu_only)
             )
     return queries
+
+
+def load_dashboards(monitoring_dir: Path) -> list[dict[str, Any]]:
+    """The Grafana dashboards shipped under ``monitoring_dir`` (``grafana/dashboards/*.json``)."""
+    return [json.loads(path.read_text()) for path in sorted((monitoring_dir / "grafana" / "dashboards").glob("*.json"))]
+
+
+def gpu_panel_metrics(dashboards: Iterable[dict[str, Any]]) -> set[str]:
+    """The Triton metrics (``nv_*``) the GPU-only panels of ``dashboards`` query: what a GPU server must export
+    for those panels to show anything."""
+    return {
+        name
+        for dashboard in dashboards
+        for query in panel_queries(dashboard)
+        if query.gpu_only
+        for name in _TRITON_METRIC.findall(query.expr)
+    }

@@ -77,11 +77,18 @@ class DynamicBatching:
 
 @dataclass(frozen=True)
 class InstanceGroup:
+    """``count`` instances of ``kind``; for ``KIND_GPU``, ``count`` on *each* of ``gpus`` (CUDA device ids).
+    No ``gpus``: Triton places them on every GPU of the host that loads the model."""
+
     count: int = 1
     kind: str = "KIND_CPU"
+    gpus: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "kind": self.kind}
+        out: dict[str, Any] = {"count": self.count, "kind": self.kind}
+        if self.gpus:
+            out["gpus"] = list(self.gpus)
+        return out
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,10 @@ class TensorRTAccelerator:
             "trt_engine_cache_enable": "1",
             "trt_engine_cache_path": self.engine_cache_path,
             "trt_profile_min_shapes": self._shapes(1, 1),
-            "trt_profile_opt_shapes": self._shapes(self.opt_batch_size, self.opt_sequence_length),
+            # an optimum beyond the maximum makes TensorRT refuse the profile (a small --max-batch-size)
+            "trt_profile_opt_shapes": self._shapes(
+                min(self.opt_batch_size, self.max_batch_size), min(self.opt_sequence_length, self.max_sequence_length)
+            ),
             "trt_profile_max_shapes": self._shapes(self.max_batch_size, self.max_sequence_length),
         }
         return {

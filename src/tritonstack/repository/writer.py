@@ -101,6 +101,7 @@ class ExportedModel:
     precision: str  # fp32 | fp16 | int8: recorded on the encoder, for readers such as the benchmark
     recipe: str | None = None  # the export candidate that won, recorded beside the precision
     target: str = "cpu"
+    gpus: tuple[int, ...] = ()  # gpu target: an encoder instance on each of these CUDA devices; (): every GPU
     report: Mapping[str, Any] = field(default_factory=dict)  # export_report.json, in its JSON form
     tokenizer_instances: int = 1
     encoder_threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
@@ -121,6 +122,7 @@ class ExportedModel:
         max_queue_size: int | None = None,
         queue_timeout_ms: int | None = None,
         target: str = "cpu",
+        gpus: tuple[int, ...] = (),
         report: Mapping[str, Any] | None = None,
     ) -> ExportedModel:
         """The model of ``export``, served as ``name``; ``onnx_path`` replaces its fp32 graph (a chosen candidate)."""
@@ -138,6 +140,7 @@ class ExportedModel:
             precision=precision,
             recipe=recipe,
             target=target,
+            gpus=gpus,
             report=report or {},
             max_queue_size=max_queue_size,
             queue_timeout_ms=queue_timeout_ms,
@@ -177,7 +180,7 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
         dynamic_batching=_batching(
             model, "encoder", max_queue_delay_us=500, preferred_batch_size=() if gpu else CPU_ENCODER_BATCH
         ),
-        instance_groups=(InstanceGroup(1, "KIND_GPU" if gpu else "KIND_CPU"),),
+        instance_groups=(InstanceGroup(1, "KIND_GPU", model.gpus) if gpu else InstanceGroup(1, "KIND_CPU"),),
         warmup=(
             Warmup(
                 name="zeros_batch1_seq16",

@@ -1,4 +1,7 @@
-"""Run the embedded Triton server (CPU, loopback unless --expose) over a model repository until interrupted."""
+"""Run the embedded Triton server (loopback unless --expose) over a model repository until interrupted.
+
+On a GPU host it serves ``KIND_GPU`` encoders on the GPU and exports Triton's ``nv_gpu_*`` metrics.
+"""
 
 from __future__ import annotations
 
@@ -83,6 +86,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"gRPC     {server.grpc_url}")
             print(f"HTTP     {server.http_url}")
             print(f"metrics  {server.metrics_url}")
+            for gpu in server.gpus:  # KIND_GPU instances run here; Triton exports nv_gpu_* for each
+                print(f"gpu      {gpu.describe()}")
+            if not server.gpus:
+                print("gpu      none visible: KIND_GPU models cannot load, GPU metrics off")
             for model in server.models():
                 print(f"model    {model['name']} v{model.get('version', '?')} {model.get('state', '')}")
             print(f"admin    {key_note}")

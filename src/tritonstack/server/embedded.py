@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.server import flags, shared_memory
 from tritonstack.server.errors import ServerError, ServerStartError
@@ -98,6 +99,8 @@ class EmbeddedServer(ChildService):
     ``$TRITONSTACK_ADMIN_KEY`` or a fresh random key. ``restart_dead_stubs``
     reloads a model whose Python-backend stub died (see ``supervisor``).
     Shared-memory regions never outlive the server (see ``shared_memory``).
+    ``gpu_metrics`` turns Triton's ``nv_gpu_*`` metrics on or off; ``None`` turns
+    them on exactly when this process sees a GPU (``gpus``, known once started).
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class EmbeddedServer(ChildService):
         ready_timeout_s: float = 300.0,
         exit_timeout_s: int = flags.EXIT_TIMEOUT_S,
         restart_dead_stubs: bool = True,
+        gpu_metrics: bool | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.bind_address = bind_address
@@ -128,6 +132,8 @@ class EmbeddedServer(ChildService):
         self._shm_prefix = shared_memory.new_prefix()
         self.supervisor: StubSupervisor | None = None
         self.restart_dead_stubs = restart_dead_stubs
+        self._gpu_metrics = gpu_metrics
+        self.gpus: tuple[Gpu, ...] = ()
         self.http_port = self.grpc_port = self.metrics_port = 0
 
     # -- endpoints ---------------------------------------------------------
@@ -152,6 +158,11 @@ class EmbeddedServer(ChildService):
         if self._log_path is None:
             raise ServerError("the server has not been started")
         return self._log_path
+
+    @property
+    def gpu_metrics(self) -> bool:
+        """Whether Triton exports ``nv_gpu_*`` (as asked, else whether a GPU was seen at start)."""
+        return bool(self.gpus) if self._gpu_metrics is None else self._gpu_metrics
 
     @property
     def process(self) -> subprocess.Popen[bytes] | None:
@@ -184,6 +195,7 @@ class EmbeddedServer(ChildService):
             grpc_port=self.grpc_port,
             metrics_port=self.metrics_port,
             exit_timeout_s=self.exit_timeout_s,
+            gpu_metrics=self.gpu_metrics,
         )
         return [
             str(pytriton_dir() / "bin" / "tritonserver"),
@@ -211,6 +223,7 @@ class EmbeddedServer(ChildService):
                 hint="run `tritonstack export MODEL` first, or pass --repository",
             )
         self._ports()
+        self.gpus = visible_gpus()
         shared_memory.remove_orphans()
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonstack-server-"))
         if self._log_path is None:

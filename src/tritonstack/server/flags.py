@@ -94,6 +94,9 @@ class TritonFlags:
     grpc_max_connection_age_ms: int | None = None  # None: the flag is not passed (gRPC: unlimited)
     grpc_max_connection_age_grace_ms: int | None = None
     grpc_tls: GrpcTLS | None = None  # None: plaintext gRPC
+    # Triton's nv_gpu_* metrics (DCGM, bundled with Triton). None: the flag is not passed, Triton's default
+    # (on where it finds a GPU: the containers); the embedded server decides from the GPUs it sees.
+    gpu_metrics: bool | None = None
 
     def args(self) -> list[str]:
         restricted = ",".join(RESTRICTED_APIS) + f":{ADMIN_KEY_HEADER}={self.admin_key}"
@@ -111,6 +114,7 @@ class TritonFlags:
             f"--metrics-address={self.bind_address}",
             f"--metrics-port={self.metrics_port}",
             "--allow-metrics=true",
+            *([] if self.gpu_metrics is None else [f"--allow-gpu-metrics={str(self.gpu_metrics).lower()}"]),
             *(f"--metrics-config={setting}" for setting in METRICS_CONFIG),
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",

@@ -8,7 +8,8 @@ unchanged here and in the NGC image's native backend.
 Honours ``default_model_filename``, ``intra_op_thread_count`` (0, the
 default, means one thread per CPU this process may run on -- not per CPU of the
 machine, which oversubscribes a pinned server), ``inter_op_thread_count`` and
-the instance count of the config.
+the instance groups of the config: a ``KIND_GPU`` instance runs on the CUDA (or
+TensorRT) execution provider of its device, see ``providers.py`` beside this file.
 
 Every request gets its own response, and no exception escapes ``execute``
 (one would fail every request of the batch): a malformed or empty request
@@ -24,8 +25,10 @@ and each group of similar lengths runs as one ONNX Runtime call
 sequence axis are padded back).
 """
 
+import importlib.util
 import json
 import os
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -38,6 +41,20 @@ TRITON_TO_NUMPY = {
     "TYPE_FP16": np.float16,
     "TYPE_BOOL": np.bool_,
 }
+
+
+def _load_beside(filename):
+    """The module ``filename`` of this backend's own folder, loaded by path (as the tokenizer model does):
+    the stub runs without the tritonstack package, and a same-named module on ``sys.path`` must not win."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
+    spec = importlib.util.spec_from_file_location("tritonstack_onnxruntime_" + filename.removesuffix(".py"), path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+providers = _load_beside("providers.py")
 
 
 class RequestError(Exception):
@@ -100,12 +117,38 @@ class TritonPythonModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0"))
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.session = self._open_session(args, config, path, options)
         self.inputs = [(i["name"], TRITON_TO_NUMPY[i["data_type"]], len(i["dims"])) for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         # outputs whose first non-batch axis is the sequence (token classification): padded back after trimming
         self.sequence_outputs = {o["name"] for o in config["output"] if o["dims"] and int(o["dims"][0]) == -1}
         self.max_padding_waste = float(params.get("max_padding_waste", "0.25"))
+
+    def _open_session(self, args, config, path, options):
+        """A session on the providers of this instance's kind and device; a fallback is logged, never silent."""
+        kind = args["model_instance_kind"].upper().removeprefix("KIND_")  # Triton says "CPU" or "GPU"
+        device_id = int(args["model_instance_device_id"])
+        instance = f"model {args['model_name']!r} instance {args['model_instance_name']!r}"
+        instance += f" (KIND_{kind}, device {device_id})"
+        plan = providers.plan(config, kind, device_id, ort.get_available_providers(), instance=instance)
+        if plan.is_gpu and hasattr(ort, "preload_dlls"):
+            # onnxruntime-gpu loads CUDA and cuDNN from the nvidia-* wheels of tritonstack[gpu] only when asked
+            # (ONNX Runtime >= 1.21); a failure here shows up as the CUDA tier's failure below
+            try:
+                ort.preload_dlls()
+            except Exception as error:
+                pb_utils.Logger.log_warn(f"onnxruntime backend: {instance}: onnxruntime.preload_dlls: {error}")
+        for note in plan.notes:
+            pb_utils.Logger.log_warn(f"onnxruntime backend: {instance}: {note}")
+        # enable_fallback=0: ONNX Runtime would otherwise drop to the CPU quietly; providers.py falls back itself
+        opened = providers.open_session(
+            plan, lambda chosen: ort.InferenceSession(path, options, providers=chosen, enable_fallback=0)
+        )
+        fallback = providers.fallback_message(plan, opened)
+        if fallback is not None:
+            pb_utils.Logger.log_error(fallback)
+        pb_utils.Logger.log_info(providers.providers_message(plan, opened))
+        return opened.session
 
     def _run(self, feeds):
         """session.run over ``feeds``, with rows regrouped by true length (see the module docstring)."""
