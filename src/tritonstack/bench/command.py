@@ -37,12 +37,12 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _duration(text: str) -> float:
-    from tritonstack.bench.soak import parse_duration_s
+    from tritonstack.loadtest.slo import SLOSpecError, parse_duration_s
 
     try:
         return parse_duration_s(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    except SLOSpecError as error:  # argparse names the flag: keep the reason only
+        raise argparse.ArgumentTypeError(error.message.split(": ", 2)[-1]) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Triton and each model process, and errors, over time, with the growth rate after the warm-up "
         "(target: under 2 % per 10 minutes, 0 errors; exit 1 when missed)",
     )
-    soak.add_argument("--soak", metavar="DURATION", type=_duration, help="soak for DURATION (600, 90s, 10m, 1h)")
+    soak.add_argument("--soak", metavar="DURATION", type=_duration, help="soak for DURATION (600, 90s, 12m, 1h30m)")
     soak.add_argument("--soak-concurrency", type=int, default=4, help="callers in flight during the soak")
     soak.add_argument("--sample-every-s", type=float, default=10.0, help="seconds between samples of the soak")
     soak.add_argument(

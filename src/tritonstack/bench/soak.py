@@ -33,19 +33,6 @@ GROWTH_TARGET_PCT_PER_10MIN = 2.0
 GROWTH_WINDOW_S = 600.0
 
 
-def parse_duration_s(text: str) -> float:
-    """Seconds in ``"90"``, ``"90s"``, ``"10m"`` or ``"1h"``."""
-    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
-    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
-    try:
-        seconds = float(value) * units[unit]
-    except ValueError:
-        raise ValueError(f"expected a duration such as 600, 90s, 10m or 1h, got {text!r}") from None
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {text!r}")
-    return seconds
-
-
 @dataclass(frozen=True)
 class Sample:
     elapsed_s: float
