@@ -76,6 +76,7 @@ def test_python_models_carry_their_code_in_each_version_folder(tiny_repository: 
         version = tiny_repository / name / "1"
         assert (version / "model.py").read_text() == (package / "text_model.py").read_text(), name
         assert (version / "tokenization.py").read_text() == (package / "tokenization.py").read_text(), name
+        assert (version / "error_responses.py").read_text() == (package / "error_responses.py").read_text(), name
 
 
 def test_missing_tokenization_module_is_named(repository: Path) -> None:

@@ -14,14 +14,16 @@ from typing import Any
 
 import pytest
 
-from tritonstack.server.embedded import BACKENDS_SOURCE, pytriton_dir
+from tritonstack.server.embedded import prepare_backends, pytriton_dir
 
 
 @pytest.fixture(scope="module")
-def backend() -> ModuleType:
+def backend(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    # the backend folder as the embedded server lays it out (model.py loads its siblings from there)
+    backends = prepare_backends(tmp_path_factory.mktemp("backends"))
     sys.path.insert(0, str(pytriton_dir() / "backends" / "python"))
     try:
-        path = BACKENDS_SOURCE / "onnxruntime" / "model.py"
+        path = backends / "onnxruntime" / "model.py"
         spec = importlib.util.spec_from_file_location("onnxruntime_backend", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

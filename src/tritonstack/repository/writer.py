@@ -50,7 +50,11 @@ REPORT_FILENAME = "export_report.json"
 # The Python-backend code of the tokenizer and postprocess models: the file in each version folder and the
 # module of tritonstack.server.models it comes from. model.py loads tokenization.py from its own folder,
 # because the Triton stub that runs it has numpy and tokenizers but not tritonstack.
-PYTHON_MODEL_FILES = {"model.py": "text_model.py", "tokenization.py": "tokenization.py"}
+PYTHON_MODEL_FILES = {
+    "model.py": "text_model.py",
+    "tokenization.py": "tokenization.py",
+    "error_responses.py": "error_responses.py",
+}
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",

@@ -31,6 +31,7 @@ from tritonstack.server.errors import ServerError, ServerStartError
 from tritonstack.server.supervisor import StubSupervisor
 
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
+MODELS_SOURCE = Path(__file__).parent / "models"
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.+?)\"?$")
 _PORT_IN_USE = re.compile(r"Socket '(?P<address>[^']+)' already in use|failed to start (?P<service>\w+) service")
 
@@ -67,6 +68,8 @@ def prepare_backends(destination: Path) -> Path:
     shutil.copytree(
         BACKENDS_SOURCE / "onnxruntime", destination / "onnxruntime", ignore=shutil.ignore_patterns("__pycache__")
     )
+    # the error responses the Python models use too (export copies it beside their model.py)
+    shutil.copy2(MODELS_SOURCE / "error_responses.py", destination / "onnxruntime" / "error_responses.py")
     return destination
 
 

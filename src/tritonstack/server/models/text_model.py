@@ -42,25 +42,11 @@ def _load_beside(filename):
 
 
 tokenization = _load_beside("tokenization.py")
+error_responses = _load_beside("error_responses.py")
 
 
 class InputError(Exception):
     pass
-
-
-def _invalid_argument(message):
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
-
-
-def _cancelled():
-    message = "cancelled by its client before it ran: not computed"
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.CANCELLED))
-
-
-def _internal_error(error):
-    """The response for an unexpected exception: it fails its own request only."""
-    message = f"{type(error).__name__}: {error}"
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
 
 def _decode_texts(request):
@@ -158,16 +144,16 @@ class TritonPythonModel:
         for index, request in enumerate(requests):
             try:
                 if request.is_cancelled():  # its client gave up (deadline, disconnect): not worth computing
-                    responses[index] = _cancelled()
+                    responses[index] = error_responses.cancelled()
                     continue
                 texts, logits = self._read(request)
                 if len(logits if texts is None else texts) == 0:
                     raise InputError("the request has no rows")
                 batch.append((index, texts, logits))
             except InputError as error:
-                responses[index] = _invalid_argument(str(error))
+                responses[index] = error_responses.invalid_argument(str(error))
             except Exception as error:
-                responses[index] = _internal_error(error)
+                responses[index] = error_responses.unexpected(error)
         # The tokenizer answers the batch with one call and one padded length, the postprocessor request
         # by request. A part that fails is retried request by request, so that only a bad one fails.
         parts = [batch] if self.role == "tokenizer" and batch else [[item] for item in batch]
@@ -195,5 +181,5 @@ class TritonPythonModel:
                 if len(part) > 1:
                     parts.extend([item] for item in part)
                 else:
-                    responses[part[0][0]] = _internal_error(error)
+                    responses[part[0][0]] = error_responses.unexpected(error)
         return responses

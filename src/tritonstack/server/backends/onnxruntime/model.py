@@ -55,23 +55,11 @@ def _load_beside(filename):
 
 
 providers = _load_beside("providers.py")
+error_responses = _load_beside("error_responses.py")
 
 
 class RequestError(Exception):
     pass
-
-
-def _invalid_argument(message):
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG))
-
-
-def _cancelled():
-    message = "cancelled by its client before it ran: not computed"
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.CANCELLED))
-
-
-def _internal_error(message):
-    return pb_utils.InferenceResponse(error=pb_utils.TritonError(message, pb_utils.TritonError.INTERNAL))
 
 
 def run_isolating_failures(run, members):
@@ -215,7 +203,7 @@ class TritonPythonModel:
             self._execute(requests, responses)
         except Exception as error:  # a bug here must fail the requests it left unanswered, not escape
             message = f"onnxruntime backend: {type(error).__name__}: {error}"
-            responses = [_internal_error(message) if r is None else r for r in responses]
+            responses = [error_responses.internal_error(message) if r is None else r for r in responses]
         return responses
 
     def _execute(self, requests, responses):
@@ -224,7 +212,7 @@ class TritonPythonModel:
             try:
                 features = self._features(request)
             except RequestError as error:
-                responses[index] = _invalid_argument(str(error))
+                responses[index] = error_responses.invalid_argument(str(error))
                 continue
             shape = next(iter(features.values())).shape[1:]
             groups.setdefault(shape, []).append((index, features))
@@ -236,13 +224,13 @@ class TritonPythonModel:
             live = []
             for index, features in members:
                 if requests[index].is_cancelled():
-                    responses[index] = _cancelled()
+                    responses[index] = error_responses.cancelled()
                 else:
                     live.append((index, features))
             if not live:
                 continue
             for (index, _), outcome in run_isolating_failures(self._run_members, live):
                 if isinstance(outcome, Exception):  # ORT raises its own exception types
-                    responses[index] = _internal_error(f"onnxruntime: {outcome}")
+                    responses[index] = error_responses.internal_error(f"onnxruntime: {outcome}")
                 else:
                     responses[index] = pb_utils.InferenceResponse(output_tensors=outcome)
