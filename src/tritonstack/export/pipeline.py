@@ -109,6 +109,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             queue_timeout_ms=options.queue_timeout_ms,
             target=options.target,
             report=report.to_dict(),
+            response_cache=options.response_cache,
         )
         version_dir = write_text_model(options.repository, exported)
         timing["write_s"] = time.perf_counter() - mark
