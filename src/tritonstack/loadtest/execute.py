@@ -56,6 +56,8 @@ def user_settings(slo: SLO, *, closed_model: bool = False) -> UserSettings:
         timeout_s=slo.load.timeout_s,
         arrival_rate_rps=None if closed_model else slo.load.arrival_rate_rps,
         users=slo.load.users,
+        repeat_ratio=slo.payload.repeat_ratio,
+        hot_set=slo.payload.hot_set,
     )
 
 
