@@ -272,18 +272,21 @@ def table(result: CacheBenchResult) -> str:
         "sent before; the same sequence for both runs",
         f"cores: {result.split.describe()}",
         "",
-        f"{'run':<12} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'hit ratio':>9} {'srv%':>5} {'err':>4}",
+        f"{'run':<12} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'hit ratio':>9} {'srv%':>5} {'gen%':>5}"
+        f" {'oth%':>5} {'err':>4}",
     ]
     for run in (result.uncached, result.cached):
         point = run.point
-        server = "  -" if point.server_cpu is None else f"{100 * point.server_cpu:3.0f}"
+        busy = [_fmt(None if v is None else 100 * v, "3.0f") for v in (point.server_cpu, point.client_cpu)]
+        others = _fmt(None if point.others_cpu is None else 100 * point.others_cpu, "3.0f")
         lines.append(
             f"{run.label:<12} {point.throughput_per_s:9.1f} {point.p50_ms:8.1f} {point.p99_ms:8.1f}"
-            f" {_fmt(run.hit_ratio, '9.1%'):>9} {server:>5} {point.errors:4d}"
+            f" {_fmt(run.hit_ratio, '.1%'):>9} {busy[0]:>5} {busy[1]:>5} {others:>5} {point.errors:4d}"
         )
     speedup, target, limit = result.speedup, result.target, result.limit
     verdict = "not measured" if speedup is None or target is None else ("met" if speedup >= target else "MISSED")
     lines += [
+        "  srv%/gen%: busy share of the server / load-generator cores; oth%: of all CPUs, by processes not under test",
         "",
         f"throughput with / without the cache: {_fmt(speedup, '.2f')}x (target >= {_fmt(target, '.2f')}x, "
         f"limit {_fmt(limit, '.2f')}x at {settings.repeat_ratio:.0%} repeats)  {verdict}",
