@@ -177,3 +177,30 @@ def test_the_server_runs_the_local_cache_of_the_default_size(cached_triton: Any)
     assert cached_triton.cache == flags.LocalCache(flags.DEFAULT_LOCAL_CACHE_BYTES)
     arguments = Path(f"/proc/{cached_triton.pid}/cmdline").read_bytes().split(b"\0")
     assert f"--cache-config=local,size={flags.DEFAULT_LOCAL_CACHE_BYTES}".encode() in arguments
+
+
+@pytest.mark.integration
+def test_serve_starts_the_cache_of_the_size_asked_for(cached_repository: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "tritonstack", "serve", "--repository", str(cached_repository), "--cache-size",
+               "3MiB", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
+               "--log-file", str(tmp_path / "t.log")]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("ready"):
+            break
+    output = "".join(lines)
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output + rest
+    assert "cache    local, 3 MiB for tiny_cached" in output, output
+    # Triton itself logs which cache it created, from where, and how large
+    log = (tmp_path / "t.log").read_text()
+    (created,) = [line for line in log.splitlines() if "Creating TritonCache with name: 'local'" in line]
+    assert "caches/local/libtritoncache_local.so" in created and str(3 * 2**20) in created, created

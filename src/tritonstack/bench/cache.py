@@ -34,6 +34,7 @@ from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.load import closed_loop
 from tritonstack.bench.results import SERVED, Point, Round, summarize
+from tritonstack.bench.runner import OTHERS_BUSY_WARNING
 from tritonstack.bench.served import serving
 from tritonstack.bench.summary import clean
 from tritonstack.bench.timing import Timing
@@ -122,6 +123,22 @@ class CacheBenchResult:
         ]
         return max(differences, default=0.0)
 
+    def warnings(self) -> list[str]:
+        """What makes the two runs' figures incomparable: other processes' load, a ratio beyond the limit."""
+        notes = []
+        busy = max((run.point.others_cpu or 0.0) for run in (self.uncached, self.cached))
+        if busy > OTHERS_BUSY_WARNING:
+            notes.append(
+                f"other processes used up to {100 * busy:.0f}% of the machine's CPUs during the runs (oth%): "
+                "they competed for the cores, so the figures and their ratio are unreliable"
+            )
+        if self.speedup is not None and self.limit is not None and self.speedup > 1.05 * self.limit:
+            notes.append(
+                f"the ratio {self.speedup:.2f}x exceeds the {self.limit:.2f}x a cache can give at "
+                f"{self.settings.repeat_ratio:.0%} repeats: the two runs did not get the same machine"
+            )
+        return notes
+
     def costs(self) -> list[Cost]:
         price = self.settings.price_per_hour_usd
         if price is None:
@@ -163,6 +180,7 @@ class CacheBenchResult:
                     "max_abs_difference": self.max_abs_difference,
                 },
                 "cost": [cost.to_dict() for cost in self.costs()],
+                "warnings": self.warnings(),
             }
         )
 
@@ -271,6 +289,7 @@ def table(result: CacheBenchResult) -> str:
         f"requests: {settings.repeat_ratio:.0%} repeat one of {settings.hot_set} hot requests, the rest were never "
         "sent before; the same sequence for both runs",
         f"cores: {result.split.describe()}",
+        *(f"WARNING: {warning}" for warning in result.warnings()),
         "",
         f"{'run':<12} {'texts/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'hit ratio':>9} {'srv%':>5} {'gen%':>5}"
         f" {'oth%':>5} {'err':>4}",
