@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonstack.loadtest.errors import LoadTestError
+from tritonstack.loadtest.slo import DEFAULT_HOT_SET
 
 # Used when the SLO names no texts file: short queries, sentences and a paragraph.
 BUILTIN_TEXTS = (
@@ -56,7 +57,7 @@ def load_texts(path: Path | None) -> list[str]:
 
 REPEAT = "repeat"  # one of the hot set
 UNIQUE = "unique"  # never sent before
-_HOT_SET_SEED = 20240607  # the same hot set in every user and process
+_HOT_SET_SEED = 20240607  # any constant: the same hot set in every user and every load process
 _REFERENCE_BITS = 48  # 12 hex digits: no two unique requests of a run collide in practice
 
 
@@ -93,7 +94,7 @@ class PayloadMix:
         seed: int | None = None,
         *,
         repeat_ratio: float | None = None,
-        hot_set_size: int = 16,
+        hot_set_size: int = DEFAULT_HOT_SET,
     ) -> None:
         self.texts = list(texts)
         self.texts_per_request = texts_per_request

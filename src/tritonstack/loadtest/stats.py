@@ -186,9 +186,10 @@ def write_samples_csv(samples: Iterable[Sample], path: Path) -> None:
 
 
 def read_samples_csv(path: Path) -> list[Sample]:
+    """The samples of ``samples.csv``; a file written before the ``kind`` column reads with ``kind=""``."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        header = next(reader)
-        if tuple(header) != CSV_FIELDS:
-            raise ValueError(f"{path}: expected columns {CSV_FIELDS}, got {header}")
-        return [Sample.from_row(row) for row in reader]
+        header = tuple(next(reader))
+        if header not in (CSV_FIELDS, CSV_FIELDS[:-1]):
+            raise ValueError(f"{path}: expected columns {CSV_FIELDS}, got {list(header)}")
+        return [Sample.from_row([*row, ""][: len(CSV_FIELDS)]) for row in reader]
