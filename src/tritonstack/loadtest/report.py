@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from tritonstack.loadtest import plots, triton_metrics
-from tritonstack.loadtest.cache_report import cache_report
+from tritonstack.loadtest.cache_report import CacheReport, cache_report
 from tritonstack.loadtest.result import RunResult
 from tritonstack.loadtest.stats import write_samples_csv
 from tritonstack.loadtest.verdict import render_table, verdict_line
@@ -103,7 +103,7 @@ def write_report(result: RunResult, directory: Path) -> Path:
     }
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     index = directory / "index.html"
-    index.write_text(_html(result, summary, [p.name for p in images]), encoding="utf-8")
+    index.write_text(_html(result, summary, [p.name for p in images], cache), encoding="utf-8")
     return index
 
 
@@ -119,7 +119,7 @@ def _write_server_csv(per_model: dict[str, list[triton_metrics.ServerInterval]],
                 writer.writerow([model, *("" if row[f] is None else row[f] for f in fields[1:])])
 
 
-def _html(result: RunResult, summary: dict[str, object], images: list[str]) -> str:
+def _html(result: RunResult, summary: dict[str, object], images: list[str], cache: CacheReport | None) -> str:
     e = html.escape
     status = "PASS" if result.passed else "FAIL"
     color = "#1a7f37" if result.passed else "#cf222e"
@@ -136,7 +136,6 @@ def _html(result: RunResult, summary: dict[str, object], images: list[str]) -> s
         "(<a href='samples.csv'>samples.csv</a>), successes only.</p>",
         f"<h2>Verdict</h2><pre>{e(render_table(result.checks, result.cost))}</pre>",
     ]
-    cache = cache_report(result)
     if cache is not None:
         parts.append(f"<h2>Response cache</h2><pre>{e(cache.render())}</pre>")
     if result.capacity is not None:
