@@ -41,6 +41,7 @@ from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import Counters, TritonStatsProbe, Window
 from tritonstack.cost import Cost
 from tritonstack.loadtest.payload import PayloadMix
+from tritonstack.loadtest.slo import DEFAULT_HOT_SET
 from tritonstack.repository import contract
 from tritonstack.repository.config import set_response_cache
 
@@ -56,7 +57,7 @@ class CacheBenchSettings:
     report_dir: Path
     texts: Sequence[str]
     repeat_ratio: float
-    hot_set: int = 16
+    hot_set: int = DEFAULT_HOT_SET
     concurrency: int = 16
     seed: int = 0
     timing: Timing = field(default_factory=Timing)
@@ -77,7 +78,7 @@ class CacheRun:
 
     @property
     def label(self) -> str:
-        return "local cache" if self.cached else "no cache"
+        return _label(self.cached)
 
     @property
     def hit_ratio(self) -> float | None:
@@ -185,6 +186,10 @@ class CacheBenchResult:
         )
 
 
+def _label(cached: bool) -> str:
+    return "local cache" if cached else "no cache"
+
+
 def _scratch_repository(source: Path, name: str, destination: Path) -> Path:
     """A copy of the text-in model ``name`` and its steps, to switch the cache on and off without touching
     ``source``."""
@@ -222,6 +227,7 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
                 await client.embed(mix.draw().texts)
 
             for _ in range(settings.timing.rounds):
+                # One "corpus entry" of no tokens: the mix picks the texts, and GFLOP/s are not this mode's figure.
                 result, extra = await closed_loop(
                     send, [0], settings.concurrency, warmup_s=settings.timing.warmup_s,
                     duration_s=settings.timing.duration_s, server_cpu_s=lambda: cpus.group_cpu_s(pgid), probe=probe,
@@ -237,8 +243,8 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
 
 def _run(settings: CacheBenchSettings, split: cpus.CpuSplit, repository: Path, cached: bool, log: Log) -> CacheRun:
     _switch_cache(repository, settings.name, enable=cached)
-    label = "local cache" if cached else "no cache"
-    log(f"==> served, {label}: c={settings.concurrency}, {settings.repeat_ratio:.0%} repeats of {settings.hot_set}")
+    repeats = f"{settings.repeat_ratio:.0%} repeats of {settings.hot_set}"
+    log(f"==> served, {_label(cached)}: c={settings.concurrency}, {repeats}")
     log_path = settings.report_dir / f"triton-{'cache' if cached else 'no-cache'}.log"
     with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
         measured, answers, hot_hits = asyncio.run(_load(server.grpc_url, server.pid, settings))

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonstack.loadtest.slo import DEFAULT_HOT_SET
+
 if TYPE_CHECKING:
     from tritonstack.bench.runner import BenchSettings
 
@@ -98,7 +100,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "recomputation bit for bit",
     )
     cache.add_argument("--repeat-ratio", type=_ratio, metavar="R", help="share of repeated requests, 0..1")
-    cache.add_argument("--hot-set", type=int, default=16, metavar="N", help="distinct requests the repeats come from")
+    cache.add_argument(
+        "--hot-set", type=int, default=DEFAULT_HOT_SET, metavar="N", help="distinct requests the repeats come from"
+    )
     soak = parser.add_argument_group(
         "soak",
         "--soak DURATION runs steady load instead of the sweep and prints the RSS and open file descriptors of "
