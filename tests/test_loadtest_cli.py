@@ -137,6 +137,42 @@ def test_loose_slo_passes_with_a_consistent_report_and_live_metrics(triton: Any,
 
 
 @pytest.mark.integration
+def test_repeats_hit_the_cache_and_the_cost_follows_from_the_throughput(cached_triton: Any, tmp_path: Path) -> None:
+    slo = tmp_path / "slo.yaml"
+    slo.write_text(
+        "model: tiny_cached\n"
+        "load: {users: 2, spawn_rate: 2, duration: 3s, timeout_s: 10}\n"
+        f"payload: {{texts: {REPO / 'loadtest' / 'texts.txt'}, repeat_ratio: 0.5, hot_set: 4}}\n"
+        "objectives: {p99_ms: 10000, max_error_ratio: 0.5}\n"
+    )
+    report = tmp_path / "report"
+    result = _run(_loadtest(cached_triton, slo, report, "--price-per-hour", "3.6"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((report / "summary.json").read_text())
+    samples = read_samples_csv(report / "samples.csv")
+
+    # cost per million = price per hour / inferences per hour, at the run's own throughput
+    throughput = summary["summary"]["throughput_rps"]
+    assert summary["cost"]["basis"] == "run" and summary["cost"]["throughput_per_s"] == throughput
+    assert summary["cost"]["usd_per_million"] == pytest.approx(3.6 / (throughput * 3600) * 1e6, rel=1e-12)
+    cost_row = next(line for line in result.stdout.splitlines() if line.startswith("cost per 1M inferences"))
+    assert f"${summary['cost']['usd_per_million']:,.4g}" in cost_row
+    assert "cost per 1M inferences" in (report / "index.html").read_text()
+
+    # Triton looked every request of the run up (the pre-flight request came before the first scrape)
+    cache = summary["cache"]
+    server, sent = cache["server"], cache["requests"]
+    repeats = sum(1 for s in samples if s.kind == "repeat")
+    assert {s.kind for s in samples} == {"repeat", "unique"} and sent["repeat"]["requests"] == repeats
+    assert server["hits"] + server["misses"] == len(samples)
+    # a hot request misses only until its first answer is in (at most once per user in flight)
+    assert repeats - 4 * 2 <= server["hits"] <= repeats
+    assert server["hit_ratio"] == pytest.approx(server["hits"] / len(samples))
+    assert sent["repeat"]["latency_ms"]["p50"] < sent["unique"]["latency_ms"]["p50"]
+    assert "response cache of 'tiny_cached' (Triton): hit ratio" in result.stdout
+
+
+@pytest.mark.integration
 def test_impossible_p99_exits_1_and_names_it_with_two_processes(triton: Any, tmp_path: Path) -> None:
     report = tmp_path / "report"
     result = _run(_loadtest(triton, _slo(tmp_path, **LOOSE), report, "--p99-ms", "0.001", "--processes", "2"))

@@ -99,6 +99,87 @@ def test_capacity_report(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "summary.json").read_text())["capacity"]["steps"][0]["violated"] == ["p50_ms"]
 
 
+def _cached_result() -> RunResult:
+    """A run with half its requests repeated and a price: Triton counted 120 hits and 130 misses."""
+    slo = parse_slo(
+        {
+            "model": "tiny",
+            "load": {"users": 2, "duration": "5s"},
+            "payload": {"repeat_ratio": 0.5, "hot_set": 8},
+            "objectives": {"p99_ms": 20},
+            "cost": {"price_per_hour_usd": 3.6},
+        }
+    )
+    t0 = 1_700_000_000.0
+    samples = [
+        Sample(t0 + i * 0.02, 500 if i % 2 else 4000, "success", "local", "repeat" if i % 2 else "unique")
+        for i in range(250)
+    ]
+    summary = summarize(samples, t0, t0 + 5.0, slo.objectives.latency_ms)
+    snapshots = [
+        Snapshot(
+            t0 + i,
+            {
+                "nv_inference_request_success": {"tiny": 50.0 * i},
+                "nv_cache_num_hits_per_model": {"tiny": 24.0 * i},
+                "nv_cache_num_misses_per_model": {"tiny": 26.0 * i},
+                "nv_cache_hit_duration_per_model": {"tiny": 240.0 * i},
+                "nv_cache_miss_duration_per_model": {"tiny": 520.0 * i},
+            },
+        )
+        for i in range(6)
+    ]
+    return RunResult(
+        slo=slo, host="h:1", samples=samples, summary=summary, checks=evaluate(slo.objectives, summary),
+        metrics_url="http://h:2/metrics", snapshots=snapshots,
+    )  # fmt: skip
+
+
+def test_cache_and_cost_sections(tmp_path: Path) -> None:
+    result = _cached_result()
+    index = write_report(result, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    # 250 successes in 5 s = 50/s at $3.60/h = $0.001/s: $20 per million
+    assert summary["cost"] == {
+        "price_per_hour_usd": 3.6,
+        "throughput_per_s": 50.0,
+        "basis": "run",
+        "usd_per_million": 20.0,
+    }
+    assert summary["slo"]["cost"] == {"price_per_hour_usd": 3.6}
+    cache = summary["cache"]
+    assert cache["server"] == {
+        "hits": 120.0,
+        "misses": 130.0,
+        "hit_ratio": 0.48,
+        "us_per_hit": 10.0,
+        "us_per_miss": 20.0,
+    }
+    assert cache["requests"]["repeat"]["requests"] == 125 and cache["requests"]["repeat"]["share"] == 0.5
+    assert cache["requests"]["repeat"]["latency_ms"]["p50"] == 0.5
+    assert cache["requests"]["unique"]["latency_ms"]["p99"] == 4.0
+    page = index.read_text()
+    assert "Response cache" in page and "hit ratio 48.0%" in page and "$20" in page
+    assert [s.kind for s in read_samples_csv(tmp_path / "samples.csv")][:2] == ["unique", "repeat"]
+
+
+def test_capacity_cost_is_at_the_capacity_that_held() -> None:
+    result = _cached_result()
+    steps = [
+        CapacityStep(1, result.summary, evaluate(result.slo.objectives, result.summary, include_throughput=False)),
+        CapacityStep(2, summarize([], 0.0, 1.0), []),  # nothing succeeded: not held
+    ]
+    result.capacity = CapacityResult(steps)
+    cost = result.cost
+    assert cost is not None and (cost.basis, cost.throughput_per_s, cost.usd_per_million) == ("capacity", 50.0, 20.0)
+
+
+def test_a_run_without_cache_or_price_has_neither_section(tmp_path: Path) -> None:
+    write_report(_result(), tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["cache"] is None and summary["cost"] is None
+
+
 def test_default_report_dir_is_timestamped() -> None:
     path = default_report_dir()
     assert path.parent == Path("reports") and path.name[:2] == "20"

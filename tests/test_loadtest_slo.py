@@ -89,6 +89,14 @@ def test_durations(text: object, seconds: float) -> None:
         (_with(capacity={"factor": 1}), "capacity.factor"),
         (_with(capacity={"start_users": 8, "max_users": 4}), "capacity.max_users"),
         ({"model": "tiny", "objectives": {"p99_ms": 1}}, "load"),
+        (_with(payload={"repeat_ratio": 1.5}), "payload.repeat_ratio"),
+        (_with(payload={"repeat_ratio": "half"}), "payload.repeat_ratio"),
+        (_with(payload={"repeat_ratio": 0.5, "hot_set": 0}), "payload.hot_set"),
+        (_with(payload={"hot_set": 8}), "payload.hot_set"),
+        (_with(cost={}), "cost.price_per_hour_usd"),
+        (_with(cost={"price_per_hour_usd": -1}), "cost.price_per_hour_usd"),
+        (_with(cost={"price_per_hour": 2.5}), "cost.price_per_hour"),
+        (_with(cost=2.5), "cost"),
     ],
 )
 def test_errors_name_the_field(document: object, field: str) -> None:
@@ -138,3 +146,23 @@ def test_latency_flags_override_only_the_percentiles_given() -> None:
     flags = argparse.Namespace(p50_ms=None, p95_ms=12.5, p99_ms=40.0)
     assert latency_overrides(flags) == {95.0: 12.5, 99.0: 40.0}
     assert latency_overrides(argparse.Namespace(p50_ms=None, p95_ms=None, p99_ms=None)) == {}
+
+
+def test_repeat_ratio_hot_set_and_cost() -> None:
+    plain = parse_slo(MINIMAL)
+    assert plain.payload.repeat_ratio is None and plain.cost is None
+    slo = parse_slo(
+        _with(payload={"repeat_ratio": 0.5, "hot_set": 4}, cost={"price_per_hour_usd": 2.5}), source="slo.yaml"
+    )
+    assert (slo.payload.repeat_ratio, slo.payload.hot_set) == (0.5, 4)
+    assert slo.cost is not None and slo.cost.price_per_hour_usd == 2.5
+    assert parse_slo(_with(payload={"repeat_ratio": 0})).payload.repeat_ratio == 0.0
+
+
+def test_price_override() -> None:
+    slo = parse_slo(_with(cost={"price_per_hour_usd": 2.5}))
+    assert slo.with_overrides().cost == slo.cost
+    changed = parse_slo(MINIMAL).with_overrides(price_per_hour_usd=0.75)
+    assert changed.cost is not None and changed.cost.price_per_hour_usd == 0.75
+    with pytest.raises(SLOSpecError, match="--price-per-hour"):
+        slo.with_overrides(price_per_hour_usd=0)

@@ -75,3 +75,14 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     samples = [Sample(1700000000.123456, 1234, "success", "w1"), Sample(1700000000.5, 7, "ModelNotFoundError")]
     write_samples_csv(samples, tmp_path / "s.csv")
     assert read_samples_csv(tmp_path / "s.csv") == samples
+
+
+def test_csv_keeps_the_kind_and_reads_files_written_before_it(tmp_path: Path) -> None:
+    samples = [Sample(1.5, 10, "success", "w1", "repeat"), Sample(2.5, 20, "success", "w2", "unique")]
+    write_samples_csv(samples, tmp_path / "s.csv")
+    assert read_samples_csv(tmp_path / "s.csv") == samples
+    (tmp_path / "old.csv").write_text("start_s,latency_us,outcome,worker\n1.500000,10,success,local\n")
+    assert read_samples_csv(tmp_path / "old.csv") == [Sample(1.5, 10, "success", "local", "")]
+    (tmp_path / "bad.csv").write_text("start,latency\n1,2\n")
+    with pytest.raises(ValueError, match="expected columns"):
+        read_samples_csv(tmp_path / "bad.csv")

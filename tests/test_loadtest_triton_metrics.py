@@ -7,6 +7,7 @@ import pytest
 from tritonstack.loadtest.triton_metrics import (
     MetricsScraper,
     Snapshot,
+    cache_interval,
     interval,
     models_seen,
     parse_metrics,
@@ -49,6 +50,22 @@ nv_inference_queue_summary_us{model="tiny",version="1",quantile="0.5"} Nan
 # HELP nv_cpu_utilization CPU utilization rate [0.0 - 1.0]
 # TYPE nv_cpu_utilization gauge
 nv_cpu_utilization 0.51
+"""
+
+# A model with response_cache enabled adds these (Triton 2.51, read from the embedded server).
+CACHE_EXPOSITION = """\
+# HELP nv_cache_num_hits_per_model Number of cache hits per model
+# TYPE nv_cache_num_hits_per_model counter
+nv_cache_num_hits_per_model{model="tiny",version="1"} 30
+# HELP nv_cache_hit_duration_per_model Total cache hit duration per model, in microseconds
+# TYPE nv_cache_hit_duration_per_model counter
+nv_cache_hit_duration_per_model{model="tiny",version="1"} 300
+# HELP nv_cache_num_misses_per_model Number of cache misses per model
+# TYPE nv_cache_num_misses_per_model counter
+nv_cache_num_misses_per_model{model="tiny",version="1"} 10
+# HELP nv_cache_miss_duration_per_model Total cache miss (insert+lookup) duration per model, in microseconds
+# TYPE nv_cache_miss_duration_per_model counter
+nv_cache_miss_duration_per_model{model="tiny",version="1"} 250
 """
 
 
@@ -98,6 +115,23 @@ def test_series_summary_and_models() -> None:
     assert models_seen(snapshots) == ["tiny", "tiny_encoder"]
     assert summary(snapshots[:1], ["tiny"]) == {}
     assert summary(snapshots, ["tiny"])["tiny"]["requests"] == 0
+
+
+def test_cache_interval_hit_ratio_and_time_per_lookup() -> None:
+    first = Snapshot(0.0, parse_metrics(EXPOSITION + CACHE_EXPOSITION))
+    later = parse_metrics(EXPOSITION + CACHE_EXPOSITION)
+    later["nv_cache_num_hits_per_model"]["tiny"] += 60
+    later["nv_cache_hit_duration_per_model"]["tiny"] += 600
+    later["nv_cache_num_misses_per_model"]["tiny"] += 20
+    later["nv_cache_miss_duration_per_model"]["tiny"] += 1000
+    view = cache_interval(first, Snapshot(1.0, later), "tiny")
+    assert view is not None
+    assert (view.hits, view.misses, view.hit_ratio) == (60, 20, 0.75)
+    assert (view.us_per_hit, view.us_per_miss) == (10.0, 50.0)
+    # the encoder has no cache of its own: no cache view, rather than a ratio of zeros
+    assert cache_interval(first, Snapshot(1.0, later), "tiny_encoder") is None
+    idle = cache_interval(first, first, "tiny")
+    assert idle is not None and idle.hit_ratio is None and idle.us_per_hit is None
 
 
 def test_scraper_counts_failures_instead_of_raising() -> None:

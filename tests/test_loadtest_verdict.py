@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tritonstack.cost import Cost
 from tritonstack.loadtest.slo import Objectives
 from tritonstack.loadtest.stats import Sample, summarize
 from tritonstack.loadtest.verdict import evaluate, render_table, verdict_line, violated
@@ -46,3 +47,22 @@ def test_boundaries_are_inclusive() -> None:
     summary = summarize([Sample(0.0, 5000)], 0.0, 1.0)
     assert evaluate(Objectives(latency_ms={50.0: 5.0}, min_throughput_rps=1.0), summary)[0].passed
     assert all(c.passed for c in evaluate(Objectives(latency_ms={50.0: 5.0}, min_throughput_rps=1.0), summary))
+
+
+def test_the_table_ends_with_the_cost_when_a_price_is_given() -> None:
+    checks = evaluate(Objectives(latency_ms={99.0: 100}), _summary())
+    assert "cost" not in render_table(checks)
+    last = render_table(checks, Cost(2.5, 50.0, "run")).splitlines()[-1]
+    assert last.split() == [
+        "cost",
+        "per",
+        "1M",
+        "inferences",
+        "at",
+        "$2.50/h",
+        "$13.89",
+        "info",
+        "(run",
+        "50.0",
+        "req/s)",
+    ]

@@ -1,7 +1,8 @@
 """A real Prometheus, with the project's rules, scraping a real embedded Triton
 under load and the load test's own exporter of client-observed latency (run
 in-process): every dashboard query returns data, every rule evaluates, the
-alerts react."""
+alerts react. A second embedded Triton serves a model with the response cache
+(``cached_triton``) and gets repeated texts, for the cache and cost panels."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from test_monitoring_promtool import TRITON_METRICS
+from test_monitoring_promtool import TRITON_CACHE_METRICS, TRITON_METRICS
 from tritonstack.loadtest.exporter import ClientMetrics, ClientMetricsExporter
 from tritonstack.monitoring import (
     LocalPrometheus,
@@ -37,6 +38,9 @@ LOAD_DURATION_S = 4.0
 LOAD_CONCURRENCY = 8
 INVALID_EVERY = 10  # one request in ten is malformed: client-observed errors Triton never counts
 MODEL = "tiny"
+CACHED_MODEL = "tiny_cached"
+REPEATED_TEXTS = 4  # each sent REPEATS times: one miss, then hits
+REPEATS = 10
 WORDS = "the quick brown fox jumps over the lazy dog while monitoring watches every request".split()
 
 
@@ -86,18 +90,32 @@ def _send_load(grpc_url: str, metrics: ClientMetrics) -> dict[str, int]:
     return outcomes
 
 
+def _send_repeats(grpc_url: str) -> None:
+    """Texts the cached model has not seen, each sent ``REPEATS`` times: a miss and ``REPEATS - 1`` hits."""
+    nonce = time.time_ns()
+    with grpcclient.InferenceServerClient(grpc_url) as client:
+        for _ in range(REPEATS):
+            for index in range(REPEATED_TEXTS):
+                tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+                tensor.set_data_from_numpy(np.array([[f"repeated text {index} {nonce}".encode()]], dtype=np.object_))
+                client.infer(CACHED_MODEL, [tensor], client_timeout=10)
+
+
 def _has_data(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
 
 
+def _target(server: Any) -> str:
+    return str(server.metrics_url).removeprefix("http://").removesuffix("/metrics")
+
+
 @pytest.fixture(scope="module")
-def live(triton: Any) -> Iterator[Live]:
+def live(triton: Any, cached_triton: Any) -> Iterator[Live]:
     metrics = ClientMetrics()
     exporter = ClientMetricsExporter(metrics, port=0)
-    triton_target = triton.metrics_url.removeprefix("http://").removesuffix("/metrics")
     config = render_config(
         MONITORING,
-        triton_targets=[triton_target],
+        triton_targets=[_target(triton), _target(cached_triton)],
         loadtest_targets=[f"{exporter.addr}:{exporter.port}"],
         scrape_interval_s=1,
         evaluation_interval_s=1,
@@ -111,6 +129,7 @@ def live(triton: Any) -> Iterator[Live]:
         with LocalPrometheus(config) as prometheus:
             prometheus.wait_for_targets()
             outcomes = _send_load(triton.grpc_url, metrics)
+            _send_repeats(cached_triton.grpc_url)
             # Wait for the scrapes after the load and the rules that read them;
             # every rate window is 1m, so there is time before the data ages out.
             deadline = time.monotonic() + 30
@@ -133,6 +152,7 @@ def test_the_load_produced_successes_and_client_errors(live: Live) -> None:
 def test_both_targets_are_scraped(live: Live) -> None:
     up = {sample["metric"]["job"]: sample["value"][1] for sample in live.prometheus.query("up")}
     assert up == {"triton": "1", "tritonstack-loadtest": "1"}
+    assert len(live.prometheus.query('up{job="triton"} == 1')) == 2, "both embedded servers"
 
 
 def test_every_dashboard_panel_returns_data(live: Live) -> None:
@@ -184,6 +204,27 @@ def test_figures_the_dashboards_show(live: Live) -> None:
     assert 0.2 < client_p99_s / server_p99_s < 20
 
 
+def test_cache_and_cost_figures(live: Live) -> None:
+    def value(expr: str) -> float:
+        (sample,) = live.prometheus.query(expr)
+        return float(sample["value"][1])
+
+    # REPEATED_TEXTS misses, then hits for every other request, all inside the rate window
+    hit_ratio = value(f'model:nv_cache_hit:ratio_rate1m{{model="{CACHED_MODEL}"}}')
+    assert hit_ratio == pytest.approx((REPEATS - 1) / REPEATS, abs=0.02)
+    per_hit_s = value(f'model:nv_cache_hit_duration_seconds:per_hit_rate1m{{model="{CACHED_MODEL}"}}')
+    per_miss_s = value(f'model:nv_cache_miss_duration_seconds:per_miss_rate1m{{model="{CACHED_MODEL}"}}')
+    assert 0 < per_hit_s < 0.01 and 0 < per_miss_s < 0.01  # microseconds, converted to seconds
+    # two replicas up at the placeholder price of 1 USD per hour each
+    price = value("tritonstack:triton_replica_price:usd_per_hour")
+    assert value("tritonstack:triton_cost:usd_per_hour") == 2 * price
+    rate = value("tritonstack:text_in_request_success:rate1m")
+    cost = value("tritonstack:inference_cost:usd_per_million")
+    assert cost == pytest.approx(2 * price / (rate * 3600) * 1e6, rel=1e-9)
+    print(f"\ncache hit ratio {hit_ratio:.3f}, {per_hit_s * 1e6:.1f} µs per hit, {per_miss_s * 1e6:.1f} µs per miss;"
+          f" {rate:.2f} text-in requests/s: ${cost:.2f} per million at ${2 * price:.2f}/h")  # fmt: skip
+
+
 def test_every_rule_evaluates_without_error(live: Live) -> None:
     groups = live.prometheus.get("rules")["groups"]
     rule_list = [rule for group in groups for rule in group["rules"]]
@@ -212,9 +253,16 @@ def test_alerts_react_to_the_load(live: Live) -> None:
     assert ("TritonStackLatencyThresholdBucketMissing", "ticket") not in alerts
 
 
-def test_the_pinned_triton_exports_every_metric_the_rules_rely_on(triton: Any) -> None:
-    with urllib.request.urlopen(triton.metrics_url, timeout=10) as response:
+def _exported(server: Any) -> set[str]:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         text = response.read().decode()
-    exported = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+    return {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE ")}
+
+
+def test_the_pinned_triton_exports_every_metric_the_rules_rely_on(triton: Any, cached_triton: Any) -> None:
+    exported = _exported(triton)
     assert exported >= TRITON_METRICS
     assert not any(name.startswith("nv_gpu_") for name in exported - TRITON_METRICS), "update TRITON_METRICS"
+    # the cache's counters exist only where a model enables the cache
+    assert not exported & TRITON_CACHE_METRICS
+    assert _exported(cached_triton) >= TRITON_METRICS | TRITON_CACHE_METRICS

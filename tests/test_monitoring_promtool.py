@@ -55,6 +55,14 @@ TRITON_METRICS = {
     "nv_cpu_memory_total_bytes",
     "nv_cpu_memory_used_bytes",
 }
+# What the pinned Triton adds for a model that enables the response cache (tests/test_monitoring_live.py
+# reads them from the embedded server's cached model).
+TRITON_CACHE_METRICS = {
+    "nv_cache_num_hits_per_model",
+    "nv_cache_num_misses_per_model",
+    "nv_cache_hit_duration_per_model",
+    "nv_cache_miss_duration_per_model",
+}
 TRITON_GPU_METRICS = {
     "nv_gpu_utilization",
     "nv_gpu_memory_total_bytes",
@@ -215,7 +223,7 @@ def test_every_recorded_name_used_is_defined() -> None:
 
 
 def test_only_metrics_the_pinned_triton_or_the_client_contract_export() -> None:
-    known = TRITON_METRICS | TRITON_GPU_METRICS | CLIENT_METRICS
+    known = TRITON_METRICS | TRITON_CACHE_METRICS | TRITON_GPU_METRICS | CLIENT_METRICS
     used = set()
     for expr in all_exprs():
         for name in _RAW_NAME.findall(_RECORDED_NAME.sub(" ", expr)):
@@ -225,6 +233,7 @@ def test_only_metrics_the_pinned_triton_or_the_client_contract_export() -> None:
             used.add(base)
     assert used - known == set()
     assert {"nv_inference_request_summary_us", "nv_inference_pending_request_count"} <= used
+    assert used >= TRITON_CACHE_METRICS
 
 
 def test_latency_threshold_is_one_number_everywhere() -> None:
@@ -233,6 +242,26 @@ def test_latency_threshold_is_one_number_everywhere() -> None:
     assert value is not None
     boundaries = {le for expr in all_exprs() for le in re.findall(r'\ble="([^"]+)"', expr)}
     assert boundaries == {value.group(1)}
+
+
+def test_the_cost_counts_text_in_models_and_none_of_their_steps() -> None:
+    from tritonstack.repository import contract
+
+    expr = next(r["expr"] for r in rules(RECORDING) if r["record"] == "tritonstack:text_in_request_success:rate1m")
+    (pattern,) = re.findall(r'model!~"([^"]+)"', expr)
+    steps = re.compile(pattern)
+    name = "minilm_v2"
+    assert not steps.fullmatch(name)
+    for step in (contract.tokenizer_name(name), contract.encoder_name(name), contract.postprocess_name(name)):
+        assert steps.fullmatch(step), step
+
+
+def test_the_replica_price_is_set_in_one_place() -> None:
+    recorded = {rule["record"]: rule["expr"] for rule in rules(RECORDING)}
+    assert re.fullmatch(r"vector\([0-9.]+\)", recorded["tritonstack:triton_replica_price:usd_per_hour"].strip())
+    # every cost figure reads the price through tritonstack:triton_cost:usd_per_hour
+    readers = [expr for expr in all_exprs() if "tritonstack:triton_replica_price:usd_per_hour" in expr]
+    assert readers == [recorded["tritonstack:triton_cost:usd_per_hour"]]
 
 
 def test_the_load_test_exporter_has_the_slo_bucket() -> None:

@@ -372,6 +372,7 @@ def test_serve_command_prints_endpoints_and_stops_on_sigint(tiny_repository: Pat
             break
     output = "".join(lines)
     assert "gRPC     127.0.0.1:" in output and "model    tiny_encoder v1 READY" in output, output
+    assert "cache    none (no model enables response_cache)" in output, output
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output + rest

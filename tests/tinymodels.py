@@ -148,6 +148,21 @@ def export_fp32(
     return write_text_model(repository, model)
 
 
+def export_fp32_served_twice(model_dir: Path, repository: Path, *, cached: str, uncached: str) -> None:
+    """One fp32 ONNX export of ``model_dir`` written as two text-in models: ``cached`` with Triton's response
+    cache enabled, ``uncached`` without; the same weights, so their outputs can be compared bit for bit."""
+    from tritonstack.export.onnx_export import export_onnx
+    from tritonstack.repository.writer import ExportedModel, write_text_model
+
+    onnx = export_onnx(model_dir, None, repository.parent / ".onnx-served-twice")
+    for name, response_cache in ((cached, True), (uncached, False)):
+        model = ExportedModel.from_export(
+            onnx, name=name, precision="fp32", max_batch_size=64, queue_timeout_ms=QUEUE_TIMEOUT_MS,
+            response_cache=response_cache,
+        )  # fmt: skip
+        write_text_model(repository, model)
+
+
 def build_slow_onnx(path: Path, squarings: int = 4) -> Path:
     """An ONNX model whose execution takes as long as a test needs, for overload and cancellation tests.
 

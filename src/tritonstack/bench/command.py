@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonstack.loadtest.slo import DEFAULT_HOT_SET
+
 if TYPE_CHECKING:
     from tritonstack.bench.runner import BenchSettings
 
@@ -43,6 +45,26 @@ def _duration(text: str) -> float:
         return parse_duration_s(text)
     except SLOSpecError as error:  # argparse names the flag: keep the reason only
         raise argparse.ArgumentTypeError(error.message.split(": ", 2)[-1]) from None
+
+
+def _price(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a price in USD per hour, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"a price must be positive, got {text!r}")
+    return value
+
+
+def _ratio(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a ratio between 0 and 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"a ratio must be between 0 and 1, got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +112,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overload.add_argument("--deadline-s", type=float, default=5.0, help="each call's deadline during the burst")
     overload.add_argument(
         "--slo", type=Path, default=Path("loadtest/slo.yaml"), help="the SLO whose p99 the admitted calls should hold"
+    )
+    parser.add_argument(
+        "--price-per-hour",
+        type=_price,
+        metavar="USD",
+        help="what the machine under test costs per hour: prints cost per million texts at each variant's best point",
+    )
+    cache = parser.add_argument_group(
+        "response cache",
+        "--repeat-ratio R serves the model without and then with Triton's response cache, instead of the sweep, "
+        "on the same requests: a share R repeats one of --hot-set requests, the rest were never sent before. "
+        "Prints the throughput ratio (target at R=0.5: >= 1.7x; 2x is the limit) and whether each hit equals a "
+        "recomputation bit for bit",
+    )
+    cache.add_argument("--repeat-ratio", type=_ratio, metavar="R", help="share of repeated requests, 0..1")
+    cache.add_argument(
+        "--hot-set", type=int, default=DEFAULT_HOT_SET, metavar="N", help="distinct requests the repeats come from"
     )
     soak = parser.add_argument_group(
         "soak",
@@ -149,6 +188,7 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
         device=device,
         baseline=not args.no_baseline,
         half_load=not args.no_half_load,
+        price_per_hour_usd=args.price_per_hour,
     )
 
 
@@ -177,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
         return _soak(args, model_dir)
     if args.overload is not None:
         return _overload(args, model_dir)
+    if args.repeat_ratio is not None:
+        return _cache(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     settings = settings_from(args, model_dir, report_dir, device)
@@ -242,3 +284,26 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
     print()
     print(overload.table(result))
     return 0 if not result.late and result.outcomes["ok"] > 0 else 1
+
+
+def _cache(args: argparse.Namespace, model_dir: Path) -> int:
+    from tritonstack.bench import cache
+    from tritonstack.bench.texts import make_texts
+
+    report_dir = args.report_dir or Path("reports") / time.strftime("bench-cache-%Y%m%d-%H%M%S")
+    settings = settings_from(args, model_dir, report_dir)
+    _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport)
+    texts = make_texts(settings.texts, seed=settings.seed, min_words=settings.min_words, max_words=settings.max_words)
+    cache_settings = cache.CacheBenchSettings(
+        repository=settings.repository, name=settings.name, report_dir=report_dir, texts=texts,
+        repeat_ratio=args.repeat_ratio, hot_set=args.hot_set, concurrency=max(settings.concurrencies),
+        seed=settings.seed, timing=settings.timing, cpu_split=settings.cpu_split,
+        price_per_hour_usd=settings.price_per_hour_usd,
+    )  # fmt: skip
+    result = cache.run_cache_bench(cache_settings, log=print)
+    path = cache.write(result, report_dir)
+    print()
+    print(cache.table(result))
+    print(f"\nwrote {path}")
+    measured = result.uncached.point.samples and result.cached.point.samples
+    return 0 if measured else 1

@@ -79,6 +79,15 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
                 f"  {variant:<11} {figures['gflops']:7.1f} GFLOP/s = {100 * figures['fp32_peak_fraction']:5.1f}% of "
                 f"fp32 peak, {100 * figures['int8_peak_fraction']:5.1f}% of int8 peak"
             )
+    if summary.get("cost"):
+        lines.append("")
+        price = next(c["price_per_hour_usd"] for c in summary["cost"].values() if c)
+        lines.append(f"cost per million texts at ${price:,.2f}/h, at each variant's best point:")
+        for variant, cost in summary["cost"].items():
+            if cost:
+                value = cost["usd_per_million"]
+                figure = "n/a" if value is None else f"${value:,.4g}"
+                lines.append(f"  {variant:<11} {figure:>10}  ({cost['throughput_per_s']:.1f} texts/s)")
     lines += ["", "targets (reported, not asserted):"]
     for target in summary["targets"]:
         verdict = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]

@@ -46,6 +46,7 @@ class BenchSettings:
     baseline: bool = True
     half_load: bool = True
     quick: bool = False
+    price_per_hour_usd: float | None = None  # what the server cores cost: adds cost per million texts
 
 
 QUICK = {

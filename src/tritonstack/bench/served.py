@@ -9,9 +9,11 @@ carries Triton's own account of where the time went (``triton_stats``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from functools import reduce
 from pathlib import Path
+from typing import Any
 
 from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
@@ -117,6 +119,19 @@ def run_served(
     log: Log = print,
 ) -> list[Point]:
     """Start Triton on the server cores, sweep ``concurrencies`` from the client cores, stop Triton."""
+    with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
+        return asyncio.run(
+            _sweep(
+                server.grpc_url, server.pid, texts, token_counts, files, split, timing, concurrencies,
+                half_load, log,
+            )
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def serving(repository: Path, split: cpus.CpuSplit, *, log_path: Path | None, log: Log) -> Iterator[Any]:
+    """An ``EmbeddedServer`` over ``repository`` on the server cores (Triton's model processes inherit
+    them), stopped on leaving the block."""
     from tritonstack.server import EmbeddedServer, ServerStartError
 
     server = EmbeddedServer(repository, log_path=log_path)
@@ -132,12 +147,6 @@ def run_served(
                 log(
                     f"    moved {moved} Triton thread(s) that had pinned themselves elsewhere to core(s) {split.server}"
                 )
-        with cpus.pinned(split.client):
-            return asyncio.run(
-                _sweep(
-                    server.grpc_url, server.pid, texts, token_counts, files, split, timing, concurrencies,
-                    half_load, log,
-                )
-            )  # fmt: skip
+        yield server
     finally:
         server.stop()

@@ -16,6 +16,7 @@ from typing import Any
 
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, best, ratio
 from tritonstack.bench.runner import BenchResult
+from tritonstack.cost import Cost
 
 SERVED_OVER_INPROCESS_MIN = 0.85
 SERVED_OVER_BASELINE_MIN = 5.0
@@ -202,6 +203,7 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
             ),
             "best": {v: p.to_dict() if p else None for v, p in top.items()},
             "gflops": {v: gflops(result, p) if p else None for v, p in top.items()},
+            "cost": _costs(result.settings.price_per_hour_usd, top),
             "targets": targets,
             "hardware": result.peak.to_dict(),
             "cpu_split": result.split.to_dict(),
@@ -236,6 +238,18 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
             "points": [p.to_dict() for p in points],
         }
     )
+
+
+def _costs(price_per_hour_usd: float | None, top: dict[str, Point | None]) -> dict[str, Any] | None:
+    """Cost per million texts at each variant's best point, when a price was given."""
+    if price_per_hour_usd is None:
+        return None
+    return {
+        variant: Cost(price_per_hour_usd, point.throughput_per_s, f"{variant} {point.label}").to_dict()
+        if point
+        else None
+        for variant, point in top.items()
+    }
 
 
 def _target(name: str, value: float | None, op: str, limit: float, explain: list[str]) -> dict[str, Any]:

@@ -30,6 +30,8 @@ class Counters:
     inferences: int = 0
     executions: int = 0
     busy_ns: int = 0  # per execution: how long the model's instances computed
+    cache_hits: int = 0  # requests answered from the response cache (counted in ``requests`` too)
+    cache_misses: int = 0
 
     def __sub__(self, other: Counters) -> Counters:
         return Counters(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
@@ -56,6 +58,8 @@ def parse_statistics(statistics: Mapping[str, Any]) -> dict[str, Counters]:
             inferences=int(entry.get("inference_count", 0)),
             executions=int(entry.get("execution_count", 0)),
             busy_ns=sum(_ns(batch.get(k)) for batch in entry.get("batch_stats", []) for k in _COMPUTE),
+            cache_hits=int(stats.get("cache_hit", {}).get("count", 0)),
+            cache_misses=int(stats.get("cache_miss", {}).get("count", 0)),
         )
         models[entry["name"]] = models.get(entry["name"], Counters()) + counters
     return models

@@ -61,6 +61,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a request that waited this long in a step's queue is refused (UNAVAILABLE); 500 when omitted, 0: none",
     )
     parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="answer repeated texts from Triton's response cache (the text-in model's outputs must be "
+        "deterministic: docs/cache.md); `tritonstack serve` then starts a local cache",
+    )
+    parser.add_argument(
         "--gate",
         type=float,
         default=DEFAULT_GATE,
@@ -113,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         queue_timeout_ms=args.queue_timeout_ms,
         gate=args.gate,
         parity_texts=args.parity_texts,
+        response_cache=args.cache,
     )
     try:
         result = export_model(options)

@@ -60,6 +60,7 @@ class ExportOptions:
     queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (repository/queue_policy.py)
     gate: float = DEFAULT_GATE
     parity_texts: Path | None = None
+    response_cache: bool = False  # Triton's response cache on the text-in model (docs/cache.md)
     recipes: tuple[Recipe, ...] | None = None  # int8 candidates; None: every preset
     threads: int = 2  # ORT intra-op threads while timing candidates
     reps: int = 3  # timed rounds per candidate

@@ -112,6 +112,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             target=options.target,
             gpus=gpus,
             report=report.to_dict(),
+            response_cache=options.response_cache,
         )
         version_dir = write_text_model(options.repository, exported)
         timing["write_s"] = time.perf_counter() - mark

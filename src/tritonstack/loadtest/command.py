@@ -59,6 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "highest throughput that held",
     )
     parser.add_argument("--capacity-max-users", type=int, metavar="N", help="override capacity.max_users")
+    parser.add_argument(
+        "--price-per-hour",
+        type=float,
+        metavar="USD",
+        help="what the capacity under test costs per hour (override cost.price_per_hour_usd): adds cost per "
+        "million successful inferences at the measured throughput -- with --find-capacity at the capacity",
+    )
     parser.add_argument("--capacity-step", metavar="DURATION", help="override capacity.step_duration")
 
 
@@ -71,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     import locust  # noqa: F401
 
     from tritonstack.loadtest import execute
+    from tritonstack.loadtest.cache_report import cache_report
     from tritonstack.loadtest.report import capacity_table, write_report
     from tritonstack.loadtest.users import close_clients
     from tritonstack.loadtest.verdict import render_table, verdict_line
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         run_time_s=run_time_s,
         latency_ms=latency_overrides(args),
         model=args.model,
+        price_per_hour_usd=args.price_per_hour,
     )
     if args.capacity_max_users is not None or args.capacity_step is not None:
         capacity = slo.capacity
@@ -114,8 +123,12 @@ def run(args: argparse.Namespace) -> int:
     if result.capacity is not None:
         print(capacity_table(result))
         print()
-    print(render_table(result.checks))
+    print(render_table(result.checks, result.cost))
     print()
+    cache = cache_report(result)
+    if cache is not None:
+        print(cache.render())
+        print()
     if result.metrics_error:
         print(f"note: {result.metrics_error}", file=sys.stderr)
     print(verdict_line(result.checks))

@@ -153,6 +153,7 @@ def _on_test_stopping(environment: Environment, **_: Any) -> None:
 def _on_test_stop(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner) or _RUN.collector is None:
         return
+    from tritonstack.loadtest.cache_report import cache_report
     from tritonstack.loadtest.execute import judge
     from tritonstack.loadtest.report import default_report_dir, write_report
     from tritonstack.loadtest.verdict import render_table, verdict_line
@@ -168,7 +169,9 @@ def _on_test_stop(environment: Environment, **_: Any) -> None:
         print("tritonstack: no request completed; no verdict")
         environment.process_exit_code = 2
         return
-    print("\n" + render_table(result.checks) + "\n" + verdict_line(result.checks))
+    cache = cache_report(result)
+    cache_text = "\n" + cache.render() + "\n" if cache else ""
+    print("\n" + render_table(result.checks, result.cost) + "\n" + cache_text + verdict_line(result.checks))
     options = environment.parsed_options
     directory = Path(options.report_dir) if options is not None and options.report_dir else default_report_dir()
     try:

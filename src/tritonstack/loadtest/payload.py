@@ -3,16 +3,26 @@
 A realistic mix matters: the tokenizer pads each batch to its longest text, so
 a load test of equal short strings measures a server that production never
 sees. ``loadtest/texts.txt`` spreads from a few words to a few hundred.
+
+With a repeat ratio R (for a response cache) a request is, with probability R,
+one of a *hot set* of requests fixed for the whole run -- the same in every user
+and every load process -- and otherwise one never sent before: a text of the
+file with a random reference appended (`` #3fa9c2e01b7d``). The hot requests
+carry a reference too, so both kinds have the same length mix. Each request
+says which kind it is, so the report can split latency into repeats (cache hits
+once each hot request was computed) and unique requests (always misses).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from tritonstack._texts import read_texts
 from tritonstack.loadtest.errors import LoadTestError
+from tritonstack.loadtest.slo import DEFAULT_HOT_SET
 
 # Used when the SLO names no texts file: short queries, sentences and a paragraph.
 BUILTIN_TEXTS = (
@@ -37,14 +47,57 @@ def load_texts(path: Path | None) -> list[str]:
     return read_texts(path, what="texts file", error=LoadTestError)
 
 
-class PayloadMix:
-    """Draws ``texts_per_request`` texts per request, uniformly, from its own seeded RNG
-    (one per user, so users do not send in lockstep)."""
+REPEAT = "repeat"  # one of the hot set
+UNIQUE = "unique"  # never sent before
+_HOT_SET_SEED = 20240607  # any constant: the same hot set in every user and every load process
+_REFERENCE_BITS = 48  # 12 hex digits: no two unique requests of a run collide in practice
 
-    def __init__(self, texts: Sequence[str], texts_per_request: int = 1, seed: int | None = None) -> None:
+
+@dataclass(frozen=True)
+class Request:
+    """The texts of one request and its kind: ``"repeat"``, ``"unique"``, or ``""`` without a repeat ratio."""
+
+    texts: list[str]
+    kind: str = ""
+
+
+def _with_reference(text: str, reference: int) -> str:
+    return f"{text} #{reference:0{_REFERENCE_BITS // 4}x}"
+
+
+def hot_set(texts: Sequence[str], texts_per_request: int, size: int) -> list[list[str]]:
+    """The ``size`` requests repeats are drawn from: a function of the texts alone."""
+    rng = random.Random(_HOT_SET_SEED)
+    return [
+        [_with_reference(text, rng.getrandbits(_REFERENCE_BITS)) for text in rng.choices(texts, k=texts_per_request)]
+        for _ in range(size)
+    ]
+
+
+class PayloadMix:
+    """Draws ``texts_per_request`` texts per request from its own seeded RNG (one per user, so users do not
+    send in lockstep): uniformly from the texts, or -- with ``repeat_ratio`` -- a repeat of one of
+    ``hot_set_size`` hot requests or a unique request (see the module docstring)."""
+
+    def __init__(
+        self,
+        texts: Sequence[str],
+        texts_per_request: int = 1,
+        seed: int | None = None,
+        *,
+        repeat_ratio: float | None = None,
+        hot_set_size: int = DEFAULT_HOT_SET,
+    ) -> None:
         self.texts = list(texts)
         self.texts_per_request = texts_per_request
+        self.repeat_ratio = repeat_ratio
+        self.hot = hot_set(self.texts, texts_per_request, hot_set_size) if repeat_ratio is not None else []
         self._random = random.Random(seed)
 
-    def draw(self) -> list[str]:
-        return self._random.choices(self.texts, k=self.texts_per_request)
+    def draw(self) -> Request:
+        if self.repeat_ratio is None:
+            return Request(self._random.choices(self.texts, k=self.texts_per_request))
+        if self._random.random() < self.repeat_ratio:
+            return Request(list(self._random.choice(self.hot)), REPEAT)
+        texts = self._random.choices(self.texts, k=self.texts_per_request)
+        return Request([_with_reference(text, self._random.getrandbits(_REFERENCE_BITS)) for text in texts], UNIQUE)

@@ -28,7 +28,7 @@ from tritonstack.loadtest.stats import SUCCESS, Sample
 MESSAGE = "tritonstack_samples"
 DRAIN = "tritonstack_drain"  # master -> workers: stop sending, finish what is in flight
 DRAINED = "tritonstack_drained"  # worker -> master: nothing in flight any more
-Row = tuple[float, int, str]  # start_s, latency_us, outcome: compact on the wire
+Row = tuple[float, int, str, str]  # start_s, latency_us, outcome, kind: compact on the wire
 
 
 class Drain:
@@ -110,11 +110,13 @@ class SampleCollector:
         start_time: float | None = None,
         **_: Any,
     ) -> None:
-        latency_us = (context or {}).get("latency_us")
+        context = context or {}
+        latency_us = context.get("latency_us")
         if latency_us is None:  # a request from some other user class: ms, as Locust gives it
             latency_us = round(response_time * 1000)
         start_s = start_time if start_time is not None else time.time() - response_time / 1000
-        row: Row = (float(start_s), int(latency_us), SUCCESS if exception is None else type(exception).__name__)
+        outcome = SUCCESS if exception is None else type(exception).__name__
+        row: Row = (float(start_s), int(latency_us), outcome, str(context.get("kind") or ""))
         if isinstance(self.environment.runner, WorkerRunner):
             self._outbox.append(row)
         else:
@@ -161,7 +163,7 @@ class SampleCollector:
         worker = node_id
         if node_id != "local":  # Locust's worker ids are long (host_uuid): w1, w2, ... in the CSV
             worker = self._worker_names.setdefault(node_id, f"w{len(self._worker_names) + 1}")
-        batch = [Sample(float(r[0]), int(r[1]), str(r[2]), worker) for r in rows]
+        batch = [Sample(float(r[0]), int(r[1]), str(r[2]), worker, str(r[3])) for r in rows]
         self.samples.extend(batch)
         for listener in self._listeners:
             listener(batch)

@@ -1,6 +1,7 @@
 """The report directory of one run.
 
-summary.json        the SLO, the measured summary, the verdict, the server's view, capacity steps
+summary.json        the SLO, the measured summary, the verdict, the server's view, capacity steps,
+                    the response cache (hit ratio, latency of repeats and unique requests), cost per million
 samples.csv         every request: start_s, latency_us, outcome, worker
 server_metrics.csv  Triton's per-interval view per model (when its metrics were scraped)
 latency.png, throughput.png, errors.png, server.png, capacity.png
@@ -16,6 +17,7 @@ import json
 from pathlib import Path
 
 from tritonstack.loadtest import plots, triton_metrics
+from tritonstack.loadtest.cache_report import CacheReport, cache_report
 from tritonstack.loadtest.result import RunResult
 from tritonstack.loadtest.stats import write_samples_csv
 from tritonstack.loadtest.verdict import render_table, verdict_line
@@ -44,12 +46,15 @@ def _slo_dict(result: RunResult) -> dict[str, object]:
         "payload": {
             "texts": str(slo.payload.texts_file) if slo.payload.texts_file else None,
             "texts_per_request": slo.payload.texts_per_request,
+            "repeat_ratio": slo.payload.repeat_ratio,
+            "hot_set": slo.payload.hot_set if slo.payload.repeat_ratio is not None else None,
         },
         "objectives": {
             **{f"p{p:g}_ms": v for p, v in sorted(objectives.latency_ms.items())},
             "max_error_ratio": objectives.max_error_ratio,
             "min_throughput_rps": objectives.min_throughput_rps,
         },
+        "cost": {"price_per_hour_usd": slo.cost.price_per_hour_usd} if slo.cost else None,
     }
 
 
@@ -75,6 +80,8 @@ def write_report(result: RunResult, directory: Path) -> Path:
     if result.capacity is not None and result.capacity.steps:
         images.append(plots.capacity_plot(result, result.capacity, directory / "capacity.png"))
 
+    cache = cache_report(result)
+    cost = result.cost
     summary = {
         "passed": result.passed,
         "verdict": verdict_line(result.checks),
@@ -90,11 +97,13 @@ def write_report(result: RunResult, directory: Path) -> Path:
             "models": triton_metrics.summary(result.snapshots, models),
         },
         "capacity": result.capacity.to_dict() if result.capacity else None,
+        "cache": cache.to_dict() if cache else None,
+        "cost": cost.to_dict() if cost else None,
         "files": ["samples.csv", *(["server_metrics.csv"] if per_model else []), *(p.name for p in images)],
     }
     (directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     index = directory / "index.html"
-    index.write_text(_html(result, summary, [p.name for p in images]), encoding="utf-8")
+    index.write_text(_html(result, summary, [p.name for p in images], cache), encoding="utf-8")
     return index
 
 
@@ -110,7 +119,7 @@ def _write_server_csv(per_model: dict[str, list[triton_metrics.ServerInterval]],
                 writer.writerow([model, *("" if row[f] is None else row[f] for f in fields[1:])])
 
 
-def _html(result: RunResult, summary: dict[str, object], images: list[str]) -> str:
+def _html(result: RunResult, summary: dict[str, object], images: list[str], cache: CacheReport | None) -> str:
     e = html.escape
     status = "PASS" if result.passed else "FAIL"
     color = "#1a7f37" if result.passed else "#cf222e"
@@ -125,8 +134,10 @@ def _html(result: RunResult, summary: dict[str, object], images: list[str]) -> s
         f"{result.summary.requests} requests in {result.summary.duration_s:.1f} s, "
         f"{result.processes} load process(es). Latency percentiles from per-request µs samples "
         "(<a href='samples.csv'>samples.csv</a>), successes only.</p>",
-        f"<h2>Verdict</h2><pre>{e(render_table(result.checks))}</pre>",
+        f"<h2>Verdict</h2><pre>{e(render_table(result.checks, result.cost))}</pre>",
     ]
+    if cache is not None:
+        parts.append(f"<h2>Response cache</h2><pre>{e(cache.render())}</pre>")
     if result.capacity is not None:
         parts.append(f"<h2>Capacity search</h2><pre>{e(capacity_table(result))}</pre>")
     if result.metrics_error:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from tritonstack.cost import Cost
 from tritonstack.loadtest.slo import SLO
 from tritonstack.loadtest.stats import Sample, Summary
 from tritonstack.loadtest.triton_metrics import Snapshot
@@ -84,3 +85,14 @@ class RunResult:
     def passed(self) -> bool:
         """Every objective held (for a capacity search: at the best step that held)."""
         return self.summary.requests > 0 and not violated(self.checks)
+
+    @property
+    def cost(self) -> Cost | None:
+        """Cost per million inferences when the SLO names a price: at the capacity that held the SLO for
+        a capacity search (the figure to plan with), else at the run's throughput."""
+        if self.slo.cost is None:
+            return None
+        price = self.slo.cost.price_per_hour_usd
+        if self.capacity is not None:
+            return Cost(price, self.capacity.capacity_rps or 0.0, "capacity")
+        return Cost(price, self.summary.throughput_rps, "run")

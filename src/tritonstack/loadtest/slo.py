@@ -13,6 +13,8 @@ A YAML mapping (``loadtest/slo.yaml`` is the documented example)::
     payload:
       texts: texts.txt           # one text per line, relative to this file
       texts_per_request: 1
+      repeat_ratio: 0.5          # optional: this share of requests repeats one of a hot set ...
+      hot_set: 16                # ... of this many requests; the others are never seen before
     objectives:                  # at least one
       p50_ms: 20
       p99_ms: 100                # any pNN_ms / pNN.N_ms
@@ -23,6 +25,8 @@ A YAML mapping (``loadtest/slo.yaml`` is the documented example)::
       factor: 2
       max_users: 128
       step_duration: 10s
+    cost:                        # optional: adds cost per million inferences
+      price_per_hour_usd: 2.50   # what the serving capacity under test costs per hour
 
 Every validation error names the file and the field (``slo.yaml: load.users:
 must be a positive integer, got -3``) and unknown keys are errors, so a typo
@@ -81,12 +85,23 @@ class Objectives:
         return not self.latency_ms and self.max_error_ratio is None and self.min_throughput_rps is None
 
 
+DEFAULT_HOT_SET = 16
+
+
 @dataclass(frozen=True)
 class PayloadSpec:
-    """Where the texts come from. ``texts_file`` of ``None`` means the built-in mix."""
+    """Where the texts come from. ``texts_file`` of ``None`` means the built-in mix.
+
+    With ``repeat_ratio`` that share of the requests repeats one of ``hot_set``
+    fixed requests (what a response cache can answer) and every other request is
+    one never sent before (what it cannot); without it, texts are drawn from the
+    file at random (see ``payload.py``).
+    """
 
     texts_file: Path | None = None
     texts_per_request: int = 1
+    repeat_ratio: float | None = None  # 0..1; None: plain random draws from the texts
+    hot_set: int = DEFAULT_HOT_SET  # distinct requests the repeats are drawn from
 
 
 @dataclass(frozen=True)
@@ -100,6 +115,13 @@ class CapacitySpec:
 
 
 @dataclass(frozen=True)
+class CostSpec:
+    """What the serving capacity under test costs: ``price_per_hour_usd`` for all its machines together."""
+
+    price_per_hour_usd: float
+
+
+@dataclass(frozen=True)
 class SLO:
     model: str
     load: LoadSpec
@@ -107,6 +129,7 @@ class SLO:
     task: str = "feature-extraction"
     payload: PayloadSpec = field(default_factory=PayloadSpec)
     capacity: CapacitySpec = field(default_factory=CapacitySpec)
+    cost: CostSpec | None = None  # None: no cost figures
     source: str = "<slo>"
 
     def with_overrides(
@@ -117,6 +140,7 @@ class SLO:
         run_time_s: float | None = None,
         latency_ms: Mapping[float, float] | None = None,
         model: str | None = None,
+        price_per_hour_usd: float | None = None,
     ) -> SLO:
         """A copy with command-line overrides applied (``None`` keeps the file's value)."""
         load = self.load
@@ -136,7 +160,14 @@ class SLO:
             for percentile, bound in latency_ms.items():
                 _require(bound > 0, f"--p{percentile:g}-ms", f"must be positive, got {bound}", "command line")
             objectives = dataclasses.replace(objectives, latency_ms={**objectives.latency_ms, **latency_ms})
-        return dataclasses.replace(self, load=load, objectives=objectives, model=model or self.model)
+        cost = self.cost
+        if price_per_hour_usd is not None:
+            _require(
+                math.isfinite(price_per_hour_usd) and price_per_hour_usd > 0,
+                "--price-per-hour", f"must be a positive number of USD, got {price_per_hour_usd}", "command line",
+            )  # fmt: skip
+            cost = CostSpec(price_per_hour_usd)
+        return dataclasses.replace(self, load=load, objectives=objectives, model=model or self.model, cost=cost)
 
 
 def latency_overrides(options: object) -> dict[float, float]:
@@ -188,7 +219,7 @@ def load_slo(path: str | Path) -> SLO:
 def parse_slo(document: object, *, source: str = "<slo>", base_dir: Path | None = None) -> SLO:
     """Validate a parsed YAML document into an :class:`SLO`."""
     root = _mapping(document, "the document", source)
-    _no_unknown(root, {"model", "task", "load", "payload", "objectives", "capacity"}, "", source)
+    _no_unknown(root, {"model", "task", "load", "payload", "objectives", "capacity", "cost"}, "", source)
     model = root.get("model")
     _require(isinstance(model, str) and bool(model.strip()), "model", "required: the served model's name", source)
     assert isinstance(model, str)
@@ -203,6 +234,7 @@ def parse_slo(document: object, *, source: str = "<slo>", base_dir: Path | None 
         objectives=_parse_objectives(_mapping(root["objectives"], "objectives", source), source),
         payload=_parse_payload(_mapping(root.get("payload", {}), "payload", source), source, base_dir),
         capacity=_parse_capacity(_mapping(root.get("capacity", {}), "capacity", source), source),
+        cost=_parse_cost(_mapping(root["cost"], "cost", source), source) if "cost" in root else None,
         source=source,
     )
 
@@ -252,7 +284,7 @@ def _parse_objectives(objectives: Mapping[str, Any], source: str) -> Objectives:
 
 
 def _parse_payload(payload: Mapping[str, Any], source: str, base_dir: Path | None) -> PayloadSpec:
-    _no_unknown(payload, {"texts", "texts_per_request"}, "payload.", source)
+    _no_unknown(payload, {"texts", "texts_per_request", "repeat_ratio", "hot_set"}, "payload.", source)
     texts_file: Path | None = None
     if "texts" in payload:
         raw = payload["texts"]
@@ -262,7 +294,13 @@ def _parse_payload(payload: Mapping[str, Any], source: str, base_dir: Path | Non
             texts_file = base_dir / texts_file
         _require(texts_file.is_file(), "payload.texts", f"no such file: {texts_file}", source)
     per_request = _positive_int(payload.get("texts_per_request", 1), "payload.texts_per_request", source)
-    return PayloadSpec(texts_file=texts_file, texts_per_request=per_request)
+    repeat_ratio = _number(payload, "repeat_ratio", "payload.", source)
+    if repeat_ratio is not None:
+        _require(0 <= repeat_ratio <= 1, "payload.repeat_ratio", f"must be in [0, 1], got {repeat_ratio}", source)
+    elif "hot_set" in payload:
+        raise SLOSpecError(f"{source}: payload.hot_set: only means something with payload.repeat_ratio")
+    hot_set = _positive_int(payload.get("hot_set", DEFAULT_HOT_SET), "payload.hot_set", source)
+    return PayloadSpec(texts_file=texts_file, texts_per_request=per_request, repeat_ratio=repeat_ratio, hot_set=hot_set)
 
 
 def _parse_capacity(capacity: Mapping[str, Any], source: str) -> CapacitySpec:
@@ -278,6 +316,14 @@ def _parse_capacity(capacity: Mapping[str, Any], source: str) -> CapacitySpec:
     if "step_duration" in capacity:
         step_s = parse_duration_s(capacity["step_duration"], where="capacity.step_duration", source=source)
     return CapacitySpec(start_users=start, factor=factor, max_users=maximum, step_duration_s=step_s)
+
+
+def _parse_cost(cost: Mapping[str, Any], source: str) -> CostSpec:
+    _no_unknown(cost, {"price_per_hour_usd"}, "cost.", source)
+    price = _number(cost, "price_per_hour_usd", "cost.", source, positive=True)
+    _require(price is not None, "cost.price_per_hour_usd", "required: what the capacity under test costs", source)
+    assert price is not None
+    return CostSpec(price_per_hour_usd=price)
 
 
 def _mapping(value: object, where: str, source: str) -> Mapping[str, Any]:

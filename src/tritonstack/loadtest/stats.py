@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 SUCCESS = "success"
-CSV_FIELDS = ("start_s", "latency_us", "outcome", "worker")
+CSV_FIELDS = ("start_s", "latency_us", "outcome", "worker", "kind")
 
 
 @dataclass(frozen=True)
@@ -27,24 +27,26 @@ class Sample:
     """One request: when it started (Unix seconds), how long it took (µs), and how it ended.
 
     ``outcome`` is ``"success"`` or the error's type name (``DeadlineExceededError``).
+    ``kind`` is ``"repeat"`` or ``"unique"`` under a repeat ratio (``payload.py``), else ``""``.
     """
 
     start_s: float
     latency_us: int
     outcome: str = SUCCESS
     worker: str = "local"
+    kind: str = ""
 
     @property
     def ok(self) -> bool:
         return self.outcome == SUCCESS
 
-    def as_row(self) -> tuple[float, int, str, str]:
-        return (self.start_s, self.latency_us, self.outcome, self.worker)
+    def as_row(self) -> tuple[float, int, str, str, str]:
+        return (self.start_s, self.latency_us, self.outcome, self.worker, self.kind)
 
     @classmethod
     def from_row(cls, row: Sequence[object]) -> Sample:
-        start_s, latency_us, outcome, worker = row
-        return cls(float(str(start_s)), int(str(latency_us)), str(outcome), str(worker))
+        start_s, latency_us, outcome, worker, kind = row
+        return cls(float(str(start_s)), int(str(latency_us)), str(outcome), str(worker), str(kind))
 
 
 def percentile_ms(latencies_us: Sequence[int] | np.ndarray, percentile: float) -> float | None:
@@ -179,14 +181,15 @@ def write_samples_csv(samples: Iterable[Sample], path: Path) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_FIELDS)
         for sample in samples:
-            start_s, latency_us, outcome, worker = sample.as_row()
-            writer.writerow((f"{start_s:.6f}", latency_us, outcome, worker))
+            start_s, latency_us, outcome, worker, kind = sample.as_row()
+            writer.writerow((f"{start_s:.6f}", latency_us, outcome, worker, kind))
 
 
 def read_samples_csv(path: Path) -> list[Sample]:
+    """The samples of ``samples.csv``; a file written before the ``kind`` column reads with ``kind=""``."""
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
-        header = next(reader)
-        if tuple(header) != CSV_FIELDS:
-            raise ValueError(f"{path}: expected columns {CSV_FIELDS}, got {header}")
-        return [Sample.from_row(row) for row in reader]
+        header = tuple(next(reader))
+        if header not in (CSV_FIELDS, CSV_FIELDS[:-1]):
+            raise ValueError(f"{path}: expected columns {CSV_FIELDS}, got {list(header)}")
+        return [Sample.from_row([*row, ""][: len(CSV_FIELDS)]) for row in reader]

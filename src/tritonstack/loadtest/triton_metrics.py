@@ -6,6 +6,9 @@ Per interval between two scrapes, for a model:
 * compute time per request = Δnv_inference_compute_infer_duration_us / Δnv_inference_request_success
 * request time per request = Δnv_inference_request_duration_us / Δnv_inference_request_success
 * achieved batch size      = Δnv_inference_count / Δnv_inference_exec_count (inferences per execution)
+* response cache           = Δnv_cache_num_hits_per_model / (Δhits + Δnv_cache_num_misses_per_model), and the
+  cache's own time per hit (lookup) and per miss (lookup + insertion), for a model that enables the cache.
+  A hit counts in nv_inference_request_success but not in nv_inference_count (nothing ran).
 
 Counters are summed over the model's versions. No Locust here: the scraper is
 a plain thread (a greenlet once gevent has patched the process).
@@ -31,6 +34,10 @@ METRICS = (
     "nv_inference_request_duration_us",
     "nv_inference_queue_duration_us",
     "nv_inference_compute_infer_duration_us",
+    "nv_cache_num_hits_per_model",
+    "nv_cache_num_misses_per_model",
+    "nv_cache_hit_duration_per_model",
+    "nv_cache_miss_duration_per_model",
 )
 
 # metric name -> model name -> value (summed over versions)
@@ -113,6 +120,51 @@ def interval(first: Snapshot, last: Snapshot, model: str) -> ServerInterval:
         compute_us=per_request("nv_inference_compute_infer_duration_us"),
         request_us=per_request("nv_inference_request_duration_us"),
         batch_size=_delta(first, last, "nv_inference_count", model) / executions if executions > 0 else None,
+    )
+
+
+@dataclass(frozen=True)
+class CacheInterval:
+    """Triton's response cache for one model between two scrapes; durations are totals in µs."""
+
+    hits: float
+    misses: float
+    hit_duration_us: float  # looking the hits up
+    miss_duration_us: float  # looking the misses up and inserting their responses
+
+    @property
+    def hit_ratio(self) -> float | None:
+        lookups = self.hits + self.misses
+        return self.hits / lookups if lookups > 0 else None
+
+    @property
+    def us_per_hit(self) -> float | None:
+        return self.hit_duration_us / self.hits if self.hits > 0 else None
+
+    @property
+    def us_per_miss(self) -> float | None:
+        return self.miss_duration_us / self.misses if self.misses > 0 else None
+
+    def to_dict(self) -> dict[str, float | None]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_ratio": self.hit_ratio,
+            "us_per_hit": self.us_per_hit,
+            "us_per_miss": self.us_per_miss,
+        }
+
+
+def cache_interval(first: Snapshot, last: Snapshot, model: str) -> CacheInterval | None:
+    """The cache's view of ``model`` between two scrapes; ``None`` when the model has no response cache
+    (Triton exports the cache metrics only for a model that enables one)."""
+    if last.get("nv_cache_num_hits_per_model", model) is None:
+        return None
+    return CacheInterval(
+        hits=_delta(first, last, "nv_cache_num_hits_per_model", model),
+        misses=_delta(first, last, "nv_cache_num_misses_per_model", model),
+        hit_duration_us=_delta(first, last, "nv_cache_hit_duration_per_model", model),
+        miss_duration_us=_delta(first, last, "nv_cache_miss_duration_per_model", model),
     )
 
 

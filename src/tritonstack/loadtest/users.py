@@ -35,6 +35,7 @@ from locust import User, task
 
 from tritonstack.loadtest.payload import PayloadMix, load_texts
 from tritonstack.loadtest.plugin import drain_for
+from tritonstack.loadtest.slo import DEFAULT_HOT_SET
 from tritonstack.server import flags
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class UserSettings:
     connect_timeout_s: float = 5.0
     arrival_rate_rps: float | None = None
     users: int = 1
+    repeat_ratio: float | None = None  # the SLO's payload.repeat_ratio (payload.py)
+    hot_set: int = DEFAULT_HOT_SET
 
     @property
     def pacing_s(self) -> float | None:
@@ -109,6 +112,8 @@ class UserSettings:
             timeout_s=slo.load.timeout_s,
             arrival_rate_rps=None if closed_model else slo.load.arrival_rate_rps,
             users=max(1, slo.load.users if users is None else users),
+            repeat_ratio=slo.payload.repeat_ratio,
+            hot_set=slo.payload.hot_set,
         )
 
     @classmethod
@@ -191,7 +196,10 @@ class TritonStackUser(User):
     def on_start(self) -> None:
         settings = type(self).settings or UserSettings.from_options(self.environment.parsed_options)
         self.user_settings = settings
-        self.mix = PayloadMix(_texts(settings.texts_file), settings.texts_per_request, seed=random.getrandbits(32))
+        self.mix = PayloadMix(
+            _texts(settings.texts_file), settings.texts_per_request, seed=random.getrandbits(32),
+            repeat_ratio=settings.repeat_ratio, hot_set_size=settings.hot_set,
+        )  # fmt: skip
         self.client = make_client(self.host or flags.LOCAL_GRPC_URL, settings)
         self.drain = drain_for(self.environment)
         # Connect and fetch the model's metadata now, so the first timed request is not the slow one;
@@ -220,8 +228,9 @@ class TritonStackUser(User):
         self._next_start_s = max(self._next_start_s + pacing_s, now)
         return self._next_start_s - now
 
-    def timed(self, name: str, call: Callable[[Sequence[str]], object], texts: Sequence[str]) -> None:
+    def timed(self, name: str, call: Callable[[Sequence[str]], object], texts: Sequence[str], kind: str = "") -> None:
         """Call the SDK and report the request to Locust with µs timing; errors become failures.
+        ``kind`` (``"repeat"``/``"unique"``, see ``payload.py``) travels with the sample.
 
         Nothing is sent once the step drains (the request would straddle the stop)."""
         if self.drain.draining:
@@ -243,7 +252,7 @@ class TritonStackUser(User):
             response_time=latency_ns / 1e6,
             response_length=len(texts),
             response=None,
-            context={"latency_us": latency_ns // 1000},
+            context={"latency_us": latency_ns // 1000, "kind": kind},
             exception=exception,
             start_time=start_s,
             url=self.host,
@@ -256,7 +265,8 @@ class TextModelUser(TritonStackUser):
     @task
     def infer(self) -> None:
         settings = self.user_settings
-        self.timed(settings.task, client_call(self.client, settings.task), self.mix.draw())
+        request = self.mix.draw()
+        self.timed(settings.task, client_call(self.client, settings.task), request.texts, request.kind)
 
 
 def user_class(settings: UserSettings) -> type[TextModelUser]:

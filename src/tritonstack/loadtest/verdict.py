@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from tritonstack.cost import Cost
 from tritonstack.loadtest.slo import Objectives
 from tritonstack.loadtest.stats import Summary
 
@@ -79,8 +80,9 @@ def _format(value: float | None, unit: str) -> str:
     return f"{value:.1f} {unit}"
 
 
-def render_table(checks: Sequence[Check]) -> str:
-    """A plain-text table: objective, target, measured, PASS/FAIL."""
+def render_table(checks: Sequence[Check], cost: Cost | None = None) -> str:
+    """A plain-text table: objective, target, measured, PASS/FAIL; with ``cost`` a last, informational
+    row: USD per million inferences at the run's (or the capacity's) throughput."""
     rows = [("objective", "target", "measured", "result")]
     for check in checks:
         rows.append(
@@ -89,6 +91,16 @@ def render_table(checks: Sequence[Check]) -> str:
                 f"{check.comparator} {_format(check.target, check.unit)}",
                 _format(check.measured, check.unit),
                 "PASS" if check.passed else "FAIL",
+            )
+        )
+    if cost is not None:
+        value = cost.usd_per_million
+        rows.append(
+            (
+                "cost per 1M inferences",
+                f"at ${cost.price_per_hour_usd:,.2f}/h",
+                "n/a" if value is None else f"${value:,.4g}",
+                f"info ({cost.basis} {cost.throughput_per_s:.1f} req/s)",
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]

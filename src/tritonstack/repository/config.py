@@ -188,6 +188,10 @@ class ModelConfig:
     default_model_filename: str | None = None
     tensorrt: TensorRTAccelerator | None = None
     ensemble_steps: tuple[EnsembleStep, ...] = ()
+    # Triton's response cache: a repeated request (same model, version and input tensors) is answered from the
+    # server's cache without running the model. Only for models whose outputs are a deterministic function of the
+    # request's inputs (docs/cache.md). Whatever rewrites a config (``tune``, releases) keeps it.
+    response_cache: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         if (self.platform is None) == (self.backend is None):
@@ -216,6 +220,8 @@ class ModelConfig:
             out["optimization"] = self.tensorrt.to_dict()
         if self.ensemble_steps:
             out["ensemble_scheduling"] = {"step": [step.to_dict() for step in self.ensemble_steps]}
+        if self.response_cache:
+            out["response_cache"] = {"enable": True}
         return out
 
     def to_proto(self) -> Any:
@@ -230,6 +236,24 @@ def render(config: ModelConfig) -> str:
 def parse(text: str) -> Any:
     """Parse ``config.pbtxt`` text into Triton's ``ModelConfig`` protobuf."""
     return text_format.Parse(text, ModelConfigProto())
+
+
+def set_response_cache(text: str, *, enable: bool) -> str:
+    """``config.pbtxt`` text with the response cache switched on or off, everything else kept.
+
+    Through Triton's protobuf like every other config this package writes; for a config that exists
+    already (the benchmark serves one repository with and without the cache).
+    """
+    config = parse(text)
+    config.response_cache.enable = enable
+    if not enable:
+        config.ClearField("response_cache")
+    return str(text_format.MessageToString(config))
+
+
+def response_cache_enabled(config_proto: Any) -> bool:
+    """Whether a parsed config asks for Triton's response cache."""
+    return bool(config_proto.HasField("response_cache") and config_proto.response_cache.enable)
 
 
 def parameter(config_proto: Any, key: str, default: str | None = None) -> str | None:

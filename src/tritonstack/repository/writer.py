@@ -112,6 +112,8 @@ class ExportedModel:
     max_queue_delay_us: int = 2000
     max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
     queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (see queue_policy.py)
+    # Triton's response cache on the text-in ensemble only (see _text_in_config); outputs must be deterministic.
+    response_cache: bool = False
 
     @classmethod
     def from_export(
@@ -128,6 +130,7 @@ class ExportedModel:
         target: str = "cpu",
         gpus: tuple[int, ...] = (),
         report: Mapping[str, Any] | None = None,
+        response_cache: bool = False,
     ) -> ExportedModel:
         """The model of ``export``, served as ``name``; ``onnx_path`` replaces its fp32 graph (a chosen candidate)."""
         return cls(
@@ -148,6 +151,7 @@ class ExportedModel:
             report=report or {},
             max_queue_size=max_queue_size,
             queue_timeout_ms=queue_timeout_ms,
+            response_cache=response_cache,
         )
 
 
@@ -264,6 +268,10 @@ def _postprocess_config(model: ExportedModel, encoder: ModelConfig) -> ModelConf
 
 
 def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> ModelConfig:
+    """The text-in ensemble. It alone carries the response cache: Triton 2.51 looks up an ensemble's request
+    before running any step, so a hit skips tokenizer and encoder alike, while a cache on the steps as well
+    would store the token ids and the encoder's output of every miss next to the answer, to be hit only when
+    two different texts tokenize alike (measured: docs/cache.md)."""
     features = {n: n for n in model.input_names}
     steps = [
         EnsembleStep(contract.tokenizer_name(model.name), {contract.TEXT_INPUT: contract.TEXT_INPUT}, features),
@@ -289,6 +297,7 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
         outputs=_task_outputs(model),
         ensemble_steps=tuple(steps),
         parameters={"task": model.task},
+        response_cache=model.response_cache,
     )
 
 

@@ -16,6 +16,7 @@ from tritonstack.repository.layout import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, write_key_file
 from tritonstack.server.exposure import exposure_warning, is_loopback, require_explicit_exposure
+from tritonstack.server.response_cache import format_size, models_with_cache, parse_size_bytes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,9 +45,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="where a generated admin key is written, readable only by you (default: admin-key next to --log-file)",
     )
+    parser.add_argument(
+        "--cache-size",
+        type=_size_bytes,
+        default=None,
+        metavar="SIZE",
+        help="memory of Triton's local response cache (256MiB, 1GiB, bytes); default "
+        f"{format_size(flags.DEFAULT_LOCAL_CACHE_BYTES)} when a model enables the cache (export --cache), else none",
+    )
     parser.add_argument("--log-file", type=Path, default=Path(".tritonstack/triton.log"), help="Triton's log")
     parser.add_argument("--ready-timeout-s", type=float, default=300.0, help="how long to wait for the models to load")
     parser.add_argument("--no-validate", action="store_true", help="skip `tritonstack validate` before starting")
+
+
+def _size_bytes(text: str) -> int:
+    try:
+        return parse_size_bytes(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _cache_line(cache: flags.LocalCache | None, cached_models: list[str]) -> str:
+    if cache is None:
+        return "none (no model enables response_cache)"
+    size = f"local, {format_size(cache.size_bytes)}"
+    return f"{size} for {', '.join(cached_models)}" if cached_models else f"{size}; no model enables response_cache"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         admin_key=admin_key.value,
         log_path=args.log_file,
         ready_timeout_s=args.ready_timeout_s,
+        cache_size_bytes=args.cache_size,
     )
     stop = threading.Event()
 
@@ -92,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
                 print("gpu      none visible: KIND_GPU models cannot load, GPU metrics off")
             for model in server.models():
                 print(f"model    {model['name']} v{model.get('version', '?')} {model.get('state', '')}")
+            print(f"cache    {_cache_line(server.cache, models_with_cache(args.repository))}")
             print(f"admin    {key_note}")
             print(f"         sent as header {flags.ADMIN_KEY_HEADER} (gRPC: {flags.GRPC_ADMIN_KEY_HEADER})")
             print("ready; Ctrl-C stops gracefully (in-flight requests finish)", flush=True)

@@ -28,6 +28,7 @@ from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.server import flags, shared_memory
 from tritonstack.server.errors import ServerError, ServerStartError
+from tritonstack.server.response_cache import embedded_cache
 from tritonstack.server.supervisor import StubSupervisor
 
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
@@ -101,6 +102,8 @@ class EmbeddedServer(ChildService):
     repository, logging, trace, shared memory); ``None`` takes
     ``$TRITONSTACK_ADMIN_KEY`` or a fresh random key. ``restart_dead_stubs``
     reloads a model whose Python-backend stub died (see ``supervisor``).
+    ``cache_size_bytes`` sizes the local response cache; ``None`` starts one of
+    the default size when a model enables the cache (see ``response_cache``).
     Shared-memory regions never outlive the server (see ``shared_memory``).
     ``gpu_metrics`` turns Triton's ``nv_gpu_*`` metrics on or off; ``None`` turns
     them on exactly when this process sees a GPU (``gpus``, known once started).
@@ -121,6 +124,7 @@ class EmbeddedServer(ChildService):
         exit_timeout_s: int = flags.EXIT_TIMEOUT_S,
         restart_dead_stubs: bool = True,
         gpu_metrics: bool | None = None,
+        cache_size_bytes: int | None = None,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.bind_address = bind_address
@@ -137,6 +141,8 @@ class EmbeddedServer(ChildService):
         self.restart_dead_stubs = restart_dead_stubs
         self._gpu_metrics = gpu_metrics
         self.gpus: tuple[Gpu, ...] = ()
+        self._cache_size_bytes = cache_size_bytes
+        self.cache: flags.LocalCache | None = None  # decided at start, from the repository's configs
         self.http_port = self.grpc_port = self.metrics_port = 0
 
     # -- endpoints ---------------------------------------------------------
@@ -199,11 +205,15 @@ class EmbeddedServer(ChildService):
             metrics_port=self.metrics_port,
             exit_timeout_s=self.exit_timeout_s,
             gpu_metrics=self.gpu_metrics,
+            cache=self.cache,
         )
+        # Triton looks for caches in /opt/tritonserver/caches; the wheel has its `local` cache next to its binary.
+        cache_directory = [f"--cache-directory={pytriton_dir() / 'caches'}"] if self.cache else []
         return [
             str(pytriton_dir() / "bin" / "tritonserver"),
             *triton_flags.args(),
             f"--backend-directory={backend_dir}",
+            *cache_directory,
             *shared_memory.backend_args(self._shm_prefix),
             *self.extra_args,
         ]
@@ -227,6 +237,7 @@ class EmbeddedServer(ChildService):
             )
         self._ports()
         self.gpus = visible_gpus()
+        self.cache = embedded_cache(self.repository, self._cache_size_bytes)
         shared_memory.remove_orphans()
         self._workdir = Path(tempfile.mkdtemp(prefix="tritonstack-server-"))
         if self._log_path is None:

@@ -44,6 +44,20 @@ GRPC_MAX_CONNECTION_AGE_GRACE_MS = 30_000
 # deploy/k8s/components/grpc-tls), under the names of a kubernetes.io/tls Secret.
 TLS_DIR = "/etc/tritonstack/tls"
 
+# Triton's response cache (models opt in with response_cache in their config; docs/cache.md). The embedded
+# server runs the in-process `local` cache the nvidia-pytriton wheel ships; compose and Kubernetes run the
+# NGC image's `redis` cache against one Redis that every replica shares. The redis cache reads its password
+# from this environment variable (redis_cache >= 23.06), which keeps it off the command line.
+DEFAULT_LOCAL_CACHE_BYTES = 256 * 2**20
+REDIS_HOST = "redis"  # the compose service and the Kubernetes Service
+REDIS_PORT = 6379
+REDIS_PASSWORD_ENV = "TRITONCACHE_REDIS_PASSWORD"
+# A Redis that stalls must not stall inference: the redis cache's timeouts default to "wait forever". A lookup
+# that fails counts as a miss and the request is computed (Triton core: CacheLookUpUtil).
+REDIS_CONNECT_TIMEOUT_MS = 2000
+REDIS_SOCKET_TIMEOUT_MS = 100
+REDIS_POOL_SIZE = 8  # connections per Triton replica; a lookup waits for a free one
+
 METRICS_CONFIG = ("summary_latencies=true", "summary_quantiles=0.5:0.05,0.9:0.01,0.95:0.005,0.99:0.001")
 
 
@@ -76,6 +90,47 @@ DEPLOYMENT_TLS = GrpcTLS(
 
 
 @dataclass(frozen=True)
+class LocalCache:
+    """Triton's ``local`` response cache: ``size_bytes`` of memory inside the server process, least recently
+    used entries evicted first. Each server (replica) has its own."""
+
+    size_bytes: int = DEFAULT_LOCAL_CACHE_BYTES
+
+    def __post_init__(self) -> None:
+        if self.size_bytes < 1:
+            raise ValueError(f"a local cache needs a positive size in bytes, got {self.size_bytes}")
+
+    def args(self) -> list[str]:
+        return [f"--cache-config=local,size={self.size_bytes}"]
+
+
+@dataclass(frozen=True)
+class RedisCache:
+    """Triton's ``redis`` response cache: one Redis shared by every replica, so a text computed by one is a hit
+    on all. The password comes from ``$TRITONCACHE_REDIS_PASSWORD`` in Triton's environment, never a flag;
+    memory limit and eviction are Redis's own settings (docker-compose.yml, deploy/k8s/redis)."""
+
+    host: str = REDIS_HOST
+    port: int = REDIS_PORT
+    connect_timeout_ms: int = REDIS_CONNECT_TIMEOUT_MS
+    socket_timeout_ms: int = REDIS_SOCKET_TIMEOUT_MS
+    pool_size: int = REDIS_POOL_SIZE
+
+    def args(self) -> list[str]:
+        settings = {
+            "host": self.host,
+            "port": self.port,
+            "connect_timeout": self.connect_timeout_ms,
+            "socket_timeout": self.socket_timeout_ms,
+            "pool_size": self.pool_size,
+        }
+        return [f"--cache-config=redis,{key}={value}" for key, value in settings.items()]
+
+
+ResponseCache = LocalCache | RedisCache
+
+
+@dataclass(frozen=True)
 class TritonFlags:
     """The server's flags, rendered by :meth:`args`.
 
@@ -97,6 +152,7 @@ class TritonFlags:
     # Triton's nv_gpu_* metrics (DCGM, bundled with Triton). None: the flag is not passed, Triton's default
     # (on where it finds a GPU: the containers); the embedded server decides from the GPUs it sees.
     gpu_metrics: bool | None = None
+    cache: ResponseCache | None = None  # None: no response cache (a model that enables one never hits)
 
     def args(self) -> list[str]:
         restricted = ",".join(RESTRICTED_APIS) + f":{ADMIN_KEY_HEADER}={self.admin_key}"
@@ -118,6 +174,7 @@ class TritonFlags:
             *(f"--metrics-config={setting}" for setting in METRICS_CONFIG),
             f"--http-restricted-api={restricted}",
             f"--grpc-restricted-protocol={restricted}",
+            *(self.cache.args() if self.cache else []),
             f"--log-verbose={self.log_verbose}",
             # Last, so that the Kubernetes component can append them to the Deployment's args.
             *(self.grpc_tls.args() if self.grpc_tls else []),
@@ -133,12 +190,17 @@ class TritonFlags:
         return args
 
 
+# The cache of compose and Kubernetes: their Redis, reached by its service name.
+DEPLOYMENT_CACHE = RedisCache()
+
+
 def deployment_args(
     model_repository: str = "/models", admin_key: str = "$(ADMIN_KEY)", grpc_tls: GrpcTLS | None = None
 ) -> list[str]:
     """Flags for a container (compose, Kubernetes): bind all interfaces inside the
     container, standard ports; the container runtime decides what is published.
-    ``grpc_tls`` is :data:`DEPLOYMENT_TLS` where the TLS secret is mounted."""
+    ``grpc_tls`` is :data:`DEPLOYMENT_TLS` where the TLS secret is mounted. The
+    response cache is the shared Redis (:data:`DEPLOYMENT_CACHE`)."""
     return TritonFlags(
         model_repository=model_repository,
         admin_key=admin_key,
@@ -146,4 +208,5 @@ def deployment_args(
         grpc_max_connection_age_ms=GRPC_MAX_CONNECTION_AGE_MS,
         grpc_max_connection_age_grace_ms=GRPC_MAX_CONNECTION_AGE_GRACE_MS,
         grpc_tls=grpc_tls,
+        cache=DEPLOYMENT_CACHE,
     ).args()
