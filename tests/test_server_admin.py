@@ -405,3 +405,36 @@ def test_serve_exposes_only_when_asked_and_says_what_that_means(tiny_repository:
     assert f"admin    key from ${flags.ADMIN_KEY_ENV}" in served.stdout
     assert not (tmp_path / "logs" / "admin-key").exists(), "a key the user chose is not written anywhere"
     assert key not in served.stdout and key not in served.stderr and key not in served.log
+
+
+def test_the_library_binds_beyond_loopback_on_the_same_terms_as_serve(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tritonstack.server import EmbeddedServer
+    from tritonstack.server.errors import ExposureRefusedError
+
+    monkeypatch.delenv(flags.ADMIN_KEY_ENV, raising=False)
+    with pytest.raises(ExposureRefusedError, match=r"refusing to bind 0\.0\.0\.0"):
+        EmbeddedServer(tmp_path, bind_address="0.0.0.0")
+    with pytest.raises(ExposureRefusedError, match="needs an admin key you chose"):
+        EmbeddedServer(tmp_path, bind_address="0.0.0.0", expose=True)
+    exposed = EmbeddedServer(tmp_path, bind_address="0.0.0.0", expose=True, admin_key="k" * 32)
+    assert exposed.admin_key == "k" * 32
+    assert EmbeddedServer(tmp_path).bind_address == flags.LOOPBACK  # loopback needs neither
+
+
+def test_an_address_the_embedded_server_cannot_bind_is_a_typed_error(tmp_path: Path) -> None:
+    from tritonstack.server import EmbeddedServer, ServerStartError
+
+    with pytest.raises(ServerStartError, match="IPv4 addresses only") as error:
+        EmbeddedServer(tmp_path, bind_address="::1").start()
+    assert error.value.hint and flags.LOOPBACK in error.value.hint
+
+
+def test_a_child_that_cannot_be_started_is_a_typed_error(tmp_path: Path) -> None:
+    from tritonstack._process import ChildProcess
+    from tritonstack.server import ServerStartError
+
+    child = ChildProcess("Triton", [str(tmp_path / "no-such-binary")], tmp_path / "log")
+    with pytest.raises(ServerStartError, match=r"Triton could not be started \(.*no-such-binary\): No such file"):
+        child.start(lambda: True, 5.0, ServerStartError)

@@ -97,15 +97,19 @@ class ChildProcess:
         """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=_terminate_when_parent_dies(),
-            )
+            try:
+                self.process = subprocess.Popen(
+                    self.command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env,
+                    start_new_session=True,
+                    # runs between fork and exec: it only calls prctl, looked up beforehand (see above)
+                    preexec_fn=_terminate_when_parent_dies(),
+                )
+            except OSError as error:  # a missing or non-executable binary, out of memory
+                raise failure(f"{self.name} could not be started ({self.command[0]}): {error.strerror}") from error
         try:
             self._wait_ready(self.process, ready, timeout_s, failure, poll_s)
         except BaseException:

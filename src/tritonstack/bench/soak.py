@@ -183,7 +183,7 @@ def run_soak(
     if warmup_s >= duration_s - sample_every_s:
         raise BenchError(
             f"the warm-up ({warmup_s:g} s) leaves fewer than two samples of a {duration_s:g} s soak",
-            hint="lengthen --soak or shorten --warmup-s",
+            hint="lengthen --soak or shorten --soak-warmup",
         )
     result = SoakResult(duration_s=duration_s, warmup_s=warmup_s, concurrency=concurrency)
     server = EmbeddedServer(repository, log_path=log_path)

@@ -7,10 +7,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
 from tritonclient.grpc.aio import InferenceServerClient as Connection
-from tritonclient.utils import InferenceServerException
 
 from tritonstack.client import _core
 from tritonstack.client._config import (
@@ -22,7 +20,7 @@ from tritonstack.client._config import (
     TLSConfig,
     UnsetType,
 )
-from tritonstack.client._exceptions import DeadlineExceededError, ServerUnavailableError, translate
+from tritonstack.client._exceptions import DeadlineExceededError, ServerUnavailableError, call_errors, translate
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
 from tritonstack.client._models import Classification, ModelInfo, parse_model_info
 from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
@@ -30,7 +28,7 @@ from tritonstack.client._routing import CallPlan
 from tritonstack.repository import contract
 
 R = TypeVar("R")
-_BACKEND_ERRORS = (InferenceServerException, grpc.RpcError)
+_CALL_ERRORS = call_errors()
 
 
 class AsyncClient:
@@ -280,11 +278,11 @@ class AsyncClient:
             endpoint = plan.next_endpoint()
             try:
                 result = await op(endpoint.connection, deadline.remaining_s())
-            except _BACKEND_ERRORS as exc:
+            except _CALL_ERRORS as exc:
                 error = translate(exc, model=model, version=version, request_id=request_id, url=endpoint.url)
                 pause_s = plan.failed(endpoint, error)
                 if pause_s is None:
-                    raise error from exc
+                    raise error from (None if error is exc else exc)
                 await asyncio.sleep(pause_s)
             else:
                 plan.succeeded(endpoint)

@@ -231,6 +231,14 @@ def _message_of(exc: BaseException) -> str:
     return str(text or type(exc).__name__)
 
 
+def call_errors() -> tuple[type[BaseException], ...]:
+    """What a call to tritonclient may raise that :func:`translate` turns into this tree: its own exception, a
+    raw ``grpc.RpcError``, and the ``ClientError`` our parsing raises (passed through). Imported on first use."""
+    from tritonclient.utils import InferenceServerException
+
+    return (InferenceServerException, grpc.RpcError, ClientError)
+
+
 def translate(
     exc: BaseException,
     *,

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tritonstack.client._breaker import CircuitState
-from tritonstack.client._exceptions import ClientError
+from tritonstack.client._exceptions import ClientError, ConfigurationError
 
 _NULL: contextlib.nullcontext[None] = contextlib.nullcontext()  # reusable and reentrant
 
@@ -73,7 +73,7 @@ class ClientMetrics(NoMetrics):
         try:
             from prometheus_client import REGISTRY, Counter, Gauge, Histogram
         except ImportError as error:
-            raise ClientError(
+            raise ConfigurationError(
                 "client metrics need prometheus-client", hint="pip install 'tritonstack[metrics]'"
             ) from error
         registry = REGISTRY if registry is None else registry

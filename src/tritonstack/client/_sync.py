@@ -9,10 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
-import grpc
 import numpy as np
 from tritonclient.grpc import InferenceServerClient as Connection
-from tritonclient.utils import InferenceServerException
 
 from tritonstack.client import _core
 from tritonstack.client._config import (
@@ -27,6 +25,7 @@ from tritonstack.client._config import (
 from tritonstack.client._exceptions import (
     DeadlineExceededError,
     ServerUnavailableError,
+    call_errors,
     translate,
 )
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
@@ -36,7 +35,7 @@ from tritonstack.client._routing import CallPlan
 from tritonstack.repository import contract
 
 R = TypeVar("R")
-_BACKEND_ERRORS = (InferenceServerException, grpc.RpcError)
+_CALL_ERRORS = call_errors()
 
 
 class Client:
@@ -300,11 +299,11 @@ class Client:
             endpoint = plan.next_endpoint()
             try:
                 result = op(endpoint.connection, deadline.remaining_s())
-            except _BACKEND_ERRORS as exc:
+            except _CALL_ERRORS as exc:
                 error = translate(exc, model=model, version=version, request_id=request_id, url=endpoint.url)
                 pause_s = plan.failed(endpoint, error)
                 if pause_s is None:
-                    raise error from exc
+                    raise error from (None if error is exc else exc)
                 time.sleep(pause_s)
             else:
                 plan.succeeded(endpoint)

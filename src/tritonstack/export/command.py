@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         default=None,
         metavar="MS",
-        help="a request that waited this long in a step's queue is refused (UNAVAILABLE); 500 when omitted, 0: none",
+        help="queueing budget of a request, split over the steps (tokenizer 20 %%, encoder 70 %%, postprocess 10 %%): "
+        "a request that waited its step's share is refused (UNAVAILABLE); 500 when omitted, 0: none",
     )
     parser.add_argument(
         "--cache",

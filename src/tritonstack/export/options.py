@@ -57,7 +57,7 @@ class ExportOptions:
     max_batch_size: int = 64
     max_sequence_length: int | None = None  # tokens; None: the model's own limit
     max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
-    queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (repository/queue_policy.py)
+    queue_timeout_ms: int | None = None  # queueing budget, split over the steps; None: 500, 0: none (queue_policy.py)
     gate: float = DEFAULT_GATE
     parity_texts: Path | None = None
     response_cache: bool = False  # Triton's response cache on the text-in model (docs/cache.md)

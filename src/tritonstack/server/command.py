@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--admin-key",
         default=None,
         help=f"key for the restricted admin APIs ({', '.join(flags.RESTRICTED_APIS)}), sent in the "
-        f"'{flags.ADMIN_KEY_HEADER}' header; default ${flags.ADMIN_KEY_ENV} (kept out of `ps`, unlike this "
-        "flag), else a random key written to --admin-key-file",
+        f"'{flags.ADMIN_KEY_HEADER}' header; default ${flags.ADMIN_KEY_ENV} (keeps it out of tritonstack's "
+        "command line; Triton's own still carries it, see docs/deploy.md), else a random key written to "
+        "--admin-key-file",
     )
     parser.add_argument(
         "--admin-key-file",
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         log_path=args.log_file,
         ready_timeout_s=args.ready_timeout_s,
         cache_size_bytes=args.cache_size,
+        expose=args.expose,
     )
     stop = threading.Event()
 

@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import re
-import secrets
 import shutil
 import socket
 import subprocess
@@ -27,7 +26,9 @@ from pathlib import Path
 from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.server import flags, shared_memory
+from tritonstack.server.admin_key import AdminKey
 from tritonstack.server.errors import ServerError, ServerStartError
+from tritonstack.server.exposure import is_loopback, require_explicit_exposure
 from tritonstack.server.response_cache import embedded_cache
 from tritonstack.server.supervisor import StubSupervisor
 
@@ -125,10 +126,14 @@ class EmbeddedServer(ChildService):
         restart_dead_stubs: bool = True,
         gpu_metrics: bool | None = None,
         cache_size_bytes: int | None = None,
+        expose: bool = False,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.bind_address = bind_address
-        self.admin_key = admin_key or os.environ.get(flags.ADMIN_KEY_ENV) or secrets.token_urlsafe(24)
+        key = AdminKey.resolve(admin_key)
+        if not is_loopback(bind_address):  # the library binds beyond loopback on the same terms as `serve`
+            require_explicit_exposure(bind_address, expose=expose, key=key)
+        self.admin_key = key.value
         self.extra_args = tuple(extra_args)
         self.ready_timeout_s = ready_timeout_s
         self.exit_timeout_s = exit_timeout_s
@@ -186,6 +191,13 @@ class EmbeddedServer(ChildService):
 
     # -- lifecycle ---------------------------------------------------------
     def _ports(self) -> None:
+        try:
+            socket.getaddrinfo(self.bind_address, None, socket.AF_INET)
+        except socket.gaierror:
+            raise ServerStartError(
+                f"cannot bind {self.bind_address!r}: the embedded server listens on IPv4 addresses only",
+                hint=f"use {flags.LOOPBACK} (the default), or an IPv4 address of this host with --expose",
+            ) from None
         ports = {}
         for what, port in self._requested_ports.items():
             if port:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from tritonstack.server.processes import stubs
@@ -22,6 +23,7 @@ from tritonstack.server.processes import stubs
 logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
+RETIRE_GRACE_S = 30.0
 
 
 class StubSupervisor:
@@ -43,6 +45,9 @@ class StubSupervisor:
         self.poll_s = poll_s
         self.reloaded: list[str] = []  # models brought back, in order
         self._known: dict[int, str] = {}  # live stub pid -> model
+        # Stubs a model had when it was reloaded -> until when their exit is no death: a reload may retire
+        # instances after the load call returns (Triton 2.51 keeps the unchanged ones: those come back to watch).
+        self._retiring: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -50,8 +55,10 @@ class StubSupervisor:
         """One poll: the models reloaded by it."""
         current = stubs(self.server_pid)
         live = {p.pid: p.model for p in current if p.alive and p.model is not None}
+        now = time.monotonic()
+        self._retiring = {pid: until for pid, until in self._retiring.items() if pid in live and until > now}
         dead = sorted({model for pid, model in self._known.items() if pid not in live})
-        self._known = live
+        self._known = {pid: model for pid, model in live.items() if pid not in self._retiring}
         if not dead:
             return []
         ready = self.ready_models()
@@ -66,6 +73,7 @@ class StubSupervisor:
                 logger.error("reloading model %r failed: %s", model, error)
                 continue
             reloaded.append(model)
+            self._retiring |= {pid: now + RETIRE_GRACE_S for pid, owner in live.items() if owner == model}
         self.reloaded += reloaded
         return reloaded
 

@@ -47,6 +47,8 @@ def _load_beside(filename):
     """The module ``filename`` of this backend's own folder, loaded by path (as the tokenizer model does):
     the stub runs without the tritonstack package, and a same-named module on ``sys.path`` must not win."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} is missing beside the backend's model.py; reinstall tritonstack")
     spec = importlib.util.spec_from_file_location("tritonstack_onnxruntime_" + filename.removesuffix(".py"), path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
