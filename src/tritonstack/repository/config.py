@@ -188,6 +188,8 @@ class ModelConfig:
     default_model_filename: str | None = None
     tensorrt: TensorRTAccelerator | None = None
     ensemble_steps: tuple[EnsembleStep, ...] = ()
+    # The versions Triton serves; (): Triton's default, the newest only. Releases pin them (repository/releases.py).
+    served_versions: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         if (self.platform is None) == (self.backend is None):
@@ -216,6 +218,8 @@ class ModelConfig:
             out["optimization"] = self.tensorrt.to_dict()
         if self.ensemble_steps:
             out["ensemble_scheduling"] = {"step": [step.to_dict() for step in self.ensemble_steps]}
+        if self.served_versions:
+            out["version_policy"] = {"specific": {"versions": list(self.served_versions)}}
         return out
 
     def to_proto(self) -> Any:
@@ -224,7 +228,12 @@ class ModelConfig:
 
 def render(config: ModelConfig) -> str:
     """The ``config.pbtxt`` text of ``config``."""
-    return str(text_format.MessageToString(config.to_proto()))
+    return render_proto(config.to_proto())
+
+
+def render_proto(config_proto: Any) -> str:
+    """The ``config.pbtxt`` text of a ``ModelConfig`` protobuf (one parsed from a repository and edited)."""
+    return str(text_format.MessageToString(config_proto))
 
 
 def parse(text: str) -> Any:
