@@ -148,3 +148,34 @@ def test_a_third_export_replaces_an_unjudged_candidate(two_releases: Path, tmp_p
     assert (state.stable, state.candidate, state.retired) == (1, 3, (2,))
     assert not (repository / "rel_v2").exists()
     check_repository(repository)
+
+
+def test_the_sdk_splits_traffic_by_weight_and_says_which_release_answered(served: Any) -> None:
+    from tritonstack.client import Client, Release, TrafficSplit
+
+    references = {v: embed(served.grpc_url, f"rel_v{v}", TEXTS[:1])[0] for v in (1, 2)}
+    calls, weight = 400, 0.25
+    with Client(served.grpc_url) as client:
+        split = TrafficSplit("rel", baseline=1, candidate=2, weight=weight)
+        answers = [client.embed_release(TEXTS[:1], split) for _ in range(calls)]
+        pinned = client.embed_release(TEXTS[:1], Release("rel", 2))
+    for answer in answers:  # each answer is its release's own
+        np.testing.assert_allclose(answer.value, references[answer.release.version], atol=1e-5)
+    to_candidate = sum(a.release.version == 2 for a in answers)
+    spread = 4 * (calls * weight * (1 - weight)) ** 0.5
+    assert calls * weight - spread <= to_candidate <= calls * weight + spread
+    assert pinned.release == Release("rel", 2)
+    np.testing.assert_allclose(pinned.value, references[2], atol=1e-5)
+
+
+def test_sticky_keys_always_reach_the_same_release(served: Any) -> None:
+    from tritonstack.client import Client, TrafficSplit
+
+    references = {v: embed(served.grpc_url, f"rel_v{v}", TEXTS[:1])[0] for v in (1, 2)}
+    split = TrafficSplit("rel", baseline=1, candidate=2, weight=0.5)
+    with Client(served.grpc_url) as client:
+        for user in range(12):
+            answers = [client.embed_release(TEXTS[:1], split, key=f"user-{user}") for _ in range(5)]
+            assert len({a.release for a in answers}) == 1
+            for answer in answers:
+                np.testing.assert_allclose(answer.value, references[answer.release.version], atol=1e-5)
