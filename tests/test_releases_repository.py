@@ -179,3 +179,22 @@ def test_sticky_keys_always_reach_the_same_release(served: Any) -> None:
             assert len({a.release for a in answers}) == 1
             for answer in answers:
                 np.testing.assert_allclose(answer.value, references[answer.release.version], atol=1e-5)
+
+
+def test_the_release_command_lists_promotes_and_rolls_back(
+    two_releases: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tritonstack.cli import main
+
+    repository = _copy(two_releases, tmp_path)
+    common = ["--repository", str(repository), "--model", "rel"]
+    assert main(["release", "list", *common]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[1].split() == ["1", "stable", "rel,", "rel_v1"] and listed[2].split() == ["2", "candidate", "rel_v2"]
+    assert main(["release", "promote", *common]) == 0
+    promoted = capsys.readouterr().out.splitlines()
+    assert promoted[1].split() == ["1", "retired", "-"] and promoted[2].split() == ["2", "stable", "rel,", "rel_v2"]
+    assert main(["release", "rollback", *common]) == 1
+    assert "no candidate release to roll back" in capsys.readouterr().err
+    assert main(["release", "list", "--repository", str(repository), "--model", "nope"]) == 1
+    assert "hint: export it first" in capsys.readouterr().err
