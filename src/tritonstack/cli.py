@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("tritonstack.bench.command", "benchmark served vs. in-process vs. a plain PyTorch service"),
     "demo": ("tritonstack.demo", "the main job end to end on the embedded default"),
     "release": ("tritonstack.repository.release_command", "list, promote or roll back the releases of a model"),
+    "canary": ("tritonstack.loadtest.canary_command", "judge a candidate release against the SLO and the baseline"),
 }
 
 

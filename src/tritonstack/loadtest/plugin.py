@@ -28,7 +28,8 @@ from tritonstack.loadtest.stats import SUCCESS, Sample
 MESSAGE = "tritonstack_samples"
 DRAIN = "tritonstack_drain"  # master -> workers: stop sending, finish what is in flight
 DRAINED = "tritonstack_drained"  # worker -> master: nothing in flight any more
-Row = tuple[float, int, str]  # start_s, latency_us, outcome: compact on the wire
+# start_s, latency_us, outcome[, release]: compact on the wire; the release only when users split traffic
+Row = tuple[float, int, str] | tuple[float, int, str, int]
 
 
 class Drain:
@@ -114,7 +115,11 @@ class SampleCollector:
         if latency_us is None:  # a request from some other user class: ms, as Locust gives it
             latency_us = round(response_time * 1000)
         start_s = start_time if start_time is not None else time.time() - response_time / 1000
-        row: Row = (float(start_s), int(latency_us), SUCCESS if exception is None else type(exception).__name__)
+        outcome = SUCCESS if exception is None else type(exception).__name__
+        release = (context or {}).get("release")
+        row: Row = (float(start_s), int(latency_us), outcome)
+        if release is not None:
+            row = (*row, int(release))
         if isinstance(self.environment.runner, WorkerRunner):
             self._outbox.append(row)
         else:
@@ -161,7 +166,7 @@ class SampleCollector:
         worker = node_id
         if node_id != "local":  # Locust's worker ids are long (host_uuid): w1, w2, ... in the CSV
             worker = self._worker_names.setdefault(node_id, f"w{len(self._worker_names) + 1}")
-        batch = [Sample(float(r[0]), int(r[1]), str(r[2]), worker) for r in rows]
+        batch = [Sample(float(r[0]), int(r[1]), str(r[2]), worker, int(r[3]) if len(r) > 3 else None) for r in rows]
         self.samples.extend(batch)
         for listener in self._listeners:
             listener(batch)

@@ -26,13 +26,16 @@ CSV_FIELDS = ("start_s", "latency_us", "outcome", "worker")
 class Sample:
     """One request: when it started (Unix seconds), how long it took (µs), and how it ended.
 
-    ``outcome`` is ``"success"`` or the error's type name (``DeadlineExceededError``).
+    ``outcome`` is ``"success"`` or the error's type name (``DeadlineExceededError``). ``release`` is the
+    model version that answered when the users split traffic between releases (``tritonstack canary``);
+    it stays out of ``samples.csv``.
     """
 
     start_s: float
     latency_us: int
     outcome: str = SUCCESS
     worker: str = "local"
+    release: int | None = None
 
     @property
     def ok(self) -> bool:

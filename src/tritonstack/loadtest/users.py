@@ -82,6 +82,11 @@ class UserSettings:
     connect_timeout_s: float = 5.0
     arrival_rate_rps: float | None = None
     users: int = 1
+    # A traffic split between two releases of `model` (tritonstack canary): candidate_weight of the
+    # requests to release `candidate`, the rest to `baseline`; None: plain calls to `model`.
+    baseline: int | None = None
+    candidate: int | None = None
+    candidate_weight: float = 0.0
 
     @property
     def pacing_s(self) -> float | None:
@@ -178,6 +183,18 @@ def client_call(client: Any, task_name: str) -> Callable[[Sequence[str]], object
     return client.embed
 
 
+def user_call(client: Any, settings: UserSettings) -> Callable[[Sequence[str]], object]:
+    """What a user calls per request: the model, or a release the settings' traffic split picks
+    (the call then returns a ``Routed`` result, whose release ``timed`` records)."""
+    if settings.baseline is None or settings.candidate is None:
+        return client_call(client, settings.task)
+    from tritonstack.client import TrafficSplit
+
+    split = TrafficSplit(settings.model, settings.baseline, settings.candidate, settings.candidate_weight)
+    routed = client.classify_release if settings.task == "text-classification" else client.embed_release
+    return functools.partial(routed, route=split)
+
+
 class TritonStackUser(User):
     """An abstract user owning one SDK client; concrete users define tasks that call :meth:`timed`.
 
@@ -193,6 +210,7 @@ class TritonStackUser(User):
         self.user_settings = settings
         self.mix = PayloadMix(_texts(settings.texts_file), settings.texts_per_request, seed=random.getrandbits(32))
         self.client = make_client(self.host or flags.LOCAL_GRPC_URL, settings)
+        self._call = user_call(self.client, settings)
         self.drain = drain_for(self.environment)
         # Connect and fetch the model's metadata now, so the first timed request is not the slow one;
         # a failure here shows up again, counted, in the first request.
@@ -230,10 +248,15 @@ class TritonStackUser(User):
         self.drain.in_flight += 1
         started_ns = time.perf_counter_ns()
         exception: Exception | None = None
+        context: dict[str, int] = {}
         try:
-            call(texts)
+            answer = call(texts)
         except Exception as error:  # every failure is a sample: its type name is the outcome
             exception = error
+        else:
+            release = getattr(answer, "release", None)  # a Routed result: which release answered
+            if release is not None:
+                context["release"] = release.version
         finally:
             latency_ns = time.perf_counter_ns() - started_ns
             self.drain.in_flight -= 1
@@ -243,7 +266,7 @@ class TritonStackUser(User):
             response_time=latency_ns / 1e6,
             response_length=len(texts),
             response=None,
-            context={"latency_us": latency_ns // 1000},
+            context={"latency_us": latency_ns // 1000, **context},
             exception=exception,
             start_time=start_s,
             url=self.host,
@@ -256,7 +279,7 @@ class TextModelUser(TritonStackUser):
     @task
     def infer(self) -> None:
         settings = self.user_settings
-        self.timed(settings.task, client_call(self.client, settings.task), self.mix.draw())
+        self.timed(settings.task, self._call, self.mix.draw())
 
 
 def user_class(settings: UserSettings) -> type[TextModelUser]:
