@@ -108,3 +108,14 @@ def test_a_missing_release_exits_2_with_a_hint(identical_releases: Any, tmp_path
     assert "release 7 of 'same' at" in result.stderr and "did not answer" in result.stderr
     assert "hint: is it served? `tritonstack release list --model same`" in result.stderr
     assert not (tmp_path / "report").exists()
+
+
+def test_building_the_command_line_imports_neither_locust_nor_grpc() -> None:
+    # `tritonstack canary` registers its flags with every other command: Locust's gevent patching at that
+    # point would break every command run in-process (and slow `--help`).
+    code = (
+        "import sys; from tritonstack.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('locust', 'gevent', 'grpc') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]"

@@ -28,6 +28,7 @@ import numpy as np
 
 from tritonstack._exceptions import TritonStackError
 from tritonstack.loadtest import plots
+from tritonstack.loadtest.canary_plan import CanaryPlan
 from tritonstack.loadtest.errors import LoadTestError
 from tritonstack.loadtest.execute import RunOptions, run_test
 from tritonstack.loadtest.payload import load_texts
@@ -42,15 +43,6 @@ AGREEMENT_TEXTS = 64  # texts each release answers before the load, for the agre
 
 
 @dataclass(frozen=True)
-class Tolerances:
-    """How much worse than the baseline the candidate may be under the same load."""
-
-    p99_ratio: float = 0.2  # candidate p99 <= baseline p99 * (1 + p99_ratio) + p99_slack_ms
-    p99_slack_ms: float = 5.0
-    error_ratio: float = 0.001  # candidate error ratio <= baseline's + this
-
-
-@dataclass(frozen=True)
 class Agreement:
     """How the two releases answer the same ``texts``: per text cosine (embeddings) or equal label (0/1)."""
 
@@ -61,18 +53,6 @@ class Agreement:
 
     def to_dict(self) -> dict[str, object]:
         return {"metric": self.metric, "texts": self.texts, "mean": self.mean, "min": self.min}
-
-
-@dataclass(frozen=True)
-class CanaryPlan:
-    model: str
-    baseline: int
-    candidate: int
-    weight: float  # the candidate's share of the requests, 0 to 1
-    tolerances: Tolerances = Tolerances()
-
-    def roles(self) -> dict[int, str]:
-        return {self.baseline: "baseline", self.candidate: "candidate"}
 
 
 @dataclass

@@ -22,7 +22,7 @@ def _share(value: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tritonstack.loadtest.canary import Tolerances
+    from tritonstack.loadtest.canary_plan import Tolerances
 
     parser.add_argument("--slo", required=True, metavar="FILE", help="the SLO file (see loadtest/slo.yaml)")
     parser.add_argument("--host", default=flags.LOCAL_GRPC_URL, metavar="HOST:PORT", help="Triton's gRPC endpoint")
@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     import locust  # noqa: F401
 
     from tritonstack.loadtest import execute
-    from tritonstack.loadtest.canary import CanaryPlan, Tolerances, run_canary, verdict_line, write_canary_report
+    from tritonstack.loadtest.canary import run_canary, verdict_line, write_canary_report
+    from tritonstack.loadtest.canary_plan import CanaryPlan, Tolerances
     from tritonstack.loadtest.errors import LoadTestError
     from tritonstack.loadtest.users import close_clients
     from tritonstack.loadtest.verdict import render_table
