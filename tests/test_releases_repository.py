@@ -198,3 +198,22 @@ def test_the_release_command_lists_promotes_and_rolls_back(
     assert "no candidate release to roll back" in capsys.readouterr().err
     assert main(["release", "list", "--repository", str(repository), "--model", "nope"]) == 1
     assert "hint: export it first" in capsys.readouterr().err
+
+
+def test_the_async_client_targets_a_release_too(served: Any) -> None:
+    import asyncio
+
+    from tritonstack.client import AsyncClient, Release, TrafficSplit
+
+    reference = embed(served.grpc_url, "rel_v2", TEXTS[:1])[0]
+
+    async def calls() -> tuple[Any, Any]:
+        async with AsyncClient(served.grpc_url) as client:
+            pinned = await client.embed_release(TEXTS[:1], Release("rel", 2))
+            everyone = await client.embed_release(TEXTS[:1], TrafficSplit("rel", 1, 2, weight=1.0), key="anyone")
+            return pinned, everyone
+
+    pinned, everyone = asyncio.run(calls())
+    assert pinned.release == everyone.release == Release("rel", 2)
+    np.testing.assert_allclose(pinned.value, reference, atol=1e-5)
+    np.testing.assert_allclose(everyone.value, reference, atol=1e-5)

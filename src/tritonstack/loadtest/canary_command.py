@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="the text-in model whose releases are compared")
     parser.add_argument("--baseline", type=int, required=True, metavar="V", help="the stable release (version)")
     parser.add_argument("--candidate", type=int, required=True, metavar="V", help="the release being judged")
-    parser.add_argument("--weight", type=_share, default=0.1, metavar="W", help="the candidate's share of requests")
+    parser.add_argument(
+        "--weight", type=_share, required=True, metavar="W", help="the candidate's share of the requests (0 to 1)"
+    )
     parser.add_argument("--run-time", metavar="DURATION", help="override load.duration (30s, 2m)")
     parser.add_argument("--p99-ms", type=float, metavar="MS", help="override objectives.p99_ms")
     defaults = Tolerances()
