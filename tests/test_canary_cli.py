@@ -26,22 +26,25 @@ LOOSE = {"p50_ms": 5000, "p99_ms": 10000, "max_error_ratio": 0.5, "min_throughpu
 
 @pytest.fixture(scope="module")
 def identical_releases(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Triton serving ``same``, exported twice from one tiny model: two releases with equal weights."""
+    """Triton serving ``same`` (embeddings) and ``same_cls`` (classification), each exported twice from one
+    tiny model: two releases with equal weights."""
     from tritonstack.server import EmbeddedServer
 
     root = tmp_path_factory.mktemp("canary")
-    model_dir = tinymodels.build(root / "tiny", "bert", "feature-extraction")
     repository = root / "model_repository"
-    for _ in range(2):
-        tinymodels.export_fp32(model_dir, repository, "same")
+    for name, task in (("same", "feature-extraction"), ("same_cls", "text-classification")):
+        model_dir = tinymodels.build(root / name, "bert", task)
+        for _ in range(2):
+            tinymodels.export_fp32(model_dir, repository, name)
     with EmbeddedServer(repository) as server:
         yield server
 
 
-def _slo(tmp_path: Path, **objectives: float) -> Path:
+def _slo(tmp_path: Path, task: str = "feature-extraction", **objectives: float) -> Path:
     path = tmp_path / "slo.yaml"
     lines = [
         "model: same",
+        f"task: {task}",
         "load: {users: 2, spawn_rate: 2, duration: 4s, timeout_s: 10}",
         f"payload: {{texts: {REPO / 'loadtest' / 'texts.txt'}}}",
         "objectives:",
@@ -51,9 +54,11 @@ def _slo(tmp_path: Path, **objectives: float) -> Path:
     return path
 
 
-def _canary(server: Any, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _canary(
+    server: Any, tmp_path: Path, *extra: str, task: str = "feature-extraction"
+) -> subprocess.CompletedProcess[str]:
     command = [
-        sys.executable, "-m", "tritonstack", "canary", "--slo", str(_slo(tmp_path, **LOOSE)),
+        sys.executable, "-m", "tritonstack", "canary", "--slo", str(_slo(tmp_path, task, **LOOSE)),
         "--host", server.grpc_url, "--model", "same", "--baseline", "1", "--candidate", "2",
         "--weight", "0.5", "--report-dir", str(tmp_path / "report"), *extra,
     ]  # fmt: skip
@@ -90,6 +95,17 @@ def test_identical_releases_promote_with_a_report_per_release(identical_releases
     for name in ("latency_release_1.png", "latency_release_2.png"):
         assert (tmp_path / "report" / name).read_bytes().startswith(PNG_MAGIC)
     assert (tmp_path / "report" / "load" / "index.html").is_file()
+
+
+def test_a_classification_canary_reports_label_agreement(identical_releases: Any, tmp_path: Path) -> None:
+    result = _canary(
+        identical_releases, tmp_path, "--model", "same_cls", "--p99-slack-ms", "200", task="text-classification"
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["model"] == "same_cls" and summary["verdict"] == "promote"
+    assert summary["agreement"]["metric"] == "same label" and summary["agreement"]["min"] == 1.0
+    assert all(release["requests"] > 0 for release in summary["releases"].values())
 
 
 def test_an_impossible_p99_rolls_back_naming_p99(identical_releases: Any, tmp_path: Path) -> None:
