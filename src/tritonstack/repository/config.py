@@ -188,8 +188,6 @@ class ModelConfig:
     default_model_filename: str | None = None
     tensorrt: TensorRTAccelerator | None = None
     ensemble_steps: tuple[EnsembleStep, ...] = ()
-    # The versions Triton serves; (): Triton's default, the newest only. Releases pin them (repository/releases.py).
-    served_versions: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         if (self.platform is None) == (self.backend is None):
@@ -218,8 +216,6 @@ class ModelConfig:
             out["optimization"] = self.tensorrt.to_dict()
         if self.ensemble_steps:
             out["ensemble_scheduling"] = {"step": [step.to_dict() for step in self.ensemble_steps]}
-        if self.served_versions:
-            out["version_policy"] = {"specific": {"versions": list(self.served_versions)}}
         return out
 
     def to_proto(self) -> Any:

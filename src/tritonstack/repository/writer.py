@@ -320,13 +320,13 @@ def _copy_tokenizer(source: Path, destination: Path) -> None:
 
 
 def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> list[Any]:
-    """Stage release ``version`` of ``model`` beside ``stable`` (itself for a first export); return the models."""
+    """Stage release ``version`` of ``model`` beside ``stable`` (itself for a first export); return the configs
+    (protobuf) to install once the version folders are in place."""
     configs = model_configs(model)
     candidate = None if stable == version else version
-    served = release_configs(configs[-1].to_proto(), [c.to_proto() for c in configs[:-1]], stable, candidate)
+    release_protos = release_configs(configs[-1].to_proto(), [c.to_proto() for c in configs[:-1]], stable, candidate)
     for config in configs:
         (staging / config.name / str(version)).mkdir(parents=True)
-    # configs are written by install_configs after the version folders are in place
     encoder, text_in = configs[0], configs[-1]
     shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
     sources = python_model_sources()
@@ -338,7 +338,7 @@ def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> li
             _copy_tokenizer(model.tokenizer_dir, version_dir)
     report = {**model.report, "name": model.name, "version": version}
     (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
-    return served
+    return release_protos
 
 
 def write_text_model(repository: Path, model: ExportedModel) -> Path:
