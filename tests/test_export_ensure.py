@@ -49,3 +49,17 @@ def test_a_missing_model_is_exported_through_the_api(tiny_model_dirs: dict[str, 
     assert all("\n" not in line for line in lines)
     # asked again, it reuses what it wrote
     assert ensure_exported(tiny_model_dirs["tiny"], repository, "tiny", log=lines.append) is None
+
+
+def test_a_reexport_is_promoted_so_the_name_serves_it(tiny_model_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from tritonstack.repository.releases import read_releases
+
+    repository = tmp_path / "repo"
+    ensure_exported(tiny_model_dirs["tiny"], repository, "tiny", log=lambda line: None)
+    lines: list[str] = []
+    result = ensure_exported(tiny_model_dirs["tiny"], repository, "tiny", reexport=True, log=lines.append)
+    assert result is not None and result.version_dir == repository / "tiny" / "2"
+    state = read_releases(repository, "tiny")
+    assert (state.stable, state.candidate, state.retired) == (2, None, (1,))
+    assert lines[-1] == f"$ tritonstack release promote --model tiny --repository {repository}  (release 2)"
+    check_repository(repository)

@@ -225,6 +225,21 @@ def test_cache_and_cost_figures(live: Live) -> None:
           f" {rate:.2f} text-in requests/s: ${cost:.2f} per million at ${2 * price:.2f}/h")  # fmt: skip
 
 
+def test_release_rules_see_one_stable_release_per_text_in_model(live: Live) -> None:
+    # tiny and tiny_v1 are two entry points of release 1 (docs/releases.md): one series, stable
+    stable = live.prometheus.query(f'release_model_version:tritonstack_release_stable:info{{release_model="{MODEL}"}}')
+    assert [sample["metric"]["version"] for sample in stable] == ["1"]
+    (requests,) = live.prometheus.query(
+        f'release_model_version:nv_inference_request_success:rate1m{{release_model="{MODEL}"}}'
+    )
+    assert requests["metric"]["version"] == "1"
+    # the steps are not releases of their own
+    assert not live.prometheus.query(
+        f'release_model_version:tritonstack_release_stable:info{{release_model="{MODEL}_encoder"}}'
+    )
+    assert not live.prometheus.query('ALERTS{alertname=~"TritonStackCandidate.*"}')
+
+
 def test_every_rule_evaluates_without_error(live: Live) -> None:
     groups = live.prometheus.get("rules")["groups"]
     rule_list = [rule for group in groups for rule in group["rules"]]

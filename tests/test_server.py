@@ -75,7 +75,7 @@ def test_server_is_ready_on_loopback_and_lists_models(triton: Any) -> None:
     assert triton.is_ready()
     assert triton.grpc_url.startswith("127.0.0.1:")
     states = {m["name"]: m["state"] for m in triton.models()}
-    steps = ("", "_encoder", "_tokenizer", "_postprocess")
+    steps = ("", "_v1", "_encoder", "_tokenizer", "_postprocess")  # _v1: release 1's own text-in model
     expected = [f"{name}{step}" for name in ("tiny", "tiny_cls", "tiny_ner") for step in steps]
     expected.remove("tiny_postprocess")  # feature-extraction needs no postprocessing
     assert states == dict.fromkeys(expected, "READY")

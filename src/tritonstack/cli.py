@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "monitor": ("tritonstack.monitoring.command", "run Prometheus locally against a running Triton and load test"),
     "bench": ("tritonstack.bench.command", "benchmark served vs. in-process vs. a plain PyTorch service"),
     "demo": ("tritonstack.demo", "the main job end to end on the embedded default"),
+    "release": ("tritonstack.repository.release_command", "list, promote or roll back the releases of a model"),
+    "canary": ("tritonstack.loadtest.canary_command", "judge a candidate release against the SLO and the baseline"),
 }
 
 

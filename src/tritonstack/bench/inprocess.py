@@ -1,7 +1,8 @@
 """The limit: the served model's own tokenizer and ONNX encoder, called in-process in batches.
 
-Reads the same files Triton serves (the latest version of ``NAME_encoder`` and
-``NAME_tokenizer``) and tokenizes them with the served tokenizer's own module
+Reads the same files Triton serves as ``NAME`` (the stable release's version of
+``NAME_encoder`` and ``NAME_tokenizer``, see ``repository/releases.py``) and
+tokenizes them with the served tokenizer's own module
 (``server/models/tokenization.py``: the same cut, truncation and padding to the
 batch's longest text); so the gap to the served figures is the serving path alone.
 """
@@ -39,11 +40,13 @@ class ServedFiles:
     knobs: dict[str, Any]
 
 
-def _latest_version(model_dir: Path) -> Path:
-    found = versions(model_dir)
-    if not found:
+def _stable_version(repository: Path, name: str, model_dir: Path) -> Path:
+    """The folder of ``model_dir`` that the text-in model ``name`` runs: its stable release."""
+    from tritonstack.repository.releases import read_releases
+
+    if not versions(model_dir):
         raise BenchError(f"{model_dir} holds no model version", hint="export the model first: tritonstack export")
-    return found[-1]
+    return model_dir / str(read_releases(repository, name).stable)
 
 
 def _config(model_dir: Path) -> Any:
@@ -81,7 +84,7 @@ def locate(repository: Path, name: str) -> ServedFiles:
     encoder_dir = repository / contract.encoder_name(name)
     tokenizer_dir = repository / contract.tokenizer_name(name)
     encoder, tokenizer = _config(encoder_dir), _config(tokenizer_dir)
-    onnx = _latest_version(encoder_dir) / (encoder.default_model_filename or "model.onnx")
+    onnx = _stable_version(repository, name, encoder_dir) / (encoder.default_model_filename or "model.onnx")
     knobs = {
         "encoder_kind": _encoder_kind(encoder),
         # a GPU group's count is per listed GPU (a group that lists none counts once here)
@@ -95,7 +98,7 @@ def locate(repository: Path, name: str) -> ServedFiles:
     return ServedFiles(
         name=name,
         encoder_onnx=onnx,
-        tokenizer_dir=_latest_version(tokenizer_dir),
+        tokenizer_dir=_stable_version(repository, name, tokenizer_dir),
         input_names=tuple(t.name for t in encoder.input),
         max_sequence_length=int(parameter(tokenizer, "max_sequence_length", "512") or 512),
         precision=_precision(encoder),

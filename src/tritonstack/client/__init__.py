@@ -40,6 +40,9 @@ _HOMES = {
     "Classification": "_models",
     "ModelInfo": "_models",
     "TensorSpec": "_models",
+    "Release": "_releases",
+    "Routed": "_releases",
+    "TrafficSplit": "_releases",
     "Client": "_sync",
 }
 
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
     )
     from tritonstack.client._metrics import ClientMetrics
     from tritonstack.client._models import Classification, ModelInfo, TensorSpec
+    from tritonstack.client._releases import Release, Routed, TrafficSplit
     from tritonstack.client._sync import Client
 
 __all__ = [
@@ -80,14 +84,17 @@ __all__ = [
     "ModelNotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
+    "Release",
     "RequestCancelledError",
     "ResourceExhaustedError",
     "RetryBudget",
     "RetryPolicy",
+    "Routed",
     "ServerUnavailableError",
     "TLSConfig",
     "TensorSpec",
     "Timeouts",
+    "TrafficSplit",
     "TritonServerError",
 ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from tritonstack.client._config import (
 from tritonstack.client._exceptions import DeadlineExceededError, ServerUnavailableError, call_errors, translate
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
 from tritonstack.client._models import Classification, ModelInfo, parse_model_info
+from tritonstack.client._releases import Release, Routed, TrafficSplit, pick
 from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
 from tritonstack.client._routing import CallPlan
 from tritonstack.repository import contract
@@ -65,6 +67,7 @@ class AsyncClient:
         self._metrics: NoMetrics = resolve(metrics)
         self._infos: dict[tuple[str, str], ModelInfo] = {}
         self._closed = False
+        self._rng = random.Random()  # traffic-split draws (TrafficSplit without a key)
 
     # --- public API ------------------------------------------------------------------------
 
@@ -95,6 +98,30 @@ class AsyncClient:
         with self._metrics.timed(name, "classify"):
             outputs, count = await self._texts(texts, name, ver, "text-classification", "classify", timeout_s)
             return _core.classifications_from(outputs, count, name)
+
+    async def embed_release(
+        self,
+        texts: Sequence[str],
+        route: Release | TrafficSplit,
+        *,
+        key: str | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> Routed[np.ndarray]:
+        """Embeddings of ``texts`` from the release ``route`` names or picks (by ``key`` if given), and which."""
+        release = pick(route, key=key, draw=self._rng.random())
+        return Routed(release, await self.embed(texts, model=release.served_as, timeout_s=timeout_s))
+
+    async def classify_release(
+        self,
+        texts: Sequence[str],
+        route: Release | TrafficSplit,
+        *,
+        key: str | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> Routed[list[Classification]]:
+        """Classifications of ``texts`` from the release ``route`` names or picks (by ``key``), and which."""
+        release = pick(route, key=key, draw=self._rng.random())
+        return Routed(release, await self.classify(texts, model=release.served_as, timeout_s=timeout_s))
 
     async def infer(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from tritonstack.client._exceptions import (
 )
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
 from tritonstack.client._models import Classification, ModelInfo, parse_model_info
+from tritonstack.client._releases import Release, Routed, TrafficSplit, pick
 from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
 from tritonstack.client._routing import CallPlan
 from tritonstack.repository import contract
@@ -93,6 +95,7 @@ class Client:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
+        self._rng = random.Random()  # traffic-split draws (TrafficSplit without a key)
 
     # --- public API ------------------------------------------------------------------------
 
@@ -123,6 +126,30 @@ class Client:
         with self._metrics.timed(name, "classify"):
             outputs, count = self._texts(texts, name, ver, "text-classification", "classify", timeout_s)
             return _core.classifications_from(outputs, count, name)
+
+    def embed_release(
+        self,
+        texts: Sequence[str],
+        route: Release | TrafficSplit,
+        *,
+        key: str | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> Routed[np.ndarray]:
+        """Embeddings of ``texts`` from the release ``route`` names or picks (by ``key`` if given), and which."""
+        release = pick(route, key=key, draw=self._rng.random())
+        return Routed(release, self.embed(texts, model=release.served_as, timeout_s=timeout_s))
+
+    def classify_release(
+        self,
+        texts: Sequence[str],
+        route: Release | TrafficSplit,
+        *,
+        key: str | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> Routed[list[Classification]]:
+        """Classifications of ``texts`` from the release ``route`` names or picks (by ``key``), and which."""
+        release = pick(route, key=key, draw=self._rng.random())
+        return Routed(release, self.classify(texts, model=release.served_as, timeout_s=timeout_s))
 
     def infer(
         self,

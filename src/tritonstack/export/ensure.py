@@ -26,7 +26,8 @@ def ensure_exported(
     ``tritonstack validate`` (``ConfigValidationError`` if not). Otherwise ``model`` (a
     local Hugging Face folder or hub id) is exported with the defaults of
     ``tritonstack export MODEL --name NAME --repository REPOSITORY``: parity-gated, the
-    fastest passing candidate, for ``target``. What happens goes to ``log``, one line per call: the
+    fastest passing candidate, for ``target``; a re-export is promoted to the stable release at once,
+    so ``name`` serves what was just exported. What happens goes to ``log``, one line per call: the
     equivalent command, then the candidate table and summary that command prints.
     """
     from tritonstack.export.errors import AccuracyGateError
@@ -34,6 +35,7 @@ def ensure_exported(
     from tritonstack.export.pipeline import export_model
     from tritonstack.export.report import candidates_table, summarize
     from tritonstack.repository.errors import ConfigValidationError
+    from tritonstack.repository.releases import promote, read_releases
     from tritonstack.repository.validate import check_repository
 
     if (repository / name).is_dir() and not reexport:
@@ -55,6 +57,11 @@ def ensure_exported(
             _log_lines(log, candidates_table(error.report))
         raise
     _log_lines(log, f"{candidates_table(result.report)}\n\n{summarize(result.report)}")
+    releases = read_releases(repository, name)
+    if releases.candidate is not None:
+        # A re-export is a candidate release (docs/releases.md); what asked for it measures it, so it serves as NAME.
+        promote(repository, name)
+        log(f"$ tritonstack release promote --model {name} --repository {repository}  (release {releases.candidate})")
     return result
 
 

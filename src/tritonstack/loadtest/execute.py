@@ -137,9 +137,10 @@ def judge(
     )
 
 
-def run_test(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
-    """Apply the SLO's load once and judge every objective."""
-    settings = UserSettings.from_slo(slo)
+def run_test(slo: SLO, options: RunOptions, say: Say = print, settings: UserSettings | None = None) -> RunResult:
+    """Apply the SLO's load once and judge every objective; ``settings`` replace what the SLO asks of each
+    user (``tritonstack canary`` adds its traffic split)."""
+    settings = settings or UserSettings.from_slo(slo)
     preflight(options.host, settings)
     load = slo.load
     rate = f", paced to {load.arrival_rate_rps:g} req/s" if load.arrival_rate_rps else ""

@@ -164,3 +164,23 @@ def capacity_plot(result: RunResult, capacity: CapacityResult, path: Path) -> Pa
     if result.slo.objectives.latency_ms:
         right.legend(fontsize=8)
     return _save(fig, path)
+
+
+def release_latency_plot(
+    samples: Sequence[Sample], release: int, role: str, start_s: float, end_s: float, path: Path
+) -> Path:
+    """p50 and p99 per window of one release's requests in a canary run (the run's own time axis)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 4))
+    series = windows(samples, start_s, end_s, window_width_s(end_s - start_s), (50.0, 99.0))
+    x = [w.start_s - start_s + w.width_s / 2 for w in series]
+    for color, p in zip(_COLORS, (50.0, 99.0), strict=False):
+        y = [w.latency_ms[p] if w.latency_ms[p] is not None else float("nan") for w in series]
+        ax.plot(x, y, marker=".", color=color, label=f"p{p:g}")
+    ax.set_xlabel("time since start (s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_title(f"Release {release} ({role}): client-observed latency per window")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    return _save(fig, path)

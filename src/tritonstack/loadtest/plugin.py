@@ -28,7 +28,8 @@ from tritonstack.loadtest.stats import SUCCESS, Sample
 MESSAGE = "tritonstack_samples"
 DRAIN = "tritonstack_drain"  # master -> workers: stop sending, finish what is in flight
 DRAINED = "tritonstack_drained"  # worker -> master: nothing in flight any more
-Row = tuple[float, int, str, str]  # start_s, latency_us, outcome, kind: compact on the wire
+# start_s, latency_us, outcome, kind[, release]: compact on the wire; the release only when users split traffic
+Row = tuple[float, int, str, str] | tuple[float, int, str, str, int]
 
 
 class Drain:
@@ -116,7 +117,10 @@ class SampleCollector:
             latency_us = round(response_time * 1000)
         start_s = start_time if start_time is not None else time.time() - response_time / 1000
         outcome = SUCCESS if exception is None else type(exception).__name__
+        release = context.get("release")
         row: Row = (float(start_s), int(latency_us), outcome, str(context.get("kind") or ""))
+        if release is not None:
+            row = (*row, int(release))
         if isinstance(self.environment.runner, WorkerRunner):
             self._outbox.append(row)
         else:
@@ -163,7 +167,10 @@ class SampleCollector:
         worker = node_id
         if node_id != "local":  # Locust's worker ids are long (host_uuid): w1, w2, ... in the CSV
             worker = self._worker_names.setdefault(node_id, f"w{len(self._worker_names) + 1}")
-        batch = [Sample(float(r[0]), int(r[1]), str(r[2]), worker, str(r[3])) for r in rows]
+        batch = [
+            Sample(float(r[0]), int(r[1]), str(r[2]), worker, str(r[3]), int(r[4]) if len(r) > 4 else None)
+            for r in rows
+        ]
         self.samples.extend(batch)
         for listener in self._listeners:
             listener(batch)

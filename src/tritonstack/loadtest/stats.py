@@ -28,6 +28,8 @@ class Sample:
 
     ``outcome`` is ``"success"`` or the error's type name (``DeadlineExceededError``).
     ``kind`` is ``"repeat"`` or ``"unique"`` under a repeat ratio (``payload.py``), else ``""``.
+    ``release`` is the model version that answered when the users split traffic between releases
+    (``tritonstack canary``); it stays out of ``samples.csv``.
     """
 
     start_s: float
@@ -35,6 +37,7 @@ class Sample:
     outcome: str = SUCCESS
     worker: str = "local"
     kind: str = ""
+    release: int | None = None
 
     @property
     def ok(self) -> bool:

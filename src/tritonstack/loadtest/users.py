@@ -85,6 +85,11 @@ class UserSettings:
     users: int = 1
     repeat_ratio: float | None = None  # the SLO's payload.repeat_ratio (payload.py)
     hot_set: int = DEFAULT_HOT_SET
+    # A traffic split between two releases of `model` (tritonstack canary): candidate_weight of the
+    # requests to release `candidate`, the rest to `baseline`; None: plain calls to `model`.
+    baseline: int | None = None
+    candidate: int | None = None
+    candidate_weight: float = 0.0
 
     @property
     def pacing_s(self) -> float | None:
@@ -183,6 +188,18 @@ def client_call(client: Any, task_name: str) -> Callable[[Sequence[str]], object
     return client.embed
 
 
+def user_call(client: Any, settings: UserSettings) -> Callable[[Sequence[str]], object]:
+    """What a user calls per request: the model, or a release the settings' traffic split picks
+    (the call then returns a ``Routed`` result, whose release ``timed`` records)."""
+    if settings.baseline is None or settings.candidate is None:
+        return client_call(client, settings.task)
+    from tritonstack.client import TrafficSplit
+
+    split = TrafficSplit(settings.model, settings.baseline, settings.candidate, settings.candidate_weight)
+    routed = client.classify_release if settings.task == "text-classification" else client.embed_release
+    return functools.partial(routed, route=split)
+
+
 class TritonStackUser(User):
     """An abstract user owning one SDK client; concrete users define tasks that call :meth:`timed`.
 
@@ -201,6 +218,7 @@ class TritonStackUser(User):
             repeat_ratio=settings.repeat_ratio, hot_set_size=settings.hot_set,
         )  # fmt: skip
         self.client = make_client(self.host or flags.LOCAL_GRPC_URL, settings)
+        self._call = user_call(self.client, settings)
         self.drain = drain_for(self.environment)
         # Connect and fetch the model's metadata now, so the first timed request is not the slow one;
         # a failure here shows up again, counted, in the first request.
@@ -239,10 +257,15 @@ class TritonStackUser(User):
         self.drain.in_flight += 1
         started_ns = time.perf_counter_ns()
         exception: Exception | None = None
+        context: dict[str, int] = {}
         try:
-            call(texts)
+            answer = call(texts)
         except Exception as error:  # every failure is a sample: its type name is the outcome
             exception = error
+        else:
+            release = getattr(answer, "release", None)  # a Routed result: which release answered
+            if release is not None:
+                context["release"] = release.version
         finally:
             latency_ns = time.perf_counter_ns() - started_ns
             self.drain.in_flight -= 1
@@ -252,7 +275,7 @@ class TritonStackUser(User):
             response_time=latency_ns / 1e6,
             response_length=len(texts),
             response=None,
-            context={"latency_us": latency_ns // 1000, "kind": kind},
+            context={"latency_us": latency_ns // 1000, "kind": kind, **context},
             exception=exception,
             start_time=start_s,
             url=self.host,
@@ -266,7 +289,7 @@ class TextModelUser(TritonStackUser):
     def infer(self) -> None:
         settings = self.user_settings
         request = self.mix.draw()
-        self.timed(settings.task, client_call(self.client, settings.task), request.texts, request.kind)
+        self.timed(settings.task, self._call, request.texts, request.kind)
 
 
 def user_class(settings: UserSettings) -> type[TextModelUser]:

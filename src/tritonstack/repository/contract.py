@@ -17,6 +17,11 @@ A repository written by ``tritonstack export --name NAME`` holds three models:
   label and score (``TEXT`` + logits -> entities for token-classification).
 * ``NAME`` -- the text-in model, an ensemble of the above: ``TEXT`` BYTES
   ``[1]`` per row -> the task's result (below).
+
+Every export of NAME is a release, numbered by its version folder. Each served
+release V also has its own text-in ensemble ``NAME_vV`` whose steps run version
+V of each step (``repository/releases.py``, ``docs/releases.md``); ``NAME`` runs
+the stable release and reports its number as the model version.
 """
 
 from __future__ import annotations
@@ -41,6 +46,10 @@ POSTPROCESS_SUFFIX = "_postprocess"
 PRECISION_PARAMETER = "precision"  # fp32 | fp16 | int8
 RECIPE_PARAMETER = "recipe"  # the export candidate that won: fp32, fp32_optimized, an int8 recipe, fp16_optimized
 
+# Parameters of a per-release text-in ensemble NAME_vV: the text-in model it is a release of, and V.
+RELEASE_OF_PARAMETER = "release_of"
+RELEASE_PARAMETER = "release"
+
 TASKS = ("feature-extraction", "text-classification", "token-classification")
 
 OUTPUTS_BY_TASK: dict[str, tuple[str, ...]] = {
@@ -60,3 +69,8 @@ def tokenizer_name(name: str) -> str:
 
 def postprocess_name(name: str) -> str:
     return name + POSTPROCESS_SUFFIX
+
+
+def release_name(name: str, release: int) -> str:
+    """The text-in model that runs release ``release`` of ``name`` end to end (Triton names allow no ``@``)."""
+    return f"{name}_v{release}"

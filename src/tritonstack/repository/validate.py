@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from tritonstack.repository import contract, layout
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
+from tritonstack.repository.releases import served_versions
 from tritonstack.repository.writer import PYTHON_MODEL_FILES
 
 TEXT_ROLES = ("tokenizer", "postprocess")
@@ -172,6 +173,44 @@ def _check_ensemble(report: Report, name: str, config: Any, configs: dict[str, A
         report.add(name, f"outputs must be {list(task)}")
 
 
+def _served(repository: Path, name: str, config: Any) -> tuple[int, ...]:
+    return served_versions(config, [int(v.name) for v in layout.versions(repository / name)])
+
+
+def _check_release_consistency(
+    report: Report, repository: Path, name: str, config: Any, configs: dict[str, Any]
+) -> None:
+    """Every served version of an ensemble must run the steps of one release (see repository/releases.py)."""
+    steps = list(config.ensemble_scheduling.step)
+    pinned = sorted({step.model_version for step in steps if step.model_version != -1})
+    for step in steps:
+        model = configs.get(step.model_name)
+        if model is None:
+            continue  # _check_ensemble names it
+        step_served = _served(repository, step.model_name, model)
+        if step.model_version == -1 and len(step_served) > 1:
+            report.add(
+                name,
+                f"step {step.model_name} serves versions {list(step_served)} but the step names none: "
+                "it would run the newest whichever release was asked for (pin model_version)",
+            )
+        elif step.model_version != -1 and step.model_version not in step_served:
+            report.add(name, f"step {step.model_name} version {step.model_version} is not served by it")
+    if len(pinned) > 1:
+        report.add(name, f"steps run different releases {pinned}: each release must run its own steps")
+        return
+    served = _served(repository, name, config)
+    if pinned and list(served) != pinned:
+        report.add(
+            name,
+            f"serves versions {list(served)} but its steps run release {pinned[0]}: "
+            f"a text-in model serves exactly the release its steps run",
+        )
+    release = parameter(config, contract.RELEASE_PARAMETER)
+    if release is not None and [int(release)] != pinned:
+        report.add(name, f"parameter release {release} differs from the release its steps run {pinned}")
+
+
 def validate_repository(repository: Path) -> Report:
     """Every problem found in ``repository``; raises only when it cannot be read at all."""
     repository = Path(repository)
@@ -195,12 +234,18 @@ def validate_repository(repository: Path) -> Report:
         configs[model_dir.name] = config
         report.models.append(model_dir.name)
     for name, config in configs.items():
+        on_disk = {int(v.name) for v in layout.versions(repository / name)}
+        for missing in sorted(set(_served(repository, name, config)) - on_disk):
+            report.add(name, f"version_policy serves version {missing}, which has no folder {missing}/")
         if config.platform == "ensemble":
             _check_ensemble(report, name, config, configs)
+            _check_release_consistency(report, repository, name, config, configs)
             continue
-        versions = layout.versions(repository / name)
+        served = _served(repository, name, config)
+        # only served versions load: a retired release may predate today's config
+        versions = [v for v in layout.versions(repository / name) if int(v.name) in served]
         if not versions:
-            report.add(name, "no numeric version folder (e.g. 1/)")
+            report.add(name, f"no served numeric version folder (e.g. 1/); serves {list(served)}")
             continue
         if config.platform == "onnxruntime_onnx" or config.backend == "onnxruntime":
             for version in versions:

@@ -7,7 +7,8 @@ Triton's graceful shutdown knows an ensemble's steps: a BLS model's accepted
 requests can fail when the encoder is unloaded under them
 (triton-inference-server/server#6287). Everything is staged in a hidden
 folder inside the repository and moved into place at the end, so a failure
-leaves nothing half-written. Exporting a name that exists adds a new version.
+leaves nothing half-written. Exporting a name that exists adds a new version:
+a candidate release, served beside the stable one (``releases.py``).
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from tritonstack.repository.config import (
     TensorRTAccelerator,
     Warmup,
     WarmupInput,
-    render,
 )
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.layout import versions
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
+from tritonstack.repository.releases import install_configs, read_releases, release_configs, stale_release_models
 
 ENCODER_FILENAME = "model.onnx"
 # On a CPU an execution's every request waits for the whole batch, and a batch costs about its rows times one
@@ -331,11 +332,14 @@ def _copy_tokenizer(source: Path, destination: Path) -> None:
         shutil.copy2(source / name, destination / name)
 
 
-def _stage(model: ExportedModel, staging: Path, version: int) -> None:
+def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> list[Any]:
+    """Stage release ``version`` of ``model`` beside ``stable`` (itself for a first export); return the configs
+    (protobuf) to install once the version folders are in place."""
     configs = model_configs(model)
+    candidate = None if stable == version else version
+    release_protos = release_configs(configs[-1].to_proto(), [c.to_proto() for c in configs[:-1]], stable, candidate)
     for config in configs:
         (staging / config.name / str(version)).mkdir(parents=True)
-        (staging / config.name / "config.pbtxt").write_text(render(config))
     encoder, text_in = configs[0], configs[-1]
     shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
     sources = python_model_sources()
@@ -347,6 +351,7 @@ def _stage(model: ExportedModel, staging: Path, version: int) -> None:
             _copy_tokenizer(model.tokenizer_dir, version_dir)
     report = {**model.report, "name": model.name, "version": version}
     (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
+    return release_protos
 
 
 def write_text_model(repository: Path, model: ExportedModel) -> Path:
@@ -363,13 +368,17 @@ def write_text_model(repository: Path, model: ExportedModel) -> Path:
         ) from error
     try:
         version = _next_version(repository, names)
-        _stage(model, staging, version)
+        # a second export of a name is a candidate release, served beside the stable one (releases.py)
+        previous = read_releases(repository, model.name) if (repository / model.name).is_dir() else None
+        stable = previous.stable if previous else version
+        configs = _stage(model, staging, version, stable)
         for name in names:
             (repository / name).mkdir(exist_ok=True)
             os.replace(staging / name / str(version), repository / name / str(version))
         # configs last: a reader never sees a config naming a version that is not there yet
-        for name in names:
-            os.replace(staging / name / "config.pbtxt", repository / name / "config.pbtxt")
+        install_configs(repository, configs)
+        for stale in stale_release_models(repository, model.name, (stable, version)):
+            shutil.rmtree(stale)  # an earlier candidate that was never judged: the new one replaces it
     except OSError as error:
         raise RepositoryError(f"writing {model.name!r} into {repository} failed: {error}") from error
     finally:

@@ -12,9 +12,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from google.protobuf import text_format
-
-from tritonstack.repository.config import parse, response_cache_enabled
 from tritonstack.server.flags import DEFAULT_LOCAL_CACHE_BYTES, LocalCache
 
 _SIZE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*(?P<unit>[kmgt]?)(?P<binary>i?)b?", re.IGNORECASE)
@@ -46,6 +43,11 @@ def format_size(size_bytes: int) -> str:
 def models_with_cache(repository: Path) -> list[str]:
     """The models of ``repository`` whose config enables the response cache (unreadable configs skipped:
     ``tritonstack validate`` reports them)."""
+    # imported here: the protobuf config pulls in tritonclient's gRPC, which `serve --help` need not load
+    from google.protobuf import text_format
+
+    from tritonstack.repository.config import parse, response_cache_enabled
+
     names = []
     for config_path in sorted(Path(repository).glob("*/config.pbtxt")):
         if config_path.parent.name.startswith("."):

@@ -1,0 +1,206 @@
+"""Releases of a text-in model: which exported versions Triton serves, and under which names.
+
+Every export of NAME is a release, numbered by its version folder (the same
+number in ``NAME``, ``NAME_tokenizer``, ``NAME_encoder`` and ``NAME_postprocess``).
+At most two are served: the stable release and a candidate.
+
+The trap: an ensemble's ``config.pbtxt`` is shared by all of its versions and
+its steps name the version of each step, so "version 2 of NAME" would still run
+whatever versions its steps name. So every served release V gets a text-in
+ensemble of its own, ``NAME_vV`` (one version folder ``V/``, every step pinned
+to version V), and ``NAME`` is the stable release's: steps pinned to it and its
+``version_policy`` serving only that number, so the model version Triton
+reports for ``NAME`` is the release that answered. The steps serve exactly the
+served releases (``version_policy: specific``). Retired releases stay on disk
+(their export reports, a way back) and are not loaded. ``docs/releases.md``
+says why this layout, and ``validate`` checks it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonstack.repository import contract, layout
+from tritonstack.repository.config import ModelConfigProto, parameter, parse, render_proto
+from tritonstack.repository.errors import RepositoryError
+
+CONFIG_FILENAME = "config.pbtxt"
+
+
+@dataclass(frozen=True)
+class Releases:
+    """The releases of one text-in model: ``stable`` and ``candidate`` are version numbers."""
+
+    name: str
+    stable: int
+    candidate: int | None = None
+    versions: tuple[int, ...] = ()  # every release on disk, oldest first
+
+    @property
+    def served(self) -> tuple[int, ...]:
+        """The releases Triton serves, stable first."""
+        return (self.stable,) if self.candidate is None else (self.stable, self.candidate)
+
+    @property
+    def retired(self) -> tuple[int, ...]:
+        return tuple(v for v in self.versions if v not in self.served)
+
+
+def served_versions(config: Any, on_disk: Sequence[int]) -> tuple[int, ...]:
+    """The versions Triton serves of a model whose config is ``config`` (protobuf) and folders ``on_disk``."""
+    policy = config.version_policy
+    which = policy.WhichOneof("policy_choice")
+    if which == "specific":
+        return tuple(sorted(v for v in policy.specific.versions))
+    if which == "all":
+        return tuple(sorted(on_disk))
+    newest = policy.latest.num_versions if which == "latest" else 1
+    return tuple(sorted(on_disk)[-newest:]) if on_disk else ()
+
+
+def _pin(config: Any, *, name: str, serve: Sequence[int], steps_version: int | None = None) -> Any:
+    pinned = ModelConfigProto()
+    pinned.CopyFrom(config)
+    pinned.name = name
+    pinned.version_policy.specific.versions[:] = list(serve)
+    if steps_version is not None:
+        for step in pinned.ensemble_scheduling.step:
+            step.model_version = steps_version
+    return pinned
+
+
+def release_configs(text_in: Any, steps: Sequence[Any], stable: int, candidate: int | None) -> list[Any]:
+    """The configs (protobuf) that serve ``stable`` and ``candidate`` of the text-in ensemble ``text_in``.
+
+    ``steps`` are the configs of its steps. Pure: returns new configs, in the order steps, ``NAME``, then
+    ``NAME_vV`` for each served release.
+    """
+    name = text_in.name
+    served = (stable,) if candidate is None else (stable, candidate)
+    configs = [_pin(step, name=step.name, serve=sorted(served)) for step in steps]
+    configs.append(_pin(text_in, name=name, serve=[stable], steps_version=stable))
+    for release in served:
+        release_config = _pin(
+            text_in, name=contract.release_name(name, release), serve=[release], steps_version=release
+        )
+        release_config.parameters[contract.RELEASE_OF_PARAMETER].string_value = name
+        release_config.parameters[contract.RELEASE_PARAMETER].string_value = str(release)
+        configs.append(release_config)
+    return configs
+
+
+def _read_config(path: Path) -> Any:
+    try:
+        return parse(path.read_text())
+    except OSError as error:
+        raise RepositoryError(f"cannot read {path}: {error.strerror}") from error
+
+
+def _version_numbers(model_dir: Path) -> tuple[int, ...]:
+    return tuple(int(v.name) for v in layout.versions(model_dir))
+
+
+def read_releases(repository: Path, name: str) -> Releases:
+    """The releases of ``name`` in ``repository``; a repository from before releases has its newest as stable."""
+    config_path = Path(repository) / name / CONFIG_FILENAME
+    if not config_path.is_file():
+        raise RepositoryError(
+            f"no model {name!r} in {repository}",
+            hint=f"export it first: tritonstack export MODEL --name {name} --repository {repository}",
+        )
+    config = _read_config(config_path)
+    if config.platform != "ensemble":
+        raise RepositoryError(f"{name!r} is not a text-in model (an ensemble)", hint="name the model `export` wrote")
+    versions = _version_numbers(Path(repository) / name)
+    served = served_versions(config, versions)
+    if not served:
+        raise RepositoryError(f"{name!r} has no release (version folder)", hint="re-export the model")
+    stable = served[-1]
+    candidates = [
+        v
+        for v in versions
+        if v != stable and (Path(repository) / contract.release_name(name, v) / CONFIG_FILENAME).is_file()
+    ]
+    return Releases(name, stable, max(candidates, default=None), versions)
+
+
+def step_names(text_in: Any) -> list[str]:
+    return [step.model_name for step in text_in.ensemble_scheduling.step]
+
+
+def stale_release_models(repository: Path, name: str, served: Sequence[int]) -> list[Path]:
+    """The per-release ensembles of ``name`` in ``repository`` that serve none of ``served``."""
+    stale = []
+    for model_dir in sorted(Path(repository).iterdir()):
+        config_path = model_dir / CONFIG_FILENAME
+        if not model_dir.name.startswith(f"{name}_v") or not config_path.is_file():
+            continue
+        config = _read_config(config_path)
+        if parameter(config, contract.RELEASE_OF_PARAMETER) != name:
+            continue
+        if int(parameter(config, contract.RELEASE_PARAMETER) or 0) not in served:
+            stale.append(model_dir)
+    return stale
+
+
+def install_configs(repository: Path, configs: Sequence[Any]) -> None:
+    """Write ``configs`` into ``repository``, each by an atomic rename; make per-release ensembles' folders."""
+    for config in configs:
+        model_dir = Path(repository) / config.name
+        release = parameter(config, contract.RELEASE_PARAMETER)
+        if release is not None:  # a per-release ensemble holds one (empty) version folder, its release
+            (model_dir / release).mkdir(parents=True, exist_ok=True)
+        staged = model_dir / f".{CONFIG_FILENAME}.tmp"
+        staged.write_text(render_proto(config))
+        os.replace(staged, model_dir / CONFIG_FILENAME)
+
+
+def write_releases(repository: Path, name: str, stable: int, candidate: int | None) -> Releases:
+    """Serve ``stable`` and ``candidate`` of ``name``, rewriting its configs; retire every other release."""
+    repository = Path(repository)
+    current = read_releases(repository, name)
+    for release in (stable, candidate):
+        if release is not None and release not in current.versions:
+            raise RepositoryError(
+                f"{name!r} has no release {release}",
+                hint=f"its releases: {', '.join(map(str, current.versions))} (tritonstack release list)",
+            )
+    text_in = _read_config(repository / name / CONFIG_FILENAME)
+    steps = [_read_config(repository / step / CONFIG_FILENAME) for step in step_names(text_in)]
+    served = (stable,) if candidate is None else (stable, candidate)
+    for step in steps:
+        missing = [v for v in served if not (repository / step.name / str(v)).is_dir()]
+        if missing:
+            raise RepositoryError(f"{step.name!r} has no version folder for release {missing[0]}")
+    try:
+        install_configs(repository, release_configs(text_in, steps, stable, candidate))
+        # after the configs: a reader never sees NAME pointing at a release whose models are gone
+        for stale in stale_release_models(repository, name, served):
+            shutil.rmtree(stale)
+    except OSError as error:
+        raise RepositoryError(f"writing the releases of {name!r} into {repository} failed: {error}") from error
+    return read_releases(repository, name)
+
+
+def promote(repository: Path, name: str) -> Releases:
+    """Make the candidate of ``name`` its stable release and retire the old stable one."""
+    current = read_releases(repository, name)
+    if current.candidate is None:
+        raise RepositoryError(
+            f"{name!r} has no candidate release to promote",
+            hint="a second `tritonstack export` of the same name makes one",
+        )
+    return write_releases(repository, name, current.candidate, None)
+
+
+def rollback(repository: Path, name: str) -> Releases:
+    """Retire the candidate of ``name``; its stable release serves alone."""
+    current = read_releases(repository, name)
+    if current.candidate is None:
+        raise RepositoryError(f"{name!r} has no candidate release to roll back", hint="tritonstack release list")
+    return write_releases(repository, name, current.stable, None)
