@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonstack.export.cache import cache_root
 from tritonstack.export.errors import ExportError
+from tritonstack.export.gates import DEFAULT_THRESHOLD, Gate
 
 if TYPE_CHECKING:
     from tritonstack.export.quantize import Recipe
@@ -35,8 +37,9 @@ TARGETS = ("cpu", "gpu")
 # auto on cpu: int8 pays off only where the CPU has VNNI/AMX; on plain AVX2 the int8 recipes that pass the
 # gate are slower than fp32, so the export races them instead of assuming.
 DEFAULT_PRECISION = {"cpu": Precision.AUTO, "gpu": Precision.FP16}
-# min cosine (feature-extraction) or label agreement (classification) every candidate must reach
-DEFAULT_GATE = 0.99
+# min cosine (feature-extraction) or label agreement (classification) every candidate must reach;
+# ``--gate`` may name another metric (gates.py)
+DEFAULT_GATE = DEFAULT_THRESHOLD
 _GENERIC_DIR_NAMES = {"model", "models", "snapshot", "snapshots", "onnx", "hf", "checkpoint"}
 
 
@@ -54,12 +57,14 @@ class ExportOptions:
     max_sequence_length: int | None = None  # tokens; None: the model's own limit
     max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
     queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (repository/queue_policy.py)
-    gate: float = DEFAULT_GATE
-    parity_texts: Path | None = None
-    recipes: tuple[Recipe, ...] | None = None  # int8 candidates; None: every preset
-    threads: int = 2  # ORT intra-op threads while timing candidates
+    gate: Gate = field(default_factory=Gate)  # the task's default metric at DEFAULT_GATE
+    parity_texts: Path | None = None  # added to the gate split
+    recipes: tuple[Recipe, ...] | None = None  # int8 presets in the race; None: every preset
+    mixes: bool = True  # int8/auto on cpu: also search smoothed mixes with fp32 islands (sensitivity.py)
+    threads: int = 2  # ORT intra-op threads while gating and timing candidates
     reps: int = 3  # timed rounds per candidate
     progress: bool = True
+    cache_dir: Path | None = field(default_factory=cache_root)  # what the int8 search measured; None: no cache
 
 
 def sanitize_name(raw: str) -> str:
