@@ -4,8 +4,11 @@ Same texts and calls for every candidate (on a CPU one text per call, see
 ``search.py``; on a GPU batches of 32 padded to the longest text of each),
 a fixed number of intra-op threads. Candidates are interleaved call by call
 -- A1 B1 C1 A2 B2 C2 ... -- so that bursts of load from other processes on a
-shared machine hit all of them alike; a round is one pass over all calls, and
-the median round counts.
+shared machine hit all of them alike; a round is one pass over all calls.
+Each call's time is its median over the rounds, and a candidate's time the
+sum of those: a burst that slows a few calls of one round is voted out call by
+call, where a median over whole rounds would keep a round that one long burst
+spoilt for one candidate and not the next.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ def measure_throughput(
     reps: int = DEFAULT_REPS,
     before_round: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Median sequences per second of each session over ``reps`` rounds, interleaved per batch.
+    """Sequences per second of each session over ``reps`` rounds, interleaved per batch, each batch's
+    time the median of its rounds (see the module docstring).
 
     ``WARMUP_CALLS`` untimed calls each first (allocations, kernel selection).
     """
@@ -59,14 +63,11 @@ def measure_throughput(
         feeds[name] = [{n: b[n] for n in inputs} for b in batches]
         for feed in feeds[name][:WARMUP_CALLS]:
             session.run(None, feed)
-    seconds: dict[str, list[float]] = {name: [] for name in sessions}
+    seconds: dict[str, list[list[float]]] = {name: [[] for _ in batches] for name in sessions}
     for _ in range(reps):
         if before_round is not None:
             before_round()
-        round_s = dict.fromkeys(sessions, 0.0)
         for index in range(len(batches)):
             for name, session in sessions.items():
-                round_s[name] += _run_timed(session, feeds[name][index])
-        for name, value in round_s.items():
-            seconds[name].append(value)
-    return {name: texts / statistics.median(values) for name, values in seconds.items()}
+                seconds[name][index].append(_run_timed(session, feeds[name][index]))
+    return {name: texts / sum(statistics.median(calls) for calls in per_call) for name, per_call in seconds.items()}

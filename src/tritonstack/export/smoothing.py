@@ -58,6 +58,7 @@ class SmoothableGraph:
         self.model = onnx.load(str(path))
         graph = self.model.graph
         initializers = {t.name: t for t in graph.initializer}
+        graph_outputs = {o.name for o in graph.output}
         readers: dict[str, list[Any]] = {}
         for node in graph.node:
             for name in node.input:
@@ -65,13 +66,13 @@ class SmoothableGraph:
         matmuls: list[WeightedMatMul] = []
         for node in graph.node:
             weight = initializers.get(node.input[1]) if node.op_type == "MatMul" and len(node.input) == 2 else None
-            if weight is None or len(weight.dims) != 2 or weight.data_type != TensorProto.FLOAT:
+            if weight is None or len(weight.dims) != 2 or weight.data_type != TensorProto.FLOAT or not node.name:
                 continue
             if len(readers[weight.name]) != 1:  # a shared (tied) weight cannot be scaled for one reader
                 continue
             bias = bias_add = bias_output = None
             (reader, *others) = readers.get(node.output[0], [None])
-            if reader is not None and not others and reader.op_type == "Add":
+            if reader is not None and not others and reader.op_type == "Add" and node.output[0] not in graph_outputs:
                 other = reader.input[1] if reader.input[0] == node.output[0] else reader.input[0]
                 constant = initializers.get(other)
                 if constant is not None and list(constant.dims) == [weight.dims[1]]:
@@ -99,7 +100,9 @@ class SmoothableGraph:
         """The MatMuls that can be int8, in graph order."""
         return tuple(self.matmuls)
 
-    def activation_maxima(self, session_for: Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    def activation_maxima(
+        self, session_for: Callable[[onnx.ModelProto], Any], feeds: Sequence[Mapping[str, np.ndarray]]
+    ) -> dict[str, np.ndarray]:
         """Per channel, the largest ``|X|`` each group's activation reaches on ``feeds``.
 
         ``session_for(model)`` opens an ONNX Runtime session on a model proto. Padding
