@@ -86,7 +86,7 @@ def test_the_ranking_is_deterministic_for_a_seed_and_each_step_is_conditional_on
     for _ in range(2):
         search = _search(tiny)
         alpha = search.choose_alpha()
-        walk = search.walk(alpha)
+        walk = search.walk()
         steps = [next(walk) for _ in range(3)]
         runs.append((alpha, search.alpha_trials, steps))
     assert runs[0] == runs[1]
@@ -177,3 +177,35 @@ def test_the_int8_report_round_trips_and_a_reexport_replays_the_cache(tiny: Any,
     assert second.sensitivity.steps == first.sensitivity.steps
     assert second.sensitivity.alpha_trials == first.sensitivity.alpha_trials
     assert second.recipe == first.recipe and second.parity == first.parity
+
+
+@pytest.mark.parametrize(
+    ("architecture", "task", "gate"),
+    [
+        ("distilbert", "text-classification", Gate.parse("max_abs_prob_diff=0.2")),
+        ("roberta", "token-classification", Gate(0.9)),
+    ],
+)
+def test_classifiers_get_the_int8_search_gated_on_their_own_figures(
+    architecture: str, task: str, gate: Gate, tmp_path: Path
+) -> None:
+    model_dir = tinymodels.build(tmp_path / architecture, architecture, task, seed=3)
+    report = export_model(
+        ExportOptions(
+            str(model_dir),
+            repository=tmp_path / "repo",
+            precision=Precision.INT8,
+            recipes=(),
+            gate=gate,
+            cache_dir=None,
+            **FAST,
+        )
+    ).report
+    metric = gate.for_task(task).metric
+    assert report.gate.metric is metric and report.sensitivity is not None
+    assert report.sensitivity.metric == str(metric)
+    assert report.chosen is not None and report.chosen.parity is not None and report.chosen.calibration is not None
+    for figures in (report.chosen.parity, report.chosen.calibration):
+        assert {"label_agreement", "max_abs_prob_diff"} <= set(figures.details)
+        assert figures.figure("min_cosine") is None  # no embeddings, no cosine
+    assert report.chosen.parity.passed and gate.for_task(task).passes(report.chosen.parity.value)

@@ -226,7 +226,7 @@ def search_mixes(
     )
     alpha = mixes.choose_alpha()
     candidates: list[Candidate] = []
-    for step in mixes.walk(alpha):
+    for step in mixes.walk():
         recipe = Recipe.smoothed(alpha, step.fp32_nodes)
         candidate = Candidate(recipe.name, Precision.INT8, recipe.description, recipe=recipe)
         grow(1)
@@ -240,7 +240,7 @@ def search_mixes(
         candidates.append(candidate)
         if candidate.passed:
             break
-    return candidates, mixes.result(alpha)
+    return candidates, mixes.result()
 
 
 def _save(model: Any, path: Path) -> None:

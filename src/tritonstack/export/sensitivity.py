@@ -34,24 +34,23 @@ from tritonstack.export.smoothing import SWITCH_INPUT, SmoothableGraph
 COARSE_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 ALPHA_REFINEMENT = 0.05  # then the best coarse alpha +- this
 MAX_FP32_NODES = 6  # each fp32 island costs ~5 % of int8's speed on MiniLM: beyond six, fp32 is as fast
-# What breaks a tie of the gate's figure (label agreement is coarse on a few dozen texts)
+# What breaks a tie of the gate's figure (label agreement is coarse on a few dozen texts), and its sign:
+# -1 where lower is better
 _TIEBREAK = {
-    GateMetric.MIN_COSINE: "mean_cosine",
-    GateMetric.TOP10_OVERLAP: GateMetric.PAIRWISE_SPEARMAN.value,
-    GateMetric.PAIRWISE_SPEARMAN: GateMetric.MIN_COSINE.value,
-    GateMetric.LABEL_AGREEMENT: GateMetric.MAX_ABS_PROB_DIFF.value,
-    GateMetric.MAX_ABS_PROB_DIFF: GateMetric.LABEL_AGREEMENT.value,
+    GateMetric.MIN_COSINE: ("mean_cosine", 1.0),
+    GateMetric.TOP10_OVERLAP: (GateMetric.PAIRWISE_SPEARMAN.value, 1.0),
+    GateMetric.PAIRWISE_SPEARMAN: (GateMetric.MIN_COSINE.value, 1.0),
+    GateMetric.LABEL_AGREEMENT: (GateMetric.MAX_ABS_PROB_DIFF.value, -1.0),
+    GateMetric.MAX_ABS_PROB_DIFF: (GateMetric.LABEL_AGREEMENT.value, 1.0),
 }
 
 
 def score(parity: Parity) -> tuple[float, float]:
     """A parity as a sortable score, higher is better: the gate's figure, then its tie-break."""
     metric = GateMetric(parity.metric)
-    tiebreak = parity.details[_TIEBREAK[metric]]
-    tiebreak_metric = next((m for m in GateMetric if m.value == _TIEBREAK[metric]), None)
-    tiebreak_sign = -1.0 if tiebreak_metric is not None and not tiebreak_metric.higher_is_better else 1.0
+    tiebreak, tiebreak_sign = _TIEBREAK[metric]
     sign = 1.0 if metric.higher_is_better else -1.0
-    return sign * parity.value, tiebreak_sign * float(tiebreak)
+    return sign * parity.value, tiebreak_sign * float(parity.details[tiebreak])
 
 
 @dataclass(frozen=True)
@@ -142,11 +141,14 @@ class MixSearch:
     ) -> None:
         self.graph, self.reference, self.feeds, self.gate = graph, reference, list(feeds), gate
         self.open_session, self.cache, self.progress, self.grow = open_session, cache, progress, grow
-        self.metric = gate.for_task(reference.task).metric or GateMetric.MIN_COSINE
+        metric = gate.for_task(reference.task).metric
+        assert metric is not None  # for_task resolves it
+        self.metric = metric
         cached = cache.load() or {}
+        self.alpha: float | None = cached.get("alpha")
         self.alpha_trials = tuple(AlphaTrial(t["alpha"], t["value"]) for t in cached.get("alpha_trials", []))
-        self.steps = [WalkStep.from_dict(s) for s in cached.get("steps", [])]
-        self.cached = bool(self.alpha_trials)
+        self.steps = [WalkStep.from_dict(s) for s in cached.get("steps", [])] if self.alpha is not None else []
+        self.cached = self.alpha is not None
         self.walked = 0  # steps the caller has taken: the report shows those, not the whole cache
         self.maxima: dict[str, np.ndarray] | None = None
         self._switchboard: Any = None
@@ -169,8 +171,8 @@ class MixSearch:
         return self._parity(self.open_session(model))
 
     def choose_alpha(self) -> float:
-        """The smoothing strength with the best calibration figure, every MatMul int8."""
-        if not self.alpha_trials:
+        """The smoothing strength with the best calibration score (``score``), every MatMul int8."""
+        if self.alpha is None:
             trials: dict[float, tuple[tuple[float, float], float]] = {}
 
             def trial(alpha: float) -> None:
@@ -186,14 +188,15 @@ class MixSearch:
             best = max(trials, key=lambda a: trials[a][0])
             for alpha in (best - ALPHA_REFINEMENT, best + ALPHA_REFINEMENT):
                 trial(alpha)
+            self.alpha = max(trials, key=lambda a: trials[a][0])
             self.alpha_trials = tuple(AlphaTrial(a, _rounded(v)) for a, (_, v) in sorted(trials.items()))
             self._store()
-        best_trial = max(self.alpha_trials, key=lambda t: t.value if self.metric.higher_is_better else -t.value)
-        return best_trial.alpha
+        return self.alpha
 
-    def walk(self, alpha: float, max_fp32_nodes: int = MAX_FP32_NODES) -> Iterator[WalkStep]:
+    def walk(self, max_fp32_nodes: int = MAX_FP32_NODES) -> Iterator[WalkStep]:
         """Step 0 (every MatMul int8), then one more fp32 MatMul per step, lazily: stop iterating at the
         first mix that passes. Ends when ``max_fp32_nodes`` are fp32 or every node is."""
+        alpha = self.choose_alpha()
         limit = min(max_fp32_nodes, len(self.graph.nodes))
         for index in range(limit + 1):
             if index == len(self.steps):
@@ -223,12 +226,14 @@ class MixSearch:
         trials = tuple(NodeTrial(node, _rounded(value)) for _, node, value in scored)
         return WalkStep((*kept, trials[0].node), trials[0].value, trials)
 
-    def result(self, alpha: float) -> Sensitivity:
-        return Sensitivity(self.metric.value, alpha, self.alpha_trials, tuple(self.steps[: self.walked]), self.cached)
+    def result(self) -> Sensitivity:
+        alpha, steps = self.choose_alpha(), tuple(self.steps[: self.walked])
+        return Sensitivity(self.metric.value, alpha, self.alpha_trials, steps, self.cached)
 
     def _store(self) -> None:
         self.cache.store(
             {
+                "alpha": self.alpha,
                 "alpha_trials": [{"alpha": t.alpha, "value": t.value} for t in self.alpha_trials],
                 "steps": [s.to_dict() for s in self.steps],
             }
