@@ -209,3 +209,21 @@ def test_classifiers_get_the_int8_search_gated_on_their_own_figures(
         assert {"label_agreement", "max_abs_prob_diff"} <= set(figures.details)
         assert figures.figure("min_cosine") is None  # no embeddings, no cosine
     assert report.chosen.parity.passed and gate.for_task(task).passes(report.chosen.parity.value)
+
+
+def test_the_cache_is_keyed_by_model_and_search_and_a_bad_entry_is_a_miss(tmp_path: Path) -> None:
+    from tritonstack.export.cache import SearchCache, search_key
+
+    model = "ab" * 32
+    cache = SearchCache(model, search_key({"texts": ["a"]}), tmp_path)
+    assert cache.load() is None
+    cache.store({"alpha": 0.75})
+    assert cache.load() == {"alpha": 0.75}
+    assert SearchCache(model, search_key({"texts": ["b"]}), tmp_path).load() is None  # other texts
+    assert SearchCache("cd" * 32, search_key({"texts": ["a"]}), tmp_path).load() is None  # other model
+    assert cache.path is not None
+    cache.path.write_text("{not json")
+    assert cache.load() is None
+    disabled = SearchCache(model, "k", None)
+    disabled.store({"alpha": 0.5})
+    assert disabled.load() is None and [p.name for p in (tmp_path / "export").iterdir()] == [cache.path.name]

@@ -59,6 +59,7 @@ class SearchCache:
         """Write ``data`` atomically; a cache that cannot be written is skipped."""
         if self.path is None:
             return
+        staged: str | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             descriptor, staged = tempfile.mkstemp(prefix=".search-", dir=self.path.parent)
@@ -66,4 +67,5 @@ class SearchCache:
                 json.dump(data, file)
             os.replace(staged, self.path)
         except OSError:
-            pass
+            if staged is not None:
+                Path(staged).unlink(missing_ok=True)

@@ -130,8 +130,8 @@ def frontier(candidates: Sequence[Candidate]) -> list[Candidate]:
     ]
 
 
-_FIGURES = {  # the columns of the table per task: figure name, header
-    "feature-extraction": (
+_FIGURES = {  # the figure columns of the table, embeddings or classification: figure, header
+    "embeddings": (
         (GateMetric.MIN_COSINE, "min cos"),
         (GateMetric.TOP10_OVERLAP, "top10"),
         (GateMetric.PAIRWISE_SPEARMAN, "spearman"),
@@ -151,7 +151,7 @@ def format_table(candidates: Sequence[Candidate], chosen: Candidate | None) -> s
     on_frontier = {c.name for c in frontier(candidates)}
     gated = next((c.parity for c in candidates if c.parity is not None), None)
     embeddings = gated is None or gated.figure(GateMetric.MIN_COSINE) is not None
-    columns = _FIGURES["feature-extraction" if embeddings else "classification"]
+    columns = _FIGURES["embeddings" if embeddings else "classification"]
     gate_metric = GateMetric(gated.metric) if gated else columns[0][0]
     header = (
         "",
