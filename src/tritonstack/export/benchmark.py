@@ -2,13 +2,15 @@
 
 Same texts and calls for every candidate (on a CPU one text per call, see
 ``search.py``; on a GPU batches of 32 padded to the longest text of each),
-a fixed number of intra-op threads. Candidates are interleaved call by call
--- A1 B1 C1 A2 B2 C2 ... -- so that bursts of load from other processes on a
-shared machine hit all of them alike; a round is one pass over all calls.
-Each call's time is its median over the rounds, and a candidate's time the
-sum of those: a burst that slows a few calls of one round is voted out call by
-call, where a median over whole rounds would keep a round that one long burst
-spoilt for one candidate and not the next.
+a fixed number of intra-op threads. Candidates take turns block by block --
+A1..A16 B1..B16 C1..C16 A17.. -- so that bursts of load from other processes
+on a shared machine hit all of them alike, and each block starts with an
+untimed call: a served model runs alone, with its weights in the CPU's
+caches, and switching models call by call measured MiniLM 2-3x slower than
+that (cold caches), blocks of 16 only a little. A round is one pass over all
+calls. Each block's time is its median over the rounds, and a candidate's
+time the sum of those: a burst that slows a few blocks of one round is voted
+out block by block.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 DEFAULT_THREADS = 2
 DEFAULT_REPS = 3
 WARMUP_CALLS = 16  # untimed calls per session first: allocations, kernel selection (all of them, if fewer)
+BLOCK_CALLS = 16  # consecutive timed calls of one session before the next one's turn
 
 
 def make_session(model: Path | Any, *, threads: int = DEFAULT_THREADS, providers: list[str] | None = None) -> Any:
@@ -38,9 +41,12 @@ def make_session(model: Path | Any, *, threads: int = DEFAULT_THREADS, providers
     return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
 
 
-def _run_timed(session: Any, feed: dict[str, np.ndarray]) -> float:
+def _run_block(session: Any, feeds: list[dict[str, np.ndarray]]) -> float:
+    """Seconds for ``feeds`` back to back, after one untimed call that brings the model back into the caches."""
+    session.run(None, feeds[0])
     started = time.perf_counter()
-    session.run(None, feed)
+    for feed in feeds:
+        session.run(None, feed)
     return time.perf_counter() - started
 
 
@@ -51,7 +57,7 @@ def measure_throughput(
     reps: int = DEFAULT_REPS,
     before_round: Callable[[], None] | None = None,
 ) -> dict[str, float]:
-    """Sequences per second of each session over ``reps`` rounds, interleaved per batch, each batch's
+    """Sequences per second of each session over ``reps`` rounds, taking turns block by block, each block's
     time the median of its rounds (see the module docstring).
 
     ``WARMUP_CALLS`` untimed calls each first (allocations, kernel selection).
@@ -63,11 +69,12 @@ def measure_throughput(
         feeds[name] = [{n: b[n] for n in inputs} for b in batches]
         for feed in feeds[name][:WARMUP_CALLS]:
             session.run(None, feed)
-    seconds: dict[str, list[list[float]]] = {name: [[] for _ in batches] for name in sessions}
+    starts = range(0, len(batches), BLOCK_CALLS)
+    seconds: dict[str, list[list[float]]] = {name: [[] for _ in starts] for name in sessions}
     for _ in range(reps):
         if before_round is not None:
             before_round()
-        for index in range(len(batches)):
+        for block, start in enumerate(starts):
             for name, session in sessions.items():
-                seconds[name][index].append(_run_timed(session, feeds[name][index]))
-    return {name: texts / sum(statistics.median(calls) for calls in per_call) for name, per_call in seconds.items()}
+                seconds[name][block].append(_run_block(session, feeds[name][start : start + BLOCK_CALLS]))
+    return {name: texts / sum(statistics.median(times) for times in blocks) for name, blocks in seconds.items()}
