@@ -27,6 +27,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """What the int8 search caches (export/cache.py) goes to the session's temporary folder, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITONSTACK_CACHE_DIR", str(tmp_path_factory.mktemp("export-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny HF model folders: ``tiny`` (bert, feature-extraction), ``tiny_cls`` (bert, text-classification),

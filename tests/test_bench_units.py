@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from tritonstack._cpu import parse_cpuinfo, read_cpuinfo
 from tritonstack.bench import cpus
 from tritonstack.bench.hardware import EncoderCost, cpu_peak, vector_rates
-from tritonstack.bench.inprocess import locate
+from tritonstack.bench.inprocess import InProcessModel, locate
 from tritonstack.bench.load import closed_loop, open_loop
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Round, best, summarize
 from tritonstack.bench.texts import make_texts
@@ -82,7 +83,7 @@ def test_minilm_l6_costs_about_22_4_mflop_per_token_at_128_tokens() -> None:
 # --- the served files ---------------------------------------------------------------------------
 
 
-def _repository(tmp_path: Path, precision: str, recipe: str | None) -> Path:
+def _repository(tmp_path: Path, precision: str, recipe: str | None, max_rows_per_call: int = 0) -> Path:
     tokenizer = tmp_path / "tokenizer"
     tokenizer.mkdir()
     (tokenizer / "tokenizer.json").write_text("{}")  # locate reads configs only
@@ -100,6 +101,7 @@ def _repository(tmp_path: Path, precision: str, recipe: str | None) -> Path:
         max_sequence_length=32,
         precision=precision,
         recipe=recipe,
+        max_rows_per_call=max_rows_per_call,
     )
     write_text_model(tmp_path / "repo", model)
     return tmp_path / "repo"
@@ -118,6 +120,28 @@ def test_the_precision_comes_from_the_encoder_config(tmp_path: Path) -> None:
     del config.parameters[contract.PRECISION_PARAMETER]  # written before encoders recorded it
     config_path.write_text(text_format.MessageToString(config))
     assert locate(repository, "m").precision == "unknown"
+
+
+def test_the_rows_per_call_cap_comes_from_the_encoder_config(tmp_path: Path) -> None:
+    files = locate(_repository(tmp_path, "int8", "smoothed_a0.75_fp32x2", max_rows_per_call=1), "m")
+    assert files.max_rows_per_call == 1 and files.knobs["encoder_max_rows_per_call"] == 1
+    (tmp_path / "b").mkdir()
+    uncapped = locate(_repository(tmp_path / "b", "int8", "blockwise32_optimized"), "m")
+    assert uncapped.max_rows_per_call == 0 and "encoder_max_rows_per_call" not in uncapped.knobs
+
+
+def test_a_capped_encoder_runs_in_process_as_it_is_served(tiny_repository: Path) -> None:
+    import numpy as np
+
+    texts = ["the quick brown fox jumps over the lazy dog", "hello", "rain cloud river", "model server latency"]
+    capped = InProcessModel(replace(locate(tiny_repository, "tiny"), max_rows_per_call=2), threads=1)
+    calls = capped.calls(texts)
+    assert [rows for rows, _ in calls] == [[1, 2], [3, 0]]  # by length, two rows a call
+    lengths = capped.token_counts(texts)
+    assert [inputs["input_ids"].shape for _, inputs in calls] == [(2, lengths[2]), (2, lengths[0])]
+    whole = InProcessModel(locate(tiny_repository, "tiny"), threads=1)
+    assert len(whole.calls(texts)) == 1
+    np.testing.assert_allclose(capped.encode(texts), whole.encode(texts), atol=1e-5)  # same rows, same order
 
 
 # --- cores ------------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ import pytest
 
 import tinymodels
 from tritonstack.export.errors import ExportError, UnsupportedModelError
+from tritonstack.export.gates import Gate
 from tritonstack.export.onnx_export import export_onnx
-from tritonstack.export.parity import compare, compute_reference, run_onnx, sample_texts, tokenize_batches
+from tritonstack.export.parity import compare, compute_reference, run_onnx, tokenize_batches
 from tritonstack.export.pooling import PoolingSpec, read_pooling_spec
 from tritonstack.export.registry import REGISTRY, infer_task, lookup
+from tritonstack.export.texts import GATE, builtin_split
 
-TEXTS = sample_texts()[:24]
+TEXTS = builtin_split(GATE).texts[:24]
 
 
 def _write_st_files(model_dir: Path, pooling: dict[str, bool], *, normalize: bool, max_seq_length: int) -> None:
@@ -67,7 +69,7 @@ def test_bert_embedding_matches_sentence_transformers(
     session, batches = _onnx_outputs(export, TEXTS)
     output = run_onnx(session, batches, token_level=False)
     reference = compute_reference(export, TEXTS)  # SentenceTransformer(model_dir).encode
-    parity = compare(reference, output, gate=0.99)
+    parity = compare(reference, output, gate=Gate(0.99))
     assert parity.value > 0.9999, parity
     assert parity.details["max_abs_diff"] < 1e-4
     norms = np.linalg.norm(output, axis=1)
@@ -101,7 +103,7 @@ def test_plain_transformers_model_gets_sentence_transformers_defaults(tmp_path: 
     assert export.max_sequence_length == 64  # tokenizer limit, below the 68 positions
     session, batches = _onnx_outputs(export, TEXTS)
     output = run_onnx(session, batches, token_level=False)
-    assert compare(compute_reference(export, TEXTS), output, gate=0.99).value > 0.9999
+    assert compare(compute_reference(export, TEXTS), output, gate=Gate(0.99)).value > 0.9999
 
 
 def test_distilbert_text_classification(tmp_path: Path) -> None:
@@ -113,7 +115,7 @@ def test_distilbert_text_classification(tmp_path: Path) -> None:
     session, batches = _onnx_outputs(export, TEXTS)
     logits = run_onnx(session, batches, token_level=False)
     assert logits.shape == (len(TEXTS), 2)
-    parity = compare(compute_reference(export, TEXTS), logits, gate=0.99)
+    parity = compare(compute_reference(export, TEXTS), logits, gate=Gate(0.99))
     assert parity.value == 1.0
     assert parity.details["max_abs_prob_diff"] < 1e-4
 
@@ -126,7 +128,7 @@ def test_roberta_token_classification(tmp_path: Path) -> None:
     session, batches = _onnx_outputs(export, TEXTS)
     logits = run_onnx(session, batches, token_level=True)
     assert logits.ndim == 3 and logits.shape[-1] == 2
-    parity = compare(compute_reference(export, TEXTS), logits, gate=0.99)
+    parity = compare(compute_reference(export, TEXTS), logits, gate=Gate(0.99))
     assert parity.value == 1.0
     assert parity.details["compared"] > len(TEXTS)  # real tokens, not texts
 

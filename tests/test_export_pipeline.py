@@ -10,15 +10,18 @@ import pytest
 import tinymodels
 from tritonstack.cli import main
 from tritonstack.export.errors import AccuracyGateError, ExportError
+from tritonstack.export.gates import Gate
 from tritonstack.export.options import ExportOptions, Precision
 from tritonstack.export.pipeline import export_model
 from tritonstack.export.quantize import Recipe
 from tritonstack.export.report import ExportReport, summarize
+from tritonstack.export.texts import GATE, builtin_split
 from tritonstack.repository import contract
 from tritonstack.repository.config import parameter, parse
 from tritonstack.repository.validate import check_repository
 
-FAST = {"progress": False, "reps": 1}
+# no smoothed-mix search unless a test asks for it (test_export_int8.py), no cache outside the test's folders
+FAST = {"progress": False, "reps": 1, "mixes": False, "cache_dir": None}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +87,7 @@ def test_the_report_reads_back_from_its_json_unchanged(tiny_models: dict[str, Pa
     )
     report = result.report
     assert report.version_dir == result.version_dir and report.pooling is not None
-    assert report.parity_texts_file is not None and report.parity_text_count == 64 + 2
+    assert report.parity_texts_file is not None and report.parity_text_count == len(builtin_split(GATE)) + 2
     loaded = ExportReport.from_json(report.to_json())
     assert loaded == report
     assert loaded.chosen is loaded.candidates[[c.name for c in loaded.candidates].index(report.recipe or "")]
@@ -134,7 +137,7 @@ def test_gate_miss_refuses_and_writes_nothing(tiny_models: dict[str, Path], tmp_
             ExportOptions(
                 str(tiny_models["bert"]),
                 repository=repository,
-                gate=1.01,  # no cosine reaches it
+                gate=Gate(1.01),  # no cosine reaches it
                 precision=Precision.INT8,
                 recipes=(Recipe.default(),),
                 **FAST,

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tritonstack.export.candidates import Candidate, format_table, frontier, select
 from tritonstack.export.errors import ExportError, ParityShapeError
+from tritonstack.export.gates import Gate, GateMetric
 from tritonstack.export.options import (
     Precision,
     check_repository_writable,
@@ -15,9 +17,10 @@ from tritonstack.export.options import (
     resolve_precision,
     sanitize_name,
 )
-from tritonstack.export.parity import Parity, Reference, compare, sample_texts
+from tritonstack.export.parity import Parity, Reference, compare, retrieval_agreement
 from tritonstack.export.quantize import Recipe, quantize_blockwise
-from tritonstack.export.search import Candidate, format_table, plan, select
+from tritonstack.export.search import plan
+from tritonstack.export.texts import CALIBRATION, GATE, KINDS, USER_KIND, builtin_split, load_splits
 
 
 def _candidate(name: str, seq_per_s: float | None, value: float, *, selectable: bool = True) -> Candidate:
@@ -92,6 +95,17 @@ def test_recipe_presets_cover_the_issue_axes() -> None:
     assert axes == {(False, False), (False, True), (True, False), (True, True)}
     assert any(r.exclude_sensitive for r in presets)
     assert Recipe.per_channel_optimized().to_dict()["per_channel_weights"] is True
+    # one activation scale per call: every preset but the blockwise one is served one text per call
+    assert [r.max_rows_per_call for r in presets] == [1, 1, 1, 1, 1, 0]
+
+
+def test_smoothed_recipe_names_its_fp32_nodes_and_round_trips() -> None:
+    nodes = ("/encoder/layer.1/output/dense/MatMul", "/encoder/layer.0/output/dense/MatMul")
+    recipe = Recipe.smoothed(0.75, nodes)
+    assert recipe.name == "smoothed_a0.75_fp32x2" and recipe.max_rows_per_call == 1
+    assert "layer.1/output/dense, layer.0/output/dense" in recipe.description
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    assert Recipe.smoothed(0.8).name == "smoothed_a0.8" and "all int8" in Recipe.smoothed(0.8).description
 
 
 def test_blockwise_int8_replaces_constant_matmuls_and_stays_close(tmp_path: Path) -> None:
@@ -130,9 +144,60 @@ def test_blockwise_int8_replaces_constant_matmuls_and_stays_close(tmp_path: Path
     assert np.abs(got - expected).max() < 0.05 * np.abs(expected).max()
 
 
+def test_frontier_keeps_what_nothing_beats_on_both_speed_and_accuracy() -> None:
+    candidates = [
+        _candidate("fp32", 100.0, 1.0),
+        _candidate("fast_bad", 250.0, 0.95),
+        _candidate("slow_bad", 90.0, 0.95),  # slower and less accurate than fp32: dominated
+        _candidate("balanced", 190.0, 0.992),
+        _candidate("twin", 190.0, 0.992),  # ties beat nobody: both stay
+        _candidate("unmeasured", None, 0.999),
+    ]
+    assert [c.name for c in frontier(candidates)] == ["fp32", "fast_bad", "balanced", "twin"]
+
+
+def test_frontier_of_a_lower_is_better_gate() -> None:
+    drift = [
+        Candidate(n, Precision.INT8, "", seq_per_s=s, parity=Parity("max_abs_prob_diff", d, 0.05, {}))
+        for n, s, d in (("a", 100.0, 0.01), ("b", 200.0, 0.04), ("c", 150.0, 0.05))
+    ]
+    assert [c.name for c in frontier(drift)] == ["a", "b"]
+    assert (
+        drift[1].passed
+        and not Candidate("x", Precision.INT8, "", parity=Parity("max_abs_prob_diff", 0.06, 0.05, {})).passed
+    )
+
+
+def test_gate_parse_resolve_and_direction() -> None:
+    assert Gate.parse("0.98") == Gate(0.98)
+    assert Gate.parse("top10_overlap=0.9") == Gate(0.9, GateMetric.TOP10_OVERLAP)
+    assert Gate(0.99).for_task("feature-extraction").metric is GateMetric.MIN_COSINE
+    assert Gate(0.99).for_task("token-classification").metric is GateMetric.LABEL_AGREEMENT
+    drift = Gate.parse("max_abs_prob_diff=0.05").for_task("text-classification")
+    assert drift.passes(0.04) and not drift.passes(0.06) and str(drift) == "max_abs_prob_diff <= 0.05"
+    assert Gate.from_dict(drift.to_dict()) == drift
+    for bad in ("cosine=0.9", "min_cosine=high", ""):
+        with pytest.raises(ExportError) as caught:
+            Gate.parse(bad)
+        assert caught.value.hint and "top10_overlap" in caught.value.hint
+    with pytest.raises(ExportError, match="does not apply") as misfit:
+        Gate(0.9, GateMetric.PAIRWISE_SPEARMAN).for_task("text-classification")
+    assert misfit.value.hint and "label_agreement" in misfit.value.hint
+
+
+def test_retrieval_agreement_sees_neighbours_swap() -> None:
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(40, 16))
+    same = retrieval_agreement(embeddings, embeddings * 2.0)  # scale changes no cosine
+    assert same == {"top10_overlap": 1.0, "top1_agreement": 1.0, "pairwise_spearman": pytest.approx(1.0)}
+    noisy = retrieval_agreement(embeddings, embeddings + rng.normal(scale=0.5, size=embeddings.shape))
+    assert 0.2 < noisy["top10_overlap"] < 1.0 and 0.0 < noisy["pairwise_spearman"] < 0.99
+    assert noisy["top1_agreement"] < 1.0
+
+
 def test_compare_embeddings_min_cosine() -> None:
     reference = Reference("feature-extraction", ("a", "b"), np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32))
-    parity = compare(reference, np.array([[1.0, 0.0], [1.0, 1.0]], dtype=np.float32), gate=0.99)
+    parity = compare(reference, np.array([[1.0, 0.0], [1.0, 1.0]], dtype=np.float32), gate=Gate(0.99))
     assert parity.metric == "min_cosine"
     assert parity.value == pytest.approx(np.sqrt(0.5))
     assert parity.details["worst_text_index"] == 1
@@ -143,7 +208,7 @@ def test_compare_classification_agreement_and_prob_diff() -> None:
     probs = np.array([[0.9, 0.1], [0.4, 0.6], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32)
     reference = Reference("text-classification", ("a",) * 4, probs)
     logits = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32))
-    parity = compare(reference, logits, gate=0.99)
+    parity = compare(reference, logits, gate=Gate(0.99))
     assert parity.value == 0.75 and not parity.passed
     assert parity.details["max_abs_prob_diff"] == pytest.approx(0.2, abs=1e-5)
 
@@ -151,15 +216,33 @@ def test_compare_classification_agreement_and_prob_diff() -> None:
 def test_shape_mismatch_is_not_a_gate_miss() -> None:
     reference = Reference("feature-extraction", ("a",), np.ones((1, 4), dtype=np.float32))
     with pytest.raises(ParityShapeError):
-        compare(reference, np.ones((1, 8), dtype=np.float32), gate=0.99)
+        compare(reference, np.ones((1, 8), dtype=np.float32), gate=Gate(0.99))
 
 
-def test_sample_texts_are_varied() -> None:
-    texts = sample_texts()
-    words = [len(t.split()) for t in texts]
-    assert len(texts) == 64
+@pytest.mark.parametrize("name", [CALIBRATION, GATE])
+def test_builtin_splits_are_varied(name: str) -> None:
+    split = builtin_split(name)
+    words = [len(t.split()) for t in split.texts]
+    assert len(split) >= 80
     assert min(words) <= 3 and max(words) >= 100
-    assert sum(not t.isascii() for t in texts) >= 8  # non-English and emoji
+    assert sum(not t.isascii() for t in split.texts) >= 8  # non-English and emoji
+    assert set(split.counts()) == set(KINDS) and min(split.counts().values()) >= 10
+    assert len(set(split.texts)) == len(split)
+
+
+def test_the_splits_are_disjoint_even_when_a_user_gates_on_a_calibration_text(tmp_path: Path) -> None:
+    assert not set(builtin_split(CALIBRATION).texts) & set(builtin_split(GATE).texts)
+    borrowed = builtin_split(CALIBRATION).texts[3]
+    user_file = tmp_path / "texts.txt"
+    user_file.write_text(f"my own text\n\n{borrowed}\n")
+    splits = load_splits(user_file)
+    assert not set(splits.calibration.texts) & set(splits.gate.texts)
+    assert splits.gate.texts[-2:] == ("my own text", borrowed) and splits.gate.kinds[-2:] == (USER_KIND,) * 2
+    assert len(splits.calibration) == len(builtin_split(CALIBRATION)) - 1  # the gate judges it: not calibrated on
+    assert splits.to_dict()["gate"]["kinds"][USER_KIND] == 2
+    (tmp_path / "empty.txt").write_text("\n  \n")
+    with pytest.raises(ExportError, match="holds no text"):
+        load_splits(tmp_path / "empty.txt")
 
 
 @pytest.mark.parametrize(

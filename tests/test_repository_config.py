@@ -128,6 +128,16 @@ def test_encoder_config_records_precision_and_recipe() -> None:
     assert parameter(fp32, contract.RECIPE_PARAMETER) is None
 
 
+def test_encoder_config_caps_rows_per_call_only_when_asked() -> None:
+    # blockwise int8 quantizes activations per row: any batch is fine, no parameter (the backend's "no limit")
+    assert parameter(model_configs(exported("feature-extraction"))[0].to_proto(), "max_rows_per_call") is None
+    dynamic = replace(exported("feature-extraction"), recipe="smoothed_a0.75_fp32x2", max_rows_per_call=1)
+    encoder, *others = model_configs(dynamic)
+    assert parameter(encoder.to_proto(), contract.MAX_ROWS_PER_CALL_PARAMETER) == "1"
+    assert contract.MAX_ROWS_PER_CALL_PARAMETER == "max_rows_per_call"  # the name the backend and tune read
+    assert all(parameter(c.to_proto(), contract.MAX_ROWS_PER_CALL_PARAMETER) is None for c in others)
+
+
 def test_unknown_fields_are_rejected_by_tritons_own_schema() -> None:
     config = ModelConfig(name="x", platform="onnxruntime_onnx", max_batch_size=1, inputs=(), outputs=())
     with pytest.raises(json_format.ParseError):

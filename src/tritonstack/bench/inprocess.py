@@ -5,6 +5,10 @@ Reads the same files Triton serves as ``NAME`` (the stable release's version of
 tokenizes them with the served tokenizer's own module
 (``server/models/tokenization.py``: the same cut, truncation and padding to the
 batch's longest text); so the gap to the served figures is the serving path alone.
+An encoder whose config caps ``max_rows_per_call`` (a dynamic-int8 one: 1) runs
+a batch as the served backend does, in calls of at most that many rows of
+similar length, each padded to its own longest row -- so its figures here and
+the export's (one text per call) measure the same model the same way.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class ServedFiles:
     max_sequence_length: int
     precision: str
     knobs: dict[str, Any]
+    max_rows_per_call: int = 0  # the encoder's cap on rows per ONNX Runtime call; 0: none
 
 
 def _stable_version(repository: Path, name: str, model_dir: Path) -> Path:
@@ -95,6 +100,9 @@ def locate(repository: Path, name: str) -> ServedFiles:
         "tokenizer_max_queue_delay_us": tokenizer.dynamic_batching.max_queue_delay_microseconds,
         "max_batch_size": encoder.max_batch_size,
     }
+    max_rows_per_call = int(parameter(encoder, contract.MAX_ROWS_PER_CALL_PARAMETER, "0") or 0)
+    if max_rows_per_call:
+        knobs["encoder_max_rows_per_call"] = max_rows_per_call
     return ServedFiles(
         name=name,
         encoder_onnx=onnx,
@@ -103,6 +111,7 @@ def locate(repository: Path, name: str) -> ServedFiles:
         max_sequence_length=int(parameter(tokenizer, "max_sequence_length", "512") or 512),
         precision=_precision(encoder),
         knobs=knobs,
+        max_rows_per_call=max_rows_per_call,
     )
 
 
@@ -148,12 +157,30 @@ class InProcessModel:
         """Real (unpadded) tokens of each text, special tokens included."""
         return [len(e.ids) for e in self.tokenizer.encode(texts)]
 
-    def features(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        """The encoder inputs of ``texts``, exactly as the served tokenizer model returns them."""
-        return self.tokenizer.features(self.tokenizer.encode(texts), self.files.input_names)
+    def calls(self, texts: Sequence[str]) -> list[tuple[list[int], dict[str, np.ndarray]]]:
+        """The ONNX Runtime calls the served encoder makes for a batch of ``texts``: (rows, inputs) each, the
+        inputs exactly as the served tokenizer model returns them.
+
+        Without ``max_rows_per_call``, one call padded to the batch's longest text (the in-process limit).
+        With it, rows sorted by length in calls of at most that many, each padded to its own longest.
+        """
+        encodings = self.tokenizer.encode(texts)
+        limit = self.files.max_rows_per_call
+        if not limit:
+            return [(list(range(len(texts))), self.tokenizer.features(encodings, self.files.input_names))]
+        order = sorted(range(len(texts)), key=lambda row: len(encodings[row].ids))
+        chunks = [order[start : start + limit] for start in range(0, len(order), limit)]
+        return [
+            (rows, self.tokenizer.features([encodings[row] for row in rows], self.files.input_names)) for rows in chunks
+        ]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.session.run([self.output_name], self.features(texts))[0])
+        """The encoder's output for ``texts``, in their order, computed as served (``calls``)."""
+        results: list[np.ndarray | None] = [None] * len(texts)
+        for rows, inputs in self.calls(texts):
+            for row, value in zip(rows, self.session.run([self.output_name], inputs)[0], strict=True):
+                results[row] = value
+        return np.stack([np.asarray(r) for r in results])
 
 
 def measure_batch(
@@ -183,9 +210,10 @@ def measure_batch(
         indices = [(cursor + i) % len(texts) for i in range(batch_size)]
         cursor += batch_size
         batch = [texts[i] for i in indices]
-        features = model.features(batch)
+        calls = model.calls(batch)
         tokenized = time.perf_counter()
-        model.session.run([model.output_name], features)
+        for _, inputs in calls:
+            model.session.run([model.output_name], inputs)
         done = time.perf_counter()
         if now >= window_start:
             if measured_from is None:

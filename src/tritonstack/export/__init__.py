@@ -6,6 +6,7 @@ only when an export actually runs)::
     export_model(ExportOptions(...)) -> ExportResult     the whole `tritonstack export`
     ExportReport                                         its report; ExportReport.from_json reads one back
     Precision                                            auto, fp32, fp16, int8
+    Gate                                                 the accuracy gate: a metric and its threshold
     ensure_exported(model, repository, name)             reuse a valid export there, else export
     export_onnx(model, task, output_dir) -> OnnxExport   fp32 ONNX with the task's output fused in
     Recipe                                               int8 quantization presets
@@ -24,6 +25,7 @@ _LAZY = {
     "ExportReport": "tritonstack.export.report",
     "ExportResult": "tritonstack.export.pipeline",
     "Precision": "tritonstack.export.options",
+    "Gate": "tritonstack.export.gates",
     "export_model": "tritonstack.export.pipeline",
     "ensure_exported": "tritonstack.export.ensure",
     "OnnxExport": "tritonstack.export.onnx_export",
@@ -37,6 +39,7 @@ __all__ = [
     "ExportOptions",
     "ExportReport",
     "ExportResult",
+    "Gate",
     "OnnxExport",
     "ParityShapeError",
     "Precision",

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tritonstack.export.errors import ExportError
+from tritonstack.export.gates import Gate, GateMetric
 from tritonstack.export.options import DEFAULT_GATE, DEFAULT_PRECISION, TARGETS, ExportOptions, Precision
 from tritonstack.repository.contract import TASKS
 from tritonstack.repository.layout import DEFAULT_REPOSITORY
@@ -69,12 +71,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--gate",
-        type=float,
-        default=DEFAULT_GATE,
-        help="accuracy gate: min cosine (feature-extraction) or label agreement (classification)",
+        type=_gate,
+        default=Gate(DEFAULT_GATE),
+        metavar="[METRIC=]THRESHOLD",
+        help=f"accuracy gate on the gate split: a threshold of min_cosine (feature-extraction) or label_agreement "
+        f"(classification), or METRIC=THRESHOLD with METRIC one of {', '.join(m.value for m in GateMetric)} "
+        "(max_abs_prob_diff: at most)",
     )
     parser.add_argument(
-        "--parity-texts", type=Path, default=None, metavar="FILE", help="extra parity texts, one per line"
+        "--parity-texts",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="more gate texts, one per line, added to the built-in gate split (never used to guide the search)",
     )
     parser.add_argument("--json", action="store_true", help="print the export report as JSON on stdout")
 
@@ -91,6 +100,13 @@ def _gpu_ids(text: str) -> tuple[int, ...]:
     return ids
 
 
+def _gate(text: str) -> Gate:
+    try:
+        return Gate.parse(text)
+    except ExportError as error:
+        raise argparse.ArgumentTypeError(f"{error.message} ({error.hint})") from None
+
+
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
@@ -104,7 +120,7 @@ def _non_negative_int(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from tritonstack.export.errors import AccuracyGateError
     from tritonstack.export.pipeline import export_model
-    from tritonstack.export.report import candidates_table, summarize
+    from tritonstack.export.report import candidates_table, sensitivity_table, summarize
 
     options = ExportOptions(
         model=args.model,
@@ -131,11 +147,16 @@ def run(args: argparse.Namespace) -> int:
                 print(error.report.to_json())
             else:
                 print(candidates_table(error.report), file=sys.stderr)
+                if error.report.sensitivity:
+                    print(sensitivity_table(error.report), file=sys.stderr)
         raise
     if args.json:
         print(result.report.to_json())
     else:
         print(candidates_table(result.report))
         print()
+        if result.report.sensitivity:
+            print(sensitivity_table(result.report))
+            print()
         print(summarize(result.report))
     return 0

@@ -33,7 +33,7 @@ def ensure_exported(
     from tritonstack.export.errors import AccuracyGateError
     from tritonstack.export.options import ExportOptions
     from tritonstack.export.pipeline import export_model
-    from tritonstack.export.report import candidates_table, summarize
+    from tritonstack.export.report import candidates_table, sensitivity_table, summarize
     from tritonstack.repository.errors import ConfigValidationError
     from tritonstack.repository.releases import promote, read_releases
     from tritonstack.repository.validate import check_repository
@@ -56,7 +56,10 @@ def ensure_exported(
         if error.report is not None:
             _log_lines(log, candidates_table(error.report))
         raise
-    _log_lines(log, f"{candidates_table(result.report)}\n\n{summarize(result.report)}")
+    sensitivity = sensitivity_table(result.report)
+    _log_lines(
+        log, "\n\n".join(t for t in (candidates_table(result.report), sensitivity, summarize(result.report)) if t)
+    )
     releases = read_releases(repository, name)
     if releases.candidate is not None:
         # A re-export is a candidate release (docs/releases.md); what asked for it measures it, so it serves as NAME.

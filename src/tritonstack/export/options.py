@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonstack.export.cache import cache_root
 from tritonstack.export.errors import ExportError
+from tritonstack.export.gates import DEFAULT_THRESHOLD, Gate
 from tritonstack.repository.layout import DEFAULT_REPOSITORY
 
 if TYPE_CHECKING:
@@ -36,8 +38,9 @@ TARGETS = ("cpu", "gpu")
 # auto on cpu: int8 pays off only where the CPU has VNNI/AMX; on plain AVX2 the int8 recipes that pass the
 # gate are slower than fp32, so the export races them instead of assuming.
 DEFAULT_PRECISION = {"cpu": Precision.AUTO, "gpu": Precision.FP16}
-# min cosine (feature-extraction) or label agreement (classification) every candidate must reach
-DEFAULT_GATE = 0.99
+# min cosine (feature-extraction) or label agreement (classification) every candidate must reach;
+# ``--gate`` may name another metric (gates.py)
+DEFAULT_GATE = DEFAULT_THRESHOLD
 _GENERIC_DIR_NAMES = {"model", "models", "snapshot", "snapshots", "onnx", "hf", "checkpoint"}
 
 
@@ -58,13 +61,15 @@ class ExportOptions:
     max_sequence_length: int | None = None  # tokens; None: the model's own limit
     max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
     queue_timeout_ms: int | None = None  # queueing budget, split over the steps; None: 500, 0: none (queue_policy.py)
-    gate: float = DEFAULT_GATE
-    parity_texts: Path | None = None
+    gate: Gate = field(default_factory=Gate)  # the task's default metric at DEFAULT_GATE
+    parity_texts: Path | None = None  # added to the gate split
     response_cache: bool = False  # Triton's response cache on the text-in model (docs/cache.md)
-    recipes: tuple[Recipe, ...] | None = None  # int8 candidates; None: every preset
-    threads: int = 2  # ORT intra-op threads while timing candidates
+    recipes: tuple[Recipe, ...] | None = None  # int8 presets in the race; None: every preset
+    mixes: bool = True  # int8/auto on cpu: also search smoothed mixes with fp32 islands (sensitivity.py)
+    threads: int = 2  # ORT intra-op threads while gating and timing candidates
     reps: int = 3  # timed rounds per candidate
     progress: bool = True
+    cache_dir: Path | None = field(default_factory=cache_root)  # what the int8 search measured; None: no cache
 
 
 def sanitize_name(raw: str) -> str:

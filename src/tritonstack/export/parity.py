@@ -1,53 +1,45 @@
-"""The accuracy gate: an ONNX candidate against the PyTorch model, on real text.
+"""Parity: an ONNX candidate against the PyTorch model, on real text.
 
 The reference is what users of the PyTorch model get: for feature-extraction
 ``SentenceTransformer(model_dir, device="cpu").encode(texts)`` (pooling,
 normalisation and max_seq_length from the model's own files); for
 classification the transformers model's softmax. The ONNX side tokenizes with
-the exported tokenizer, padded to the longest text of each batch -- exactly
-what the served tokenizer model does.
+the exported tokenizer, ``rows_per_call`` texts per ONNX Runtime call padded
+to the longest of them -- one text per call for a dynamic-int8 model, as it is
+served, because its activation scale spans the whole call.
 
-feature-extraction is gated on the minimum cosine over all texts;
-classification on label agreement (token-classification: over real tokens),
-with the largest probability difference reported alongside.
+Every figure is computed for every candidate; the ``Gate`` (``gates.py``)
+picks the one that decides:
+
+* feature-extraction: min and mean cosine, max abs diff, and retrieval
+  agreement among the texts themselves -- the overlap of each text's 10
+  nearest neighbours and of its nearest one, and the Spearman correlation of
+  all pairwise similarities;
+* classification: label agreement (token-classification: over real tokens)
+  and the largest probability difference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tritonstack._texts import parse_texts, read_texts
 from tritonstack.export.errors import ExportError, ParityShapeError
+from tritonstack.export.gates import TOP_K, Gate, GateMetric
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
 
-BATCH_SIZE = 32
-
-
-def sample_texts() -> list[str]:
-    """The built-in parity sample: 64 sentences, 3-106 words, a few non-English and emoji."""
-    text = resources.files("tritonstack.export").joinpath("data/sample_texts.txt").read_text(encoding="utf-8")
-    return parse_texts(text)
-
-
-def load_texts(user_file: Path | None) -> list[str]:
-    """The built-in sample plus the texts of ``user_file`` (:mod:`tritonstack._texts`' rule)."""
-    texts = sample_texts()
-    if user_file is not None:
-        texts += read_texts(user_file, what="parity texts file", error=ExportError)
-    return texts
+BATCH_SIZE = 32  # texts per reference batch, and per ONNX Runtime call where a model may be batched
 
 
 @dataclass(frozen=True)
 class Reference:
-    """PyTorch outputs on the parity texts, computed once for all candidates."""
+    """PyTorch outputs on one split's texts, computed once for all candidates."""
 
     task: str
     texts: tuple[str, ...]
@@ -57,25 +49,24 @@ class Reference:
 
 @dataclass(frozen=True)
 class Parity:
-    """Parity numbers of one candidate and whether they pass the gate."""
+    """Parity figures of one candidate on one split, and whether the gate's figure passes."""
 
-    metric: str  # "min_cosine" or "label_agreement"
-    value: float
-    gate: float
-    details: dict[str, float]
+    metric: str  # the gate's metric (a GateMetric value)
+    value: float  # details[metric]
+    gate: float  # the threshold
+    details: dict[str, float]  # every figure of the task (the gate's included), worst_text_index
 
     @property
     def passed(self) -> bool:
-        return self.value >= self.gate
+        return Gate(self.gate, GateMetric(self.metric)).passes(self.value)
+
+    def figure(self, metric: GateMetric | str) -> float | None:
+        """One figure by name, ``None`` when the task has no such figure."""
+        value = self.value if str(metric) == self.metric else self.details.get(str(metric))
+        return None if value is None else float(value)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "metric": self.metric,
-            "value": self.value,
-            "gate": self.gate,
-            "passed": self.passed,
-            **self.details,
-        }
+        return {"metric": self.metric, "value": self.value, "gate": self.gate, "passed": self.passed, **self.details}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Parity:
@@ -84,26 +75,27 @@ class Parity:
         return cls(data["metric"], data["value"], data["gate"], details)
 
 
-def reference_metric(task: str) -> str:
-    """What the gate compares for ``task``, in words."""
-    return "min cosine" if task == "feature-extraction" else "label agreement"
-
-
 def tokenize_batches(
-    tokenizer_dir: Path, texts: Sequence[str], max_length: int, input_names: Sequence[str]
+    tokenizer_dir: Path,
+    texts: Sequence[str],
+    max_length: int,
+    input_names: Sequence[str],
+    *,
+    rows_per_call: int = BATCH_SIZE,
 ) -> list[dict[str, np.ndarray]]:
-    """Batches of ``BATCH_SIZE`` texts, padded to the longest of each batch, int64, one array per input.
+    """The texts in batches of ``rows_per_call``, padded to the longest of each batch, int64, one array per input.
 
-    A tokenizer that emits no ``token_type_ids`` for a model that takes them
-    gets zeros (segment A), as transformers itself defaults them.
+    ``rows_per_call=1``: each text alone, unpadded. A tokenizer that emits no
+    ``token_type_ids`` for a model that takes them gets zeros (segment A), as
+    transformers itself defaults them.
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     batches = []
-    for start in range(0, len(texts), BATCH_SIZE):
+    for start in range(0, len(texts), rows_per_call):
         encoded = tokenizer(
-            list(texts[start : start + BATCH_SIZE]),
+            list(texts[start : start + rows_per_call]),
             padding="longest",
             truncation=True,
             max_length=max_length,
@@ -163,15 +155,56 @@ def compute_reference(export: OnnxExport, texts: Sequence[str]) -> Reference:
     return Reference(export.task, tuple(texts), _pad_tokens(outputs), token_mask=mask.astype(bool))
 
 
-def run_onnx(session: Any, batches: list[dict[str, np.ndarray]], token_level: bool) -> np.ndarray:
-    """The session's single output over all batches."""
-    names = [i.name for i in session.get_inputs()]
-    chunks = [np.asarray(session.run(None, {n: b[n] for n in names})[0], dtype=np.float32) for b in batches]
+def run_onnx(
+    session: Any, batches: list[dict[str, np.ndarray]], token_level: bool, extra: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """The session's single output over all batches (``extra``: more inputs, the same for every call)."""
+    names = [i.name for i in session.get_inputs() if not extra or i.name not in extra]
+    chunks = [
+        np.asarray(session.run(None, {**{n: b[n] for n in names}, **(extra or {})})[0], dtype=np.float32)
+        for b in batches
+    ]
     return _pad_tokens(chunks) if token_level else np.concatenate(chunks)
 
 
-def compare(reference: Reference, candidate: np.ndarray, gate: float) -> Parity:
-    """Parity of ONNX outputs ``candidate`` against the reference."""
+def _ranks(values: np.ndarray) -> np.ndarray:
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[np.argsort(values, kind="stable")] = np.arange(len(values))
+    return ranks
+
+
+def retrieval_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = TOP_K) -> dict[str, float]:
+    """How alike the two embeddings rank the texts against each other.
+
+    ``top10_overlap``: the mean share of each text's ``k`` nearest other texts (cosine) that both
+    agree on; ``top1_agreement``: the share of texts whose nearest other text is the same;
+    ``pairwise_spearman``: Spearman's rank correlation of all pairwise cosine similarities.
+    """
+    n = len(reference)
+    if n < 3:  # no neighbours to rank
+        return {GateMetric.TOP10_OVERLAP.value: 1.0, "top1_agreement": 1.0, GateMetric.PAIRWISE_SPEARMAN.value: 1.0}
+    k = min(k, n - 1)
+    similarities = []
+    for values in (reference, candidate):
+        unit = values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)  # a text is not its own neighbour
+        similarities.append(similarity)
+    ref_sim, got_sim = similarities
+    ref_top = np.argsort(-ref_sim, axis=1, kind="stable")[:, :k]
+    got_top = np.argsort(-got_sim, axis=1, kind="stable")[:, :k]
+    overlap = np.mean([len(set(a) & set(b)) / k for a, b in zip(ref_top, got_top, strict=True)])
+    upper = np.triu_indices(n, 1)
+    spearman = np.corrcoef(_ranks(ref_sim[upper]), _ranks(got_sim[upper]))[0, 1]
+    return {
+        GateMetric.TOP10_OVERLAP.value: float(overlap),
+        "top1_agreement": float(np.mean(ref_top[:, 0] == got_top[:, 0])),
+        GateMetric.PAIRWISE_SPEARMAN.value: float(spearman),
+    }
+
+
+def figures(reference: Reference, candidate: np.ndarray) -> dict[str, float]:
+    """Every parity figure of ONNX outputs ``candidate`` against the reference."""
     if candidate.shape != reference.values.shape:
         raise ParityShapeError(
             f"ONNX output shape {candidate.shape} differs from the PyTorch reference {reference.values.shape}",
@@ -181,30 +214,33 @@ def compare(reference: Reference, candidate: np.ndarray, gate: float) -> Parity:
         ref, got = reference.values.astype(np.float64), candidate.astype(np.float64)
         norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
         cosine = (ref * got).sum(axis=1) / np.maximum(norms, 1e-12)
-        return Parity(
-            "min_cosine",
-            float(cosine.min()),
-            gate,
-            {
-                "mean_cosine": float(cosine.mean()),
-                "max_abs_diff": float(np.abs(ref - got).max()),
-                "worst_text_index": int(cosine.argmin()),
-            },
-        )
+        return {
+            GateMetric.MIN_COSINE.value: float(cosine.min()),
+            "mean_cosine": float(cosine.mean()),
+            "max_abs_diff": float(np.abs(ref - got).max()),
+            "worst_text_index": int(cosine.argmin()),
+            **retrieval_agreement(ref, got),
+        }
     probs = _softmax(candidate)
     ref = reference.values
     if reference.token_mask is not None:
         ref, probs = ref[reference.token_mask], probs[reference.token_mask]
-    agreement = float((ref.argmax(-1) == probs.argmax(-1)).mean())
-    return Parity(
-        "label_agreement",
-        agreement,
-        gate,
-        {"max_abs_prob_diff": float(np.abs(ref - probs).max()), "compared": int(ref.shape[0])},
-    )
+    return {
+        GateMetric.LABEL_AGREEMENT.value: float((ref.argmax(-1) == probs.argmax(-1)).mean()),
+        GateMetric.MAX_ABS_PROB_DIFF.value: float(np.abs(ref - probs).max()),
+        "compared": int(ref.shape[0]),
+    }
 
 
-def check_parity(session: Any, reference: Reference, batches: list[dict[str, np.ndarray]], gate: float) -> Parity:
-    """Run ``session`` on the parity batches and compare with the reference."""
+def compare(reference: Reference, candidate: np.ndarray, gate: Gate) -> Parity:
+    """Parity of ONNX outputs ``candidate`` against the reference, judged by ``gate``."""
+    metric = gate.for_task(reference.task).metric
+    assert metric is not None
+    details = figures(reference, candidate)
+    return Parity(metric.value, details[metric.value], gate.threshold, details)
+
+
+def check_parity(session: Any, reference: Reference, batches: list[dict[str, np.ndarray]], gate: Gate) -> Parity:
+    """Run ``session`` on ``batches`` (the reference's texts, in order) and compare with the reference."""
     candidate = run_onnx(session, batches, token_level=reference.task == "token-classification")
     return compare(reference, candidate, gate)

@@ -3,7 +3,8 @@
 Everything is built in a temporary directory; only a candidate that passed
 the accuracy gate reaches the repository writer, which moves the three models
 into place atomically. Any failure leaves the repository as it was. The
-options and their checks live in ``options.py``, the report in ``report.py``.
+options and their checks live in ``options.py``, the texts in ``texts.py``,
+the report in ``report.py``.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from tritonstack.export.candidates import Candidate, select
 from tritonstack.export.errors import AccuracyGateError
+from tritonstack.export.gates import Gate
 from tritonstack.export.options import ExportOptions, Precision, validate
-from tritonstack.export.parity import compute_reference, load_texts, reference_metric, tokenize_batches
+from tritonstack.export.parity import BATCH_SIZE, compute_reference, tokenize_batches
 from tritonstack.export.report import ExportReport, build_report
-from tritonstack.export.search import Candidate, run_search, select
+from tritonstack.export.search import SplitFeeds, run_search
+from tritonstack.export.texts import TextSplit, load_splits
+
+if TYPE_CHECKING:
+    from tritonstack.export.onnx_export import OnnxExport
 
 
 @dataclass(frozen=True)
@@ -26,14 +34,24 @@ class ExportResult:
     version_dir: Path
 
 
-def _gate_hint(precision: Precision, candidates: list[Candidate], gate: float) -> str:
-    best = max((c.parity.value for c in candidates if c.selectable and c.parity), default=None)
+def _gate_hint(precision: Precision, candidates: list[Candidate], gate: Gate) -> str:
+    values = [c.parity.value for c in candidates if c.selectable and c.parity and c.error is None]
+    higher_is_better = gate.metric is None or gate.metric.higher_is_better
+    best = (max if higher_is_better else min)(values, default=None)
     best_text = f"best candidate reached {best:.4f}; " if best is not None else ""
     if precision == Precision.INT8:
         return f"{best_text}try --precision fp32, or a different --gate (now {gate})"
     if precision == Precision.AUTO:
         return f"{best_text}not even fp32 passes: check the model files, --max-sequence-length and --gate (now {gate})"
     return f"{best_text}the {precision} export itself misses the gate: check the model files and --max-sequence-length"
+
+
+def _split_feeds(export: OnnxExport, split: TextSplit, rows_per_call: int) -> SplitFeeds:
+    reference = compute_reference(export, split.texts)
+    feeds = tokenize_batches(
+        export.tokenizer_dir, split.texts, export.max_sequence_length, export.input_names, rows_per_call=rows_per_call
+    )
+    return SplitFeeds(reference, feeds, rows_per_call)
 
 
 def export_model(options: ExportOptions) -> ExportResult:
@@ -48,7 +66,7 @@ def export_model(options: ExportOptions) -> ExportResult:
     precision, name = validate(options)
     visible = visible_gpus() if options.target == "gpu" else ()
     gpus = device.resolve_gpus(options.target, options.gpus, visible)
-    texts = load_texts(options.parity_texts)
+    splits = load_splits(options.parity_texts)
     timing: dict[str, float] = {}
 
     with tempfile.TemporaryDirectory(prefix="tritonstack-export-") as tmp:
@@ -57,43 +75,49 @@ def export_model(options: ExportOptions) -> ExportResult:
             options.model, options.task, workdir / "export", max_sequence_length=options.max_sequence_length
         )
         timing["export_s"] = export.export_s
-
-        mark = time.perf_counter()
-        reference = compute_reference(export, texts)
-        batches = tokenize_batches(export.tokenizer_dir, texts, export.max_sequence_length, export.input_names)
-        timing["reference_s"] = time.perf_counter() - mark
+        gate = options.gate.for_task(export.task)
 
         mark = time.perf_counter()
         chosen_device = device.choose(options.target, gpus, visible, ort.get_available_providers())
         parity_device = device.confirm(chosen_device, export.onnx_path)
         on_gpu = parity_device.gpu is not None
-        candidates = run_search(
+        # one text per call on a CPU: what a dynamic-int8 model needs, and no slower for fp32 (search.py)
+        rows_per_call = 1 if options.target == "cpu" else BATCH_SIZE
+        gate_split = _split_feeds(export, splits.gate, rows_per_call)
+        calibration = _split_feeds(export, splits.calibration, rows_per_call)
+        timing["reference_s"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        result = run_search(
             export,
             precision,
-            reference,
-            batches,
+            gate_split,
             workdir,
-            gate=options.gate,
+            gate=gate,
+            calibration=calibration,
             recipes=options.recipes,
+            mixes=options.mixes,
             providers=parity_device.providers(),
             use_gpu=on_gpu,
             measure=options.target == "cpu" or on_gpu,  # CPU timings say nothing of a GPU target
             threads=options.threads,
             reps=options.reps,
             progress=options.progress,
+            cache_root=options.cache_dir,
         )
         timing["search_s"] = time.perf_counter() - mark
-        chosen = select(candidates)
+        chosen = select(result.candidates)
         report = build_report(
-            options, export, precision, name, candidates, chosen, len(texts), timing, parity_device.describe(), gpus
-        )
+            options, export, precision, name, result, chosen, splits, gate, rows_per_call, timing,
+            parity_device.describe(), gpus,
+        )  # fmt: skip
         if chosen is None or chosen.path is None:
-            best = [c.parity.to_dict() for c in candidates if c.selectable and c.parity]
+            judged = [c.parity.to_dict() | {"name": c.name} for c in result.candidates if c.selectable and c.parity]
             raise AccuracyGateError(
-                f"no {precision} candidate passed the accuracy gate ({reference_metric(export.task)} >= "
-                f"{options.gate}); nothing written",
-                hint=_gate_hint(precision, candidates, options.gate),
-                measured={"gate": options.gate, "candidates": best},
+                f"no {precision} candidate passed the accuracy gate ({gate}, on {len(splits.gate)} gate texts); "
+                "nothing written",
+                hint=_gate_hint(precision, result.candidates, gate),
+                measured={"gate": gate.threshold, "metric": str(gate.metric), "candidates": judged},
                 report=report,
             )
 
@@ -106,6 +130,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             onnx_path=chosen.path,
             precision=chosen.precision.value,
             recipe=chosen.name,
+            max_rows_per_call=chosen.max_rows_per_call,
             max_batch_size=options.max_batch_size,
             max_queue_size=options.max_queue_size,
             queue_timeout_ms=options.queue_timeout_ms,

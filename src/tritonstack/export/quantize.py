@@ -17,6 +17,14 @@ Presets, as named factory methods::
     Recipe.blockwise_optimized()           fused graph, MatMulNBits int8 weights in blocks of 32 along K;
                                            activations are quantized per block too (accuracy_level 4),
                                            not per tensor, which is what keeps short texts accurate
+    Recipe.smoothed(alpha, fp32_nodes)     plain graph, outliers smoothed into the weights (strength alpha),
+                                           per-channel int8 except ``fp32_nodes``: what the sensitivity
+                                           search (``sensitivity.py``) produces; built by ``smoothing.py``
+
+Every recipe but the blockwise one quantizes activations dynamically with one
+scale per ONNX Runtime call, so a text's output depends on the texts it shares
+a call with: such a model is gated, timed and served one text per call
+(``Recipe.max_rows_per_call``).
 """
 
 from __future__ import annotations
@@ -46,6 +54,14 @@ class Recipe:
     exclude_sensitive: bool = False
     block_size: int = 0  # > 0: weight-only blockwise int8 (MatMulNBits) instead of quantize_dynamic
     description: str = ""
+    smoothing_alpha: float | None = None  # set: a smoothed mix (``smoothing.py``), not ORT's quantizer
+    fp32_nodes: tuple[str, ...] = ()  # MatMuls a smoothed mix keeps fp32, in the order the search chose them
+
+    @property
+    def max_rows_per_call(self) -> int:
+        """Rows per ONNX Runtime call this model must be run with: 1 where the activation scale spans the
+        call (per-text scales), 0 (no limit) where activations are quantized per block of one row."""
+        return 0 if self.block_size else 1
 
     @classmethod
     def default(cls) -> Recipe:
@@ -85,6 +101,19 @@ class Recipe:
         )
 
     @classmethod
+    def smoothed(cls, alpha: float, fp32_nodes: tuple[str, ...] = ()) -> Recipe:
+        kept = f"{len(fp32_nodes)} MatMul{'s' if len(fp32_nodes) != 1 else ''} fp32" if fp32_nodes else "all int8"
+        named = f" ({', '.join(short_name(n) for n in fp32_nodes)})" if fp32_nodes else ""
+        return cls(
+            f"smoothed_a{alpha:g}" + (f"_fp32x{len(fp32_nodes)}" if fp32_nodes else ""),
+            fused_graph=False,
+            per_channel_weights=True,
+            description=f"smoothed (alpha {alpha:g}), per-channel dynamic int8, {kept}{named}",
+            smoothing_alpha=alpha,
+            fp32_nodes=tuple(fp32_nodes),
+        )
+
+    @classmethod
     def presets(cls) -> tuple[Recipe, ...]:
         """Every preset, in the order the candidate search tries them."""
         return (
@@ -104,12 +133,22 @@ class Recipe:
             "exclude_sensitive": self.exclude_sensitive,
             "block_size": self.block_size,
             "description": self.description,
+            "smoothing_alpha": self.smoothing_alpha,
+            "fp32_nodes": list(self.fp32_nodes),
+            "max_rows_per_call": self.max_rows_per_call,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        """The inverse of ``to_dict``."""
-        return cls(**data)
+        """The inverse of ``to_dict`` (``max_rows_per_call`` is derived)."""
+        fields = {k: v for k, v in data.items() if k != "max_rows_per_call"}
+        return cls(**{**fields, "fp32_nodes": tuple(fields.get("fp32_nodes", ()))})
+
+
+def short_name(node: str) -> str:
+    """``/encoder/layer.0/output/dense/MatMul`` -> ``layer.0/output/dense``: a node as people read it."""
+    parts = [p for p in node.split("/") if p and p not in ("MatMul", "encoder", "transformer")]
+    return "/".join(parts) or node
 
 
 def sensitive_nodes(model_path: Path) -> list[str]:
@@ -121,7 +160,12 @@ def sensitive_nodes(model_path: Path) -> list[str]:
 
 
 def quantize(recipe: Recipe, source: Path, destination: Path) -> Path:
-    """Quantize the fp32 graph ``source`` (plain or optimized, per the recipe) to ``destination``."""
+    """Quantize the fp32 graph ``source`` (plain or optimized, per the recipe) to ``destination``.
+
+    Not for smoothed mixes: they need calibration statistics (``smoothing.SmoothableGraph``).
+    """
+    if recipe.smoothing_alpha is not None:
+        raise ValueError(f"{recipe.name} is a smoothed mix: build it with smoothing.SmoothableGraph")
     if recipe.block_size:
         return quantize_blockwise(source, destination, block_size=recipe.block_size)
     import onnx

@@ -2,9 +2,10 @@
 
 ``build_report`` assembles it from the search; ``to_json``/``from_json`` are
 its only serialised form (``export_report.json`` beside the text-in model,
-``tritonstack export --json``); ``summarize`` and ``candidates_table`` render
-it for people. Figures are rounded once, when the report is built, so a
-report read back from JSON equals the one written.
+``tritonstack export --json``); ``candidates_table`` (the frontier),
+``sensitivity_table`` and ``summarize`` render it for people. Figures are
+rounded once, when the report is built, so a report read back from JSON equals
+the one written.
 """
 
 from __future__ import annotations
@@ -12,20 +13,26 @@ from __future__ import annotations
 import json
 import os
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonstack._cpu import read_cpuinfo
+from tritonstack.export.candidates import BASELINE, Candidate, format_table, frontier
+from tritonstack.export.gates import Gate
 from tritonstack.export.options import Precision
-from tritonstack.export.parity import BATCH_SIZE, Parity, reference_metric
+from tritonstack.export.parity import Parity
 from tritonstack.export.pooling import PoolingSpec
-from tritonstack.export.search import BASELINE, Candidate, format_table
+from tritonstack.export.quantize import short_name
+from tritonstack.export.sensitivity import Sensitivity
+from tritonstack.export.texts import CALIBRATION, GATE
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
     from tritonstack.export.options import ExportOptions
+    from tritonstack.export.search import SearchResult
+    from tritonstack.export.texts import TextSplits
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,21 @@ class Machine:
 
 
 @dataclass(frozen=True)
+class SplitSummary:
+    """How many texts of each kind a split holds (the texts themselves ship with the package)."""
+
+    count: int
+    kinds: Mapping[str, int]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "kinds": dict(self.kinds)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SplitSummary:
+        return cls(data["count"], data["kinds"])
+
+
+@dataclass(frozen=True)
 class ExportReport:
     """One export: its candidates and the chosen one (``None``: refused), the model's shape, timings, machine."""
 
@@ -59,11 +81,13 @@ class ExportReport:
     model_type: str
     target: str
     requested_precision: Precision
-    gate: float
+    gate: Gate  # its metric resolved for the task
     candidates: tuple[Candidate, ...]
     chosen: Candidate | None  # one of ``candidates``
-    parity_text_count: int
-    parity_texts_file: Path | None  # the user's extra texts, if any
+    splits: Mapping[str, SplitSummary]  # CALIBRATION and GATE
+    parity_texts_file: Path | None  # the user's extra texts, if any (in the gate split)
+    sensitivity: Sensitivity | None  # what the int8 search measured on the calibration split
+    rows_per_call: int  # texts per ONNX Runtime call while gating and timing
     threads: int  # ORT intra-op threads while timing
     reps: int  # timed rounds per candidate
     input_names: tuple[str, ...]
@@ -97,7 +121,23 @@ class ExportReport:
 
     @property
     def parity(self) -> Parity | None:
+        """The chosen candidate's figures on the gate split."""
         return self.chosen.parity if self.chosen else None
+
+    @property
+    def parity_text_count(self) -> int:
+        """Texts in the gate split (the built-in ones and ``--parity-texts``)."""
+        return self.splits[GATE].count
+
+    @property
+    def fp32_nodes(self) -> tuple[str, ...]:
+        """The MatMuls the chosen int8 mix keeps fp32."""
+        return self.chosen.fp32_nodes if self.chosen else ()
+
+    @property
+    def frontier(self) -> tuple[Candidate, ...]:
+        """The candidates no other beats on both speed and the gate's figure."""
+        return tuple(frontier(self.candidates))
 
     @property
     def baseline(self) -> Candidate | None:
@@ -148,27 +188,33 @@ class ExportReport:
             "precision": self.precision.value,
             "requested_precision": self.requested_precision.value,
             "recipe": self.recipe,
-            "gate": {"metric": reference_metric(self.task), "threshold": self.gate},
+            "gate": self.gate.to_dict(),
             "parity": self.parity.to_dict() if self.parity else None,
             "parity_device": self.parity_device,
             "gpus": list(self.gpus),
+            "calibration_parity": chosen.calibration.to_dict() if chosen and chosen.calibration else None,
             "parity_texts": {
                 "count": self.parity_text_count,
                 "user_file": str(self.parity_texts_file) if self.parity_texts_file else None,
             },
+            "splits": {name: split.to_dict() for name, split in self.splits.items()},
+            "fp32_nodes": list(self.fp32_nodes),
+            "max_rows_per_call": chosen.max_rows_per_call if chosen else None,
             "size_bytes": chosen.size_bytes if chosen else None,
             "fp32_size_bytes": baseline.size_bytes if baseline else None,
             "seq_per_s": chosen.seq_per_s if chosen and chosen.seq_per_s else None,
             "fp32_seq_per_s": baseline.seq_per_s if baseline and baseline.seq_per_s else None,
             "throughput_ratio_vs_fp32": self.throughput_ratio_vs_fp32,
             "throughput_setup": {
-                "batch_size": BATCH_SIZE,
-                "padding": "longest per batch",
+                "rows_per_call": self.rows_per_call,
+                "padding": "none (one text per call)" if self.rows_per_call == 1 else "longest per call",
                 "intra_op_threads": self.threads,
                 "reps": self.reps,
                 "statistic": "median",
             },
             "candidates": [c.to_dict() for c in self.candidates],
+            "frontier": [c.name for c in self.frontier],
+            "sensitivity": self.sensitivity.to_dict() if self.sensitivity else None,
             "input_names": list(self.input_names),
             "output_name": self.output_name,
             "output_dim": self.output_dim,
@@ -196,6 +242,7 @@ class ExportReport:
         data = json.loads(text)
         candidates = tuple(Candidate.from_dict(row) for row in data["candidates"])
         pooling, user_file, version_dir = data["pooling"], data["parity_texts"]["user_file"], data.get("version_dir")
+        sensitivity = data["sensitivity"]
         return cls(
             model=data["model"],
             model_dir=Path(data["model_dir"]),
@@ -204,11 +251,13 @@ class ExportReport:
             model_type=data["model_type"],
             target=data["target"],
             requested_precision=Precision(data["requested_precision"]),
-            gate=data["gate"]["threshold"],
+            gate=Gate.from_dict(data["gate"]),
             candidates=candidates,
             chosen=next((c for c in candidates if c.name == data["recipe"]), None),
-            parity_text_count=data["parity_texts"]["count"],
+            splits={name: SplitSummary.from_dict(split) for name, split in data["splits"].items()},
             parity_texts_file=None if user_file is None else Path(user_file),
+            sensitivity=None if sensitivity is None else Sensitivity.from_dict(sensitivity),
+            rows_per_call=data["throughput_setup"]["rows_per_call"],
             threads=data["throughput_setup"]["intra_op_threads"],
             reps=data["throughput_setup"]["reps"],
             input_names=tuple(data["input_names"]),
@@ -238,9 +287,11 @@ def build_report(
     export: OnnxExport,
     precision: Precision,
     name: str,
-    candidates: Sequence[Candidate],
+    result: SearchResult,
     chosen: Candidate | None,
-    n_texts: int,
+    splits: TextSplits,
+    gate: Gate,
+    rows_per_call: int,
     timing_s: Mapping[str, float],
     parity_device: str,
     gpus: tuple[int, ...] = (),
@@ -250,7 +301,7 @@ def build_report(
 
     from tritonstack import __version__
 
-    published = tuple(c.published() for c in candidates)
+    published = tuple(c.published() for c in result.candidates)
     published_chosen = None if chosen is None else next(c for c in published if c.name == chosen.name)
     return ExportReport(
         model=str(options.model),
@@ -260,11 +311,16 @@ def build_report(
         model_type=export.model_type,
         target=options.target,
         requested_precision=precision,
-        gate=options.gate,
+        gate=gate,
         candidates=published,
         chosen=published_chosen,
-        parity_text_count=n_texts,
+        splits={
+            CALIBRATION: SplitSummary(len(splits.calibration), splits.calibration.counts()),
+            GATE: SplitSummary(len(splits.gate), splits.gate.counts()),
+        },
         parity_texts_file=options.parity_texts,
+        sensitivity=result.sensitivity,
+        rows_per_call=rows_per_call,
         threads=options.threads,
         reps=options.reps,
         input_names=export.input_names,
@@ -282,6 +338,14 @@ def build_report(
     )
 
 
+def _figures(parity: Parity) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in parity.details.items())
+
+
+def _split_text(split: SplitSummary) -> str:
+    return f"{split.count} texts (" + ", ".join(f"{n} {kind}" for kind, n in split.kinds.items()) + ")"
+
+
 def summarize(report: ExportReport) -> str:
     """The readable summary ``tritonstack export`` prints."""
     precision = report.precision
@@ -292,16 +356,26 @@ def summarize(report: ExportReport) -> str:
     lines = [
         f"model      {report.model}  ({report.model_type}, {report.task})",
         f"target     {report.target}  precision {precision_text}  recipe {report.recipe or '-'}",
+        f"gate       {report.gate} on the gate split: {_split_text(report.splits[GATE])}",
+        f"search     on the calibration split: {_split_text(report.splits[CALIBRATION])}",
     ]
     chosen, baseline, parity = report.chosen, report.baseline, report.parity
     if parity:
-        details = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in parity.details.items())
-        lines.append(f"parity     {parity.metric}={parity.value:.4f} (gate {parity.gate})  {details}")
+        lines.append(f"parity     gate split: {_figures(parity)}")
+    if chosen and chosen.calibration:
+        lines.append(f"           calibration split: {_figures(chosen.calibration)}")
     if report.target == "gpu":  # a cpu target is always gated on the CPU
         lines.append(f"checked on {report.parity_device}")
         gpus = ", ".join(map(str, report.gpus))
         where = f"each of GPU {gpus}" if gpus else "every GPU of the host that serves it (none listed)"
         lines.append(f"instances  one encoder instance on {where}")
+    if report.fp32_nodes:
+        lines.append(f"fp32 nodes {', '.join(short_name(n) for n in report.fp32_nodes)}")
+    if chosen and chosen.max_rows_per_call:
+        lines.append(
+            f"serving    max_rows_per_call {chosen.max_rows_per_call}: one text per ONNX Runtime call, "
+            "so each text gets its own activation scale"
+        )
     if chosen and chosen.size_bytes:
         fp32 = baseline.size_bytes if baseline else 0
         lines.append(f"size       {chosen.size_bytes / 1e6:.1f} MB (fp32 {fp32 / 1e6:.1f} MB)")
@@ -309,7 +383,10 @@ def summarize(report: ExportReport) -> str:
         ratio = report.throughput_ratio_vs_fp32
         ratio_text = f"  {precision} / fp32 throughput ratio {ratio:.2f}x" if ratio else ""
         fp32_speed = baseline.seq_per_s if baseline and baseline.seq_per_s else None
-        lines.append(f"throughput {chosen.seq_per_s} seq/s (fp32 {fp32_speed} seq/s){ratio_text}")
+        per_call = f", {report.rows_per_call} text{'s' if report.rows_per_call != 1 else ''} per call"
+        lines.append(f"throughput {chosen.seq_per_s} seq/s (fp32 {fp32_speed} seq/s{per_call}){ratio_text}")
+    features = ", ".join(report.machine.int8_features) or "none"
+    lines.append(f"machine    {report.machine.processor}, {report.machine.cpus} CPUs, int8 features: {features}")
     if report.timing_s:
         lines.append("timing     " + "  ".join(f"{k[:-2]} {v:.1f}s" for k, v in report.timing_s.items()))
     if report.version_dir:
@@ -319,5 +396,33 @@ def summarize(report: ExportReport) -> str:
 
 
 def candidates_table(report: ExportReport) -> str:
-    """The report's candidate table, the chosen one marked."""
+    """The report's frontier table: every candidate, the chosen one marked."""
     return format_table(report.candidates, report.chosen)
+
+
+RANKED = 5  # runners-up shown per sensitivity step
+
+
+def sensitivity_table(report: ExportReport) -> str:
+    """What the int8 search measured on the calibration split; empty when it did not run."""
+    sensitivity = report.sensitivity
+    if sensitivity is None:
+        return ""
+    metric = sensitivity.metric
+    cached = "  (replayed from the cache)" if sensitivity.cached else ""
+    trials = "  ".join(f"{t.alpha:g}: {t.value:.4f}" for t in sensitivity.alpha_trials)
+    lines = [
+        f"smoothing  alpha {sensitivity.alpha:g} chosen by calibration {metric}, every MatMul int8: {trials}{cached}",
+        f"sensitivity  greedy, on the calibration split: each step keeps fp32 the MatMul whose fp32 gives the best "
+        f"{metric} given the ones kept before",
+    ]
+    for index, step in enumerate(sensitivity.steps):
+        if not step.fp32_nodes:
+            lines.append(f"  step {index}  every MatMul int8  {metric}={step.value:.4f}")
+            continue
+        runners = ", ".join(f"{short_name(t.node)} {t.value:.4f}" for t in step.trials[1 : 1 + RANKED])
+        lines.append(
+            f"  step {index}  + {short_name(step.fp32_nodes[-1])} fp32  {metric}={step.value:.4f}"
+            + (f"   (next: {runners})" if runners else "")
+        )
+    return "\n".join(lines)

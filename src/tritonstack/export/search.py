@@ -1,11 +1,21 @@
 """Candidate search: build the precision's candidates, gate each, time them, keep the fastest that passes.
 
-For int8 on CPU the candidates are the ``Recipe`` presets, plus the plain
-fp32 export as a non-selectable baseline (so the report carries the int8 /
-fp32 throughput ratio). For fp32 they are the plain and the optimized graph;
-for fp16 the optimized graph converted to fp16. ``auto`` (the CPU default)
-puts the fp32 and int8 candidates in one race: int8 wins where the CPU has
+For int8 on CPU the candidates are the ``Recipe`` presets, the smoothed mixes
+of the sensitivity search (``sensitivity.py``: every MatMul int8, then one
+more kept fp32 per step until a mix passes the gate), plus the plain fp32
+export as a non-selectable baseline (so the report carries the int8 / fp32
+throughput ratio). For fp32 they are the plain and the optimized graph; for
+fp16 the optimized graph converted to fp16. ``auto`` (the CPU default) puts
+the fp32 and int8 candidates in one race: int8 wins where the CPU has
 VNNI/AMX and a recipe passes the gate, fp32 wins elsewhere.
+
+Every candidate is gated on the gate split and also measured on the
+calibration split (both figures are reported); only the gate split decides.
+On a CPU every candidate is gated and timed one text per ONNX Runtime call:
+a dynamic-int8 model must be (its activation scale spans the call), and on a
+CPU these encoders are no faster batched (MiniLM fp32, this repository's
+2-core VNNI machine: 78 texts/s one per call, 56 in batches of 32), so fp32
+is not handicapped by it.
 """
 
 from __future__ import annotations
@@ -13,92 +23,42 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tritonstack.export.benchmark import make_session, measure_throughput
+from tritonstack.export.cache import SearchCache, file_sha256, search_key
+from tritonstack.export.candidates import BASELINE, OPTIMIZED_FP32, Candidate
 from tritonstack.export.errors import ExportError, ParityShapeError
+from tritonstack.export.gates import Gate
 from tritonstack.export.optimize import convert_fp16, optimize_graph
 from tritonstack.export.options import Precision
-from tritonstack.export.parity import Parity, Reference, check_parity
+from tritonstack.export.parity import Reference, check_parity
 from tritonstack.export.quantize import Recipe, quantize
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
+    from tritonstack.export.sensitivity import Sensitivity
 
-BASELINE = "fp32"
-OPTIMIZED_FP32 = "fp32_optimized"
-
-
-@dataclass
-class Candidate:
-    """One ONNX file under consideration and what we measured about it."""
-
-    name: str
-    precision: Precision  # FP32, FP16 or INT8: what this file is (never AUTO)
-    description: str
-    selectable: bool = True  # False: measured for comparison only (the fp32 baseline of an int8 search)
-    path: Path | None = None
-    size_bytes: int = 0
-    build_s: float = 0.0
-    parity: Parity | None = None
-    seq_per_s: float | None = None
-    error: str | None = None
-    recipe: Recipe | None = None
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and self.parity is not None and self.parity.passed
-
-    def published(self) -> Candidate:
-        """This candidate as a report states it: timings to the digits they hold, no temporary file."""
-        return replace(
-            self,
-            path=None,
-            build_s=round(self.build_s, 2),
-            seq_per_s=None if self.seq_per_s is None else round(self.seq_per_s, 1),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "precision": self.precision.value,
-            "description": self.description,
-            "selectable": self.selectable,
-            "size_bytes": self.size_bytes,
-            "size_mb": round(self.size_bytes / 1e6, 2),
-            "build_s": self.build_s,
-            "seq_per_s": self.seq_per_s,
-            "parity": None if self.parity is None else self.parity.to_dict(),
-            "passed": self.passed,
-            "error": self.error,
-            "recipe": None if self.recipe is None else self.recipe.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Candidate:
-        """The inverse of ``to_dict`` (``size_mb`` and ``passed`` are derived; the file path is not kept)."""
-        return cls(
-            data["name"],
-            Precision(data["precision"]),
-            data["description"],
-            selectable=data["selectable"],
-            size_bytes=data["size_bytes"],
-            build_s=data["build_s"],
-            parity=None if data["parity"] is None else Parity.from_dict(data["parity"]),
-            seq_per_s=data["seq_per_s"],
-            error=data["error"],
-            recipe=None if data["recipe"] is None else Recipe.from_dict(data["recipe"]),
-        )
+CACHE_VERSION = 1  # bump when what the cache holds, or how it is measured, changes
 
 
-def select(candidates: Sequence[Candidate]) -> Candidate | None:
-    """The fastest selectable candidate that passes the gate (unmeasured speed counts as 0)."""
-    passing = [c for c in candidates if c.selectable and c.passed]
-    if not passing:
-        return None
-    return max(passing, key=lambda c: c.seq_per_s or 0.0)
+@dataclass(frozen=True)
+class SplitFeeds:
+    """One split's PyTorch reference and its texts as ONNX Runtime feeds (``rows_per_call`` texts per call)."""
+
+    reference: Reference
+    feeds: list[dict[str, Any]]
+    rows_per_call: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Every candidate (built, gated, timed, or failed) and, for int8, what the sensitivity search measured."""
+
+    candidates: list[Candidate]
+    sensitivity: Sensitivity | None = None
 
 
 def _int8(recipes: Sequence[Recipe] | None) -> list[Candidate]:
@@ -107,7 +67,7 @@ def _int8(recipes: Sequence[Recipe] | None) -> list[Candidate]:
 
 
 def plan(precision: Precision, recipes: Sequence[Recipe] | None = None) -> list[Candidate]:
-    """The candidates for ``precision`` (not built yet)."""
+    """The candidates for ``precision`` (not built yet); the smoothed mixes join as the search finds them."""
     if precision == Precision.INT8:
         baseline = Candidate(BASELINE, Precision.FP32, "ONNX fp32 baseline (not selectable)", selectable=False)
         return [baseline, *_int8(recipes)]
@@ -138,6 +98,11 @@ class _Progress:
             self.bar.update(1)
         self.started = True
         self.bar.set_description(description)
+
+    def grow(self, steps: int) -> None:
+        """``steps`` more steps than announced: the sensitivity search learns its length as it goes."""
+        self.bar.total = (self.bar.total or 0) + steps
+        self.bar.refresh()
 
     def close(self) -> None:
         if self.started:
@@ -191,99 +156,156 @@ def build(
         candidate.build_s = time.perf_counter() - started
 
 
-def evaluate(
-    candidates: Sequence[Candidate],
-    reference: Reference,
-    batches: list[dict[str, Any]],
-    *,
-    gate: float,
-    providers: list[Any] | None = None,
-    threads: int = 2,
-    reps: int = 3,
-    measure: bool = True,
-    step: Callable[[str], None] = lambda _: None,
-) -> None:
-    """Gate every built candidate, then time them all in interleaved rounds."""
-    sessions: dict[str, Any] = {}
-    for candidate in candidates:
-        step(f"parity {candidate.name}")
+class _Gating:
+    """Opens each candidate's session once and measures it on both splits; keeps the sessions for timing."""
+
+    def __init__(
+        self, gate_split: SplitFeeds, calibration: SplitFeeds | None, gate: Gate, providers: list[Any], threads: int
+    ) -> None:
+        self.gate_split, self.calibration, self.gate = gate_split, calibration, gate
+        self.providers, self.threads = providers, threads
+        self.sessions: dict[str, Any] = {}
+
+    def __call__(self, candidate: Candidate) -> None:
         if candidate.path is None or candidate.error is not None:
-            continue
+            return
         try:
-            session = make_session(candidate.path, threads=threads, providers=providers)
-            candidate.parity = check_parity(session, reference, batches, gate)
-            sessions[candidate.name] = session
+            session = make_session(candidate.path, threads=self.threads, providers=self.providers)
+            split = self.gate_split
+            candidate.parity = check_parity(session, split.reference, split.feeds, self.gate)
+            if self.calibration is not None:
+                split = self.calibration
+                candidate.calibration = check_parity(session, split.reference, split.feeds, self.gate)
+            self.sessions[candidate.name] = session
         except ParityShapeError:
             raise  # a broken export, not a candidate that is merely inaccurate
         except Exception as error:  # ORT rejects some fused/quantized graphs on some CPUs
             candidate.error = f"{type(error).__name__}: {error}".splitlines()[0][:200]
-    if measure and sessions:
-        step("throughput warm-up")
-        rounds = iter(range(1, reps + 1))
-        speeds = measure_throughput(
-            sessions, batches, reps=reps, before_round=lambda: step(f"throughput round {next(rounds, reps)}/{reps}")
-        )
-        for candidate in candidates:
-            candidate.seq_per_s = speeds.get(candidate.name)
+
+
+def search_mixes(
+    export: OnnxExport,
+    calibration: SplitFeeds,
+    gate: Gate,
+    workdir: Path,
+    judge: Callable[[Candidate], None],
+    *,
+    threads: int = 2,
+    cache_root: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+    grow: Callable[[int], None] = lambda _: None,
+) -> tuple[list[Candidate], Sensitivity]:
+    """The smoothed int8 mixes of the greedy walk, each built and ``judge``-d (gate split), up to the first that
+    passes. ``progress``/``grow``: as for ``sensitivity.MixSearch``."""
+    import onnxruntime as ort
+
+    from tritonstack.export.sensitivity import MixSearch
+    from tritonstack.export.smoothing import SmoothableGraph
+
+    grow(2)  # reading the graph, the activation ranges; MixSearch announces the rest
+    progress("smoothing: reading the fp32 graph")
+    graph = SmoothableGraph(export.onnx_path)
+    key = search_key(
+        {
+            "version": CACHE_VERSION,
+            "onnxruntime": ort.__version__,
+            "texts": list(calibration.reference.texts),
+            "rows_per_call": calibration.rows_per_call,
+            "metric": str(gate.for_task(export.task).metric),
+        }
+    )
+    mixes = MixSearch(
+        graph,
+        calibration.reference,
+        calibration.feeds,
+        gate,
+        lambda model: make_session(model, threads=threads),
+        SearchCache(file_sha256(export.onnx_path), key, cache_root),
+        progress=progress,
+        grow=grow,
+    )
+    alpha = mixes.choose_alpha()
+    candidates: list[Candidate] = []
+    for step in mixes.walk():
+        recipe = Recipe.smoothed(alpha, step.fp32_nodes)
+        candidate = Candidate(recipe.name, Precision.INT8, recipe.description, recipe=recipe)
+        grow(1)
+        progress(f"building {candidate.name}")
+        started = time.perf_counter()
+        candidate.path = workdir / f"int8_{candidate.name}.onnx"
+        _save(graph.build(mixes.scales(alpha), step.fp32_nodes), candidate.path)
+        candidate.size_bytes = candidate.path.stat().st_size
+        candidate.build_s = time.perf_counter() - started
+        judge(candidate)
+        candidates.append(candidate)
+        if candidate.passed:
+            break
+    return candidates, mixes.result()
+
+
+def _save(model: Any, path: Path) -> None:
+    import onnx
+
+    onnx.save(model, str(path))
 
 
 def run_search(
     export: OnnxExport,
     precision: Precision,
-    reference: Reference,
-    batches: list[dict[str, Any]],
+    gate_split: SplitFeeds,
     workdir: Path,
     *,
-    gate: float,
+    gate: Gate,
+    calibration: SplitFeeds | None = None,
     recipes: Sequence[Recipe] | None = None,
+    mixes: bool = True,
     providers: list[Any] | None = None,
     use_gpu: bool = False,
     measure: bool = True,
     threads: int = 2,
     reps: int = 3,
     progress: bool = True,
-) -> list[Candidate]:
-    """Build, gate and time the candidates for ``precision``; return them all (see ``select``)."""
+    cache_root: Path | None = None,
+) -> SearchResult:
+    """Build, gate and time the candidates for ``precision``; return them all (see ``candidates.select``).
+
+    ``mixes``: for int8 and auto on a CPU, also search the smoothed mixes (needs ``calibration``).
+    """
     candidates = plan(precision, recipes)
+    with_mixes = mixes and calibration is not None and not use_gpu and precision in (Precision.INT8, Precision.AUTO)
     bar = _Progress(2 * len(candidates) + (reps + 1 if measure else 0), progress)
+    judge = _Gating(gate_split, calibration, gate, providers or ["CPUExecutionProvider"], threads)
+    sensitivity = None
     try:
         build(candidates, export, workdir, use_gpu=use_gpu, step=bar.step)
-        evaluate(
-            candidates,
-            reference,
-            batches,
-            gate=gate,
-            providers=providers,
-            threads=threads,
-            reps=reps,
-            measure=measure,
-            step=bar.step,
-        )
+        for candidate in candidates:
+            bar.step(f"parity {candidate.name}")
+            judge(candidate)
+        if with_mixes:
+            assert calibration is not None
+            found, sensitivity = search_mixes(
+                export,
+                calibration,
+                gate,
+                workdir,
+                judge,
+                threads=threads,
+                cache_root=cache_root,
+                progress=bar.step,
+                grow=bar.grow,
+            )
+            candidates += found
+        if measure and judge.sessions:
+            bar.step("throughput warm-up")
+            rounds = iter(range(1, reps + 1))
+            speeds = measure_throughput(
+                judge.sessions,
+                gate_split.feeds,
+                reps=reps,
+                before_round=lambda: bar.step(f"throughput round {next(rounds, reps)}/{reps}"),
+            )
+            for candidate in candidates:
+                candidate.seq_per_s = speeds.get(candidate.name)
     finally:
         bar.close()
-    return candidates
-
-
-def format_table(candidates: Sequence[Candidate], chosen: Candidate | None) -> str:
-    """The candidate table as aligned text."""
-    baseline = next((c for c in candidates if c.name == BASELINE and c.seq_per_s), None)
-    header = ("", "candidate", "precision", "size MB", "seq/s", "vs fp32", "parity", "gate")
-    rows = [header]
-    for c in candidates:
-        if c.error:
-            parity, verdict = c.error[:60], "error"
-        elif c.parity is None:
-            parity, verdict = "-", "-"
-        else:
-            parity = f"{c.parity.metric}={c.parity.value:.4f}"
-            verdict = "pass" if c.parity.passed else "FAIL"
-        speed = f"{c.seq_per_s:.1f}" if c.seq_per_s else "-"
-        ratio = f"{c.seq_per_s / baseline.seq_per_s:.2f}x" if c.seq_per_s and baseline and baseline.seq_per_s else "-"
-        mark = "*" if c is chosen else ("" if c.selectable else "(b)")
-        size = f"{c.size_bytes / 1e6:.1f}" if c.size_bytes else "-"
-        rows.append((mark, c.name, c.precision, size, speed, ratio, parity, verdict))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-    legend = "* chosen" + ("   (b) baseline, not selectable" if any(not c.selectable for c in candidates) else "")
-    lines.append(legend)
-    return "\n".join(lines)
+    return SearchResult(candidates, sensitivity)

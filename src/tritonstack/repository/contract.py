@@ -45,6 +45,10 @@ POSTPROCESS_SUFFIX = "_postprocess"
 # Parameters of NAME_encoder that say how its ONNX file was made (the benchmark labels its figures with them).
 PRECISION_PARAMETER = "precision"  # fp32 | fp16 | int8
 RECIPE_PARAMETER = "recipe"  # the export candidate that won: fp32, fp32_optimized, an int8 recipe, fp16_optimized
+# Rows per ONNX Runtime call of NAME_encoder (0 or absent: no limit). Export writes 1 for dynamic-int8 encoders,
+# whose activation scale spans a call: one row per call gives each text its own scale, so a text's vector does
+# not depend on the texts it was batched with. `tritonstack tune` searches it for the others.
+MAX_ROWS_PER_CALL_PARAMETER = "max_rows_per_call"
 
 # Parameters of a per-release text-in ensemble NAME_vV: the text-in model it is a release of, and V.
 RELEASE_OF_PARAMETER = "release_of"

@@ -105,6 +105,7 @@ class ExportedModel:
     max_sequence_length: int  # tokens
     precision: str  # fp32 | fp16 | int8: recorded on the encoder, for readers such as the benchmark
     recipe: str | None = None  # the export candidate that won, recorded beside the precision
+    max_rows_per_call: int = 0  # rows per ONNX Runtime call of the encoder; 0: no limit (contract.py)
     target: str = "cpu"
     gpus: tuple[int, ...] = ()  # gpu target: an encoder instance on each of these CUDA devices; (): every GPU
     report: Mapping[str, Any] = field(default_factory=dict)  # export_report.json, in its JSON form
@@ -124,6 +125,7 @@ class ExportedModel:
         name: str,
         precision: str,
         recipe: str | None = None,
+        max_rows_per_call: int = 0,
         onnx_path: Path | None = None,
         max_batch_size: int,
         max_queue_size: int | None = None,
@@ -147,6 +149,7 @@ class ExportedModel:
             max_sequence_length=export.max_sequence_length,
             precision=precision,
             recipe=recipe,
+            max_rows_per_call=max_rows_per_call,
             target=target,
             gpus=gpus,
             report=report or {},
@@ -177,6 +180,8 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
     parameters = {contract.PRECISION_PARAMETER: model.precision}
     if model.recipe:
         parameters[contract.RECIPE_PARAMETER] = model.recipe
+    if model.max_rows_per_call:
+        parameters[contract.MAX_ROWS_PER_CALL_PARAMETER] = str(model.max_rows_per_call)
     if model.encoder_threads:
         parameters["intra_op_thread_count"] = str(model.encoder_threads)
     return ModelConfig(
