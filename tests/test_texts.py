@@ -11,8 +11,8 @@ import pytest
 from tritonstack._texts import parse_texts
 from tritonstack.client import ClientError
 from tritonstack.client.command import read_texts as infer_texts
-from tritonstack.export import parity
 from tritonstack.export.errors import ExportError
+from tritonstack.export.texts import GATE, builtin_split, load_splits
 from tritonstack.loadtest import payload
 from tritonstack.loadtest.errors import LoadTestError
 
@@ -29,7 +29,7 @@ def test_every_reader_reads_a_file_the_same_way(tmp_path: Path) -> None:
     path.write_text(CONTENT, encoding="utf-8")
     expected = parse_texts(CONTENT)
     assert payload.load_texts(path) == expected
-    assert parity.load_texts(path) == parity.sample_texts() + expected
+    assert list(load_splits(path).gate.texts) == [*builtin_split(GATE).texts, *expected]
     assert infer_texts(_infer_args(path)) == expected
 
 
@@ -37,7 +37,7 @@ def test_every_reader_reads_a_file_the_same_way(tmp_path: Path) -> None:
     ("read", "error"),
     [
         (payload.load_texts, LoadTestError),
-        (parity.load_texts, ExportError),
+        (load_splits, ExportError),
         (lambda path: infer_texts(_infer_args(path)), ClientError),
     ],
     ids=["loadtest", "parity", "infer"],
