@@ -66,3 +66,83 @@ def test_a_failing_single_member_is_not_run_twice(backend: Any) -> None:
     ((member, outcome),) = backend.run_isolating_failures(run, [7])
     assert member == 7 and isinstance(outcome, ValueError)
     assert run.calls == [[7]]
+
+
+class RecordingSession:
+    """A real ONNX Runtime session that records the rows and width of every call."""
+
+    def __init__(self, path: str) -> None:
+        import onnxruntime as ort
+
+        self.session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        self.calls: list[tuple[int, int]] = []
+
+    def run(self, output_names: list[str], feeds: dict[str, Any]) -> Any:
+        ids = feeds["input_ids"]
+        self.calls.append((ids.shape[0], ids.shape[1]))
+        return self.session.run(output_names, feeds)
+
+
+def _sum_model(path: Any, *, masked: bool = True) -> str:
+    """``total`` FP32 [batch, 1] = the sum of ``input_ids`` (under ``attention_mask`` when ``masked``):
+    trimming the padding cannot change it."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    names = ("input_ids", "attention_mask") if masked else ("input_ids",)
+    nodes = [
+        *([helper.make_node("Mul", list(names), ["summed"])] if masked else []),
+        helper.make_node("Cast", ["summed" if masked else "input_ids"], ["summed_f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["summed_f", "axis"], ["total"], keepdims=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "sum",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"]) for n in names],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor("axis", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def _model(backend: Any, session: RecordingSession, max_rows_per_call: int) -> Any:
+    model = backend.TritonPythonModel()
+    model.session, model.output_names, model.sequence_outputs = session, ["total"], set()
+    model.max_padding_waste, model.max_rows_per_call = 0.25, max_rows_per_call
+    return model
+
+
+@pytest.mark.parametrize("max_rows_per_call", [0, 1, 2, 5])
+def test_max_rows_per_call_caps_every_onnx_runtime_call_and_keeps_each_rows_result(
+    backend: Any, tmp_path: Any, max_rows_per_call: int
+) -> None:
+    import numpy as np
+
+    lengths = [3, 8, 2, 8, 7, 3, 1]
+    ids = np.zeros((len(lengths), 8), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, :length] = np.arange(1, length + 1) * (row + 1)
+        mask[row, :length] = 1
+    session = RecordingSession(_sum_model(tmp_path / "sum.onnx"))
+    (total,) = _model(backend, session, max_rows_per_call)._run({"input_ids": ids, "attention_mask": mask})
+
+    np.testing.assert_array_equal(total[:, 0], (ids * mask).sum(axis=1))
+    assert sum(rows for rows, _ in session.calls) == len(lengths)
+    if max_rows_per_call:
+        assert all(rows <= max_rows_per_call for rows, _ in session.calls)
+    if max_rows_per_call == 1:
+        assert sorted(width for _, width in session.calls) == sorted(lengths)  # each row trimmed to itself
+
+
+def test_max_rows_per_call_chunks_rows_without_a_mask_in_arrival_order(backend: Any, tmp_path: Any) -> None:
+    import numpy as np
+
+    ids = np.arange(1, 19, dtype=np.int64).reshape(6, 3)
+    session = RecordingSession(_sum_model(tmp_path / "sum.onnx", masked=False))
+    (total,) = _model(backend, session, max_rows_per_call=4)._run({"input_ids": ids})
+    np.testing.assert_array_equal(total[:, 0], ids.sum(axis=1))
+    assert session.calls == [(4, 3), (2, 3)]

@@ -21,7 +21,12 @@ padding costs more than batching saves when lengths are mixed, so rows with an
 ``attention_mask`` are regrouped by their true length, the padding is trimmed,
 and each group of similar lengths runs as one ONNX Runtime call
 (``max_padding_waste`` bounds the padding a group may carry; outputs with a
-sequence axis are padded back).
+sequence axis are padded back). ``max_rows_per_call`` (0 or absent: no limit)
+caps the rows of one ONNX Runtime call: a group with more is run in chunks of
+that many similar-length rows. On a CPU a small model may run fastest one row
+at a time (see ``tritonstack tune``), and a dynamic-int8 graph needs exactly
+one, or a text's activation scale -- and so its output -- would depend on the
+texts it was batched with.
 """
 
 import json
@@ -106,28 +111,39 @@ class TritonPythonModel:
         # outputs whose first non-batch axis is the sequence (token classification): padded back after trimming
         self.sequence_outputs = {o["name"] for o in config["output"] if o["dims"] and int(o["dims"][0]) == -1}
         self.max_padding_waste = float(params.get("max_padding_waste", "0.25"))
+        self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
 
     def _run(self, feeds):
-        """session.run over ``feeds``, with rows regrouped by true length (see the module docstring)."""
+        """session.run over ``feeds``: rows regrouped by true length, at most ``max_rows_per_call`` rows per
+        call (see the module docstring)."""
         mask = feeds.get("attention_mask")
-        if mask is None or mask.ndim != 2 or (len(mask) == 1 and mask.all()):
+        count = len(next(iter(feeds.values())))
+        limit = self.max_rows_per_call or count
+        trim = mask is not None and mask.ndim == 2 and not (count == 1 and mask.all())
+        if not trim and count <= limit:
             return self.session.run(self.output_names, feeds)
-        lengths = np.maximum(mask.sum(axis=1), 1)
+        # without a mask to trim by, every row counts as full length: one group, in arrival order
+        lengths = np.maximum(mask.sum(axis=1), 1) if trim else np.ones(count, dtype=np.int64)
         results = [None] * len(self.output_names)
-        for rows in length_groups(lengths, self.max_padding_waste):
-            longest = int(lengths[rows].max())
-            part = self.session.run(self.output_names, {n: a[rows, :longest] for n, a in feeds.items()})
-            for k, (name, value) in enumerate(zip(self.output_names, part, strict=True)):
-                if results[k] is None:
-                    shape = list(value.shape)
-                    shape[0] = len(mask)
-                    if name in self.sequence_outputs:
-                        shape[1] = mask.shape[1]
-                    results[k] = np.zeros(shape, dtype=value.dtype)
-                if name in self.sequence_outputs:
-                    results[k][rows, :longest] = value
+        for group in length_groups(lengths, self.max_padding_waste):
+            for start in range(0, len(group), limit):
+                rows = group[start : start + limit]
+                if trim:
+                    longest = int(lengths[rows].max())
+                    part = self.session.run(self.output_names, {n: a[rows, :longest] for n, a in feeds.items()})
                 else:
-                    results[k][rows] = value
+                    part = self.session.run(self.output_names, {n: a[rows] for n, a in feeds.items()})
+                for k, (name, value) in enumerate(zip(self.output_names, part, strict=True)):
+                    if results[k] is None:
+                        shape = list(value.shape)
+                        shape[0] = count
+                        if trim and name in self.sequence_outputs:
+                            shape[1] = mask.shape[1]
+                        results[k] = np.zeros(shape, dtype=value.dtype)
+                    if trim and name in self.sequence_outputs:
+                        results[k][rows, :longest] = value
+                    else:
+                        results[k][rows] = value
         return results
 
     def _features(self, request):
