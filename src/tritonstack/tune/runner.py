@@ -1,0 +1,301 @@
+"""One tune run: read the model's configs, start Triton, climb within the budget, confirm, rank.
+
+The budget covers everything from Triton's start to the last measurement.
+Before each config the runner checks that the budget still pays for one (the
+dearest config measured so far, or a full sweep before the first) -- during
+the search, for one plus the confirmation round below; a budget too small for
+a single config is an error before anything starts.
+
+Noise on a shared CPU can make a config look a few per cent better than it is,
+and the best of many noisy measurements is biased upward. So after the search
+the best few configs and the starting one are measured once more, side by
+side, and the winner is the best of those on the mean of its measurements; a
+config that broke the SLO in any of its measurements cannot win.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tritonstack.bench import cpus
+from tritonstack.bench.timing import Timing
+from tritonstack.loadtest.slo import SLO
+from tritonstack.repository import contract
+from tritonstack.repository.config import parameter
+from tritonstack.tune.errors import TuneError
+from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, load_steps, read_knobs
+from tritonstack.tune.score import Score, SweepPoint, combine, score
+from tritonstack.tune.search import MIN_GAIN, SearchOutcome, climb, concurrency_levels
+from tritonstack.tune.session import TuneServer, Workload, describe_workload, workload_from
+from tritonstack.tune.space import dimensions, per_call_activation_scales
+
+Log = Callable[[str], None]
+RELOAD_ALLOWANCE_S = 5.0  # what a reload is assumed to cost before the first one is measured
+DEFAULT_TIMING = Timing(rounds=1, warmup_s=1.0, duration_s=2.0)
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    repository: Path
+    name: str
+    slo: SLO
+    budget_s: float
+    report_dir: Path
+    timing: Timing = DEFAULT_TIMING  # per sweep point: one window after a warm-up
+    cpu_split: str = "pinned"
+    min_gain: float = MIN_GAIN  # a config must beat another by this fraction to count as better
+    confirm: int = 3  # the search's best configs measured again beside the start
+    texts_per_request: int | None = None  # None: the SLO's payload
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One measurement of one config."""
+
+    number: int
+    knobs: Knobs
+    phase: str  # "search" or "confirm"
+    points: tuple[SweepPoint, ...]
+    score: Score
+    reloaded: tuple[str, ...]  # the steps switched to this config
+    at_s: float  # when it started, since the budget's start
+    cost_s: float  # reload + sweep
+
+
+@dataclass(frozen=True)
+class Ranked:
+    knobs: Knobs
+    score: Score  # ``combine`` over its trials
+    trials: int
+    confirmed: bool  # measured again in the confirmation round
+
+
+@dataclass
+class TuneResult:
+    settings: TuneSettings
+    split: cpus.CpuSplit
+    steps: StepConfigs  # as read from the repository
+    start: Knobs
+    levels: tuple[int, ...]
+    workload: dict[str, Any]
+    precision: str
+    rows_fixed: bool  # one row per ONNX Runtime call is required (per-call activation scales)
+    trials: list[Trial] = field(default_factory=list)
+    ranking: list[Ranked] = field(default_factory=list)
+    exhausted: bool = False
+    elapsed_s: float = 0.0
+    started: str = ""
+
+    @property
+    def start_ranked(self) -> Ranked | None:
+        return next((r for r in self.ranking if r.knobs == self.start), None)
+
+    @property
+    def winner(self) -> Ranked | None:
+        """The best-ranked config that held the SLO, if it beats the start by ``min_gain``; else the start.
+        ``None`` when no config held."""
+        top = next((r for r in self.ranking if r.score.held), None)
+        start = self.start_ranked
+        if top is None or start is None or top.score.beats(start.score, self.settings.min_gain):
+            return top
+        return start
+
+    def changed_steps(self) -> StepConfigs | None:
+        """The step configs of the winner, or ``None`` when there is nothing to write."""
+        winner = self.winner
+        if winner is None or winner.knobs == self.start:
+            return None
+        return apply_knobs(self.steps, winner.knobs)
+
+
+class Budget:
+    """Seconds since construction against ``total_s``."""
+
+    def __init__(self, total_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total_s = total_s
+        self.clock = clock
+        self.started = clock()
+
+    @property
+    def elapsed_s(self) -> float:
+        return self.clock() - self.started
+
+    def affords(self, cost_s: float) -> bool:
+        return self.elapsed_s + cost_s <= self.total_s
+
+
+def sweep_s(levels: tuple[int, ...], timing: Timing) -> float:
+    """The longest one config's sweep can take: every level, warm-up and window."""
+    return len(levels) * (timing.warmup_s + timing.duration_s)
+
+
+def _progress(total_s: float, enabled: bool) -> Any:
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=math.ceil(total_s), file=sys.stderr, disable=not enabled, unit="s", leave=False)
+
+
+def _describe(knobs: Knobs, start: Knobs) -> str:
+    changes = knobs.changes_from(start)
+    return ", ".join(f"{k} {old}->{new}" for k, (old, new) in changes.items()) or "the export's config"
+
+
+def _trial_line(trial: Trial, start: Knobs) -> str:
+    point = trial.score.point
+    latency = f", p99 {point.latency_ms[99.0]:.0f} ms" if point is not None else ""
+    batches = ""
+    if point is not None:
+        batches = "".join(f", {role} batch {size:.1f}" for role, size in point.batch.items() if size is not None)
+    return (
+        f"[{trial.at_s:4.0f} s] #{trial.number} {trial.phase:<7} {_describe(trial.knobs, start)}: "
+        f"{trial.score.describe()}{latency}{batches}"
+    )
+
+
+def rank(trials: list[Trial]) -> list[Ranked]:
+    """Every config tried, best first; configs of the confirmation round first of all (the winner is one of them)."""
+    by_knobs: dict[Knobs, list[Trial]] = {}
+    for trial in trials:
+        by_knobs.setdefault(trial.knobs, []).append(trial)
+    ranked = [
+        Ranked(knobs, combine([t.score for t in group]), len(group), any(t.phase == "confirm" for t in group))
+        for knobs, group in by_knobs.items()
+    ]
+    return sorted(ranked, key=lambda r: (r.confirmed, *r.score.key()), reverse=True)
+
+
+def _check_budget(budget_s: float, levels: tuple[int, ...], timing: Timing) -> None:
+    needed = sweep_s(levels, timing)
+    if budget_s < needed:
+        raise TuneError(
+            f"a budget of {budget_s:g} s cannot pay for one config: its sweep takes up to {needed:g} s "
+            f"({len(levels)} concurrency levels x {timing.warmup_s + timing.duration_s:g} s)",
+            hint=f"give --budget at least {math.ceil(needed + 60)}s (Triton's start counts too), "
+            "or fewer levels (the SLO's capacity section) or shorter points (--point-s, --warmup-s)",
+        )
+
+
+def _workload(settings: TuneSettings) -> Workload:
+    from tritonstack.bench.inprocess import locate
+    from tritonstack.loadtest.payload import load_texts
+
+    files = locate(settings.repository, settings.name)
+    slo = settings.slo
+    return workload_from(
+        load_texts(slo.payload.texts_file),
+        settings.texts_per_request or slo.payload.texts_per_request,
+        slo.task,
+        files.tokenizer_dir,
+        files.max_sequence_length,
+    )
+
+
+def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True) -> TuneResult:
+    """Search, confirm and rank; nothing is written (``apply`` and ``report`` do that)."""
+    from tritonstack.bench.inprocess import locate
+
+    slo = settings.slo
+    levels = concurrency_levels(slo.capacity)
+    _check_budget(settings.budget_s, levels, settings.timing)
+    steps = load_steps(settings.repository, settings.name)
+    files = locate(settings.repository, settings.name)
+    rows_fixed = per_call_activation_scales(files.encoder_onnx)
+    start = read_knobs(steps)
+    if rows_fixed:
+        start = replace(start, rows_per_call=1)
+    split = cpus.plan(settings.cpu_split)
+    space = dimensions(cores=len(split.server), max_batch_size=steps.encoder.max_batch_size, rows_fixed=rows_fixed)
+    workload = _workload(settings)
+    result = TuneResult(
+        settings=settings,
+        split=split,
+        steps=steps,
+        start=start,
+        levels=levels,
+        workload=describe_workload(workload),
+        precision=parameter(steps.encoder.to_proto(), contract.PRECISION_PARAMETER) or "unknown",
+        rows_fixed=rows_fixed,
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    log(f"==> cores: {split.describe()}")
+    log(
+        f"==> {settings.name} ({result.precision}): {len(space)} knobs to search "
+        f"({', '.join(d.name for d in space)}), concurrency levels {list(levels)}, budget {settings.budget_s:g} s"
+    )
+    if rows_fixed:
+        log("    its graph quantizes activations per call (dynamic int8): one row per ONNX Runtime call, not searched")
+    settings.report_dir.mkdir(parents=True, exist_ok=True)
+    budget = Budget(settings.budget_s)
+    bar = _progress(settings.budget_s, progress)
+    try:
+        with TuneServer(settings.repository, settings.name, steps, split, settings.report_dir / "triton.log") as server:
+            one_config_s = sweep_s(levels, settings.timing)
+            if not budget.affords(one_config_s):
+                raise TuneError(
+                    f"Triton took {budget.elapsed_s:.0f} s of the {settings.budget_s:g} s budget to start; "
+                    f"what is left cannot pay for one config ({one_config_s:g} s)",
+                    hint=f"give --budget at least {math.ceil(budget.elapsed_s + one_config_s + 30)}s",
+                )
+            log(f"    Triton started in {budget.elapsed_s:.0f} s")
+
+            def measure(knobs: Knobs, phase: str) -> Score | None:
+                dearest = max((t.cost_s for t in result.trials), default=one_config_s + RELOAD_ALLOWANCE_S)
+                # the search leaves room for the confirmation round: the start and the best configs once more
+                reserve = min(settings.confirm + 1, len(result.trials)) if phase == "search" and settings.confirm else 0
+                if result.trials and not budget.affords(dearest * (1 + reserve)):
+                    return None
+                at_s = budget.elapsed_s
+                bar.set_description(f"#{len(result.trials) + 1} {_describe(knobs, start)}"[:60])
+                reloaded = server.apply(apply_knobs(steps, knobs))
+                held = [t.score.point for t in result.trials if t.score.held and t.score.point is not None]
+                start_level = max(held, key=lambda p: p.throughput_per_s).concurrency if held else levels[0]
+                points = server.sweep(
+                    workload, slo.objectives, levels, start_level, settings.timing, slo.load.timeout_s
+                )
+                trial = Trial(
+                    len(result.trials) + 1, knobs, phase, points, score(points, slo.objectives),
+                    tuple(reloaded), at_s, budget.elapsed_s - at_s,
+                )  # fmt: skip
+                result.trials.append(trial)
+                bar.update(min(math.ceil(budget.elapsed_s), bar.total) - bar.n)
+                with bar.external_write_mode():
+                    log(_trial_line(trial, start))
+                return trial.score
+
+            outcome = climb(start, space, lambda k: measure(k, "search"), min_gain=settings.min_gain)
+            if not outcome.scores:
+                raise TuneError("the budget ran out before the first config was measured")
+            _confirm(outcome, start, settings.confirm, lambda k: measure(k, "confirm"))
+            result.exhausted = outcome.exhausted
+    finally:
+        bar.close()
+    result.ranking = rank(result.trials)
+    result.elapsed_s = budget.elapsed_s
+    return result
+
+
+def _confirm(outcome: SearchOutcome, start: Knobs, count: int, measure: Callable[[Knobs], Score | None]) -> None:
+    """Measure the ``count`` best configs of the search and ``start`` once more, while the budget allows."""
+    if count <= 0 or len(outcome.scores) < 2:
+        return
+    best = sorted(outcome.scores, key=lambda k: outcome.scores[k].key(), reverse=True)[:count]
+    for knobs in [start, *(k for k in best if k != start)]:
+        if measure(knobs) is None:
+            return
+
+
+def server_cores_note(split: cpus.CpuSplit) -> str:
+    """What the written thread counts assume, for the report."""
+    cores = len(split.server)
+    return (
+        f"measured with the server on {cores} of this machine's {os.cpu_count()} cores ({split.mode}); "
+        "an intra-op thread count of 0 means every core the server gets where it runs"
+    )
