@@ -36,7 +36,6 @@ from tritonstack.tune.session import TuneServer, Workload, describe_workload, wo
 from tritonstack.tune.space import dimensions, per_call_activation_scales
 
 Log = Callable[[str], None]
-RELOAD_ALLOWANCE_S = 5.0  # what a reload is assumed to cost before the first one is measured
 DEFAULT_TIMING = Timing(rounds=1, warmup_s=1.0, duration_s=2.0)
 
 
@@ -245,41 +244,73 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
                     hint=f"give --budget at least {math.ceil(budget.elapsed_s + one_config_s + 30)}s",
                 )
             log(f"    Triton started in {budget.elapsed_s:.0f} s")
-
-            def measure(knobs: Knobs, phase: str) -> Score | None:
-                dearest = max((t.cost_s for t in result.trials), default=one_config_s + RELOAD_ALLOWANCE_S)
-                # the search leaves room for the confirmation round: the start and the best configs once more
-                reserve = min(settings.confirm + 1, len(result.trials)) if phase == "search" and settings.confirm else 0
-                if result.trials and not budget.affords(dearest * (1 + reserve)):
-                    return None
-                at_s = budget.elapsed_s
-                bar.set_description(f"#{len(result.trials) + 1} {_describe(knobs, start)}"[:60])
-                reloaded = server.apply(apply_knobs(steps, knobs))
-                held = [t.score.point for t in result.trials if t.score.held and t.score.point is not None]
-                start_level = max(held, key=lambda p: p.throughput_per_s).concurrency if held else levels[0]
-                points = server.sweep(
-                    workload, slo.objectives, levels, start_level, settings.timing, slo.load.timeout_s
-                )
-                trial = Trial(
-                    len(result.trials) + 1, knobs, phase, points, score(points, slo.objectives),
-                    tuple(reloaded), at_s, budget.elapsed_s - at_s,
-                )  # fmt: skip
-                result.trials.append(trial)
-                bar.update(min(math.ceil(budget.elapsed_s), bar.total) - bar.n)
-                with bar.external_write_mode():
-                    log(_trial_line(trial, start))
-                return trial.score
-
-            outcome = climb(start, space, lambda k: measure(k, "search"), min_gain=settings.min_gain)
+            trials = _Trials(server, result, workload, budget, bar, log)
+            outcome = climb(start, space, lambda k: trials.measure(k, "search"), min_gain=settings.min_gain)
             if not outcome.scores:
                 raise TuneError("the budget ran out before the first config was measured")
-            _confirm(outcome, start, settings.confirm, lambda k: measure(k, "confirm"))
+            _confirm(outcome, start, settings.confirm, lambda k: trials.measure(k, "confirm"))
             result.exhausted = outcome.exhausted
     finally:
         bar.close()
     result.ranking = rank(result.trials)
     result.elapsed_s = budget.elapsed_s
     return result
+
+
+class _Trials:
+    """Measures configs on ``server`` while ``budget`` pays for them, recording each in ``result.trials``."""
+
+    def __init__(
+        self,
+        server: TuneServer,
+        result: TuneResult,
+        workload: Workload,
+        budget: Budget,
+        bar: Any,
+        log: Log,
+    ) -> None:
+        self.server = server
+        self.result = result
+        self.workload = workload
+        self.budget = budget
+        self.bar = bar
+        self.log = log
+
+    def _affords(self, phase: str) -> bool:
+        trials, confirm = self.result.trials, self.result.settings.confirm
+        if not trials:
+            return True  # the first config's cost was checked before Triton started
+        dearest = max(t.cost_s for t in trials)
+        # the search leaves room for the confirmation round: the start and the best configs once more
+        reserve = min(confirm + 1, len(trials)) if phase == "search" and confirm else 0
+        return self.budget.affords(dearest * (1 + reserve))
+
+    def _start_level(self) -> int:
+        """Where the sweep starts: the level at which the best config so far peaked."""
+        held = [t.score.point for t in self.result.trials if t.score.held and t.score.point is not None]
+        return max(held, key=lambda p: p.throughput_per_s).concurrency if held else self.result.levels[0]
+
+    def measure(self, knobs: Knobs, phase: str) -> Score | None:
+        """Switch to ``knobs`` and sweep; ``None`` when the budget cannot pay for it."""
+        if not self._affords(phase):
+            return None
+        result, slo, start = self.result, self.result.settings.slo, self.result.start
+        at_s = self.budget.elapsed_s
+        self.bar.set_description(f"#{len(result.trials) + 1} {_describe(knobs, start)}"[:60])
+        reloaded = self.server.apply(apply_knobs(result.steps, knobs))
+        points = self.server.sweep(
+            self.workload, slo.objectives, result.levels, self._start_level(), result.settings.timing,
+            slo.load.timeout_s,
+        )  # fmt: skip
+        trial = Trial(
+            len(result.trials) + 1, knobs, phase, points, score(points, slo.objectives), tuple(reloaded),
+            at_s, self.budget.elapsed_s - at_s,
+        )  # fmt: skip
+        result.trials.append(trial)
+        self.bar.update(min(math.ceil(self.budget.elapsed_s), self.bar.total) - self.bar.n)
+        with self.bar.external_write_mode():
+            self.log(_trial_line(trial, start))
+        return trial.score
 
 
 def _confirm(outcome: SearchOutcome, start: Knobs, count: int, measure: Callable[[Knobs], Score | None]) -> None:
