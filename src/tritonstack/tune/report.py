@@ -187,6 +187,7 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
                     "knobs": trial.knobs.to_dict(),
                     "reloaded": list(trial.reloaded),
                     "at_s": trial.at_s,
+                    "reload_s": trial.reload_s,
                     "cost_s": trial.cost_s,
                     "held": trial.score.held,
                     "req_per_s": trial.score.throughput_per_s,

@@ -1,10 +1,11 @@
 """One tune run: read the model's configs, start Triton, climb within the budget, confirm, rank.
 
 The budget covers everything from Triton's start to the last measurement.
-Before each config the runner checks that the budget still pays for one (the
-dearest config measured so far, or a full sweep before the first) -- during
-the search, for one plus the confirmation round below; a budget too small for
-a single config is an error before anything starts.
+Before each config the runner checks that the budget still pays for the most
+the next one may cost (a sweep over every level after the slowest reload yet,
+or the dearest config so far, with 20 % slack) -- during the search, for one
+plus the confirmation round below; a budget too small for a single config's
+sweep is an error before anything starts.
 
 Noise on a shared CPU can make a config look a few per cent better than it is,
 and the best of many noisy measurements is biased upward. So after the search
@@ -37,6 +38,7 @@ from tritonstack.tune.space import dimensions, per_call_activation_scales
 
 Log = Callable[[str], None]
 DEFAULT_TIMING = Timing(rounds=1, warmup_s=1.0, duration_s=2.0)
+COST_SLACK = 1.2  # on what the next config may cost: reloads and windows run long on a busy machine
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Trial:
     score: Score
     reloaded: tuple[str, ...]  # the steps switched to this config
     at_s: float  # when it started, since the budget's start
+    reload_s: float  # switching Triton to this config
     cost_s: float  # reload + sweep
 
 
@@ -279,11 +282,14 @@ class _Trials:
     def _affords(self, phase: str) -> bool:
         trials, confirm = self.result.trials, self.result.settings.confirm
         if not trials:
-            return True  # the first config's cost was checked before Triton started
-        dearest = max(t.cost_s for t in trials)
+            return True  # the first config's sweep was checked against the budget before Triton started
+        # At most: a reload as slow as the slowest yet and a sweep over every level (sweeps that started
+        # near the peak took fewer), with some slack for a busy machine.
+        full_sweep_s = max(t.reload_s for t in trials) + sweep_s(self.result.levels, self.result.settings.timing)
+        next_s = COST_SLACK * max(full_sweep_s, *(t.cost_s for t in trials))
         # the search leaves room for the confirmation round: the start and the best configs once more
         reserve = min(confirm + 1, len(trials)) if phase == "search" and confirm else 0
-        return self.budget.affords(dearest * (1 + reserve))
+        return self.budget.affords(next_s * (1 + reserve))
 
     def _start_level(self) -> int:
         """Where the sweep starts: the level at which the best config so far peaked."""
@@ -298,13 +304,14 @@ class _Trials:
         at_s = self.budget.elapsed_s
         self.bar.set_description(f"#{len(result.trials) + 1} {_describe(knobs, start)}"[:60])
         reloaded = self.server.apply(apply_knobs(result.steps, knobs))
+        reload_s = self.budget.elapsed_s - at_s
         points = self.server.sweep(
             self.workload, slo.objectives, result.levels, self._start_level(), result.settings.timing,
             slo.load.timeout_s,
         )  # fmt: skip
         trial = Trial(
             len(result.trials) + 1, knobs, phase, points, score(points, slo.objectives), tuple(reloaded),
-            at_s, self.budget.elapsed_s - at_s,
+            at_s, reload_s, self.budget.elapsed_s - at_s,
         )  # fmt: skip
         result.trials.append(trial)
         self.bar.update(min(math.ceil(self.budget.elapsed_s), self.bar.total) - self.bar.n)

@@ -2,14 +2,16 @@
 
 * Across configs, :func:`climb`: coordinate hill-climbing from the export's
   defaults. One knob at a time, it steps along that knob's ordered values in
-  one direction, then the other, keeping the best config seen on the way; a
-  direction is abandoned as soon as a step falls clearly below the best of its
-  line (it "stops paying"), and a line is taken only if its best beats the
-  incumbent by ``min_gain``, so noise alone does not move the search. Flat
-  stretches are crossed rather than stopped at: a cap on rows per call changes
-  nothing until it is below the batch Triton forms, yet the best value may lie
-  beyond. Passes over all knobs repeat until one changes nothing or the budget
-  ends (``evaluate`` returns ``None``). Every config is measured once.
+  one direction, then the other, keeping the best config seen on the way. A
+  direction is abandoned after ``PATIENCE`` consecutive steps clearly below the
+  best of its line (it "stopped paying"; one noisy measurement is not enough).
+  Flat stretches are crossed rather than stopped at: a cap on rows per call
+  changes nothing until it is below the batch Triton forms, yet the best value
+  may lie beyond. A line's best must beat the incumbent by ``min_gain``, and
+  keep beating it when measured a second time (judged on the mean of both), to
+  become the new incumbent: noise alone does not move the search. Passes over
+  all knobs repeat until one changes nothing or the budget ends (``evaluate``
+  returns ``None``). A config is measured once, twice if it was a move.
 * Within a config, :func:`next_concurrency`: a closed-loop sweep over the SLO's
   capacity levels (``start_users`` x ``factor`` ... ``max_users``) that starts
   where the incumbent peaked, climbs while the objectives hold and throughput
@@ -25,41 +27,51 @@ from dataclasses import dataclass, field
 
 from tritonstack.loadtest.slo import CapacitySpec, Objectives
 from tritonstack.tune.knobs import Knobs
-from tritonstack.tune.score import Score, SweepPoint, misses
+from tritonstack.tune.score import Score, SweepPoint, combine, misses
 from tritonstack.tune.space import Dimension
 
 Evaluate = Callable[[Knobs], Score | None]  # None: the budget cannot pay for another measurement
 MIN_GAIN = 0.03
 SATURATION_GAIN = 0.05
 MAX_PASSES = 3
+PATIENCE = 2  # consecutive clearly worse steps that end a direction
 
 
 @dataclass
 class SearchOutcome:
     best: Knobs
-    scores: dict[Knobs, Score] = field(default_factory=dict)  # every config measured, in measurement order
+    scores: dict[Knobs, Score] = field(default_factory=dict)  # every config measured (mean of its measurements)
     exhausted: bool = False  # the budget ended the search (else no direction paid any more)
 
 
 class _Memo:
-    """``evaluate`` once per config; after the first ``None`` nothing more is measured."""
+    """Every measurement of every config; a config's score is ``combine`` of its measurements.
+    After ``evaluate`` first returns ``None`` (the budget is spent), nothing more is measured."""
 
     def __init__(self, evaluate: Evaluate) -> None:
         self.evaluate = evaluate
-        self.scores: dict[Knobs, Score] = {}
+        self.measurements: dict[Knobs, list[Score]] = {}
         self.exhausted = False
 
     def __call__(self, knobs: Knobs) -> Score | None:
-        if knobs in self.scores:
-            return self.scores[knobs]
+        """The config's score, measured now if it never was."""
+        if knobs in self.measurements:
+            return combine(self.measurements[knobs])
+        return self.again(knobs)
+
+    def again(self, knobs: Knobs) -> Score | None:
+        """Measure the config once more; its score over all its measurements."""
         if self.exhausted:
             return None
         result = self.evaluate(knobs)
         if result is None:
             self.exhausted = True
-        else:
-            self.scores[knobs] = result
-        return result
+            return None
+        self.measurements.setdefault(knobs, []).append(result)
+        return combine(self.measurements[knobs])
+
+    def scores(self) -> dict[Knobs, Score]:
+        return {knobs: combine(scores) for knobs, scores in self.measurements.items()}
 
 
 def _line(best: Knobs, dimension: Dimension, measured: _Memo, min_gain: float) -> Knobs:
@@ -68,7 +80,7 @@ def _line(best: Knobs, dimension: Dimension, measured: _Memo, min_gain: float) -
     assert incumbent is not None  # measured before any line starts
     values, index = dimension.around(best)
     for step in (1, -1):
-        line_best, line_score = best, incumbent
+        line_best, line_score, worse = best, incumbent, 0
         position = index + step
         while 0 <= position < len(values):
             candidate = dimension.set(best, values[position])
@@ -76,12 +88,18 @@ def _line(best: Knobs, dimension: Dimension, measured: _Memo, min_gain: float) -
             if result is None:
                 break
             if result.key() > line_score.key():
-                line_best, line_score = candidate, result
+                line_best, line_score, worse = candidate, result, 0
             elif line_score.beats(result, min_gain):
-                break  # clearly worse than the best of this line: the direction stopped paying
+                worse += 1
+                if worse == PATIENCE:
+                    break  # the direction stopped paying
             position += step
         if line_best != best and line_score.beats(incumbent, min_gain):
-            return line_best
+            again = measured.again(line_best)  # a move must hold up when measured a second time
+            if again is not None and again.beats(incumbent, min_gain):
+                return line_best
+        if measured.exhausted:
+            break
     return best
 
 
@@ -106,7 +124,7 @@ def climb(
                     break
             if best == before or measured.exhausted:
                 break
-    return SearchOutcome(best=best, scores=measured.scores, exhausted=measured.exhausted)
+    return SearchOutcome(best=best, scores=measured.scores(), exhausted=measured.exhausted)
 
 
 def concurrency_levels(capacity: CapacitySpec) -> tuple[int, ...]:
