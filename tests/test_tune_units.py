@@ -81,7 +81,8 @@ def _result(trials: list[Trial], start: Knobs) -> TuneResult:
     settings = TuneSettings(repository=Path("r"), name="m", slo=slo, budget_s=60, report_dir=Path("out"))
     steps = StepConfigs(*(from_proto(parse((GOLDEN / f"feature-extraction-cpu-demo_{s}.pbtxt").read_text()))
                           for s in ("encoder", "tokenizer")))  # fmt: skip
-    result = TuneResult(settings, CpuSplit("shared", (0,), (0,)), steps, start, (1, 4), {}, "fp32", False, trials)
+    workload = {"requests": 8, "texts_per_request": 1, "tokens_per_request_mean": 40.0, "tokens_per_request_max": 90}
+    result = TuneResult(settings, CpuSplit("shared", (0,), (0,)), steps, start, (1, 4), workload, "fp32", False, trials)
     result.ranking = rank(trials)
     return result
 
@@ -330,3 +331,31 @@ def test_applied_knobs_land_in_the_configs_and_the_queue_policy_stays() -> None:
 
 def test_knob_changes_name_what_moved() -> None:
     assert replace(Knobs(), rows_per_call=1).changes_from(Knobs()) == {"rows_per_call": (0, 1)}
+
+
+def test_the_report_ranks_marks_and_serialises_every_config(tmp_path: Path) -> None:
+    import json
+
+    from tritonstack.tune import report
+
+    start, fast = Knobs(), Knobs(rows_per_call=1, preferred_batch=(4,))
+    trials = [
+        _trial(1, start, "search", point(1, 40, 30), point(2, 70, 60)),
+        _trial(2, fast, "search", point(2, 90, 50), point(4, 95, 500)),
+        _trial(3, start, "confirm", point(2, 72, 60)),
+        _trial(4, fast, "confirm", point(2, 88, 55)),
+    ]
+    result = _result(trials, start)
+    paths = report.write(result, tmp_path, None, dry_run=True)
+
+    text = paths["table"].read_text()
+    rows = [line for line in text.splitlines() if line.lstrip()[:1].isdigit()]
+    assert rows[0].startswith("  1*") and " 1 " in rows[0] and "4" in rows[0]  # the winner: 1 row per call, pref 4
+    assert rows[1].startswith("  2 s")
+    assert "winner: rows_per_call 0 -> 1, preferred_batch () -> (4,): 89.0 req/s at c=2" in text
+    assert "--dry-run: nothing written" in text
+    summary = json.loads(paths["json"].read_text())
+    assert summary["winner"]["rows_per_call"] == 1 and summary["winner_req_per_s"] == 89.0
+    assert [t["number"] for t in summary["trials"]] == [1, 2, 3, 4]
+    assert summary["ranking"][0]["point"]["latency_ms"]["p99"] == 55
+    assert paths["plot"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
 from tritonstack.bench.summary import clean
 from tritonstack.tune.apply import Written
 from tritonstack.tune.knobs import Knobs
-from tritonstack.tune.runner import Ranked, TuneResult, server_cores_note
+from tritonstack.tune.runner import Ranked, TuneResult
 from tritonstack.tune.score import Score
 
 TABLE_FILE = "ranked.txt"
@@ -62,6 +63,14 @@ def _row(index: int, ranked: Ranked, result: TuneResult) -> str:
     ]
     knobs = knob_cells(ranked.knobs)
     return " ".join(cells) + "  " + " ".join(f"{c:>{len(h)}}" for c, h in zip(knobs, KNOB_HEADERS, strict=True))
+
+
+def _cores_note(result: TuneResult) -> str:
+    """What the written thread counts assume."""
+    return (
+        f"server on {len(result.split.server)} of this machine's {os.cpu_count()} cores ({result.split.mode});"
+        " threads 'all': every core the server gets where it runs"
+    )
 
 
 def _objectives(result: TuneResult) -> str:
@@ -128,12 +137,13 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
         *(_row(i, r, result) for i, r in enumerate(result.ranking, 1)),
         "  * the winner, s the export's config; req/s: highest throughput at which every latency and error",
         "    objective held (c: its concurrency; p50/p99/err% and the achieved batch per step, rows per",
-        "    execution, at that point; 'missed': at no level, figures of the closest point); n: measurements",
-        "    (the search's best and the export's config are measured twice, ranked first, and only they can win);",
+        "    execution, at that point; 'missed': at no level, figures of the closest point); n: measurements, a",
+        "    config's req/s is their mean (the final round measures the best and the export's config once more:",
+        "    those rank first, and only they can win);",
         "    rows: most rows per ONNX Runtime call (all: the whole Triton batch); pref: preferred_batch_size;",
         "    enc/tok us: max_queue_delay; enc ixt: encoder instances x intra-op threads; tok: tokenizer instances;",
         "    waste: max_padding_waste",
-        f"    {server_cores_note(result.split)}",
+        f"    {_cores_note(result)}",
         "",
         *_winner_lines(result, written, dry_run),
     ]

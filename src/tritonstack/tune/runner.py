@@ -17,7 +17,6 @@ config that broke the SLO in any of its measurements cannot win.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -52,7 +51,6 @@ class TuneSettings:
     cpu_split: str = "pinned"
     min_gain: float = MIN_GAIN  # a config must beat another by this fraction to count as better
     confirm: int = 3  # the search's best configs measured again beside the start
-    texts_per_request: int | None = None  # None: the SLO's payload
 
 
 @dataclass(frozen=True)
@@ -193,7 +191,7 @@ def _workload(settings: TuneSettings) -> Workload:
     slo = settings.slo
     return workload_from(
         load_texts(slo.payload.texts_file),
-        settings.texts_per_request or slo.payload.texts_per_request,
+        slo.payload.texts_per_request,
         slo.task,
         files.tokenizer_dir,
         files.max_sequence_length,
@@ -328,12 +326,3 @@ def _confirm(outcome: SearchOutcome, start: Knobs, count: int, measure: Callable
     for knobs in [start, *(k for k in best if k != start)]:
         if measure(knobs) is None:
             return
-
-
-def server_cores_note(split: cpus.CpuSplit) -> str:
-    """What the written thread counts assume, for the report."""
-    cores = len(split.server)
-    return (
-        f"measured with the server on {cores} of this machine's {os.cpu_count()} cores ({split.mode}); "
-        "an intra-op thread count of 0 means every core the server gets where it runs"
-    )
