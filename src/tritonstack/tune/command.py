@@ -26,14 +26,22 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(text: str) -> float:
+def _seconds(text: str, *, zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    if value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"must be {'>= 0' if zero else 'positive'}, got {text!r}")
     return value
+
+
+def _positive(text: str) -> float:
+    return _seconds(text, zero=False)
+
+
+def _non_negative(text: str) -> float:
+    return _seconds(text, zero=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="search and report, but leave the repository as it is")
     parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/tune-<timestamp>)")
     parser.add_argument("--point-s", type=_positive, default=2.0, help="measured window per concurrency level, s")
-    parser.add_argument("--warmup-s", type=_positive, default=1.0, help="unmeasured load before each window, s")
+    parser.add_argument("--warmup-s", type=_non_negative, default=1.0, help="unmeasured load before each window, s")
     parser.add_argument(
         "--cpu-split",
         choices=("pinned", "shared"),
