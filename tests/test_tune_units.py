@@ -119,6 +119,20 @@ def test_a_winner_within_min_gain_of_the_start_changes_nothing() -> None:
     assert result.changed_steps() is None
 
 
+def test_a_gain_inside_the_spread_of_the_measurements_changes_nothing() -> None:
+    start, other = Knobs(), Knobs(rows_per_call=16)
+    trials = [
+        _trial(1, start, "search", point(8, 77, 50)),
+        _trial(2, other, "search", point(8, 85, 50)),
+        _trial(3, start, "confirm", point(8, 62, 50)),
+        _trial(4, other, "confirm", point(8, 72, 50)),  # mean 78.5 against 69.5, but 72 < the start's 77
+    ]
+    result = _result(trials, start)
+    assert result.best is not None and result.best.knobs == other
+    assert result.winner is not None and result.winner.knobs == start and result.changed_steps() is None
+    assert result.best.measured == (85, 72)
+
+
 def test_no_winner_when_no_config_held() -> None:
     start = Knobs()
     result = _result([_trial(1, start, "search", point(1, 100, 500))], start)

@@ -60,6 +60,7 @@ def _row(index: int, ranked: Ranked, result: TuneResult) -> str:
         f"{_batch(point.batch.get('tokenizer')) if point else '-':>5}",
         f"{_batch(point.batch.get('encoder')) if point else '-':>5}",
         f"{ranked.trials:>2}",
+        f"{_spread(ranked.measured):>11}",
     ]
     knobs = knob_cells(ranked.knobs)
     return " ".join(cells) + "  " + " ".join(f"{c:>{len(h)}}" for c, h in zip(knobs, KNOB_HEADERS, strict=True))
@@ -81,8 +82,16 @@ def _objectives(result: TuneResult) -> str:
     return ", ".join(parts) or "none on latency or errors"
 
 
+def _changes(knobs: Knobs, start: Knobs) -> str:
+    return ", ".join(f"{k} {old} -> {new}" for k, (old, new) in knobs.changes_from(start).items())
+
+
+def _spread(measured: tuple[float, ...]) -> str:
+    return f"{min(measured):.1f}" if len(measured) == 1 else f"{min(measured):.1f}-{max(measured):.1f}"
+
+
 def _winner_lines(result: TuneResult, written: Written | None, dry_run: bool) -> list[str]:
-    winner, start = result.winner, result.start_ranked
+    winner, start, best = result.winner, result.start_ranked, result.best
     if winner is None:
         closest = result.ranking[0].score.describe() if result.ranking else "nothing measured"
         return [
@@ -91,12 +100,15 @@ def _winner_lines(result: TuneResult, written: Written | None, dry_run: bool) ->
         ]
     lines = []
     if winner.knobs == result.start:
-        lines.append(
-            f"winner: the export's config ({winner.score.describe()}); no config beat it by more than "
-            f"{100 * result.settings.min_gain:g}%: nothing to write"
-        )
+        lines.append(f"winner: the export's config ({winner.score.describe()}): nothing to write")
+        if best is not None and best.knobs != result.start:
+            lines.append(
+                f"the best other, {_changes(best.knobs, result.start)}, did not beat it by "
+                f"{100 * result.settings.min_gain:g}% on the mean and in every measurement "
+                f"(req/s {_spread(best.measured)} against {_spread(winner.measured)})"
+            )
     else:
-        changes = ", ".join(f"{k} {old} -> {new}" for k, (old, new) in winner.knobs.changes_from(result.start).items())
+        changes = _changes(winner.knobs, result.start)
         against = ""
         if start is not None and start.score.held and start.score.throughput_per_s > 0:
             factor = winner.score.throughput_per_s / start.score.throughput_per_s
@@ -120,8 +132,8 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
     timing = settings.timing
     stop = "the budget ran out" if result.exhausted else "no knob paid any more"
     header = (
-        f"{'rank':>5} {'req/s':>8} {'c':>4} {'p50ms':>6} {'p99ms':>6} {'err%':>5} {'tok b':>5} {'enc b':>5} {'n':>2}  "
-        + " ".join(KNOB_HEADERS)
+        f"{'rank':>5} {'req/s':>8} {'c':>4} {'p50ms':>6} {'p99ms':>6} {'err%':>5} {'tok b':>5} {'enc b':>5} {'n':>2}"
+        f" {'each':>11}  " + " ".join(KNOB_HEADERS)
     )
     lines = [
         f"tritonstack tune -- {settings.name} ({result.precision}) in {settings.repository}",
@@ -137,9 +149,10 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
         *(_row(i, r, result) for i, r in enumerate(result.ranking, 1)),
         "  * the winner, s the export's config; req/s: highest throughput at which every latency and error",
         "    objective held (c: its concurrency; p50/p99/err% and the achieved batch per step, rows per",
-        "    execution, at that point; 'missed': at no level, figures of the closest point); n: measurements, a",
-        "    config's req/s is their mean (the final round measures the best and the export's config once more:",
-        "    those rank first, and only they can win);",
+        "    execution, at that point; 'missed': at no level, figures of the closest point); n: measurements,",
+        "    each: their lowest-highest req/s, req/s is their mean (the final round measures the best and the",
+        "    export's config once more: those rank first; the best wins if it beat the export's config in every",
+        "    measurement);",
         "    rows: most rows per ONNX Runtime call (all: the whole Triton batch); pref: preferred_batch_size;",
         "    enc/tok us: max_queue_delay; enc ixt: encoder instances x intra-op threads; tok: tokenizer instances;",
         "    waste: max_padding_waste",
@@ -186,7 +199,7 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
                     "req_per_s": ranked.score.throughput_per_s,
                     "point": ranked.score.point.to_dict() if ranked.score.point else None,
                     "missed": dict(ranked.score.missed),
-                    "measurements": ranked.trials,
+                    "measured_req_per_s": list(ranked.measured),
                 }
                 for index, ranked in enumerate(result.ranking, 1)
             ],

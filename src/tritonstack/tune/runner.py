@@ -10,8 +10,10 @@ sweep is an error before anything starts.
 Noise on a shared CPU can make a config look a few per cent better than it is,
 and the best of many noisy measurements is biased upward. So after the search
 the best few configs and the starting one are measured once more, side by
-side, and the winner is the best of those on the mean of its measurements; a
-config that broke the SLO in any of its measurements cannot win.
+side. The best of those on the mean of its measurements wins only if it also
+beat the starting config in every measurement (its slowest above the start's
+fastest): a gain inside the spread of the measurements is not one. A config
+that broke the SLO in any of its measurements cannot win.
 """
 
 from __future__ import annotations
@@ -72,8 +74,17 @@ class Trial:
 class Ranked:
     knobs: Knobs
     score: Score  # ``combine`` over its trials
-    trials: int
+    measured: tuple[float, ...]  # each trial's throughput at the SLO (0.0 where it missed), in order
     confirmed: bool  # measured again in the confirmation round
+
+    @property
+    def trials(self) -> int:
+        return len(self.measured)
+
+    def clearly_beats(self, other: Ranked, min_gain: float) -> bool:
+        """Better on the mean by ``min_gain``, and in every measurement than ``other`` in any of its own:
+        on a noisy machine a gain inside the spread of the measurements is no gain."""
+        return self.score.beats(other.score, min_gain) and min(self.measured) > max(other.measured)
 
 
 @dataclass
@@ -97,13 +108,17 @@ class TuneResult:
         return next((r for r in self.ranking if r.knobs == self.start), None)
 
     @property
+    def best(self) -> Ranked | None:
+        """The best-ranked config that held the SLO; ``None`` when none did."""
+        return next((r for r in self.ranking if r.score.held), None)
+
+    @property
     def winner(self) -> Ranked | None:
-        """The best-ranked config that held the SLO, if it beats the start by ``min_gain``; else the start.
-        ``None`` when no config held."""
-        top = next((r for r in self.ranking if r.score.held), None)
-        start = self.start_ranked
-        if top is None or start is None or top.score.beats(start.score, self.settings.min_gain):
-            return top
+        """``best`` if it clearly beats the start (``Ranked.clearly_beats``), else the start; ``None`` when no
+        config held."""
+        best, start = self.best, self.start_ranked
+        if best is None or start is None or best.clearly_beats(start, self.settings.min_gain):
+            return best
         return start
 
     def changed_steps(self) -> StepConfigs | None:
@@ -166,7 +181,12 @@ def rank(trials: list[Trial]) -> list[Ranked]:
     for trial in trials:
         by_knobs.setdefault(trial.knobs, []).append(trial)
     ranked = [
-        Ranked(knobs, combine([t.score for t in group]), len(group), any(t.phase == "confirm" for t in group))
+        Ranked(
+            knobs,
+            combine([t.score for t in group]),
+            tuple(t.score.throughput_per_s for t in group),
+            any(t.phase == "confirm" for t in group),
+        )
         for knobs, group in by_knobs.items()
     ]
     return sorted(ranked, key=lambda r: (r.confirmed, *r.score.key()), reverse=True)
