@@ -241,13 +241,17 @@ def plot(result: TuneResult, path: Path) -> Path:
             frontier.append((x, y))
     if frontier:
         axes.plot(*zip(*frontier, strict=True), "-", color="tab:blue", alpha=0.5, label="Pareto frontier")
+    labelled: set[str] = set()
     for ranked in result.ranking:
         point = ranked.score.point
         if point is None or not math.isfinite(point.latency_ms.get(99.0, math.nan)):
             continue
         held = ranked.score.held
+        label = "a config's scored point (last measurement)" if held else "closest point of a config that missed"
         axes.scatter([point.throughput_per_s], [point.latency_ms[99.0]], s=22,
-                     color="tab:blue" if held else "tab:red", marker="o" if held else "x")  # fmt: skip
+                     color="tab:blue" if held else "tab:red", marker="o" if held else "x",
+                     label=None if label in labelled else label)  # fmt: skip
+        labelled.add(label)
     for knobs, marker, label in ((result.start, "s", "the export's config"),
                                  (result.winner.knobs if result.winner else None, "*", "winner")):  # fmt: skip
         marked = next((r for r in result.ranking if r.knobs == knobs), None)
