@@ -3,10 +3,9 @@
 Triton runs in explicit model-control mode, so a step is reloaded with its new
 config passed in the load request: the files in the repository stay as they
 are (``--dry-run`` writes nothing, and nothing is half-tuned if the search is
-interrupted), new instances start and the old ones retire, and Triton reloads
-the ensemble that uses the step. A reload costs seconds where a restart of
-Triton and every model costs tens of seconds; docs/tune.md gives the
-measurement that the two serve alike.
+interrupted), only the changed step restarts (new instances start, the old
+ones retire), and Triton reloads the ensemble that uses it. docs/tune.md gives
+the measurement that a reloaded config serves like a freshly started one.
 
 The cores are split as in ``bench`` (``bench.cpus``): Triton and its model
 processes on the server cores, this process -- the load generator -- on the
