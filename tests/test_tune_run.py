@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,9 @@ import pytest
 
 import tinymodels
 from tritonstack.cli import main
-from tritonstack.repository.reader import read_config
+from tritonstack.repository.config import parse
 from tritonstack.repository.validate import check_repository
-from tritonstack.repository.writer import replace_config
+from tritonstack.tune.apply import replace_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHORT_POINTS = ["--warmup-s", "0.3", "--point-s", "0.5", "--no-progress"]
@@ -108,10 +107,9 @@ def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Pat
     from tritonstack.server import EmbeddedServer
 
     # A start that cannot win: every request waits 200 ms for the encoder's batch to fill.
-    encoder = read_config(repository / "tiny_encoder")
-    assert encoder.dynamic_batching is not None
-    slow = replace(encoder.dynamic_batching, max_queue_delay_us=200_000)
-    replace_config(repository, replace(encoder, dynamic_batching=slow))
+    encoder = parse((repository / "tiny_encoder" / "config.pbtxt").read_text())
+    encoder.dynamic_batching.max_queue_delay_microseconds = 200_000
+    replace_config(repository, encoder)
     original = _files(repository)
 
     code, summary = _tune(repository, _slo(tmp_path / "slo.yaml", p99_ms=5000, max_users=1), tmp_path / "r", "75s")
@@ -119,10 +117,9 @@ def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Pat
     assert code == 0
     assert str(repository / "tiny_encoder" / "config.pbtxt") in summary["written"]
     assert summary["winner"]["encoder_delay_us"] < 200_000
-    tuned = read_config(repository / "tiny_encoder")
-    assert tuned.dynamic_batching is not None
-    assert tuned.dynamic_batching.max_queue_delay_us == summary["winner"]["encoder_delay_us"]
-    assert tuned.dynamic_batching.queue_policy == slow.queue_policy  # tune keeps the queue policy
+    tuned = parse((repository / "tiny_encoder" / "config.pbtxt").read_text())
+    assert tuned.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
+    assert tuned.dynamic_batching.default_queue_policy == encoder.dynamic_batching.default_queue_policy  # kept
     check_repository(repository)
     with EmbeddedServer(repository) as server:
         assert Client(server.grpc_url, model="tiny").embed(["hello world"]).shape == (1, 32)

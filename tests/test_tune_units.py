@@ -11,8 +11,9 @@ import pytest
 from tritonstack.bench.cpus import CpuSplit
 from tritonstack.bench.timing import Timing
 from tritonstack.loadtest.slo import SLO, CapacitySpec, LoadSpec, Objectives
-from tritonstack.repository.config import parse, render
-from tritonstack.repository.reader import from_proto
+from tritonstack.repository.config import parse, render_proto
+from tritonstack.repository.errors import RepositoryError
+from tritonstack.tune.apply import replace_config
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, read_knobs
 from tritonstack.tune.runner import Trial, TuneResult, TuneSettings, _check_budget, rank
@@ -79,8 +80,7 @@ def test_repeated_measurements_average_but_a_single_miss_disqualifies() -> None:
 def _result(trials: list[Trial], start: Knobs) -> TuneResult:
     slo = SLO(model="m", load=LoadSpec(users=1, spawn_rate=1, duration_s=1), objectives=P99)
     settings = TuneSettings(repository=Path("r"), name="m", slo=slo, budget_s=60, report_dir=Path("out"))
-    steps = StepConfigs(*(from_proto(parse((GOLDEN / f"feature-extraction-cpu-demo_{s}.pbtxt").read_text()))
-                          for s in ("encoder", "tokenizer")))  # fmt: skip
+    steps = _golden_steps()
     workload = {"requests": 8, "texts_per_request": 1, "tokens_per_request_mean": 40.0, "tokens_per_request_max": 90}
     result = TuneResult(settings, CpuSplit("shared", (0,), (0,)), steps, start, (1, 4), workload, "fp32", False, trials)
     result.ranking = rank(trials)
@@ -108,7 +108,7 @@ def test_the_winner_comes_from_the_confirmation_round_and_never_broke_the_slo() 
     assert result.winner.score.throughput_per_s == 150 and result.winner.trials == 2
     assert next(r for r in result.ranking if r.knobs == tailing).score.held is False
     changed = result.changed_steps()
-    assert changed is not None and changed.encoder.parameters["max_rows_per_call"] == "1"
+    assert changed is not None and changed.encoder.parameters["max_rows_per_call"].string_value == "1"
 
 
 def test_a_winner_within_min_gain_of_the_start_changes_nothing() -> None:
@@ -313,8 +313,8 @@ def test_a_dynamic_int8_graph_is_recognised_by_its_operators(tmp_path: Path) -> 
 
 
 def _golden_steps() -> StepConfigs:
-    return StepConfigs(*(from_proto(parse((GOLDEN / f"feature-extraction-cpu-demo_{s}.pbtxt").read_text()))
-                         for s in ("encoder", "tokenizer")))  # fmt: skip
+    return StepConfigs(*(parse((GOLDEN / f"feature-extraction-cpu-demo_{step}.pbtxt").read_text())
+                         for step in ("encoder", "tokenizer")))  # fmt: skip
 
 
 def test_the_export_defaults_read_back_and_apply_unchanged() -> None:
@@ -322,25 +322,47 @@ def test_the_export_defaults_read_back_and_apply_unchanged() -> None:
     knobs = read_knobs(steps)
     assert knobs == Knobs(encoder_delay_us=500, tokenizer_delay_us=2000)
     assert apply_knobs(steps, knobs) == steps
+    assert [render_proto(c) for c in apply_knobs(steps, knobs).all()] == [render_proto(c) for c in steps.all()]
 
 
-def test_applied_knobs_land_in_the_configs_and_the_queue_policy_stays() -> None:
+def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None:
     steps = _golden_steps()
+    # fields tune does not own, from releases and GPU exports: they must come through untouched
+    steps.encoder.version_policy.specific.versions[:] = [1, 2]
+    steps.tokenizer.version_policy.specific.versions[:] = [1, 2]
+    steps.encoder.instance_group[0].name = "pinned-by-hand"
     knobs = Knobs(rows_per_call=1, preferred_batch=(4,), encoder_delay_us=100, tokenizer_delay_us=0,
                   encoder_instances=2, encoder_threads=1, tokenizer_instances=2, max_padding_waste=0.5)  # fmt: skip
     tuned = apply_knobs(steps, knobs)
     assert read_knobs(tuned) == knobs
-    encoder = parse(render(tuned.encoder))
+    encoder = parse(render_proto(tuned.encoder))
     assert list(encoder.dynamic_batching.preferred_batch_size) == [4]
-    assert encoder.instance_group[0].count == 2
+    assert encoder.instance_group[0].count == 2 and encoder.instance_group[0].name == "pinned-by-hand"
     assert {k: encoder.parameters[k].string_value for k in ("max_rows_per_call", "intra_op_thread_count")} == {
         "max_rows_per_call": "1", "intra_op_thread_count": "1",
     }  # fmt: skip
     assert encoder.parameters["max_padding_waste"].string_value == "0.5"
+    assert encoder.parameters["precision"].string_value == "int8"
     for before, after in zip(steps.all(), tuned.all(), strict=True):
-        assert before.dynamic_batching is not None and after.dynamic_batching is not None
-        assert after.dynamic_batching.queue_policy == before.dynamic_batching.queue_policy is not None
+        assert list(after.version_policy.specific.versions) == [1, 2]
+        assert after.dynamic_batching.default_queue_policy == before.dynamic_batching.default_queue_policy
+        assert after.dynamic_batching.default_queue_policy.max_queue_size > 0
+        assert after.model_warmup == before.model_warmup
+    assert steps.encoder.instance_group[0].count == 1  # the configs read are not changed in place
     assert apply_knobs(tuned, read_knobs(steps)) == steps  # back to the defaults: the settings are left out again
+
+
+def test_replace_config_rewrites_one_config_atomically(tmp_path: Path) -> None:
+    steps = _golden_steps()
+    model_dir = tmp_path / steps.encoder.name
+    model_dir.mkdir()
+    (model_dir / "config.pbtxt").write_text(render_proto(steps.encoder))
+    tuned = apply_knobs(steps, Knobs(encoder_delay_us=123, tokenizer_delay_us=2000))
+    assert replace_config(tmp_path, tuned.encoder) == model_dir / "config.pbtxt"
+    assert parse((model_dir / "config.pbtxt").read_text()) == tuned.encoder
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.pbtxt"]  # nothing staged is left behind
+    with pytest.raises(RepositoryError, match="no model 'demo_tokenizer'"):
+        replace_config(tmp_path, tuned.tokenizer)
 
 
 def test_knob_changes_name_what_moved() -> None:

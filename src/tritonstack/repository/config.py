@@ -214,7 +214,12 @@ class ModelConfig:
 
 def render(config: ModelConfig) -> str:
     """The ``config.pbtxt`` text of ``config``."""
-    return str(text_format.MessageToString(config.to_proto()))
+    return render_proto(config.to_proto())
+
+
+def render_proto(config_proto: Any) -> str:
+    """The ``config.pbtxt`` text of a ``ModelConfig`` protobuf (one parsed from a repository and edited)."""
+    return str(text_format.MessageToString(config_proto))
 
 
 def parse(text: str) -> Any:

@@ -351,27 +351,3 @@ def write_text_model(repository: Path, model: ExportedModel) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return repository / model.name / str(version)
-
-
-def replace_config(repository: Path, config: ModelConfig) -> Path:
-    """Write ``config`` over ``repository/<its name>/config.pbtxt``, atomically; return that path.
-
-    For whatever rewrites an existing model's serving settings (``tune``): read the
-    config back with ``reader.read_config``, change it, write it here.
-    """
-    model_dir = Path(repository) / config.name
-    if not model_dir.is_dir():
-        raise RepositoryError(f"no model {config.name!r} in {repository}", hint="export it first")
-    path = model_dir / "config.pbtxt"
-    text = render(config)
-    staged: str | None = None
-    try:
-        descriptor, staged = tempfile.mkstemp(prefix=".config-", suffix=".pbtxt", dir=model_dir)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(text)
-        os.replace(staged, path)  # a reader sees the old config or the new one, never half of one
-    except OSError as error:
-        if staged is not None:
-            Path(staged).unlink(missing_ok=True)
-        raise RepositoryError(f"cannot write {path}: {error.strerror}") from error
-    return path

@@ -1,7 +1,9 @@
 """Write the winning config into the repository, keeping the configs it replaces beside the report.
 
-Only the step configs that change are rewritten, through the typed config and
-its protobuf writer (``repository.writer.replace_config``). The files they
+Only the step configs that change are rewritten: the parsed protobufs
+``knobs.apply_knobs`` edited, rendered by ``repository.config.render_proto``,
+each written to a staged file and renamed over its ``config.pbtxt`` (a reader
+sees the old config or the new one, never half of one). The files they
 replace are copied first to ``<report>/previous/<model>/config.pbtxt`` -- the
 repository's own layout, so ``cp -r <report>/previous/. <repository>/`` undoes
 the change. The repository must then pass ``tritonstack validate``; if it does
@@ -10,13 +12,16 @@ not, the previous files are put back and the error says why.
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tritonstack.repository.config import render_proto
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
 from tritonstack.repository.validate import check_repository
-from tritonstack.repository.writer import replace_config
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs
 
@@ -32,6 +37,25 @@ class Written:
     @property
     def undo_command(self) -> str:
         return f"cp -r {self.previous}/. {self.repository}/"
+
+
+def replace_config(repository: Path, config: Any) -> Path:
+    """Write ``config`` (a ``ModelConfig`` protobuf) over ``repository/<its name>/config.pbtxt``; that path."""
+    model_dir = Path(repository) / config.name
+    if not model_dir.is_dir():
+        raise RepositoryError(f"no model {config.name!r} in {repository}", hint="export it first")
+    path = model_dir / "config.pbtxt"
+    staged: str | None = None
+    try:
+        descriptor, staged = tempfile.mkstemp(prefix=".config-", suffix=".pbtxt", dir=model_dir)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(render_proto(config))
+        os.replace(staged, path)
+    except OSError as error:
+        if staged is not None:
+            Path(staged).unlink(missing_ok=True)
+        raise RepositoryError(f"cannot write {path}: {error.strerror}") from error
+    return path
 
 
 def write_winner(repository: Path, before: StepConfigs, after: StepConfigs, report_dir: Path) -> Written:

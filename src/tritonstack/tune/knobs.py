@@ -1,20 +1,24 @@
 """The serving knobs ``tune`` searches, read from and written into the step configs of a text-in model.
 
-Only the settings that change how requests are batched and computed move; every
-other field of a config -- its queue policy in particular -- is carried over
-as it was read (``repository.reader`` refuses a config it could not carry over).
-A knob at the value the model runs with when the setting is absent is written
-by leaving the setting out, so a config tune did not change stays as it was.
+The configs are edited as Triton's parsed ``ModelConfig`` protobuf, as
+releases edit them: tune sets the fields it owns and nothing else, so every
+other field -- the queue policy, the version policy releases pin, warm-up,
+precision -- stays exactly as it was read, whoever wrote it. A knob at the
+value the model runs with when the setting is absent is written by leaving
+the setting out, so a config tune did not change renders as it was.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 
 from tritonstack.repository import contract
-from tritonstack.repository.config import InstanceGroup, ModelConfig
-from tritonstack.repository.reader import read_config
+from tritonstack.repository.config import ModelConfigProto, parse
 from tritonstack.tune.errors import TuneError
 
 # Parameters of the encoder read by the embedded onnxruntime backend (server/backends/onnxruntime/model.py),
@@ -53,38 +57,44 @@ class Knobs:
 
 @dataclass(frozen=True)
 class StepConfigs:
-    """The two configs ``tune`` rewrites; the text-in ensemble and a postprocess step stay as they are."""
+    """The two configs ``tune`` rewrites (``ModelConfig`` protobufs); the text-in ensemble and a postprocess
+    step stay as they are."""
 
-    encoder: ModelConfig
-    tokenizer: ModelConfig
+    encoder: Any
+    tokenizer: Any
 
-    def all(self) -> tuple[ModelConfig, ModelConfig]:
+    def all(self) -> tuple[Any, Any]:
         return self.encoder, self.tokenizer
 
 
-def _single_group(config: ModelConfig) -> InstanceGroup:
-    if len(config.instance_groups) != 1:
-        raise TuneError(
-            f"{config.name} has {len(config.instance_groups)} instance groups; tune handles exactly one",
-            hint="merge them into one instance_group, or tune this model by hand",
-        )
-    return config.instance_groups[0]
+def _read(model_dir: Path) -> Any:
+    path = model_dir / "config.pbtxt"
+    try:
+        return parse(path.read_text())
+    except OSError as error:
+        raise TuneError(f"cannot read {path}: {error.strerror}", hint="export the model first") from error
+    except text_format.ParseError as error:
+        raise TuneError(f"{path} does not parse: {error}", hint="run `tritonstack validate`") from error
 
 
 def load_steps(repository: Path, name: str) -> StepConfigs:
     """The encoder and tokenizer configs of text-in model ``name``, checked to be tunable."""
     steps = StepConfigs(
-        encoder=read_config(repository / contract.encoder_name(name)),
-        tokenizer=read_config(repository / contract.tokenizer_name(name)),
+        encoder=_read(repository / contract.encoder_name(name)),
+        tokenizer=_read(repository / contract.tokenizer_name(name)),
     )
     for config in steps.all():
-        if config.dynamic_batching is None:
+        if not config.HasField("dynamic_batching"):
             raise TuneError(
                 f"{config.name} has no dynamic_batching: there is no batching to tune",
                 hint="re-export the model with `tritonstack export`",
             )
-        _single_group(config)
-    if _single_group(steps.encoder).kind == "KIND_GPU":
+        if len(config.instance_group) != 1:
+            raise TuneError(
+                f"{config.name} has {len(config.instance_group)} instance groups; tune handles exactly one",
+                hint="merge them into one instance_group, or tune this model by hand",
+            )
+    if steps.encoder.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
         raise TuneError(
             f"{steps.encoder.name} targets a GPU (KIND_GPU): the embedded server runs ONNX Runtime on the CPU, "
             "so what tune measured there would not hold on the GPU",
@@ -93,51 +103,48 @@ def load_steps(repository: Path, name: str) -> StepConfigs:
     return steps
 
 
+def _parameter(config: Any, key: str, default: str) -> str:
+    return str(config.parameters[key].string_value) if key in config.parameters else default
+
+
 def read_knobs(steps: StepConfigs) -> Knobs:
     """The knobs ``steps`` run with now."""
     encoder, tokenizer = steps.encoder, steps.tokenizer
-    assert encoder.dynamic_batching is not None and tokenizer.dynamic_batching is not None  # load_steps checked
-    parameters = encoder.parameters
     return Knobs(
-        rows_per_call=int(parameters.get(ROWS_PER_CALL, "0") or 0),
-        preferred_batch=encoder.dynamic_batching.preferred_batch_size,
-        encoder_delay_us=encoder.dynamic_batching.max_queue_delay_us,
-        tokenizer_delay_us=tokenizer.dynamic_batching.max_queue_delay_us,
-        encoder_instances=_single_group(encoder).count,
-        encoder_threads=int(parameters.get(THREADS, "0") or 0),
-        tokenizer_instances=_single_group(tokenizer).count,
-        max_padding_waste=float(parameters.get(PADDING_WASTE, DEFAULT_PADDING_WASTE)),
+        rows_per_call=int(_parameter(encoder, ROWS_PER_CALL, "0") or 0),
+        preferred_batch=tuple(encoder.dynamic_batching.preferred_batch_size),
+        encoder_delay_us=encoder.dynamic_batching.max_queue_delay_microseconds,
+        tokenizer_delay_us=tokenizer.dynamic_batching.max_queue_delay_microseconds,
+        encoder_instances=encoder.instance_group[0].count,
+        encoder_threads=int(_parameter(encoder, THREADS, "0") or 0),
+        tokenizer_instances=tokenizer.instance_group[0].count,
+        max_padding_waste=float(_parameter(encoder, PADDING_WASTE, str(DEFAULT_PADDING_WASTE))),
     )
 
 
-def _set_parameter(parameters: dict[str, str], key: str, value: float, absent: float) -> None:
+def _set_parameter(config: Any, key: str, value: float, absent: float) -> None:
     if value == absent:
-        parameters.pop(key, None)
+        if key in config.parameters:
+            del config.parameters[key]
     else:
-        parameters[key] = f"{value:g}"
+        config.parameters[key].string_value = f"{value:g}"
+
+
+def _copy(config: Any) -> Any:
+    copied = ModelConfigProto()
+    copied.CopyFrom(config)
+    return copied
 
 
 def apply_knobs(steps: StepConfigs, knobs: Knobs) -> StepConfigs:
-    """``steps`` running with ``knobs``; every other setting (queue policy, warm-up, ...) as it was."""
-    encoder, tokenizer = steps.encoder, steps.tokenizer
-    assert encoder.dynamic_batching is not None and tokenizer.dynamic_batching is not None  # load_steps checked
-    parameters = dict(encoder.parameters)
-    _set_parameter(parameters, ROWS_PER_CALL, knobs.rows_per_call, 0)
-    _set_parameter(parameters, THREADS, knobs.encoder_threads, 0)
-    _set_parameter(parameters, PADDING_WASTE, knobs.max_padding_waste, DEFAULT_PADDING_WASTE)
-    encoder = replace(
-        encoder,
-        dynamic_batching=replace(
-            encoder.dynamic_batching,
-            max_queue_delay_us=knobs.encoder_delay_us,
-            preferred_batch_size=knobs.preferred_batch,
-        ),
-        instance_groups=(replace(_single_group(encoder), count=knobs.encoder_instances),),
-        parameters=parameters,
-    )
-    tokenizer = replace(
-        tokenizer,
-        dynamic_batching=replace(tokenizer.dynamic_batching, max_queue_delay_us=knobs.tokenizer_delay_us),
-        instance_groups=(replace(_single_group(tokenizer), count=knobs.tokenizer_instances),),
-    )
+    """Copies of ``steps`` running with ``knobs``; every field tune does not own as it was."""
+    encoder, tokenizer = _copy(steps.encoder), _copy(steps.tokenizer)
+    _set_parameter(encoder, ROWS_PER_CALL, knobs.rows_per_call, 0)
+    _set_parameter(encoder, THREADS, knobs.encoder_threads, 0)
+    _set_parameter(encoder, PADDING_WASTE, knobs.max_padding_waste, DEFAULT_PADDING_WASTE)
+    encoder.dynamic_batching.max_queue_delay_microseconds = knobs.encoder_delay_us
+    encoder.dynamic_batching.preferred_batch_size[:] = list(knobs.preferred_batch)
+    encoder.instance_group[0].count = knobs.encoder_instances
+    tokenizer.dynamic_batching.max_queue_delay_microseconds = knobs.tokenizer_delay_us
+    tokenizer.instance_group[0].count = knobs.tokenizer_instances
     return StepConfigs(encoder=encoder, tokenizer=tokenizer)

@@ -241,7 +241,7 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
         start=start,
         levels=levels,
         workload=describe_workload(workload),
-        precision=parameter(steps.encoder.to_proto(), contract.PRECISION_PARAMETER) or "unknown",
+        precision=parameter(steps.encoder, contract.PRECISION_PARAMETER) or "unknown",
         rows_fixed=rows_fixed,
         started=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )

@@ -31,7 +31,6 @@ from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import TritonStatsProbe, model_view
 from tritonstack.loadtest.slo import Objectives
 from tritonstack.repository import contract
-from tritonstack.repository.config import ModelConfig
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs
 from tritonstack.tune.score import DISPLAYED_PERCENTILES, SweepPoint
@@ -51,8 +50,9 @@ class Workload:
         return len(self.requests[0])
 
 
-def _config_json(config: ModelConfig) -> str:
-    return str(json_format.MessageToJson(config.to_proto()))
+def _config_json(config: Any) -> str:
+    """A ``ModelConfig`` protobuf as the JSON Triton's load API takes in place of ``config.pbtxt``."""
+    return str(json_format.MessageToJson(config))
 
 
 class TuneServer:
