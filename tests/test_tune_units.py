@@ -320,7 +320,8 @@ def _golden_steps() -> StepConfigs:
 def test_the_export_defaults_read_back_and_apply_unchanged() -> None:
     steps = _golden_steps()
     knobs = read_knobs(steps)
-    assert knobs == Knobs(encoder_delay_us=500, tokenizer_delay_us=2000)
+    assert (knobs.rows_per_call, knobs.encoder_delay_us, knobs.tokenizer_delay_us) == (0, 500, 2000)
+    assert (knobs.encoder_instances, knobs.encoder_threads, knobs.max_padding_waste) == (1, 0, 0.25)
     assert apply_knobs(steps, knobs) == steps
     assert [render_proto(c) for c in apply_knobs(steps, knobs).all()] == [render_proto(c) for c in steps.all()]
 

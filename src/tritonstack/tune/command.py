@@ -18,12 +18,13 @@ from pathlib import Path
 
 
 def _duration(text: str) -> float:
-    from tritonstack.bench.soak import parse_duration_s
+    from tritonstack.loadtest.errors import SLOSpecError
+    from tritonstack.loadtest.slo import parse_duration_s
 
     try:
         return parse_duration_s(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    except SLOSpecError as error:  # argparse names the flag: keep the reason only
+        raise argparse.ArgumentTypeError(error.message.split(": ", 2)[-1]) from None
 
 
 def _seconds(text: str, *, zero: bool) -> float:
@@ -53,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_duration,
         default=600.0,
         metavar="DURATION",
-        help="time for the whole search, Triton's start included: 600, 90s, 10m (default: 10m)",
+        help="time for the whole search, Triton's start included: 600, 90s, 10m, 1h30m (default: 10m)",
     )
     parser.add_argument("--dry-run", action="store_true", help="search and report, but leave the repository as it is")
     parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/tune-<timestamp>)")

@@ -17,6 +17,7 @@ moved back after each one.
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,12 +185,12 @@ def workload_from(
     requests: int = 256,
     seed: int = 0,
 ) -> Workload:
-    """``requests`` requests of ``texts_per_request`` texts drawn from ``texts`` (seeded, as the load test draws)."""
-    from tritonstack.loadtest.payload import PayloadMix
+    """``requests`` requests of ``texts_per_request`` texts drawn uniformly from ``texts`` (seeded, as the
+    load test draws them)."""
     from tritonstack.server.models.tokenization import TextTokenizer
 
-    mix = PayloadMix(texts, texts_per_request, seed=seed)
-    drawn = tuple(tuple(mix.draw()) for _ in range(requests))
+    rng = random.Random(seed)
+    drawn = tuple(tuple(rng.choices(texts, k=texts_per_request)) for _ in range(requests))
     tokenizer = TextTokenizer(tokenizer_dir, max_length)
     counts = tuple(sum(len(e.ids) for e in tokenizer.encode(list(request))) for request in drawn)
     return Workload(requests=drawn, token_counts=counts, task=task)
