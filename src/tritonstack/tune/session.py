@@ -65,7 +65,8 @@ class TuneServer:
     def __init__(self, repository: Path, name: str, steps: StepConfigs, split: cpus.CpuSplit, log_path: Path) -> None:
         from tritonstack.server import EmbeddedServer
 
-        # No stub supervisor: the stubs a reload retires would look dead to it, and it would reload again.
+        # No stub supervisor: tune reloads the models itself, and a reload of the supervisor's in the middle of
+        # a measurement would disturb it (a stub that dies shows up as the errors of that measurement instead).
         self.server = EmbeddedServer(repository, log_path=log_path, restart_dead_stubs=False)
         self.name = name
         self.split = split
