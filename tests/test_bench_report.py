@@ -43,7 +43,7 @@ def result(tmp_path: Path) -> BenchResult:
         _point(INPROCESS, "batch", 16, 400, 0.040),
         _point(SERVED, "concurrency", 1, 60, 0.016),
         _point(SERVED, "concurrency", 16, 300, 0.050),
-        _point(SERVED, "rate", 150, 150, 0.020),
+        _point(SERVED, "rate", 150, 150, 0.030),
         _point(BASELINE, "concurrency", 1, 30, 0.033),
         _point(BASELINE, "concurrency", 4, 35, 0.110),
     ]
@@ -91,7 +91,7 @@ def test_targets_report_values_and_explain_the_misses(result: BenchResult) -> No
     assert targets["served_over_baseline"]["met"] is True and targets["served_over_baseline"]["explain"] == []
     half = targets["half_load_p99_over_single_request"]
     assert half["value"] == pytest.approx(summary["half_load"]["p99_ms"] / summary["inprocess_single_request_ms"])
-    assert half["value"] > 3 and half["met"] is False and half["explain"]
+    assert half["value"] > 5 and half["met"] is False and half["explain"]
 
 
 def test_gflops_count_real_tokens_against_the_peak(result: BenchResult) -> None:

@@ -7,7 +7,8 @@
     ├── client errors                           (tritonstack.client._exceptions)
     ├── load-test errors                        (tritonstack.loadtest.errors)
     ├── MonitoringError                         (tritonstack.monitoring.errors)
-    └── BenchError                              (tritonstack.bench.errors)
+    ├── BenchError                              (tritonstack.bench.errors)
+    └── TuneError                               (tritonstack.tune.errors)
 
 Every error has a one-line message and, where we know one, a hint that tells
 the user what to try. The CLI prints both and exits with ``exit_code``.

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "loadtest": ("tritonstack.loadtest.command", "load-test a served model against an SLO file"),
     "monitor": ("tritonstack.monitoring.command", "run Prometheus locally against a running Triton and load test"),
     "bench": ("tritonstack.bench.command", "benchmark served vs. in-process vs. a plain PyTorch service"),
+    "tune": ("tritonstack.tune.command", "search the serving config that holds an SLO at the highest throughput"),
     "demo": ("tritonstack.demo", "the main job end to end on the embedded default"),
     "release": ("tritonstack.repository.release_command", "list, promote or roll back the releases of a model"),
     "canary": ("tritonstack.loadtest.canary_command", "judge a candidate release against the SLO and the baseline"),

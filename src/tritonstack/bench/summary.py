@@ -1,11 +1,19 @@
 """The run's verdict as data: best points, ratios, GFLOP/s, targets, and where the time went.
 
 Targets are reported, never asserted: served/in-process >= 0.85, served/PyTorch
-baseline >= 5, and p99 at half the best served throughput <= 3x the in-process
+baseline >= 5, and p99 at half the best served throughput <= 5x the in-process
 single-request latency. On a GPU (issue 17), where absolute figures mean
 something: served/PyTorch-on-GPU baseline >= 10, and one request at a time
 through the full served path under 3 ms p50. A missed target comes with the
 measurements that say which part of the path the time went to.
+
+Why 5 and not less: at half load, one server core is at best an M/D/1 queue
+(Poisson arrivals, a fixed service time D) at utilisation 0.5, whose response
+time has p50 = D but p99 = 4.34 D (simulated; its mean is 1.5 D, as the
+Pollaczek-Khinchine formula gives). A served p99 under 4.3x the in-process
+latency of one text would beat the queue itself; 5 leaves 15 % for the
+serving path. Batching shortens the queue only where a batch costs less per
+text than one text alone, which on a CPU it barely does.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ SERVED_OVER_INPROCESS_MIN = 0.85
 SERVED_OVER_BASELINE_MIN = 5.0
 GPU_SERVED_OVER_BASELINE_MIN = 10.0  # a GPU batches what PyTorch runs one text at a time
 GPU_SERVED_SINGLE_REQUEST_P50_MAX_MS = 3.0  # MiniLM, concurrency 1, text -> SDK -> Triton -> embedding
-HALF_LOAD_P99_MAX_FACTOR = 3.0
+HALF_LOAD_P99_MAX_FACTOR = 5.0  # M/D/1 at utilisation 0.5: p99 = 4.34x the service time
 ENCODER_SLOWDOWN_NOTE = 1.3  # served encoder ms per text over in-process at a like batch size
 
 

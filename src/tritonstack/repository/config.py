@@ -8,8 +8,11 @@ Triton does not know fails here, not at server start), and is written with
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format, text_format
@@ -266,3 +269,25 @@ def parameter(config_proto: Any, key: str, default: str | None = None) -> str | 
     if key in config_proto.parameters:
         return str(config_proto.parameters[key].string_value)
     return default
+
+
+CONFIG_FILENAME = "config.pbtxt"
+
+
+def write_config(model_dir: Path, config_proto: Any) -> Path:
+    """Write ``config_proto`` as ``model_dir/config.pbtxt`` by an atomic rename (a reader sees the old file or the
+    new one, never a part); its path. The one way tune and releases rewrite a served config."""
+    from tritonstack.repository.errors import RepositoryError
+
+    path = Path(model_dir) / CONFIG_FILENAME
+    staged: str | None = None
+    try:
+        descriptor, staged = tempfile.mkstemp(prefix=".config-", suffix=".pbtxt", dir=model_dir)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(render_proto(config_proto))
+        os.replace(staged, path)
+    except OSError as error:
+        if staged is not None:
+            Path(staged).unlink(missing_ok=True)
+        raise RepositoryError(f"cannot write {path}: {error.strerror}") from error
+    return path

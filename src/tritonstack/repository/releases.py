@@ -18,7 +18,6 @@ says why this layout, and ``validate`` checks it.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,10 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack.repository import contract, layout
-from tritonstack.repository.config import ModelConfigProto, parameter, parse, render_proto
+from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
-
-CONFIG_FILENAME = "config.pbtxt"
 
 
 @dataclass(frozen=True)
@@ -155,9 +152,7 @@ def install_configs(repository: Path, configs: Sequence[Any]) -> None:
         release = parameter(config, contract.RELEASE_PARAMETER)
         if release is not None:  # a per-release ensemble holds one (empty) version folder, its release
             (model_dir / release).mkdir(parents=True, exist_ok=True)
-        staged = model_dir / f".{CONFIG_FILENAME}.tmp"
-        staged.write_text(render_proto(config))
-        os.replace(staged, model_dir / CONFIG_FILENAME)
+        write_config(model_dir, config)
 
 
 def write_releases(repository: Path, name: str, stable: int, candidate: int | None) -> Releases:

@@ -324,7 +324,17 @@ class EmbeddedServer(ChildService):
         ones retire. Triton skips a plain load of an unchanged model; one with its config always reloads."""
         with urllib.request.urlopen(f"{self.http_url}/v2/models/{name}/config", timeout=5) as response:
             config = response.read().decode()
-        self._admin(f"models/{name}/load", {"parameters": {"config": config}}, timeout_s)
+        self.load_model(name, config, timeout_s)
+
+    def load_model(self, name: str, config: str, timeout_s: float = 120.0) -> None:
+        """Load model ``name`` with ``config`` (``ModelConfig`` JSON) in place of its ``config.pbtxt``, which
+        stays as it is; ensembles that use it are reloaded by Triton. :class:`ServerError` with Triton's
+        reason when the load fails (the previous instances then keep serving)."""
+        try:
+            self._admin(f"models/{name}/load", {"parameters": {"config": config}}, timeout_s)
+        except urllib.error.HTTPError as error:
+            reason = error.read().decode(errors="replace")
+            raise ServerError(f"Triton could not load {name!r} with the new config: {reason}") from error
 
     def stop(self, timeout_s: float | None = None) -> int | None:
         """Stop gracefully: in-flight requests finish, new ones are refused. Returns the exit code."""

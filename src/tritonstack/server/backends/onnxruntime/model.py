@@ -117,6 +117,7 @@ class TritonPythonModel:
         self.output_names = [o["name"] for o in config["output"]]
         # outputs whose first non-batch axis is the sequence (token classification): padded back after trimming
         self.sequence_outputs = {o["name"] for o in config["output"] if o["dims"] and int(o["dims"][0]) == -1}
+        self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
         self.max_padding_waste = float(params.get("max_padding_waste", "0.25"))
         self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
 

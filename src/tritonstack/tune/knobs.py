@@ -1,0 +1,150 @@
+"""The serving knobs ``tune`` searches, read from and written into the step configs of a text-in model.
+
+The configs are edited as Triton's parsed ``ModelConfig`` protobuf, as
+releases edit them: tune sets the fields it owns and nothing else, so every
+other field -- the queue policy, the version policy releases pin, warm-up,
+precision -- stays exactly as it was read, whoever wrote it. A knob at the
+value the model runs with when the setting is absent is written by leaving
+the setting out, so a config tune did not change renders as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from tritonstack.repository import contract
+from tritonstack.repository.config import ModelConfigProto, parse
+from tritonstack.tune.errors import TuneError
+
+# Parameters of the encoder read by the embedded onnxruntime backend (server/backends/onnxruntime/model.py),
+# with the values it takes when they are absent. The NGC image's native backend reads the thread count too
+# and ignores the other two.
+ROWS_PER_CALL = "max_rows_per_call"  # 0: the whole Triton batch, in length groups
+PADDING_WASTE = "max_padding_waste"
+DEFAULT_PADDING_WASTE = 0.25
+THREADS = "intra_op_thread_count"  # 0: one thread per core the model process may run on
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """One serving config of a text-in model; hashable, so a search measures each config once."""
+
+    rows_per_call: int = 0  # encoder: most rows per ONNX Runtime call; 0: no limit
+    preferred_batch: tuple[int, ...] = ()  # encoder: preferred_batch_size; (): form the largest batch it can
+    encoder_delay_us: int = 500  # encoder: max_queue_delay_microseconds
+    tokenizer_delay_us: int = 2000  # tokenizer: max_queue_delay_microseconds
+    encoder_instances: int = 1
+    encoder_threads: int = 0  # intra-op threads per encoder instance; 0: one per server core
+    tokenizer_instances: int = 1
+    max_padding_waste: float = DEFAULT_PADDING_WASTE  # padding a length group may carry, x its real tokens
+
+    def changes_from(self, other: Knobs) -> dict[str, tuple[object, object]]:
+        """Knob name -> (other's value, this value), for every knob that differs."""
+        return {
+            f.name: (getattr(other, f.name), getattr(self, f.name))
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        }
+
+    def to_dict(self) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class StepConfigs:
+    """The two configs ``tune`` rewrites (``ModelConfig`` protobufs); the text-in ensemble and a postprocess
+    step stay as they are."""
+
+    encoder: Any
+    tokenizer: Any
+
+    def all(self) -> tuple[Any, Any]:
+        return self.encoder, self.tokenizer
+
+
+def _read(model_dir: Path) -> Any:
+    path = model_dir / "config.pbtxt"
+    try:
+        return parse(path.read_text())
+    except OSError as error:
+        raise TuneError(f"cannot read {path}: {error.strerror}", hint="export the model first") from error
+    except text_format.ParseError as error:
+        raise TuneError(f"{path} does not parse: {error}", hint="run `tritonstack validate`") from error
+
+
+def load_steps(repository: Path, name: str) -> StepConfigs:
+    """The encoder and tokenizer configs of text-in model ``name``, checked to be tunable."""
+    steps = StepConfigs(
+        encoder=_read(repository / contract.encoder_name(name)),
+        tokenizer=_read(repository / contract.tokenizer_name(name)),
+    )
+    for config in steps.all():
+        if not config.HasField("dynamic_batching"):
+            raise TuneError(
+                f"{config.name} has no dynamic_batching: there is no batching to tune",
+                hint="re-export the model with `tritonstack export`",
+            )
+        if len(config.instance_group) != 1:
+            raise TuneError(
+                f"{config.name} has {len(config.instance_group)} instance groups; tune handles exactly one",
+                hint="merge them into one instance_group, or tune this model by hand",
+            )
+    if steps.encoder.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU:
+        raise TuneError(
+            f"{steps.encoder.name} targets a GPU (KIND_GPU): the embedded server runs ONNX Runtime on the CPU, "
+            "so what tune measured there would not hold on the GPU",
+            hint="tune a CPU export (`tritonstack export --target cpu`); size GPU batching on the GPU deployment",
+        )
+    return steps
+
+
+def _parameter(config: Any, key: str, default: str) -> str:
+    return str(config.parameters[key].string_value) if key in config.parameters else default
+
+
+def read_knobs(steps: StepConfigs) -> Knobs:
+    """The knobs ``steps`` run with now."""
+    encoder, tokenizer = steps.encoder, steps.tokenizer
+    return Knobs(
+        rows_per_call=int(_parameter(encoder, ROWS_PER_CALL, "0") or 0),
+        preferred_batch=tuple(encoder.dynamic_batching.preferred_batch_size),
+        encoder_delay_us=encoder.dynamic_batching.max_queue_delay_microseconds,
+        tokenizer_delay_us=tokenizer.dynamic_batching.max_queue_delay_microseconds,
+        encoder_instances=encoder.instance_group[0].count,
+        encoder_threads=int(_parameter(encoder, THREADS, "0") or 0),
+        tokenizer_instances=tokenizer.instance_group[0].count,
+        max_padding_waste=float(_parameter(encoder, PADDING_WASTE, str(DEFAULT_PADDING_WASTE))),
+    )
+
+
+def _set_parameter(config: Any, key: str, value: float, absent: float) -> None:
+    if value == absent:
+        if key in config.parameters:
+            del config.parameters[key]
+    else:
+        config.parameters[key].string_value = f"{value:g}"
+
+
+def _copy(config: Any) -> Any:
+    copied = ModelConfigProto()
+    copied.CopyFrom(config)
+    return copied
+
+
+def apply_knobs(steps: StepConfigs, knobs: Knobs) -> StepConfigs:
+    """Copies of ``steps`` running with ``knobs``; every field tune does not own as it was."""
+    encoder, tokenizer = _copy(steps.encoder), _copy(steps.tokenizer)
+    _set_parameter(encoder, ROWS_PER_CALL, knobs.rows_per_call, 0)
+    _set_parameter(encoder, THREADS, knobs.encoder_threads, 0)
+    _set_parameter(encoder, PADDING_WASTE, knobs.max_padding_waste, DEFAULT_PADDING_WASTE)
+    encoder.dynamic_batching.max_queue_delay_microseconds = knobs.encoder_delay_us
+    encoder.dynamic_batching.preferred_batch_size[:] = list(knobs.preferred_batch)
+    encoder.instance_group[0].count = knobs.encoder_instances
+    tokenizer.dynamic_batching.max_queue_delay_microseconds = knobs.tokenizer_delay_us
+    tokenizer.instance_group[0].count = knobs.tokenizer_instances
+    return StepConfigs(encoder=encoder, tokenizer=tokenizer)

@@ -1,0 +1,126 @@
+"""How a config is judged: the highest throughput of its sweep at which the SLO's objectives hold.
+
+Pure functions of measured points and the SLO file's objectives. The latency
+objectives (any ``pNN_ms``) and ``max_error_ratio`` decide whether a point
+holds; ``min_throughput_rps`` is a floor the winner is checked against, not
+part of a point's verdict (throughput is what the score maximises anyway). A
+config none of whose points held scores no throughput; such configs rank by
+how far their closest point missed, so a search that starts out of the SLO
+still climbs toward it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tritonstack.loadtest.slo import Objectives
+
+DISPLAYED_PERCENTILES = (50.0, 99.0)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One closed-loop window at ``concurrency`` requests in flight."""
+
+    concurrency: int
+    throughput_per_s: float  # successful requests per second
+    latency_ms: Mapping[float, float]  # percentile -> ms over successful requests: 50, 99 and the SLO's
+    completed: int  # successful requests in the window
+    errors: int  # failed requests in the window
+    batch: Mapping[str, float | None] = field(default_factory=dict)  # step -> rows per execution, from Triton
+
+    @property
+    def error_ratio(self) -> float:
+        total = self.completed + self.errors
+        return self.errors / total if total else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "throughput_per_s": self.throughput_per_s,
+            "latency_ms": {f"p{q:g}": ms for q, ms in self.latency_ms.items()},
+            "completed": self.completed,
+            "errors": self.errors,
+            "error_ratio": self.error_ratio,
+            "batch": dict(self.batch),
+        }
+
+
+def misses(point: SweepPoint, objectives: Objectives) -> dict[str, float]:
+    """Objective -> measured / bound, for every latency or error objective ``point`` misses (empty: it holds).
+
+    A point with no successful request misses every latency objective.
+    """
+    missed: dict[str, float] = {}
+    for percentile, bound_ms in objectives.latency_ms.items():
+        measured = point.latency_ms.get(percentile, math.nan)
+        if math.isnan(measured):  # nothing succeeded
+            missed[f"p{percentile:g}_ms"] = math.inf
+        elif measured > bound_ms:
+            missed[f"p{percentile:g}_ms"] = measured / bound_ms
+    bound = objectives.max_error_ratio
+    if bound is not None and point.error_ratio > bound:
+        # a bound of 0 has no ratio: rank by the share that failed instead
+        missed["max_error_ratio"] = point.error_ratio / bound if bound > 0 else 1.0 + point.error_ratio
+    return missed
+
+
+@dataclass(frozen=True)
+class Score:
+    """A config's verdict: the throughput at which the SLO held, or how far it missed."""
+
+    throughput_per_s: float  # highest throughput of a point that held; 0.0 when none did
+    point: SweepPoint | None  # that point; when none held, the one that came closest
+    missed: Mapping[str, float] = field(default_factory=dict)  # the closest point's misses (empty: held)
+
+    @property
+    def held(self) -> bool:
+        return self.point is not None and not self.missed
+
+    @property
+    def excess(self) -> float:
+        """The closest point's worst measured / bound; 0.0 when held."""
+        return max(self.missed.values(), default=0.0) if self.point is not None else math.inf
+
+    def key(self) -> tuple[bool, float, float]:
+        """Sort key, best last: held first, then throughput, then the smaller miss."""
+        return (self.held, self.throughput_per_s, -self.excess)
+
+    def beats(self, other: Score, min_gain: float) -> bool:
+        """Better than ``other`` by more than ``min_gain`` (a fraction): noise must not move the search."""
+        if self.held != other.held:
+            return self.held
+        if self.held:
+            return self.throughput_per_s > other.throughput_per_s * (1 + min_gain)
+        return self.excess < other.excess * (1 - min_gain)
+
+    def describe(self) -> str:
+        if self.point is None:
+            return "not measured"
+        if self.held:
+            return f"{self.throughput_per_s:.1f} req/s at c={self.point.concurrency}"
+        worst = max(self.missed, key=lambda k: self.missed[k])
+        return f"missed {worst} ({self.missed[worst]:.2f}x its bound) even at c={self.point.concurrency}"
+
+
+def score(points: Sequence[SweepPoint], objectives: Objectives) -> Score:
+    """The best point of a sweep under ``objectives``."""
+    held = [p for p in points if not misses(p, objectives)]
+    if held:
+        top = max(held, key=lambda p: p.throughput_per_s)
+        return Score(top.throughput_per_s, top)
+    if not points:
+        return Score(0.0, None)
+    closest = min(points, key=lambda p: (max(misses(p, objectives).values()), -p.throughput_per_s))
+    return Score(0.0, closest, misses(closest, objectives))
+
+
+def combine(scores: Sequence[Score]) -> Score:
+    """One verdict from repeated measurements of a config: held only if every one held (a config that
+    broke the SLO once must not win), with the mean throughput; otherwise the worst of them."""
+    if all(s.held for s in scores):
+        return Score(sum(s.throughput_per_s for s in scores) / len(scores), scores[-1].point)
+    return min(scores, key=lambda s: s.key())

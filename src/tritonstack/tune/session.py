@@ -1,0 +1,208 @@
+"""One Triton for the whole search; each config is switched in by reloading the steps it changes.
+
+Triton runs in explicit model-control mode, so a step is reloaded with its new
+config passed in the load request: the files in the repository stay as they
+are (``--dry-run`` writes nothing, and nothing is half-tuned if the search is
+interrupted), only the changed step restarts (new instances start, the old
+ones retire), and Triton reloads the ensemble that uses it. docs/tune.md gives
+the measurement that a reloaded config serves like a freshly started one.
+
+The cores are split as in ``bench`` (``bench.cpus``): Triton and its model
+processes on the server cores, this process -- the load generator -- on the
+others. A reload starts new stub processes, whose ONNX Runtime threads pin
+themselves where they like, so every thread of Triton's process group is
+moved back after each one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from tritonstack.bench import cpus
+from tritonstack.bench.load import closed_loop
+from tritonstack.bench.results import percentile_ms
+from tritonstack.bench.timing import Timing
+from tritonstack.bench.triton_stats import TritonStatsProbe, model_view
+from tritonstack.loadtest.slo import Objectives
+from tritonstack.repository import contract
+from tritonstack.tune.errors import TuneError
+from tritonstack.tune.knobs import StepConfigs
+from tritonstack.tune.score import DISPLAYED_PERCENTILES, SweepPoint
+from tritonstack.tune.search import next_concurrency
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the load generator sends: the texts of each request, cycled in order."""
+
+    requests: tuple[tuple[str, ...], ...]
+    token_counts: tuple[int, ...]  # real tokens of each request, special tokens included
+    task: str  # feature-extraction or text-classification: which SDK call sends it
+
+    @property
+    def texts_per_request(self) -> int:
+        return len(self.requests[0])
+
+
+def _config_json(config: Any) -> str:
+    """A ``ModelConfig`` protobuf as the JSON Triton's load API takes in place of ``config.pbtxt``."""
+    return str(json_format.MessageToJson(config))
+
+
+class TuneServer:
+    """Triton over ``repository`` on the server cores of ``split``; a context manager.
+
+    ``steps`` are the configs in the repository's files: what Triton loads at start.
+    """
+
+    def __init__(self, repository: Path, name: str, steps: StepConfigs, split: cpus.CpuSplit, log_path: Path) -> None:
+        from tritonstack.server import EmbeddedServer
+
+        # No stub supervisor: tune reloads the models itself, and a reload of the supervisor's in the middle of
+        # a measurement would disturb it (a stub that dies shows up as the errors of that measurement instead).
+        self.server = EmbeddedServer(repository, log_path=log_path, restart_dead_stubs=False)
+        self.name = name
+        self.split = split
+        self.loaded = steps
+
+    def __enter__(self) -> TuneServer:
+        from tritonstack.server import ServerStartError
+
+        try:
+            with cpus.pinned(self.split.server):  # Triton and its model processes inherit the server cores
+                self.server.start()
+        except ServerStartError as error:
+            raise TuneError(f"Triton did not start: {error.message}", hint=error.hint) from error
+        self._pin()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.stop()
+
+    def _pin(self) -> None:
+        if self.split.mode == "pinned":
+            cpus.pin_group(self.server.pid, self.split.server)
+
+    def apply(self, steps: StepConfigs) -> list[str]:
+        """Serve ``steps``: reload each step whose config differs from what runs now; the names reloaded."""
+        from tritonstack.server import ServerError
+
+        changed = [new for new, old in zip(steps.all(), self.loaded.all(), strict=True) if new != old]
+        for config in changed:
+            try:
+                self.server.load_model(config.name, _config_json(config))
+            except ServerError as error:
+                raise TuneError(error.message, hint=f"Triton's log: {self.server.log_path}") from error
+        self.loaded = steps
+        if changed:
+            self._pin()
+        return [c.name for c in changed]
+
+    def sweep(
+        self,
+        workload: Workload,
+        objectives: Objectives,
+        levels: Sequence[int],
+        start_level: int,
+        timing: Timing,
+        timeout_s: float,
+    ) -> tuple[SweepPoint, ...]:
+        """Closed-loop points from ``start_level`` on, as ``search.next_concurrency`` directs."""
+        with cpus.pinned(self.split.client):
+            return asyncio.run(
+                _sweep(self.server.grpc_url, self.name, workload, objectives, levels, start_level, timing, timeout_s)
+            )
+
+
+async def _sweep(
+    url: str,
+    name: str,
+    workload: Workload,
+    objectives: Objectives,
+    levels: Sequence[int],
+    start_level: int,
+    timing: Timing,
+    timeout_s: float,
+) -> tuple[SweepPoint, ...]:
+    from tritonstack.client import AsyncClient, RetryPolicy
+
+    steps = {"tokenizer": contract.tokenizer_name(name), "encoder": contract.encoder_name(name)}
+    probe = TritonStatsProbe(url, list(steps.values()))
+    percentiles = sorted({*DISPLAYED_PERCENTILES, *objectives.latency_ms})
+    points: list[SweepPoint] = []
+    # one attempt per call: a refused request is an error the SLO counts, not something to retry away
+    async with AsyncClient(url, model=name, timeouts=timeout_s, retry=RetryPolicy(max_attempts=1)) as client:
+        call = client.embed if workload.task == "feature-extraction" else client.classify
+
+        async def send(index: int) -> None:
+            await call(workload.requests[index])
+
+        try:
+            await send(0)  # connect and fetch the model's metadata outside the measurement
+        except Exception as error:  # the SDK's errors, gRPC's: any failure here means the config does not serve
+            raise TuneError(f"the served model {name!r} failed its first request: {error}") from error
+        concurrency: int | None = start_level
+        try:
+            while concurrency is not None:
+                measured, extra = await closed_loop(
+                    send, workload.token_counts, concurrency, warmup_s=timing.warmup_s,
+                    duration_s=timing.duration_s, probe=probe,
+                )  # fmt: skip
+                window = extra["window"] if extra else None
+                batch: dict[str, float | None] = {
+                    role: model_view(window.models[model], window.elapsed_s)["batch_size"] if window else None
+                    for role, model in steps.items()
+                }
+                points.append(
+                    SweepPoint(
+                        concurrency=concurrency,
+                        throughput_per_s=measured.throughput_per_s,
+                        latency_ms={q: percentile_ms(measured.latencies_s, q) for q in percentiles},
+                        completed=measured.completed,
+                        errors=measured.errors,
+                        batch=batch,
+                    )
+                )
+                concurrency = next_concurrency(levels, points, objectives)
+        finally:
+            await probe.close()
+    return tuple(points)
+
+
+def workload_from(
+    texts: Sequence[str],
+    texts_per_request: int,
+    task: str,
+    tokenizer_dir: Path,
+    max_length: int,
+    *,
+    requests: int = 256,
+    seed: int = 0,
+) -> Workload:
+    """``requests`` requests of ``texts_per_request`` texts drawn uniformly from ``texts`` (seeded, as the
+    load test draws them)."""
+    from tritonstack.server.models.tokenization import TextTokenizer
+
+    rng = random.Random(seed)
+    drawn = tuple(tuple(rng.choices(texts, k=texts_per_request)) for _ in range(requests))
+    tokenizer = TextTokenizer(tokenizer_dir, max_length)
+    counts = tuple(sum(len(e.ids) for e in tokenizer.encode(list(request))) for request in drawn)
+    return Workload(requests=drawn, token_counts=counts, task=task)
+
+
+def describe_workload(workload: Workload) -> dict[str, Any]:
+    tokens = workload.token_counts
+    return {
+        "requests": len(workload.requests),
+        "texts_per_request": workload.texts_per_request,
+        "tokens_per_request_mean": sum(tokens) / len(tokens),
+        "tokens_per_request_max": max(tokens),
+        "task": workload.task,
+    }

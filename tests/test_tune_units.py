@@ -1,0 +1,398 @@
+"""``tune``'s pure parts: the score against an SLO, the two searches, the knob space, knobs <-> configs."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tritonstack.bench.cpus import CpuSplit
+from tritonstack.bench.timing import Timing
+from tritonstack.loadtest.slo import SLO, CapacitySpec, LoadSpec, Objectives
+from tritonstack.repository.config import parse, render_proto
+from tritonstack.repository.errors import RepositoryError
+from tritonstack.tune.apply import replace_config
+from tritonstack.tune.errors import TuneError
+from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, read_knobs
+from tritonstack.tune.runner import Trial, TuneResult, TuneSettings, _check_budget, rank
+from tritonstack.tune.score import Score, SweepPoint, combine, misses, score
+from tritonstack.tune.search import climb, concurrency_levels, next_concurrency
+from tritonstack.tune.space import Dimension, dimensions, encoder_splits, per_call_activation_scales
+
+GOLDEN = Path(__file__).parent / "golden"
+P99 = Objectives(latency_ms={99.0: 100.0}, max_error_ratio=0.01)
+
+
+def point(concurrency: int, throughput: float, p99_ms: float, errors: int = 0, completed: int = 1000) -> SweepPoint:
+    return SweepPoint(concurrency, throughput, {50.0: p99_ms / 2, 99.0: p99_ms}, completed, errors)
+
+
+# -- score ---------------------------------------------------------------------------------------------------
+
+
+def test_the_score_is_the_highest_throughput_at_which_the_objectives_hold() -> None:
+    result = score([point(1, 50, 20), point(4, 120, 80), point(16, 200, 300)], P99)
+    assert result.held and result.throughput_per_s == 120
+    assert result.point is not None and result.point.concurrency == 4
+
+
+def test_a_config_that_breaks_p99_never_wins_however_fast() -> None:
+    fast_but_slow_tail = score([point(1, 500, 101), point(4, 900, 400)], P99)
+    slow_but_within = score([point(1, 40, 60)], P99)
+    assert not fast_but_slow_tail.held and fast_but_slow_tail.throughput_per_s == 0
+    assert fast_but_slow_tail.missed == {"p99_ms": pytest.approx(1.01)}  # the closest point, c=1
+    assert slow_but_within.beats(fast_but_slow_tail, min_gain=0.5)
+    assert not fast_but_slow_tail.beats(slow_but_within, min_gain=0.0)
+    assert sorted([fast_but_slow_tail, slow_but_within], key=Score.key)[-1] is slow_but_within
+
+
+def test_errors_above_the_bound_break_a_point_and_a_point_without_successes_misses_every_latency() -> None:
+    assert misses(point(8, 300, 50, errors=20, completed=980), P99) == {"max_error_ratio": pytest.approx(2.0)}
+    nothing = SweepPoint(8, 0.0, {99.0: float("nan")}, 0, 12)
+    assert misses(nothing, P99) == {"p99_ms": float("inf"), "max_error_ratio": pytest.approx(100.0)}
+    strict = Objectives(latency_ms={}, max_error_ratio=0.0)
+    assert misses(point(1, 10, 5, errors=1, completed=9), strict) == {"max_error_ratio": pytest.approx(1.1)}
+
+
+def test_misses_rank_by_how_far_the_closest_point_missed() -> None:
+    near, far = score([point(1, 10, 120)], P99), score([point(1, 10, 400)], P99)
+    assert near.beats(far, min_gain=0.1) and not far.beats(near, min_gain=0.0)
+    assert score([], P99).excess == float("inf")
+
+
+def test_gains_below_min_gain_do_not_count() -> None:
+    a, b = score([point(4, 100, 50)], P99), score([point(4, 102, 50)], P99)
+    assert not b.beats(a, min_gain=0.03) and b.beats(a, min_gain=0.01)
+
+
+def test_repeated_measurements_average_but_a_single_miss_disqualifies() -> None:
+    held = [score([point(4, 100, 50)], P99), score([point(4, 80, 60)], P99)]
+    assert combine(held).held and combine(held).throughput_per_s == 90
+    flaky = [score([point(4, 300, 50)], P99), score([point(4, 300, 150)], P99)]
+    assert not combine(flaky).held and combine(flaky).throughput_per_s == 0
+
+
+# -- ranking and the winner -----------------------------------------------------------------------------------
+
+
+def _result(trials: list[Trial], start: Knobs) -> TuneResult:
+    slo = SLO(model="m", load=LoadSpec(users=1, spawn_rate=1, duration_s=1), objectives=P99)
+    settings = TuneSettings(repository=Path("r"), name="m", slo=slo, budget_s=60, report_dir=Path("out"))
+    steps = _golden_steps()
+    workload = {"requests": 8, "texts_per_request": 1, "tokens_per_request_mean": 40.0, "tokens_per_request_max": 90}
+    result = TuneResult(settings, CpuSplit("shared", (0,), (0,)), steps, start, (1, 4), workload, "fp32", False, trials)
+    result.ranking = rank(trials)
+    return result
+
+
+def _trial(number: int, knobs: Knobs, phase: str, *points: SweepPoint) -> Trial:
+    return Trial(number, knobs, phase, points, score(points, P99), (), 0.0, 0.5, 1.0)
+
+
+def test_the_winner_comes_from_the_confirmation_round_and_never_broke_the_slo() -> None:
+    start, fast, tailing, lucky = Knobs(), Knobs(rows_per_call=1), Knobs(encoder_delay_us=0), Knobs(rows_per_call=2)
+    trials = [
+        _trial(1, start, "search", point(4, 100, 50)),
+        _trial(2, tailing, "search", point(4, 400, 150)),  # fastest, but its p99 breaks the SLO
+        _trial(3, fast, "search", point(4, 150, 60)),
+        _trial(4, lucky, "search", point(4, 160, 60)),
+        _trial(5, start, "confirm", point(4, 100, 50)),
+        _trial(6, fast, "confirm", point(4, 150, 60)),
+        _trial(7, lucky, "confirm", point(4, 140, 120)),  # broke the SLO when measured again
+    ]
+    result = _result(trials, start)
+    assert [r.knobs for r in result.ranking][:1] == [fast]
+    assert result.winner is not None and result.winner.knobs == fast
+    assert result.winner.score.throughput_per_s == 150 and result.winner.trials == 2
+    assert next(r for r in result.ranking if r.knobs == tailing).score.held is False
+    changed = result.changed_steps()
+    assert changed is not None and changed.encoder.parameters["max_rows_per_call"].string_value == "1"
+
+
+def test_a_winner_within_min_gain_of_the_start_changes_nothing() -> None:
+    start, other = Knobs(), Knobs(encoder_delay_us=250)
+    trials = [_trial(1, start, "search", point(4, 100, 50)), _trial(2, other, "search", point(4, 102, 50))]
+    result = _result(trials, start)
+    assert result.winner is not None and result.winner.knobs == start
+    assert result.changed_steps() is None
+
+
+def test_a_gain_inside_the_spread_of_the_measurements_changes_nothing() -> None:
+    start, other = Knobs(), Knobs(rows_per_call=16)
+    trials = [
+        _trial(1, start, "search", point(8, 77, 50)),
+        _trial(2, other, "search", point(8, 85, 50)),
+        _trial(3, start, "confirm", point(8, 62, 50)),
+        _trial(4, other, "confirm", point(8, 72, 50)),  # mean 78.5 against 69.5, but 72 < the start's 77
+    ]
+    result = _result(trials, start)
+    assert result.best is not None and result.best.knobs == other
+    assert result.winner is not None and result.winner.knobs == start and result.changed_steps() is None
+    assert result.best.measured == (85, 72)
+
+
+def test_no_winner_when_no_config_held() -> None:
+    start = Knobs()
+    result = _result([_trial(1, start, "search", point(1, 100, 500))], start)
+    assert result.winner is None and result.changed_steps() is None
+
+
+# -- the search across configs --------------------------------------------------------------------------------
+
+
+def _rows_dimension() -> Dimension:
+    return next(d for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False) if d.name == "rows_per_call")
+
+
+def _landscape(knobs: Knobs) -> Score:
+    """One row per call is best; caps above the batch Triton forms (8) change nothing: a flat stretch."""
+    throughput = {1: 80.0, 2: 72.0, 4: 66.0}.get(knobs.rows_per_call, 60.0)
+    throughput -= abs(knobs.encoder_delay_us - 250) / 100  # a gentle optimum at 250 us
+    return score([point(8, throughput, 50)], P99)
+
+
+def test_climb_crosses_a_flat_stretch_to_the_best_value_and_measures_each_config_once() -> None:
+    calls: list[Knobs] = []
+
+    def evaluate(knobs: Knobs) -> Score:
+        calls.append(knobs)
+        return _landscape(knobs)
+
+    space = [d for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False)
+             if d.name in ("rows_per_call", "encoder_delay_us")]  # fmt: skip
+    outcome = climb(Knobs(), space, evaluate, min_gain=0.03)
+    assert outcome.best.rows_per_call == 1
+    assert not outcome.exhausted
+    assert calls[0] == Knobs() and set(calls) == set(outcome.scores)
+    times = Counter(calls)
+    assert times[outcome.best] == 2  # a move is measured twice
+    assert sum(1 for n in times.values() if n > 1) <= 2 and max(times.values()) == 2
+
+
+def test_climb_ignores_gains_below_min_gain() -> None:
+    outcome = climb(Knobs(), [_rows_dimension()], lambda k: score([point(8, 100 + k.rows_per_call / 10, 50)], P99))
+    assert outcome.best == Knobs()
+
+
+def test_climb_stops_when_the_budget_does() -> None:
+    calls: list[Knobs] = []
+
+    def evaluate(knobs: Knobs) -> Score | None:
+        if len(calls) == 3:
+            return None
+        calls.append(knobs)
+        return _landscape(knobs)
+
+    outcome = climb(Knobs(), dimensions(cores=4, max_batch_size=64, rows_fixed=False), evaluate)
+    assert outcome.exhausted and len(calls) == 3 and set(outcome.scores) == set(calls)
+
+
+def test_an_abandoned_direction_is_one_that_got_clearly_worse_twice() -> None:
+    """From the start, the steps up are much worse: the climb turns round after two of them."""
+    calls: list[int] = []
+
+    def evaluate(knobs: Knobs) -> Score:
+        calls.append(knobs.encoder_delay_us)
+        return score([point(8, 100 - abs(knobs.encoder_delay_us - 100) / 10, 50)], P99)
+
+    delay = next(d for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False) if d.name == "encoder_delay_us")
+    outcome = climb(Knobs(encoder_delay_us=500), [delay], evaluate, min_gain=0.03)
+    assert calls[:3] == [500, 1000, 2000]  # each clearly worse than 500: up is abandoned after two steps
+    assert 4000 not in calls and outcome.best.encoder_delay_us == 100
+    assert calls[3:] == [250, 100, 0, 100]  # down pays; its best, 100, holds up when measured again
+
+
+def test_a_move_that_does_not_hold_up_when_measured_again_is_not_made() -> None:
+    measured: dict[int, int] = {}
+
+    def evaluate(knobs: Knobs) -> Score:
+        measured[knobs.rows_per_call] = measured.get(knobs.rows_per_call, 0) + 1
+        lucky = knobs.rows_per_call == 16 and measured[16] == 1  # 16 looks 30 % better once, then 30 % worse
+        unlucky = knobs.rows_per_call == 16 and measured[16] > 1
+        return score([point(8, 130 if lucky else 70 if unlucky else 100, 50)], P99)
+
+    outcome = climb(Knobs(), [_rows_dimension()], evaluate)
+    assert measured[16] == 2 and outcome.best == Knobs()
+
+
+# -- the sweep within a config --------------------------------------------------------------------------------
+
+
+def test_concurrency_levels_follow_the_slo_capacity_section() -> None:
+    assert concurrency_levels(CapacitySpec(1, 2.0, 32)) == (1, 2, 4, 8, 16, 32)
+    assert concurrency_levels(CapacitySpec(2, 1.5, 8)) == (2, 3, 4, 7)
+
+
+LEVELS = (1, 2, 4, 8, 16)
+
+
+def test_the_sweep_climbs_while_it_holds_and_pays() -> None:
+    assert next_concurrency(LEVELS, [point(2, 50, 20)], P99) == 4
+    assert next_concurrency(LEVELS, [point(2, 50, 20), point(4, 90, 40)], P99) == 8
+    assert next_concurrency(LEVELS, [point(2, 50, 20), point(4, 51, 40)], P99) is None  # saturated
+    assert next_concurrency(LEVELS, [point(2, 50, 20), point(4, 90, 140)], P99) is None  # broke the SLO
+    assert next_concurrency(LEVELS, [point(8, 50, 20), point(16, 90, 40)], P99) is None  # top level
+
+
+def test_the_sweep_descends_from_a_start_that_missed_until_a_level_holds() -> None:
+    assert next_concurrency(LEVELS, [point(8, 90, 200)], P99) == 4
+    assert next_concurrency(LEVELS, [point(8, 90, 200), point(4, 80, 150)], P99) == 2
+    assert next_concurrency(LEVELS, [point(8, 90, 200), point(4, 80, 50)], P99) is None
+    assert next_concurrency(LEVELS, [point(1, 90, 200)], P99) is None
+
+
+def test_a_budget_below_one_configs_sweep_is_refused_up_front() -> None:
+    with pytest.raises(TuneError, match="cannot pay for one config") as error:
+        _check_budget(10.0, (1, 2, 4, 8), Timing(rounds=1, warmup_s=1.0, duration_s=2.0))
+    assert error.value.hint is not None and "--budget" in error.value.hint
+    _check_budget(12.0, (1, 2, 4, 8), Timing(rounds=1, warmup_s=1.0, duration_s=2.0))
+
+
+# -- the space ------------------------------------------------------------------------------------------------
+
+
+def test_encoder_instances_times_threads_fit_the_server_cores() -> None:
+    assert encoder_splits(1) == ((1, 1),)
+    assert encoder_splits(4) == ((1, 4), (2, 2), (4, 1))
+    assert encoder_splits(6) == ((1, 6), (2, 3), (4, 1), (6, 1))
+    assert all(i * t <= 6 for i, t in encoder_splits(6))
+
+
+def test_the_space_follows_the_cores_and_a_per_call_scale_graph() -> None:
+    one_core = {d.name for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False)}
+    assert "encoder_split" not in one_core and "rows_per_call" in one_core
+    fixed = {d.name for d in dimensions(cores=4, max_batch_size=64, rows_fixed=True)}
+    assert "rows_per_call" not in fixed and "max_padding_waste" not in fixed and "encoder_split" in fixed
+    small = next(d for d in dimensions(cores=1, max_batch_size=4, rows_fixed=False) if d.name == "preferred_batch")
+    assert small.values == ((2,), (4,), ())
+
+
+def test_one_instance_on_every_server_core_is_written_as_zero_threads() -> None:
+    split = next(d for d in dimensions(cores=4, max_batch_size=64, rows_fixed=False) if d.name == "encoder_split")
+    assert split.get(Knobs()) == (1, 4)
+    assert split.set(Knobs(encoder_instances=2, encoder_threads=2), (1, 4)) == Knobs()
+    assert split.set(Knobs(), (2, 2)) == Knobs(encoder_instances=2, encoder_threads=2)
+
+
+def test_a_value_outside_the_list_is_placed_in_order() -> None:
+    values, index = _rows_dimension().around(Knobs(rows_per_call=3))
+    assert values == (1, 2, 3, 4, 8, 16, 0) and index == 2
+    delay = next(d for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False) if d.name == "encoder_delay_us")
+    values, index = delay.around(Knobs(encoder_delay_us=200_000))
+    assert values[0] == 0 and values[index - 1] == 4000 and index == len(values) - 1
+    preferred = next(d for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False) if d.name == "preferred_batch")
+    values, index = preferred.around(Knobs(preferred_batch=(3,)))
+    assert values == ((2,), (3,), (4,), (8,), (16,), ()) and index == 1
+
+
+def test_a_dynamic_int8_graph_is_recognised_by_its_operators(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(16, 16)).astype(np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])],
+        [weight],
+    )
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    int8 = tmp_path / "int8.onnx"
+    quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    assert per_call_activation_scales(int8)
+    assert not per_call_activation_scales(fp32)
+
+
+# -- knobs <-> configs ----------------------------------------------------------------------------------------
+
+
+def _golden_steps() -> StepConfigs:
+    return StepConfigs(*(parse((GOLDEN / f"feature-extraction-cpu-demo_{step}.pbtxt").read_text())
+                         for step in ("encoder", "tokenizer")))  # fmt: skip
+
+
+def test_the_export_defaults_read_back_and_apply_unchanged() -> None:
+    steps = _golden_steps()
+    knobs = read_knobs(steps)
+    assert (knobs.rows_per_call, knobs.encoder_delay_us, knobs.tokenizer_delay_us) == (0, 500, 2000)
+    assert (knobs.encoder_instances, knobs.encoder_threads, knobs.max_padding_waste) == (1, 0, 0.25)
+    assert apply_knobs(steps, knobs) == steps
+    assert [render_proto(c) for c in apply_knobs(steps, knobs).all()] == [render_proto(c) for c in steps.all()]
+
+
+def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None:
+    steps = _golden_steps()
+    # fields tune does not own, from releases and GPU exports: they must come through untouched
+    steps.encoder.version_policy.specific.versions[:] = [1, 2]
+    steps.tokenizer.version_policy.specific.versions[:] = [1, 2]
+    steps.encoder.instance_group[0].name = "pinned-by-hand"
+    knobs = Knobs(rows_per_call=1, preferred_batch=(4,), encoder_delay_us=100, tokenizer_delay_us=0,
+                  encoder_instances=2, encoder_threads=1, tokenizer_instances=2, max_padding_waste=0.5)  # fmt: skip
+    tuned = apply_knobs(steps, knobs)
+    assert read_knobs(tuned) == knobs
+    encoder = parse(render_proto(tuned.encoder))
+    assert list(encoder.dynamic_batching.preferred_batch_size) == [4]
+    assert encoder.instance_group[0].count == 2 and encoder.instance_group[0].name == "pinned-by-hand"
+    assert {k: encoder.parameters[k].string_value for k in ("max_rows_per_call", "intra_op_thread_count")} == {
+        "max_rows_per_call": "1", "intra_op_thread_count": "1",
+    }  # fmt: skip
+    assert encoder.parameters["max_padding_waste"].string_value == "0.5"
+    assert encoder.parameters["precision"].string_value == "int8"
+    for before, after in zip(steps.all(), tuned.all(), strict=True):
+        assert list(after.version_policy.specific.versions) == [1, 2]
+        assert after.dynamic_batching.default_queue_policy == before.dynamic_batching.default_queue_policy
+        assert after.dynamic_batching.default_queue_policy.max_queue_size > 0
+        assert after.model_warmup == before.model_warmup
+    assert steps.encoder.instance_group[0].count == 1  # the configs read are not changed in place
+    assert apply_knobs(tuned, read_knobs(steps)) == steps  # back to the defaults: the settings are left out again
+
+
+def test_replace_config_rewrites_one_config_atomically(tmp_path: Path) -> None:
+    steps = _golden_steps()
+    model_dir = tmp_path / steps.encoder.name
+    model_dir.mkdir()
+    (model_dir / "config.pbtxt").write_text(render_proto(steps.encoder))
+    tuned = apply_knobs(steps, Knobs(encoder_delay_us=123, tokenizer_delay_us=2000))
+    assert replace_config(tmp_path, tuned.encoder) == model_dir / "config.pbtxt"
+    assert parse((model_dir / "config.pbtxt").read_text()) == tuned.encoder
+    assert sorted(p.name for p in model_dir.iterdir()) == ["config.pbtxt"]  # nothing staged is left behind
+    with pytest.raises(RepositoryError, match="no model 'demo_tokenizer'"):
+        replace_config(tmp_path, tuned.tokenizer)
+
+
+def test_knob_changes_name_what_moved() -> None:
+    assert replace(Knobs(), rows_per_call=1).changes_from(Knobs()) == {"rows_per_call": (0, 1)}
+
+
+def test_the_report_ranks_marks_and_serialises_every_config(tmp_path: Path) -> None:
+    import json
+
+    from tritonstack.tune import report
+
+    start, fast = Knobs(), Knobs(rows_per_call=1, preferred_batch=(4,))
+    trials = [
+        _trial(1, start, "search", point(1, 40, 30), point(2, 70, 60)),
+        _trial(2, fast, "search", point(2, 90, 50), point(4, 95, 500)),
+        _trial(3, start, "confirm", point(2, 72, 60)),
+        _trial(4, fast, "confirm", point(2, 88, 55)),
+    ]
+    result = _result(trials, start)
+    paths = report.write(result, tmp_path, None, dry_run=True)
+
+    text = paths["table"].read_text()
+    rows = [line for line in text.splitlines() if line.lstrip()[:1].isdigit()]
+    assert rows[0].startswith("  1*") and " 1 " in rows[0] and "4" in rows[0]  # the winner: 1 row per call, pref 4
+    assert rows[1].startswith("  2 s")
+    assert "winner: rows_per_call 0 -> 1, preferred_batch () -> (4,): 89.0 req/s at c=2" in text
+    assert "--dry-run: nothing written" in text
+    summary = json.loads(paths["json"].read_text())
+    assert summary["winner"]["rows_per_call"] == 1 and summary["winner_req_per_s"] == 89.0
+    assert [t["number"] for t in summary["trials"]] == [1, 2, 3, 4]
+    assert summary["ranking"][0]["point"]["latency_ms"]["p99"] == 55
+    assert paths["plot"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
