@@ -201,7 +201,8 @@ def test_figures_the_dashboards_show(live: Live) -> None:
     assert value(f'model:nv_inference_request_failure:ratio_rate1m{{model="{MODEL}"}}') == 0
     # same order of magnitude: the rules' microsecond-to-second conversion and the
     # client's seconds agree (the client's view adds network and serialisation)
-    assert 0.2 < client_p99_s / server_p99_s < 20
+    # (a unit slip is a factor of 1000 or more; a slow first call can put the client's p99 40x above Triton's)
+    assert 0.2 < client_p99_s / server_p99_s < 100
 
 
 def test_cache_and_cost_figures(live: Live) -> None:
