@@ -327,15 +327,21 @@ def test_the_space_follows_the_cores_and_a_per_call_scale_graph() -> None:
     assert small.values == ((2,), (4,), ())
 
 
-def test_one_instance_on_every_server_core_is_written_as_zero_threads() -> None:
+def test_the_backends_share_of_the_cores_is_written_as_zero_threads() -> None:
     split = next(d for d in dimensions(cores=4, max_batch_size=64, rows_fixed=False) if d.name == "encoder_split")
     assert split.get(Knobs()) == (1, 4)
     assert split.set(Knobs(encoder_instances=2, encoder_threads=2), (1, 4)) == Knobs()
-    assert split.set(Knobs(), (2, 2)) == Knobs(encoder_instances=2, encoder_threads=2)
+    # two instances of two threads on four cores is the backend's own share: no explicit count
+    assert split.set(Knobs(), (2, 2)) == Knobs(encoder_instances=2, encoder_threads=0)
+    assert split.get(Knobs(encoder_instances=2)) == (2, 2)
+    assert split.set(Knobs(), (4, 1)) == Knobs(encoder_instances=4, encoder_threads=0)
     one_core = next(d for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False) if d.name == "encoder_split")
     assert one_core.get(Knobs()) == (1, 1) and one_core.set(Knobs(), (1, 1)) == Knobs()
-    assert one_core.set(Knobs(), (2, 1)) == Knobs(encoder_instances=2, encoder_threads=1)  # explicit per instance
-    assert one_core.get(Knobs(encoder_instances=2, encoder_threads=1)) == (2, 1)
+    # the export's CPU default (two instances, no thread count) is the (2, 1) split on one core
+    assert one_core.get(Knobs(encoder_instances=2)) == (2, 1)
+    assert one_core.set(Knobs(), (2, 1)) == Knobs(encoder_instances=2)
+    # a count the backend would not choose stays explicit
+    assert split.set(Knobs(), (2, 1)) == Knobs(encoder_instances=2, encoder_threads=1)
 
 
 def test_a_value_outside_the_list_is_placed_in_order() -> None:
@@ -383,7 +389,7 @@ def test_the_export_defaults_read_back_and_apply_unchanged() -> None:
     steps = _golden_steps()
     knobs = read_knobs(steps)
     assert (knobs.rows_per_call, knobs.encoder_delay_us, knobs.tokenizer_delay_us) == (0, 500, 2000)
-    assert (knobs.encoder_instances, knobs.encoder_threads, knobs.max_padding_waste) == (1, 0, 0.25)
+    assert (knobs.encoder_instances, knobs.encoder_threads, knobs.max_padding_waste) == (2, 0, 0.25)
     assert apply_knobs(steps, knobs) == steps
     assert [render_proto(c) for c in apply_knobs(steps, knobs).all()] == [render_proto(c) for c in steps.all()]
 
@@ -395,12 +401,12 @@ def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None
     steps.tokenizer.version_policy.specific.versions[:] = [1, 2]
     steps.encoder.instance_group[0].name = "pinned-by-hand"
     knobs = Knobs(rows_per_call=1, preferred_batch=(4,), encoder_delay_us=100, tokenizer_delay_us=0,
-                  encoder_instances=2, encoder_threads=1, tokenizer_instances=2, max_padding_waste=0.5)  # fmt: skip
+                  encoder_instances=4, encoder_threads=1, tokenizer_instances=2, max_padding_waste=0.5)  # fmt: skip
     tuned = apply_knobs(steps, knobs)
     assert read_knobs(tuned) == knobs
     encoder = parse(render_proto(tuned.encoder))
     assert list(encoder.dynamic_batching.preferred_batch_size) == [4]
-    assert encoder.instance_group[0].count == 2 and encoder.instance_group[0].name == "pinned-by-hand"
+    assert encoder.instance_group[0].count == 4 and encoder.instance_group[0].name == "pinned-by-hand"
     assert {k: encoder.parameters[k].string_value for k in ("max_rows_per_call", "intra_op_thread_count")} == {
         "max_rows_per_call": "1", "intra_op_thread_count": "1",
     }  # fmt: skip
@@ -411,7 +417,7 @@ def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None
         assert after.dynamic_batching.default_queue_policy == before.dynamic_batching.default_queue_policy
         assert after.dynamic_batching.default_queue_policy.max_queue_size > 0
         assert after.model_warmup == before.model_warmup
-    assert steps.encoder.instance_group[0].count == 1  # the configs read are not changed in place
+    assert steps.encoder.instance_group[0].count == 2  # the configs read are not changed in place
     assert apply_knobs(tuned, read_knobs(steps)) == steps  # back to the defaults: the settings are left out again
 
 

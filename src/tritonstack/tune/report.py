@@ -29,7 +29,8 @@ def _batch(value: float | None) -> str:
 
 def knob_cells(knobs: Knobs) -> list[str]:
     """The knobs as the table's cells, in the order of ``KNOB_HEADERS``."""
-    threads = knobs.encoder_threads or "all"
+    # 0: the backend's default, every server core for one instance, an equal share of them for several
+    threads = knobs.encoder_threads or ("all" if knobs.encoder_instances == 1 else "share")
     return [
         str(knobs.rows_per_call or "all"),
         ",".join(str(b) for b in knobs.preferred_batch) or "-",

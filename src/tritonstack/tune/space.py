@@ -61,6 +61,12 @@ def _no_limit_last(value: Any) -> Any:
     return (not value, value)
 
 
+def shared_threads(cores: int, instances: int) -> int:
+    """Intra-op threads per encoder instance when the config sets none: the embedded backend's share of the
+    server's cores (``default_threads`` in server/backends/onnxruntime/model.py)."""
+    return max(1, cores // max(1, instances))
+
+
 def encoder_splits(cores: int) -> tuple[tuple[int, int], ...]:
     """(instances, intra-op threads per instance): 1 x cores, 2 x cores/2, 4 x cores/4, ... up to
     ``max(2, cores)`` instances, at least one thread each.
@@ -73,7 +79,7 @@ def encoder_splits(cores: int) -> tuple[tuple[int, int], ...]:
     splits = []
     instances = 1
     while instances <= most:
-        splits.append((instances, max(1, cores // instances)))
+        splits.append((instances, shared_threads(cores, instances)))
         instances *= 2
     if splits[-1][0] != most:
         splits.append((most, 1))
@@ -96,10 +102,9 @@ def dimensions(*, cores: int, max_batch_size: int, rows_fixed: bool) -> list[Dim
 
     def set_split(knobs: Knobs, split: tuple[int, int]) -> Knobs:
         instances, threads = split
-        # one instance on every server core is written as 0 ("all the cores it may run on"), which keeps
-        # the config right when it is later served on more or fewer cores; several instances get their
-        # explicit share (0 would give each of them every core)
-        threads_written = 0 if instances == 1 and threads == cores else threads
+        # the backend's own share is written as 0 (absent): the embedded backend then splits the cores the
+        # server runs on among the instances, which keeps the config right on more or fewer cores
+        threads_written = 0 if threads == shared_threads(cores, instances) else threads
         return replace(knobs, encoder_instances=instances, encoder_threads=threads_written)
 
     found = [
@@ -108,7 +113,7 @@ def dimensions(*, cores: int, max_batch_size: int, rows_fixed: bool) -> list[Dim
         Dimension(
             "encoder_split",
             encoder_splits(cores),
-            lambda k: (k.encoder_instances, k.encoder_threads or cores),
+            lambda k: (k.encoder_instances, k.encoder_threads or shared_threads(cores, k.encoder_instances)),
             set_split,
         ),
         Dimension(
