@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from tritonstack.tune.score import DISPLAYED_PERCENTILES, SweepPoint, half_load_
 from tritonstack.tune.search import next_concurrency
 
 HALF_LOAD_SEED = 0  # the same arrival times (scaled by the rate) for every config
+FIRST_REQUEST_ATTEMPTS = 3  # before a config's sweep: a shed first request is tried again, then measured anyway
 
 
 @dataclass(frozen=True)
@@ -159,10 +160,7 @@ async def _sweep(
         async def send(index: int) -> None:
             await call(workload.requests[index])
 
-        try:
-            await send(0)  # connect and fetch the model's metadata outside the measurement
-        except Exception as error:  # the SDK's errors, gRPC's: any failure here means the config does not serve
-            raise TuneError(f"the served model {name!r} failed its first request: {error}") from error
+        await _first_request(send, name)
         concurrency: int | None = start_level
         half_load: SweepPoint | None = None
         try:
@@ -183,6 +181,25 @@ async def _sweep(
         finally:
             await probe.close()
     return Sweep(tuple(points), half_load)
+
+
+async def _first_request(send: Callable[[int], Awaitable[None]], name: str) -> None:
+    """Connect and fetch the model's metadata outside the measurement.
+
+    A config whose first request is shed (queue timeout, full queue) or runs out of time still serves: it
+    stalls, and its sweep counts the errors against the SLO. Any other failure means it does not serve.
+    """
+    from tritonstack.client import DeadlineExceededError, OverloadedError
+
+    for attempt in range(FIRST_REQUEST_ATTEMPTS):
+        try:
+            await send(0)
+            return
+        except (OverloadedError, DeadlineExceededError):
+            if attempt + 1 == FIRST_REQUEST_ATTEMPTS:
+                return
+        except Exception as error:  # the SDK's other errors, gRPC's
+            raise TuneError(f"the served model {name!r} failed its first request: {error}") from error
 
 
 def _point(
