@@ -53,7 +53,7 @@ CPU_ENCODER_BATCH = (4,)
 # idle and waiting -- nothing wakes the batcher when a busy instance frees up, so a request that arrived
 # meanwhile waits for the next arrival or a 500 ms timer. With a second instance one is nearly always waiting.
 # Measured on the bundled MiniLM int8 (2-core VNNI, server on one core), Poisson arrivals at 80 req/s (half
-# capacity): one instance p50 112-154 ms, p99 770-830 ms, 3-7 % of requests shed by the queue timeout; two
+# capacity): one instance p50 59-154 ms, p99 726-835 ms, 4-7 % of requests shed by the queue timeout; two
 # instances p50 14.9 ms, p99 43.8 ms, none shed; closed-loop capacity unchanged (178 vs 181 req/s at c=16).
 # docs/export.md has the details; `tritonstack tune` searches the split.
 CPU_ENCODER_INSTANCES = 2
