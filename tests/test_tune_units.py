@@ -475,3 +475,43 @@ def test_the_report_ranks_marks_and_serialises_every_config(tmp_path: Path) -> N
         "errors": 0, "error_ratio": 0.0, "batch": {}, "rate_per_s": 100,
     }  # fmt: skip
     assert paths["plot"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+class FirstRequests:
+    """A model's answers to tune's first request of a config: each call raises the next error, or answers."""
+
+    def __init__(self, *outcomes: Exception | None) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    async def __call__(self, index: int) -> None:
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+
+
+def test_a_config_whose_first_requests_are_shed_is_measured_not_fatal() -> None:
+    import asyncio
+
+    from tritonstack.client import DeadlineExceededError, OverloadedError
+    from tritonstack.tune.session import FIRST_REQUEST_ATTEMPTS, _first_request
+
+    shed = FirstRequests(*[OverloadedError("Request timeout expired")] * FIRST_REQUEST_ATTEMPTS, None)
+    asyncio.run(_first_request(shed, "minilm"))  # it stalls: the sweep counts its errors
+    assert shed.calls == FIRST_REQUEST_ATTEMPTS
+    late = FirstRequests(DeadlineExceededError("deadline"), None)
+    asyncio.run(_first_request(late, "minilm"))
+    assert late.calls == 2  # answered on the second try: no more attempts
+
+
+def test_a_config_whose_first_request_fails_otherwise_stops_tune() -> None:
+    import asyncio
+
+    from tritonstack.client import InvalidInputError
+    from tritonstack.tune.session import _first_request
+
+    broken = FirstRequests(InvalidInputError("bad input"))
+    with pytest.raises(TuneError, match="failed its first request: bad input"):
+        asyncio.run(_first_request(broken, "minilm"))
+    assert broken.calls == 1
