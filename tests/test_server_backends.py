@@ -148,3 +148,15 @@ def test_max_rows_per_call_chunks_rows_without_a_mask_in_arrival_order(backend: 
     (total,) = _model(backend, session, max_rows_per_call=4)._run({"input_ids": ids})
     np.testing.assert_array_equal(total[:, 0], ids.sum(axis=1))
     assert session.calls == [(4, 3), (2, 3)]
+
+
+def test_without_a_thread_count_the_instances_of_a_cpu_group_share_its_cores(backend: ModuleType) -> None:
+    config = {"instance_group": [{"kind": "KIND_CPU", "count": 2}]}
+    instances = backend._instances_of_kind(config, "CPU")
+    assert instances == 2
+    assert backend.default_threads(8, instances) == 4
+    assert backend.default_threads(1, instances) == 1  # never fewer than one thread
+    assert backend.default_threads(8, backend._instances_of_kind({}, "KIND_CPU")) == 8  # no group: Triton's one
+    # a GPU instance has its own device: the CPU threads are not split among the GPU instances
+    gpu = {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]}
+    assert backend._instances_of_kind(gpu, "GPU") == 1

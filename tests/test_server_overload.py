@@ -32,6 +32,7 @@ from tritonstack.repository.config import (
     parse,
     render,
 )
+from tritonstack.repository.writer import CPU_ENCODER_INSTANCES
 from tritonstack.server import EmbeddedServer
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ pytestmark = pytest.mark.integration
 QUEUE_TIMEOUT_US = 100_000  # slow_timeout's; far below one slow execution
 
 
-def _slow_config(name: str, queue_policy: QueuePolicy | None) -> ModelConfig:
+def _slow_config(name: str, queue_policy: QueuePolicy | None, instances: int = 1) -> ModelConfig:
     return ModelConfig(
         name=name,
         platform="onnxruntime_onnx",
@@ -47,7 +48,7 @@ def _slow_config(name: str, queue_policy: QueuePolicy | None) -> ModelConfig:
         inputs=(Tensor("x", "TYPE_FP32", (-1,)),),
         outputs=(Tensor("y", "TYPE_FP32", (1,)),),
         dynamic_batching=DynamicBatching(max_queue_delay_us=0, queue_policy=queue_policy),
-        instance_groups=(InstanceGroup(1, "KIND_CPU"),),
+        instance_groups=(InstanceGroup(instances, "KIND_CPU"),),
         parameters={"intra_op_thread_count": "1"},
     )
 
@@ -57,6 +58,8 @@ SLOW_MODELS = (
     _slow_config("slow", None),
     _slow_config("slow_bounded", QueuePolicy(max_queue_size=1, default_timeout_us=0)),
     _slow_config("slow_timeout", QueuePolicy(max_queue_size=0, default_timeout_us=QUEUE_TIMEOUT_US)),
+    # as the export writes a CPU encoder: a bounded queue, and that many instances
+    _slow_config("slow_as_exported", QueuePolicy(max_queue_size=8, default_timeout_us=0), CPU_ENCODER_INSTANCES),
 )
 
 
@@ -194,6 +197,24 @@ def test_a_call_whose_client_gave_up_is_not_computed(server: EmbeddedServer, slo
     abandoned_ns = after[1][1] - before.get(1, (0, 0))[1]
     served_ns = after[2][1] - before.get(2, (0, 0))[1]
     assert abandoned_ns < 0.1 * served_ns, f"abandoned request: {abandoned_ns / 1e6:.0f} ms of compute"
+
+
+def test_with_the_exports_cpu_instances_calls_are_served_while_a_long_execution_runs(
+    server: EmbeddedServer, slow: Slow
+) -> None:
+    """Under a queue policy Triton 2.51 hands a batch only to an instance that waits for one, and nothing
+    wakes its batcher when a busy instance frees up (docs/export.md). With the export's CPU instances the
+    other instance takes the calls that arrive while one runs a long execution, one after another."""
+    quick = Slow(8, 0).rows(1)  # a few microseconds of work
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(infer, server.grpc_url, "slow_as_exported", slow.rows(1))
+        time.sleep(0.1 * slow.seconds)
+        calls = [infer(server.grpc_url, "slow_as_exported", quick, 5 * slow.seconds) for _ in range(3)]
+        long_call = running.result()
+    assert long_call.status == "ok", long_call
+    assert all(c.status == "ok" for c in calls), calls
+    # none waited for the long execution: all three were answered while it still ran
+    assert sum(c.seconds for c in calls) + 0.1 * slow.seconds < long_call.seconds, (calls, long_call)
 
 
 def test_one_failing_request_fails_alone_in_its_batch(server: EmbeddedServer) -> None:

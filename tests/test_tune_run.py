@@ -80,8 +80,16 @@ def test_a_dry_run_stops_within_its_budget_and_writes_nothing(
     assert summary["trials"][0]["knobs"] == summary["start"]
     assert all(t["points"] and t["points"][0]["completed"] > 0 for t in summary["trials"])
     assert summary["ranking"][0]["point"]["batch"]["encoder"] > 0  # Triton's statistics of the window
+    for trial in summary["trials"]:  # each measurement ends with the open loop at half its best throughput
+        held = [p for p in trial["points"] if p["latency_ms"]["p99"] <= 2000 and p["error_ratio"] <= 0.01]
+        held = held or trial["points"]  # none held: half the best point
+        half = trial["half_load"]
+        assert half["rate_per_s"] == pytest.approx(max(p["throughput_per_s"] for p in held) / 2)
+        assert half["concurrency"] == 0 and half["completed"] > 0 and half["batch"]["encoder"] > 0
+        assert half["throughput_per_s"] == pytest.approx(half["rate_per_s"], rel=0.6)  # Poisson over a 2 s window
+    assert summary["ranking"][0]["half_load"]["latency_ms"]["p99"] > 0
     printed = capsys.readouterr().out
-    assert "rank" in printed and "req/s" in printed and "the budget ran out" in printed
+    assert "rank" in printed and "req/s" in printed and "the budget ran out" in printed and "hl p99" in printed
     assert (tmp_path / "report" / "pareto.png").read_bytes().startswith(PNG_MAGIC)
     assert (tmp_path / "report" / "ranked.txt").is_file()
 
@@ -97,6 +105,7 @@ def test_configs_that_break_p99_never_win_and_nothing_is_written(
     assert summary["winner"] is None and summary["written"] == []
     assert summary["trials"] and not any(t["held"] for t in summary["trials"])
     assert all(r["missed"]["p99_ms"] > 1 for r in summary["ranking"])
+    assert all(r["missed"]["half_load p99_ms"] > 1 for r in summary["ranking"])  # measured though nothing held
     assert _files(repository) == before
     assert "no config held the SLO" in capsys.readouterr().out
 

@@ -16,8 +16,8 @@ from tritonstack.repository.errors import RepositoryError
 from tritonstack.tune.apply import replace_config
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, read_knobs
-from tritonstack.tune.runner import Trial, TuneResult, TuneSettings, _check_budget, rank
-from tritonstack.tune.score import Score, SweepPoint, combine, misses, score
+from tritonstack.tune.runner import Trial, TuneResult, TuneSettings, _check_budget, rank, sweep_s
+from tritonstack.tune.score import Score, SweepPoint, combine, half_load_rate, misses, score
 from tritonstack.tune.search import climb, concurrency_levels, next_concurrency
 from tritonstack.tune.space import Dimension, dimensions, encoder_splits, per_call_activation_scales
 
@@ -27,6 +27,11 @@ P99 = Objectives(latency_ms={99.0: 100.0}, max_error_ratio=0.01)
 
 def point(concurrency: int, throughput: float, p99_ms: float, errors: int = 0, completed: int = 1000) -> SweepPoint:
     return SweepPoint(concurrency, throughput, {50.0: p99_ms / 2, 99.0: p99_ms}, completed, errors)
+
+
+def half_load(rate: float, p99_ms: float, errors: int = 0) -> SweepPoint:
+    """An open-loop point at ``rate`` requests/s that served them all (but ``errors``)."""
+    return SweepPoint(0, rate, {50.0: p99_ms / 2, 99.0: p99_ms}, 1000, errors, rate_per_s=rate)
 
 
 # -- score ---------------------------------------------------------------------------------------------------
@@ -67,11 +72,58 @@ def test_gains_below_min_gain_do_not_count() -> None:
     assert not b.beats(a, min_gain=0.03) and b.beats(a, min_gain=0.01)
 
 
+def test_the_half_load_rate_is_half_the_best_throughput_that_held() -> None:
+    assert half_load_rate([point(1, 50, 20), point(4, 120, 80), point(16, 200, 300)], P99) == 60
+    assert half_load_rate([point(8, 90, 200), point(4, 80, 150)], P99) == 45  # none held: the best point
+    assert half_load_rate([SweepPoint(1, 0.0, {99.0: float("nan")}, 0, 12)], P99) is None  # nothing served
+    assert half_load_rate([], P99) is None
+
+
+def test_a_config_whose_half_load_point_misses_does_not_hold_however_fast_its_closed_loop() -> None:
+    """Triton 2.51's stalled batcher: a closed loop at high concurrency is fast, half the load in an open loop
+    queues requests for the next arrival."""
+    sweep = [point(4, 120, 30), point(16, 180, 60)]
+    stalls = score(sweep, P99, half_load(90, 830, errors=50))
+    assert not stalls.held and stalls.throughput_per_s == 0
+    assert stalls.point is not None and stalls.point.concurrency == 16  # the closed loop's best point held
+    assert stalls.missed == {
+        "half_load p99_ms": pytest.approx(8.3),
+        "half_load max_error_ratio": pytest.approx(50 / 1050 / 0.01),
+    }
+    assert (
+        stalls.describe() == "missed half_load p99_ms (8.30x its bound) at half load (90.0 req/s arriving, open loop)"
+    )
+    slow_but_steady = score([point(4, 40, 60)], P99, half_load(20, 44))
+    assert slow_but_steady.held and slow_but_steady.throughput_per_s == 40  # the score is the closed loop's
+    assert slow_but_steady.beats(stalls, min_gain=0.5)
+    assert combine([slow_but_steady, stalls]) is stalls
+
+
+def test_a_half_load_miss_adds_to_the_closest_points_misses() -> None:
+    missed = score([point(8, 90, 200)], P99, half_load(45, 300))
+    assert missed.missed == {"p99_ms": pytest.approx(2.0), "half_load p99_ms": pytest.approx(3.0)}
+    assert missed.excess == pytest.approx(3.0)
+    assert missed.describe().startswith("missed half_load p99_ms (3.00x its bound) at half load (45.0 req/s")
+
+
+def test_a_config_without_a_half_load_point_is_scored_on_its_closed_loop_as_before() -> None:
+    served_nothing = [SweepPoint(1, 0.0, {99.0: float("nan")}, 0, 12)]
+    assert score(served_nothing, P99, None) == score(served_nothing, P99)
+    assert score(served_nothing, P99).missed == {"p99_ms": float("inf"), "max_error_ratio": pytest.approx(100.0)}
+    held = score([point(4, 120, 80)], P99)
+    assert held.held and held.throughput_per_s == 120 and held.half_load is None
+
+
 def test_repeated_measurements_average_but_a_single_miss_disqualifies() -> None:
     held = [score([point(4, 100, 50)], P99), score([point(4, 80, 60)], P99)]
     assert combine(held).held and combine(held).throughput_per_s == 90
     flaky = [score([point(4, 300, 50)], P99), score([point(4, 300, 150)], P99)]
     assert not combine(flaky).held and combine(flaky).throughput_per_s == 0
+    with_half_load = [
+        score([point(4, 100, 50)], P99, half_load(50, 30)),
+        score([point(4, 80, 60)], P99, half_load(40, 35)),
+    ]
+    assert combine(with_half_load).half_load == half_load(40, 35)  # the last measurement's, as its point
 
 
 # -- ranking and the winner -----------------------------------------------------------------------------------
@@ -87,8 +139,8 @@ def _result(trials: list[Trial], start: Knobs) -> TuneResult:
     return result
 
 
-def _trial(number: int, knobs: Knobs, phase: str, *points: SweepPoint) -> Trial:
-    return Trial(number, knobs, phase, points, score(points, P99), (), 0.0, 0.5, 1.0)
+def _trial(number: int, knobs: Knobs, phase: str, *points: SweepPoint, half: SweepPoint | None = None) -> Trial:
+    return Trial(number, knobs, phase, points, score(points, P99, half), (), 0.0, 0.5, 1.0, half)
 
 
 def test_the_winner_comes_from_the_confirmation_round_and_never_broke_the_slo() -> None:
@@ -244,36 +296,52 @@ def test_the_sweep_descends_from_a_start_that_missed_until_a_level_holds() -> No
 
 
 def test_a_budget_below_one_configs_sweep_is_refused_up_front() -> None:
+    timing = Timing(rounds=1, warmup_s=1.0, duration_s=2.0)
+    assert sweep_s((1, 2, 4, 8), timing) == 15.0  # four levels and the half-load point, 3 s each
     with pytest.raises(TuneError, match="cannot pay for one config") as error:
-        _check_budget(10.0, (1, 2, 4, 8), Timing(rounds=1, warmup_s=1.0, duration_s=2.0))
+        _check_budget(14.0, (1, 2, 4, 8), timing)
+    assert "4 concurrency levels and the half-load point, each 3 s" in error.value.message
     assert error.value.hint is not None and "--budget" in error.value.hint
-    _check_budget(12.0, (1, 2, 4, 8), Timing(rounds=1, warmup_s=1.0, duration_s=2.0))
+    _check_budget(15.0, (1, 2, 4, 8), timing)
 
 
 # -- the space ------------------------------------------------------------------------------------------------
 
 
-def test_encoder_instances_times_threads_fit_the_server_cores() -> None:
-    assert encoder_splits(1) == ((1, 1),)
+def test_encoder_instances_times_threads_fit_the_server_cores_and_two_instances_are_always_a_candidate() -> None:
+    assert encoder_splits(1) == ((1, 1), (2, 1))  # two instances share the one core
+    assert encoder_splits(2) == ((1, 2), (2, 1))
+    assert encoder_splits(3) == ((1, 3), (2, 1), (3, 1))
     assert encoder_splits(4) == ((1, 4), (2, 2), (4, 1))
     assert encoder_splits(6) == ((1, 6), (2, 3), (4, 1), (6, 1))
-    assert all(i * t <= 6 for i, t in encoder_splits(6))
+    assert all(i * t <= cores for cores in (2, 3, 4, 6, 8, 16) for i, t in encoder_splits(cores))
 
 
 def test_the_space_follows_the_cores_and_a_per_call_scale_graph() -> None:
-    one_core = {d.name for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False)}
-    assert "encoder_split" not in one_core and "rows_per_call" in one_core
+    one_core = dimensions(cores=1, max_batch_size=64, rows_fixed=False)
+    assert one_core[0].name == "encoder_split" and one_core[0].values == ((1, 1), (2, 1))
+    assert "rows_per_call" in {d.name for d in one_core}
     fixed = {d.name for d in dimensions(cores=4, max_batch_size=64, rows_fixed=True)}
     assert "rows_per_call" not in fixed and "max_padding_waste" not in fixed and "encoder_split" in fixed
     small = next(d for d in dimensions(cores=1, max_batch_size=4, rows_fixed=False) if d.name == "preferred_batch")
     assert small.values == ((2,), (4,), ())
 
 
-def test_one_instance_on_every_server_core_is_written_as_zero_threads() -> None:
+def test_the_backends_share_of_the_cores_is_written_as_zero_threads() -> None:
     split = next(d for d in dimensions(cores=4, max_batch_size=64, rows_fixed=False) if d.name == "encoder_split")
     assert split.get(Knobs()) == (1, 4)
     assert split.set(Knobs(encoder_instances=2, encoder_threads=2), (1, 4)) == Knobs()
-    assert split.set(Knobs(), (2, 2)) == Knobs(encoder_instances=2, encoder_threads=2)
+    # two instances of two threads on four cores is the backend's own share: no explicit count
+    assert split.set(Knobs(), (2, 2)) == Knobs(encoder_instances=2, encoder_threads=0)
+    assert split.get(Knobs(encoder_instances=2)) == (2, 2)
+    assert split.set(Knobs(), (4, 1)) == Knobs(encoder_instances=4, encoder_threads=0)
+    one_core = next(d for d in dimensions(cores=1, max_batch_size=64, rows_fixed=False) if d.name == "encoder_split")
+    assert one_core.get(Knobs()) == (1, 1) and one_core.set(Knobs(), (1, 1)) == Knobs()
+    # the export's CPU default (two instances, no thread count) is the (2, 1) split on one core
+    assert one_core.get(Knobs(encoder_instances=2)) == (2, 1)
+    assert one_core.set(Knobs(), (2, 1)) == Knobs(encoder_instances=2)
+    # a count the backend would not choose stays explicit
+    assert split.set(Knobs(), (2, 1)) == Knobs(encoder_instances=2, encoder_threads=1)
 
 
 def test_a_value_outside_the_list_is_placed_in_order() -> None:
@@ -321,7 +389,7 @@ def test_the_export_defaults_read_back_and_apply_unchanged() -> None:
     steps = _golden_steps()
     knobs = read_knobs(steps)
     assert (knobs.rows_per_call, knobs.encoder_delay_us, knobs.tokenizer_delay_us) == (0, 500, 2000)
-    assert (knobs.encoder_instances, knobs.encoder_threads, knobs.max_padding_waste) == (1, 0, 0.25)
+    assert (knobs.encoder_instances, knobs.encoder_threads, knobs.max_padding_waste) == (2, 0, 0.25)
     assert apply_knobs(steps, knobs) == steps
     assert [render_proto(c) for c in apply_knobs(steps, knobs).all()] == [render_proto(c) for c in steps.all()]
 
@@ -333,12 +401,12 @@ def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None
     steps.tokenizer.version_policy.specific.versions[:] = [1, 2]
     steps.encoder.instance_group[0].name = "pinned-by-hand"
     knobs = Knobs(rows_per_call=1, preferred_batch=(4,), encoder_delay_us=100, tokenizer_delay_us=0,
-                  encoder_instances=2, encoder_threads=1, tokenizer_instances=2, max_padding_waste=0.5)  # fmt: skip
+                  encoder_instances=4, encoder_threads=1, tokenizer_instances=2, max_padding_waste=0.5)  # fmt: skip
     tuned = apply_knobs(steps, knobs)
     assert read_knobs(tuned) == knobs
     encoder = parse(render_proto(tuned.encoder))
     assert list(encoder.dynamic_batching.preferred_batch_size) == [4]
-    assert encoder.instance_group[0].count == 2 and encoder.instance_group[0].name == "pinned-by-hand"
+    assert encoder.instance_group[0].count == 4 and encoder.instance_group[0].name == "pinned-by-hand"
     assert {k: encoder.parameters[k].string_value for k in ("max_rows_per_call", "intra_op_thread_count")} == {
         "max_rows_per_call": "1", "intra_op_thread_count": "1",
     }  # fmt: skip
@@ -349,7 +417,7 @@ def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None
         assert after.dynamic_batching.default_queue_policy == before.dynamic_batching.default_queue_policy
         assert after.dynamic_batching.default_queue_policy.max_queue_size > 0
         assert after.model_warmup == before.model_warmup
-    assert steps.encoder.instance_group[0].count == 1  # the configs read are not changed in place
+    assert steps.encoder.instance_group[0].count == 2  # the configs read are not changed in place
     assert apply_knobs(tuned, read_knobs(steps)) == steps  # back to the defaults: the settings are left out again
 
 
@@ -375,24 +443,75 @@ def test_the_report_ranks_marks_and_serialises_every_config(tmp_path: Path) -> N
 
     from tritonstack.tune import report
 
-    start, fast = Knobs(), Knobs(rows_per_call=1, preferred_batch=(4,))
+    start, fast, stalls = Knobs(), Knobs(rows_per_call=1, preferred_batch=(4,)), Knobs(encoder_delay_us=0)
     trials = [
-        _trial(1, start, "search", point(1, 40, 30), point(2, 70, 60)),
-        _trial(2, fast, "search", point(2, 90, 50), point(4, 95, 500)),
-        _trial(3, start, "confirm", point(2, 72, 60)),
-        _trial(4, fast, "confirm", point(2, 88, 55)),
+        _trial(1, start, "search", point(1, 40, 30), point(2, 70, 60), half=half_load(35, 40)),
+        _trial(2, fast, "search", point(2, 90, 50), point(4, 95, 500), half=half_load(45, 30)),
+        _trial(3, stalls, "search", point(2, 200, 50), half=half_load(100, 777)),
+        _trial(4, start, "confirm", point(2, 72, 60), half=half_load(36, 41)),
+        _trial(5, fast, "confirm", point(2, 88, 55), half=half_load(44, 31)),
     ]
     result = _result(trials, start)
     paths = report.write(result, tmp_path, None, dry_run=True)
 
     text = paths["table"].read_text()
+    header = next(line for line in text.splitlines() if line.lstrip().startswith("rank"))
     rows = [line for line in text.splitlines() if line.lstrip()[:1].isdigit()]
     assert rows[0].startswith("  1*") and " 1 " in rows[0] and "4" in rows[0]  # the winner: 1 row per call, pref 4
     assert rows[1].startswith("  2 s")
+    hl = header.index("hl p99") + len("hl p99")
+    assert [row[hl - 6 : hl].strip() for row in rows] == ["31", "41", "777"]
+    assert rows[2].split()[1] == "missed" and max(len(line) for line in [header, *rows]) <= 120
     assert "winner: rows_per_call 0 -> 1, preferred_batch () -> (4,): 89.0 req/s at c=2" in text
     assert "--dry-run: nothing written" in text
     summary = json.loads(paths["json"].read_text())
     assert summary["winner"]["rows_per_call"] == 1 and summary["winner_req_per_s"] == 89.0
-    assert [t["number"] for t in summary["trials"]] == [1, 2, 3, 4]
+    assert [t["number"] for t in summary["trials"]] == [1, 2, 3, 4, 5]
     assert summary["ranking"][0]["point"]["latency_ms"]["p99"] == 55
+    assert summary["ranking"][0]["half_load"]["latency_ms"]["p99"] == 31
+    assert summary["ranking"][2]["missed"] == {"half_load p99_ms": 7.77}
+    assert summary["trials"][2]["half_load"] == {
+        "concurrency": 0, "throughput_per_s": 100, "latency_ms": {"p50": 388.5, "p99": 777}, "completed": 1000,
+        "errors": 0, "error_ratio": 0.0, "batch": {}, "rate_per_s": 100,
+    }  # fmt: skip
     assert paths["plot"].read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+class FirstRequests:
+    """A model's answers to tune's first request of a config: each call raises the next error, or answers."""
+
+    def __init__(self, *outcomes: Exception | None) -> None:
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    async def __call__(self, index: int) -> None:
+        self.calls += 1
+        outcome = self.outcomes.pop(0) if self.outcomes else None
+        if outcome is not None:
+            raise outcome
+
+
+def test_a_config_whose_first_requests_are_shed_is_measured_not_fatal() -> None:
+    import asyncio
+
+    from tritonstack.client import DeadlineExceededError, OverloadedError
+    from tritonstack.tune.session import FIRST_REQUEST_ATTEMPTS, _first_request
+
+    shed = FirstRequests(*[OverloadedError("Request timeout expired")] * FIRST_REQUEST_ATTEMPTS, None)
+    asyncio.run(_first_request(shed, "minilm"))  # it stalls: the sweep counts its errors
+    assert shed.calls == FIRST_REQUEST_ATTEMPTS
+    late = FirstRequests(DeadlineExceededError("deadline"), None)
+    asyncio.run(_first_request(late, "minilm"))
+    assert late.calls == 2  # answered on the second try: no more attempts
+
+
+def test_a_config_whose_first_request_fails_otherwise_stops_tune() -> None:
+    import asyncio
+
+    from tritonstack.client import InvalidInputError
+    from tritonstack.tune.session import _first_request
+
+    broken = FirstRequests(InvalidInputError("bad input"))
+    with pytest.raises(TuneError, match="failed its first request: bad input"):
+        asyncio.run(_first_request(broken, "minilm"))
+    assert broken.calls == 1

@@ -19,7 +19,6 @@ text than one text alone, which on a CPU it barely does.
 from __future__ import annotations
 
 import math
-import os
 from typing import Any
 
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, best, ratio
@@ -114,12 +113,8 @@ def _encoder_vs_inprocess(served: Point, inprocess_points: list[Point], result: 
         f"{limit_ms:.2f} ms in-process at {like.label}: {served_ms / limit_ms:.1f}x the work for the same texts"
     ]
     threads = result.files.knobs.get("encoder_intra_op_threads")
-    if threads == 0:
-        lines.append(
-            f"its intra_op_thread_count is 0: ONNX Runtime then starts a thread per core of the machine "
-            f"({os.cpu_count()}), on {len(result.split.server)} server core(s) -- set it to the cores Triton gets"
-        )
-    elif threads is not None and threads > len(result.split.server):
+    if threads is not None and threads > len(result.split.server):
+        # 0 (absent) is fine: the embedded backend then shares the server's cores among the instances
         lines.append(f"its intra_op_thread_count {threads} exceeds the {len(result.split.server)} server core(s)")
     return lines
 

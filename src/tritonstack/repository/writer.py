@@ -47,6 +47,16 @@ ENCODER_FILENAME = "model.onnx"
 # burst instead of over 3 s, capacity unchanged (64.6 -> 64.8 calls/s). `tritonstack tune` searches it per
 # machine. A GPU wants the biggest batches: no preference there.
 CPU_ENCODER_BATCH = (4,)
+# Two CPU encoder instances, sharing the cores (the backend gives each half of them unless the config sets
+# intra_op_thread_count). Not for speed: Triton 2.51 disables the batcher's prefetching for a model with a
+# queue policy (every step here has one, to shed load), and then forms a batch only while an instance is
+# idle and waiting -- nothing wakes the batcher when a busy instance frees up, so a request that arrived
+# meanwhile waits for the next arrival or a 500 ms timer. With a second instance one is nearly always waiting.
+# Measured on the bundled MiniLM int8 (2-core VNNI, server on one core), Poisson arrivals at 80 req/s (half
+# capacity): one instance p50 59-154 ms, p99 726-835 ms, 4-7 % of requests shed by the queue timeout; two
+# instances p50 14.9 ms, p99 43.8 ms, none shed; closed-loop capacity unchanged (178 vs 181 req/s at c=16).
+# docs/export.md has the details; `tritonstack tune` searches the split.
+CPU_ENCODER_INSTANCES = 2
 REPORT_FILENAME = "export_report.json"
 # The Python-backend code of the tokenizer and postprocess models: the file in each version folder and the
 # module of tritonstack.server.models it comes from. model.py loads tokenization.py from its own folder,
@@ -110,7 +120,7 @@ class ExportedModel:
     gpus: tuple[int, ...] = ()  # gpu target: an encoder instance on each of these CUDA devices; (): every GPU
     report: Mapping[str, Any] = field(default_factory=dict)  # export_report.json, in its JSON form
     tokenizer_instances: int = 1
-    encoder_threads: int = 0  # 0: ONNX Runtime's default (all physical cores)
+    encoder_threads: int = 0  # per instance; 0: the embedded backend shares the server's CPUs among the instances
     max_queue_delay_us: int = 2000
     max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
     queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (see queue_policy.py)
@@ -194,7 +204,9 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
         dynamic_batching=_batching(
             model, "encoder", max_queue_delay_us=500, preferred_batch_size=() if gpu else CPU_ENCODER_BATCH
         ),
-        instance_groups=(InstanceGroup(1, "KIND_GPU", model.gpus) if gpu else InstanceGroup(1, "KIND_CPU"),),
+        instance_groups=(
+            InstanceGroup(1, "KIND_GPU", model.gpus) if gpu else InstanceGroup(CPU_ENCODER_INSTANCES, "KIND_CPU"),
+        ),
         warmup=(
             Warmup(
                 name="zeros_batch1_seq16",

@@ -34,6 +34,8 @@ from tritonstack.server.supervisor import StubSupervisor
 
 BACKENDS_SOURCE = Path(__file__).parent / "backends"
 MODELS_SOURCE = Path(__file__).parent / "models"
+# A model parameter only the embedded server's reloads set (``reload_model``): how often it was reloaded.
+RELOAD_PARAMETER = "tritonstack_reload"
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.+?)\"?$")
 _PORT_IN_USE = re.compile(r"Socket '(?P<address>[^']+)' already in use|failed to start (?P<service>\w+) service")
 
@@ -320,13 +322,19 @@ class EmbeddedServer(ChildService):
         return {m["name"] for m in self.models() if m.get("state") == "READY"}
 
     def reload_model(self, name: str, timeout_s: float = 120.0) -> None:
-        """Load model ``name`` afresh with the config it runs with. Triton skips a plain load of an unchanged
-        model; one with its config reloads. With a single instance (what export writes) the dead stub is
-        replaced; with several, Triton 2.51 updates instances in place and sometimes keeps the dead one
-        (tests/test_lifecycle.py marks that case as a known failure)."""
+        """Load model ``name`` afresh: every instance new, the old ones retired once the new ones serve.
+
+        Triton compares the new config with the running one ignoring ``instance_group``: an unchanged
+        config only updates the instances in place, and Triton 2.51 then sometimes keeps an instance whose
+        stub died. So the config it runs with is loaded with its ``RELOAD_PARAMETER`` counted up, a change
+        that makes Triton load the whole model again; both backends ignore the parameter.
+        """
         with urllib.request.urlopen(f"{self.http_url}/v2/models/{name}/config", timeout=5) as response:
-            config = response.read().decode()
-        self.load_model(name, config, timeout_s)
+            config = json.loads(response.read())
+        parameters = config.setdefault("parameters", {})
+        generation = int(parameters.get(RELOAD_PARAMETER, {}).get("string_value") or 0) + 1
+        parameters[RELOAD_PARAMETER] = {"string_value": str(generation)}
+        self.load_model(name, json.dumps(config), timeout_s)
 
     def load_model(self, name: str, config: str, timeout_s: float = 120.0) -> None:
         """Load model ``name`` with ``config`` (``ModelConfig`` JSON) in place of its ``config.pbtxt``, which

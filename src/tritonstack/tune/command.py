@@ -2,11 +2,12 @@
 
 Starts the embedded Triton on the repository, climbs from the export's
 config through the knobs that decide batching and threading (docs/tune.md),
-measuring each config with a closed-loop concurrency sweep against the SLO
-file's latency and error objectives, within ``--budget``. Writes the ranked
-table, ``tune.json`` and ``pareto.png`` into ``reports/tune-<timestamp>/``,
-then the winner into the repository's configs (not with ``--dry-run``),
-keeping the replaced configs in the report folder.
+measuring each config with a closed-loop concurrency sweep and an open-loop
+point at half its best throughput against the SLO file's latency and error
+objectives, within ``--budget``. Writes the ranked table, ``tune.json`` and
+``pareto.png`` into ``reports/tune-<timestamp>/``, then the winner into the
+repository's configs (not with ``--dry-run``), keeping the replaced configs
+in the report folder.
 """
 
 from __future__ import annotations

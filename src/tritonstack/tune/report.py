@@ -12,7 +12,7 @@ from tritonstack.bench.summary import clean
 from tritonstack.tune.apply import Written
 from tritonstack.tune.knobs import Knobs
 from tritonstack.tune.runner import Ranked, TuneResult
-from tritonstack.tune.score import Score
+from tritonstack.tune.score import Score, SweepPoint
 
 TABLE_FILE = "ranked.txt"
 JSON_FILE = "tune.json"
@@ -29,7 +29,8 @@ def _batch(value: float | None) -> str:
 
 def knob_cells(knobs: Knobs) -> list[str]:
     """The knobs as the table's cells, in the order of ``KNOB_HEADERS``."""
-    threads = knobs.encoder_threads or "all"
+    # 0: the backend's default, every server core for one instance, an equal share of them for several
+    threads = knobs.encoder_threads or ("all" if knobs.encoder_instances == 1 else "share")
     return [
         str(knobs.rows_per_call or "all"),
         ",".join(str(b) for b in knobs.preferred_batch) or "-",
@@ -44,6 +45,10 @@ def knob_cells(knobs: Knobs) -> list[str]:
 KNOB_HEADERS = ["rows", "pref", "enc us", "tok us", "enc ixt", "tok", "waste"]
 
 
+def _p99(point: SweepPoint | None) -> str:
+    return _ms(point.latency_ms.get(99.0)) if point else "-"
+
+
 def _row(index: int, ranked: Ranked, result: TuneResult) -> str:
     score: Score = ranked.score
     point = score.point
@@ -55,7 +60,8 @@ def _row(index: int, ranked: Ranked, result: TuneResult) -> str:
         verdict,
         f"{point.concurrency:>4}" if point else f"{'-':>4}",
         f"{_ms(point.latency_ms.get(50.0)) if point else '-':>6}",
-        f"{_ms(point.latency_ms.get(99.0)) if point else '-':>6}",
+        f"{_p99(point):>6}",
+        f"{_p99(score.half_load):>6}",
         f"{100 * point.error_ratio:5.1f}" if point else f"{'-':>5}",
         f"{_batch(point.batch.get('tokenizer')) if point else '-':>5}",
         f"{_batch(point.batch.get('encoder')) if point else '-':>5}",
@@ -132,8 +138,8 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
     timing = settings.timing
     stop = "the budget ran out" if result.exhausted else "no knob paid any more"
     header = (
-        f"{'rank':>5} {'req/s':>8} {'c':>4} {'p50ms':>6} {'p99ms':>6} {'err%':>5} {'tok b':>5} {'enc b':>5} {'n':>2}"
-        f" {'each':>11}  " + " ".join(KNOB_HEADERS)
+        f"{'rank':>5} {'req/s':>8} {'c':>4} {'p50ms':>6} {'p99ms':>6} {'hl p99':>6} {'err%':>5} {'tok b':>5}"
+        f" {'enc b':>5} {'n':>2} {'each':>11}  " + " ".join(KNOB_HEADERS)
     )
     lines = [
         f"tritonstack tune -- {settings.name} ({result.precision}) in {settings.repository}",
@@ -141,6 +147,7 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
         f"load: closed loop, {workload['texts_per_request']} text(s) per request "
         f"({workload['tokens_per_request_mean']:.1f} tokens mean, {workload['tokens_per_request_max']} max), "
         f"concurrency levels {list(result.levels)}, {timing.warmup_s:g} s warm-up + {timing.duration_s:g} s per point",
+        "      then the half-load point: open loop, Poisson arrivals at half the best throughput that held",
         f"cores: {result.split.describe()}",
         f"search: {len(result.trials)} measurements of {len(result.ranking)} configs in {result.elapsed_s:.0f} s "
         f"of a {settings.budget_s:g} s budget; stopped because {stop}",
@@ -149,9 +156,11 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
         *(_row(i, r, result) for i, r in enumerate(result.ranking, 1)),
         "  * the winner, s the export's config; req/s: highest throughput at which every latency and error",
         "    objective held (c: its concurrency; p50/p99/err% and the achieved batch per step, rows per",
-        "    execution, at that point; 'missed': at no level, figures of the closest point); n: measurements,",
-        "    each: their lowest-highest req/s, req/s is their mean (the final round measures the best and the",
-        "    export's config once more: those rank first; the best wins if it beat the export's config in every",
+        "    execution, at that point; 'missed': at no level, figures of the closest point, or the half-load",
+        "    point missed); hl p99: p99 of the half-load point (Poisson arrivals at half that throughput,",
+        "    latency from each arrival), which must hold the same objectives; n: measurements, each: their",
+        "    lowest-highest req/s, req/s is their mean (the final round measures the best and the export's",
+        "    config once more: those rank first; the best wins if it beat the export's config in every",
         "    measurement);",
         "    rows: most rows per ONNX Runtime call (all: the whole Triton batch); pref: preferred_batch_size;",
         "    enc/tok us: max_queue_delay; enc ixt: encoder instances x intra-op threads; tok: tokenizer instances;",
@@ -198,6 +207,7 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
                     "held": ranked.score.held,
                     "req_per_s": ranked.score.throughput_per_s,
                     "point": ranked.score.point.to_dict() if ranked.score.point else None,
+                    "half_load": ranked.score.half_load.to_dict() if ranked.score.half_load else None,
                     "missed": dict(ranked.score.missed),
                     "measured_req_per_s": list(ranked.measured),
                 }
@@ -215,6 +225,7 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
                     "held": trial.score.held,
                     "req_per_s": trial.score.throughput_per_s,
                     "points": [p.to_dict() for p in trial.points],
+                    "half_load": trial.half_load.to_dict() if trial.half_load else None,
                 }
                 for trial in result.trials
             ],
@@ -223,7 +234,8 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
 
 
 def plot(result: TuneResult, path: Path) -> Path:
-    """p99 against throughput: every sweep point of every config, each config's scored point, the frontier."""
+    """p99 against throughput: every sweep point of every config, each config's scored point, the frontier,
+    and the half-load points."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,6 +247,11 @@ def plot(result: TuneResult, path: Path) -> Path:
     if everything:
         xs, ys = zip(*everything, strict=True)
         axes.scatter(xs, ys, s=10, color="lightgray", label="every sweep point")
+    half_loads = [(h.throughput_per_s, h.latency_ms.get(99.0, math.nan)) for t in result.trials if (h := t.half_load)]
+    half_loads = [(x, y) for x, y in half_loads if math.isfinite(y)]
+    if half_loads:
+        rates, p99s = zip(*half_loads, strict=True)
+        axes.scatter(rates, p99s, s=12, marker="^", color="tab:orange", alpha=0.6, label="half-load point (open loop)")
     frontier: list[tuple[float, float]] = []
     for x, y in sorted(everything, key=lambda xy: (xy[1], -xy[0])):  # by p99; keep what raises throughput
         if not frontier or x > frontier[-1][0]:

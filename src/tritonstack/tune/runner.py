@@ -2,10 +2,10 @@
 
 The budget covers everything from Triton's start to the last measurement.
 Before each config the runner checks that the budget still pays for the most
-the next one may cost (a sweep over every level after the slowest reload yet,
-or the dearest config so far, with 20 % slack) -- during the search, for one
-plus the confirmation round below; a budget too small for a single config's
-sweep is an error before anything starts.
+the next one may cost (a sweep over every level and the half-load point after
+the slowest reload yet, or the dearest config so far, with 20 % slack) --
+during the search, for one plus the confirmation round below; a budget too
+small for a single config's measurement is an error before anything starts.
 
 Noise on a shared CPU can make a config look a few per cent better than it is,
 and the best of many noisy measurements is biased upward. So after the search
@@ -62,12 +62,13 @@ class Trial:
     number: int
     knobs: Knobs
     phase: str  # "search" or "confirm"
-    points: tuple[SweepPoint, ...]
+    points: tuple[SweepPoint, ...]  # the closed-loop sweep
     score: Score
     reloaded: tuple[str, ...]  # the steps switched to this config
     at_s: float  # when it started, since the budget's start
     reload_s: float  # switching Triton to this config
-    cost_s: float  # reload + sweep
+    cost_s: float  # reload + sweep + half-load point
+    half_load: SweepPoint | None = None  # the open-loop point at half the sweep's best throughput
 
 
 @dataclass(frozen=True)
@@ -146,8 +147,9 @@ class Budget:
 
 
 def sweep_s(levels: tuple[int, ...], timing: Timing) -> float:
-    """The longest one config's sweep can take: every level, warm-up and window."""
-    return len(levels) * (timing.warmup_s + timing.duration_s)
+    """The longest one config's measurement can take: every level and the half-load point, each a warm-up
+    and a window."""
+    return (len(levels) + 1) * (timing.warmup_s + timing.duration_s)
 
 
 def _progress(total_s: float, enabled: bool) -> Any:
@@ -169,9 +171,11 @@ def _trial_line(trial: Trial, start: Knobs) -> str:
     batches = ""
     if point is not None:
         batches = "".join(f", {role} batch {size:.1f}" for role, size in point.batch.items() if size is not None)
+    half = trial.half_load
+    half_load = f", half load p99 {half.latency_ms[99.0]:.0f} ms" if half is not None else ""
     return (
         f"[{trial.at_s:4.0f} s] #{trial.number} {trial.phase:<7} {_describe(trial.knobs, start)}: "
-        f"{trial.score.describe()}{latency}{batches}"
+        f"{trial.score.describe()}{latency}{batches}{half_load}"
     )
 
 
@@ -196,8 +200,9 @@ def _check_budget(budget_s: float, levels: tuple[int, ...], timing: Timing) -> N
     needed = sweep_s(levels, timing)
     if budget_s < needed:
         raise TuneError(
-            f"a budget of {budget_s:g} s cannot pay for one config: its sweep takes up to {needed:g} s "
-            f"({len(levels)} concurrency levels x {timing.warmup_s + timing.duration_s:g} s)",
+            f"a budget of {budget_s:g} s cannot pay for one config: its measurement takes up to {needed:g} s "
+            f"({len(levels)} concurrency levels and the half-load point, each "
+            f"{timing.warmup_s + timing.duration_s:g} s)",
             hint=f"give --budget at least {math.ceil(needed + 60)}s (Triton's start counts too), "
             "or fewer levels (the SLO's capacity section) or shorter points (--point-s, --warmup-s)",
         )
@@ -301,8 +306,8 @@ class _Trials:
         trials, confirm = self.result.trials, self.result.settings.confirm
         if not trials:
             return True  # the first config's sweep was checked against the budget before Triton started
-        # At most: a reload as slow as the slowest yet and a sweep over every level (sweeps that started
-        # near the peak took fewer), with some slack for a busy machine.
+        # At most: a reload as slow as the slowest yet, a sweep over every level (sweeps that started near
+        # the peak took fewer) and the half-load point, with some slack for a busy machine.
         full_sweep_s = max(t.reload_s for t in trials) + sweep_s(self.result.levels, self.result.settings.timing)
         next_s = COST_SLACK * max(full_sweep_s, *(t.cost_s for t in trials))
         # the search leaves room for the confirmation round: the start and the best configs once more
@@ -323,13 +328,13 @@ class _Trials:
         self.bar.set_description(f"#{len(result.trials) + 1} {_describe(knobs, start)}"[:60])
         reloaded = self.server.apply(apply_knobs(result.steps, knobs))
         reload_s = self.budget.elapsed_s - at_s
-        points = self.server.sweep(
+        sweep = self.server.sweep(
             self.workload, slo.objectives, result.levels, self._start_level(), result.settings.timing,
             slo.load.timeout_s,
         )  # fmt: skip
         trial = Trial(
-            len(result.trials) + 1, knobs, phase, points, score(points, slo.objectives), tuple(reloaded),
-            at_s, reload_s, self.budget.elapsed_s - at_s,
+            len(result.trials) + 1, knobs, phase, sweep.points, score(sweep.points, slo.objectives, sweep.half_load),
+            tuple(reloaded), at_s, reload_s, self.budget.elapsed_s - at_s, sweep.half_load,
         )  # fmt: skip
         result.trials.append(trial)
         self.bar.update(min(math.ceil(self.budget.elapsed_s), self.bar.total) - self.bar.n)

@@ -7,6 +7,14 @@ part of a point's verdict (throughput is what the score maximises anyway). A
 config none of whose points held scores no throughput; such configs rank by
 how far their closest point missed, so a search that starts out of the SLO
 still climbs toward it.
+
+Besides its closed-loop sweep a config has a *half-load point*: Poisson
+arrivals at half the sweep's best throughput (``half_load_rate``). A config
+holds only if that point holds the same objectives too. A closed loop hides a
+scheduler that leaves requests queued while an instance is free (the next
+request always arrives soon and wakes it); an open loop at half load shows it
+(docs/tune.md: Triton 2.51 with a queue policy). The score stays the
+closed-loop throughput.
 """
 
 from __future__ import annotations
@@ -21,16 +29,21 @@ from tritonstack.loadtest.slo import Objectives
 DISPLAYED_PERCENTILES = (50.0, 99.0)
 
 
+HALF_LOAD = "half_load"  # names the half-load point's objectives in ``Score.missed``: "half_load p99_ms"
+
+
 @dataclass(frozen=True)
 class SweepPoint:
-    """One closed-loop window at ``concurrency`` requests in flight."""
+    """One measured window: closed loop at ``concurrency`` requests in flight, or open loop at ``rate_per_s``."""
 
-    concurrency: int
+    concurrency: int  # callers of a closed loop; 0 for an open-loop point (arrivals do not wait for answers)
     throughput_per_s: float  # successful requests per second
     latency_ms: Mapping[float, float]  # percentile -> ms over successful requests: 50, 99 and the SLO's
     completed: int  # successful requests in the window
     errors: int  # failed requests in the window
     batch: Mapping[str, float | None] = field(default_factory=dict)  # step -> rows per execution, from Triton
+    # open loop: the Poisson arrival rate, requests/s (latency then runs from each scheduled arrival); None: closed
+    rate_per_s: float | None = None
 
     @property
     def error_ratio(self) -> float:
@@ -46,6 +59,7 @@ class SweepPoint:
             "errors": self.errors,
             "error_ratio": self.error_ratio,
             "batch": dict(self.batch),
+            "rate_per_s": self.rate_per_s,
         }
 
 
@@ -68,13 +82,24 @@ def misses(point: SweepPoint, objectives: Objectives) -> dict[str, float]:
     return missed
 
 
+def half_load_rate(points: Sequence[SweepPoint], objectives: Objectives) -> float | None:
+    """Requests/s of the half-load point after the closed-loop ``points``: half the throughput of the best
+    point that held, of the best point when none did; ``None`` when nothing was served."""
+    held = [p for p in points if not misses(p, objectives)]
+    best = max(held or points, key=lambda p: p.throughput_per_s, default=None)
+    return best.throughput_per_s / 2 if best is not None and best.throughput_per_s > 0 else None
+
+
 @dataclass(frozen=True)
 class Score:
     """A config's verdict: the throughput at which the SLO held, or how far it missed."""
 
-    throughput_per_s: float  # highest throughput of a point that held; 0.0 when none did
+    throughput_per_s: float  # highest closed-loop throughput of a point that held; 0.0 when the config missed
     point: SweepPoint | None  # that point; when none held, the one that came closest
-    missed: Mapping[str, float] = field(default_factory=dict)  # the closest point's misses (empty: held)
+    # Objective -> measured / bound for each miss (empty: held): the closest point's, then the half-load
+    # point's with their names prefixed by HALF_LOAD
+    missed: Mapping[str, float] = field(default_factory=dict)
+    half_load: SweepPoint | None = None  # the open-loop point at half load; None when not measured
 
     @property
     def held(self) -> bool:
@@ -103,24 +128,33 @@ class Score:
         if self.held:
             return f"{self.throughput_per_s:.1f} req/s at c={self.point.concurrency}"
         worst = max(self.missed, key=lambda k: self.missed[k])
-        return f"missed {worst} ({self.missed[worst]:.2f}x its bound) even at c={self.point.concurrency}"
+        where = f"even at c={self.point.concurrency}"
+        if worst.startswith(HALF_LOAD) and self.half_load is not None and self.half_load.rate_per_s is not None:
+            where = f"at half load ({self.half_load.rate_per_s:.1f} req/s arriving, open loop)"
+        return f"missed {worst} ({self.missed[worst]:.2f}x its bound) {where}"
 
 
-def score(points: Sequence[SweepPoint], objectives: Objectives) -> Score:
-    """The best point of a sweep under ``objectives``."""
+def score(points: Sequence[SweepPoint], objectives: Objectives, half_load: SweepPoint | None = None) -> Score:
+    """The best closed-loop point of a sweep under ``objectives``, held only if ``half_load`` holds too.
+
+    ``points``: the closed-loop sweep; ``half_load``: its open-loop point at ``half_load_rate`` (``None``
+    where none was measured, as after a sweep that served nothing).
+    """
+    half_missed = {f"{HALF_LOAD} {k}": v for k, v in misses(half_load, objectives).items()} if half_load else {}
     held = [p for p in points if not misses(p, objectives)]
     if held:
         top = max(held, key=lambda p: p.throughput_per_s)
-        return Score(top.throughput_per_s, top)
+        return Score(0.0 if half_missed else top.throughput_per_s, top, half_missed, half_load)
     if not points:
         return Score(0.0, None)
     closest = min(points, key=lambda p: (max(misses(p, objectives).values()), -p.throughput_per_s))
-    return Score(0.0, closest, misses(closest, objectives))
+    return Score(0.0, closest, {**misses(closest, objectives), **half_missed}, half_load)
 
 
 def combine(scores: Sequence[Score]) -> Score:
     """One verdict from repeated measurements of a config: held only if every one held (a config that
     broke the SLO once must not win), with the mean throughput; otherwise the worst of them."""
     if all(s.held for s in scores):
-        return Score(sum(s.throughput_per_s for s in scores) / len(scores), scores[-1].point)
+        last = scores[-1]
+        return Score(sum(s.throughput_per_s for s in scores) / len(scores), last.point, half_load=last.half_load)
     return min(scores, key=lambda s: s.key())

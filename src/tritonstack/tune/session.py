@@ -12,13 +12,17 @@ processes on the server cores, this process -- the load generator -- on the
 others. A reload starts new stub processes, whose ONNX Runtime threads pin
 themselves where they like, so every thread of Triton's process group is
 moved back after each one.
+
+Each config is measured by a closed-loop sweep, then one open-loop window at
+half the sweep's best throughput (``score.half_load_rate``): Poisson arrivals,
+seeded alike for every config, latency from each scheduled arrival.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +30,27 @@ from typing import Any
 from google.protobuf import json_format
 
 from tritonstack.bench import cpus
-from tritonstack.bench.load import closed_loop
-from tritonstack.bench.results import percentile_ms
+from tritonstack.bench.load import closed_loop, open_loop
+from tritonstack.bench.results import Round, percentile_ms
 from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import TritonStatsProbe, model_view
 from tritonstack.loadtest.slo import Objectives
 from tritonstack.repository import contract
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs
-from tritonstack.tune.score import DISPLAYED_PERCENTILES, SweepPoint
+from tritonstack.tune.score import DISPLAYED_PERCENTILES, SweepPoint, half_load_rate
 from tritonstack.tune.search import next_concurrency
+
+HALF_LOAD_SEED = 0  # the same arrival times (scaled by the rate) for every config
+FIRST_REQUEST_ATTEMPTS = 3  # before a config's sweep: a shed first request is tried again, then measured anyway
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """One config's measurement."""
+
+    points: tuple[SweepPoint, ...]  # closed loop, in measurement order
+    half_load: SweepPoint | None  # open loop at ``half_load_rate``; None when the sweep served nothing
 
 
 @dataclass(frozen=True)
@@ -113,8 +128,9 @@ class TuneServer:
         start_level: int,
         timing: Timing,
         timeout_s: float,
-    ) -> tuple[SweepPoint, ...]:
-        """Closed-loop points from ``start_level`` on, as ``search.next_concurrency`` directs."""
+    ) -> Sweep:
+        """Closed-loop points from ``start_level`` on, as ``search.next_concurrency`` directs, then the
+        half-load point."""
         with cpus.pinned(self.split.client):
             return asyncio.run(
                 _sweep(self.server.grpc_url, self.name, workload, objectives, levels, start_level, timing, timeout_s)
@@ -130,7 +146,7 @@ async def _sweep(
     start_level: int,
     timing: Timing,
     timeout_s: float,
-) -> tuple[SweepPoint, ...]:
+) -> Sweep:
     from tritonstack.client import AsyncClient, RetryPolicy
 
     steps = {"tokenizer": contract.tokenizer_name(name), "encoder": contract.encoder_name(name)}
@@ -144,36 +160,72 @@ async def _sweep(
         async def send(index: int) -> None:
             await call(workload.requests[index])
 
-        try:
-            await send(0)  # connect and fetch the model's metadata outside the measurement
-        except Exception as error:  # the SDK's errors, gRPC's: any failure here means the config does not serve
-            raise TuneError(f"the served model {name!r} failed its first request: {error}") from error
+        await _first_request(send, name)
         concurrency: int | None = start_level
+        half_load: SweepPoint | None = None
         try:
             while concurrency is not None:
                 measured, extra = await closed_loop(
                     send, workload.token_counts, concurrency, warmup_s=timing.warmup_s,
                     duration_s=timing.duration_s, probe=probe,
                 )  # fmt: skip
-                window = extra["window"] if extra else None
-                batch: dict[str, float | None] = {
-                    role: model_view(window.models[model], window.elapsed_s)["batch_size"] if window else None
-                    for role, model in steps.items()
-                }
-                points.append(
-                    SweepPoint(
-                        concurrency=concurrency,
-                        throughput_per_s=measured.throughput_per_s,
-                        latency_ms={q: percentile_ms(measured.latencies_s, q) for q in percentiles},
-                        completed=measured.completed,
-                        errors=measured.errors,
-                        batch=batch,
-                    )
-                )
+                points.append(_point(measured, extra, steps, percentiles, concurrency=concurrency))
                 concurrency = next_concurrency(levels, points, objectives)
+            rate = half_load_rate(points, objectives)
+            if rate is not None:
+                measured, extra = await open_loop(
+                    send, workload.token_counts, rate, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
+                    seed=HALF_LOAD_SEED, probe=probe,
+                )  # fmt: skip
+                half_load = _point(measured, extra, steps, percentiles, concurrency=0, rate_per_s=rate)
         finally:
             await probe.close()
-    return tuple(points)
+    return Sweep(tuple(points), half_load)
+
+
+async def _first_request(send: Callable[[int], Awaitable[None]], name: str) -> None:
+    """Connect and fetch the model's metadata outside the measurement.
+
+    A config whose first request is shed (queue timeout, full queue) or runs out of time still serves: it
+    stalls, and its sweep counts the errors against the SLO. Any other failure means it does not serve.
+    """
+    from tritonstack.client import DeadlineExceededError, OverloadedError
+
+    for attempt in range(FIRST_REQUEST_ATTEMPTS):
+        try:
+            await send(0)
+            return
+        except (OverloadedError, DeadlineExceededError):
+            if attempt + 1 == FIRST_REQUEST_ATTEMPTS:
+                return
+        except Exception as error:  # the SDK's other errors, gRPC's
+            raise TuneError(f"the served model {name!r} failed its first request: {error}") from error
+
+
+def _point(
+    measured: Round,
+    extra: dict[str, Any] | None,
+    steps: dict[str, str],
+    percentiles: Sequence[float],
+    *,
+    concurrency: int,
+    rate_per_s: float | None = None,
+) -> SweepPoint:
+    """A measured window as a ``SweepPoint``, with the batch each step (role -> model) achieved in it."""
+    window = extra["window"] if extra else None
+    batch: dict[str, float | None] = {
+        role: model_view(window.models[model], window.elapsed_s)["batch_size"] if window else None
+        for role, model in steps.items()
+    }
+    return SweepPoint(
+        concurrency=concurrency,
+        throughput_per_s=measured.throughput_per_s,
+        latency_ms={q: percentile_ms(measured.latencies_s, q) for q in percentiles},
+        completed=measured.completed,
+        errors=measured.errors,
+        batch=batch,
+        rate_per_s=rate_per_s,
+    )
 
 
 def workload_from(

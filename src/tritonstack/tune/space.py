@@ -61,15 +61,28 @@ def _no_limit_last(value: Any) -> Any:
     return (not value, value)
 
 
+def shared_threads(cores: int, instances: int) -> int:
+    """Intra-op threads per encoder instance when the config sets none: the embedded backend's share of the
+    server's cores (``default_threads`` in server/backends/onnxruntime/model.py)."""
+    return max(1, cores // max(1, instances))
+
+
 def encoder_splits(cores: int) -> tuple[tuple[int, int], ...]:
-    """(instances, intra-op threads per instance) whose product fits ``cores``: 1 x cores, 2 x cores/2, ..."""
+    """(instances, intra-op threads per instance): 1 x cores, 2 x cores/2, 4 x cores/4, ... up to
+    ``max(2, cores)`` instances, at least one thread each.
+
+    Two instances are a candidate even on one core (two single-threaded instances sharing it): with a
+    queue policy, Triton 2.51's dynamic batcher leaves a request queued while its only instance is busy
+    until the next arrival wakes it, and a second instance avoids that stall (docs/tune.md).
+    """
+    most = max(2, cores)
     splits = []
     instances = 1
-    while instances <= cores:
-        splits.append((instances, cores // instances))
+    while instances <= most:
+        splits.append((instances, shared_threads(cores, instances)))
         instances *= 2
-    if splits[-1][0] != cores:
-        splits.append((cores, 1))
+    if splits[-1][0] != most:
+        splits.append((most, 1))
     return tuple(splits)
 
 
@@ -89,12 +102,20 @@ def dimensions(*, cores: int, max_batch_size: int, rows_fixed: bool) -> list[Dim
 
     def set_split(knobs: Knobs, split: tuple[int, int]) -> Knobs:
         instances, threads = split
-        # one instance on every server core is written as 0 ("all the cores it may run on"), which keeps
-        # the config right when it is later served on more or fewer cores
-        threads_written = 0 if instances == 1 and threads == cores else threads
+        # the backend's own share is written as 0 (absent): the embedded backend then splits the cores the
+        # server runs on among the instances, which keeps the config right on more or fewer cores
+        threads_written = 0 if threads == shared_threads(cores, instances) else threads
         return replace(knobs, encoder_instances=instances, encoder_threads=threads_written)
 
     found = [
+        # first: a split that stalls (one instance under Triton 2.51's queue-policy batcher, see
+        # ``encoder_splits``) misses the half-load point by several times whatever the other knobs are
+        Dimension(
+            "encoder_split",
+            encoder_splits(cores),
+            lambda k: (k.encoder_instances, k.encoder_threads or shared_threads(cores, k.encoder_instances)),
+            set_split,
+        ),
         Dimension(
             "rows_per_call",
             ROWS_PER_CALL,
@@ -126,12 +147,6 @@ def dimensions(*, cores: int, max_batch_size: int, rows_fixed: bool) -> list[Dim
             TOKENIZER_DELAY_US,
             lambda k: k.tokenizer_delay_us,
             lambda k, v: replace(k, tokenizer_delay_us=v),
-        ),
-        Dimension(
-            "encoder_split",
-            encoder_splits(cores),
-            lambda k: (k.encoder_instances, k.encoder_threads or cores),
-            set_split,
         ),
         Dimension(
             "max_padding_waste",

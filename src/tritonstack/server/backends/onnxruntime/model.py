@@ -6,8 +6,9 @@ folder that holds ``model.py`` through its Python backend instead. So a
 unchanged here and in the NGC image's native backend.
 
 Honours ``default_model_filename``, ``intra_op_thread_count`` (0, the
-default, means one thread per CPU this process may run on -- not per CPU of the
-machine, which oversubscribes a pinned server), ``inter_op_thread_count`` and
+default, shares the CPUs this process may run on among the instances of its
+group: one instance gets them all, two get half each -- never one thread per CPU
+of the machine, which oversubscribes a pinned server), ``inter_op_thread_count`` and
 the instance groups of the config: a ``KIND_GPU`` instance runs on the CUDA (or
 TensorRT) execution provider of its device, see ``providers.py`` beside this file.
 
@@ -103,6 +104,22 @@ def length_groups(lengths, max_padding_waste):
     return groups
 
 
+def default_threads(cpus, instances):
+    """Intra-op threads of one instance when the config sets none: the CPUs this process may run on,
+    shared among the ``instances`` that run on them (at least one each)."""
+    return max(1, cpus // max(1, instances))
+
+
+def _instances_of_kind(config, kind):
+    """Instances of ``kind`` ("KIND_CPU"/"CPU") that the config's groups start on this host. A GPU group's
+    count is per GPU, and each GPU instance gets its own device, so only CPU instances share the CPUs."""
+    kind = kind.upper().removeprefix("KIND_")
+    if kind != "CPU":
+        return 1
+    groups = config.get("instance_group") or [{}]
+    return sum(int(g.get("count", 1)) for g in groups if g.get("kind", "KIND_CPU").removeprefix("KIND_") == "CPU")
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -110,14 +127,15 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or default_threads(
+            len(os.sched_getaffinity(0)), _instances_of_kind(config, args["model_instance_kind"])
+        )
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0"))
         self.session = self._open_session(args, config, path, options)
         self.inputs = [(i["name"], TRITON_TO_NUMPY[i["data_type"]], len(i["dims"])) for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         # outputs whose first non-batch axis is the sequence (token classification): padded back after trimming
         self.sequence_outputs = {o["name"] for o in config["output"] if o["dims"] and int(o["dims"][0]) == -1}
-        self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
         self.max_padding_waste = float(params.get("max_padding_waste", "0.25"))
         self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
 
