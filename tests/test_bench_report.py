@@ -79,7 +79,15 @@ def test_a_thread_count_above_the_server_cores_is_called_out(result: BenchResult
     result.files.knobs["encoder_intra_op_threads"] = 4  # on one server core
     targets = {t["name"]: t for t in summarize_run(result)["targets"]}
     explain = " ".join(targets["served_over_inprocess"]["explain"])
-    assert "its intra_op_thread_count 4 exceeds the 1 server core(s)" in explain
+    assert "1 encoder instance(s) x intra_op_thread_count 4 exceed the 1 server core(s)" in explain
+
+
+def test_the_busy_time_of_several_encoder_instances_is_not_compared_with_in_process(result: BenchResult) -> None:
+    result.files.knobs["encoder_instances"] = 2  # their busy time overlaps on the shared core
+    targets = {t["name"]: t for t in summarize_run(result)["targets"]}
+    explain = " ".join(targets["served_over_inprocess"]["explain"])
+    assert "x the work for the same texts" not in explain
+    assert "encoder: mean batch 10.0" in explain  # Triton's per-model figures are still printed
 
 
 def test_targets_report_values_and_explain_the_misses(result: BenchResult) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from tritonstack.repository.config import InstanceGroup, ModelConfig, Tensor, render
 from tritonstack.server import EmbeddedServer, shared_memory
+from tritonstack.server.embedded import RELOAD_PARAMETER, marked_for_reload
 from tritonstack.server.processes import process_tree, stubs
 
 pytestmark = pytest.mark.integration
@@ -122,6 +123,16 @@ def test_kill_9_of_one_stub_reloads_its_model_and_the_server_stays_live(tiny_rep
         prefix = server._shm_prefix
         assert shared_memory.regions(prefix)
     assert not shared_memory.regions(prefix)
+
+
+def test_a_reload_counts_its_parameter_up_and_leaves_the_config_it_was_given_alone() -> None:
+    config: dict[str, Any] = {"name": "m", "instance_group": [{"count": 2, "kind": "KIND_CPU"}]}
+    first = marked_for_reload(config)
+    assert first["parameters"][RELOAD_PARAMETER] == {"string_value": "1"}
+    assert "parameters" not in config  # a copy: the config read from Triton is not changed
+    second = marked_for_reload(first)
+    assert second["parameters"][RELOAD_PARAMETER] == {"string_value": "2"}
+    assert second["instance_group"] == config["instance_group"]
 
 
 def test_a_model_with_two_instances_is_loaded_afresh_when_one_stub_dies(tiny_repository: Path, tmp_path: Path) -> None:

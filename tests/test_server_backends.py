@@ -160,3 +160,9 @@ def test_without_a_thread_count_the_instances_of_a_cpu_group_share_its_cores(bac
     # a GPU instance has its own device: the CPU threads are not split among the GPU instances
     gpu = {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]}
     assert backend._instances_of_kind(gpu, "GPU") == 1
+
+
+def test_only_the_cpu_instances_of_a_mixed_config_share_the_cores(backend: ModuleType) -> None:
+    config = {"instance_group": [{"kind": "KIND_CPU", "count": 3}, {"kind": "KIND_GPU", "count": 2, "gpus": [0]}]}
+    assert backend._instances_of_kind(config, "KIND_CPU") == 3
+    assert backend.default_threads(8, backend._instances_of_kind(config, "CPU")) == 2  # 8 // 3, rounded down

@@ -500,9 +500,12 @@ def test_a_config_whose_first_requests_are_shed_is_measured_not_fatal() -> None:
     shed = FirstRequests(*[OverloadedError("Request timeout expired")] * FIRST_REQUEST_ATTEMPTS, None)
     asyncio.run(_first_request(shed, "minilm"))  # it stalls: the sweep counts its errors
     assert shed.calls == FIRST_REQUEST_ATTEMPTS
+    answered = FirstRequests(OverloadedError("Exceeds maximum queue size"), None)
+    asyncio.run(_first_request(answered, "minilm"))
+    assert answered.calls == 2  # answered on the second try: no more attempts
     late = FirstRequests(DeadlineExceededError("deadline"), None)
     asyncio.run(_first_request(late, "minilm"))
-    assert late.calls == 2  # answered on the second try: no more attempts
+    assert late.calls == 1  # a try that ran out of time costs the whole timeout: not repeated
 
 
 def test_a_config_whose_first_request_fails_otherwise_stops_tune() -> None:

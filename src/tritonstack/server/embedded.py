@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
@@ -36,6 +37,20 @@ BACKENDS_SOURCE = Path(__file__).parent / "backends"
 MODELS_SOURCE = Path(__file__).parent / "models"
 # A model parameter only the embedded server's reloads set (``reload_model``): how often it was reloaded.
 RELOAD_PARAMETER = "tritonstack_reload"
+
+
+def marked_for_reload(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` (``ModelConfig`` JSON) with ``RELOAD_PARAMETER`` counted up: loaded with it, the model is
+    loaded whole -- new instances, the old ones retired -- because Triton sees a changed config. A change of
+    ``instance_group`` alone only updates instances in place (Triton ignores it when comparing configs),
+    and an instance kept that way keeps what it set up at its start: a dead stub, its thread count."""
+    marked = json.loads(json.dumps(config))
+    parameters = marked.setdefault("parameters", {})
+    generation = int(parameters.get(RELOAD_PARAMETER, {}).get("string_value") or 0) + 1
+    parameters[RELOAD_PARAMETER] = {"string_value": str(generation)}
+    return marked
+
+
 _FAILED_LOAD = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.+?)\"?$")
 _PORT_IN_USE = re.compile(r"Socket '(?P<address>[^']+)' already in use|failed to start (?P<service>\w+) service")
 
@@ -331,10 +346,7 @@ class EmbeddedServer(ChildService):
         """
         with urllib.request.urlopen(f"{self.http_url}/v2/models/{name}/config", timeout=5) as response:
             config = json.loads(response.read())
-        parameters = config.setdefault("parameters", {})
-        generation = int(parameters.get(RELOAD_PARAMETER, {}).get("string_value") or 0) + 1
-        parameters[RELOAD_PARAMETER] = {"string_value": str(generation)}
-        self.load_model(name, json.dumps(config), timeout_s)
+        self.load_model(name, json.dumps(marked_for_reload(config)), timeout_s)
 
     def load_model(self, name: str, config: str, timeout_s: float = 120.0) -> None:
         """Load model ``name`` with ``config`` (``ModelConfig`` JSON) in place of its ``config.pbtxt``, which

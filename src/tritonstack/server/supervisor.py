@@ -45,8 +45,8 @@ class StubSupervisor:
         self.poll_s = poll_s
         self.reloaded: list[str] = []  # models brought back, in order
         self._known: dict[int, str] = {}  # live stub pid -> model
-        # Stubs a model had when it was reloaded -> until when their exit is no death: a reload may retire
-        # instances after the load call returns (Triton 2.51 keeps the unchanged ones: those come back to watch).
+        # Stubs a model had when it was reloaded -> until when their exit is no death: a reload retires the
+        # old instances after the load call returns, once the new ones serve.
         self._retiring: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

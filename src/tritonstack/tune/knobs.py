@@ -27,7 +27,7 @@ from tritonstack.tune.errors import TuneError
 ROWS_PER_CALL = "max_rows_per_call"  # 0: the whole Triton batch, in length groups
 PADDING_WASTE = "max_padding_waste"
 DEFAULT_PADDING_WASTE = 0.25
-THREADS = "intra_op_thread_count"  # 0: one thread per core the model process may run on
+THREADS = "intra_op_thread_count"  # 0: the cores the model process may run on, shared among the instances
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class Knobs:
     encoder_delay_us: int = 500  # encoder: max_queue_delay_microseconds
     tokenizer_delay_us: int = 2000  # tokenizer: max_queue_delay_microseconds
     encoder_instances: int = 1
-    encoder_threads: int = 0  # intra-op threads per encoder instance; 0: one per server core
+    encoder_threads: int = 0  # intra-op threads per encoder instance; 0: the server cores shared equally
     tokenizer_instances: int = 1
     max_padding_waste: float = DEFAULT_PADDING_WASTE  # padding a length group may carry, x its real tokens
 

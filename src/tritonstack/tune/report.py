@@ -76,7 +76,8 @@ def _cores_note(result: TuneResult) -> str:
     """What the written thread counts assume."""
     return (
         f"server on {len(result.split.server)} of this machine's {os.cpu_count()} cores ({result.split.mode});"
-        " threads 'all': every core the server gets where it runs"
+        " threads 'all': every core the server gets where it runs, 'share': those cores split equally among the"
+        " instances"
     )
 
 

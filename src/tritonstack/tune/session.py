@@ -36,6 +36,8 @@ from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import TritonStatsProbe, model_view
 from tritonstack.loadtest.slo import Objectives
 from tritonstack.repository import contract
+from tritonstack.repository.config import ModelConfigProto
+from tritonstack.server.embedded import RELOAD_PARAMETER
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs
 from tritonstack.tune.score import DISPLAYED_PERCENTILES, SweepPoint, half_load_rate
@@ -86,6 +88,7 @@ class TuneServer:
         self.name = name
         self.split = split
         self.loaded = steps
+        self.reloads = 0  # configs loaded so far, each marked with its count (``apply``)
 
     def __enter__(self) -> TuneServer:
         from tritonstack.server import ServerStartError
@@ -111,8 +114,14 @@ class TuneServer:
 
         changed = [new for new, old in zip(steps.all(), self.loaded.all(), strict=True) if new != old]
         for config in changed:
+            # Marked with a new count, so that Triton loads the step whole: an instance it kept in place (it
+            # compares configs without instance_group) would keep the thread count it started with.
+            self.reloads += 1
+            marked = ModelConfigProto()
+            marked.CopyFrom(config)
+            marked.parameters[RELOAD_PARAMETER].string_value = str(self.reloads)
             try:
-                self.server.load_model(config.name, _config_json(config))
+                self.server.load_model(config.name, _config_json(marked))
             except ServerError as error:
                 raise TuneError(error.message, hint=f"Triton's log: {self.server.log_path}") from error
         self.loaded = steps
@@ -186,18 +195,22 @@ async def _sweep(
 async def _first_request(send: Callable[[int], Awaitable[None]], name: str) -> None:
     """Connect and fetch the model's metadata outside the measurement.
 
-    A config whose first request is shed (queue timeout, full queue) or runs out of time still serves: it
-    stalls, and its sweep counts the errors against the SLO. Any other failure means it does not serve.
+    A config whose first request is shed (queue timeout, full queue) still serves: it stalls, and its sweep
+    counts the errors against the SLO. A shed request is tried again at once, up to
+    ``FIRST_REQUEST_ATTEMPTS`` times; one that ran out of time is not (each try would cost the SLO file's
+    ``load.timeout_s``) and the sweep measures the config as it is. Any other failure means the config does
+    not serve.
     """
     from tritonstack.client import DeadlineExceededError, OverloadedError
 
-    for attempt in range(FIRST_REQUEST_ATTEMPTS):
+    for _ in range(FIRST_REQUEST_ATTEMPTS):
         try:
             await send(0)
             return
-        except (OverloadedError, DeadlineExceededError):
-            if attempt + 1 == FIRST_REQUEST_ATTEMPTS:
-                return
+        except OverloadedError:
+            continue
+        except DeadlineExceededError:
+            return
         except Exception as error:  # the SDK's other errors, gRPC's
             raise TuneError(f"the served model {name!r} failed its first request: {error}") from error
 

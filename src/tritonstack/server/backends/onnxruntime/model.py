@@ -6,9 +6,10 @@ folder that holds ``model.py`` through its Python backend instead. So a
 unchanged here and in the NGC image's native backend.
 
 Honours ``default_model_filename``, ``intra_op_thread_count`` (0, the
-default, shares the CPUs this process may run on among the instances of its
-group: one instance gets them all, two get half each -- never one thread per CPU
-of the machine, which oversubscribes a pinned server), ``inter_op_thread_count`` and
+default, shares the CPUs this process may run on among the CPU instances of its
+config: one instance gets them all, two get half each, rounded down, at least
+one -- never one thread per CPU of the machine, which oversubscribes a pinned
+server), ``inter_op_thread_count`` and
 the instance groups of the config: a ``KIND_GPU`` instance runs on the CUDA (or
 TensorRT) execution provider of its device, see ``providers.py`` beside this file.
 
