@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from serve_process import start_serve
 from tritonstack.repository.config import InstanceGroup, ModelConfig, Tensor, render
 from tritonstack.server import EmbeddedServer, shared_memory
 from tritonstack.server.embedded import RELOAD_PARAMETER, marked_for_reload
@@ -57,14 +58,8 @@ def _live(http_url: str) -> bool:
 def test_kill_9_of_triton_under_serve_leaves_no_stub_and_no_shared_memory(
     tiny_repository: Path, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-m", "tritonstack", "serve", "--repository", str(tiny_repository), "--no-validate"]
-    command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "t.log")]
-    serve = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert serve.stdout is not None
+    serve, _ = start_serve(tiny_repository, tmp_path / "t.log", "--no-validate")
     try:
-        for line in serve.stdout:
-            if line.startswith("ready"):
-                break
         (triton_pid,) = [p.pid for p in process_tree(serve.pid) if p.name == "tritonserver"]
         regions = {p.pid: str(p.shm_region) for p in stubs(triton_pid)}
         assert len(regions) >= 6  # tokenizer, encoder (and postprocess) of tiny, tiny_cls, tiny_ner

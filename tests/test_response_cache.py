@@ -182,20 +182,10 @@ def test_the_server_runs_the_local_cache_of_the_default_size(cached_triton: Any)
 @pytest.mark.integration
 def test_serve_starts_the_cache_of_the_size_asked_for(cached_repository: Path, tmp_path: Path) -> None:
     import signal
-    import subprocess
-    import sys
 
-    command = [sys.executable, "-m", "tritonstack", "serve", "--repository", str(cached_repository), "--cache-size",
-               "3MiB", "--http-port", "0", "--grpc-port", "0", "--metrics-port", "0",
-               "--log-file", str(tmp_path / "t.log")]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("ready"):
-            break
-    output = "".join(lines)
+    from serve_process import start_serve
+
+    process, output = start_serve(cached_repository, tmp_path / "t.log", "--cache-size", "3MiB")
     process.send_signal(signal.SIGINT)
     rest, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output + rest

@@ -10,7 +10,6 @@ import re
 import signal
 import stat
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from serve_process import start_serve
 from tritonstack.cli import main
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, KeySource, write_key_file
@@ -339,18 +339,10 @@ class Served:
 def serve(extra: list[str], tmp_path: Path, env: dict[str, str], check: Callable[[str], None]) -> Served:
     """Run `tritonstack serve` until ready, call ``check(http_url)``, stop it with SIGINT; everything it said."""
     log_file = tmp_path / "logs" / "triton.log"
-    command = [sys.executable, "-m", "tritonstack", "serve", "--repository", str(env.pop("REPOSITORY"))]
-    command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(log_file), *extra]
+    repository = Path(env.pop("REPOSITORY"))
     # umask 0: the key file's mode must not depend on the caller's umask
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, umask=0)
-    assert process.stdout is not None
-    lines = []
+    process, head = start_serve(repository, log_file, *extra, env=env, umask=0, stderr=subprocess.PIPE)
     try:
-        for line in process.stdout:
-            lines.append(line)
-            if line.startswith("ready"):
-                break
-        head = "".join(lines)
         url = re.search(r"^HTTP +(\S+)$", head, re.M)
         assert url, head
         check(url.group(1))
