@@ -225,7 +225,26 @@ def test_a_bad_request_in_a_batch_fails_alone(triton: Any) -> None:
     assert outcomes == ["ok", "error", "ok"] * 4
 
 
-def test_mixed_length_concurrent_requests_are_batched(triton: Any) -> None:
+@pytest.fixture(scope="module")
+def one_encoder_instance(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """``tiny`` with a single encoder instance. The export's two CPU instances (repository/writer.py) take
+    batches in turn, so their rows per execution depend on how the load generator and the server share
+    the machine's cores; one instance shows what the tokenizer's padding lets the batcher merge."""
+    from tritonstack.repository.config import parse, render_proto
+
+    repository = tmp_path_factory.mktemp("one-encoder-instance")
+    for name in ("tiny", "tiny_tokenizer", "tiny_encoder"):
+        shutil.copytree(tiny_repository / name, repository / name)
+    config_path = repository / "tiny_encoder" / "config.pbtxt"
+    config = parse(config_path.read_text())
+    config.instance_group[0].count = 1
+    config_path.write_text(render_proto(config))
+    with EmbeddedServer(repository, log_path=repository / "triton.log") as server:
+        yield server
+
+
+def test_mixed_length_concurrent_requests_are_batched(one_encoder_instance: Any) -> None:
+    triton = one_encoder_instance
     rng = np.random.default_rng(0)
     words = "the quick brown fox jumps over the lazy dog model server".split()
     texts = [" ".join(rng.choice(words, size=int(n))) for n in rng.integers(1, 50, size=256)]
@@ -358,19 +377,10 @@ def test_graceful_shutdown_under_load_loses_no_accepted_request(tiny_repository:
 
 def test_serve_command_prints_endpoints_and_stops_on_sigint(tiny_repository: Path, tmp_path: Path) -> None:
     import signal
-    import subprocess
-    import sys
 
-    command = [sys.executable, "-m", "tritonstack", "serve", "--repository", str(tiny_repository)]
-    command += ["--http-port", "0", "--grpc-port", "0", "--metrics-port", "0", "--log-file", str(tmp_path / "t.log")]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("ready"):
-            break
-    output = "".join(lines)
+    from serve_process import start_serve
+
+    process, output = start_serve(tiny_repository, tmp_path / "t.log")
     assert "gRPC     127.0.0.1:" in output and "model    tiny_encoder v1 READY" in output, output
     assert "cache    none (no model enables response_cache)" in output, output
     process.send_signal(signal.SIGINT)
