@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tritonstack._plots import pyplot, save
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, VARIANTS, Point
 from tritonstack.bench.runner import BenchResult
 from tritonstack.bench.summary import gflops
@@ -118,12 +119,7 @@ def _peak_line(result: BenchResult) -> str:
 
 def plot(result: BenchResult, path: Path) -> Path:
     """Latency against throughput, one line per variant: p50 solid, p99 dashed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    figure, axes = pyplot().subplots(figsize=(9, 5.5), dpi=110)
     for variant in VARIANTS:
         points: list[Point] = sorted(
             (p for p in result.points if p.variant == variant and p.setting != "rate" and p.samples),
@@ -147,11 +143,7 @@ def plot(result: BenchResult, path: Path) -> Path:
     axes.set_title(f"{result.files.name} ({result.files.precision}) on {result.split.describe()}", fontsize=9)
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save(figure, path)
 
 
 def write(result: BenchResult, summary: dict[str, Any], report_dir: Path) -> dict[str, Path]:

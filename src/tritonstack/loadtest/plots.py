@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from tritonstack._plots import pyplot, save
 from tritonstack.loadtest.result import CapacityResult, RunResult
 from tritonstack.loadtest.stats import Sample, Window, window_width_s, windows
 from tritonstack.loadtest.triton_metrics import ServerInterval
@@ -13,20 +14,8 @@ from tritonstack.loadtest.triton_metrics import ServerInterval
 _COLORS = ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:green", "tab:brown")
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
-    return path
+    return save(fig, path, dpi=100)
 
 
 def run_windows(result: RunResult) -> list[Window]:
@@ -37,7 +26,7 @@ def run_windows(result: RunResult) -> list[Window]:
 
 
 def latency_plot(result: RunResult, series: Sequence[Window], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     t0 = result.summary.start_s
     x = [w.start_s - t0 + w.width_s / 2 for w in series]
@@ -58,7 +47,7 @@ def latency_plot(result: RunResult, series: Sequence[Window], path: Path) -> Pat
 
 
 def throughput_plot(result: RunResult, series: Sequence[Window], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t0 = result.summary.start_s
     ax.plot([w.start_s - t0 + w.width_s / 2 for w in series], [w.throughput_rps for w in series], marker=".")
@@ -75,7 +64,7 @@ def throughput_plot(result: RunResult, series: Sequence[Window], path: Path) -> 
 
 
 def errors_plot(result: RunResult, series: Sequence[Window], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
     t0 = result.summary.start_s
     width = series[0].width_s if series else 1.0
@@ -110,7 +99,7 @@ def _errors_by_type(samples: Sequence[Sample], t0: float, width_s: float, count:
 
 def server_plot(result: RunResult, per_model: dict[str, list[ServerInterval]], encoder: str, path: Path) -> Path:
     """Queue vs. compute time per request for each model, and the encoder's achieved batch size."""
-    plt = _pyplot()
+    plt = pyplot()
     models = [m for m in per_model if per_model[m]]
     fig, axes = plt.subplots(len(models) + 1, 1, figsize=(9, 2.8 * (len(models) + 1)), squeeze=False)
     t0 = result.summary.start_s
@@ -140,7 +129,7 @@ def server_plot(result: RunResult, per_model: dict[str, list[ServerInterval]], e
 
 
 def capacity_plot(result: RunResult, capacity: CapacityResult, path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     users = [step.users for step in capacity.steps]
     colors = ["tab:green" if step.held else "tab:red" for step in capacity.steps]
@@ -170,7 +159,7 @@ def release_latency_plot(
     samples: Sequence[Sample], release: int, role: str, start_s: float, end_s: float, path: Path
 ) -> Path:
     """p50 and p99 per window of one release's requests in a canary run (the run's own time axis)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     series = windows(samples, start_s, end_s, window_width_s(end_s - start_s), (50.0, 99.0))
     x = [w.start_s - start_s + w.width_s / 2 for w in series]

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from tritonstack._plots import pyplot, save
 from tritonstack.bench.summary import clean
 from tritonstack.tune.apply import Written
 from tritonstack.tune.knobs import Knobs
@@ -237,12 +238,7 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
 def plot(result: TuneResult, path: Path) -> Path:
     """p99 against throughput: every sweep point of every config, each config's scored point, the frontier,
     and the half-load points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    figure, axes = pyplot().subplots(figsize=(9, 5.5), dpi=110)
     everything = [(p.throughput_per_s, p.latency_ms.get(99.0, math.nan)) for t in result.trials for p in t.points]
     everything = [(x, y) for x, y in everything if math.isfinite(y)]
     if everything:
@@ -289,11 +285,7 @@ def plot(result: TuneResult, path: Path) -> Path:
     )
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save(figure, path)
 
 
 def write(result: TuneResult, report_dir: Path, written: Written | None, *, dry_run: bool) -> dict[str, Path]:
