@@ -114,6 +114,7 @@ def _model(backend: Any, session: RecordingSession, max_rows_per_call: int) -> A
     model = backend.TritonPythonModel()
     model.session, model.output_names, model.sequence_outputs = session, ["total"], set()
     model.max_padding_waste, model.max_rows_per_call = 0.25, max_rows_per_call
+    model.turns = backend.encoder_runner.NoTurns()
     return model
 
 
@@ -152,17 +153,20 @@ def test_max_rows_per_call_chunks_rows_without_a_mask_in_arrival_order(backend: 
 
 def test_without_a_thread_count_the_instances_of_a_cpu_group_share_its_cores(backend: ModuleType) -> None:
     config = {"instance_group": [{"kind": "KIND_CPU", "count": 2}]}
-    instances = backend._instances_of_kind(config, "CPU")
+    runner = backend.encoder_runner
+    instances = runner.instances_of_kind(config, "CPU")
     assert instances == 2
-    assert backend.default_threads(8, instances) == 4
-    assert backend.default_threads(1, instances) == 1  # never fewer than one thread
-    assert backend.default_threads(8, backend._instances_of_kind({}, "KIND_CPU")) == 8  # no group: Triton's one
+    assert runner.default_threads(8, instances) == 4
+    assert runner.default_threads(1, instances) == 1  # never fewer than one thread
+    assert runner.default_threads(8, runner.instances_of_kind({}, "KIND_CPU")) == 8  # no group: Triton's one
+    assert runner.default_threads(8, instances, take_turns=True) == 8  # one computes at a time: all the cores
     # a GPU instance has its own device: the CPU threads are not split among the GPU instances
     gpu = {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]}
-    assert backend._instances_of_kind(gpu, "GPU") == 1
+    assert runner.instances_of_kind(gpu, "GPU") == 1
 
 
 def test_only_the_cpu_instances_of_a_mixed_config_share_the_cores(backend: ModuleType) -> None:
     config = {"instance_group": [{"kind": "KIND_CPU", "count": 3}, {"kind": "KIND_GPU", "count": 2, "gpus": [0]}]}
-    assert backend._instances_of_kind(config, "KIND_CPU") == 3
-    assert backend.default_threads(8, backend._instances_of_kind(config, "CPU")) == 2  # 8 // 3, rounded down
+    runner = backend.encoder_runner
+    assert runner.instances_of_kind(config, "KIND_CPU") == 3
+    assert runner.default_threads(8, runner.instances_of_kind(config, "CPU")) == 2  # 8 // 3, rounded down

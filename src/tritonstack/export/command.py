@@ -13,7 +13,7 @@ from pathlib import Path
 from tritonstack.export.errors import ExportError
 from tritonstack.export.gates import Gate, GateMetric
 from tritonstack.export.options import DEFAULT_GATE, DEFAULT_PRECISION, TARGETS, ExportOptions, Precision
-from tritonstack.repository.contract import TASKS
+from tritonstack.repository.contract import ENSEMBLE_LAYOUT, LAYOUTS, TASKS
 from tritonstack.repository.layout import DEFAULT_REPOSITORY
 
 
@@ -34,6 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IDS|all",
         help="--target gpu: CUDA device ids that each get an encoder instance, e.g. 0,1; 'all': list none, so "
         "Triton uses every GPU of the host that serves it. Default: every GPU visible now (none visible: as 'all')",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=ENSEMBLE_LAYOUT,
+        help="how the text-in model runs a text: ensemble (tokenizer -> encoder [-> postprocess] models; the GPU "
+        "layout) or fused (one Python model tokenizes and runs ONNX Runtime in its own process; CPU only, one "
+        "hop and one copy fewer per request: docs/export.md). `tritonstack tune` measures both",
     )
     parser.add_argument(
         "--precision",
@@ -137,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         gate=args.gate,
         parity_texts=args.parity_texts,
         response_cache=args.cache,
+        layout=args.layout,
     )
     try:
         result = export_model(options)

@@ -64,6 +64,7 @@ class ExportOptions:
     gate: Gate = field(default_factory=Gate)  # the task's default metric at DEFAULT_GATE
     parity_texts: Path | None = None  # added to the gate split
     response_cache: bool = False  # Triton's response cache on the text-in model (docs/cache.md)
+    layout: str = "ensemble"  # repository.contract.LAYOUTS; fused: CPU only
     recipes: tuple[Recipe, ...] | None = None  # int8 presets in the race; None: every preset
     mixes: bool = True  # int8/auto on cpu: also search smoothed mixes with fp32 islands (sensitivity.py)
     threads: int = 2  # ORT intra-op threads while gating and timing candidates
@@ -138,6 +139,11 @@ def check_repository_writable(repository: Path) -> None:
 def validate(options: ExportOptions) -> tuple[Precision, str]:
     """Check ``options`` before any work; return the precision to search and the model's name."""
     precision = resolve_precision(options.target, options.precision)
+    if options.layout == "fused" and options.target == "gpu":
+        raise ExportError(
+            "the fused layout runs ONNX Runtime on the CPU inside a Python model; a GPU export keeps the ensemble",
+            hint="drop --layout fused, or export with --target cpu",
+        )
     if options.max_batch_size < 1:
         raise ExportError(f"--max-batch-size must be >= 1, got {options.max_batch_size}")
     if options.max_sequence_length is not None and options.max_sequence_length < 2:

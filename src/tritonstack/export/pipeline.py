@@ -138,6 +138,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             gpus=gpus,
             report=report.to_dict(),
             response_cache=options.response_cache,
+            layout=options.layout,
         )
         version_dir = write_text_model(options.repository, exported)
         timing["write_s"] = time.perf_counter() - mark

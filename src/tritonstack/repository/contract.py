@@ -18,6 +18,11 @@ A repository written by ``tritonstack export --name NAME`` holds three models:
 * ``NAME`` -- the text-in model, an ensemble of the above: ``TEXT`` BYTES
   ``[1]`` per row -> the task's result (below).
 
+In the ``fused`` layout (CPU only, ``export --layout fused`` or chosen by
+``tune``) the ensemble ``NAME`` has one step instead, ``NAME_fused``: a Python
+model that tokenizes, runs the ONNX file of ``NAME_encoder`` of its own release
+in its own process and post-processes (``server/models/text_model.py``).
+
 Every export of NAME is a release, numbered by its version folder. Each served
 release V also has its own text-in ensemble ``NAME_vV`` whose steps run version
 V of each step (``repository/releases.py``, ``docs/releases.md``); ``NAME`` runs
@@ -41,6 +46,12 @@ ENTITIES_OUTPUT = "ENTITIES"  # BYTES [1], JSON list of {token, label, score, st
 ENCODER_SUFFIX = "_encoder"
 TOKENIZER_SUFFIX = "_tokenizer"
 POSTPROCESS_SUFFIX = "_postprocess"
+FUSED_SUFFIX = "_fused"
+
+# How the text-in ensemble NAME runs a text: tokenizer -> encoder [-> postprocess], or one fused Python step.
+ENSEMBLE_LAYOUT = "ensemble"
+FUSED_LAYOUT = "fused"
+LAYOUTS = (ENSEMBLE_LAYOUT, FUSED_LAYOUT)
 
 # Parameters of NAME_encoder that say how its ONNX file was made (the benchmark labels its figures with them).
 PRECISION_PARAMETER = "precision"  # fp32 | fp16 | int8
@@ -73,6 +84,10 @@ def tokenizer_name(name: str) -> str:
 
 def postprocess_name(name: str) -> str:
     return name + POSTPROCESS_SUFFIX
+
+
+def fused_name(name: str) -> str:
+    return name + FUSED_SUFFIX
 
 
 def release_name(name: str, release: int) -> str:

@@ -127,7 +127,12 @@ def read_releases(repository: Path, name: str) -> Releases:
 
 
 def step_names(text_in: Any) -> list[str]:
-    return [step.model_name for step in text_in.ensemble_scheduling.step]
+    """The models a release of ``text_in`` runs: its steps, and for a fused step the encoder and tokenizer whose
+    files it reads (releases pin them all to the served releases)."""
+    names = [step.model_name for step in text_in.ensemble_scheduling.step]
+    if contract.fused_name(text_in.name) in names:
+        names += [contract.encoder_name(text_in.name), contract.tokenizer_name(text_in.name)]
+    return names
 
 
 def stale_release_models(repository: Path, name: str, served: Sequence[int]) -> list[Path]:

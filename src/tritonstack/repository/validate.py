@@ -16,10 +16,11 @@ from google.protobuf import text_format
 from tritonstack.repository import contract, layout
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
+from tritonstack.repository.layouts import FUSED_ROLE
 from tritonstack.repository.releases import served_versions
-from tritonstack.repository.writer import PYTHON_MODEL_FILES
+from tritonstack.repository.writer import FUSED_ONLY_FILES, PYTHON_MODEL_FILES
 
-TEXT_ROLES = ("tokenizer", "postprocess")
+TEXT_ROLES = ("tokenizer", "postprocess", FUSED_ROLE)
 
 
 @dataclass
@@ -110,11 +111,14 @@ def _check_python_text_model(
     role = parameter(config, "role")
     if role not in TEXT_ROLES:
         return
-    needs_tokenizer = role == "tokenizer" or parameter(config, "task") == "token-classification"
+    needs_tokenizer = role in ("tokenizer", FUSED_ROLE) or parameter(config, "task") == "token-classification"
+    required = [f for f in PYTHON_MODEL_FILES if role == FUSED_ROLE or f not in FUSED_ONLY_FILES]
+    if needs_tokenizer:
+        required.append("tokenizer.json")
     for version in versions:
-        for required in (*PYTHON_MODEL_FILES, "tokenizer.json") if needs_tokenizer else tuple(PYTHON_MODEL_FILES):
-            if not (version / required).is_file():
-                report.add(name, f"version {version.name} has no {required}")
+        for filename in required:
+            if not (version / filename).is_file():
+                report.add(name, f"version {version.name} has no {filename}")
     encoder_name = parameter(config, "encoder_model", "") or ""
     encoder = configs.get(encoder_name)
     if encoder is None:
@@ -127,6 +131,21 @@ def _check_python_text_model(
         report.add(name, f"outputs must be {encoder_name}'s inputs {encoder_inputs}")
     if parameter(config, "encoder_output") not in [t.name for t in encoder.output]:
         report.add(name, f"parameter encoder_output is not an output of {encoder_name}")
+    if role == FUSED_ROLE:
+        _check_fused(report, name, config, versions, encoder_name, encoder)
+
+
+def _check_fused(report: Report, name: str, config: Any, versions: list[Path], encoder_name: str, encoder: Any) -> None:
+    """The fused step runs the encoder's ONNX file of its own release, in a Python process, on the CPU."""
+    filename = parameter(config, "encoder_file", "model.onnx") or "model.onnx"
+    for version in versions:
+        onnx_file = version.parent.parent / encoder_name / version.name / filename
+        if not onnx_file.is_file():
+            report.add(name, f"version {version.name} runs {encoder_name}/{version.name}/{filename}, which is missing")
+    if any(group.kind == group.KIND_GPU for group in config.instance_group):
+        report.add(name, "a fused step runs ONNX Runtime on the CPU: its instance_group must be KIND_CPU")
+    if encoder.max_batch_size < config.max_batch_size:
+        report.add(name, f"max_batch_size {config.max_batch_size} > {encoder_name}'s {encoder.max_batch_size}")
 
 
 def _check_ensemble(report: Report, name: str, config: Any, configs: dict[str, Any]) -> None:

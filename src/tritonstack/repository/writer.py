@@ -17,13 +17,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonstack.repository import contract
+from tritonstack.repository import contract, layouts
 from tritonstack.repository.config import (
     DynamicBatching,
     EnsembleStep,
@@ -65,7 +65,10 @@ PYTHON_MODEL_FILES = {
     "model.py": "text_model.py",
     "tokenization.py": "tokenization.py",
     "error_responses.py": "error_responses.py",
+    "encoder_runner.py": "encoder_runner.py",
 }
+# Needed by the fused step only: repositories exported before it existed lack it in their other Python models.
+FUSED_ONLY_FILES = ("encoder_runner.py",)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -126,6 +129,7 @@ class ExportedModel:
     queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (see queue_policy.py)
     # Triton's response cache on the text-in ensemble only (see _text_in_config); outputs must be deterministic.
     response_cache: bool = False
+    layout: str = contract.ENSEMBLE_LAYOUT  # contract.LAYOUTS; fused: CPU only
 
     @classmethod
     def from_export(
@@ -144,6 +148,7 @@ class ExportedModel:
         gpus: tuple[int, ...] = (),
         report: Mapping[str, Any] | None = None,
         response_cache: bool = False,
+        layout: str = contract.ENSEMBLE_LAYOUT,
     ) -> ExportedModel:
         """The model of ``export``, served as ``name``; ``onnx_path`` replaces its fp32 graph (a chosen candidate)."""
         return cls(
@@ -166,6 +171,7 @@ class ExportedModel:
             max_queue_size=max_queue_size,
             queue_timeout_ms=queue_timeout_ms,
             response_cache=response_cache,
+            layout=layout,
         )
 
 
@@ -320,11 +326,29 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
 
 
 def model_configs(model: ExportedModel) -> list[ModelConfig]:
-    """The configs ``write_text_model`` writes: encoder, tokenizer, [postprocess,] text-in ensemble."""
+    """The ensemble layout's configs: encoder, tokenizer, [postprocess,] text-in ensemble."""
     encoder = _encoder_config(model)
     postprocess = None if model.task == "feature-extraction" else _postprocess_config(model, encoder)
     steps = [encoder, _tokenizer_config(model), *([postprocess] if postprocess else [])]
     return [*steps, _text_in_config(model, postprocess)]
+
+
+def layout_configs(model: ExportedModel) -> list[Any]:
+    """The configs (protobuf) ``write_text_model`` writes for ``model.layout``: the steps, then the text-in
+    ensemble. The fused layout keeps every step model and adds ``NAME_fused`` (``layouts.py`` says why)."""
+    if model.layout not in contract.LAYOUTS:
+        raise RepositoryError(f"no layout {model.layout!r}", hint=f"layouts: {', '.join(contract.LAYOUTS)}")
+    configs = [c.to_proto() for c in model_configs(model)]
+    if model.layout == contract.ENSEMBLE_LAYOUT:
+        return configs
+    if model.target == "gpu":
+        raise RepositoryError(
+            "the fused layout runs ONNX Runtime on the CPU inside a Python model; a GPU export keeps the ensemble",
+            hint="drop --layout fused, or export with --target cpu",
+        )
+    encoder, tokenizer, *others, text_in = configs
+    fused = layouts.fused_step(text_in, encoder, tokenizer, others)
+    return [encoder, tokenizer, *others, fused, layouts.with_fused_step(text_in)]
 
 
 def python_model_sources() -> dict[str, str]:
@@ -349,23 +373,42 @@ def _copy_tokenizer(source: Path, destination: Path) -> None:
         shutil.copy2(source / name, destination / name)
 
 
+def _write_python_model(version_dir: Path, tokenizer_dir: Path) -> None:
+    for filename, source in python_model_sources().items():
+        (version_dir / filename).write_text(source)
+    _copy_tokenizer(tokenizer_dir, version_dir)
+
+
+def add_fused_versions(repository: Path, name: str, releases: Sequence[int]) -> list[Path]:
+    """Give ``NAME_fused`` a version folder for each of ``releases`` that lacks one (the release was exported
+    in the ensemble layout): its Python files and the tokenizer files of that release. The folders made."""
+    made = []
+    for release in releases:
+        version_dir = Path(repository) / contract.fused_name(name) / str(release)
+        if version_dir.is_dir():
+            continue
+        staging = version_dir.with_name(f".{release}.staging")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        _write_python_model(staging, Path(repository) / contract.tokenizer_name(name) / str(release))
+        os.replace(staging, version_dir)
+        made.append(version_dir)
+    return made
+
+
 def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> list[Any]:
     """Stage release ``version`` of ``model`` beside ``stable`` (itself for a first export); return the configs
     (protobuf) to install once the version folders are in place."""
-    configs = model_configs(model)
+    configs = layout_configs(model)
     candidate = None if stable == version else version
-    release_protos = release_configs(configs[-1].to_proto(), [c.to_proto() for c in configs[:-1]], stable, candidate)
+    release_protos = release_configs(configs[-1], configs[:-1], stable, candidate)
     for config in configs:
         (staging / config.name / str(version)).mkdir(parents=True)
     encoder, text_in = configs[0], configs[-1]
     shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
-    sources = python_model_sources()
     for config in configs:
         if config.backend == "python":
-            version_dir = staging / config.name / str(version)
-            for filename, source in sources.items():
-                (version_dir / filename).write_text(source)
-            _copy_tokenizer(model.tokenizer_dir, version_dir)
+            _write_python_model(staging / config.name / str(version), model.tokenizer_dir)
     report = {**model.report, "name": model.name, "version": version}
     (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
     return release_protos
@@ -374,7 +417,7 @@ def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> li
 def write_text_model(repository: Path, model: ExportedModel) -> Path:
     """Write ``model`` into ``repository``; return the text-in model's new version folder."""
     repository = Path(repository)
-    names = [c.name for c in model_configs(model)]
+    names = [c.name for c in layout_configs(model)]
     try:
         repository.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".tritonstack-staging-", dir=repository))
@@ -392,6 +435,8 @@ def write_text_model(repository: Path, model: ExportedModel) -> Path:
         for name in names:
             (repository / name).mkdir(exist_ok=True)
             os.replace(staging / name / str(version), repository / name / str(version))
+        if model.layout == contract.FUSED_LAYOUT:  # a stable release exported in the ensemble layout
+            add_fused_versions(repository, model.name, (stable,))
         # configs last: a reader never sees a config naming a version that is not there yet
         install_configs(repository, configs)
         for stale in stale_release_models(repository, model.name, (stable, version)):

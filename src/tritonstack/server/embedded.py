@@ -87,8 +87,9 @@ def prepare_backends(destination: Path) -> Path:
     shutil.copytree(
         BACKENDS_SOURCE / "onnxruntime", destination / "onnxruntime", ignore=shutil.ignore_patterns("__pycache__")
     )
-    # the error responses the Python models use too (export copies it beside their model.py)
-    shutil.copy2(MODELS_SOURCE / "error_responses.py", destination / "onnxruntime" / "error_responses.py")
+    # the modules the text-in Python models use too (export copies them beside their model.py)
+    for shared in ("error_responses.py", "encoder_runner.py"):
+        shutil.copy2(MODELS_SOURCE / shared, destination / "onnxruntime" / shared)
     return destination
 
 

@@ -9,11 +9,20 @@ text-in ensemble; the ``role`` parameter of each config picks what it does:
   its dynamic batcher runs them as one execution.
 * ``postprocess`` (classification tasks): logits -> ``LABEL`` + ``SCORE``, or
   ``TEXT`` + logits -> ``ENTITIES`` for token classification.
+* ``text-in`` (the one-process layout, CPU only): ``TEXT`` -> the task's
+  outputs in one model. It tokenizes the batch as the tokenizer does, runs the
+  ONNX file of the same release of ``encoder_model`` (its folder
+  ``<encoder_model>/<this model's version>/``) with ONNX Runtime in this
+  process, rows regrouped by length as the ``onnxruntime`` backend does
+  (``encoder_runner.py``, with the encoder's knobs as this config's
+  parameters), and post-processes: one Python process and one copy per request
+  fewer than the three-step ensemble. ``docs/export.md`` has the figures.
 
 The tokenizer rule itself lives in ``tokenization.py``, which export copies
-beside this file; the bench imports the same module from the package. Both
-files import only ``numpy`` and ``tokenizers`` besides Triton's own
-``triton_python_backend_utils``: the NGC image needs nothing else.
+beside this file; the bench imports the same module from the package. The
+tokenizer and postprocess import only ``numpy`` and ``tokenizers`` besides
+Triton's own ``triton_python_backend_utils``: the NGC image needs nothing else.
+The ``text-in`` role needs ``onnxruntime`` too (imported only for it).
 """
 
 import importlib.util
@@ -43,6 +52,7 @@ def _load_beside(filename):
 
 tokenization = _load_beside("tokenization.py")
 error_responses = _load_beside("error_responses.py")
+ONE_PROCESS_ROLE = "text-in"
 
 
 class InputError(Exception):
@@ -85,10 +95,17 @@ class TritonPythonModel:
         self.encoder_output = params["encoder_output"]
         self.labels = json.loads(params.get("labels", "[]"))
         # Token classification maps logits back to tokens and character offsets: it re-tokenizes the text.
-        self.needs_text = self.role == "tokenizer" or self.task == "token-classification"
+        self.needs_text = self.role in ("tokenizer", ONE_PROCESS_ROLE) or self.task == "token-classification"
         if self.needs_text:
             version_dir = os.path.join(args["model_repository"], args["model_version"])
             self.tokenizer = tokenization.TextTokenizer(version_dir, self.max_length)
+        self.encoder = _Encoder(args, config, params) if self.role == ONE_PROCESS_ROLE else None
+        if self.encoder is not None:
+            self.output_names = [o["name"] for o in config["output"]]
+
+    def finalize(self):
+        if self.encoder is not None:
+            self.encoder.close()
 
     def _label(self, index):
         return self.labels[index] if index < len(self.labels) else f"LABEL_{index}"
@@ -124,6 +141,28 @@ class TritonPythonModel:
             rows.append([json.dumps(items, ensure_ascii=False).encode()])
         return {"ENTITIES": np.array(rows, dtype=np.object_)}
 
+    def _answer(self, texts, logits, encodings):
+        """The task's output arrays for the rows of ``texts`` (postprocess, text-in)."""
+        if self.task == "token-classification":
+            return self._entities(logits, encodings if encodings is not None else self.tokenizer.encode(texts))
+        if self.task == "feature-extraction":
+            return {self.output_names[0]: logits}
+        return self._classify(logits)
+
+    def _text_in(self, part, responses):
+        """Tokenize every text of ``part`` at once, run the encoder on the rows, answer each request."""
+        texts = [t for _, request_texts, _ in part for t in request_texts]
+        encodings = self.tokenizer.encode(texts)
+        features = self.tokenizer.features(encodings, self.encoder_inputs)
+        outputs = self.encoder.run(features)
+        start = 0
+        for index, request_texts, _ in part:
+            stop = start + len(request_texts)
+            answer = self._answer(request_texts, outputs[start:stop], encodings[start:stop])
+            tensors = [pb_utils.Tensor(name, array) for name, array in answer.items()]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            start = stop
+
     def _read(self, request):
         """(texts, logits) of one request; either may be None when this role does not take it."""
         texts = _decode_texts(request) if self.needs_text else None
@@ -154,13 +193,16 @@ class TritonPythonModel:
                 responses[index] = error_responses.invalid_argument(str(error))
             except Exception as error:
                 responses[index] = error_responses.unexpected(error)
-        # The tokenizer answers the batch with one call and one padded length, the postprocessor request
-        # by request. A part that fails is retried request by request, so that only a bad one fails.
-        parts = [batch] if self.role == "tokenizer" and batch else [[item] for item in batch]
+        # The tokenizer and the text-in model answer the batch with one call and one padded length, the
+        # postprocessor request by request. A part that fails is retried request by request, so that only a
+        # bad one fails.
+        parts = [batch] if self.role != "postprocess" and batch else [[item] for item in batch]
         while parts:
             part = parts.pop(0)
             try:
-                if self.role == "tokenizer":
+                if self.role == ONE_PROCESS_ROLE:
+                    self._text_in(part, responses)
+                elif self.role == "tokenizer":
                     encodings = self.tokenizer.encode([t for _, texts, _ in part for t in texts])
                     features = self.tokenizer.features(encodings, self.encoder_inputs)
                     start = 0
@@ -171,10 +213,7 @@ class TritonPythonModel:
                         start = stop
                 else:
                     ((index, texts, logits),) = part
-                    if self.task == "token-classification":
-                        outputs = self._entities(logits, self.tokenizer.encode(texts))
-                    else:
-                        outputs = self._classify(logits)
+                    outputs = self._answer(texts, logits, None)
                     tensors = [pb_utils.Tensor(name, array) for name, array in outputs.items()]
                     responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
             except Exception as error:
@@ -183,3 +222,44 @@ class TritonPythonModel:
                 else:
                     responses[part[0][0]] = error_responses.unexpected(error)
         return responses
+
+
+class _Encoder:
+    """The ONNX file of this release of ``encoder_model``, run in this process for the ``text-in`` role."""
+
+    def __init__(self, args, config, params):
+        import onnxruntime as ort  # only this role needs it
+
+        encoder_runner = _load_beside("encoder_runner.py")
+        self.run_rows = encoder_runner.run_rows
+        root = os.path.dirname(os.path.abspath(args["model_repository"]))
+        filename = params.get("encoder_file", "model.onnx")
+        path = os.path.join(root, params["encoder_model"], args["model_version"], filename)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: the text-in model runs the encoder's file of its release")
+        kind = args["model_instance_kind"]
+        self.turns = encoder_runner.turns_for(config, params, kind)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or encoder_runner.default_threads(
+            len(os.sched_getaffinity(0)),
+            encoder_runner.instances_of_kind(config, kind),
+            take_turns=isinstance(self.turns, encoder_runner.CpuTurns),
+        )
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.output_name = params["encoder_output"]
+        self.sequence_output = params["task"] == "token-classification"
+        self.max_padding_waste = float(params.get("max_padding_waste", "0.25"))
+        self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
+
+    def run(self, features):
+        """The encoder's output for every row of ``features``, in this instance's turn on the CPUs."""
+        sequence = {self.output_name} if self.sequence_output else set()
+        with self.turns:
+            (output,) = self.run_rows(
+                self.session, [self.output_name], sequence, features, self.max_padding_waste, self.max_rows_per_call
+            )
+        return output
+
+    def close(self):
+        self.turns.close()

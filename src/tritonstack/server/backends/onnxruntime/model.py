@@ -19,17 +19,12 @@ gets INVALID_ARG; a request whose client gave up (deadline, disconnect) before
 its rows ran gets CANCELLED and is not computed; when ONNX Runtime fails on a
 group of requests, each is run alone, so only the one that breaks it fails.
 
-Rows are padded to the longest text of their tokenizer batch. On a CPU the
-padding costs more than batching saves when lengths are mixed, so rows with an
-``attention_mask`` are regrouped by their true length, the padding is trimmed,
-and each group of similar lengths runs as one ONNX Runtime call
-(``max_padding_waste`` bounds the padding a group may carry; outputs with a
-sequence axis are padded back). ``max_rows_per_call`` (0 or absent: no limit)
-caps the rows of one ONNX Runtime call: a group with more is run in chunks of
-that many similar-length rows. On a CPU a small model may run fastest one row
-at a time (see ``tritonstack tune``), and a dynamic-int8 graph needs exactly
-one, or a text's activation scale -- and so its output -- would depend on the
-texts it was batched with.
+Rows are regrouped by their true length and run with the padding trimmed, at
+most ``max_rows_per_call`` rows per ONNX Runtime call (0 or absent: no limit);
+``max_padding_waste`` bounds the padding of a group; ``cpu_turns: "1"`` makes
+the CPU instances take turns on the CPUs, each with all of them. All three are
+``encoder_runner.py``'s, which this folder holds beside this file (the embedded
+server copies it from ``server/models/``).
 """
 
 import importlib.util
@@ -65,6 +60,7 @@ def _load_beside(filename):
 
 providers = _load_beside("providers.py")
 error_responses = _load_beside("error_responses.py")
+encoder_runner = _load_beside("encoder_runner.py")
 
 
 class RequestError(Exception):
@@ -89,38 +85,6 @@ def run_isolating_failures(run, members):
     return outcomes
 
 
-def length_groups(lengths, max_padding_waste):
-    """Row indices grouped by similar length: padding each group to its longest row adds at most
-    ``max_padding_waste`` x the group's real tokens."""
-    groups, current, used = [], [], 0
-    for row in np.argsort(lengths, kind="stable"):
-        length = int(lengths[row])
-        if current and length * (len(current) + 1) > (1 + max_padding_waste) * (used + length):
-            groups.append(current)
-            current, used = [], 0
-        current.append(int(row))
-        used += length
-    if current:
-        groups.append(current)
-    return groups
-
-
-def default_threads(cpus, instances):
-    """Intra-op threads of one instance when the config sets none: the CPUs this process may run on,
-    shared among the ``instances`` that run on them (at least one each)."""
-    return max(1, cpus // max(1, instances))
-
-
-def _instances_of_kind(config, kind):
-    """Instances of ``kind`` ("KIND_CPU"/"CPU") that the config's groups start on this host. A GPU group's
-    count is per GPU, and each GPU instance gets its own device, so only CPU instances share the CPUs."""
-    kind = kind.upper().removeprefix("KIND_")
-    if kind != "CPU":
-        return 1
-    groups = config.get("instance_group") or [{}]
-    return sum(int(g.get("count", 1)) for g in groups if g.get("kind", "KIND_CPU").removeprefix("KIND_") == "CPU")
-
-
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -128,8 +92,12 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or default_threads(
-            len(os.sched_getaffinity(0)), _instances_of_kind(config, args["model_instance_kind"])
+        kind = args["model_instance_kind"]
+        self.turns = encoder_runner.turns_for(config, params, kind)
+        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or encoder_runner.default_threads(
+            len(os.sched_getaffinity(0)),
+            encoder_runner.instances_of_kind(config, kind),
+            take_turns=isinstance(self.turns, encoder_runner.CpuTurns),
         )
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0"))
         self.session = self._open_session(args, config, path, options)
@@ -167,37 +135,16 @@ class TritonPythonModel:
         return opened.session
 
     def _run(self, feeds):
-        """session.run over ``feeds``: rows regrouped by true length, at most ``max_rows_per_call`` rows per
-        call (see the module docstring)."""
-        mask = feeds.get("attention_mask")
-        count = len(next(iter(feeds.values())))
-        limit = self.max_rows_per_call or count
-        trim = mask is not None and mask.ndim == 2 and not (count == 1 and mask.all())
-        if not trim and count <= limit:
-            return self.session.run(self.output_names, feeds)
-        # without a mask to trim by, every row counts as full length: one group, in arrival order
-        lengths = np.maximum(mask.sum(axis=1), 1) if trim else np.ones(count, dtype=np.int64)
-        results = [None] * len(self.output_names)
-        for group in length_groups(lengths, self.max_padding_waste):
-            for start in range(0, len(group), limit):
-                rows = group[start : start + limit]
-                if trim:
-                    longest = int(lengths[rows].max())
-                    part = self.session.run(self.output_names, {n: a[rows, :longest] for n, a in feeds.items()})
-                else:
-                    part = self.session.run(self.output_names, {n: a[rows] for n, a in feeds.items()})
-                for k, (name, value) in enumerate(zip(self.output_names, part, strict=True)):
-                    if results[k] is None:
-                        shape = list(value.shape)
-                        shape[0] = count
-                        if trim and name in self.sequence_outputs:
-                            shape[1] = mask.shape[1]
-                        results[k] = np.zeros(shape, dtype=value.dtype)
-                    if trim and name in self.sequence_outputs:
-                        results[k][rows, :longest] = value
-                    else:
-                        results[k][rows] = value
-        return results
+        """session.run over ``feeds``, rows regrouped by length (``encoder_runner.run_rows``), in this
+        instance's turn on the CPUs."""
+        with self.turns:
+            return encoder_runner.run_rows(
+                self.session, self.output_names, self.sequence_outputs, feeds, self.max_padding_waste,
+                self.max_rows_per_call,
+            )  # fmt: skip
+
+    def finalize(self):
+        self.turns.close()
 
     def _features(self, request):
         features = {}

@@ -1,0 +1,103 @@
+"""The two layouts of a text-in model: an ensemble of steps, or one fused Python step on the CPU.
+
+* ``ensemble``: ``NAME`` chains ``NAME_tokenizer`` -> ``NAME_encoder`` [->
+  ``NAME_postprocess``]. The GPU layout (the encoder runs in Triton's native
+  backend there), and what every export writes first.
+* ``fused``: ``NAME`` has one step, ``NAME_fused``, a Python model that
+  tokenizes, runs the ONNX file of ``NAME_encoder`` of its own release in its
+  own process and post-processes (``server/models/text_model.py``, role
+  ``text-in``). One Python process, one hop and one copy of the tensors per
+  request fewer. The step models stay: the fused step reads the encoder's file
+  and the tokenizer's, releases pin them, the benchmark's in-process limit reads
+  them, and the ensemble layout can come back by rewriting ``NAME`` alone.
+
+Both export (``--layout fused``) and ``tune`` build the fused step here, from
+the step configs, so the fused step runs with the encoder's batching, queue
+bounds, instances and ONNX Runtime knobs, and its queue gets the whole queueing
+budget the steps shared. ``docs/export.md`` has the figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tritonstack.repository import contract
+from tritonstack.repository.config import ModelConfigProto, parameter
+
+FUSED_ROLE = "text-in"  # the role parameter of server/models/text_model.py that runs the fused step
+# Parameters of the tokenizer's config that the fused step reads as they are.
+TEXT_PARAMETERS = ("task", "max_sequence_length", "encoder_model", "encoder_inputs", "encoder_output", "labels")
+# Parameters of the encoder's config that the fused step honours as the onnxruntime backend does.
+ENCODER_PARAMETERS = (
+    contract.PRECISION_PARAMETER,
+    contract.RECIPE_PARAMETER,
+    contract.MAX_ROWS_PER_CALL_PARAMETER,
+    "max_padding_waste",
+    "intra_op_thread_count",
+)
+
+
+def base_name(text_in: Any) -> str:
+    """The text-in model a config serves: its own name, or the one a per-release ensemble is a release of."""
+    return parameter(text_in, contract.RELEASE_OF_PARAMETER) or text_in.name
+
+
+def layout_of(text_in: Any) -> str:
+    """The layout of the text-in ensemble ``text_in`` (protobuf)."""
+    fused = contract.fused_name(base_name(text_in))
+    steps = [step.model_name for step in text_in.ensemble_scheduling.step]
+    return contract.FUSED_LAYOUT if steps == [fused] else contract.ENSEMBLE_LAYOUT
+
+
+def _copy(config: Any) -> Any:
+    copied = ModelConfigProto()
+    copied.CopyFrom(config)
+    return copied
+
+
+def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence[Any] = ()) -> Any:
+    """The config (protobuf) of ``NAME_fused`` for the ensemble ``text_in`` whose steps are ``encoder``,
+    ``tokenizer`` and ``other_steps`` (a postprocess): TEXT in, the ensemble's outputs out; the encoder's
+    batching, instances, versions and knobs; a queue timeout of all the steps' timeouts together."""
+    fused = ModelConfigProto()
+    fused.name = contract.fused_name(base_name(text_in))
+    fused.backend = "python"
+    fused.max_batch_size = encoder.max_batch_size
+    fused.input.extend(text_in.input)
+    fused.output.extend(text_in.output)
+    fused.version_policy.CopyFrom(encoder.version_policy)
+    fused.instance_group.extend(encoder.instance_group)
+    fused.dynamic_batching.CopyFrom(encoder.dynamic_batching)
+    steps = [encoder, tokenizer, *other_steps]
+    timeouts = [s.dynamic_batching.default_queue_policy.default_timeout_microseconds for s in steps]
+    if fused.dynamic_batching.HasField("default_queue_policy") and all(timeouts):
+        fused.dynamic_batching.default_queue_policy.default_timeout_microseconds = sum(timeouts)
+    for key in TEXT_PARAMETERS:
+        value = parameter(tokenizer, key)
+        if value is not None:
+            fused.parameters[key].string_value = value
+    for key in ENCODER_PARAMETERS:
+        value = parameter(encoder, key)
+        if value is not None:
+            fused.parameters[key].string_value = value
+    fused.parameters["role"].string_value = FUSED_ROLE
+    fused.parameters["encoder_file"].string_value = encoder.default_model_filename or "model.onnx"
+    # two instances that take turns on every CPU keep the next batch ready (encoder_runner.py)
+    fused.parameters["cpu_turns"].string_value = "1"
+    return fused
+
+
+def with_fused_step(text_in: Any) -> Any:
+    """A copy of the ensemble ``text_in`` whose one step is ``NAME_fused``, at the version its steps ran."""
+    fused = _copy(text_in)
+    versions = {step.model_version for step in text_in.ensemble_scheduling.step}
+    step_version = versions.pop() if len(versions) == 1 else -1
+    del fused.ensemble_scheduling.step[:]
+    step = fused.ensemble_scheduling.step.add()
+    step.model_name = contract.fused_name(base_name(text_in))
+    step.model_version = step_version
+    step.input_map[contract.TEXT_INPUT] = contract.TEXT_INPUT
+    for output in text_in.output:
+        step.output_map[output.name] = output.name
+    return fused

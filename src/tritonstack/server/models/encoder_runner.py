@@ -1,0 +1,141 @@
+"""ONNX Runtime over a Triton batch of tokenized rows, shared by the ``onnxruntime`` backend and the text-in model.
+
+Loaded by path beside the file that uses it (the stub runs without the
+tritonstack package), so it imports only ``numpy`` and the standard library.
+
+* :func:`run_rows`: rows are padded to the longest text of their tokenizer
+  batch. On a CPU the padding costs more than batching saves when lengths are
+  mixed, so rows with an ``attention_mask`` are regrouped by their true length,
+  the padding is trimmed, and each group of similar lengths runs as one ONNX
+  Runtime call (``max_padding_waste`` bounds the padding a group may carry;
+  outputs with a sequence axis are padded back). ``max_rows_per_call`` (0: no
+  limit) caps the rows of one call: a small model may run fastest one row at a
+  time on a CPU (see ``tritonstack tune``), and a dynamic-int8 graph needs
+  exactly one, or a text's activation scale -- and so its output -- would
+  depend on the texts it was batched with.
+* :class:`CpuTurns`: the CPU instances of one model, in one server, take turns
+  on the CPUs (``cpu_turns``). Triton 2.51 forms the next batch of a model with
+  a queue policy only while an instance waits for one (no prefetching), so one
+  instance leaves the CPU idle between batches and a request can stall until
+  the next arrival; two instances that each compute with every CPU, one at a
+  time, keep the next batch ready without splitting the CPUs or the caches
+  between two computations. Measured in ``docs/export.md``.
+"""
+
+import fcntl
+import os
+import tempfile
+
+import numpy as np
+
+
+def length_groups(lengths, max_padding_waste):
+    """Row indices grouped by similar length: padding each group to its longest row adds at most
+    ``max_padding_waste`` x the group's real tokens."""
+    groups, current, used = [], [], 0
+    for row in np.argsort(lengths, kind="stable"):
+        length = int(lengths[row])
+        if current and length * (len(current) + 1) > (1 + max_padding_waste) * (used + length):
+            groups.append(current)
+            current, used = [], 0
+        current.append(int(row))
+        used += length
+    if current:
+        groups.append(current)
+    return groups
+
+
+def default_threads(cpus, instances, take_turns=False):
+    """Intra-op threads of one instance when the config sets none: the CPUs this process may run on, shared
+    among the ``instances`` that run on them (at least one each) -- all of them when the instances take turns."""
+    return max(1, cpus if take_turns else cpus // max(1, instances))
+
+
+def instances_of_kind(config, kind):
+    """Instances of ``kind`` ("KIND_CPU"/"CPU") that the config's groups start on this host. A GPU group's
+    count is per GPU, and each GPU instance gets its own device, so only CPU instances share the CPUs."""
+    kind = kind.upper().removeprefix("KIND_")
+    if kind != "CPU":
+        return 1
+    groups = config.get("instance_group") or [{}]
+    return sum(int(g.get("count", 1)) for g in groups if g.get("kind", "KIND_CPU").removeprefix("KIND_") == "CPU")
+
+
+class CpuTurns:
+    """A lock the CPU instances of one model in one server hold while they compute.
+
+    An ``flock`` on a file named after the server process (the stub's parent) and the model: the kernel
+    releases it when a holder dies, so a killed instance never blocks the others.
+    """
+
+    def __init__(self, model_name, directory=None):
+        directory = directory or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
+        self.path = os.path.join(directory, f"tritonstack-turns-{os.getppid()}-{safe}.lock")
+        self._file = open(self.path, "a+")  # noqa: SIM115 -- held for the life of the instance
+
+    def __enter__(self):
+        fcntl.flock(self._file, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def close(self):
+        self._file.close()
+
+
+class NoTurns:
+    """The stand-in for :class:`CpuTurns` where instances do not take turns."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def close(self):
+        return None
+
+
+def turns_for(config, params, kind):
+    """:class:`CpuTurns` when the config asks for them (``cpu_turns``: "1") and this is one of several CPU
+    instances; else :class:`NoTurns`."""
+    wanted = params.get("cpu_turns", "0") == "1"
+    if wanted and instances_of_kind(config, kind) > 1:
+        return CpuTurns(config["name"])
+    return NoTurns()
+
+
+def run_rows(session, output_names, sequence_outputs, feeds, max_padding_waste, max_rows_per_call):
+    """``session.run`` over ``feeds``: rows regrouped by true length, at most ``max_rows_per_call`` rows per
+    call (see the module docstring). Returns one array per output name, rows in the order of ``feeds``."""
+    mask = feeds.get("attention_mask")
+    count = len(next(iter(feeds.values())))
+    limit = max_rows_per_call or count
+    trim = mask is not None and mask.ndim == 2 and not (count == 1 and mask.all())
+    if not trim and count <= limit:
+        return session.run(output_names, feeds)
+    # without a mask to trim by, every row counts as full length: one group, in arrival order
+    lengths = np.maximum(mask.sum(axis=1), 1) if trim else np.ones(count, dtype=np.int64)
+    results = [None] * len(output_names)
+    for group in length_groups(lengths, max_padding_waste):
+        for start in range(0, len(group), limit):
+            rows = group[start : start + limit]
+            if trim:
+                longest = int(lengths[rows].max())
+                part = session.run(output_names, {n: a[rows, :longest] for n, a in feeds.items()})
+            else:
+                part = session.run(output_names, {n: a[rows] for n, a in feeds.items()})
+            for k, (name, value) in enumerate(zip(output_names, part, strict=True)):
+                if results[k] is None:
+                    shape = list(value.shape)
+                    shape[0] = count
+                    if trim and name in sequence_outputs:
+                        shape[1] = mask.shape[1]
+                    results[k] = np.zeros(shape, dtype=value.dtype)
+                if trim and name in sequence_outputs:
+                    results[k][rows, :longest] = value
+                else:
+                    results[k][rows] = value
+    return results
