@@ -139,6 +139,38 @@ def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Pat
     assert _files(repository) == original
 
 
+@pytest.mark.integration
+def test_a_fused_winner_adds_the_fused_step_and_can_be_undone(repository: Path, tmp_path: Path) -> None:
+    from tritonstack.client import Client
+    from tritonstack.server import EmbeddedServer
+
+    # A start that cannot win in the ensemble layout: every request waits 200 ms for the tokenizer's batch to
+    # fill. The fused step tokenizes itself, with the encoder's batching: the layout is the first knob tried.
+    tokenizer = parse((repository / "tiny_tokenizer" / "config.pbtxt").read_text())
+    tokenizer.dynamic_batching.max_queue_delay_microseconds = 200_000
+    replace_config(repository, tokenizer)
+    original = _files(repository)
+
+    code, summary = _tune(repository, _slo(tmp_path / "slo.yaml", p99_ms=5000, max_users=1), tmp_path / "r", "75s")
+
+    assert code == 0 and summary["winner"]["layout"] == "fused"
+    assert str(repository / "tiny" / "config.pbtxt") in summary["written"]
+    text_in = parse((repository / "tiny" / "config.pbtxt").read_text())
+    assert [step.model_name for step in text_in.ensemble_scheduling.step] == ["tiny_fused"]
+    fused = parse((repository / "tiny_fused" / "config.pbtxt").read_text())
+    assert fused.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
+    assert (repository / "tiny_fused" / "1" / "model.py").is_file()
+    check_repository(repository)
+    with EmbeddedServer(repository) as server:
+        assert Client(server.grpc_url, model="tiny").embed(["hello world"]).shape == (1, 32)
+
+    # the undo the report prints: remove the fused step, put the previous configs back
+    assert summary["undo"].startswith(f"rm -r {repository / 'tiny_fused'} && cp -r ")
+    shutil.rmtree(repository / "tiny_fused")
+    shutil.copytree(Path(summary["previous_configs"]), repository, dirs_exist_ok=True)
+    assert _files(repository) == original
+
+
 def test_a_budget_too_small_for_one_config_is_a_clear_error(
     repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,6 +11,7 @@ import pytest
 from tritonstack.bench.cpus import CpuSplit
 from tritonstack.bench.timing import Timing
 from tritonstack.loadtest.slo import SLO, CapacitySpec, LoadSpec, Objectives
+from tritonstack.repository import layouts
 from tritonstack.repository.config import parse, render_proto
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.tune.apply import replace_config
@@ -381,8 +382,10 @@ def test_a_dynamic_int8_graph_is_recognised_by_its_operators(tmp_path: Path) -> 
 
 
 def _golden_steps() -> StepConfigs:
-    return StepConfigs(*(parse((GOLDEN / f"feature-extraction-cpu-demo_{step}.pbtxt").read_text())
-                         for step in ("encoder", "tokenizer")))  # fmt: skip
+    encoder, tokenizer = (parse((GOLDEN / f"feature-extraction-cpu-demo_{step}.pbtxt").read_text())
+                          for step in ("encoder", "tokenizer"))  # fmt: skip
+    text_in = parse((GOLDEN / "feature-extraction-cpu-demo.pbtxt").read_text())
+    return StepConfigs(encoder, tokenizer, layouts.fused_step(text_in, encoder, tokenizer), text_in)
 
 
 def test_the_export_defaults_read_back_and_apply_unchanged() -> None:
@@ -412,13 +415,33 @@ def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None
     }  # fmt: skip
     assert encoder.parameters["max_padding_waste"].string_value == "0.5"
     assert encoder.parameters["precision"].string_value == "int8"
-    for before, after in zip(steps.all(), tuned.all(), strict=True):
+    assert (tuned.fused, tuned.text_in) == (steps.fused, steps.text_in)  # the ensemble layout's steps only
+    for before, after in zip((steps.encoder, steps.tokenizer), (tuned.encoder, tuned.tokenizer), strict=True):
         assert list(after.version_policy.specific.versions) == [1, 2]
         assert after.dynamic_batching.default_queue_policy == before.dynamic_batching.default_queue_policy
         assert after.dynamic_batching.default_queue_policy.max_queue_size > 0
         assert after.model_warmup == before.model_warmup
     assert steps.encoder.instance_group[0].count == 2  # the configs read are not changed in place
     assert apply_knobs(tuned, read_knobs(steps)) == steps  # back to the defaults: the settings are left out again
+
+
+def test_the_fused_layout_takes_the_encoder_knobs_and_one_step() -> None:
+    steps = _golden_steps()
+    knobs = Knobs(rows_per_call=1, preferred_batch=(), encoder_delay_us=100, encoder_instances=2,
+                  tokenizer_delay_us=0, tokenizer_instances=4, layout="fused")  # fmt: skip
+    tuned = apply_knobs(steps, knobs)
+    assert (tuned.encoder, tuned.tokenizer) == (steps.encoder, steps.tokenizer)  # idle in this layout
+    assert [s.model_name for s in tuned.text_in.ensemble_scheduling.step] == ["demo_fused"]
+    assert tuned.layout == "fused" and steps.layout == "ensemble"
+    fused = tuned.fused
+    assert fused.dynamic_batching.max_queue_delay_microseconds == 100
+    assert list(fused.dynamic_batching.preferred_batch_size) == []
+    assert fused.instance_group[0].count == 2 and fused.parameters["max_rows_per_call"].string_value == "1"
+    assert fused.parameters["cpu_turns"].string_value == "1" and fused.parameters["role"].string_value == "text-in"
+    # read back: the encoder knobs from the fused step; the tokenizer's as the (idle) tokenizer has them
+    assert read_knobs(tuned) == replace(knobs, tokenizer_delay_us=2000, tokenizer_instances=1)
+    with pytest.raises(TuneError, match="fused layout"):  # no way back to the ensemble's steps
+        apply_knobs(tuned, replace(knobs, layout="ensemble"))
 
 
 def test_replace_config_rewrites_one_config_atomically(tmp_path: Path) -> None:

@@ -43,11 +43,15 @@ def base_name(text_in: Any) -> str:
     return parameter(text_in, contract.RELEASE_OF_PARAMETER) or text_in.name
 
 
+def step_models(text_in: Any) -> list[str]:
+    """The models the steps of the ensemble ``text_in`` name, in order."""
+    return [step.model_name for step in text_in.ensemble_scheduling.step]
+
+
 def layout_of(text_in: Any) -> str:
     """The layout of the text-in ensemble ``text_in`` (protobuf)."""
     fused = contract.fused_name(base_name(text_in))
-    steps = [step.model_name for step in text_in.ensemble_scheduling.step]
-    return contract.FUSED_LAYOUT if steps == [fused] else contract.ENSEMBLE_LAYOUT
+    return contract.FUSED_LAYOUT if step_models(text_in) == [fused] else contract.ENSEMBLE_LAYOUT
 
 
 def _copy(config: Any) -> Any:

@@ -6,8 +6,13 @@ each written to a staged file and renamed over its ``config.pbtxt`` (a reader
 sees the old config or the new one, never half of one). The files they
 replace are copied first to ``<report>/previous/<model>/config.pbtxt`` -- the
 repository's own layout, so ``cp -r <report>/previous/. <repository>/`` undoes
-the change. The repository must then pass ``tritonstack validate``; if it does
-not, the previous files are put back and the error says why.
+the change. A winner in the fused layout that the repository did not have yet
+also gets ``NAME_fused`` (its configs and a version folder per served release,
+``writer.add_fused_versions``), and the per-release ensembles of a candidate
+are rewritten from ``NAME``'s new config (``releases.write_releases``), so every
+served release runs one layout; the undo command then removes ``NAME_fused``
+too. The repository must then pass ``tritonstack validate``; if it does not,
+the previous files are put back and the error says why.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonstack.repository import contract
 from tritonstack.repository.config import write_config
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
+from tritonstack.repository.releases import read_releases, write_releases
 from tritonstack.repository.validate import check_repository
+from tritonstack.repository.writer import add_fused_versions
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs
 
@@ -31,10 +39,12 @@ class Written:
     repository: Path
     configs: tuple[Path, ...]  # the config.pbtxt files rewritten
     previous: Path  # the files they replaced, in the repository's layout
+    created: tuple[Path, ...] = ()  # model folders that did not exist before (NAME_fused)
 
     @property
     def undo_command(self) -> str:
-        return f"cp -r {self.previous}/. {self.repository}/"
+        remove = "".join(f"rm -r {path} && " for path in self.created)
+        return f"{remove}cp -r {self.previous}/. {self.repository}/"
 
 
 def replace_config(repository: Path, config: Any) -> Path:
@@ -47,22 +57,42 @@ def replace_config(repository: Path, config: Any) -> Path:
 
 def write_winner(repository: Path, before: StepConfigs, after: StepConfigs, report_dir: Path) -> Written:
     """Rewrite the configs of ``after`` that differ from ``before``; keep the old files under ``report_dir``."""
-    changed = [new for new, old in zip(after.all(), before.all(), strict=True) if new != old]
+    repository = Path(repository)
+    fused_dir = repository / after.fused.name
+    creates_fused = after.layout == contract.FUSED_LAYOUT and not fused_dir.exists()
+    changed = [
+        new
+        for new, old in zip(after.all(), before.all(), strict=True)
+        if new != old or (creates_fused and new is after.fused)
+    ]
     previous = report_dir / PREVIOUS_DIR
-    for config in changed:
-        kept = previous / config.name / "config.pbtxt"
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repository / config.name / "config.pbtxt", kept)
+    releases = read_releases(repository, after.text_in.name)
+    release_dirs = [repository / contract.release_name(after.text_in.name, r) for r in releases.served]
+    kept_paths = [repository / c.name / "config.pbtxt" for c in changed] + [d / "config.pbtxt" for d in release_dirs]
+    for path in kept_paths:
+        if path.is_file():
+            kept = previous / path.parent.name / "config.pbtxt"
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, kept)
     written: list[Path] = []
     try:
+        if creates_fused:
+            add_fused_versions(repository, after.text_in.name, releases.served)
         for config in changed:
             written.append(replace_config(repository, config))
+        if releases.candidate is not None and after.text_in != before.text_in:
+            write_releases(repository, releases.name, releases.stable, releases.candidate)
         check_repository(repository)
     except (RepositoryError, ConfigValidationError) as error:
-        for config in changed:
-            shutil.copy2(previous / config.name / "config.pbtxt", repository / config.name / "config.pbtxt")
+        for path in kept_paths:
+            kept = previous / path.parent.name / "config.pbtxt"
+            if kept.is_file():
+                shutil.copy2(kept, path)
+        if creates_fused:
+            shutil.rmtree(fused_dir, ignore_errors=True)
         raise TuneError(
             f"the tuned configs were not kept, the previous ones are back: {error.message}",
             hint="this is a bug in tune; the report folder holds what it measured",
         ) from error
-    return Written(repository=repository, configs=tuple(written), previous=previous)
+    created = (fused_dir,) if creates_fused else ()
+    return Written(repository=repository, configs=tuple(written), previous=previous, created=created)

@@ -1,5 +1,10 @@
 """The serving knobs ``tune`` searches, read from and written into the step configs of a text-in model.
 
+The layout is a knob too (``repository/layouts.py``): in the ensemble layout
+the encoder knobs go to ``NAME_encoder``, in the fused layout to ``NAME_fused``
+(which runs the encoder's file in its own process); the tokenizer knobs matter
+in the ensemble layout only.
+
 The configs are edited as Triton's parsed ``ModelConfig`` protobuf, as
 releases edit them: tune sets the fields it owns and nothing else, so every
 other field -- the queue policy, the version policy releases pin, warm-up,
@@ -17,7 +22,7 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tritonstack.repository import contract
+from tritonstack.repository import contract, layouts
 from tritonstack.repository.config import ModelConfigProto, parse
 from tritonstack.tune.errors import TuneError
 
@@ -42,6 +47,7 @@ class Knobs:
     encoder_threads: int = 0  # intra-op threads per encoder instance; 0: the server cores shared equally
     tokenizer_instances: int = 1
     max_padding_waste: float = DEFAULT_PADDING_WASTE  # padding a length group may carry, x its real tokens
+    layout: str = contract.ENSEMBLE_LAYOUT  # contract.LAYOUTS
 
     def changes_from(self, other: Knobs) -> dict[str, tuple[object, object]]:
         """Knob name -> (other's value, this value), for every knob that differs."""
@@ -57,14 +63,23 @@ class Knobs:
 
 @dataclass(frozen=True)
 class StepConfigs:
-    """The two configs ``tune`` rewrites (``ModelConfig`` protobufs); the text-in ensemble and a postprocess
-    step stay as they are."""
+    """The configs ``tune`` rewrites (``ModelConfig`` protobufs); a postprocess step stays as it is.
+
+    ``fused`` is ``NAME_fused``'s config: the repository's, or built from the steps (``layouts.fused_step``)
+    when the repository has none yet; ``text_in`` is the ensemble ``NAME``, whose steps are the layout."""
 
     encoder: Any
     tokenizer: Any
+    fused: Any
+    text_in: Any
 
-    def all(self) -> tuple[Any, Any]:
-        return self.encoder, self.tokenizer
+    def all(self) -> tuple[Any, Any, Any, Any]:
+        """In load order: a step before the ensemble that runs it."""
+        return self.encoder, self.tokenizer, self.fused, self.text_in
+
+    @property
+    def layout(self) -> str:
+        return layouts.layout_of(self.text_in)
 
 
 def _read(model_dir: Path) -> Any:
@@ -78,12 +93,20 @@ def _read(model_dir: Path) -> Any:
 
 
 def load_steps(repository: Path, name: str) -> StepConfigs:
-    """The encoder and tokenizer configs of text-in model ``name``, checked to be tunable."""
-    steps = StepConfigs(
-        encoder=_read(repository / contract.encoder_name(name)),
-        tokenizer=_read(repository / contract.tokenizer_name(name)),
-    )
-    for config in steps.all():
+    """The configs of text-in model ``name`` that tune rewrites, checked to be tunable."""
+    text_in = _read(repository / name)
+    encoder = _read(repository / contract.encoder_name(name))
+    tokenizer = _read(repository / contract.tokenizer_name(name))
+    fused_dir = repository / contract.fused_name(name)
+    if (fused_dir / "config.pbtxt").is_file():
+        fused = _read(fused_dir)
+    else:
+        others = [
+            _read(repository / m) for m in layouts.step_models(text_in) if m not in (encoder.name, tokenizer.name)
+        ]
+        fused = layouts.fused_step(text_in, encoder, tokenizer, others)
+    steps = StepConfigs(encoder=encoder, tokenizer=tokenizer, fused=fused, text_in=text_in)
+    for config in (steps.encoder, steps.tokenizer, steps.fused):
         if not config.HasField("dynamic_batching"):
             raise TuneError(
                 f"{config.name} has no dynamic_batching: there is no batching to tune",
@@ -108,8 +131,10 @@ def _parameter(config: Any, key: str, default: str) -> str:
 
 
 def read_knobs(steps: StepConfigs) -> Knobs:
-    """The knobs ``steps`` run with now."""
-    encoder, tokenizer = steps.encoder, steps.tokenizer
+    """The knobs ``steps`` run with now (in the fused layout, the encoder knobs are the fused step's)."""
+    layout = steps.layout
+    encoder = steps.fused if layout == contract.FUSED_LAYOUT else steps.encoder
+    tokenizer = steps.tokenizer
     return Knobs(
         rows_per_call=int(_parameter(encoder, ROWS_PER_CALL, "0") or 0),
         preferred_batch=tuple(encoder.dynamic_batching.preferred_batch_size),
@@ -119,6 +144,7 @@ def read_knobs(steps: StepConfigs) -> Knobs:
         encoder_threads=int(_parameter(encoder, THREADS, "0") or 0),
         tokenizer_instances=tokenizer.instance_group[0].count,
         max_padding_waste=float(_parameter(encoder, PADDING_WASTE, str(DEFAULT_PADDING_WASTE))),
+        layout=layout,
     )
 
 
@@ -137,14 +163,30 @@ def _copy(config: Any) -> Any:
 
 
 def apply_knobs(steps: StepConfigs, knobs: Knobs) -> StepConfigs:
-    """Copies of ``steps`` running with ``knobs``; every field tune does not own as it was."""
+    """Copies of ``steps`` running with ``knobs``; every field tune does not own as it was. The configs of the
+    layout not chosen stay as they were read."""
+    if knobs.layout == contract.FUSED_LAYOUT:
+        fused = _copy(steps.fused)
+        _set_encoder_knobs(fused, knobs)
+        text_in = steps.text_in if steps.layout == contract.FUSED_LAYOUT else layouts.with_fused_step(steps.text_in)
+        return StepConfigs(encoder=steps.encoder, tokenizer=steps.tokenizer, fused=fused, text_in=text_in)
+    if steps.layout != contract.ENSEMBLE_LAYOUT:
+        raise TuneError(
+            f"{steps.text_in.name} runs the fused layout; tune searches its knobs, not a way back to the ensemble",
+            hint="re-export with --layout ensemble to tune the ensemble layout",
+        )
     encoder, tokenizer = _copy(steps.encoder), _copy(steps.tokenizer)
+    _set_encoder_knobs(encoder, knobs)
+    tokenizer.dynamic_batching.max_queue_delay_microseconds = knobs.tokenizer_delay_us
+    tokenizer.instance_group[0].count = knobs.tokenizer_instances
+    return StepConfigs(encoder=encoder, tokenizer=tokenizer, fused=steps.fused, text_in=steps.text_in)
+
+
+def _set_encoder_knobs(encoder: Any, knobs: Knobs) -> None:
+    """Set the encoder knobs on ``encoder``: ``NAME_encoder``'s config or the fused step's."""
     _set_parameter(encoder, ROWS_PER_CALL, knobs.rows_per_call, 0)
     _set_parameter(encoder, THREADS, knobs.encoder_threads, 0)
     _set_parameter(encoder, PADDING_WASTE, knobs.max_padding_waste, DEFAULT_PADDING_WASTE)
     encoder.dynamic_batching.max_queue_delay_microseconds = knobs.encoder_delay_us
     encoder.dynamic_batching.preferred_batch_size[:] = list(knobs.preferred_batch)
     encoder.instance_group[0].count = knobs.encoder_instances
-    tokenizer.dynamic_batching.max_queue_delay_microseconds = knobs.tokenizer_delay_us
-    tokenizer.instance_group[0].count = knobs.tokenizer_instances
-    return StepConfigs(encoder=encoder, tokenizer=tokenizer)

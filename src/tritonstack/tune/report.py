@@ -10,6 +10,7 @@ from typing import Any
 
 from tritonstack._plots import pyplot, save
 from tritonstack.bench.summary import clean
+from tritonstack.repository import contract
 from tritonstack.tune.apply import Written
 from tritonstack.tune.knobs import Knobs
 from tritonstack.tune.runner import Ranked, TuneResult
@@ -32,18 +33,22 @@ def knob_cells(knobs: Knobs) -> list[str]:
     """The knobs as the table's cells, in the order of ``KNOB_HEADERS``."""
     # 0: the backend's default, every server core for one instance, an equal share of them for several
     threads = knobs.encoder_threads or ("all" if knobs.encoder_instances == 1 else "share")
+    fused = knobs.layout == contract.FUSED_LAYOUT
+    if fused and not knobs.encoder_threads:
+        threads = "all"  # the fused step's instances take turns, each with every server core
     return [
+        knobs.layout[:3],
         str(knobs.rows_per_call or "all"),
         ",".join(str(b) for b in knobs.preferred_batch) or "-",
         str(knobs.encoder_delay_us),
-        str(knobs.tokenizer_delay_us),
+        "-" if fused else str(knobs.tokenizer_delay_us),
         f"{knobs.encoder_instances}x{threads}",
-        str(knobs.tokenizer_instances),
+        "-" if fused else str(knobs.tokenizer_instances),
         f"{knobs.max_padding_waste:g}",
     ]
 
 
-KNOB_HEADERS = ["rows", "pref", "enc us", "tok us", "enc ixt", "tok", "waste"]
+KNOB_HEADERS = ["lay", "rows", "pref", "enc us", "tok us", "enc ixt", "tok", "waste"]
 
 
 def _p99(point: SweepPoint | None) -> str:
@@ -56,6 +61,8 @@ def _row(index: int, ranked: Ranked, result: TuneResult) -> str:
     mark = "*" if result.winner is not None and ranked.knobs == result.winner.knobs else " "
     mark += "s" if ranked.knobs == result.start else " "
     verdict = f"{score.throughput_per_s:8.1f}" if score.held else f"{'missed':>8}"
+    fused = ranked.knobs.layout == contract.FUSED_LAYOUT
+    tokenizer_role, encoder_role = (None, "fused") if fused else ("tokenizer", "encoder")
     cells = [
         f"{index:>3}{mark}",
         verdict,
@@ -64,8 +71,8 @@ def _row(index: int, ranked: Ranked, result: TuneResult) -> str:
         f"{_p99(point):>6}",
         f"{_p99(score.half_load):>6}",
         f"{100 * point.error_ratio:5.1f}" if point else f"{'-':>5}",
-        f"{_batch(point.batch.get('tokenizer')) if point else '-':>5}",
-        f"{_batch(point.batch.get('encoder')) if point else '-':>5}",
+        f"{_batch(point.batch.get(tokenizer_role)) if point and tokenizer_role else '-':>5}",
+        f"{_batch(point.batch.get(encoder_role)) if point else '-':>5}",
         f"{ranked.trials:>2}",
         f"{_spread(ranked.measured):>11}",
     ]
@@ -164,6 +171,8 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
         "    lowest-highest req/s, req/s is their mean (the final round measures the best and the export's",
         "    config once more: those rank first; the best wins if it beat the export's config in every",
         "    measurement);",
+        "    lay: layout, ens(emble: tokenizer -> encoder models) or fus(ed: one Python model tokenizes and runs",
+        "    the encoder; its batch is in 'enc b', its knobs in the encoder columns; docs/export.md);",
         "    rows: most rows per ONNX Runtime call (all: the whole Triton batch); pref: preferred_batch_size;",
         "    enc/tok us: max_queue_delay; enc ixt: encoder instances x intra-op threads; tok: tokenizer instances;",
         "    waste: max_padding_waste",
@@ -202,6 +211,8 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
             "dry_run": dry_run,
             "written": [str(p) for p in written.configs] if written else [],
             "previous_configs": str(written.previous) if written else None,
+            "created": [str(p) for p in written.created] if written else [],
+            "undo": written.undo_command if written else None,
             "ranking": [
                 {
                     "rank": index,

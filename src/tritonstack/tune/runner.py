@@ -1,5 +1,11 @@
 """One tune run: read the model's configs, start Triton, climb within the budget, confirm, rank.
 
+Triton serves a scratch copy of the repository under the report folder: a
+symbolic link to each model folder, and ``NAME_fused`` made there when the
+repository has none, so the fused layout can be measured while the repository
+itself is only read (``--dry-run`` writes nothing into it; ``apply`` writes the
+winner).
+
 The budget covers everything from Triton's start to the last measurement.
 Before each config the runner checks that the budget still pays for the most
 the next one may cost (a sweep over every level and the half-load point after
@@ -19,6 +25,7 @@ that broke the SLO in any of its measurements cannot win.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -40,6 +47,7 @@ from tritonstack.tune.space import dimensions, per_call_activation_scales
 Log = Callable[[str], None]
 DEFAULT_TIMING = Timing(rounds=1, warmup_s=1.0, duration_s=2.0)
 COST_SLACK = 1.2  # on what the next config may cost: reloads and windows run long on a busy machine
+SCRATCH_DIR = "repository"  # under the report folder: what Triton serves while tune measures
 
 
 @dataclass(frozen=True)
@@ -237,7 +245,11 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
     if rows_fixed:
         start = replace(start, rows_per_call=1)
     split = cpus.plan(settings.cpu_split)
-    space = dimensions(cores=len(split.server), max_batch_size=steps.encoder.max_batch_size, rows_fixed=rows_fixed)
+    # from the fused layout there is no way back to the ensemble's steps (layouts.py): only its knobs are searched
+    layouts = contract.LAYOUTS if start.layout == contract.ENSEMBLE_LAYOUT else (start.layout,)
+    space = dimensions(
+        cores=len(split.server), max_batch_size=steps.encoder.max_batch_size, rows_fixed=rows_fixed, layouts=layouts
+    )
     workload = _workload(settings)
     result = TuneResult(
         settings=settings,
@@ -258,10 +270,11 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
     if rows_fixed:
         log("    its graph quantizes activations per call (dynamic int8): one row per ONNX Runtime call, not searched")
     settings.report_dir.mkdir(parents=True, exist_ok=True)
+    served = scratch_repository(settings.repository, settings.name, steps, settings.report_dir / SCRATCH_DIR)
     budget = Budget(settings.budget_s)
     bar = _progress(settings.budget_s, progress)
     try:
-        with TuneServer(settings.repository, settings.name, steps, split, settings.report_dir / "triton.log") as server:
+        with TuneServer(served, settings.name, steps, split, settings.report_dir / "triton.log") as server:
             one_config_s = sweep_s(levels, settings.timing)
             if not budget.affords(one_config_s):
                 raise TuneError(
@@ -281,6 +294,25 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
     result.ranking = rank(result.trials)
     result.elapsed_s = budget.elapsed_s
     return result
+
+
+def scratch_repository(repository: Path, name: str, steps: StepConfigs, scratch: Path) -> Path:
+    """``scratch``: a link to each model folder of ``repository``, plus ``NAME_fused`` when it has none (its
+    served releases, ``steps.fused`` as its config). Returns ``scratch``."""
+    from tritonstack.repository.config import write_config
+    from tritonstack.repository.releases import read_releases
+    from tritonstack.repository.writer import add_fused_versions
+
+    if scratch.exists():
+        shutil.rmtree(scratch)
+    scratch.mkdir(parents=True)
+    for model_dir in sorted(Path(repository).iterdir()):
+        if model_dir.is_dir() and not model_dir.name.startswith(".") and (model_dir / "config.pbtxt").is_file():
+            (scratch / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
+    if not (scratch / steps.fused.name).exists():
+        add_fused_versions(scratch, name, read_releases(repository, name).served)
+        write_config(scratch / steps.fused.name, steps.fused)
+    return scratch
 
 
 class _Trials:

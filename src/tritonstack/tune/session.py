@@ -158,7 +158,11 @@ async def _sweep(
 ) -> Sweep:
     from tritonstack.client import AsyncClient, RetryPolicy
 
-    steps = {"tokenizer": contract.tokenizer_name(name), "encoder": contract.encoder_name(name)}
+    steps = {
+        "tokenizer": contract.tokenizer_name(name),
+        "encoder": contract.encoder_name(name),
+        "fused": contract.fused_name(name),
+    }
     probe = TritonStatsProbe(url, list(steps.values()))
     percentiles = sorted({*DISPLAYED_PERCENTILES, *objectives.latency_ms})
     points: list[SweepPoint] = []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from tritonstack.repository import contract
 from tritonstack.tune.knobs import Knobs
 
 # 0 (no limit) last: it is the largest call
@@ -94,10 +95,17 @@ def per_call_activation_scales(onnx_path: Path) -> bool:
     return any(node.op_type in PER_CALL_SCALE_OPS for node in graph.node)
 
 
-def dimensions(*, cores: int, max_batch_size: int, rows_fixed: bool) -> list[Dimension]:
+def _ensemble_only(knobs: Knobs) -> bool:
+    return knobs.layout == contract.ENSEMBLE_LAYOUT
+
+
+def dimensions(
+    *, cores: int, max_batch_size: int, rows_fixed: bool, layouts: tuple[str, ...] = (contract.ENSEMBLE_LAYOUT,)
+) -> list[Dimension]:
     """The knobs to search on ``cores`` server cores, most influential first.
 
-    ``rows_fixed``: the encoder must keep one row per call (``per_call_activation_scales``).
+    ``rows_fixed``: the encoder must keep one row per call (``per_call_activation_scales``). ``layouts``: the
+    layouts to try (``repository/layouts.py``), the one the repository runs first.
     """
 
     def set_split(knobs: Knobs, split: tuple[int, int]) -> Knobs:
@@ -108,7 +116,10 @@ def dimensions(*, cores: int, max_batch_size: int, rows_fixed: bool) -> list[Dim
         return replace(knobs, encoder_instances=instances, encoder_threads=threads_written)
 
     found = [
-        # first: a split that stalls (one instance under Triton 2.51's queue-policy batcher, see
+        # first: the fused layout saves a Python process, a hop and a copy per request (docs/export.md); the
+        # other knobs are then searched for the layout that won
+        Dimension("layout", layouts, lambda k: k.layout, lambda k, v: replace(k, layout=v)),
+        # then: a split that stalls (one instance under Triton 2.51's queue-policy batcher, see
         # ``encoder_splits``) misses the half-load point by several times whatever the other knobs are
         Dimension(
             "encoder_split",
@@ -141,12 +152,14 @@ def dimensions(*, cores: int, max_batch_size: int, rows_fixed: bool) -> list[Dim
             tuple(sorted({1, 2} | {n for n in (4, 8) if n <= cores})),
             lambda k: k.tokenizer_instances,
             lambda k, v: replace(k, tokenizer_instances=v),
+            applies=_ensemble_only,  # the fused step tokenizes itself
         ),
         Dimension(
             "tokenizer_delay_us",
             TOKENIZER_DELAY_US,
             lambda k: k.tokenizer_delay_us,
             lambda k, v: replace(k, tokenizer_delay_us=v),
+            applies=_ensemble_only,
         ),
         Dimension(
             "max_padding_waste",
