@@ -330,6 +330,27 @@ def test_breakdown_splits_the_call_into_client_queue_compute_and_ensemble() -> N
     assert encoder["compute_ms_per_text"] == pytest.approx(0.3)
 
 
+def test_breakdown_of_the_fused_layout_has_its_one_step_instead_of_tokenizer_and_encoder() -> None:
+    ms = 1_000_000
+    window = Window(
+        2.0,
+        {
+            "m": Counters(requests=100, request_ns=100 * 10 * ms),
+            "m_fused": Counters(100, 0, 100 * 4 * ms, 100 * 5 * ms, 100, 20, 20 * 5 * ms),
+            "m_encoder": Counters(),  # idle in this layout
+        },
+    )
+    view = breakdown(window, "m", client_mean_ms=12.0, instances={"m_fused": 2})
+    parts = view["parts_ms"]
+    assert set(parts) == {"client", "fused_queue", "fused_compute", "ensemble"}
+    assert (parts["fused_queue"], parts["fused_compute"], parts["ensemble"]) == (
+        pytest.approx(4.0), pytest.approx(5.0), pytest.approx(1.0),
+    )  # fmt: skip
+    assert set(view["models"]) == {"text_in", "fused"}
+    assert view["models"]["fused"]["batch_size"] == pytest.approx(5.0)
+    assert view["models"]["fused"]["busy"] == pytest.approx(100e-3 / (2.0 * 2))
+
+
 # --- results ----------------------------------------------------------------------------------
 
 

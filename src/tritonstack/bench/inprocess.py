@@ -85,22 +85,30 @@ def _encoder_kind(encoder: Any) -> str:
 
 
 def locate(repository: Path, name: str) -> ServedFiles:
-    """The encoder and tokenizer Triton would serve for text-in model ``name``."""
+    """The encoder and tokenizer Triton would serve for text-in model ``name``; in the fused layout the knobs
+    are the fused step's, which runs the same files (``repository/layouts.py``)."""
+    from tritonstack.repository.layouts import layout_of
+
     encoder_dir = repository / contract.encoder_name(name)
     tokenizer_dir = repository / contract.tokenizer_name(name)
     encoder, tokenizer = _config(encoder_dir), _config(tokenizer_dir)
+    layout = layout_of(_config(repository / name))
+    runs_encoder = _config(repository / contract.fused_name(name)) if layout == contract.FUSED_LAYOUT else encoder
     onnx = _stable_version(repository, name, encoder_dir) / (encoder.default_model_filename or "model.onnx")
     knobs = {
+        "layout": layout,
         "encoder_kind": _encoder_kind(encoder),
         # a GPU group's count is per listed GPU (a group that lists none counts once here)
-        "encoder_instances": sum(g.count * max(len(g.gpus), 1) for g in encoder.instance_group) or 1,
-        "encoder_intra_op_threads": int(parameter(encoder, "intra_op_thread_count", "0") or 0),
-        "encoder_max_queue_delay_us": encoder.dynamic_batching.max_queue_delay_microseconds,
+        "encoder_instances": sum(g.count * max(len(g.gpus), 1) for g in runs_encoder.instance_group) or 1,
+        "encoder_intra_op_threads": int(parameter(runs_encoder, "intra_op_thread_count", "0") or 0),
+        "encoder_max_queue_delay_us": runs_encoder.dynamic_batching.max_queue_delay_microseconds,
         "tokenizer_instances": sum(g.count for g in tokenizer.instance_group) or 1,
         "tokenizer_max_queue_delay_us": tokenizer.dynamic_batching.max_queue_delay_microseconds,
         "max_batch_size": encoder.max_batch_size,
     }
-    max_rows_per_call = int(parameter(encoder, contract.MAX_ROWS_PER_CALL_PARAMETER, "0") or 0)
+    if layout == contract.FUSED_LAYOUT:  # its instances take turns on the cores (encoder_runner.CpuTurns)
+        knobs["cpu_turns"] = parameter(runs_encoder, "cpu_turns", "0") == "1"
+    max_rows_per_call = int(parameter(runs_encoder, contract.MAX_ROWS_PER_CALL_PARAMETER, "0") or 0)
     if max_rows_per_call:
         knobs["encoder_max_rows_per_call"] = max_rows_per_call
     return ServedFiles(

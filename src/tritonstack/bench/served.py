@@ -38,8 +38,10 @@ def _point(
     windows = [w for _, w in measured if w is not None]
     point = summarize(SERVED, setting, value, rounds, client_cores=len(split.client), server_cores=len(split.server))
     if windows and point.samples:
+        # in the fused layout the encoder knobs are the fused step's (inprocess.locate)
+        runs_encoder = contract.fused_name(files.name) if files.knobs.get("layout") == contract.FUSED_LAYOUT else None
         instances = {
-            contract.encoder_name(files.name): files.knobs["encoder_instances"],
+            runs_encoder or contract.encoder_name(files.name): files.knobs["encoder_instances"],
             contract.tokenizer_name(files.name): files.knobs["tokenizer_instances"],
         }
         window = reduce(lambda a, b: a + b, windows)
@@ -66,7 +68,9 @@ async def _sweep(
     from tritonstack.client import AsyncClient
 
     name = files.name
-    probe = TritonStatsProbe(url, [name, contract.tokenizer_name(name), contract.encoder_name(name)])
+    probe = TritonStatsProbe(
+        url, [name, contract.tokenizer_name(name), contract.encoder_name(name), contract.fused_name(name)]
+    )
     points: list[Point] = []
     async with AsyncClient(url, model=name, timeouts=60.0) as client:
         await client.embed([texts[0]])  # connect and cache the model's metadata outside the measurement

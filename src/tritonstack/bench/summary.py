@@ -73,13 +73,16 @@ def where_time_went(point: Point, cores: int) -> list[str]:
         return [f"{point.label}: no Triton statistics for this point"]
     named = {k: v for k, v in parts.items() if v is not None}
     top = max(named, key=lambda k: named[k]) if named else "n/a"
+    roles = ("fused",) if "fused_queue" in parts else ("tokenizer", "encoder")
+    steps = "".join(
+        f" + {role} queue {_fmt(parts.get(f'{role}_queue'))} + compute {_fmt(parts.get(f'{role}_compute'))}"
+        for role in roles
+    )
     lines = [
         f"{point.label}: mean call {_fmt(point.details.get('client_ms'))} ms = client {_fmt(parts.get('client'))}"
-        f" + tokenizer queue {_fmt(parts.get('tokenizer_queue'))} + compute {_fmt(parts.get('tokenizer_compute'))}"
-        f" + encoder queue {_fmt(parts.get('encoder_queue'))} + compute {_fmt(parts.get('encoder_compute'))}"
-        f" + ensemble {_fmt(parts.get('ensemble'))} ms; largest: {top}"
+        f"{steps} + ensemble {_fmt(parts.get('ensemble'))} ms; largest: {top}"
     ]
-    for role in ("tokenizer", "encoder"):
+    for role in roles:
         view = point.details["models"][role]
         lines.append(
             f"{role}: mean batch {_fmt(view.get('batch_size'))}, busy {_fmt(_pct(view.get('busy')), '.0f')}%"
@@ -108,8 +111,9 @@ def _encoder_vs_inprocess(served: Point, inprocess_points: list[Point], result: 
     instances = result.files.knobs.get("encoder_instances", 1)
     threads = result.files.knobs.get("encoder_intra_op_threads")
     lines = []
-    # 0 (absent) is fine: the embedded backend then shares the server's cores among the instances
-    if threads and instances * threads > cores:
+    # 0 (absent) is fine: the embedded backend then shares the server's cores among the instances; instances
+    # that take turns (the fused layout's) compute one at a time
+    if threads and instances * threads > cores and not result.files.knobs.get("cpu_turns"):
         lines.append(
             f"{instances} encoder instance(s) x intra_op_thread_count {threads} exceed the {cores} server core(s)"
         )

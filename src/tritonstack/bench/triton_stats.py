@@ -102,25 +102,32 @@ def breakdown(
 
     ``client`` is the SDK's latency minus Triton's request duration: the SDK,
     gRPC and the load generator's own scheduling. ``ensemble`` is what the text-in
-    ensemble adds on top of its steps (hand-off between them).
+    ensemble adds on top of its steps (hand-off between them). In the fused layout
+    (the window saw requests of ``NAME_fused``) its one step replaces tokenizer and
+    encoder.
     """
     instances = instances or {}
-    tokenizer, encoder = contract.tokenizer_name(name), contract.encoder_name(name)
+    models = {
+        "text_in": name,
+        "tokenizer": contract.tokenizer_name(name),
+        "encoder": contract.encoder_name(name),
+        "fused": contract.fused_name(name),
+    }
     views = {
         role: model_view(window.models.get(model, Counters()), window.elapsed_s, instances.get(model, 1))
-        for role, model in (("text_in", name), ("tokenizer", tokenizer), ("encoder", encoder))
+        for role, model in models.items()
     }
     # An ensemble executes nothing itself: its "busy" and per-text compute would count its steps again.
     views["text_in"] = {k: views["text_in"][k] for k in ("requests", "request_ms")}
+    roles = ("fused",) if views["fused"]["requests"] else ("tokenizer", "encoder")
+    for role in set(models) - {"text_in", *roles}:
+        del views[role]
     server_ms = views["text_in"]["request_ms"]
-    parts: dict[str, float | None] = {
-        "client": client_mean_ms - server_ms if server_ms is not None else None,
-        "tokenizer_queue": views["tokenizer"]["queue_ms"],
-        "tokenizer_compute": views["tokenizer"]["compute_ms"],
-        "encoder_queue": views["encoder"]["queue_ms"],
-        "encoder_compute": views["encoder"]["compute_ms"],
-    }
-    steps = [parts[k] for k in ("tokenizer_queue", "tokenizer_compute", "encoder_queue", "encoder_compute")]
+    parts: dict[str, float | None] = {"client": client_mean_ms - server_ms if server_ms is not None else None}
+    for role in roles:
+        parts[f"{role}_queue"] = views[role]["queue_ms"]
+        parts[f"{role}_compute"] = views[role]["compute_ms"]
+    steps = [parts[f"{role}_{part}"] for role in roles for part in ("queue", "compute")]
     if server_ms is not None and all(s is not None for s in steps):
         parts["ensemble"] = server_ms - sum(s for s in steps if s is not None)
     return {"client_ms": client_mean_ms, "server_ms": server_ms, "parts_ms": parts, "models": views}
