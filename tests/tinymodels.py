@@ -129,9 +129,11 @@ def export_fp32(
     queue_timeout_ms: int = QUEUE_TIMEOUT_MS,
     target: str = "cpu",
     gpus: tuple[int, ...] = (),
+    layout: str = "ensemble",
 ) -> Path:
     """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``; a gpu
-    ``target`` writes what ``export --target gpu`` does around the model (KIND_GPU on ``gpus``, TensorRT)."""
+    ``target`` writes what ``export --target gpu`` does around the model (KIND_GPU on ``gpus``, TensorRT);
+    ``layout`` is ``export --layout`` (repository/layouts.py)."""
     from tritonstack.export.onnx_export import export_onnx
     from tritonstack.repository.writer import ExportedModel, write_text_model
 
@@ -144,6 +146,7 @@ def export_fp32(
         queue_timeout_ms=queue_timeout_ms,
         target=target,
         gpus=gpus,
+        layout=layout,
     )
     return write_text_model(repository, model)
 

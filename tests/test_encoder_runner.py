@@ -1,0 +1,135 @@
+"""encoder_runner.CpuTurns across real OS processes: one instance computes at a time, and a killed one
+lets the others go on.
+
+The Triton stub of each instance is a process of its own, a child of the server; here the children of
+the test process stand in for them (the lock file is named after the parent's pid). Started with
+``spawn``, as the stubs are fresh interpreters, not forks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import multiprocessing
+import os
+import signal
+import time
+from multiprocessing.synchronize import Barrier, Event
+from pathlib import Path
+
+from tritonstack.server.models.encoder_runner import CpuTurns, NoTurns
+
+MODEL = "tiny_fused"
+TURNS = 5  # per process
+HOLD_S = 0.05  # how long each turn computes
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def take_turns(directory: str, log: str, start: Barrier, with_turns: bool) -> None:
+    """Hold the turn ``TURNS`` times, ``HOLD_S`` each; append ``pid enter exit`` (monotonic s) to ``log``."""
+    turns = CpuTurns(MODEL, directory) if with_turns else NoTurns()
+    start.wait()
+    for _ in range(TURNS):
+        with turns:
+            entered = time.monotonic()
+            time.sleep(HOLD_S)
+            left = time.monotonic()
+        with open(log, "a") as out:  # one short O_APPEND write per line: the lines do not interleave
+            out.write(f"{os.getpid()} {entered} {left}\n")
+    turns.close()
+
+
+def hold_forever(directory: str, holding: Event) -> None:
+    with CpuTurns(MODEL, directory):
+        holding.set()
+        time.sleep(600)
+
+
+def wait_for_turn(directory: str, got_it: Event) -> None:
+    with CpuTurns(MODEL, directory):
+        got_it.set()
+
+
+def intervals(log: Path) -> list[tuple[int, float, float]]:
+    rows = [line.split() for line in log.read_text().splitlines()]
+    return sorted(((int(pid), float(enter), float(leave)) for pid, enter, leave in rows), key=lambda r: r[1])
+
+
+def overlaps(log: Path) -> int:
+    """How many turns began before the previous one (in time) ended."""
+    rows = intervals(log)
+    return sum(1 for before, after in itertools.pairwise(rows) if after[1] < before[2])
+
+
+def run_two(tmp_path: Path, *, with_turns: bool) -> Path:
+    log = tmp_path / "turns.log"
+    start = SPAWN.Barrier(2)
+    workers = [SPAWN.Process(target=take_turns, args=(str(tmp_path), str(log), start, with_turns)) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    return log
+
+
+def test_two_processes_never_compute_at_the_same_time(tmp_path: Path) -> None:
+    log = run_two(tmp_path, with_turns=True)
+    rows = intervals(log)
+    assert len(rows) == 2 * TURNS and len({pid for pid, _, _ in rows}) == 2
+    assert overlaps(log) == 0, rows
+
+
+def test_without_turns_the_same_two_processes_do_overlap(tmp_path: Path) -> None:
+    """The control: the check above can fail."""
+    log = run_two(tmp_path, with_turns=False)
+    assert overlaps(log) > 0, intervals(log)
+
+
+def test_a_killed_holder_releases_the_turn(tmp_path: Path) -> None:
+    holding, got_it = SPAWN.Event(), SPAWN.Event()
+    holder = SPAWN.Process(target=hold_forever, args=(str(tmp_path), holding))
+    waiter = SPAWN.Process(target=wait_for_turn, args=(str(tmp_path), got_it))
+    holder.start()
+    try:
+        assert holding.wait(timeout=60), "the holder never got the turn"
+        waiter.start()
+        assert not got_it.wait(timeout=2.0), "the waiter got the turn while the holder held it"
+        assert holder.pid is not None
+        os.kill(holder.pid, signal.SIGKILL)
+        assert got_it.wait(timeout=30), "the turn stayed taken after its holder was killed"
+        waiter.join(timeout=30)
+        assert waiter.exitcode == 0
+        holder.join(timeout=30)
+        assert holder.exitcode == -signal.SIGKILL
+    finally:
+        for process in (holder, waiter):
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def try_lock(path: str) -> bool:
+    """Whether an exclusive lock on ``path`` is free now (taken and dropped at once), from a file of our own."""
+    with open(path, "a+") as other:
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(other, fcntl.LOCK_UN)
+        return True
+
+
+def test_the_turn_is_per_model_and_per_server(tmp_path: Path) -> None:
+    turns = CpuTurns(MODEL, str(tmp_path))
+    other_model = CpuTurns("tiny_cls_fused", str(tmp_path))
+    try:
+        # named after the parent: the stubs of one server share it, another server's stubs do not
+        assert Path(turns.path) == tmp_path / f"tritonstack-turns-{os.getppid()}-{MODEL}.lock"
+        with turns:
+            assert not try_lock(turns.path)
+            assert try_lock(other_model.path)
+        assert try_lock(turns.path)
+    finally:
+        turns.close()
+        other_model.close()
