@@ -163,27 +163,16 @@ def all_served(repository: Path) -> dict[str, list[int]]:
     return {p.name: served(repository, p.name) for p in folders}
 
 
-POSTPROCESS_KEPT = pytest.mark.xfail(
-    strict=True,
-    reason="releases.write_releases re-pins only releases.step_names(NAME): for a fused NAME that is NAME_fused, "
-    "NAME_encoder and NAME_tokenizer, so NAME_postprocess keeps serving (loading) the retired release",
-)
-FUSED_KEPT = pytest.mark.xfail(
-    strict=True,
-    reason="an ensemble export after a fused one leaves NAME_fused's config as it was (it is in no layout_configs "
-    "of the ensemble layout, nor in step_names), so after promote NAME_fused still loads the retired release "
-    "and runs that release's encoder file",
-)
 RELEASE_CHANGES: list[tuple[str, str, Callable[[Path, str], releases.Releases], tuple[pytest.MarkDecorator, ...]]] = [
-    # (first export's layout, second export's layout, change, why it fails today)
+    # (first export's layout, second export's layout, change, marks)
     ("ensemble", "ensemble", releases.promote, ()),
     ("ensemble", "ensemble", releases.rollback, ()),
-    ("ensemble", "fused", releases.promote, (POSTPROCESS_KEPT,)),
-    ("ensemble", "fused", releases.rollback, (POSTPROCESS_KEPT,)),
-    ("fused", "fused", releases.promote, (POSTPROCESS_KEPT,)),
-    ("fused", "fused", releases.rollback, (POSTPROCESS_KEPT,)),
-    ("fused", "ensemble", releases.promote, (FUSED_KEPT,)),
-    ("fused", "ensemble", releases.rollback, ()),  # NAME_fused serves release 1, which stays stable
+    ("ensemble", "fused", releases.promote, ()),
+    ("ensemble", "fused", releases.rollback, ()),
+    ("fused", "fused", releases.promote, ()),
+    ("fused", "fused", releases.rollback, ()),
+    ("fused", "ensemble", releases.promote, ()),
+    ("fused", "ensemble", releases.rollback, ()),
 ]
 
 

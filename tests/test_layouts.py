@@ -175,12 +175,6 @@ def test_export_with_the_fused_layout_on_a_gpu_target_fails_before_any_work(
     assert not repository.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="export/options.py validate() checks the target but not the layout: through the Python API "
-    "(export_model) an unknown layout passes, and only write_text_model refuses it, after the ONNX export and "
-    "the int8 search (the CLI is safe: argparse choices)",
-)
 def test_the_export_options_refuse_an_unknown_layout_before_any_work(tmp_path: Path) -> None:
     options = ExportOptions(model=str(tmp_path / "model"), name="demo", repository=tmp_path / "repo", layout="fused")
     assert validate(options)[1] == "demo"  # fused on the cpu target: fine

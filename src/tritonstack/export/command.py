@@ -12,8 +12,15 @@ from pathlib import Path
 
 from tritonstack.export.errors import ExportError
 from tritonstack.export.gates import Gate, GateMetric
-from tritonstack.export.options import DEFAULT_GATE, DEFAULT_PRECISION, TARGETS, ExportOptions, Precision
-from tritonstack.repository.contract import ENSEMBLE_LAYOUT, LAYOUTS, TASKS
+from tritonstack.export.options import (
+    DEFAULT_GATE,
+    DEFAULT_LAYOUT,
+    DEFAULT_PRECISION,
+    TARGETS,
+    ExportOptions,
+    Precision,
+)
+from tritonstack.repository.contract import LAYOUTS, TASKS
 from tritonstack.repository.layout import DEFAULT_REPOSITORY
 
 
@@ -38,10 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--layout",
         choices=LAYOUTS,
-        default=ENSEMBLE_LAYOUT,
-        help="how the text-in model runs a text: ensemble (tokenizer -> encoder [-> postprocess] models; the GPU "
-        "layout) or fused (one Python model tokenizes and runs ONNX Runtime in its own process; CPU only, one "
-        "hop and one copy fewer per request: docs/export.md). `tritonstack tune` measures both",
+        default=None,
+        help="how the text-in model runs a text: fused (one Python model tokenizes, runs ONNX Runtime in its own "
+        "process and post-processes; CPU only, one hop and one copy fewer per request) or ensemble (tokenizer -> "
+        f"encoder [-> postprocess] models). Default: {DEFAULT_LAYOUT['cpu']} on cpu, {DEFAULT_LAYOUT['gpu']} on "
+        "gpu (docs/export.md); `tritonstack tune` measures both",
     )
     parser.add_argument(
         "--precision",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from tritonstack.export.candidates import Candidate, select
 from tritonstack.export.errors import AccuracyGateError
 from tritonstack.export.gates import Gate
-from tritonstack.export.options import ExportOptions, Precision, validate
+from tritonstack.export.options import ExportOptions, Precision, resolve_layout, validate
 from tritonstack.export.parity import BATCH_SIZE, compute_reference, tokenize_batches
 from tritonstack.export.report import ExportReport, build_report
 from tritonstack.export.search import SplitFeeds, run_search
@@ -138,7 +138,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             gpus=gpus,
             report=report.to_dict(),
             response_cache=options.response_cache,
-            layout=options.layout,
+            layout=resolve_layout(options.target, options.layout),
         )
         version_dir = write_text_model(options.repository, exported)
         timing["write_s"] = time.perf_counter() - mark

@@ -27,6 +27,7 @@ from typing import Any
 from tritonstack.repository import contract, layout
 from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.python_models import add_versions
 
 
 @dataclass(frozen=True)
@@ -128,11 +129,21 @@ def read_releases(repository: Path, name: str) -> Releases:
 
 def step_names(text_in: Any) -> list[str]:
     """The models a release of ``text_in`` runs: its steps, and for a fused step the encoder and tokenizer whose
-    files it reads (releases pin them all to the served releases)."""
+    files it reads."""
     names = [step.model_name for step in text_in.ensemble_scheduling.step]
     if contract.fused_name(text_in.name) in names:
         names += [contract.encoder_name(text_in.name), contract.tokenizer_name(text_in.name)]
     return names
+
+
+def family_names(repository: Path, text_in: Any) -> list[str]:
+    """Every step model of ``text_in`` in ``repository``: those its layout runs, and those of the other layout
+    that an earlier export or tune left there (idle, but loaded: they must serve the served releases too)."""
+    name = text_in.name
+    steps = step_names(text_in)
+    kept = (contract.encoder_name(name), contract.tokenizer_name(name), contract.postprocess_name(name))
+    others = [m for m in (*kept, contract.fused_name(name)) if m not in steps]
+    return steps + [m for m in others if (Path(repository) / m / CONFIG_FILENAME).is_file()]
 
 
 def stale_release_models(repository: Path, name: str, served: Sequence[int]) -> list[Path]:
@@ -171,9 +182,11 @@ def write_releases(repository: Path, name: str, stable: int, candidate: int | No
                 hint=f"its releases: {', '.join(map(str, current.versions))} (tritonstack release list)",
             )
     text_in = _read_config(repository / name / CONFIG_FILENAME)
-    steps = [_read_config(repository / step / CONFIG_FILENAME) for step in step_names(text_in)]
+    steps = [_read_config(repository / step / CONFIG_FILENAME) for step in family_names(repository, text_in)]
     served = (stable,) if candidate is None else (stable, candidate)
     for step in steps:
+        if step.backend == "python":  # a release exported in the other layout: its files come from its tokenizer
+            add_versions(repository, name, step.name, served)
         missing = [v for v in served if not (repository / step.name / str(v)).is_dir()]
         if missing:
             raise RepositoryError(f"{step.name!r} has no version folder for release {missing[0]}")

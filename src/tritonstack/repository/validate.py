@@ -17,8 +17,8 @@ from tritonstack.repository import contract, layout
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
 from tritonstack.repository.layouts import FUSED_ROLE
+from tritonstack.repository.python_models import FUSED_ONLY_FILES, PYTHON_MODEL_FILES
 from tritonstack.repository.releases import served_versions
-from tritonstack.repository.writer import FUSED_ONLY_FILES, PYTHON_MODEL_FILES
 
 TEXT_ROLES = ("tokenizer", "postprocess", FUSED_ROLE)
 

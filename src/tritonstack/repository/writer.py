@@ -17,9 +17,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -36,6 +35,7 @@ from tritonstack.repository.config import (
 )
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.layout import versions
+from tritonstack.repository.python_models import add_versions, write_version
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
 from tritonstack.repository.releases import install_configs, read_releases, release_configs, stale_release_models
 
@@ -58,27 +58,6 @@ CPU_ENCODER_BATCH = (4,)
 # docs/export.md has the details; `tritonstack tune` searches the split.
 CPU_ENCODER_INSTANCES = 2
 REPORT_FILENAME = "export_report.json"
-# The Python-backend code of the tokenizer and postprocess models: the file in each version folder and the
-# module of tritonstack.server.models it comes from. model.py loads tokenization.py from its own folder,
-# because the Triton stub that runs it has numpy and tokenizers but not tritonstack.
-PYTHON_MODEL_FILES = {
-    "model.py": "text_model.py",
-    "tokenization.py": "tokenization.py",
-    "error_responses.py": "error_responses.py",
-    "encoder_runner.py": "encoder_runner.py",
-}
-# Needed by the fused step only: repositories exported before it existed lack it in their other Python models.
-FUSED_ONLY_FILES = ("encoder_runner.py",)
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "sentencepiece.bpe.model",
-    "spiece.model",
-)
 
 
 class OnnxExportLike(Protocol):
@@ -351,49 +330,9 @@ def layout_configs(model: ExportedModel) -> list[Any]:
     return [encoder, tokenizer, *others, fused, layouts.with_fused_step(text_in)]
 
 
-def python_model_sources() -> dict[str, str]:
-    """The Python-backend files shared by the tokenizer and postprocess models: file name -> source."""
-    package = resources.files("tritonstack.server.models")
-    return {filename: package.joinpath(module).read_text() for filename, module in PYTHON_MODEL_FILES.items()}
-
-
 def _next_version(repository: Path, names: list[str]) -> int:
     taken = [int(version.name) for name in names for version in versions(repository / name)]
     return max(taken, default=0) + 1
-
-
-def _copy_tokenizer(source: Path, destination: Path) -> None:
-    copied = [n for n in TOKENIZER_FILES if (source / n).is_file()]
-    if "tokenizer.json" not in copied:
-        raise RepositoryError(
-            f"no tokenizer.json in {source}",
-            hint="the served tokenizer needs a fast tokenizer: AutoTokenizer.from_pretrained(...).save_pretrained(dir)",
-        )
-    for name in copied:
-        shutil.copy2(source / name, destination / name)
-
-
-def _write_python_model(version_dir: Path, tokenizer_dir: Path) -> None:
-    for filename, source in python_model_sources().items():
-        (version_dir / filename).write_text(source)
-    _copy_tokenizer(tokenizer_dir, version_dir)
-
-
-def add_fused_versions(repository: Path, name: str, releases: Sequence[int]) -> list[Path]:
-    """Give ``NAME_fused`` a version folder for each of ``releases`` that lacks one (the release was exported
-    in the ensemble layout): its Python files and the tokenizer files of that release. The folders made."""
-    made = []
-    for release in releases:
-        version_dir = Path(repository) / contract.fused_name(name) / str(release)
-        if version_dir.is_dir():
-            continue
-        staging = version_dir.with_name(f".{release}.staging")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        _write_python_model(staging, Path(repository) / contract.tokenizer_name(name) / str(release))
-        os.replace(staging, version_dir)
-        made.append(version_dir)
-    return made
 
 
 def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> list[Any]:
@@ -408,7 +347,7 @@ def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> li
     shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
     for config in configs:
         if config.backend == "python":
-            _write_python_model(staging / config.name / str(version), model.tokenizer_dir)
+            write_version(staging / config.name / str(version), model.tokenizer_dir)
     report = {**model.report, "name": model.name, "version": version}
     (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
     return release_protos
@@ -436,7 +375,7 @@ def write_text_model(repository: Path, model: ExportedModel) -> Path:
             (repository / name).mkdir(exist_ok=True)
             os.replace(staging / name / str(version), repository / name / str(version))
         if model.layout == contract.FUSED_LAYOUT:  # a stable release exported in the ensemble layout
-            add_fused_versions(repository, model.name, (stable,))
+            add_versions(repository, model.name, contract.fused_name(model.name), (stable,))
         # configs last: a reader never sees a config naming a version that is not there yet
         install_configs(repository, configs)
         for stale in stale_release_models(repository, model.name, (stable, version)):

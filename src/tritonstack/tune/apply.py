@@ -8,7 +8,7 @@ replace are copied first to ``<report>/previous/<model>/config.pbtxt`` -- the
 repository's own layout, so ``cp -r <report>/previous/. <repository>/`` undoes
 the change. A winner in the fused layout that the repository did not have yet
 also gets ``NAME_fused`` (its configs and a version folder per served release,
-``writer.add_fused_versions``), and the per-release ensembles of a candidate
+``python_models.add_versions``), and the per-release ensembles of a candidate
 are rewritten from ``NAME``'s new config (``releases.write_releases``), so every
 served release runs one layout; the undo command then removes ``NAME_fused``
 too. The repository must then pass ``tritonstack validate``; if it does not,
@@ -25,9 +25,9 @@ from typing import Any
 from tritonstack.repository import contract
 from tritonstack.repository.config import write_config
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
+from tritonstack.repository.python_models import add_versions
 from tritonstack.repository.releases import read_releases, write_releases
 from tritonstack.repository.validate import check_repository
-from tritonstack.repository.writer import add_fused_versions
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs
 
@@ -77,7 +77,7 @@ def write_winner(repository: Path, before: StepConfigs, after: StepConfigs, repo
     written: list[Path] = []
     try:
         if creates_fused:
-            add_fused_versions(repository, after.text_in.name, releases.served)
+            add_versions(repository, after.text_in.name, after.fused.name, releases.served)
         for config in changed:
             written.append(replace_config(repository, config))
         if releases.candidate is not None and after.text_in != before.text_in:

@@ -300,8 +300,8 @@ def scratch_repository(repository: Path, name: str, steps: StepConfigs, scratch:
     """``scratch``: a link to each model folder of ``repository``, plus ``NAME_fused`` when it has none (its
     served releases, ``steps.fused`` as its config). Returns ``scratch``."""
     from tritonstack.repository.config import write_config
+    from tritonstack.repository.python_models import add_versions
     from tritonstack.repository.releases import read_releases
-    from tritonstack.repository.writer import add_fused_versions
 
     if scratch.exists():
         shutil.rmtree(scratch)
@@ -310,7 +310,7 @@ def scratch_repository(repository: Path, name: str, steps: StepConfigs, scratch:
         if model_dir.is_dir() and not model_dir.name.startswith(".") and (model_dir / "config.pbtxt").is_file():
             (scratch / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
     if not (scratch / steps.fused.name).exists():
-        add_fused_versions(scratch, name, read_releases(repository, name).served)
+        add_versions(scratch, name, steps.fused.name, read_releases(repository, name).served)
         write_config(scratch / steps.fused.name, steps.fused)
     return scratch
 
