@@ -133,3 +133,21 @@ def test_the_turn_is_per_model_and_per_server(tmp_path: Path) -> None:
     finally:
         turns.close()
         other_model.close()
+
+
+def test_the_turn_files_of_servers_that_are_gone_are_removed(tmp_path: Path) -> None:
+    import subprocess
+
+    gone = subprocess.Popen(["true"])  # a pid that no longer exists once it is reaped
+    gone.wait()
+    stale = tmp_path / f"tritonstack-turns-{gone.pid}-old.lock"
+    live = tmp_path / f"tritonstack-turns-{os.getpid()}-other.lock"  # this process: alive
+    unrelated = tmp_path / "something-else.lock"
+    for path in (stale, live, unrelated):
+        path.touch()
+    turns = CpuTurns("model", directory=str(tmp_path))
+    try:
+        assert not stale.exists() and live.exists() and unrelated.exists()
+        assert Path(turns.path).exists()
+    finally:
+        turns.close()

@@ -22,6 +22,7 @@ tritonstack package), so it imports only ``numpy`` and the standard library.
   between two computations. Measured in ``docs/export.md``.
 """
 
+import contextlib
 import fcntl
 import os
 import tempfile
@@ -65,13 +66,17 @@ class CpuTurns:
     """A lock the CPU instances of one model in one server hold while they compute.
 
     An ``flock`` on a file named after the server process (the stub's parent) and the model: the kernel
-    releases it when a holder dies, so a killed instance never blocks the others.
+    releases it when a holder dies, so a killed instance never blocks the others. The files of servers that
+    are gone are removed when a new one is made (no process of theirs can hold them any more).
     """
+
+    PREFIX = "tritonstack-turns-"
 
     def __init__(self, model_name, directory=None):
         directory = directory or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
-        self.path = os.path.join(directory, f"tritonstack-turns-{os.getppid()}-{safe}.lock")
+        _remove_stale(directory, self.PREFIX)
+        self.path = os.path.join(directory, f"{self.PREFIX}{os.getppid()}-{safe}.lock")
         self._file = open(self.path, "a+")  # noqa: SIM115 -- held for the life of the instance
 
     def __enter__(self):
@@ -83,6 +88,28 @@ class CpuTurns:
 
     def close(self):
         self._file.close()
+
+
+def _remove_stale(directory, prefix):
+    """Remove the turn files in ``directory`` whose server process no longer exists."""
+    for filename in os.listdir(directory):
+        if not filename.startswith(prefix):
+            continue
+        pid = filename[len(prefix) :].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        with contextlib.suppress(OSError):  # another instance removed it first, or it is not ours to remove
+            os.unlink(os.path.join(directory, filename))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 class NoTurns:
