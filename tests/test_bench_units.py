@@ -378,3 +378,20 @@ def test_summary_json_is_strict(tmp_path: Path) -> None:
 
     text = json.dumps(clean({"a": float("nan"), "b": (1.0, float("inf"))}), allow_nan=False)
     assert json.loads(text) == {"a": None, "b": [1.0, None]}
+
+
+# --- the half-load floor -------------------------------------------------------------------------------
+
+
+def test_the_ideal_queue_matches_queueing_theory() -> None:
+    import numpy as np
+
+    from tritonstack.bench.queueing import ideal_p99_factor
+
+    # M/D/1 at utilisation 0.5: p99 of the response time is 4.34 service times
+    assert ideal_p99_factor([0.005] * 10) == pytest.approx(4.34, rel=0.05)
+    # M/M/1 at 0.5: the response time is exponential with mean 2 service times; p99 = 2 ln(100) = 9.21
+    # mean service times, over the median service time (ln 2 of the mean): 13.3
+    service = np.random.default_rng(1).exponential(1.0, 20_000)
+    assert ideal_p99_factor(service) == pytest.approx(2 * np.log(100) / np.log(2), rel=0.05)
+    assert ideal_p99_factor([]) is None

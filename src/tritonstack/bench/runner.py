@@ -19,6 +19,7 @@ from typing import Any
 from tritonstack.bench import cpus
 from tritonstack.bench.hardware import CpuPeak, EncoderCost, cpu_peak, encoder_cost
 from tritonstack.bench.inprocess import InProcessModel, ServedFiles, locate, measure_batch
+from tritonstack.bench.queueing import ideal_p99_factor
 from tritonstack.bench.results import INPROCESS, Point, summarize
 from tritonstack.bench.texts import make_texts
 from tritonstack.bench.timing import Timing
@@ -119,6 +120,9 @@ def _inprocess(
                     INPROCESS, setting, batch_size, rounds, client_cores=len(split.server),
                     server_cores=len(split.server), details=merged,
                 )  # fmt: skip
+                if setting == "batch" and batch_size == 1:  # one text per call: the service times
+                    service = [x for r in rounds for x in r.latencies_s]
+                    point.details["ideal_half_load_p99_factor"] = ideal_p99_factor(service)
                 points.append(point)
                 log(f"    in-proc  {point.label:<6s} {point.throughput_per_s:8.1f} texts/s")
     return points, token_counts

@@ -203,6 +203,13 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
             )
         )
     half_explain = where_time_went(half, cores) if half else []
+    ideal = single.details.get("ideal_half_load_p99_factor") if single else None
+    if ideal is not None:
+        half_explain.insert(
+            0,
+            f"floor: an ideal single server fed this run's in-process times (one text per call, Poisson arrivals "
+            f"at utilisation 0.5, FIFO) reaches {ideal:.1f}x (bench/queueing.py)",
+        )
     targets.append(
         _target("half_load_p99_over_single_request", half_factor, "<=", HALF_LOAD_P99_MAX_FACTOR, half_explain)
     )
@@ -213,6 +220,7 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
             "device": result.settings.device,
             "baseline_device": result.baseline_device,
             "inprocess_single_request_ms": single_ms,
+            "half_load_ideal_p99_factor": ideal,
             "half_load": (
                 {"rate_per_s": half.value, "p99_ms": half.p99_ms, "p50_ms": half.p50_ms, "errors": half.errors}
                 if half
