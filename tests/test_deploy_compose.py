@@ -423,6 +423,7 @@ def test_image_requirements_agree_with_constraints() -> None:
 
     requirements = _requirements()
     assert requirements["tokenizers"] == "==" + _constraint("tokenizers")
+    assert requirements["onnxruntime"] == "==" + _constraint("onnxruntime")  # the fused step's
     assert _constraint("numpy") in SpecifierSet(requirements["numpy"])
 
 
