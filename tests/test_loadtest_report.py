@@ -6,6 +6,8 @@ import json
 import random
 from pathlib import Path
 
+import pytest
+
 from tritonstack.loadtest.report import capacity_table, default_report_dir, write_report
 from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
 from tritonstack.loadtest.slo import parse_slo
@@ -23,7 +25,8 @@ SLO = parse_slo(
 )
 
 
-def _snapshots(t0: float) -> list[Snapshot]:
+def _snapshots(t0: float, step: str = "tiny_encoder", idle: str = "tiny_fused") -> list[Snapshot]:
+    """Six scrapes a second apart: 50 text-in requests a second, run by ``step``; ``idle`` is loaded, unused."""
     snapshots = []
     for i in range(6):
         requests = 50.0 * i
@@ -31,19 +34,19 @@ def _snapshots(t0: float) -> list[Snapshot]:
             Snapshot(
                 t0 + i,
                 {
-                    "nv_inference_request_success": {"tiny": requests, "tiny_encoder": requests},
-                    "nv_inference_count": {"tiny_encoder": requests},
-                    "nv_inference_exec_count": {"tiny_encoder": requests / 2},
-                    "nv_inference_queue_duration_us": {"tiny": 100 * requests, "tiny_encoder": 300 * requests},
-                    "nv_inference_compute_infer_duration_us": {"tiny": 900 * requests, "tiny_encoder": 500 * requests},
-                    "nv_inference_request_duration_us": {"tiny": 1200 * requests, "tiny_encoder": 900 * requests},
+                    "nv_inference_request_success": {"tiny": requests, step: requests, idle: 0.0},
+                    "nv_inference_count": {step: requests, idle: 0.0},
+                    "nv_inference_exec_count": {step: requests / 2, idle: 0.0},
+                    "nv_inference_queue_duration_us": {"tiny": 100 * requests, step: 300 * requests},
+                    "nv_inference_compute_infer_duration_us": {"tiny": 900 * requests, step: 500 * requests},
+                    "nv_inference_request_duration_us": {"tiny": 1200 * requests, step: 900 * requests},
                 },
             )
         )
     return snapshots
 
 
-def _result(with_capacity: bool = False) -> RunResult:
+def _result(with_capacity: bool = False, step: str = "tiny_encoder", idle: str = "tiny_fused") -> RunResult:
     rng = random.Random(0)
     t0 = 1_700_000_000.0
     samples = [Sample(t0 + i * 0.02, rng.randint(800, 9000), "success", "local") for i in range(250)]
@@ -60,7 +63,7 @@ def _result(with_capacity: bool = False) -> RunResult:
         summary=summary,
         checks=evaluate(SLO.objectives, summary),
         metrics_url="http://127.0.0.1:8002/metrics",
-        snapshots=_snapshots(t0),
+        snapshots=_snapshots(t0, step, idle),
         capacity=capacity,
     )
 
@@ -87,6 +90,14 @@ def test_report_files(tmp_path: Path) -> None:
     assert read_samples_csv(directory / "samples.csv") == [
         Sample(round(s.start_s, 6), s.latency_us, s.outcome, s.worker) for s in result.samples
     ]
+
+
+@pytest.mark.parametrize(("step", "idle"), [("tiny_encoder", "tiny_fused"), ("tiny_fused", "tiny_encoder")])
+def test_the_server_view_follows_the_step_that_ran_the_encoder(tmp_path: Path, step: str, idle: str) -> None:
+    write_report(_result(step=step, idle=idle), tmp_path)
+    models = json.loads((tmp_path / "summary.json").read_text())["server"]["models"]
+    assert set(models) == {"tiny", step}  # the layout's encoding step, not the idle one
+    assert models[step]["batch_size"] == 2.0
 
 
 def test_capacity_report(tmp_path: Path) -> None:

@@ -193,7 +193,13 @@ def _label(cached: bool) -> str:
 def _scratch_repository(source: Path, name: str, destination: Path) -> Path:
     """A copy of the text-in model ``name`` and its steps, to switch the cache on and off without touching
     ``source``."""
-    steps = [name, contract.tokenizer_name(name), contract.encoder_name(name), contract.postprocess_name(name)]
+    steps = [
+        name,
+        contract.tokenizer_name(name),
+        contract.encoder_name(name),
+        contract.postprocess_name(name),
+        contract.fused_name(name),
+    ]
     for model in steps:
         if (source / model).is_dir():
             shutil.copytree(source / model, destination / model, ignore=shutil.ignore_patterns("__pycache__"))

@@ -21,7 +21,7 @@ from tritonstack.loadtest.cache_report import CacheReport, cache_report
 from tritonstack.loadtest.result import RunResult
 from tritonstack.loadtest.stats import write_samples_csv
 from tritonstack.loadtest.verdict import render_table, verdict_line
-from tritonstack.repository.contract import encoder_name
+from tritonstack.repository.contract import encoder_name, fused_name
 
 
 def default_report_dir(now: dt.datetime | None = None) -> Path:
@@ -58,12 +58,23 @@ def _slo_dict(result: RunResult) -> dict[str, object]:
     }
 
 
+def _encoding_step(result: RunResult) -> str:
+    """The model that ran the encoder in this run: the fused step where it served requests (the fused layout,
+    docs/export.md), else the encoder."""
+    fused = fused_name(result.slo.model)
+    snapshots = result.snapshots
+    seen = len(snapshots) >= 2 and fused in triton_metrics.models_seen(snapshots)
+    if seen and triton_metrics.interval(snapshots[0], snapshots[-1], fused).requests > 0:
+        return fused
+    return encoder_name(result.slo.model)
+
+
 def write_report(result: RunResult, directory: Path) -> Path:
     """Write every file of the report into ``directory`` (created); returns ``index.html``."""
     directory.mkdir(parents=True, exist_ok=True)
     write_samples_csv(result.samples, directory / "samples.csv")
 
-    encoder = encoder_name(result.slo.model)
+    encoder = _encoding_step(result)
     models = [m for m in (result.slo.model, encoder) if m in triton_metrics.models_seen(result.snapshots)]
     per_model = {model: triton_metrics.series(result.snapshots, model) for model in models}
     if per_model:
