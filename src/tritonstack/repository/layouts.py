@@ -25,7 +25,7 @@ from typing import Any
 from tritonstack.repository import contract
 from tritonstack.repository.config import ModelConfigProto, parameter
 
-FUSED_ROLE = "text-in"  # the role parameter of server/models/text_model.py that runs the fused step
+FUSED_ROLE = "text-in"  # the role of server/models/text_model.py that runs the fused step (its FUSED_ROLE)
 # Parameters of the tokenizer's config that the fused step reads as they are.
 TEXT_PARAMETERS = ("task", "max_sequence_length", "encoder_model", "encoder_inputs", "encoder_output", "labels")
 # Parameters of the encoder's config that the fused step honours as the onnxruntime backend does.

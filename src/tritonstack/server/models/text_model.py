@@ -9,7 +9,7 @@ text-in ensemble; the ``role`` parameter of each config picks what it does:
   its dynamic batcher runs them as one execution.
 * ``postprocess`` (classification tasks): logits -> ``LABEL`` + ``SCORE``, or
   ``TEXT`` + logits -> ``ENTITIES`` for token classification.
-* ``text-in`` (the one-process layout, CPU only): ``TEXT`` -> the task's
+* ``text-in`` (the fused layout's one step, CPU only): ``TEXT`` -> the task's
   outputs in one model. It tokenizes the batch as the tokenizer does, runs the
   ONNX file of the same release of ``encoder_model`` (its folder
   ``<encoder_model>/<this model's version>/``) with ONNX Runtime in this
@@ -52,7 +52,7 @@ def _load_beside(filename):
 
 tokenization = _load_beside("tokenization.py")
 error_responses = _load_beside("error_responses.py")
-ONE_PROCESS_ROLE = "text-in"
+FUSED_ROLE = "text-in"
 
 
 class InputError(Exception):
@@ -95,11 +95,11 @@ class TritonPythonModel:
         self.encoder_output = params["encoder_output"]
         self.labels = json.loads(params.get("labels", "[]"))
         # Token classification maps logits back to tokens and character offsets: it re-tokenizes the text.
-        self.needs_text = self.role in ("tokenizer", ONE_PROCESS_ROLE) or self.task == "token-classification"
+        self.needs_text = self.role in ("tokenizer", FUSED_ROLE) or self.task == "token-classification"
         if self.needs_text:
             version_dir = os.path.join(args["model_repository"], args["model_version"])
             self.tokenizer = tokenization.TextTokenizer(version_dir, self.max_length)
-        self.encoder = _Encoder(args, config, params) if self.role == ONE_PROCESS_ROLE else None
+        self.encoder = _Encoder(args, config, params) if self.role == FUSED_ROLE else None
         if self.encoder is not None:
             self.output_names = [o["name"] for o in config["output"]]
 
@@ -200,7 +200,7 @@ class TritonPythonModel:
         while parts:
             part = parts.pop(0)
             try:
-                if self.role == ONE_PROCESS_ROLE:
+                if self.role == FUSED_ROLE:
                     self._text_in(part, responses)
                 elif self.role == "tokenizer":
                     encodings = self.tokenizer.encode([t for _, texts, _ in part for t in texts])
