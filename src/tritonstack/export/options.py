@@ -39,9 +39,10 @@ TARGETS = ("cpu", "gpu")
 # auto on cpu: int8 pays off only where the CPU has VNNI/AMX; on plain AVX2 the int8 recipes that pass the
 # gate are slower than fp32, so the export races them instead of assuming.
 DEFAULT_PRECISION = {"cpu": Precision.AUTO, "gpu": Precision.FP16}
-# On a CPU the fused step (tokenizer and encoder in one Python process) served the bundled MiniLM at 0.88 of
-# the in-process limit against 0.79 for the ensemble, and held p99 at half load to 5.6x a single text's time
-# against 10-173x (2-core VNNI, docs/export.md); a GPU encoder runs in Triton's native backend.
+# On a CPU the fused step (tokenizer and encoder in one Python process) served the bundled MiniLM at 0.77-0.92
+# of the in-process limit against 0.76-0.80 for the ensemble over four side-by-side runs, with p99 at half load
+# 5.6-12.1x a single text's time against 8.8-173x (the ensemble stalled in two), and 1.24x the ensemble in
+# `tune` (2-core VNNI, docs/bench.md); a GPU encoder runs in Triton's native backend.
 DEFAULT_LAYOUT = {"cpu": FUSED_LAYOUT, "gpu": ENSEMBLE_LAYOUT}
 # min cosine (feature-extraction) or label agreement (classification) every candidate must reach;
 # ``--gate`` may name another metric (gates.py)
