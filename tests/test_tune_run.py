@@ -110,45 +110,56 @@ def test_configs_that_break_p99_never_win_and_nothing_is_written(
     assert "no config held the SLO" in capsys.readouterr().out
 
 
-@pytest.mark.integration
-def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Path, tmp_path: Path) -> None:
+def _slowed(repository: Path, step: str) -> Any:
+    """Make ``step`` of the tiny export wait 200 ms for a batch to fill: a start that cannot win. Its config."""
+    config = parse((repository / step / "config.pbtxt").read_text())
+    config.dynamic_batching.max_queue_delay_microseconds = 200_000
+    replace_config(repository, config)
+    return config
+
+
+def _serves(repository: Path) -> None:
     from tritonstack.client import Client
     from tritonstack.server import EmbeddedServer
 
-    # A start that cannot win: every request waits 200 ms for the encoder's batch to fill.
-    encoder = parse((repository / "tiny_encoder" / "config.pbtxt").read_text())
-    encoder.dynamic_batching.max_queue_delay_microseconds = 200_000
-    replace_config(repository, encoder)
+    check_repository(repository)
+    with EmbeddedServer(repository) as server:
+        assert Client(server.grpc_url, model="tiny").embed(["hello world"]).shape == (1, 32)
+
+
+@pytest.mark.integration
+def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Path, tmp_path: Path) -> None:
+    encoder = _slowed(repository, "tiny_encoder")
     original = _files(repository)
 
     code, summary = _tune(repository, _slo(tmp_path / "slo.yaml", p99_ms=5000, max_users=1), tmp_path / "r", "75s")
 
     assert code == 0
-    assert str(repository / "tiny_encoder" / "config.pbtxt") in summary["written"]
     assert summary["winner"]["encoder_delay_us"] < 200_000
-    tuned = parse((repository / "tiny_encoder" / "config.pbtxt").read_text())
+    # the fused step, tried first, starts from the encoder's settings (200 ms too): either layout may win
+    step = "tiny_fused" if summary["winner"]["layout"] == "fused" else "tiny_encoder"
+    assert str(repository / step / "config.pbtxt") in summary["written"]
+    tuned = parse((repository / step / "config.pbtxt").read_text())
     assert tuned.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
-    assert tuned.dynamic_batching.default_queue_policy == encoder.dynamic_batching.default_queue_policy  # kept
-    check_repository(repository)
-    with EmbeddedServer(repository) as server:
-        assert Client(server.grpc_url, model="tiny").embed(["hello world"]).shape == (1, 32)
+    kept = tuned.dynamic_batching.default_queue_policy, encoder.dynamic_batching.default_queue_policy
+    # kept (the fused step's queue timeout is all the steps' together: layouts.fused_step)
+    assert kept[0] == kept[1] if step == "tiny_encoder" else kept[0].max_queue_size == kept[1].max_queue_size
+    _serves(repository)
 
     previous = Path(summary["previous_configs"])
-    assert (previous / "tiny_encoder" / "config.pbtxt").read_bytes() == original["tiny_encoder/config.pbtxt"]
-    shutil.copytree(previous, repository, dirs_exist_ok=True)  # the undo the report prints: cp -r previous/. repo/
+    if step == "tiny_encoder":
+        assert (previous / step / "config.pbtxt").read_bytes() == original["tiny_encoder/config.pbtxt"]
+    for created in summary["created"]:  # the undo the report prints: [rm -r fused &&] cp -r previous/. repo/
+        shutil.rmtree(created)
+    shutil.copytree(previous, repository, dirs_exist_ok=True)
     assert _files(repository) == original
 
 
 @pytest.mark.integration
 def test_a_fused_winner_adds_the_fused_step_and_can_be_undone(repository: Path, tmp_path: Path) -> None:
-    from tritonstack.client import Client
-    from tritonstack.server import EmbeddedServer
-
     # A start that cannot win in the ensemble layout: every request waits 200 ms for the tokenizer's batch to
     # fill. The fused step tokenizes itself, with the encoder's batching: the layout is the first knob tried.
-    tokenizer = parse((repository / "tiny_tokenizer" / "config.pbtxt").read_text())
-    tokenizer.dynamic_batching.max_queue_delay_microseconds = 200_000
-    replace_config(repository, tokenizer)
+    _slowed(repository, "tiny_tokenizer")
     original = _files(repository)
 
     code, summary = _tune(repository, _slo(tmp_path / "slo.yaml", p99_ms=5000, max_users=1), tmp_path / "r", "75s")
@@ -160,12 +171,11 @@ def test_a_fused_winner_adds_the_fused_step_and_can_be_undone(repository: Path, 
     fused = parse((repository / "tiny_fused" / "config.pbtxt").read_text())
     assert fused.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
     assert (repository / "tiny_fused" / "1" / "model.py").is_file()
-    check_repository(repository)
-    with EmbeddedServer(repository) as server:
-        assert Client(server.grpc_url, model="tiny").embed(["hello world"]).shape == (1, 32)
+    _serves(repository)
 
     # the undo the report prints: remove the fused step, put the previous configs back
     assert summary["undo"].startswith(f"rm -r {repository / 'tiny_fused'} && cp -r ")
+    assert summary["created"] == [str(repository / "tiny_fused")]
     shutil.rmtree(repository / "tiny_fused")
     shutil.copytree(Path(summary["previous_configs"]), repository, dirs_exist_ok=True)
     assert _files(repository) == original
