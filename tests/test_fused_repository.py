@@ -14,7 +14,7 @@ import pytest
 
 import tinymodels
 import tritonstack.server.models
-from tritonstack.repository import contract, layouts, releases
+from tritonstack.repository import contract, releases, text_in_layouts
 from tritonstack.repository.config import parse, render_proto
 from tritonstack.repository.validate import check_repository, validate_repository
 
@@ -72,7 +72,7 @@ def test_a_fused_export_validates_clean(fused_repository: Path) -> None:
     report = check_repository(fused_repository)
     names = {"cls", "cls_v1", "cls_fused", "cls_encoder", "cls_tokenizer", "cls_postprocess"}
     assert set(report.models) == names
-    assert layouts.layout_of(config(fused_repository, "cls")) == contract.FUSED_LAYOUT
+    assert text_in_layouts.layout_of(config(fused_repository, "cls")) == contract.FUSED_LAYOUT
     assert pinned_steps(fused_repository, "cls") == [("cls_fused", 1)]
     assert pinned_steps(fused_repository, "cls_v1") == [("cls_fused", 1)]
     assert served(fused_repository, "cls_fused") == [1]
@@ -191,3 +191,19 @@ def test_no_config_serves_a_retired_release(
     state = change(repository, "cls")
     (retired,) = state.retired
     assert {name: versions for name, versions in all_served(repository).items() if retired in versions} == {}
+
+
+def test_three_exports_across_layouts_leave_no_retired_release_loaded(
+    tiny_model_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """fused 1, fused 2 (a candidate), ensemble 3 (replaces that candidate): the fused step left idle by the
+    ensemble export follows the served releases (1 and 3) too, with a folder for release 3 made for it."""
+    repository = tmp_path / "model_repository"
+    for layout in ("fused", "fused", "ensemble"):
+        tinymodels.export_fp32(tiny_model_dirs["tiny_cls"], repository, "cls", layout=layout)
+    check_repository(repository)
+    state = releases.read_releases(repository, "cls")
+    assert (state.stable, state.candidate) == (1, 3)
+    assert {name: versions for name, versions in all_served(repository).items() if 2 in versions} == {}
+    assert served(repository, "cls_fused") == [1, 3]
+    assert (repository / "cls_fused" / "3" / "model.py").is_file()

@@ -23,7 +23,7 @@ from tritonclient.utils import InferenceServerException
 
 import tinymodels
 from tritonstack.client import AsyncClient, Client, InvalidInputError
-from tritonstack.repository import contract, layouts
+from tritonstack.repository import contract, text_in_layouts
 from tritonstack.repository.config import parse
 
 pytestmark = pytest.mark.integration
@@ -120,8 +120,8 @@ def test_the_fused_models_are_served_in_their_layout(server: Any, both_layouts: 
     ready = set(server.ready_models())
     for ensemble, fused in PAIRS.items():
         assert {ensemble, fused, contract.fused_name(fused), contract.encoder_name(fused)} <= ready
-        assert layouts.layout_of(parse((both_layouts / fused / "config.pbtxt").read_text())) == "fused"
-        assert layouts.layout_of(parse((both_layouts / ensemble / "config.pbtxt").read_text())) == "ensemble"
+        assert text_in_layouts.layout_of(parse((both_layouts / fused / "config.pbtxt").read_text())) == "fused"
+        assert text_in_layouts.layout_of(parse((both_layouts / ensemble / "config.pbtxt").read_text())) == "ensemble"
         assert contract.fused_name(ensemble) not in ready
 
 
@@ -223,3 +223,13 @@ def test_requests_the_sdk_refuses_are_refused_by_the_server_too(server: Any, cas
         assert caught.value.status() == "StatusCode.INVALID_ARGUMENT", (case, caught.value)
         assert raw.is_server_live() and raw.is_model_ready("tiny_f")
     assert raw_infer(server.grpc_url, "tiny_f", ["still serving"])["EMBEDDING"].shape == (1, 32)
+
+
+def test_the_fused_instances_of_one_server_share_one_turn_per_model(server: Any) -> None:
+    """The turn file is named after tritonserver, the stubs' parent: one per fused model of this server
+    (were the name another process's, each instance would take its own turn and all would run at once)."""
+    import glob
+    import os
+
+    found = {os.path.basename(p) for p in glob.glob(f"/dev/shm/tritonstack-turns-{server.pid}-*.lock")}
+    assert found == {f"tritonstack-turns-{server.pid}-{fused}_fused.lock" for fused in PAIRS.values()}

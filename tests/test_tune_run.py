@@ -142,7 +142,7 @@ def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Pat
     tuned = parse((repository / step / "config.pbtxt").read_text())
     assert tuned.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
     kept = tuned.dynamic_batching.default_queue_policy, encoder.dynamic_batching.default_queue_policy
-    # kept (the fused step's queue timeout is all the steps' together: layouts.fused_step)
+    # kept (the fused step's queue timeout is all the steps' together: text_in_layouts.fused_step)
     assert kept[0] == kept[1] if step == "tiny_encoder" else kept[0].max_queue_size == kept[1].max_queue_size
     _serves(repository)
 
@@ -168,6 +168,8 @@ def test_a_fused_winner_adds_the_fused_step_and_can_be_undone(repository: Path, 
     assert str(repository / "tiny" / "config.pbtxt") in summary["written"]
     text_in = parse((repository / "tiny" / "config.pbtxt").read_text())
     assert [step.model_name for step in text_in.ensemble_scheduling.step] == ["tiny_fused"]
+    release = parse((repository / "tiny_v1" / "config.pbtxt").read_text())  # the release's own entry point too
+    assert [(s.model_name, s.model_version) for s in release.ensemble_scheduling.step] == [("tiny_fused", 1)]
     fused = parse((repository / "tiny_fused" / "config.pbtxt").read_text())
     assert fused.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
     assert (repository / "tiny_fused" / "1" / "model.py").is_file()

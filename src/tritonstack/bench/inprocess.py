@@ -86,8 +86,8 @@ def _encoder_kind(encoder: Any) -> str:
 
 def locate(repository: Path, name: str) -> ServedFiles:
     """The encoder and tokenizer Triton would serve for text-in model ``name``; in the fused layout the knobs
-    are the fused step's, which runs the same files (``repository/layouts.py``)."""
-    from tritonstack.repository.layouts import layout_of
+    are the fused step's, which runs the same files (``repository/text_in_layouts.py``)."""
+    from tritonstack.repository.text_in_layouts import layout_of
 
     encoder_dir = repository / contract.encoder_name(name)
     tokenizer_dir = repository / contract.tokenizer_name(name)

@@ -48,8 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="how the text-in model runs a text: fused (one Python model tokenizes, runs ONNX Runtime in its own "
         "process and post-processes; CPU only, one hop and one copy fewer per request) or ensemble (tokenizer -> "
-        f"encoder [-> postprocess] models). Default: {DEFAULT_LAYOUT['cpu']} on cpu, {DEFAULT_LAYOUT['gpu']} on "
-        "gpu (docs/export.md); `tritonstack tune` measures both",
+        "encoder [-> postprocess] models). Default: the layout the name's releases run; for a new name "
+        f"{DEFAULT_LAYOUT['cpu']} on cpu, {DEFAULT_LAYOUT['gpu']} on gpu (docs/export.md); `tritonstack tune` "
+        "measures both",
     )
     parser.add_argument(
         "--precision",
@@ -76,8 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_non_negative_int,
         default=None,
         metavar="MS",
-        help="queueing budget of a request, split over the steps (tokenizer 20 %%, encoder 70 %%, postprocess 10 %%): "
-        "a request that waited its step's share is refused (UNAVAILABLE); 500 when omitted, 0: none",
+        help="queueing budget of a request, split over the steps (tokenizer 20 %%, encoder 70 %%, postprocess 10 %%; "
+        "the fused layout's one step gets their shares together): a request that waited its step's share is "
+        "refused (UNAVAILABLE); 500 when omitted, 0: none",
     )
     parser.add_argument(
         "--cache",

@@ -79,9 +79,11 @@ class ExportOptions:
     cache_dir: Path | None = field(default_factory=cache_root)  # what the int8 search measured; None: no cache
 
 
-def resolve_layout(target: str, layout: str | None) -> str:
-    """The layout to write: the requested one, or the target's default (``DEFAULT_LAYOUT``)."""
-    return layout or DEFAULT_LAYOUT[target]
+def resolve_layout(target: str, layout: str | None, existing: str | None = None) -> str:
+    """The layout to write: the requested one; else the layout ``existing`` releases of the name run (a new
+    release must not switch the stable one's layout unasked: their ensembles share one config); else the
+    target's default (``DEFAULT_LAYOUT``)."""
+    return layout or existing or DEFAULT_LAYOUT[target]
 
 
 def sanitize_name(raw: str) -> str:

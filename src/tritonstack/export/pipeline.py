@@ -23,6 +23,7 @@ from tritonstack.export.parity import BATCH_SIZE, compute_reference, tokenize_ba
 from tritonstack.export.report import ExportReport, build_report
 from tritonstack.export.search import SplitFeeds, run_search
 from tritonstack.export.texts import TextSplit, load_splits
+from tritonstack.repository.text_in_layouts import existing_layout
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
@@ -64,6 +65,7 @@ def export_model(options: ExportOptions) -> ExportResult:
 
     started = time.perf_counter()
     precision, name = validate(options)
+    layout = resolve_layout(options.target, options.layout, existing_layout(options.repository, name))
     visible = visible_gpus() if options.target == "gpu" else ()
     gpus = device.resolve_gpus(options.target, options.gpus, visible)
     splits = load_splits(options.parity_texts)
@@ -109,7 +111,7 @@ def export_model(options: ExportOptions) -> ExportResult:
         chosen = select(result.candidates)
         report = build_report(
             options, export, precision, name, result, chosen, splits, gate, rows_per_call, timing,
-            parity_device.describe(), gpus,
+            parity_device.describe(), gpus, layout,
         )  # fmt: skip
         if chosen is None or chosen.path is None:
             judged = [c.parity.to_dict() | {"name": c.name} for c in result.candidates if c.selectable and c.parity]
@@ -138,7 +140,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             gpus=gpus,
             report=report.to_dict(),
             response_cache=options.response_cache,
-            layout=resolve_layout(options.target, options.layout),
+            layout=layout,
         )
         version_dir = write_text_model(options.repository, exported)
         timing["write_s"] = time.perf_counter() - mark

@@ -70,6 +70,12 @@ class SplitSummary:
         return cls(data["count"], data["kinds"])
 
 
+LAYOUT_TEXT = {
+    "fused": "one Python model tokenizes, runs ONNX Runtime and post-processes (--layout ensemble: separate steps)",
+    "ensemble": "tokenizer -> encoder [-> postprocess] models",
+}
+
+
 @dataclass(frozen=True)
 class ExportReport:
     """One export: its candidates and the chosen one (``None``: refused), the model's shape, timings, machine."""
@@ -102,6 +108,7 @@ class ExportReport:
     machine: Machine
     parity_device: str = "CPU via CPUExecutionProvider"  # where the candidates were gated (export/device.py)
     gpus: tuple[int, ...] = ()  # gpu target: the encoder's CUDA devices; (): every GPU of the serving host
+    layout: str = "ensemble"  # how the text-in model runs a text (repository/text_in_layouts.py)
     version: int | None = None  # set once written
     version_dir: Path | None = None
 
@@ -192,6 +199,7 @@ class ExportReport:
             "parity": self.parity.to_dict() if self.parity else None,
             "parity_device": self.parity_device,
             "gpus": list(self.gpus),
+            "layout": self.layout,
             "calibration_parity": chosen.calibration.to_dict() if chosen and chosen.calibration else None,
             "parity_texts": {
                 "count": self.parity_text_count,
@@ -273,6 +281,7 @@ class ExportReport:
             # reports written before these fields existed were gated on the CPU
             parity_device=data.get("parity_device", ExportReport.parity_device),
             gpus=tuple(data.get("gpus", ())),
+            layout=data.get("layout", "ensemble"),
             version=data.get("version"),
             version_dir=None if version_dir is None else Path(version_dir),
         )
@@ -295,6 +304,7 @@ def build_report(
     timing_s: Mapping[str, float],
     parity_device: str,
     gpus: tuple[int, ...] = (),
+    layout: str = "ensemble",
 ) -> ExportReport:
     """The report of an export that searched ``precision`` and chose ``chosen`` (``None``: nothing passed)."""
     import onnxruntime as ort
@@ -335,6 +345,7 @@ def build_report(
         machine=Machine.this(),
         parity_device=parity_device,
         gpus=gpus,
+        layout=layout,
     )
 
 
@@ -369,6 +380,7 @@ def summarize(report: ExportReport) -> str:
         gpus = ", ".join(map(str, report.gpus))
         where = f"each of GPU {gpus}" if gpus else "every GPU of the host that serves it (none listed)"
         lines.append(f"instances  one encoder instance on {where}")
+    lines.append(f"layout     {report.layout}: {LAYOUT_TEXT.get(report.layout, report.layout)}")
     if report.fp32_nodes:
         lines.append(f"fp32 nodes {', '.join(short_name(n) for n in report.fp32_nodes)}")
     if chosen and chosen.max_rows_per_call:

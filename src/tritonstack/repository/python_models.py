@@ -72,10 +72,16 @@ def add_versions(repository: Path, name: str, model: str, releases: Sequence[int
         version_dir = Path(repository) / model / str(release)
         if version_dir.is_dir():
             continue
+        tokenizer_dir = Path(repository) / contract.tokenizer_name(name) / str(release)
+        if not tokenizer_dir.is_dir():
+            raise RepositoryError(f"{model!r} has no version folder for release {release}, nor has the tokenizer")
         staging = version_dir.with_name(f".{release}.staging")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        write_version(staging, Path(repository) / contract.tokenizer_name(name) / str(release))
-        os.replace(staging, version_dir)
+        try:
+            write_version(staging, tokenizer_dir)
+            os.replace(staging, version_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         made.append(version_dir)
     return made

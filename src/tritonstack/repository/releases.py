@@ -28,6 +28,7 @@ from tritonstack.repository import contract, layout
 from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.python_models import add_versions
+from tritonstack.repository.text_in_layouts import base_name, step_models
 
 
 @dataclass(frozen=True)
@@ -130,9 +131,10 @@ def read_releases(repository: Path, name: str) -> Releases:
 def step_names(text_in: Any) -> list[str]:
     """The models a release of ``text_in`` runs: its steps, and for a fused step the encoder and tokenizer whose
     files it reads."""
-    names = [step.model_name for step in text_in.ensemble_scheduling.step]
-    if contract.fused_name(text_in.name) in names:
-        names += [contract.encoder_name(text_in.name), contract.tokenizer_name(text_in.name)]
+    name = base_name(text_in)
+    names = step_models(text_in)
+    if contract.fused_name(name) in names:
+        names += [contract.encoder_name(name), contract.tokenizer_name(name)]
     return names
 
 
@@ -185,8 +187,8 @@ def write_releases(repository: Path, name: str, stable: int, candidate: int | No
     steps = [_read_config(repository / step / CONFIG_FILENAME) for step in family_names(repository, text_in)]
     served = (stable,) if candidate is None else (stable, candidate)
     for step in steps:
-        if step.backend == "python":  # a release exported in the other layout: its files come from its tokenizer
-            add_versions(repository, name, step.name, served)
+        if step.backend == "python" and step.name != contract.tokenizer_name(name):
+            add_versions(repository, name, step.name, served)  # a release exported in the other layout
         missing = [v for v in served if not (repository / step.name / str(v)).is_dir()]
         if missing:
             raise RepositoryError(f"{step.name!r} has no version folder for release {missing[0]}")

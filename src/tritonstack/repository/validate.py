@@ -16,9 +16,9 @@ from google.protobuf import text_format
 from tritonstack.repository import contract, layout
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
-from tritonstack.repository.layouts import FUSED_ROLE
 from tritonstack.repository.python_models import FUSED_ONLY_FILES, PYTHON_MODEL_FILES
 from tritonstack.repository.releases import served_versions
+from tritonstack.repository.text_in_layouts import FUSED_ROLE
 
 TEXT_ROLES = ("tokenizer", "postprocess", FUSED_ROLE)
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonstack.repository import contract, layouts
+from tritonstack.repository import contract, text_in_layouts
 from tritonstack.repository.config import (
     DynamicBatching,
     EnsembleStep,
@@ -37,7 +37,13 @@ from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.layout import versions
 from tritonstack.repository.python_models import add_versions, write_version
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
-from tritonstack.repository.releases import install_configs, read_releases, release_configs, stale_release_models
+from tritonstack.repository.releases import (
+    install_configs,
+    read_releases,
+    release_configs,
+    stale_release_models,
+    write_releases,
+)
 
 ENCODER_FILENAME = "model.onnx"
 # On a CPU an execution's every request waits for the whole batch, and a batch costs about its rows times one
@@ -314,7 +320,7 @@ def model_configs(model: ExportedModel) -> list[ModelConfig]:
 
 def layout_configs(model: ExportedModel) -> list[Any]:
     """The configs (protobuf) ``write_text_model`` writes for ``model.layout``: the steps, then the text-in
-    ensemble. The fused layout keeps every step model and adds ``NAME_fused`` (``layouts.py`` says why)."""
+    ensemble. The fused layout keeps every step model and adds ``NAME_fused`` (``text_in_layouts.py`` says why)."""
     if model.layout not in contract.LAYOUTS:
         raise RepositoryError(f"no layout {model.layout!r}", hint=f"layouts: {', '.join(contract.LAYOUTS)}")
     configs = [c.to_proto() for c in model_configs(model)]
@@ -326,8 +332,8 @@ def layout_configs(model: ExportedModel) -> list[Any]:
             hint="drop --layout fused, or export with --target cpu",
         )
     encoder, tokenizer, *others, text_in = configs
-    fused = layouts.fused_step(text_in, encoder, tokenizer, others)
-    return [encoder, tokenizer, *others, fused, layouts.with_fused_step(text_in)]
+    fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, others)
+    return [encoder, tokenizer, *others, fused, text_in_layouts.with_fused_step(text_in)]
 
 
 def _next_version(repository: Path, names: list[str]) -> int:
@@ -380,6 +386,8 @@ def write_text_model(repository: Path, model: ExportedModel) -> Path:
         install_configs(repository, configs)
         for stale in stale_release_models(repository, model.name, (stable, version)):
             shutil.rmtree(stale)  # an earlier candidate that was never judged: the new one replaces it
+        # the step models of the other layout an earlier export left (idle) follow the served releases too
+        write_releases(repository, model.name, stable, None if stable == version else version)
     except OSError as error:
         raise RepositoryError(f"writing {model.name!r} into {repository} failed: {error}") from error
     finally:

@@ -8,7 +8,7 @@ replace are copied first to ``<report>/previous/<model>/config.pbtxt`` -- the
 repository's own layout, so ``cp -r <report>/previous/. <repository>/`` undoes
 the change. A winner in the fused layout that the repository did not have yet
 also gets ``NAME_fused`` (its configs and a version folder per served release,
-``python_models.add_versions``), and the per-release ensembles of a candidate
+``python_models.add_versions``), and the per-release ensembles (one per served release)
 are rewritten from ``NAME``'s new config (``releases.write_releases``), so every
 served release runs one layout; the undo command then removes ``NAME_fused``
 too. The repository must then pass ``tritonstack validate``; if it does not,
@@ -60,10 +60,12 @@ def write_winner(repository: Path, before: StepConfigs, after: StepConfigs, repo
     repository = Path(repository)
     fused_dir = repository / after.fused.name
     creates_fused = after.layout == contract.FUSED_LAYOUT and not fused_dir.exists()
+    # an idle fused step on disk (an earlier export's) is replaced by the one measured: its config changes
+    replaces_fused = after.layout == contract.FUSED_LAYOUT and before.layout == contract.ENSEMBLE_LAYOUT
     changed = [
         new
         for new, old in zip(after.all(), before.all(), strict=True)
-        if new != old or (creates_fused and new is after.fused)
+        if new != old or (replaces_fused and new is after.fused)
     ]
     previous = report_dir / PREVIOUS_DIR
     releases = read_releases(repository, after.text_in.name)
@@ -76,11 +78,11 @@ def write_winner(repository: Path, before: StepConfigs, after: StepConfigs, repo
             shutil.copy2(path, kept)
     written: list[Path] = []
     try:
-        if creates_fused:
+        if after.layout == contract.FUSED_LAYOUT:
             add_versions(repository, after.text_in.name, after.fused.name, releases.served)
         for config in changed:
             written.append(replace_config(repository, config))
-        if releases.candidate is not None and after.text_in != before.text_in:
+        if after.text_in != before.text_in:  # every served release's own ensemble runs the new layout too
             write_releases(repository, releases.name, releases.stable, releases.candidate)
         check_repository(repository)
     except (RepositoryError, ConfigValidationError) as error:

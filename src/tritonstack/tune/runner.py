@@ -245,7 +245,7 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
     if rows_fixed:
         start = replace(start, rows_per_call=1)
     split = cpus.plan(settings.cpu_split)
-    # from the fused layout there is no way back to the ensemble's steps (layouts.py): only its knobs are searched
+    # from the fused layout there is no way back to the ensemble's steps: only its knobs are searched
     layouts = contract.LAYOUTS if start.layout == contract.ENSEMBLE_LAYOUT else (start.layout,)
     space = dimensions(
         cores=len(split.server), max_batch_size=steps.encoder.max_batch_size, rows_fixed=rows_fixed, layouts=layouts
@@ -297,8 +297,9 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
 
 
 def scratch_repository(repository: Path, name: str, steps: StepConfigs, scratch: Path) -> Path:
-    """``scratch``: a link to each model folder of ``repository``, plus ``NAME_fused`` when it has none (its
-    served releases, ``steps.fused`` as its config). Returns ``scratch``."""
+    """``scratch``: a link to each model folder of ``repository``; in the ensemble layout ``NAME_fused`` is made
+    there instead (its served releases, ``steps.fused`` as its config: a fused step on disk may be stale).
+    Returns ``scratch``."""
     from tritonstack.repository.config import write_config
     from tritonstack.repository.python_models import add_versions
     from tritonstack.repository.releases import read_releases
@@ -306,10 +307,13 @@ def scratch_repository(repository: Path, name: str, steps: StepConfigs, scratch:
     if scratch.exists():
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True)
+    make_fused = steps.layout == contract.ENSEMBLE_LAYOUT
     for model_dir in sorted(Path(repository).iterdir()):
+        if make_fused and model_dir.name == steps.fused.name:
+            continue
         if model_dir.is_dir() and not model_dir.name.startswith(".") and (model_dir / "config.pbtxt").is_file():
             (scratch / model_dir.name).symlink_to(model_dir.resolve(), target_is_directory=True)
-    if not (scratch / steps.fused.name).exists():
+    if make_fused:
         add_versions(scratch, name, steps.fused.name, read_releases(repository, name).served)
         write_config(scratch / steps.fused.name, steps.fused)
     return scratch

@@ -105,7 +105,7 @@ def dimensions(
     """The knobs to search on ``cores`` server cores, most influential first.
 
     ``rows_fixed``: the encoder must keep one row per call (``per_call_activation_scales``). ``layouts``: the
-    layouts to try (``repository/layouts.py``), the one the repository runs first.
+    layouts to try (``repository/text_in_layouts.py``), the one the repository runs first.
     """
 
     def set_split(knobs: Knobs, split: tuple[int, int]) -> Knobs:

@@ -149,19 +149,34 @@ class TritonPythonModel:
             return {self.output_names[0]: logits}
         return self._classify(logits)
 
-    def _text_in(self, part, responses):
-        """Tokenize every text of ``part`` at once, run the encoder on the rows, answer each request."""
+    def _text_in(self, part, requests, responses):
+        """Tokenize every text of ``part`` at once, run the encoder on the rows in this instance's turn on the
+        CPUs, answer each request. A request whose client gave up while this instance waited for its turn is
+        answered CANCELLED and its rows are not computed (the wait counts as compute in Triton's statistics)."""
         texts = [t for _, request_texts, _ in part for t in request_texts]
         encodings = self.tokenizer.encode(texts)
         features = self.tokenizer.features(encodings, self.encoder_inputs)
-        outputs = self.encoder.run(features)
-        start = 0
-        for index, request_texts, _ in part:
-            stop = start + len(request_texts)
-            answer = self._answer(request_texts, outputs[start:stop], encodings[start:stop])
+        with self.encoder.turns:
+            live, rows, start = [], [], 0
+            for index, request_texts, _ in part:
+                stop = start + len(request_texts)
+                if requests[index].is_cancelled():
+                    responses[index] = error_responses.cancelled()
+                else:
+                    live.append((index, request_texts, start, stop))
+                    rows.extend(range(start, stop))
+                start = stop
+            if not live:
+                return
+            kept = rows if len(rows) < len(texts) else slice(None)
+            outputs = self.encoder.run({name: array[kept] for name, array in features.items()})
+        at = 0
+        for index, request_texts, start, stop in live:
+            count = stop - start
+            answer = self._answer(request_texts, outputs[at : at + count], encodings[start:stop])
             tensors = [pb_utils.Tensor(name, array) for name, array in answer.items()]
             responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
-            start = stop
+            at += count
 
     def _read(self, request):
         """(texts, logits) of one request; either may be None when this role does not take it."""
@@ -201,7 +216,7 @@ class TritonPythonModel:
             part = parts.pop(0)
             try:
                 if self.role == FUSED_ROLE:
-                    self._text_in(part, responses)
+                    self._text_in(part, requests, responses)
                 elif self.role == "tokenizer":
                     encodings = self.tokenizer.encode([t for _, texts, _ in part for t in texts])
                     features = self.tokenizer.features(encodings, self.encoder_inputs)
@@ -253,12 +268,11 @@ class _Encoder:
         self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
 
     def run(self, features):
-        """The encoder's output for every row of ``features``, in this instance's turn on the CPUs."""
+        """The encoder's output for every row of ``features`` (the caller holds ``turns``)."""
         sequence = {self.output_name} if self.sequence_output else set()
-        with self.turns:
-            (output,) = self.run_rows(
-                self.session, [self.output_name], sequence, features, self.max_padding_waste, self.max_rows_per_call
-            )
+        (output,) = self.run_rows(
+            self.session, [self.output_name], sequence, features, self.max_padding_waste, self.max_rows_per_call
+        )
         return output
 
     def close(self):

@@ -9,7 +9,7 @@
   ``text-in``). One Python process, one hop and one copy of the tensors per
   request fewer. The step models stay: the fused step reads the encoder's file
   and the tokenizer's, releases pin them, the benchmark's in-process limit reads
-  them, and the ensemble layout can come back by rewriting ``NAME`` alone.
+  them, and a re-export with ``--layout ensemble`` brings that layout back.
 
 Both export (``--layout fused``) and ``tune`` build the fused step here, from
 the step configs, so the fused step runs with the encoder's batching, queue
@@ -20,10 +20,13 @@ budget the steps shared. ``docs/export.md`` has the figures.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from google.protobuf import text_format
+
 from tritonstack.repository import contract
-from tritonstack.repository.config import ModelConfigProto, parameter
+from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, parameter, parse
 
 FUSED_ROLE = "text-in"  # the role of server/models/text_model.py that runs the fused step (its FUSED_ROLE)
 # Parameters of the tokenizer's config that the fused step reads as they are.
@@ -34,8 +37,7 @@ ENCODER_PARAMETERS = (
     contract.RECIPE_PARAMETER,
     contract.MAX_ROWS_PER_CALL_PARAMETER,
     "max_padding_waste",
-    "intra_op_thread_count",
-)
+)  # not intra_op_thread_count: the fused step's instances take turns, each with every core (tune may set it)
 
 
 def base_name(text_in: Any) -> str:
@@ -54,6 +56,15 @@ def layout_of(text_in: Any) -> str:
     return contract.FUSED_LAYOUT if step_models(text_in) == [fused] else contract.ENSEMBLE_LAYOUT
 
 
+def existing_layout(repository: Path, name: str) -> str | None:
+    """The layout text-in model ``name`` runs in ``repository``; ``None`` when it has none (or no readable config)."""
+    path = Path(repository) / name / CONFIG_FILENAME
+    try:
+        return layout_of(parse(path.read_text())) if path.is_file() else None
+    except (OSError, text_format.ParseError):
+        return None
+
+
 def _copy(config: Any) -> Any:
     copied = ModelConfigProto()
     copied.CopyFrom(config)
@@ -63,7 +74,8 @@ def _copy(config: Any) -> Any:
 def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence[Any] = ()) -> Any:
     """The config (protobuf) of ``NAME_fused`` for the ensemble ``text_in`` whose steps are ``encoder``,
     ``tokenizer`` and ``other_steps`` (a postprocess): TEXT in, the ensemble's outputs out; the encoder's
-    batching, instances, versions and knobs; a queue timeout of all the steps' timeouts together."""
+    batching, queue size, instances, versions and knobs (its thread count aside); a queue timeout of the steps'
+    timeouts together, where the encoder has one."""
     fused = ModelConfigProto()
     fused.name = contract.fused_name(base_name(text_in))
     fused.backend = "python"
@@ -75,8 +87,10 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
     fused.dynamic_batching.CopyFrom(encoder.dynamic_batching)
     steps = [encoder, tokenizer, *other_steps]
     timeouts = [s.dynamic_batching.default_queue_policy.default_timeout_microseconds for s in steps]
-    if fused.dynamic_batching.HasField("default_queue_policy") and all(timeouts):
-        fused.dynamic_batching.default_queue_policy.default_timeout_microseconds = sum(timeouts)
+    policy = fused.dynamic_batching.default_queue_policy
+    if fused.dynamic_batching.HasField("default_queue_policy") and policy.default_timeout_microseconds:
+        # the steps' waits, one after the other, become one (a step without a timeout adds no bound)
+        policy.default_timeout_microseconds = sum(t for t in timeouts if t > 0)
     for key in TEXT_PARAMETERS:
         value = parameter(tokenizer, key)
         if value is not None:
