@@ -20,6 +20,7 @@ from tritonstack.export.options import ExportOptions, validate
 from tritonstack.repository import contract, releases, text_in_layouts
 from tritonstack.repository.config import parameter
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.validate import model_config_type
 from tritonstack.repository.writer import layout_configs
 
 TASKS = contract.TASKS
@@ -100,6 +101,14 @@ def test_the_fused_step_reads_the_tokenizer_and_encoder_parameters(task: str) ->
     # export writes these to the encoder only when set; the fused step copies them when they are there
     assert parameter(step, "max_rows_per_call") is None
     assert parameter(step, "intra_op_thread_count") is None
+
+
+def test_each_fused_instance_warms_up_on_one_empty_text() -> None:
+    (warmup,) = fused("text-classification")["demo_fused"].model_warmup
+    assert (warmup.batch_size, list(warmup.inputs)) == (1, ["TEXT"])
+    sample = warmup.inputs["TEXT"]
+    assert sample.zero_data and list(sample.dims) == [1]
+    assert model_config_type(sample.data_type) == "TYPE_STRING"
 
 
 def test_the_fused_step_copies_rows_per_call_but_not_the_thread_count() -> None:

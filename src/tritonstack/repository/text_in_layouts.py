@@ -99,6 +99,13 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
         value = parameter(encoder, key)
         if value is not None:
             fused.parameters[key].string_value = value
+    # each instance runs one (empty) text at load, so the first requests do not pay ONNX Runtime's first run
+    warmup = fused.model_warmup.add(name="one_empty_text", batch_size=1)
+    for tensor in text_in.input:
+        sample = warmup.inputs[tensor.name]
+        sample.data_type = tensor.data_type
+        sample.dims.extend(tensor.dims)
+        sample.zero_data = True
     fused.parameters["role"].string_value = FUSED_ROLE
     fused.parameters["encoder_file"].string_value = encoder.default_model_filename or "model.onnx"
     # two instances that take turns on every CPU keep the next batch ready (encoder_runner.py)
