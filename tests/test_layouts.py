@@ -111,13 +111,10 @@ def test_each_fused_instance_warms_up_on_one_empty_text() -> None:
     assert model_config_type(sample.data_type) == "TYPE_STRING"
 
 
-def test_the_fused_step_copies_rows_per_call_but_not_the_thread_count() -> None:
-    configs = fused("feature-extraction", max_rows_per_call=1, encoder_threads=3)
-    step = configs["demo_fused"]
+def test_the_fused_step_copies_rows_per_call_and_threads_when_the_encoder_has_them() -> None:
+    step = fused("feature-extraction", max_rows_per_call=1, encoder_threads=3)["demo_fused"]
     assert parameter(step, "max_rows_per_call") == "1"
-    # a thread count per concurrent encoder instance would cap the fused instances, which take turns
-    assert parameter(configs["demo_encoder"], "intra_op_thread_count") == "3"
-    assert parameter(step, "intra_op_thread_count") is None
+    assert parameter(step, "intra_op_thread_count") == "3"
 
 
 def test_layout_of_tells_the_two_layouts_apart() -> None:
@@ -225,14 +222,12 @@ def test_a_new_release_keeps_the_layout_the_name_runs_unless_asked(tmp_path: Pat
     assert resolve_layout("cpu", "fused", existing) == "fused"  # asked for
 
 
-def test_the_fused_queue_timeout_adds_the_bounded_steps_and_keeps_no_thread_count() -> None:
+def test_the_fused_queue_timeout_adds_the_bounded_steps() -> None:
     encoder, tokenizer, postprocess, text_in = layout_configs(exported("text-classification"))
     timeouts = [c.dynamic_batching.default_queue_policy.default_timeout_microseconds for c in (encoder, tokenizer)]
     postprocess.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0  # unbounded: adds nothing
-    encoder.parameters["intra_op_thread_count"].string_value = "1"  # per concurrent instance in the ensemble
     fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
     assert fused.dynamic_batching.default_queue_policy.default_timeout_microseconds == sum(timeouts) > 0
-    assert "intra_op_thread_count" not in fused.parameters  # the fused instances take turns with every core
     encoder.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0  # no timeout on the encoder
     fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
     assert fused.dynamic_batching.default_queue_policy.default_timeout_microseconds == 0

@@ -159,7 +159,6 @@ def test_without_a_thread_count_the_instances_of_a_cpu_group_share_its_cores(bac
     assert runner.default_threads(8, instances) == 4
     assert runner.default_threads(1, instances) == 1  # never fewer than one thread
     assert runner.default_threads(8, runner.instances_of_kind({}, "KIND_CPU")) == 8  # no group: Triton's one
-    assert runner.default_threads(8, instances, take_turns=True) == 8  # one computes at a time: all the cores
     # a GPU instance has its own device: the CPU threads are not split among the GPU instances
     gpu = {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]}
     assert runner.instances_of_kind(gpu, "GPU") == 1

@@ -225,11 +225,28 @@ def test_requests_the_sdk_refuses_are_refused_by_the_server_too(server: Any, cas
     assert raw_infer(server.grpc_url, "tiny_f", ["still serving"])["EMBEDDING"].shape == (1, 32)
 
 
-def test_the_fused_instances_of_one_server_share_one_turn_per_model(server: Any) -> None:
-    """The turn file is named after tritonserver, the stubs' parent: one per fused model of this server
-    (were the name another process's, each instance would take its own turn and all would run at once)."""
+def _turn_files(pid: int) -> set[str]:
     import glob
     import os
 
-    found = {os.path.basename(p) for p in glob.glob(f"/dev/shm/tritonstack-turns-{server.pid}-*.lock")}
-    assert found == {f"tritonstack-turns-{server.pid}-{fused}_fused.lock" for fused in PAIRS.values()}
+    return {os.path.basename(p) for p in glob.glob(f"/dev/shm/tritonstack-turns-{pid}-*.lock")}
+
+
+def test_two_fused_instances_on_one_core_take_turns_and_on_two_cores_do_not(both_layouts: Path) -> None:
+    """The turn file is named after tritonserver, the stubs' parent: one per fused model of the server (were the
+    name another process's, each instance would take its own turn and both would run at once). Instances take
+    turns only where they outnumber the cores their process may use."""
+    import os
+
+    from tritonstack.bench import cpus
+    from tritonstack.server import EmbeddedServer
+
+    one_core = sorted(os.sched_getaffinity(0))[:1]
+    with cpus.pinned(one_core), EmbeddedServer(both_layouts, log_path=both_layouts.parent / "one-core.log") as pinned:
+        assert _turn_files(pinned.pid) == {f"tritonstack-turns-{pinned.pid}-{f}_fused.lock" for f in PAIRS.values()}
+        with grpcclient.InferenceServerClient(pinned.grpc_url) as client:  # and they serve
+            answer = client.infer("tiny_f", [text_input(["one core"])]).as_numpy(contract.EMBEDDING_OUTPUT)
+        assert answer.shape == (1, 32)
+    if len(os.sched_getaffinity(0)) >= 2:  # the module's server: two instances, a core each
+        with EmbeddedServer(both_layouts, log_path=both_layouts.parent / "all-cores.log") as spread:
+            assert _turn_files(spread.pid) == set()

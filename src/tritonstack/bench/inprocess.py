@@ -106,7 +106,7 @@ def locate(repository: Path, name: str) -> ServedFiles:
         "tokenizer_max_queue_delay_us": tokenizer.dynamic_batching.max_queue_delay_microseconds,
         "max_batch_size": encoder.max_batch_size,
     }
-    if layout == contract.FUSED_LAYOUT:  # its instances take turns on the cores (encoder_runner.CpuTurns)
+    if layout == contract.FUSED_LAYOUT:  # instances that outnumber the cores take turns (encoder_runner.CpuTurns)
         knobs["cpu_turns"] = parameter(runs_encoder, "cpu_turns", "0") == "1"
     max_rows_per_call = int(parameter(runs_encoder, contract.MAX_ROWS_PER_CALL_PARAMETER, "0") or 0)
     if max_rows_per_call:

@@ -112,8 +112,9 @@ def _encoder_vs_inprocess(served: Point, inprocess_points: list[Point], result: 
     threads = result.files.knobs.get("encoder_intra_op_threads")
     lines = []
     # 0 (absent) is fine: the embedded backend then shares the server's cores among the instances; instances
-    # that take turns (the fused layout's) compute one at a time
-    if threads and instances * threads > cores and not result.files.knobs.get("cpu_turns"):
+    # that outnumber the cores and take turns (the fused layout's) compute one at a time
+    turns = result.files.knobs.get("cpu_turns") and instances > cores
+    if threads and instances * threads > cores and not turns:
         lines.append(
             f"{instances} encoder instance(s) x intra_op_thread_count {threads} exceed the {cores} server core(s)"
         )

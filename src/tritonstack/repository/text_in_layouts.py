@@ -37,7 +37,8 @@ ENCODER_PARAMETERS = (
     contract.RECIPE_PARAMETER,
     contract.MAX_ROWS_PER_CALL_PARAMETER,
     "max_padding_waste",
-)  # not intra_op_thread_count: the fused step's instances take turns, each with every core (tune may set it)
+    "intra_op_thread_count",
+)
 
 
 def base_name(text_in: Any) -> str:
@@ -74,8 +75,8 @@ def _copy(config: Any) -> Any:
 def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence[Any] = ()) -> Any:
     """The config (protobuf) of ``NAME_fused`` for the ensemble ``text_in`` whose steps are ``encoder``,
     ``tokenizer`` and ``other_steps`` (a postprocess): TEXT in, the ensemble's outputs out; the encoder's
-    batching, queue size, instances, versions and knobs (its thread count aside); a queue timeout of the steps'
-    timeouts together, where the encoder has one."""
+    batching, queue size, instances, versions and knobs; a queue timeout of the steps' timeouts together, where
+    the encoder has one."""
     fused = ModelConfigProto()
     fused.name = contract.fused_name(base_name(text_in))
     fused.backend = "python"
@@ -108,7 +109,7 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
         sample.zero_data = True
     fused.parameters["role"].string_value = FUSED_ROLE
     fused.parameters["encoder_file"].string_value = encoder.default_model_filename or "model.onnx"
-    # two instances that take turns on every CPU keep the next batch ready (encoder_runner.py)
+    # two instances keep the next batch ready; where they outnumber the cores they take turns (encoder_runner.py)
     fused.parameters["cpu_turns"].string_value = "1"
     return fused
 

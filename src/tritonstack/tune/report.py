@@ -34,8 +34,6 @@ def knob_cells(knobs: Knobs) -> list[str]:
     # 0: the backend's default, every server core for one instance, an equal share of them for several
     threads = knobs.encoder_threads or ("all" if knobs.encoder_instances == 1 else "share")
     fused = knobs.layout == contract.FUSED_LAYOUT
-    if fused and not knobs.encoder_threads:
-        threads = "all"  # the fused step's instances take turns, each with every server core
     return [
         knobs.layout[:3],
         str(knobs.rows_per_call or "all"),

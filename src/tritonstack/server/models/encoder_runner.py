@@ -13,13 +13,15 @@ tritonstack package), so it imports only ``numpy`` and the standard library.
   time on a CPU (see ``tritonstack tune``), and a dynamic-int8 graph needs
   exactly one, or a text's activation scale -- and so its output -- would
   depend on the texts it was batched with.
-* :class:`CpuTurns`: the CPU instances of one model, in one server, take turns
-  on the CPUs (``cpu_turns``). Triton 2.51 forms the next batch of a model with
-  a queue policy only while an instance waits for one (no prefetching), so one
-  instance leaves the CPU idle between batches and a request can stall until
-  the next arrival; two instances that each compute with every CPU, one at a
-  time, keep the next batch ready without splitting the CPUs or the caches
-  between two computations. Measured in ``docs/export.md``.
+* :class:`CpuTurns`: where a model has more CPU instances than its process has
+  CPUs (two on a server pinned to one core), the instances take turns on them
+  (``cpu_turns``). Triton 2.51 forms the next batch of a model with a queue
+  policy only while an instance waits for one (no prefetching), so one instance
+  leaves the CPU idle between batches and a request can stall until the next
+  arrival; a second instance keeps the next batch ready, and taking turns keeps
+  the two from time-slicing one core (and its caches) between two computations.
+  Where each instance has a core of its own they compute side by side. Measured
+  in ``docs/export.md``.
 """
 
 import contextlib
@@ -46,10 +48,10 @@ def length_groups(lengths, max_padding_waste):
     return groups
 
 
-def default_threads(cpus, instances, take_turns=False):
+def default_threads(cpus, instances):
     """Intra-op threads of one instance when the config sets none: the CPUs this process may run on, shared
-    among the ``instances`` that run on them (at least one each) -- all of them when the instances take turns."""
-    return max(1, cpus if take_turns else cpus // max(1, instances))
+    among the ``instances`` that run on them (at least one each)."""
+    return max(1, cpus // max(1, instances))
 
 
 def instances_of_kind(config, kind):
@@ -125,11 +127,11 @@ class NoTurns:
         return None
 
 
-def turns_for(config, params, kind):
-    """:class:`CpuTurns` when the config asks for them (``cpu_turns``: "1") and this is one of several CPU
-    instances; else :class:`NoTurns`."""
+def turns_for(config, params, kind, cpus):
+    """:class:`CpuTurns` when the config asks for them (``cpu_turns``: "1") and its CPU instances outnumber the
+    ``cpus`` this process may run on; else :class:`NoTurns`."""
     wanted = params.get("cpu_turns", "0") == "1"
-    if wanted and instances_of_kind(config, kind) > 1:
+    if wanted and instances_of_kind(config, kind) > cpus:
         return CpuTurns(config["name"])
     return NoTurns()
 

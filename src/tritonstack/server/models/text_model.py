@@ -253,12 +253,11 @@ class _Encoder:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: the text-in model runs the encoder's file of its release")
         kind = args["model_instance_kind"]
-        self.turns = encoder_runner.turns_for(config, params, kind)
+        cpus = len(os.sched_getaffinity(0))
+        self.turns = encoder_runner.turns_for(config, params, kind, cpus)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or encoder_runner.default_threads(
-            len(os.sched_getaffinity(0)),
-            encoder_runner.instances_of_kind(config, kind),
-            take_turns=isinstance(self.turns, encoder_runner.CpuTurns),
+            cpus, encoder_runner.instances_of_kind(config, kind)
         )
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])

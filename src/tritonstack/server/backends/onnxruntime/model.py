@@ -22,7 +22,7 @@ group of requests, each is run alone, so only the one that breaks it fails.
 Rows are regrouped by their true length and run with the padding trimmed, at
 most ``max_rows_per_call`` rows per ONNX Runtime call (0 or absent: no limit);
 ``max_padding_waste`` bounds the padding of a group; ``cpu_turns: "1"`` makes
-the CPU instances take turns on the CPUs, each with all of them. All three are
+CPU instances that outnumber the process's CPUs take turns on them. All three are
 ``encoder_runner.py``'s, which this folder holds beside this file (the embedded
 server copies it from ``server/models/``).
 """
@@ -93,11 +93,10 @@ class TritonPythonModel:
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         options = ort.SessionOptions()
         kind = args["model_instance_kind"]
-        self.turns = encoder_runner.turns_for(config, params, kind)
+        cpus = len(os.sched_getaffinity(0))
+        self.turns = encoder_runner.turns_for(config, params, kind, cpus)
         options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or encoder_runner.default_threads(
-            len(os.sched_getaffinity(0)),
-            encoder_runner.instances_of_kind(config, kind),
-            take_turns=isinstance(self.turns, encoder_runner.CpuTurns),
+            cpus, encoder_runner.instances_of_kind(config, kind)
         )
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0"))
         self.session = self._open_session(args, config, path, options)
