@@ -246,6 +246,13 @@ def parse(text: str) -> Any:
     return text_format.Parse(text, ModelConfigProto())
 
 
+def copy_config(config_proto: Any) -> Any:
+    """A copy of a ``ModelConfig`` protobuf, to edit without touching the one read."""
+    copied = ModelConfigProto()
+    copied.CopyFrom(config_proto)
+    return copied
+
+
 def set_response_cache(text: str, *, enable: bool) -> str:
     """``config.pbtxt`` text with the response cache switched on or off, everything else kept.
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack.repository import contract, layout
-from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, parameter, parse, write_config
+from tritonstack.repository.config import CONFIG_FILENAME, copy_config, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.python_models import add_versions
 from tritonstack.repository.text_in_layouts import base_name, step_models
@@ -63,8 +63,7 @@ def served_versions(config: Any, on_disk: Sequence[int]) -> tuple[int, ...]:
 
 
 def _pin(config: Any, *, name: str, serve: Sequence[int], steps_version: int | None = None) -> Any:
-    pinned = ModelConfigProto()
-    pinned.CopyFrom(config)
+    pinned = copy_config(config)
     pinned.name = name
     pinned.version_policy.specific.versions[:] = list(serve)
     if steps_version is not None:
@@ -141,7 +140,7 @@ def step_names(text_in: Any) -> list[str]:
 def family_names(repository: Path, text_in: Any) -> list[str]:
     """Every step model of ``text_in`` in ``repository``: those its layout runs, and those of the other layout
     that an earlier export or tune left there (idle, but loaded: they must serve the served releases too)."""
-    name = text_in.name
+    name = base_name(text_in)
     steps = step_names(text_in)
     kept = (contract.encoder_name(name), contract.tokenizer_name(name), contract.postprocess_name(name))
     others = [m for m in (*kept, contract.fused_name(name)) if m not in steps]

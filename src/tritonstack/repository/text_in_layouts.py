@@ -26,7 +26,7 @@ from typing import Any
 from google.protobuf import text_format
 
 from tritonstack.repository import contract
-from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, parameter, parse
+from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, copy_config, parameter, parse
 
 FUSED_ROLE = "text-in"  # the role of server/models/text_model.py that runs the fused step (its FUSED_ROLE)
 # Parameters of the tokenizer's config that the fused step reads as they are.
@@ -64,12 +64,6 @@ def existing_layout(repository: Path, name: str) -> str | None:
         return layout_of(parse(path.read_text())) if path.is_file() else None
     except (OSError, text_format.ParseError):
         return None
-
-
-def _copy(config: Any) -> Any:
-    copied = ModelConfigProto()
-    copied.CopyFrom(config)
-    return copied
 
 
 def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence[Any] = ()) -> Any:
@@ -116,7 +110,7 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
 
 def with_fused_step(text_in: Any) -> Any:
     """A copy of the ensemble ``text_in`` whose one step is ``NAME_fused``, at the version its steps ran."""
-    fused = _copy(text_in)
+    fused = copy_config(text_in)
     versions = {step.model_version for step in text_in.ensemble_scheduling.step}
     step_version = versions.pop() if len(versions) == 1 else -1
     del fused.ensemble_scheduling.step[:]

@@ -23,7 +23,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from tritonstack.repository import contract, text_in_layouts
-from tritonstack.repository.config import ModelConfigProto, parse
+from tritonstack.repository.config import copy_config, parse
 from tritonstack.tune.errors import TuneError
 
 # Parameters of the encoder read by the embedded onnxruntime backend (server/backends/onnxruntime/model.py),
@@ -154,17 +154,11 @@ def _set_parameter(config: Any, key: str, value: float, absent: float) -> None:
         config.parameters[key].string_value = f"{value:g}"
 
 
-def _copy(config: Any) -> Any:
-    copied = ModelConfigProto()
-    copied.CopyFrom(config)
-    return copied
-
-
 def apply_knobs(steps: StepConfigs, knobs: Knobs) -> StepConfigs:
     """Copies of ``steps`` running with ``knobs``; every field tune does not own as it was. The configs of the
     layout not chosen stay as they were read."""
     if knobs.layout == contract.FUSED_LAYOUT:
-        fused = _copy(steps.fused)
+        fused = copy_config(steps.fused)
         _set_encoder_knobs(fused, knobs)
         text_in = (
             steps.text_in if steps.layout == contract.FUSED_LAYOUT else text_in_layouts.with_fused_step(steps.text_in)
@@ -175,7 +169,7 @@ def apply_knobs(steps: StepConfigs, knobs: Knobs) -> StepConfigs:
             f"{steps.text_in.name} runs the fused layout; tune searches its knobs, not a way back to the ensemble",
             hint="re-export with --layout ensemble to tune the ensemble layout",
         )
-    encoder, tokenizer = _copy(steps.encoder), _copy(steps.tokenizer)
+    encoder, tokenizer = copy_config(steps.encoder), copy_config(steps.tokenizer)
     _set_encoder_knobs(encoder, knobs)
     tokenizer.dynamic_batching.max_queue_delay_microseconds = knobs.tokenizer_delay_us
     tokenizer.instance_group[0].count = knobs.tokenizer_instances

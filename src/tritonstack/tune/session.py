@@ -36,7 +36,7 @@ from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import TritonStatsProbe, model_view
 from tritonstack.loadtest.slo import Objectives
 from tritonstack.repository import contract
-from tritonstack.repository.config import ModelConfigProto
+from tritonstack.repository.config import copy_config
 from tritonstack.server.embedded import RELOAD_PARAMETER
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs
@@ -117,8 +117,7 @@ class TuneServer:
             # Marked with a new count, so that Triton loads the step whole: an instance it kept in place (it
             # compares configs without instance_group) would keep the thread count it started with.
             self.reloads += 1
-            marked = ModelConfigProto()
-            marked.CopyFrom(config)
+            marked = copy_config(config)
             marked.parameters[RELOAD_PARAMETER].string_value = str(self.reloads)
             try:
                 self.server.load_model(config.name, _config_json(marked))
