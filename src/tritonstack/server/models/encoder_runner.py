@@ -136,6 +136,15 @@ def turns_for(config, params, kind, cpus):
     return NoTurns()
 
 
+def cpu_plan(config, params, kind):
+    """``(turns, intra_op_threads)`` of one instance of ``config``: whether it takes turns (:func:`turns_for`)
+    and its thread count, ``intra_op_thread_count`` or the CPUs this process may run on shared among the
+    config's instances of ``kind`` (:func:`default_threads`)."""
+    cpus = len(os.sched_getaffinity(0))
+    threads = int(params.get("intra_op_thread_count", "0")) or default_threads(cpus, instances_of_kind(config, kind))
+    return turns_for(config, params, kind, cpus), threads
+
+
 def run_rows(session, output_names, sequence_outputs, feeds, max_padding_waste, max_rows_per_call):
     """``session.run`` over ``feeds``: rows regrouped by true length, at most ``max_rows_per_call`` rows per
     call (see the module docstring). Returns one array per output name, rows in the order of ``feeds``."""

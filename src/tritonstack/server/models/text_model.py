@@ -252,13 +252,8 @@ class _Encoder:
         path = os.path.join(root, params["encoder_model"], args["model_version"], filename)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: the text-in model runs the encoder's file of its release")
-        kind = args["model_instance_kind"]
-        cpus = len(os.sched_getaffinity(0))
-        self.turns = encoder_runner.turns_for(config, params, kind, cpus)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or encoder_runner.default_threads(
-            cpus, encoder_runner.instances_of_kind(config, kind)
-        )
+        self.turns, options.intra_op_num_threads = encoder_runner.cpu_plan(config, params, args["model_instance_kind"])
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.output_name = params["encoder_output"]

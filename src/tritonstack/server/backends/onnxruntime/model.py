@@ -92,12 +92,7 @@ class TritonPythonModel:
         filename = config.get("default_model_filename") or "model.onnx"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         options = ort.SessionOptions()
-        kind = args["model_instance_kind"]
-        cpus = len(os.sched_getaffinity(0))
-        self.turns = encoder_runner.turns_for(config, params, kind, cpus)
-        options.intra_op_num_threads = int(params.get("intra_op_thread_count", "0")) or encoder_runner.default_threads(
-            cpus, encoder_runner.instances_of_kind(config, kind)
-        )
+        self.turns, options.intra_op_num_threads = encoder_runner.cpu_plan(config, params, args["model_instance_kind"])
         options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0"))
         self.session = self._open_session(args, config, path, options)
         self.inputs = [(i["name"], TRITON_TO_NUMPY[i["data_type"]], len(i["dims"])) for i in config["input"]]
