@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from tritonstack.export.cache import cache_root
 from tritonstack.export.errors import ExportError
 from tritonstack.export.gates import DEFAULT_THRESHOLD, Gate
-from tritonstack.repository.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT, LAYOUTS
+from tritonstack.repository.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT
 from tritonstack.repository.layout import DEFAULT_REPOSITORY
 
 if TYPE_CHECKING:
@@ -152,13 +152,12 @@ def check_repository_writable(repository: Path) -> None:
 def validate(options: ExportOptions) -> tuple[Precision, str]:
     """Check ``options`` before any work; return the precision to search and the model's name."""
     precision = resolve_precision(options.target, options.precision)
-    if options.layout is not None and options.layout not in LAYOUTS:
-        raise ExportError(f"unknown layout {options.layout!r}", hint=f"use one of: {', '.join(LAYOUTS)}")
-    if options.layout == FUSED_LAYOUT and options.target == "gpu":
-        raise ExportError(
-            "the fused layout runs ONNX Runtime on the CPU inside a Python model; a GPU export keeps the ensemble",
-            hint="drop --layout fused, or export with --target cpu",
-        )
+    from tritonstack.repository.text_in_layouts import layout_problem  # protobuf: not while parsers are built
+
+    problem = None if options.layout is None else layout_problem(options.layout, options.target)
+    if problem is not None:
+        message, hint = problem
+        raise ExportError(message, hint=hint)
     if options.max_batch_size < 1:
         raise ExportError(f"--max-batch-size must be >= 1, got {options.max_batch_size}")
     if options.max_sequence_length is not None and options.max_sequence_length < 2:

@@ -41,6 +41,19 @@ ENCODER_PARAMETERS = (
 )
 
 
+def layout_problem(layout: str, target: str) -> tuple[str, str] | None:
+    """``(message, hint)`` when ``layout`` cannot be written for ``target`` ("cpu"/"gpu"); ``None`` when it can.
+    Export asks before any work, the writer before it writes."""
+    if layout not in contract.LAYOUTS:
+        return f"no layout {layout!r}", f"layouts: {', '.join(contract.LAYOUTS)}"
+    if layout == contract.FUSED_LAYOUT and target == "gpu":
+        return (
+            "the fused layout runs ONNX Runtime on the CPU inside a Python model; a GPU export keeps the ensemble",
+            "drop --layout fused, or export with --target cpu",
+        )
+    return None
+
+
 def base_name(text_in: Any) -> str:
     """The text-in model a config serves: its own name, or the one a per-release ensemble is a release of."""
     return parameter(text_in, contract.RELEASE_OF_PARAMETER) or text_in.name

@@ -321,16 +321,13 @@ def model_configs(model: ExportedModel) -> list[ModelConfig]:
 def layout_configs(model: ExportedModel) -> list[Any]:
     """The configs (protobuf) ``write_text_model`` writes for ``model.layout``: the steps, then the text-in
     ensemble. The fused layout keeps every step model and adds ``NAME_fused`` (``text_in_layouts.py`` says why)."""
-    if model.layout not in contract.LAYOUTS:
-        raise RepositoryError(f"no layout {model.layout!r}", hint=f"layouts: {', '.join(contract.LAYOUTS)}")
+    problem = text_in_layouts.layout_problem(model.layout, model.target)
+    if problem is not None:
+        message, hint = problem
+        raise RepositoryError(message, hint=hint)
     configs = [c.to_proto() for c in model_configs(model)]
     if model.layout == contract.ENSEMBLE_LAYOUT:
         return configs
-    if model.target == "gpu":
-        raise RepositoryError(
-            "the fused layout runs ONNX Runtime on the CPU inside a Python model; a GPU export keeps the ensemble",
-            hint="drop --layout fused, or export with --target cpu",
-        )
     encoder, tokenizer, *others, text_in = configs
     fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, others)
     return [encoder, tokenizer, *others, fused, text_in_layouts.with_fused_step(text_in)]
