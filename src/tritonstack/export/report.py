@@ -27,6 +27,7 @@ from tritonstack.export.pooling import PoolingSpec
 from tritonstack.export.quantize import short_name
 from tritonstack.export.sensitivity import Sensitivity
 from tritonstack.export.texts import CALIBRATION, GATE
+from tritonstack.repository.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
@@ -71,8 +72,10 @@ class SplitSummary:
 
 
 LAYOUT_TEXT = {
-    "fused": "one Python model tokenizes, runs ONNX Runtime and post-processes (--layout ensemble: separate steps)",
-    "ensemble": "tokenizer -> encoder [-> postprocess] models",
+    FUSED_LAYOUT: (
+        "one Python model tokenizes, runs ONNX Runtime and post-processes (--layout ensemble: separate steps)"
+    ),
+    ENSEMBLE_LAYOUT: "tokenizer -> encoder [-> postprocess] models",
 }
 
 
@@ -108,7 +111,7 @@ class ExportReport:
     machine: Machine
     parity_device: str = "CPU via CPUExecutionProvider"  # where the candidates were gated (export/device.py)
     gpus: tuple[int, ...] = ()  # gpu target: the encoder's CUDA devices; (): every GPU of the serving host
-    layout: str = "ensemble"  # how the text-in model runs a text (repository/text_in_layouts.py)
+    layout: str = ENSEMBLE_LAYOUT  # how the text-in model runs a text (repository/text_in_layouts.py)
     version: int | None = None  # set once written
     version_dir: Path | None = None
 
@@ -281,7 +284,7 @@ class ExportReport:
             # reports written before these fields existed were gated on the CPU
             parity_device=data.get("parity_device", ExportReport.parity_device),
             gpus=tuple(data.get("gpus", ())),
-            layout=data.get("layout", "ensemble"),
+            layout=data.get("layout", ENSEMBLE_LAYOUT),
             version=data.get("version"),
             version_dir=None if version_dir is None else Path(version_dir),
         )
@@ -304,7 +307,7 @@ def build_report(
     timing_s: Mapping[str, float],
     parity_device: str,
     gpus: tuple[int, ...] = (),
-    layout: str = "ensemble",
+    layout: str = ENSEMBLE_LAYOUT,
 ) -> ExportReport:
     """The report of an export that searched ``precision`` and chose ``chosen`` (``None``: nothing passed)."""
     import onnxruntime as ort
