@@ -31,7 +31,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from tritonstack.client import AsyncClient, Client
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 TEXT = "the quick brown fox jumps over the lazy dog"
 

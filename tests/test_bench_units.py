@@ -19,7 +19,7 @@ from tritonstack.bench.load import closed_loop, open_loop
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Round, best, summarize
 from tritonstack.bench.texts import make_texts
 from tritonstack.bench.triton_stats import Counters, Window, breakdown, parse_statistics
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import parse
 from tritonstack.repository.writer import ExportedModel, write_text_model
 

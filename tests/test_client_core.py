@@ -10,7 +10,7 @@ from tritonclient.grpc import model_config_pb2, service_pb2
 
 from tritonstack.client import Classification, InvalidInputError, ModelInfo, TritonServerError, _core
 from tritonstack.client._models import parse_model_info
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 
 def model_info(

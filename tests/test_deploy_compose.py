@@ -429,7 +429,7 @@ def test_image_requirements_agree_with_constraints() -> None:
 
 def test_python_backend_models_import_only_what_the_image_has() -> None:
     available = set(sys.stdlib_module_names) | set(_requirements()) | {"triton_python_backend_utils"}
-    models = sorted((ROOT / "src" / "tritonstack" / "server" / "models").glob("*.py"))
+    models = sorted((ROOT / "src" / "tritonstack" / "in_triton" / "models").glob("*.py"))
     assert any(m.name != "__init__.py" for m in models)
     for model in models:
         for node in ast.walk(ast.parse(model.read_text())):

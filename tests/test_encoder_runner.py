@@ -17,7 +17,7 @@ import time
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
 
-from tritonstack.server.models.encoder_runner import CpuTurns, NoTurns
+from tritonstack.in_triton.models.encoder_runner import CpuTurns, NoTurns
 
 MODEL = "tiny_fused"
 TURNS = 5  # per process
@@ -154,7 +154,7 @@ def test_the_turn_files_of_servers_that_are_gone_are_removed(tmp_path: Path) -> 
 
 
 def test_the_cpu_plan_shares_the_cores_and_takes_turns_only_where_instances_outnumber_them() -> None:
-    from tritonstack.server.models import encoder_runner
+    from tritonstack.in_triton.models import encoder_runner
 
     cpus = len(os.sched_getaffinity(0))
     many = cpus + 1  # more CPU instances than this process has cores

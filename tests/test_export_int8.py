@@ -23,7 +23,7 @@ from tritonstack.export.search import SplitFeeds, search_mixes
 from tritonstack.export.sensitivity import MAX_FP32_NODES, MixSearch
 from tritonstack.export.smoothing import SWITCH_INPUT, SmoothableGraph
 from tritonstack.export.texts import CALIBRATION, builtin_split
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import parameter, parse
 
 FAST = {"progress": False, "reps": 1}

@@ -16,7 +16,7 @@ from tritonstack.export.pipeline import export_model
 from tritonstack.export.quantize import Recipe
 from tritonstack.export.report import ExportReport, summarize
 from tritonstack.export.texts import GATE, builtin_split
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import parameter, parse
 from tritonstack.repository.validate import check_repository
 

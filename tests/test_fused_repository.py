@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 import tinymodels
-import tritonstack.server.models
-from tritonstack.repository import contract, releases, text_in_layouts
+import tritonstack.in_triton.models
+from tritonstack.in_triton import contract
+from tritonstack.repository import layouts, releases
 from tritonstack.repository.config import parse, render_proto
 from tritonstack.repository.validate import check_repository, validate_repository
 
@@ -72,14 +73,14 @@ def test_a_fused_export_validates_clean(fused_repository: Path) -> None:
     report = check_repository(fused_repository)
     names = {"cls", "cls_v1", "cls_fused", "cls_encoder", "cls_tokenizer", "cls_postprocess"}
     assert set(report.models) == names
-    assert text_in_layouts.layout_of(config(fused_repository, "cls")) == contract.FUSED_LAYOUT
+    assert layouts.layout_of(config(fused_repository, "cls")) == contract.FUSED_LAYOUT
     assert pinned_steps(fused_repository, "cls") == [("cls_fused", 1)]
     assert pinned_steps(fused_repository, "cls_v1") == [("cls_fused", 1)]
     assert served(fused_repository, "cls_fused") == [1]
 
 
 def test_the_fused_step_carries_its_code_and_the_tokenizer_of_its_release(fused_repository: Path) -> None:
-    package = Path(tritonstack.server.models.__file__).parent
+    package = Path(tritonstack.in_triton.models.__file__).parent
     version = fused_repository / "cls_fused" / "1"
     assert all((version / name).is_file() for name in FUSED_FILES), sorted(p.name for p in version.iterdir())
     assert (version / "model.py").read_text() == (package / "text_model.py").read_text()

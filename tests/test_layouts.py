@@ -1,4 +1,4 @@
-"""The fused layout of a text-in model, built from the step configs (repository/text_in_layouts.py): pure, no server.
+"""The fused layout of a text-in model, built from the step configs (repository/layouts.py): pure, no server.
 
 ``NAME`` gets one step, ``NAME_fused``, which must run with the encoder's batching, instances and ONNX
 Runtime knobs and the whole queueing budget of the steps it replaces. Also: ``export --layout fused
@@ -17,7 +17,8 @@ from test_repository_config import exported
 from tritonstack.cli import main
 from tritonstack.export.errors import ExportError
 from tritonstack.export.options import ExportOptions, validate
-from tritonstack.repository import contract, releases, text_in_layouts
+from tritonstack.in_triton import contract
+from tritonstack.repository import layouts, releases
 from tritonstack.repository.config import parameter
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.validate import model_config_type
@@ -89,7 +90,7 @@ def test_without_queue_bounds_the_fused_step_has_none_either() -> None:
 def test_the_fused_step_reads_the_tokenizer_and_encoder_parameters(task: str) -> None:
     configs = fused(task)
     step, tokenizer = configs["demo_fused"], configs["demo_tokenizer"]
-    assert parameter(step, "role") == "text-in" == text_in_layouts.FUSED_ROLE
+    assert parameter(step, "role") == "text-in" == layouts.FUSED_ROLE
     assert parameter(step, "cpu_turns") == "1"
     assert parameter(step, "encoder_file") == "model.onnx"
     assert parameter(step, "encoder_model") == "demo_encoder"
@@ -119,23 +120,23 @@ def test_the_fused_step_copies_rows_per_call_and_threads_when_the_encoder_has_th
 
 def test_layout_of_tells_the_two_layouts_apart() -> None:
     ensemble = layout_configs(exported("text-classification"))
-    assert text_in_layouts.layout_of(ensemble[-1]) == contract.ENSEMBLE_LAYOUT
-    assert text_in_layouts.layout_of(fused("text-classification")["demo"]) == contract.FUSED_LAYOUT
+    assert layouts.layout_of(ensemble[-1]) == contract.ENSEMBLE_LAYOUT
+    assert layouts.layout_of(fused("text-classification")["demo"]) == contract.FUSED_LAYOUT
 
 
 def test_a_per_release_ensemble_has_the_layout_of_its_model() -> None:
     configs = list(fused("text-classification").values())
     *_, stable, release = releases.release_configs(configs[-1], configs[:-1], 3, None)
     assert (stable.name, release.name) == ("demo", "demo_v3")
-    assert text_in_layouts.base_name(release) == "demo" and text_in_layouts.base_name(stable) == "demo"
-    assert text_in_layouts.layout_of(release) == contract.FUSED_LAYOUT
+    assert layouts.base_name(release) == "demo" and layouts.base_name(stable) == "demo"
+    assert layouts.layout_of(release) == contract.FUSED_LAYOUT
     assert [(s.model_name, s.model_version) for s in release.ensemble_scheduling.step] == [("demo_fused", 3)]
 
 
 def test_with_fused_step_keeps_the_release_the_steps_were_pinned_to() -> None:
     configs = layout_configs(exported("token-classification"))
     *_, release = releases.release_configs(configs[-1], configs[:-1], 2, None)  # demo_v2, steps pinned to 2
-    rewritten = text_in_layouts.with_fused_step(release)
+    rewritten = layouts.with_fused_step(release)
     assert rewritten.name == "demo_v2"
     assert steps(rewritten) == [("demo_fused", 2, {"TEXT": "TEXT"}, {"ENTITIES": "ENTITIES"})]
     assert parameter(rewritten, contract.RELEASE_PARAMETER) == "2"
@@ -146,7 +147,7 @@ def test_with_fused_step_leaves_steps_of_different_versions_unpinned() -> None:
     text_in = layout_configs(exported("text-classification"))[-1]
     for version, step in enumerate(text_in.ensemble_scheduling.step, 1):
         step.model_version = version
-    assert [s.model_version for s in text_in_layouts.with_fused_step(text_in).ensemble_scheduling.step] == [-1]
+    assert [s.model_version for s in layouts.with_fused_step(text_in).ensemble_scheduling.step] == [-1]
 
 
 def test_a_gpu_target_has_no_fused_layout() -> None:
@@ -194,7 +195,7 @@ def test_the_export_options_refuse_an_unknown_layout_before_any_work(tmp_path: P
 def test_the_served_model_and_the_builder_name_the_fused_role_alike() -> None:
     import ast
 
-    import tritonstack.server.models as models
+    import tritonstack.in_triton.models as models
 
     source = (Path(models.__file__).parent / "text_model.py").read_text()
     assigned = {
@@ -204,19 +205,19 @@ def test_the_served_model_and_the_builder_name_the_fused_role_alike() -> None:
         and isinstance(node.targets[0], ast.Name)
         and isinstance(node.value, ast.Constant)
     }
-    assert assigned["FUSED_ROLE"] == text_in_layouts.FUSED_ROLE
+    assert assigned["FUSED_ROLE"] == layouts.FUSED_ROLE
 
 
 def test_a_new_release_keeps_the_layout_the_name_runs_unless_asked(tmp_path: Path) -> None:
     from tritonstack.export.options import resolve_layout
     from tritonstack.repository.config import write_config
 
-    assert text_in_layouts.existing_layout(tmp_path, "demo") is None
+    assert layouts.existing_layout(tmp_path, "demo") is None
     assert resolve_layout("cpu", None) == "fused" and resolve_layout("gpu", None) == "ensemble"
     configs = layout_configs(replace(exported("feature-extraction"), layout="ensemble"))
     (tmp_path / "demo").mkdir()
     write_config(tmp_path / "demo", configs[-1])
-    existing = text_in_layouts.existing_layout(tmp_path, "demo")
+    existing = layouts.existing_layout(tmp_path, "demo")
     assert existing == "ensemble"
     assert resolve_layout("cpu", None, existing) == "ensemble"  # the cpu default does not switch it
     assert resolve_layout("cpu", "fused", existing) == "fused"  # asked for
@@ -226,8 +227,8 @@ def test_the_fused_queue_timeout_adds_the_bounded_steps() -> None:
     encoder, tokenizer, postprocess, text_in = layout_configs(exported("text-classification"))
     timeouts = [c.dynamic_batching.default_queue_policy.default_timeout_microseconds for c in (encoder, tokenizer)]
     postprocess.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0  # unbounded: adds nothing
-    fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
+    fused = layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
     assert fused.dynamic_batching.default_queue_policy.default_timeout_microseconds == sum(timeouts) > 0
     encoder.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0  # no timeout on the encoder
-    fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
+    fused = layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
     assert fused.dynamic_batching.default_queue_policy.default_timeout_microseconds == 0

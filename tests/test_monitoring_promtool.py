@@ -245,7 +245,7 @@ def test_latency_threshold_is_one_number_everywhere() -> None:
 
 
 def test_the_cost_counts_text_in_models_and_none_of_their_steps() -> None:
-    from tritonstack.repository import contract
+    from tritonstack.in_triton import contract
 
     expr = next(r["expr"] for r in rules(RECORDING) if r["record"] == "tritonstack:text_in_request_success:rate1m")
     (pattern,) = re.findall(r'model!~"([^"]+)"', expr)

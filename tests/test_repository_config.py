@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import (
     DynamicBatching,
     EnsembleStep,

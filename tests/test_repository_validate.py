@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-import tritonstack.server.models
+import tritonstack.in_triton.models
 from tritonstack.cli import main
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
-from tritonstack.repository.layout import versions
+from tritonstack.repository.paths import versions
 from tritonstack.repository.validate import check_repository, validate_repository
 from tritonstack.repository.writer import ExportedModel, write_text_model
 
@@ -71,7 +71,7 @@ def test_missing_tokenizer_file_is_named(repository: Path) -> None:
 
 def test_python_models_carry_their_code_in_each_version_folder(tiny_repository: Path) -> None:
     # model.py loads tokenization.py from its own folder: the Triton stub has no tritonstack to import it from
-    package = Path(tritonstack.server.models.__file__).parent
+    package = Path(tritonstack.in_triton.models.__file__).parent
     for name in ("tiny_tokenizer", "tiny_cls_postprocess", "tiny_ner_postprocess"):
         version = tiny_repository / name / "1"
         assert (version / "model.py").read_text() == (package / "text_model.py").read_text(), name

@@ -23,7 +23,8 @@ from tritonclient.utils import InferenceServerException
 
 import tinymodels
 from tritonstack.client import AsyncClient, Client, InvalidInputError
-from tritonstack.repository import contract, text_in_layouts
+from tritonstack.in_triton import contract
+from tritonstack.repository import layouts
 from tritonstack.repository.config import parse
 
 pytestmark = pytest.mark.integration
@@ -120,8 +121,8 @@ def test_the_fused_models_are_served_in_their_layout(server: Any, both_layouts: 
     ready = set(server.ready_models())
     for ensemble, fused in PAIRS.items():
         assert {ensemble, fused, contract.fused_name(fused), contract.encoder_name(fused)} <= ready
-        assert text_in_layouts.layout_of(parse((both_layouts / fused / "config.pbtxt").read_text())) == "fused"
-        assert text_in_layouts.layout_of(parse((both_layouts / ensemble / "config.pbtxt").read_text())) == "ensemble"
+        assert layouts.layout_of(parse((both_layouts / fused / "config.pbtxt").read_text())) == "fused"
+        assert layouts.layout_of(parse((both_layouts / ensemble / "config.pbtxt").read_text())) == "ensemble"
         assert contract.fused_name(ensemble) not in ready
 
 

@@ -12,7 +12,7 @@ import tinymodels
 from tritonstack.export.gates import Gate
 from tritonstack.export.options import ExportOptions, Precision
 from tritonstack.export.pipeline import export_model
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import parameter, parse
 from tritonstack.server import EmbeddedServer
 

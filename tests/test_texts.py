@@ -10,7 +10,7 @@ import pytest
 
 from tritonstack._texts import parse_texts
 from tritonstack.client import ClientError
-from tritonstack.client.command import read_texts as infer_texts
+from tritonstack.commands.infer import read_texts as infer_texts
 from tritonstack.export.errors import ExportError
 from tritonstack.export.texts import GATE, builtin_split, load_splits
 from tritonstack.loadtest import payload

@@ -1,4 +1,4 @@
-"""The one tokenizer rule (server/models/tokenization.py) that the served tokenizer model and the bench share."""
+"""The one tokenizer rule (in_triton/models/tokenization.py) that the served tokenizer model and the bench share."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tritonstack.bench.inprocess import InProcessModel, locate
-from tritonstack.server.models.tokenization import TextTokenizer, char_limit
+from tritonstack.in_triton.models.tokenization import TextTokenizer, char_limit
 
 MAX_LENGTH = 64  # the tiny models' max_sequence_length
 # Past the character cut the tokenizer never sees "hello world": the cut text is blank.

@@ -142,7 +142,7 @@ def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Pat
     tuned = parse((repository / step / "config.pbtxt").read_text())
     assert tuned.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
     kept = tuned.dynamic_batching.default_queue_policy, encoder.dynamic_batching.default_queue_policy
-    # kept (the fused step's queue timeout is all the steps' together: text_in_layouts.fused_step)
+    # kept (the fused step's queue timeout is all the steps' together: layouts.fused_step)
     assert kept[0] == kept[1] if step == "tiny_encoder" else kept[0].max_queue_size == kept[1].max_queue_size
     _serves(repository)
 

@@ -11,7 +11,7 @@ import pytest
 from tritonstack.bench.cpus import CpuSplit
 from tritonstack.bench.timing import Timing
 from tritonstack.loadtest.slo import SLO, CapacitySpec, LoadSpec, Objectives
-from tritonstack.repository import text_in_layouts
+from tritonstack.repository import layouts
 from tritonstack.repository.config import parse, render_proto
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.tune.apply import replace_config
@@ -385,7 +385,7 @@ def _golden_steps() -> StepConfigs:
     encoder, tokenizer = (parse((GOLDEN / f"feature-extraction-cpu-demo_{step}.pbtxt").read_text())
                           for step in ("encoder", "tokenizer"))  # fmt: skip
     text_in = parse((GOLDEN / "feature-extraction-cpu-demo.pbtxt").read_text())
-    return StepConfigs(encoder, tokenizer, text_in_layouts.fused_step(text_in, encoder, tokenizer), text_in)
+    return StepConfigs(encoder, tokenizer, layouts.fused_step(text_in, encoder, tokenizer), text_in)
 
 
 def test_the_export_defaults_read_back_and_apply_unchanged() -> None:

@@ -133,7 +133,7 @@ def export_fp32(
 ) -> Path:
     """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``; a gpu
     ``target`` writes what ``export --target gpu`` does around the model (KIND_GPU on ``gpus``, TensorRT);
-    ``layout`` is ``export --layout`` (repository/text_in_layouts.py)."""
+    ``layout`` is ``export --layout`` (repository/layouts.py)."""
     from tritonstack.export.onnx_export import export_onnx
     from tritonstack.repository.writer import ExportedModel, write_text_model
 

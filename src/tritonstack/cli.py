@@ -17,17 +17,17 @@ from tritonstack._exceptions import TritonStackError
 
 # command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "export": ("tritonstack.export.command", "HF model -> optimized, parity-gated ONNX in a Triton model repository"),
-    "validate": ("tritonstack.repository.command", "check a model repository's configs against its models"),
-    "serve": ("tritonstack.server.command", "run the embedded Triton server over a model repository"),
-    "infer": ("tritonstack.client.command", "send texts to a served model and print the result"),
-    "loadtest": ("tritonstack.loadtest.command", "load-test a served model against an SLO file"),
-    "monitor": ("tritonstack.monitoring.command", "run Prometheus locally against a running Triton and load test"),
-    "bench": ("tritonstack.bench.command", "benchmark served vs. in-process vs. a plain PyTorch service"),
-    "tune": ("tritonstack.tune.command", "search the serving config that holds an SLO at the highest throughput"),
-    "demo": ("tritonstack.demo", "the main job end to end on the embedded default"),
-    "release": ("tritonstack.repository.release_command", "list, promote or roll back the releases of a model"),
-    "canary": ("tritonstack.loadtest.canary_command", "judge a candidate release against the SLO and the baseline"),
+    "export": ("tritonstack.commands.export", "HF model -> optimized, parity-gated ONNX in a Triton model repository"),
+    "validate": ("tritonstack.commands.validate", "check a model repository's configs against its models"),
+    "serve": ("tritonstack.commands.serve", "run the embedded Triton server over a model repository"),
+    "infer": ("tritonstack.commands.infer", "send texts to a served model and print the result"),
+    "loadtest": ("tritonstack.commands.loadtest", "load-test a served model against an SLO file"),
+    "monitor": ("tritonstack.commands.monitor", "run Prometheus locally against a running Triton and load test"),
+    "bench": ("tritonstack.commands.bench", "benchmark served vs. in-process vs. a plain PyTorch service"),
+    "tune": ("tritonstack.commands.tune", "search the serving config that holds an SLO at the highest throughput"),
+    "demo": ("tritonstack.commands.demo", "the main job end to end on the embedded default"),
+    "release": ("tritonstack.commands.release", "list, promote or roll back the releases of a model"),
+    "canary": ("tritonstack.commands.canary", "judge a candidate release against the SLO and the baseline"),
 }
 
 

@@ -40,9 +40,9 @@ from tritonstack.bench.summary import clean
 from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import Counters, TritonStatsProbe, Window
 from tritonstack.cost import Cost
+from tritonstack.in_triton import contract
 from tritonstack.loadtest.payload import PayloadMix
 from tritonstack.loadtest.slo import DEFAULT_HOT_SET
-from tritonstack.repository import contract
 from tritonstack.repository.config import set_response_cache
 
 Log = Callable[[str], None]

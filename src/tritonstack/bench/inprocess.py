@@ -3,7 +3,7 @@
 Reads the same files Triton serves as ``NAME`` (the stable release's version of
 ``NAME_encoder`` and ``NAME_tokenizer``, see ``repository/releases.py``) and
 tokenizes them with the served tokenizer's own module
-(``server/models/tokenization.py``: the same cut, truncation and padding to the
+(``in_triton/models/tokenization.py``: the same cut, truncation and padding to the
 batch's longest text); so the gap to the served figures is the serving path alone.
 An encoder whose config caps ``max_rows_per_call`` (a dynamic-int8 one: 1) runs
 a batch as the served backend does, in calls of at most that many rows of
@@ -25,10 +25,10 @@ from tritonstack._gpu import preload_cuda_libraries
 from tritonstack.bench.cpus import machine_cpu_s
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import Round
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
+from tritonstack.in_triton.models.tokenization import TextTokenizer
 from tritonstack.repository.config import parameter, parse
-from tritonstack.repository.layout import versions
-from tritonstack.server.models.tokenization import TextTokenizer
+from tritonstack.repository.paths import versions
 
 
 @dataclass(frozen=True)
@@ -86,8 +86,8 @@ def _encoder_kind(encoder: Any) -> str:
 
 def locate(repository: Path, name: str) -> ServedFiles:
     """The encoder and tokenizer Triton would serve for text-in model ``name``; in the fused layout the knobs
-    are the fused step's, which runs the same files (``repository/text_in_layouts.py``)."""
-    from tritonstack.repository.text_in_layouts import layout_of
+    are the fused step's, which runs the same files (``repository/layouts.py``)."""
+    from tritonstack.repository.layouts import layout_of
 
     encoder_dir = repository / contract.encoder_name(name)
     tokenizer_dir = repository / contract.tokenizer_name(name)

@@ -22,7 +22,7 @@ from tritonstack.bench.load import closed_loop, open_loop
 from tritonstack.bench.results import SERVED, Point, Round, best, completed_mean_ms, summarize
 from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import TritonStatsProbe, Window, breakdown
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 Log = Callable[[str], None]
 

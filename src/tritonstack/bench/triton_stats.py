@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 _COMPUTE = ("compute_input", "compute_infer", "compute_output")
 

@@ -27,7 +27,7 @@ from tritonstack.client._models import Classification, ModelInfo, parse_model_in
 from tritonstack.client._releases import Release, Routed, TrafficSplit, pick
 from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
 from tritonstack.client._routing import CallPlan
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 R = TypeVar("R")
 _CALL_ERRORS = call_errors()

@@ -29,7 +29,7 @@ from tritonstack.client._exceptions import (
 )
 from tritonstack.client._models import Classification, ModelInfo, TensorSpec
 from tritonstack.client._retry import Deadline
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 DEFAULT_MAX_TEXT_BYTES = 64 * 1024
 # gRPC's own cap is 4 MiB received; Triton sends and accepts up to INT32_MAX. Large

@@ -6,7 +6,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 
 @dataclass(frozen=True, slots=True)

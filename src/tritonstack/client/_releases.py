@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from tritonstack.client._exceptions import InvalidInputError
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
 The encoder is exported with optimum-onnx (``main_export``), dynamic axes
 ``batch_size`` and ``sequence_length``, int64 token inputs. Per task the graph
-ends in exactly the tensor ``tritonstack.repository.contract`` names:
+ends in exactly the tensor ``tritonstack.in_triton.contract`` names:
 
 * feature-extraction: ``sentence_embedding`` FP32 [batch_size, dim] -- pooling
   and normalisation appended (see ``pooling.py``), matching ``SentenceTransformer.encode``;

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 from tritonstack.export.cache import cache_root
 from tritonstack.export.errors import ExportError
 from tritonstack.export.gates import DEFAULT_THRESHOLD, Gate
-from tritonstack.repository.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT
-from tritonstack.repository.layout import DEFAULT_REPOSITORY
+from tritonstack.in_triton.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT
+from tritonstack.repository.paths import DEFAULT_REPOSITORY
 
 if TYPE_CHECKING:
     from tritonstack.export.quantize import Recipe
@@ -152,7 +152,7 @@ def check_repository_writable(repository: Path) -> None:
 def validate(options: ExportOptions) -> tuple[Precision, str]:
     """Check ``options`` before any work; return the precision to search and the model's name."""
     precision = resolve_precision(options.target, options.precision)
-    from tritonstack.repository.text_in_layouts import layout_problem  # protobuf: not while parsers are built
+    from tritonstack.repository.layouts import layout_problem  # protobuf: not while parsers are built
 
     problem = None if options.layout is None else layout_problem(options.layout, options.target)
     if problem is not None:

@@ -23,7 +23,7 @@ from tritonstack.export.parity import BATCH_SIZE, compute_reference, tokenize_ba
 from tritonstack.export.report import ExportReport, build_report
 from tritonstack.export.search import SplitFeeds, run_search
 from tritonstack.export.texts import TextSplit, load_splits
-from tritonstack.repository.text_in_layouts import existing_layout
+from tritonstack.repository.layouts import existing_layout
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport

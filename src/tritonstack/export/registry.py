@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack.export.errors import UnsupportedModelError
-from tritonstack.repository.contract import TASKS
+from tritonstack.in_triton.contract import TASKS
 
 
 @dataclass(frozen=True)

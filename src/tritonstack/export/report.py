@@ -27,7 +27,7 @@ from tritonstack.export.pooling import PoolingSpec
 from tritonstack.export.quantize import short_name
 from tritonstack.export.sensitivity import Sensitivity
 from tritonstack.export.texts import CALIBRATION, GATE
-from tritonstack.repository.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT
+from tritonstack.in_triton.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
@@ -111,7 +111,7 @@ class ExportReport:
     machine: Machine
     parity_device: str = "CPU via CPUExecutionProvider"  # where the candidates were gated (export/device.py)
     gpus: tuple[int, ...] = ()  # gpu target: the encoder's CUDA devices; (): every GPU of the serving host
-    layout: str = ENSEMBLE_LAYOUT  # how the text-in model runs a text (repository/text_in_layouts.py)
+    layout: str = ENSEMBLE_LAYOUT  # how the text-in model runs a text (repository/layouts.py)
     version: int | None = None  # set once written
     version_dir: Path | None = None
 

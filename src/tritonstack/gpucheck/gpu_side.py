@@ -28,7 +28,7 @@ from tritonstack.gpucheck.result import Check
 
 Log = Callable[[str], None]
 NAME = "minilm"
-PROVIDERS_PREFIX = "onnxruntime backend: providers:"  # server/backends/onnxruntime/providers.py
+PROVIDERS_PREFIX = "onnxruntime backend: providers:"  # in_triton/backends/onnxruntime/providers.py
 FALLBACK_PREFIX = "onnxruntime backend: GPU fallback:"
 FIDELITY_TEXTS = (
     "A man is eating food.",

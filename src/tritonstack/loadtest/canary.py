@@ -83,7 +83,7 @@ def _answers(client: object, texts: list[str], task: str, model: str) -> np.ndar
 
 def measure_agreement(host: str, settings: UserSettings, plan: CanaryPlan, texts: list[str]) -> Agreement:
     """Both releases answer ``texts``; a release that does not answer stops the canary (exit 2)."""
-    from tritonstack.repository.contract import release_name
+    from tritonstack.in_triton.contract import release_name
 
     client = make_client(host, settings)
     answers = {}

@@ -16,12 +16,12 @@ import html
 import json
 from pathlib import Path
 
+from tritonstack.in_triton.contract import encoder_name, fused_name
 from tritonstack.loadtest import plots, triton_metrics
 from tritonstack.loadtest.cache_report import CacheReport, cache_report
 from tritonstack.loadtest.result import RunResult
 from tritonstack.loadtest.stats import write_samples_csv
 from tritonstack.loadtest.verdict import render_table, verdict_line
-from tritonstack.repository.contract import encoder_name, fused_name
 
 
 def default_report_dir(now: dt.datetime | None = None) -> Path:

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.errors import RepositoryError
 
-# The file in each version folder and the module of tritonstack.server.models it comes from.
+# The file in each version folder and the module of tritonstack.in_triton.models it comes from.
 PYTHON_MODEL_FILES = {
     "model.py": "text_model.py",
     "tokenization.py": "tokenization.py",
@@ -41,7 +41,7 @@ TOKENIZER_FILES = (
 
 def python_model_sources() -> dict[str, str]:
     """The Python-backend files: file name -> source."""
-    package = resources.files("tritonstack.server.models")
+    package = resources.files("tritonstack.in_triton.models")
     return {filename: package.joinpath(module).read_text() for filename, module in PYTHON_MODEL_FILES.items()}
 
 

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonstack.repository import contract, layout
+from tritonstack.in_triton import contract
+from tritonstack.repository import paths
 from tritonstack.repository.config import CONFIG_FILENAME, copy_config, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.layouts import base_name, step_models
 from tritonstack.repository.python_models import add_versions
-from tritonstack.repository.text_in_layouts import base_name, step_models
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,7 @@ def _read_config(path: Path) -> Any:
 
 
 def _version_numbers(model_dir: Path) -> tuple[int, ...]:
-    return tuple(int(v.name) for v in layout.versions(model_dir))
+    return tuple(int(v.name) for v in paths.versions(model_dir))
 
 
 def read_releases(repository: Path, name: str) -> Releases:

@@ -13,12 +13,13 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from tritonstack.repository import contract, layout
+from tritonstack.in_triton import contract
+from tritonstack.repository import paths
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
+from tritonstack.repository.layouts import FUSED_ROLE
 from tritonstack.repository.python_models import FUSED_ONLY_FILES, PYTHON_MODEL_FILES
 from tritonstack.repository.releases import served_versions
-from tritonstack.repository.text_in_layouts import FUSED_ROLE
 
 TEXT_ROLES = ("tokenizer", "postprocess", FUSED_ROLE)
 
@@ -193,7 +194,7 @@ def _check_ensemble(report: Report, name: str, config: Any, configs: dict[str, A
 
 
 def _served(repository: Path, name: str, config: Any) -> tuple[int, ...]:
-    return served_versions(config, [int(v.name) for v in layout.versions(repository / name)])
+    return served_versions(config, [int(v.name) for v in paths.versions(repository / name)])
 
 
 def _check_release_consistency(
@@ -253,7 +254,7 @@ def validate_repository(repository: Path) -> Report:
         configs[model_dir.name] = config
         report.models.append(model_dir.name)
     for name, config in configs.items():
-        on_disk = {int(v.name) for v in layout.versions(repository / name)}
+        on_disk = {int(v.name) for v in paths.versions(repository / name)}
         for missing in sorted(set(_served(repository, name, config)) - on_disk):
             report.add(name, f"version_policy serves version {missing}, which has no folder {missing}/")
         if config.platform == "ensemble":
@@ -262,7 +263,7 @@ def validate_repository(repository: Path) -> Report:
             continue
         served = _served(repository, name, config)
         # only served versions load: a retired release may predate today's config
-        versions = [v for v in layout.versions(repository / name) if int(v.name) in served]
+        versions = [v for v in paths.versions(repository / name) if int(v.name) in served]
         if not versions:
             report.add(name, f"no served numeric version folder (e.g. 1/); serves {list(served)}")
             continue

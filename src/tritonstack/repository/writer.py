@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from tritonstack.repository import contract, text_in_layouts
+from tritonstack.in_triton import contract
+from tritonstack.repository import layouts
 from tritonstack.repository.config import (
     DynamicBatching,
     EnsembleStep,
@@ -34,7 +35,7 @@ from tritonstack.repository.config import (
     WarmupInput,
 )
 from tritonstack.repository.errors import RepositoryError
-from tritonstack.repository.layout import versions
+from tritonstack.repository.paths import versions
 from tritonstack.repository.python_models import add_versions, write_version
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
 from tritonstack.repository.releases import (
@@ -320,8 +321,8 @@ def model_configs(model: ExportedModel) -> list[ModelConfig]:
 
 def layout_configs(model: ExportedModel) -> list[Any]:
     """The configs (protobuf) ``write_text_model`` writes for ``model.layout``: the steps, then the text-in
-    ensemble. The fused layout keeps every step model and adds ``NAME_fused`` (``text_in_layouts.py`` says why)."""
-    problem = text_in_layouts.layout_problem(model.layout, model.target)
+    ensemble. The fused layout keeps every step model and adds ``NAME_fused`` (``layouts.py`` says why)."""
+    problem = layouts.layout_problem(model.layout, model.target)
     if problem is not None:
         message, hint = problem
         raise RepositoryError(message, hint=hint)
@@ -329,8 +330,8 @@ def layout_configs(model: ExportedModel) -> list[Any]:
     if model.layout == contract.ENSEMBLE_LAYOUT:
         return configs
     encoder, tokenizer, *others, text_in = configs
-    fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, others)
-    return [encoder, tokenizer, *others, fused, text_in_layouts.with_fused_step(text_in)]
+    fused = layouts.fused_step(text_in, encoder, tokenizer, others)
+    return [encoder, tokenizer, *others, fused, layouts.with_fused_step(text_in)]
 
 
 def _next_version(repository: Path, names: list[str]) -> int:

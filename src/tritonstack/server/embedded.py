@@ -33,8 +33,8 @@ from tritonstack.server.exposure import is_loopback, require_explicit_exposure
 from tritonstack.server.response_cache import embedded_cache
 from tritonstack.server.supervisor import StubSupervisor
 
-BACKENDS_SOURCE = Path(__file__).parent / "backends"
-MODELS_SOURCE = Path(__file__).parent / "models"
+BACKENDS_SOURCE = Path(__file__).parent.parent / "in_triton" / "backends"
+MODELS_SOURCE = Path(__file__).parent.parent / "in_triton" / "models"
 # A model parameter only the embedded server's reloads set (``reload_model``): how often it was reloaded.
 RELOAD_PARAMETER = "tritonstack_reload"
 

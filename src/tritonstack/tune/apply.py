@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import write_config
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
 from tritonstack.repository.python_models import add_versions

@@ -1,6 +1,6 @@
 """The serving knobs ``tune`` searches, read from and written into the step configs of a text-in model.
 
-The layout is a knob too (``repository/text_in_layouts.py``): in the ensemble layout
+The layout is a knob too (``repository/layouts.py``): in the ensemble layout
 the encoder knobs go to ``NAME_encoder``, in the fused layout to ``NAME_fused``
 (which runs the encoder's file in its own process); the tokenizer knobs matter
 in the ensemble layout only.
@@ -22,11 +22,12 @@ from typing import Any
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from tritonstack.repository import contract, text_in_layouts
+from tritonstack.in_triton import contract
+from tritonstack.repository import layouts
 from tritonstack.repository.config import copy_config, parse
 from tritonstack.tune.errors import TuneError
 
-# Parameters of the encoder read by the embedded onnxruntime backend (server/backends/onnxruntime/model.py),
+# Parameters of the encoder read by the embedded onnxruntime backend (in_triton/backends/onnxruntime/model.py),
 # with the values it takes when they are absent. The NGC image's native backend reads the thread count too
 # and ignores the other two.
 ROWS_PER_CALL = "max_rows_per_call"  # 0: the whole Triton batch, in length groups
@@ -66,7 +67,7 @@ class StepConfigs:
     """The configs ``tune`` rewrites (``ModelConfig`` protobufs); a postprocess step stays as it is.
 
     ``fused`` is ``NAME_fused``'s config: the repository's in the fused layout, else built from the steps
-    (``text_in_layouts.fused_step``); ``text_in`` is the ensemble ``NAME``, whose steps are the layout."""
+    (``layouts.fused_step``); ``text_in`` is the ensemble ``NAME``, whose steps are the layout."""
 
     encoder: Any
     tokenizer: Any
@@ -79,7 +80,7 @@ class StepConfigs:
 
     @property
     def layout(self) -> str:
-        return text_in_layouts.layout_of(self.text_in)
+        return layouts.layout_of(self.text_in)
 
 
 def _read(model_dir: Path) -> Any:
@@ -97,12 +98,12 @@ def load_steps(repository: Path, name: str) -> StepConfigs:
     text_in = _read(repository / name)
     encoder = _read(repository / contract.encoder_name(name))
     tokenizer = _read(repository / contract.tokenizer_name(name))
-    if text_in_layouts.layout_of(text_in) == contract.FUSED_LAYOUT:
+    if layouts.layout_of(text_in) == contract.FUSED_LAYOUT:
         fused = _read(repository / contract.fused_name(name))
     else:  # built from the steps as they are now: an idle NAME_fused on disk may predate them
-        models = text_in_layouts.step_models(text_in)
+        models = layouts.step_models(text_in)
         others = [_read(repository / m) for m in models if m not in (encoder.name, tokenizer.name)]
-        fused = text_in_layouts.fused_step(text_in, encoder, tokenizer, others)
+        fused = layouts.fused_step(text_in, encoder, tokenizer, others)
     steps = StepConfigs(encoder=encoder, tokenizer=tokenizer, fused=fused, text_in=text_in)
     for config in (steps.encoder, steps.tokenizer, steps.fused):
         if not config.HasField("dynamic_batching"):
@@ -160,9 +161,7 @@ def apply_knobs(steps: StepConfigs, knobs: Knobs) -> StepConfigs:
     if knobs.layout == contract.FUSED_LAYOUT:
         fused = copy_config(steps.fused)
         _set_encoder_knobs(fused, knobs)
-        text_in = (
-            steps.text_in if steps.layout == contract.FUSED_LAYOUT else text_in_layouts.with_fused_step(steps.text_in)
-        )
+        text_in = steps.text_in if steps.layout == contract.FUSED_LAYOUT else layouts.with_fused_step(steps.text_in)
         return StepConfigs(encoder=steps.encoder, tokenizer=steps.tokenizer, fused=fused, text_in=text_in)
     if steps.layout != contract.ENSEMBLE_LAYOUT:
         raise TuneError(

@@ -10,7 +10,7 @@ from typing import Any
 
 from tritonstack._plots import pyplot, save
 from tritonstack.bench.summary import clean
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.tune.apply import Written
 from tritonstack.tune.knobs import Knobs
 from tritonstack.tune.runner import Ranked, TuneResult

@@ -34,8 +34,8 @@ from typing import Any
 
 from tritonstack.bench import cpus
 from tritonstack.bench.timing import Timing
+from tritonstack.in_triton import contract
 from tritonstack.loadtest.slo import SLO
-from tritonstack.repository import contract
 from tritonstack.repository.config import parameter
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, load_steps, read_knobs

@@ -34,8 +34,8 @@ from tritonstack.bench.load import closed_loop, open_loop
 from tritonstack.bench.results import Round, percentile_ms
 from tritonstack.bench.timing import Timing
 from tritonstack.bench.triton_stats import TritonStatsProbe, model_view
+from tritonstack.in_triton import contract
 from tritonstack.loadtest.slo import Objectives
-from tritonstack.repository import contract
 from tritonstack.repository.config import copy_config
 from tritonstack.server.embedded import RELOAD_PARAMETER
 from tritonstack.tune.errors import TuneError
@@ -256,7 +256,7 @@ def workload_from(
 ) -> Workload:
     """``requests`` requests of ``texts_per_request`` texts drawn uniformly from ``texts`` (seeded, as the
     load test draws them)."""
-    from tritonstack.server.models.tokenization import TextTokenizer
+    from tritonstack.in_triton.models.tokenization import TextTokenizer
 
     rng = random.Random(seed)
     drawn = tuple(tuple(rng.choices(texts, k=texts_per_request)) for _ in range(requests))

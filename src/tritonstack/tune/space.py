@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.tune.knobs import Knobs
 
 # 0 (no limit) last: it is the largest call
@@ -64,7 +64,7 @@ def _no_limit_last(value: Any) -> Any:
 
 def shared_threads(cores: int, instances: int) -> int:
     """Intra-op threads per encoder instance when the config sets none: the embedded backend's share of the
-    server's cores (``default_threads`` in server/backends/onnxruntime/model.py)."""
+    server's cores (``default_threads`` in in_triton/backends/onnxruntime/model.py)."""
     return max(1, cores // max(1, instances))
 
 
@@ -105,7 +105,7 @@ def dimensions(
     """The knobs to search on ``cores`` server cores, most influential first.
 
     ``rows_fixed``: the encoder must keep one row per call (``per_call_activation_scales``). ``layouts``: the
-    layouts to try (``repository/text_in_layouts.py``), the one the repository runs first.
+    layouts to try (``repository/layouts.py``), the one the repository runs first.
     """
 
     def set_split(knobs: Knobs, split: tuple[int, int]) -> Knobs:

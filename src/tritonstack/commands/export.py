@@ -20,8 +20,8 @@ from tritonstack.export.options import (
     ExportOptions,
     Precision,
 )
-from tritonstack.repository.contract import LAYOUTS, TASKS
-from tritonstack.repository.layout import DEFAULT_REPOSITORY
+from tritonstack.in_triton.contract import LAYOUTS, TASKS
+from tritonstack.repository.paths import DEFAULT_REPOSITORY
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

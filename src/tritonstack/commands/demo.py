@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonstack.repository.layout import DEFAULT_REPOSITORY
+from tritonstack.repository.paths import DEFAULT_REPOSITORY
 
 if TYPE_CHECKING:
     from tritonstack.server import EmbeddedServer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tritonstack.repository.layout import DEFAULT_REPOSITORY
+from tritonstack.repository.paths import DEFAULT_REPOSITORY
 
 ACTIONS = ("list", "promote", "rollback")
 
@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.repository import contract, releases
+    from tritonstack.in_triton import contract
+    from tritonstack.repository import releases
     from tritonstack.repository.validate import check_repository
 
     if args.action == "list":

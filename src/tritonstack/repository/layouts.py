@@ -5,7 +5,7 @@
   backend there), and what every export writes first.
 * ``fused``: ``NAME`` has one step, ``NAME_fused``, a Python model that
   tokenizes, runs the ONNX file of ``NAME_encoder`` of its own release in its
-  own process and post-processes (``server/models/text_model.py``, role
+  own process and post-processes (``in_triton/models/text_model.py``, role
   ``text-in``). One Python process, one hop and one copy of the tensors per
   request fewer. The step models stay: the fused step reads the encoder's file
   and the tokenizer's, releases pin them, the benchmark's in-process limit reads
@@ -25,10 +25,10 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from tritonstack.repository import contract
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, copy_config, parameter, parse
 
-FUSED_ROLE = "text-in"  # the role of server/models/text_model.py that runs the fused step (its FUSED_ROLE)
+FUSED_ROLE = "text-in"  # the role of in_triton/models/text_model.py that runs the fused step (its FUSED_ROLE)
 # Parameters of the tokenizer's config that the fused step reads as they are.
 TEXT_PARAMETERS = ("task", "max_sequence_length", "encoder_model", "encoder_inputs", "encoder_output", "labels")
 # Parameters of the encoder's config that the fused step honours as the onnxruntime backend does.

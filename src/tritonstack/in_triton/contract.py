@@ -21,7 +21,7 @@ A repository written by ``tritonstack export --name NAME`` holds three models:
 In the ``fused`` layout (CPU only, ``export --layout fused`` or chosen by
 ``tune``) the ensemble ``NAME`` has one step instead, ``NAME_fused``: a Python
 model that tokenizes, runs the ONNX file of ``NAME_encoder`` of its own release
-in its own process and post-processes (``server/models/text_model.py``).
+in its own process and post-processes (``in_triton/models/text_model.py``).
 
 Every export of NAME is a release, numbered by its version folder. Each served
 release V also has its own text-in ensemble ``NAME_vV`` whose steps run version

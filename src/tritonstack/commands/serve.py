@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from tritonstack.repository.layout import DEFAULT_REPOSITORY
+from tritonstack.repository.paths import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, write_key_file
 from tritonstack.server.exposure import exposure_warning, is_loopback, require_explicit_exposure

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tritonstack.repository.layout import DEFAULT_REPOSITORY
+from tritonstack.repository.paths import DEFAULT_REPOSITORY
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ most ``max_rows_per_call`` rows per ONNX Runtime call (0 or absent: no limit);
 ``max_padding_waste`` bounds the padding of a group; ``cpu_turns: "1"`` makes
 CPU instances that outnumber the process's CPUs take turns on them. All three are
 ``encoder_runner.py``'s, which this folder holds beside this file (the embedded
-server copies it from ``server/models/``).
+server copies it from ``in_triton/models/``).
 """
 
 import importlib.util
