@@ -31,6 +31,8 @@ the stable release and reports its number as the model version.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 TEXT_INPUT = "TEXT"
 
 # feature-extraction
@@ -65,13 +67,63 @@ MAX_ROWS_PER_CALL_PARAMETER = "max_rows_per_call"
 RELEASE_OF_PARAMETER = "release_of"
 RELEASE_PARAMETER = "release"
 
-TASKS = ("feature-extraction", "text-classification", "token-classification")
 
-OUTPUTS_BY_TASK: dict[str, tuple[str, ...]] = {
-    "feature-extraction": (EMBEDDING_OUTPUT,),
-    "text-classification": (LABEL_OUTPUT, SCORE_OUTPUT),
-    "token-classification": (ENTITIES_OUTPUT,),
-}
+@dataclass(frozen=True)
+class Task:
+    """What a task (a Hugging Face pipeline tag) means to every side: export, the served models, SDK, load test.
+
+    Code that branches on the task reads these fields instead of comparing names: a new task is a new row.
+    """
+
+    name: str  # the pipeline tag, as ``export --task`` takes it
+    outputs: tuple[str, ...]  # the text-in model's outputs
+    encoder_output: str  # the ONNX graph's output
+    sdk_method: str | None  # the SDK call for it (``Client.embed``, ``Client.classify``); None: no SDK call
+    postprocess: bool  # a postprocess step turns the encoder's output into the answer (label, entities)
+    token_level: bool  # one result per token: the encoder's output keeps the sequence axis
+    gate_metric: str  # the export's default accuracy gate (export/gates.py GateMetric)
+
+
+FEATURE_EXTRACTION = Task(
+    name="feature-extraction",
+    outputs=(EMBEDDING_OUTPUT,),
+    encoder_output="sentence_embedding",
+    sdk_method="embed",
+    postprocess=False,
+    token_level=False,
+    gate_metric="min_cosine",
+)
+TEXT_CLASSIFICATION = Task(
+    name="text-classification",
+    outputs=(LABEL_OUTPUT, SCORE_OUTPUT),
+    encoder_output="logits",
+    sdk_method="classify",
+    postprocess=True,
+    token_level=False,
+    gate_metric="label_agreement",
+)
+TOKEN_CLASSIFICATION = Task(
+    name="token-classification",
+    outputs=(ENTITIES_OUTPUT,),
+    encoder_output="logits",
+    sdk_method=None,
+    postprocess=True,
+    token_level=True,
+    gate_metric="label_agreement",
+)
+TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION)}
+TASKS = tuple(TASKS_BY_NAME)
+# Tasks the SDK has a call for, so the load test, tune and bench can drive them.
+SDK_TASKS = tuple(name for name, t in TASKS_BY_NAME.items() if t.sdk_method)
+OUTPUTS_BY_TASK: dict[str, tuple[str, ...]] = {name: t.outputs for name, t in TASKS_BY_NAME.items()}
+
+
+def task(name: str) -> Task:
+    """The task called ``name``; ``ValueError`` naming the known ones otherwise."""
+    try:
+        return TASKS_BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
 
 
 def encoder_name(name: str) -> str:
