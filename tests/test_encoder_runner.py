@@ -154,19 +154,23 @@ def test_the_turn_files_of_servers_that_are_gone_are_removed(tmp_path: Path) -> 
 
 
 def test_the_cpu_plan_shares_the_cores_and_takes_turns_only_where_instances_outnumber_them() -> None:
+    from tritonstack.in_triton import contract
     from tritonstack.in_triton.models import encoder_runner
+
+    def knobs(**params: str) -> contract.EncoderKnobs:  # as the config's parameters set them
+        return contract.EncoderKnobs.from_parameters(params)
 
     cpus = len(os.sched_getaffinity(0))
     many = cpus + 1  # more CPU instances than this process has cores
     config = {"name": "plan", "instance_group": [{"kind": "KIND_CPU", "count": many}]}
-    turns, threads = encoder_runner.cpu_plan(config, {"cpu_turns": "1"}, "CPU")
+    turns, threads = encoder_runner.cpu_plan(config, knobs(cpu_turns="1"), "CPU")
     assert isinstance(turns, CpuTurns) and threads == 1
     turns.close()
-    turns, threads = encoder_runner.cpu_plan(config, {"cpu_turns": "1", "intra_op_thread_count": "3"}, "CPU")
+    turns, threads = encoder_runner.cpu_plan(config, knobs(cpu_turns="1", intra_op_thread_count="3"), "CPU")
     assert threads == 3  # the config's count wins
     turns.close()
     one = {"name": "plan", "instance_group": [{"kind": "KIND_CPU", "count": 1}]}
-    turns, threads = encoder_runner.cpu_plan(one, {"cpu_turns": "1"}, "CPU")
+    turns, threads = encoder_runner.cpu_plan(one, knobs(cpu_turns="1"), "CPU")
     assert isinstance(turns, NoTurns) and threads == cpus  # one instance: every core, nobody to take turns with
-    turns, threads = encoder_runner.cpu_plan(config, {}, "CPU")
+    turns, threads = encoder_runner.cpu_plan(config, knobs(), "CPU")
     assert isinstance(turns, NoTurns)  # not asked for

@@ -19,7 +19,15 @@ from tritonstack.repository import layouts, releases
 from tritonstack.repository.config import parse, render_proto
 from tritonstack.repository.validate import check_repository, validate_repository
 
-FUSED_FILES = ("model.py", "encoder_runner.py", "tokenization.py", "error_responses.py", "tokenizer.json")
+FUSED_FILES = (
+    "model.py",
+    "beside.py",
+    "contract.py",
+    "encoder_runner.py",
+    "tokenization.py",
+    "error_responses.py",
+    "tokenizer.json",
+)
 
 
 def config(repository: Path, name: str) -> Any:
@@ -85,10 +93,28 @@ def test_the_fused_step_carries_its_code_and_the_tokenizer_of_its_release(fused_
     assert all((version / name).is_file() for name in FUSED_FILES), sorted(p.name for p in version.iterdir())
     assert (version / "model.py").read_text() == (package / "text_model.py").read_text()
     assert (version / "encoder_runner.py").read_text() == (package / "encoder_runner.py").read_text()
+    # the names the writer wrote into the configs are the ones the served model reads: one file, copied
+    assert (version / "contract.py").read_text() == Path(contract.__file__).read_text()
     tokenizer = fused_repository / "cls_tokenizer" / "1" / "tokenizer.json"
     assert (version / "tokenizer.json").read_bytes() == tokenizer.read_bytes()
     # it runs the encoder's file of its release, not a copy of its own
     assert not list(version.glob("*.onnx")) and (fused_repository / "cls_encoder" / "1" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize("filename", ["contract.py", "beside.py"])
+def test_a_missing_contract_file_is_named_where_model_py_loads_it(repository: Path, filename: str) -> None:
+    (repository / "cls_postprocess" / "1" / filename).unlink()
+    assert problems(repository) == [f"cls_postprocess: version 1 has no {filename}"]
+
+
+def test_a_version_folder_exported_before_the_contract_was_copied_still_validates(repository: Path) -> None:
+    # its own model.py (the one before it) loads its siblings itself and neither file: serving it needs neither
+    version = repository / "cls_postprocess" / "1"
+    model_py = version / "model.py"
+    model_py.write_text(model_py.read_text().replace("beside.py", "_load_beside"))
+    (version / "contract.py").unlink()
+    (version / "beside.py").unlink()
+    assert problems(repository) == []
 
 
 def test_a_missing_encoder_file_is_named_for_the_fused_version_that_runs_it(repository: Path) -> None:

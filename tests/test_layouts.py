@@ -90,7 +90,7 @@ def test_without_queue_bounds_the_fused_step_has_none_either() -> None:
 def test_the_fused_step_reads_the_tokenizer_and_encoder_parameters(task: str) -> None:
     configs = fused(task)
     step, tokenizer = configs["demo_fused"], configs["demo_tokenizer"]
-    assert parameter(step, "role") == "text-in" == layouts.FUSED_ROLE
+    assert parameter(step, "role") == "text-in" == contract.FUSED_ROLE
     assert parameter(step, "cpu_turns") == "1"
     assert parameter(step, "encoder_file") == "model.onnx"
     assert parameter(step, "encoder_model") == "demo_encoder"
@@ -197,15 +197,23 @@ def test_the_served_model_and_the_builder_name_the_fused_role_alike() -> None:
 
     import tritonstack.in_triton.models as models
 
-    source = (Path(models.__file__).parent / "text_model.py").read_text()
-    assigned = {
-        node.targets[0].id: node.value.value
-        for node in ast.parse(source).body
-        if isinstance(node, ast.Assign)
-        and isinstance(node.targets[0], ast.Name)
-        and isinstance(node.value, ast.Constant)
-    }
-    assert assigned["FUSED_ROLE"] == layouts.FUSED_ROLE
+    # one name, in the contract: the builder writes it, model.py (text_model.py) reads the copy beside it
+    tree = ast.parse((Path(models.__file__).parent / "text_model.py").read_text())
+    literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not literals & set(contract.TEXT_ROLES), "text_model.py spells a role instead of naming contract's"
+    (steps,) = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "STEPS"
+    ]
+    assert isinstance(steps, ast.Dict)
+    assert [ast.unparse(key) for key in steps.keys if key is not None] == [
+        "contract.TOKENIZER_ROLE",
+        "contract.POSTPROCESS_ROLE",
+        "contract.FUSED_ROLE",
+    ]
+    step = fused("feature-extraction")["demo_fused"]
+    assert parameter(step, contract.ROLE_PARAMETER) == contract.FUSED_ROLE
 
 
 def test_a_new_release_keeps_the_layout_the_name_runs_unless_asked(tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def _sum_model(path: Any, *, masked: bool = True) -> str:
 def _model(backend: Any, session: RecordingSession, max_rows_per_call: int) -> Any:
     model = backend.TritonPythonModel()
     model.session, model.output_names, model.sequence_outputs = session, ["total"], set()
-    model.max_padding_waste, model.max_rows_per_call = 0.25, max_rows_per_call
+    model.knobs = backend.contract.EncoderKnobs(max_padding_waste=0.25, max_rows_per_call=max_rows_per_call)
     model.turns = backend.encoder_runner.NoTurns()
     return model
 

@@ -100,14 +100,14 @@ def locate(repository: Path, name: str) -> ServedFiles:
         "encoder_kind": _encoder_kind(encoder),
         # a GPU group's count is per listed GPU (a group that lists none counts once here)
         "encoder_instances": sum(g.count * max(len(g.gpus), 1) for g in runs_encoder.instance_group) or 1,
-        "encoder_intra_op_threads": int(parameter(runs_encoder, "intra_op_thread_count", "0") or 0),
+        "encoder_intra_op_threads": int(parameter(runs_encoder, contract.INTRA_OP_THREADS_PARAMETER, "0") or 0),
         "encoder_max_queue_delay_us": runs_encoder.dynamic_batching.max_queue_delay_microseconds,
         "tokenizer_instances": sum(g.count for g in tokenizer.instance_group) or 1,
         "tokenizer_max_queue_delay_us": tokenizer.dynamic_batching.max_queue_delay_microseconds,
         "max_batch_size": encoder.max_batch_size,
     }
     if layout == contract.FUSED_LAYOUT:  # instances that outnumber the cores take turns (encoder_runner.CpuTurns)
-        knobs["cpu_turns"] = parameter(runs_encoder, "cpu_turns", "0") == "1"
+        knobs["cpu_turns"] = parameter(runs_encoder, contract.CPU_TURNS_PARAMETER, "0") == "1"
     max_rows_per_call = int(parameter(runs_encoder, contract.MAX_ROWS_PER_CALL_PARAMETER, "0") or 0)
     if max_rows_per_call:
         knobs["encoder_max_rows_per_call"] = max_rows_per_call
@@ -116,7 +116,7 @@ def locate(repository: Path, name: str) -> ServedFiles:
         encoder_onnx=onnx,
         tokenizer_dir=_stable_version(repository, name, tokenizer_dir),
         input_names=tuple(t.name for t in encoder.input),
-        max_sequence_length=int(parameter(tokenizer, "max_sequence_length", "512") or 512),
+        max_sequence_length=int(parameter(tokenizer, contract.MAX_SEQUENCE_LENGTH_PARAMETER, "512") or 512),
         precision=_precision(encoder),
         knobs=knobs,
         max_rows_per_call=max_rows_per_call,

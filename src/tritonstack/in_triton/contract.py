@@ -27,10 +27,18 @@ Every export of NAME is a release, numbered by its version folder. Each served
 release V also has its own text-in ensemble ``NAME_vV`` whose steps run version
 V of each step (``repository/releases.py``, ``docs/releases.md``); ``NAME`` runs
 the stable release and reports its number as the model version.
+
+This module runs on both sides: the package imports it (``export``, the SDK,
+``validate``), and ``export`` and the embedded server copy it beside each
+Python model's ``model.py`` (``in_triton/manifest.py``), which loads it by path.
+So it imports the standard library only, and every name the writer and the
+served models agree on -- roles, parameter keys and their defaults, tensor
+names -- is spelled here once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 TEXT_INPUT = "TEXT"
@@ -55,6 +63,24 @@ ENSEMBLE_LAYOUT = "ensemble"
 FUSED_LAYOUT = "fused"
 LAYOUTS = (ENSEMBLE_LAYOUT, FUSED_LAYOUT)
 
+# The role of a Python model of the text-in model (its ROLE_PARAMETER): which step of in_triton/models/text_model.py.
+TOKENIZER_ROLE = "tokenizer"  # NAME_tokenizer: TEXT -> the encoder's inputs
+POSTPROCESS_ROLE = "postprocess"  # NAME_postprocess: the encoder's output -> the task's outputs
+FUSED_ROLE = "text-in"  # NAME_fused: TEXT -> the task's outputs, the encoder run in its own process
+TEXT_ROLES = (TOKENIZER_ROLE, POSTPROCESS_ROLE, FUSED_ROLE)
+
+# Parameters of those Python models (string values, as every Triton parameter).
+ROLE_PARAMETER = "role"  # one of TEXT_ROLES
+TASK_PARAMETER = "task"  # a task name (TASKS); the text-in ensemble carries it too
+MAX_SEQUENCE_LENGTH_PARAMETER = "max_sequence_length"  # tokens kept of a text
+ENCODER_MODEL_PARAMETER = "encoder_model"  # NAME_encoder
+ENCODER_INPUTS_PARAMETER = "encoder_inputs"  # its input names, comma-separated
+ENCODER_OUTPUT_PARAMETER = "encoder_output"  # its output name
+LABELS_PARAMETER = "labels"  # JSON list of label names, index = class id; "[]" where the task has none
+# The fused step only: the encoder's file it runs, in NAME_encoder/<its own version>/.
+ENCODER_FILE_PARAMETER = "encoder_file"
+DEFAULT_ENCODER_FILE = "model.onnx"  # Triton's default file name of an ONNX model
+
 # Parameters of NAME_encoder that say how its ONNX file was made (the benchmark labels its figures with them).
 PRECISION_PARAMETER = "precision"  # fp32 | fp16 | int8
 RECIPE_PARAMETER = "recipe"  # the export candidate that won: fp32, fp32_optimized, an int8 recipe, fp16_optimized
@@ -62,6 +88,15 @@ RECIPE_PARAMETER = "recipe"  # the export candidate that won: fp32, fp32_optimiz
 # whose activation scale spans a call: one row per call gives each text its own scale, so a text's vector does
 # not depend on the texts it was batched with. `tritonstack tune` searches it for the others.
 MAX_ROWS_PER_CALL_PARAMETER = "max_rows_per_call"
+# The other ONNX Runtime knobs of a model that runs the encoder (NAME_encoder in the embedded onnxruntime backend,
+# NAME_fused); EncoderKnobs reads them all, with their defaults.
+MAX_PADDING_WASTE_PARAMETER = "max_padding_waste"  # padding a length group may carry, x its real tokens
+DEFAULT_MAX_PADDING_WASTE = 0.25
+CPU_TURNS_PARAMETER = "cpu_turns"  # "1": CPU instances that outnumber the process's CPUs take turns on them
+# ONNX Runtime's threads per instance; the NGC image's native backend reads these two as well. 0: intra-op, the
+# CPUs the process may run on shared among the config's CPU instances; inter-op, ONNX Runtime's default.
+INTRA_OP_THREADS_PARAMETER = "intra_op_thread_count"
+INTER_OP_THREADS_PARAMETER = "inter_op_thread_count"
 
 # Parameters of a per-release text-in ensemble NAME_vV: the text-in model it is a release of, and V.
 RELEASE_OF_PARAMETER = "release_of"
@@ -116,6 +151,35 @@ TASKS = tuple(TASKS_BY_NAME)
 # Tasks the SDK has a call for, so the load test, tune and bench can drive them.
 SDK_TASKS = tuple(name for name, t in TASKS_BY_NAME.items() if t.sdk_method)
 OUTPUTS_BY_TASK: dict[str, tuple[str, ...]] = {name: t.outputs for name, t in TASKS_BY_NAME.items()}
+
+
+def parameters(config: Mapping[str, object]) -> dict[str, str]:
+    """The parameters of ``config`` (a model config as JSON, as Triton hands it to a Python model): name -> value."""
+    found = config.get("parameters") or {}
+    assert isinstance(found, Mapping)
+    return {name: value["string_value"] for name, value in found.items()}
+
+
+@dataclass(frozen=True)
+class EncoderKnobs:
+    """The ONNX Runtime knobs of a model that runs the encoder, as its config's parameters set them."""
+
+    max_rows_per_call: int = 0  # 0: no limit
+    max_padding_waste: float = DEFAULT_MAX_PADDING_WASTE
+    cpu_turns: bool = False
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, str]) -> EncoderKnobs:
+        """The knobs of ``params`` (parameter name -> string value); an absent one takes its default."""
+        return cls(
+            max_rows_per_call=int(params.get(MAX_ROWS_PER_CALL_PARAMETER, "0")),
+            max_padding_waste=float(params.get(MAX_PADDING_WASTE_PARAMETER, str(DEFAULT_MAX_PADDING_WASTE))),
+            cpu_turns=params.get(CPU_TURNS_PARAMETER, "0") == "1",
+            intra_op_threads=int(params.get(INTRA_OP_THREADS_PARAMETER, "0")),
+            inter_op_threads=int(params.get(INTER_OP_THREADS_PARAMETER, "0")),
+        )
 
 
 def task(name: str) -> Task:

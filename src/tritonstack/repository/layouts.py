@@ -6,7 +6,7 @@
 * ``fused``: ``NAME`` has one step, ``NAME_fused``, a Python model that
   tokenizes, runs the ONNX file of ``NAME_encoder`` of its own release in its
   own process and post-processes (``in_triton/models/text_model.py``, role
-  ``text-in``). One Python process, one hop and one copy of the tensors per
+  ``contract.FUSED_ROLE``). One Python process, one hop and one copy of the tensors per
   request fewer. The step models stay: the fused step reads the encoder's file
   and the tokenizer's, releases pin them, the benchmark's in-process limit reads
   them, and a re-export with ``--layout ensemble`` brings that layout back.
@@ -28,16 +28,22 @@ from google.protobuf import text_format
 from tritonstack.in_triton import contract
 from tritonstack.repository.config import CONFIG_FILENAME, ModelConfigProto, copy_config, parameter, parse
 
-FUSED_ROLE = "text-in"  # the role of in_triton/models/text_model.py that runs the fused step (its FUSED_ROLE)
 # Parameters of the tokenizer's config that the fused step reads as they are.
-TEXT_PARAMETERS = ("task", "max_sequence_length", "encoder_model", "encoder_inputs", "encoder_output", "labels")
+TEXT_PARAMETERS = (
+    contract.TASK_PARAMETER,
+    contract.MAX_SEQUENCE_LENGTH_PARAMETER,
+    contract.ENCODER_MODEL_PARAMETER,
+    contract.ENCODER_INPUTS_PARAMETER,
+    contract.ENCODER_OUTPUT_PARAMETER,
+    contract.LABELS_PARAMETER,
+)
 # Parameters of the encoder's config that the fused step honours as the onnxruntime backend does.
 ENCODER_PARAMETERS = (
     contract.PRECISION_PARAMETER,
     contract.RECIPE_PARAMETER,
     contract.MAX_ROWS_PER_CALL_PARAMETER,
-    "max_padding_waste",
-    "intra_op_thread_count",
+    contract.MAX_PADDING_WASTE_PARAMETER,
+    contract.INTRA_OP_THREADS_PARAMETER,
 )
 
 
@@ -114,10 +120,12 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
         sample.data_type = tensor.data_type
         sample.dims.extend(tensor.dims)
         sample.zero_data = True
-    fused.parameters["role"].string_value = FUSED_ROLE
-    fused.parameters["encoder_file"].string_value = encoder.default_model_filename or "model.onnx"
+    fused.parameters[contract.ROLE_PARAMETER].string_value = contract.FUSED_ROLE
+    fused.parameters[contract.ENCODER_FILE_PARAMETER].string_value = (
+        encoder.default_model_filename or contract.DEFAULT_ENCODER_FILE
+    )
     # two instances keep the next batch ready; where they outnumber the cores they take turns (encoder_runner.py)
-    fused.parameters["cpu_turns"].string_value = "1"
+    fused.parameters[contract.CPU_TURNS_PARAMETER].string_value = "1"
     return fused
 
 

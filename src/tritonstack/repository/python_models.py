@@ -1,10 +1,11 @@
 """The files of the Python-backend models of a text-in model (tokenizer, postprocess, fused step).
 
-Every version folder of such a model holds the same Python files and the
-tokenizer files of its release: ``model.py`` loads its siblings by path,
-because the Triton stub that runs it has numpy, tokenizers (and onnxruntime
-for the fused step) but not tritonstack. Export writes them; releases and tune
-add the folder of a release a Python model lacks, from that release's tokenizer.
+Every version folder of such a model holds the same Python files
+(``in_triton/manifest.py``'s ``PYTHON_MODEL_FILES``) and the tokenizer files of
+its release: ``model.py`` loads its siblings by path, because the Triton stub
+that runs it has numpy, tokenizers (and onnxruntime for the fused step) but not
+tritonstack. Export writes them; releases and tune add the folder of a release a
+Python model lacks, from that release's tokenizer.
 """
 
 from __future__ import annotations
@@ -12,21 +13,11 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 
-from tritonstack.in_triton import contract
+from tritonstack.in_triton import contract, manifest
 from tritonstack.repository.errors import RepositoryError
 
-# The file in each version folder and the module of tritonstack.in_triton.models it comes from.
-PYTHON_MODEL_FILES = {
-    "model.py": "text_model.py",
-    "tokenization.py": "tokenization.py",
-    "error_responses.py": "error_responses.py",
-    "encoder_runner.py": "encoder_runner.py",
-}
-# Needed by the fused step only: repositories exported before it existed lack it in their other Python models.
-FUSED_ONLY_FILES = ("encoder_runner.py",)
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -37,12 +28,6 @@ TOKENIZER_FILES = (
     "sentencepiece.bpe.model",
     "spiece.model",
 )
-
-
-def python_model_sources() -> dict[str, str]:
-    """The Python-backend files: file name -> source."""
-    package = resources.files("tritonstack.in_triton.models")
-    return {filename: package.joinpath(module).read_text() for filename, module in PYTHON_MODEL_FILES.items()}
 
 
 def copy_tokenizer(source: Path, destination: Path) -> None:
@@ -58,8 +43,7 @@ def copy_tokenizer(source: Path, destination: Path) -> None:
 
 def write_version(version_dir: Path, tokenizer_dir: Path) -> None:
     """Fill ``version_dir`` (it exists) with the Python files and the tokenizer files of ``tokenizer_dir``."""
-    for filename, source in python_model_sources().items():
-        (version_dir / filename).write_text(source)
+    manifest.write(manifest.PYTHON_MODEL_FILES, version_dir)
     copy_tokenizer(tokenizer_dir, version_dir)
 
 

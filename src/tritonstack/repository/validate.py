@@ -13,15 +13,11 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from tritonstack.in_triton import contract
+from tritonstack.in_triton import contract, manifest
 from tritonstack.repository import paths
 from tritonstack.repository.config import ONNX_TO_TRITON, parameter, parse
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
-from tritonstack.repository.layouts import FUSED_ROLE
-from tritonstack.repository.python_models import FUSED_ONLY_FILES, PYTHON_MODEL_FILES
 from tritonstack.repository.releases import served_versions
-
-TEXT_ROLES = ("tokenizer", "postprocess", FUSED_ROLE)
 
 
 @dataclass
@@ -109,36 +105,60 @@ def _check_onnx(report: Report, name: str, config: Any, version: Path) -> None:
 def _check_python_text_model(
     report: Report, name: str, config: Any, versions: list[Path], configs: dict[str, Any]
 ) -> None:
-    role = parameter(config, "role")
-    if role not in TEXT_ROLES:
+    role = parameter(config, contract.ROLE_PARAMETER)
+    if role not in contract.TEXT_ROLES:
         return
-    needs_tokenizer = role in ("tokenizer", FUSED_ROLE) or parameter(config, "task") == "token-classification"
-    required = [f for f in PYTHON_MODEL_FILES if role == FUSED_ROLE or f not in FUSED_ONLY_FILES]
-    if needs_tokenizer:
-        required.append("tokenizer.json")
+    task = contract.TASKS_BY_NAME.get(parameter(config, contract.TASK_PARAMETER, "") or "")
+    # the roles that tokenize, and a postprocess that maps a token-level output back to the text's tokens
+    needs_tokenizer = role in (contract.TOKENIZER_ROLE, contract.FUSED_ROLE) or (task is not None and task.token_level)
     for version in versions:
-        for filename in required:
+        for filename in _required_files(version, role, needs_tokenizer):
             if not (version / filename).is_file():
                 report.add(name, f"version {version.name} has no {filename}")
-    encoder_name = parameter(config, "encoder_model", "") or ""
+    encoder_name = parameter(config, contract.ENCODER_MODEL_PARAMETER, "") or ""
     encoder = configs.get(encoder_name)
     if encoder is None:
-        report.add(name, f"parameter encoder_model names {encoder_name!r}, which is not in the repository")
+        report.add(
+            name,
+            f"parameter {contract.ENCODER_MODEL_PARAMETER} names {encoder_name!r}, which is not in the repository",
+        )
         return
-    encoder_inputs = (parameter(config, "encoder_inputs") or "").split(",")
+    encoder_inputs = (parameter(config, contract.ENCODER_INPUTS_PARAMETER) or "").split(",")
     if encoder_inputs != [t.name for t in encoder.input]:
-        report.add(name, f"parameter encoder_inputs {encoder_inputs} differ from {encoder_name}'s inputs")
-    if role == "tokenizer" and [t.name for t in config.output] != encoder_inputs:
+        report.add(
+            name, f"parameter {contract.ENCODER_INPUTS_PARAMETER} {encoder_inputs} differ from {encoder_name}'s inputs"
+        )
+    if role == contract.TOKENIZER_ROLE and [t.name for t in config.output] != encoder_inputs:
         report.add(name, f"outputs must be {encoder_name}'s inputs {encoder_inputs}")
-    if parameter(config, "encoder_output") not in [t.name for t in encoder.output]:
-        report.add(name, f"parameter encoder_output is not an output of {encoder_name}")
-    if role == FUSED_ROLE:
+    if parameter(config, contract.ENCODER_OUTPUT_PARAMETER) not in [t.name for t in encoder.output]:
+        report.add(name, f"parameter {contract.ENCODER_OUTPUT_PARAMETER} is not an output of {encoder_name}")
+    if role == contract.FUSED_ROLE:
         _check_fused(report, name, config, versions, encoder_name, encoder)
+
+
+def _required_files(version: Path, role: str, needs_tokenizer: bool) -> list[str]:
+    """The files version folder ``version`` of a Python model in ``role`` needs. A folder written by an earlier
+    tritonstack carries its own model.py, which loads fewer siblings (``manifest.FUSED_ONLY_FILES``,
+    ``manifest.CONTRACT_FILES``): it is not asked for the files its model.py does not load."""
+    model_py = version / "model.py"
+    loads_contract = model_py.is_file() and manifest.BESIDE_FILE in model_py.read_text(encoding="utf-8")
+    required = [
+        f
+        for f in manifest.PYTHON_MODEL_FILES
+        if (role == contract.FUSED_ROLE or f not in manifest.FUSED_ONLY_FILES)
+        and (loads_contract or f not in manifest.CONTRACT_FILES)
+    ]
+    if needs_tokenizer:
+        required.append("tokenizer.json")
+    return required
 
 
 def _check_fused(report: Report, name: str, config: Any, versions: list[Path], encoder_name: str, encoder: Any) -> None:
     """The fused step runs the encoder's ONNX file of its own release, in a Python process, on the CPU."""
-    filename = parameter(config, "encoder_file", "model.onnx") or "model.onnx"
+    filename = (
+        parameter(config, contract.ENCODER_FILE_PARAMETER, contract.DEFAULT_ENCODER_FILE)
+        or contract.DEFAULT_ENCODER_FILE
+    )
     for version in versions:
         onnx_file = version.parent.parent / encoder_name / version.name / filename
         if not onnx_file.is_file():
@@ -188,7 +208,7 @@ def _check_ensemble(report: Report, name: str, config: Any, configs: dict[str, A
                 f"ensemble output {output.name!r}: declared {model_config_type(output.data_type)}, "
                 f"produced {model_config_type(available[output.name])}",
             )
-    task = contract.OUTPUTS_BY_TASK.get(parameter(config, "task", "") or "")
+    task = contract.OUTPUTS_BY_TASK.get(parameter(config, contract.TASK_PARAMETER, "") or "")
     if task is not None and tuple(t.name for t in config.output) != task:
         report.add(name, f"outputs must be {list(task)}")
 

@@ -185,7 +185,7 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
     if model.max_rows_per_call:
         parameters[contract.MAX_ROWS_PER_CALL_PARAMETER] = str(model.max_rows_per_call)
     if model.encoder_threads:
-        parameters["intra_op_thread_count"] = str(model.encoder_threads)
+        parameters[contract.INTRA_OP_THREADS_PARAMETER] = str(model.encoder_threads)
     return ModelConfig(
         name=name,
         platform="onnxruntime_onnx",
@@ -221,13 +221,13 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
 
 def _text_parameters(model: ExportedModel, role: str) -> dict[str, str]:
     return {
-        "role": role,
-        "task": model.task,
-        "max_sequence_length": str(model.max_sequence_length),
-        "encoder_model": contract.encoder_name(model.name),
-        "encoder_inputs": ",".join(model.input_names),
-        "encoder_output": model.output_name,
-        "labels": json.dumps(list(model.labels)),
+        contract.ROLE_PARAMETER: role,
+        contract.TASK_PARAMETER: model.task,
+        contract.MAX_SEQUENCE_LENGTH_PARAMETER: str(model.max_sequence_length),
+        contract.ENCODER_MODEL_PARAMETER: contract.encoder_name(model.name),
+        contract.ENCODER_INPUTS_PARAMETER: ",".join(model.input_names),
+        contract.ENCODER_OUTPUT_PARAMETER: model.output_name,
+        contract.LABELS_PARAMETER: json.dumps(list(model.labels)),
     }
 
 
@@ -244,7 +244,7 @@ def _tokenizer_config(model: ExportedModel) -> ModelConfig:
         outputs=tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names),
         dynamic_batching=_batching(model, "tokenizer", max_queue_delay_us=model.max_queue_delay_us),
         instance_groups=(InstanceGroup(model.tokenizer_instances, "KIND_CPU"),),
-        parameters=_text_parameters(model, "tokenizer"),
+        parameters=_text_parameters(model, contract.TOKENIZER_ROLE),
     )
 
 
@@ -273,7 +273,7 @@ def _postprocess_config(model: ExportedModel, encoder: ModelConfig) -> ModelConf
         outputs=_task_outputs(model),
         dynamic_batching=_batching(model, "postprocess", max_queue_delay_us=0),
         instance_groups=(InstanceGroup(1, "KIND_CPU"),),
-        parameters=_text_parameters(model, "postprocess"),
+        parameters=_text_parameters(model, contract.POSTPROCESS_ROLE),
     )
 
 
@@ -306,7 +306,7 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
         inputs=(_text_tensor(),),
         outputs=_task_outputs(model),
         ensemble_steps=tuple(steps),
-        parameters={"task": model.task},
+        parameters={contract.TASK_PARAMETER: model.task},
         response_cache=model.response_cache,
     )
 

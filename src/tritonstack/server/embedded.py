@@ -26,6 +26,7 @@ from typing import Any
 
 from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
+from tritonstack.in_triton import manifest
 from tritonstack.server import flags, shared_memory
 from tritonstack.server.admin_key import AdminKey
 from tritonstack.server.errors import ServerError, ServerStartError
@@ -34,7 +35,6 @@ from tritonstack.server.response_cache import embedded_cache
 from tritonstack.server.supervisor import StubSupervisor
 
 BACKENDS_SOURCE = Path(__file__).parent.parent / "in_triton" / "backends"
-MODELS_SOURCE = Path(__file__).parent.parent / "in_triton" / "models"
 # A model parameter only the embedded server's reloads set (``reload_model``): how often it was reloaded.
 RELOAD_PARAMETER = "tritonstack_reload"
 
@@ -84,12 +84,10 @@ def prepare_backends(destination: Path) -> Path:
     python_backend = destination / "python"
     shutil.copytree(source / "backends" / "python", python_backend, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(stub_file, python_backend / "triton_python_backend_stub")
-    shutil.copytree(
-        BACKENDS_SOURCE / "onnxruntime", destination / "onnxruntime", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    # the modules the text-in Python models use too (export copies them beside their model.py)
-    for shared in ("error_responses.py", "encoder_runner.py"):
-        shutil.copy2(MODELS_SOURCE / shared, destination / "onnxruntime" / shared)
+    # the Python-based onnxruntime backend: its model.py and the siblings it loads (export copies the shared ones
+    # beside the text-in Python models' model.py from the same manifest)
+    (destination / "onnxruntime").mkdir()
+    manifest.write(manifest.ONNXRUNTIME_BACKEND_FILES, destination / "onnxruntime")
     return destination
 
 

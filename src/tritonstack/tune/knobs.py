@@ -30,10 +30,10 @@ from tritonstack.tune.errors import TuneError
 # Parameters of the encoder read by the embedded onnxruntime backend (in_triton/backends/onnxruntime/model.py),
 # with the values it takes when they are absent. The NGC image's native backend reads the thread count too
 # and ignores the other two.
-ROWS_PER_CALL = "max_rows_per_call"  # 0: the whole Triton batch, in length groups
-PADDING_WASTE = "max_padding_waste"
-DEFAULT_PADDING_WASTE = 0.25
-THREADS = "intra_op_thread_count"  # 0: the cores the model process may run on, shared among the instances
+ROWS_PER_CALL = contract.MAX_ROWS_PER_CALL_PARAMETER  # 0: the whole Triton batch, in length groups
+PADDING_WASTE = contract.MAX_PADDING_WASTE_PARAMETER
+DEFAULT_PADDING_WASTE = contract.DEFAULT_MAX_PADDING_WASTE
+THREADS = contract.INTRA_OP_THREADS_PARAMETER  # 0: the cores the model process may run on, shared among the instances
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """ONNX Runtime over a Triton batch of tokenized rows, shared by the ``onnxruntime`` backend and the text-in model.
 
 Loaded by path beside the file that uses it (the stub runs without the
-tritonstack package), so it imports only ``numpy`` and the standard library.
+tritonstack package), so it imports only ``numpy`` and the standard library;
+the parameters that set its knobs are read by the caller
+(``contract.EncoderKnobs``).
 
 * :func:`run_rows`: rows are padded to the longest text of their tokenizer
   batch. On a CPU the padding costs more than batching saves when lengths are
@@ -127,22 +129,22 @@ class NoTurns:
         return None
 
 
-def turns_for(config, params, kind, cpus):
-    """:class:`CpuTurns` when the config asks for them (``cpu_turns``: "1") and its CPU instances outnumber the
-    ``cpus`` this process may run on; else :class:`NoTurns`."""
-    wanted = params.get("cpu_turns", "0") == "1"
+def turns_for(config, wanted, kind, cpus):
+    """:class:`CpuTurns` when ``wanted`` (the config's ``cpu_turns``) and its CPU instances outnumber the ``cpus``
+    this process may run on; else :class:`NoTurns`."""
     if wanted and instances_of_kind(config, kind) > cpus:
         return CpuTurns(config["name"])
     return NoTurns()
 
 
-def cpu_plan(config, params, kind):
-    """``(turns, intra_op_threads)`` of one instance of ``config``: whether it takes turns (:func:`turns_for`)
-    and its thread count, ``intra_op_thread_count`` or the CPUs this process may run on shared among the
-    config's instances of ``kind`` (:func:`default_threads`)."""
+def cpu_plan(config, knobs, kind):
+    """``(turns, intra_op_threads)`` of one instance of ``config`` whose parameters say ``knobs``
+    (``contract.EncoderKnobs``): whether it takes turns (:func:`turns_for`) and its thread count, the knobs'
+    ``intra_op_threads`` or the CPUs this process may run on shared among the config's instances of ``kind``
+    (:func:`default_threads`)."""
     cpus = len(os.sched_getaffinity(0))
-    threads = int(params.get("intra_op_thread_count", "0")) or default_threads(cpus, instances_of_kind(config, kind))
-    return turns_for(config, params, kind, cpus), threads
+    threads = knobs.intra_op_threads or default_threads(cpus, instances_of_kind(config, kind))
+    return turns_for(config, knobs.cpu_turns, kind, cpus), threads
 
 
 def run_rows(session, output_names, sequence_outputs, feeds, max_padding_waste, max_rows_per_call):

@@ -23,14 +23,14 @@ Rows are regrouped by their true length and run with the padding trimmed, at
 most ``max_rows_per_call`` rows per ONNX Runtime call (0 or absent: no limit);
 ``max_padding_waste`` bounds the padding of a group; ``cpu_turns: "1"`` makes
 CPU instances that outnumber the process's CPUs take turns on them. All three are
-``encoder_runner.py``'s, which this folder holds beside this file (the embedded
-server copies it from ``in_triton/models/``).
+``encoder_runner.py``'s, which this folder holds beside this file; the
+parameter names are ``contract.py``'s. The embedded server copies this folder's
+files from ``in_triton/manifest.py``'s ``ONNXRUNTIME_BACKEND_FILES``.
 """
 
-import importlib.util
 import json
 import os
-import sys
+import runpy
 
 import numpy as np
 import onnxruntime as ort
@@ -45,22 +45,14 @@ TRITON_TO_NUMPY = {
 }
 
 
-def _load_beside(filename):
-    """The module ``filename`` of this backend's own folder, loaded by path (as the tokenizer model does):
-    the stub runs without the tritonstack package, and a same-named module on ``sys.path`` must not win."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} is missing beside the backend's model.py; reinstall tritonstack")
-    spec = importlib.util.spec_from_file_location("tritonstack_onnxruntime_" + filename.removesuffix(".py"), path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-providers = _load_beside("providers.py")
-error_responses = _load_beside("error_responses.py")
-encoder_runner = _load_beside("encoder_runner.py")
+# The siblings copied beside this file (manifest.ONNXRUNTIME_BACKEND_FILES), loaded by path: the stub runs
+# without the tritonstack package.
+HERE = os.path.dirname(os.path.abspath(__file__))
+load_beside = runpy.run_path(os.path.join(HERE, "beside.py"))["load"]
+contract = load_beside(HERE, "contract.py")
+providers = load_beside(HERE, "providers.py")
+error_responses = load_beside(HERE, "error_responses.py")
+encoder_runner = load_beside(HERE, "encoder_runner.py")
 
 
 class RequestError(Exception):
@@ -88,19 +80,19 @@ def run_isolating_failures(run, members):
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        filename = config.get("default_model_filename") or "model.onnx"
+        self.knobs = contract.EncoderKnobs.from_parameters(contract.parameters(config))
+        filename = config.get("default_model_filename") or contract.DEFAULT_ENCODER_FILE
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         options = ort.SessionOptions()
-        self.turns, options.intra_op_num_threads = encoder_runner.cpu_plan(config, params, args["model_instance_kind"])
-        options.inter_op_num_threads = int(params.get("inter_op_thread_count", "0"))
+        self.turns, options.intra_op_num_threads = encoder_runner.cpu_plan(
+            config, self.knobs, args["model_instance_kind"]
+        )
+        options.inter_op_num_threads = self.knobs.inter_op_threads
         self.session = self._open_session(args, config, path, options)
         self.inputs = [(i["name"], TRITON_TO_NUMPY[i["data_type"]], len(i["dims"])) for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]
         # outputs whose first non-batch axis is the sequence (token classification): padded back after trimming
         self.sequence_outputs = {o["name"] for o in config["output"] if o["dims"] and int(o["dims"][0]) == -1}
-        self.max_padding_waste = float(params.get("max_padding_waste", "0.25"))
-        self.max_rows_per_call = int(params.get("max_rows_per_call", "0"))  # 0: no limit
 
     def _open_session(self, args, config, path, options):
         """A session on the providers of this instance's kind and device; a fallback is logged, never silent."""
@@ -133,8 +125,8 @@ class TritonPythonModel:
         instance's turn on the CPUs."""
         with self.turns:
             return encoder_runner.run_rows(
-                self.session, self.output_names, self.sequence_outputs, feeds, self.max_padding_waste,
-                self.max_rows_per_call,
+                self.session, self.output_names, self.sequence_outputs, feeds, self.knobs.max_padding_waste,
+                self.knobs.max_rows_per_call,
             )  # fmt: skip
 
     def finalize(self):

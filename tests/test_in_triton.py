@@ -1,0 +1,159 @@
+"""The code that runs inside Triton (in_triton/): what it may import, the manifest of its copies, the one loader.
+
+No server: the copied files are loaded here as Triton's Python stub loads them,
+with a stand-in for Triton's ``triton_python_backend_utils``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import tritonstack.in_triton
+from tritonstack.in_triton import contract, manifest
+
+IN_TRITON = Path(tritonstack.in_triton.__file__).parent
+# What Triton's Python stub has, in the embedded server and the NGC image alike (deploy/triton/requirements.txt)
+ALLOWED = {"numpy", "tokenizers", "onnxruntime", "triton_python_backend_utils"}
+# The package's own modules of in_triton/, which the copiers read and never copy
+NOT_COPIED = {"manifest.py"}
+
+
+def modules() -> list[Path]:
+    return sorted(p for p in IN_TRITON.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def forbidden_imports(path: Path) -> list[str]:
+    """The imports of ``path`` outside the standard library, ``ALLOWED`` and the files of in_triton/."""
+    siblings = {p.stem for p in modules()}
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # resolves in the package only: beside model.py there is no package
+                found.append(f"line {node.lineno}: relative import from {'.' * node.level}{node.module or ''}")
+                continue
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in ALLOWED and top not in siblings:
+                found.append(f"line {node.lineno}: import {name}")
+    return found
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(IN_TRITON)))
+def test_code_that_runs_inside_triton_imports_only_what_the_stub_has(path: Path) -> None:
+    assert forbidden_imports(path) == [], f"{path.relative_to(IN_TRITON)} imports what Triton's stub lacks"
+
+
+def test_the_import_check_names_tritonstack_a_third_party_module_and_a_relative_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import json\nimport numpy as np\nfrom tritonstack.in_triton import contract\nimport torch\nfrom . import x\n"
+    )
+    assert forbidden_imports(bad) == [
+        "line 3: import tritonstack.in_triton",
+        "line 4: import torch",
+        "line 5: relative import from .",
+    ]
+
+
+def test_the_manifest_copies_every_module_of_in_triton() -> None:
+    copied = {*manifest.PYTHON_MODEL_FILES.values(), *manifest.ONNXRUNTIME_BACKEND_FILES.values()}
+    present = {str(p.relative_to(IN_TRITON)) for p in modules() if p.name != "__init__.py"}
+    assert present - NOT_COPIED == copied, "a module of in_triton/ is missing from manifest.py (or gone from disk)"
+    # what a copied file loads beside it is copied with it, and the contract goes everywhere
+    for files in (manifest.PYTHON_MODEL_FILES, manifest.ONNXRUNTIME_BACKEND_FILES):
+        assert {"model.py", manifest.BESIDE_FILE, "contract.py"} <= set(files)
+        for source in files.values():
+            assert (IN_TRITON / source).is_file(), source
+            for loaded in _loaded_beside(IN_TRITON / source):
+                assert loaded in files, f"{source} loads {loaded}, which is not copied beside it"
+    assert set(manifest.FUSED_ONLY_FILES + manifest.CONTRACT_FILES) <= set(manifest.PYTHON_MODEL_FILES)
+
+
+def _loaded_beside(path: Path) -> list[str]:
+    """The files ``path`` loads with the loader: the string arguments of its ``load_beside(HERE, "x.py")`` calls."""
+    return [
+        node.args[1].value
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "load_beside"
+        and isinstance(node.args[1], ast.Constant)
+    ]
+
+
+@pytest.fixture()
+def stub(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Triton's stub as far as loading goes: ``triton_python_backend_utils`` is importable; the siblings
+    loaded meanwhile (``beside.py`` names them) are dropped afterwards."""
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", types.ModuleType("triton_python_backend_utils"))
+    yield
+    for name in [n for n in sys.modules if n.startswith("tritonstack_in_triton_")]:
+        del sys.modules[name]
+
+
+def _load_model_py(folder: Path, name: str) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, folder / "model.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_copied_python_model_loads_its_own_contract_and_has_a_step_per_role(stub: None, tmp_path: Path) -> None:
+    folders = [tmp_path / "tokenizer" / "1", tmp_path / "postprocess" / "1"]
+    loaded = []
+    for number, folder in enumerate(folders):
+        folder.mkdir(parents=True)
+        manifest.write(manifest.PYTHON_MODEL_FILES, folder)
+        assert (folder / "contract.py").read_text() == Path(contract.__file__).read_text()
+        loaded.append(_load_model_py(folder, f"model_{number}"))
+    for folder, model in zip(folders, loaded, strict=True):
+        # the copy beside it, not the package's module nor the other folder's copy
+        assert model.contract is not contract and Path(model.contract.__file__).parent == folder
+        assert Path(model.tokenization.__file__).parent == folder
+        assert set(model.STEPS) == set(contract.TEXT_ROLES) == set(model.contract.TEXT_ROLES)
+        assert model.contract.FUSED_ROLE == contract.FUSED_ROLE
+    assert loaded[0].contract.__name__ != loaded[1].contract.__name__  # two folders never share a module
+
+
+def test_the_embedded_backend_folder_loads_its_siblings(stub: None, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    manifest.write(manifest.ONNXRUNTIME_BACKEND_FILES, tmp_path)
+    backend = _load_model_py(tmp_path, "onnxruntime_model")
+    for sibling in (backend.contract, backend.providers, backend.error_responses, backend.encoder_runner):
+        assert Path(sibling.__file__).parent == tmp_path
+
+
+def test_a_missing_sibling_names_its_path(stub: None, tmp_path: Path) -> None:
+    manifest.write(manifest.PYTHON_MODEL_FILES, tmp_path)
+    (tmp_path / "tokenization.py").unlink()
+    with pytest.raises(FileNotFoundError, match=r"tokenization\.py is missing"):
+        _load_model_py(tmp_path, "model_missing")
+
+
+def test_the_encoder_knobs_read_the_parameters_with_their_defaults() -> None:
+    assert contract.EncoderKnobs.from_parameters({}) == contract.EncoderKnobs(
+        max_rows_per_call=0, max_padding_waste=0.25, cpu_turns=False, intra_op_threads=0, inter_op_threads=0
+    )
+    params = {
+        contract.MAX_ROWS_PER_CALL_PARAMETER: "1",
+        contract.MAX_PADDING_WASTE_PARAMETER: "0.5",
+        contract.CPU_TURNS_PARAMETER: "1",
+        contract.INTRA_OP_THREADS_PARAMETER: "2",
+        contract.INTER_OP_THREADS_PARAMETER: "3",
+    }
+    assert contract.EncoderKnobs.from_parameters(params) == contract.EncoderKnobs(1, 0.5, True, 2, 3)
+    config = {"parameters": {name: {"string_value": value} for name, value in params.items()}}
+    assert contract.parameters(config) == params and contract.parameters({}) == {}
