@@ -252,9 +252,10 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
     if args.slo.is_file():
         slo_p99_ms = load_slo(args.slo).objectives.latency_ms.get(99.0, slo_p99_ms)
     report_dir = args.report_dir or Path("reports") / time.strftime("overload-%Y%m%d-%H%M%S")
-    _ensure_model(model_dir, args.repository, args.name, reexport=args.reexport)
+    repository = repository_for(args, "cpu")  # the burst runs the CPU stack, as the soak does
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport)
     result = overload.run_overload(
-        args.repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+        repository, args.name, make_texts(args.texts or 256, seed=args.seed),
         multiple=args.overload, burst_s=args.overload_s, deadline_s=args.deadline_s, slo_p99_ms=slo_p99_ms,
         cpu_split=args.cpu_split, log_path=report_dir / "triton.log",
     )  # fmt: skip
