@@ -19,7 +19,7 @@ INSTALLED := $(VENV)/.installed-$(if $(filter 1,$(GPU)),gpu,cpu)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: demo test lint bench bench-quick gpu-check system-deps clean
+.PHONY: demo test lint bench bench-quick gpu-check docs-cli system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ bench-quick: $(INSTALLED)
 ## without a GPU: the CPU-side checks, "no GPU found", exit 0
 gpu-check: $(INSTALLED)
 	PYTHON=$(PY) scripts/gpu-check
+
+## docs-cli: write docs/cli.md, the per-command reference, from the argparse parsers (a test fails when it is stale)
+docs-cli: $(INSTALLED)
+	$(PY) -m tritonstack._cli_reference docs/cli.md
 
 clean:
 	rm -rf $(VENV) .tritonstack reports .pytest_cache .mypy_cache .ruff_cache

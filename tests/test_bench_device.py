@@ -30,6 +30,28 @@ def test_auto_is_the_gpu_exactly_where_one_is_visible() -> None:
     assert DEFAULT_GPU_REPOSITORY != DEFAULT_REPOSITORY  # a gpu export never replaces the cpu one
 
 
+def test_an_overload_run_without_repository_serves_the_default_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # `bench --overload 4` passed --repository's None on: TypeError (None / str) in export/ensure.py
+    from tritonstack.commands import bench as command
+
+    class Stop(Exception):
+        pass
+
+    asked: list[Path] = []
+
+    def ensure_model(model_dir: Path, repository: Path, name: str, **kwargs: Any) -> str:
+        asked.append(repository)
+        raise Stop
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the command sets it; restored after the test
+    monkeypatch.setattr(command, "_ensure_model", ensure_model)
+    with pytest.raises(Stop):
+        main(["bench", "--overload", "4", "--model-dir", str(tmp_path), "--report-dir", str(tmp_path / "report")])
+    assert asked == [DEFAULT_REPOSITORY]  # the burst runs the CPU stack, as the soak does
+
+
 def test_the_pytorch_baseline_says_when_it_cannot_be_on_the_gpu() -> None:
     import torch
 

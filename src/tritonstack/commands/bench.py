@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonstack.commands._args import add_cpu_split, duration_s, positive_ints
 from tritonstack.loadtest.slo import DEFAULT_HOT_SET
 
 if TYPE_CHECKING:
@@ -26,25 +27,6 @@ DEFAULT_REPOSITORY = Path(".tritonstack/bench/model_repository")
 # a gpu export differs (fp16, KIND_GPU): its own default folder, so neither device's run re-exports the other's
 DEFAULT_GPU_REPOSITORY = Path(".tritonstack/bench-gpu/model_repository")
 DEVICES = ("auto", "cpu", "gpu")
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
-def _duration(text: str) -> float:
-    from tritonstack.loadtest.slo import SLOSpecError, parse_duration_s
-
-    try:
-        return parse_duration_s(text)
-    except SLOSpecError as error:  # argparse names the flag: keep the reason only
-        raise argparse.ArgumentTypeError(error.message.split(": ", 2)[-1]) from None
 
 
 def _price(text: str) -> float:
@@ -88,18 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/bench-<timestamp>)")
     parser.add_argument("--texts", type=int, help="corpus size (default 1024, quick 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the texts and open-loop arrivals")
-    parser.add_argument("--batch-sizes", type=_ints, help="in-process batch sizes (default 1,8,16,32,64)")
-    parser.add_argument("--concurrency", type=_ints, help="served concurrency sweep (default 1,4,16,32,64)")
-    parser.add_argument("--baseline-concurrency", type=_ints, help="PyTorch service sweep (default 1,4,16)")
+    parser.add_argument("--batch-sizes", type=positive_ints, help="in-process batch sizes (default 1,8,16,32,64)")
+    parser.add_argument("--concurrency", type=positive_ints, help="served concurrency sweep (default 1,4,16,32,64)")
+    parser.add_argument("--baseline-concurrency", type=positive_ints, help="PyTorch service sweep (default 1,4,16)")
     parser.add_argument("--rounds", type=int, help="measured rounds per point (default 3, quick 2)")
     parser.add_argument("--warmup-s", type=float, help="warm-up per round, seconds (default 2, quick 0.5)")
     parser.add_argument("--duration-s", type=float, help="measured window per round, seconds (default 5, quick 1.5)")
-    parser.add_argument(
-        "--cpu-split",
-        choices=("pinned", "shared"),
-        default="pinned",
-        help="pinned: models on their own core(s), load generator on the rest; shared: no pinning",
-    )
+    add_cpu_split(parser, pinned="models on their own core(s)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the FastAPI/PyTorch service")
     parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop point at half load")
     overload = parser.add_argument_group(
@@ -136,11 +113,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Triton and each model process, and errors, over time, with the growth rate after the warm-up "
         "(target: under 2 % per 10 minutes, 0 errors; exit 1 when missed)",
     )
-    soak.add_argument("--soak", metavar="DURATION", type=_duration, help="soak for DURATION (600, 90s, 12m, 1h30m)")
+    soak.add_argument("--soak", metavar="DURATION", type=duration_s, help="soak for DURATION (600, 90s, 12m, 1h30m)")
     soak.add_argument("--soak-concurrency", type=int, default=4, help="callers in flight during the soak")
     soak.add_argument("--sample-every-s", type=float, default=10.0, help="seconds between samples of the soak")
     soak.add_argument(
-        "--soak-warmup", metavar="DURATION", type=_duration, help="not judged for growth (default: 20%% of the soak)"
+        "--soak-warmup", metavar="DURATION", type=duration_s, help="not judged for growth (default: 20%% of the soak)"
     )
 
 
@@ -275,9 +252,10 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
     if args.slo.is_file():
         slo_p99_ms = load_slo(args.slo).objectives.latency_ms.get(99.0, slo_p99_ms)
     report_dir = args.report_dir or Path("reports") / time.strftime("overload-%Y%m%d-%H%M%S")
-    _ensure_model(model_dir, args.repository, args.name, reexport=args.reexport)
+    repository = repository_for(args, "cpu")  # the burst runs the CPU stack, as the soak does
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport)
     result = overload.run_overload(
-        args.repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+        repository, args.name, make_texts(args.texts or 256, seed=args.seed),
         multiple=args.overload, burst_s=args.overload_s, deadline_s=args.deadline_s, slo_p99_ms=slo_p99_ms,
         cpu_split=args.cpu_split, log_path=report_dir / "triton.log",
     )  # fmt: skip

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from tritonstack.loadtest.canary_plan import CanaryPlan, Tolerances
+from tritonstack.loadtest.errors import LoadTestError
 from tritonstack.loadtest.slo import load_slo, parse_duration_s
 from tritonstack.server import flags
 
@@ -22,8 +24,6 @@ def _share(value: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from tritonstack.loadtest.canary_plan import Tolerances
-
     parser.add_argument("--slo", required=True, metavar="FILE", help="the SLO file (see loadtest/slo.yaml)")
     parser.add_argument("--host", default=flags.LOCAL_GRPC_URL, metavar="HOST:PORT", help="Triton's gRPC endpoint")
     parser.add_argument("--model", required=True, help="the text-in model whose releases are compared")
@@ -53,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
 
     from tritonstack.loadtest import execute
     from tritonstack.loadtest.canary import run_canary, verdict_line, write_canary_report
-    from tritonstack.loadtest.canary_plan import CanaryPlan, Tolerances
-    from tritonstack.loadtest.errors import LoadTestError
     from tritonstack.loadtest.users import close_clients
     from tritonstack.loadtest.verdict import render_table
 

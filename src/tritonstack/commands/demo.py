@@ -12,12 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from tritonstack.export.bundled import bundled_minilm
 from tritonstack.repository.paths import DEFAULT_REPOSITORY
-
-if TYPE_CHECKING:
-    from tritonstack.server import EmbeddedServer
+from tritonstack.server import EmbeddedServer
 
 DEMO_SENTENCES = (
     "Triton serves many models on one GPU.",
@@ -47,15 +45,14 @@ def _detail(line: str) -> None:
 
 
 def _export(args: argparse.Namespace) -> None:
-    from tritonstack.export.bundled import bundled_minilm
-    from tritonstack.export.ensure import ensure_exported
+    from tritonstack.export.ensure import ensure_exported  # torch, onnx: what a run imports, not --help
 
     _step("export all-MiniLM-L6-v2 -> ONNX, optimized/quantized, parity-gated (fastest passing candidate)")
     ensure_exported(bundled_minilm(), args.repository, args.name, reexport=args.reexport, log=_detail)
 
 
 def _call(server_url: str, name: str) -> None:
-    import numpy as np
+    import numpy as np  # numpy and the SDK (gRPC): what a run imports, not --help
 
     from tritonstack.client import Client
 
@@ -85,8 +82,6 @@ def _loadtest(args: argparse.Namespace, server: EmbeddedServer) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.server import EmbeddedServer
-
     _export(args)
     _step(f"serve {args.repository} on the embedded Triton (CPU, loopback)", "tritonstack serve")
     log = Path(".tritonstack/demo-triton.log")

@@ -1,8 +1,4 @@
-"""Export a Hugging Face model to a quantized, parity-gated ONNX model in a Triton model repository.
-
-Heavy imports (torch, transformers, optimum, onnxruntime) happen inside ``run``
-so that ``tritonstack --help`` stays instant.
-"""
+"""Export a Hugging Face model to a quantized, parity-gated ONNX model in a Triton model repository."""
 
 from __future__ import annotations
 
@@ -10,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tritonstack.export.errors import ExportError
+from tritonstack.commands._args import gpu_ids, non_negative_int
+from tritonstack.export.errors import AccuracyGateError, ExportError
 from tritonstack.export.gates import Gate, GateMetric
 from tritonstack.export.options import (
     DEFAULT_GATE,
@@ -36,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=TARGETS, default="cpu", help="where the model will be served")
     parser.add_argument(
         "--gpus",
-        type=_gpu_ids,
+        type=gpu_ids,
         default=None,
         metavar="IDS|all",
         help="--target gpu: CUDA device ids that each get an encoder instance, e.g. 0,1; 'all': list none, so "
@@ -66,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-queue-size",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="REQUESTS",
         help="bound of each step's queue: a request beyond it is refused at once (UNAVAILABLE); "
@@ -74,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--queue-timeout-ms",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=None,
         metavar="MS",
         help="queueing budget of a request, split over the steps (tokenizer 20 %%, encoder 70 %%, postprocess 10 %%; "
@@ -106,18 +103,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the export report as JSON on stdout")
 
 
-def _gpu_ids(text: str) -> tuple[int, ...]:
-    if text.strip() == "all":
-        return ()
-    try:
-        ids = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated GPU ids or 'all', got {text!r}") from None
-    if not ids or min(ids) < 0:
-        raise argparse.ArgumentTypeError(f"GPU ids are >= 0, got {text!r}")
-    return ids
-
-
 def _gate(text: str) -> Gate:
     try:
         return Gate.parse(text)
@@ -125,18 +110,8 @@ def _gate(text: str) -> Gate:
         raise argparse.ArgumentTypeError(f"{error.message} ({error.hint})") from None
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0 (0 disables the bound), got {value}")
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.export.errors import AccuracyGateError
+    # torch, optimum, onnx, onnxruntime: what a run imports, not `export --help`
     from tritonstack.export.pipeline import export_model
     from tritonstack.export.report import candidates_table, sensitivity_table, summarize
 

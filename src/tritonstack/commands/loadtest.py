@@ -8,6 +8,7 @@ file, server down, workers missing).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -72,8 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Run it as its own process (`python -m tritonstack loadtest ...`): gevent patches this process
     # and gRPC must be made gevent-aware before the process creates any gRPC object.
-    import dataclasses
-
     # Locust before the rest: it monkey-patches the process with gevent on import.
     import locust  # noqa: F401
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tritonstack._process import LOOPBACK
 from tritonstack.loadtest.exporter import DEFAULT_PORT as LOADTEST_EXPORTER_PORT
-from tritonstack.monitoring.local import DEFAULT_PROMETHEUS_PORT
+from tritonstack.monitoring.local import DEFAULT_PROMETHEUS_PORT, LocalPrometheus, find_monitoring_dir, render_config
 from tritonstack.server.flags import METRICS_PORT
 
 
@@ -39,8 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.monitoring.local import LocalPrometheus, find_monitoring_dir, render_config
-
     config = render_config(
         find_monitoring_dir(args.monitoring_dir),
         triton_targets=args.triton or [f"{LOOPBACK}:{METRICS_PORT}"],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tritonstack.in_triton import contract
 from tritonstack.repository.paths import DEFAULT_REPOSITORY
 
 ACTIONS = ("list", "promote", "rollback")
@@ -24,8 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.in_triton import contract
-    from tritonstack.repository import releases
+    from tritonstack.repository import releases  # tritonclient's protobufs: not on --help
     from tritonstack.repository.validate import check_repository
 
     if args.action == "list":

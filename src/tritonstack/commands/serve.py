@@ -15,6 +15,7 @@ from types import FrameType
 from tritonstack.repository.paths import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, write_key_file
+from tritonstack.server.embedded import EmbeddedServer
 from tritonstack.server.exposure import exposure_warning, is_loopback, require_explicit_exposure
 from tritonstack.server.response_cache import format_size, models_with_cache, parse_size_bytes
 
@@ -74,8 +75,7 @@ def _cache_line(cache: flags.LocalCache | None, cached_models: list[str]) -> str
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.repository.validate import check_repository
-    from tritonstack.server.embedded import EmbeddedServer
+    from tritonstack.repository.validate import check_repository  # tritonclient's protobufs: not on --help
 
     admin_key = AdminKey.resolve(args.admin_key)
     if not is_loopback(args.bind):

@@ -17,15 +17,7 @@ import os
 import time
 from pathlib import Path
 
-
-def _duration(text: str) -> float:
-    from tritonstack.loadtest.errors import SLOSpecError
-    from tritonstack.loadtest.slo import parse_duration_s
-
-    try:
-        return parse_duration_s(text)
-    except SLOSpecError as error:  # argparse names the flag: keep the reason only
-        raise argparse.ArgumentTypeError(error.message.split(": ", 2)[-1]) from None
+from tritonstack.commands._args import add_cpu_split, duration_s
 
 
 def _seconds(text: str, *, zero: bool) -> float:
@@ -52,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo", type=Path, required=True, metavar="FILE", help="SLO file (see loadtest/slo.yaml)")
     parser.add_argument(
         "--budget",
-        type=_duration,
+        type=duration_s,
         default=600.0,
         metavar="DURATION",
         help="time for the whole search, Triton's start included: 600, 90s, 10m, 1h30m (default: 10m)",
@@ -61,12 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/tune-<timestamp>)")
     parser.add_argument("--point-s", type=_positive, default=2.0, help="measured window per concurrency level, s")
     parser.add_argument("--warmup-s", type=_non_negative, default=1.0, help="unmeasured load before each window, s")
-    parser.add_argument(
-        "--cpu-split",
-        choices=("pinned", "shared"),
-        default="pinned",
-        help="pinned: Triton on its own core(s), load generator on the rest; shared: no pinning",
-    )
+    add_cpu_split(parser, pinned="Triton on its own core(s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

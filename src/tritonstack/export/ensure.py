@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tritonstack.export.pipeline import ExportResult
+from tritonstack.export.errors import AccuracyGateError
+from tritonstack.export.options import ExportOptions
+from tritonstack.export.pipeline import ExportResult, export_model
+from tritonstack.export.report import candidates_table, sensitivity_table, summarize
+from tritonstack.repository.errors import ConfigValidationError
+from tritonstack.repository.releases import promote, read_releases
+from tritonstack.repository.validate import check_repository
 
 Log = Callable[[str], None]
 
@@ -30,14 +34,6 @@ def ensure_exported(
     so ``name`` serves what was just exported. What happens goes to ``log``, one line per call: the
     equivalent command, then the candidate table and summary that command prints.
     """
-    from tritonstack.export.errors import AccuracyGateError
-    from tritonstack.export.options import ExportOptions
-    from tritonstack.export.pipeline import export_model
-    from tritonstack.export.report import candidates_table, sensitivity_table, summarize
-    from tritonstack.repository.errors import ConfigValidationError
-    from tritonstack.repository.releases import promote, read_releases
-    from tritonstack.repository.validate import check_repository
-
     if (repository / name).is_dir() and not reexport:
         try:
             check_repository(repository)

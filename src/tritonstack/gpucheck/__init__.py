@@ -1,9 +1,6 @@
-"""``scripts/gpu-check`` (``make gpu-check``): one command that says whether this stack works on this GPU host.
+"""What ``tritonstack gpu-check`` runs (``make gpu-check``): every check this machine allows, one summary.
 
-On a GPU host: the CPU-side checks, then the bundled all-MiniLM-L6-v2 exported for the GPU, served by the
-embedded Triton, checked against sentence-transformers, and the quick bench -- one JSON summary on stdout
-(progress on stderr), in under ten minutes. Without a GPU it says so and exits 0 once the CPU-side checks
-pass. Exit 1 when a check fails; a check that cannot run here (no registry) is reported, not failed.
+The command (``commands/gpu_check.py``) says what the checks are and what the exit status means.
 
     cpu_side   the checks any machine can run
     gpu_side   the checks that need the GPU
@@ -12,7 +9,6 @@ pass. Exit 1 when a check fails; a check that cannot run here (no registry) is r
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -20,20 +16,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tritonstack._gpu import no_gpu_reason, visible_gpus
+from tritonstack.gpucheck.cpu_side import cpu_side_checks, installed_version
+from tritonstack.gpucheck.gpu_side import gpu_side_checks
 from tritonstack.gpucheck.result import Check, verdict
 
-__all__ = ["Check", "main", "verdict"]
+__all__ = ["Check", "run", "verdict"]
 
 
 def _versions() -> dict[str, Any]:
-    from tritonstack.gpucheck.cpu_side import installed_version
-
     versions: dict[str, Any] = {"python": platform.python_version()}
     for distribution in ("tritonstack", "onnxruntime", "onnxruntime-gpu", "nvidia-pytriton", "torch", "tensorrt"):
         versions[distribution] = installed_version(distribution)
     versions["triton"] = "2.51.0 (nvidia-pytriton)" if versions["nvidia-pytriton"] else None
     try:
-        import torch
+        import torch  # optional: a host without it is reported, not failed
 
         versions["torch_cuda"] = torch.version.cuda  # None for a CPU build
     except ImportError:
@@ -43,9 +40,6 @@ def _versions() -> dict[str, Any]:
 
 def run(report_dir: Path, *, bench: bool = True) -> dict[str, Any]:
     """Every check this machine allows; the summary as a dict (also written to ``report_dir``)."""
-    from tritonstack._gpu import no_gpu_reason, visible_gpus
-    from tritonstack.gpucheck.cpu_side import cpu_side_checks
-
     started = time.perf_counter()
 
     def log(line: str) -> None:
@@ -57,8 +51,6 @@ def run(report_dir: Path, *, bench: bool = True) -> dict[str, Any]:
     checks = cpu_side_checks(gpus)
     figures: dict[str, Any] = {}
     if gpus:
-        from tritonstack.gpucheck.gpu_side import gpu_side_checks
-
         report_dir.mkdir(parents=True, exist_ok=True)
         gpu_checks, figures = gpu_side_checks(gpus, report_dir, bench=bench, log=log)
         checks += gpu_checks
@@ -78,16 +70,3 @@ def run(report_dir: Path, *, bench: bool = True) -> dict[str, Any]:
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "gpu-check.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gpu-check", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--report-dir", type=Path, default=None, help="where to work and write (default: reports/gpu-check-<time>)"
-    )
-    parser.add_argument("--no-bench", action="store_true", help="skip the quick bench (GPU host only)")
-    args = parser.parse_args(argv)
-    report_dir = args.report_dir or Path("reports") / time.strftime("gpu-check-%Y%m%d-%H%M%S")
-    summary = run(report_dir, bench=not args.no_bench)
-    print(json.dumps(summary, indent=2))
-    return 0 if summary["ok"] else 1

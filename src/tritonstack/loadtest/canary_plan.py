@@ -1,4 +1,9 @@
-"""What a canary compares and how much worse the candidate may be. Light: the command's parser reads it."""
+"""What a canary compares and how much worse the candidate may be: the values ``canary.py`` runs.
+
+Apart from ``canary.py`` because that imports Locust, whose gevent patching of the
+process on import must not happen where ``tritonstack canary --help`` or the CLI
+reference reads the default tolerances.
+"""
 
 from __future__ import annotations
 

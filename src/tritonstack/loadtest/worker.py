@@ -2,6 +2,9 @@
 
 Started by :class:`tritonstack.loadtest.runner.LoadSession` for ``--processes N``;
 it runs the users and ships their samples to the master until told to quit.
+A process entry point of its own, not a ``tritonstack`` command: the master starts
+it with ``sys.executable -m``, and Locust's gevent patching must come first in a
+fresh process, before anything creates a gRPC object (hence its own ``main``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """The folders of a Triton model repository: ``REPOSITORY/MODEL/VERSION/``.
 
-Kept free of heavy imports: the commands read :data:`DEFAULT_REPOSITORY` while
-they build their parsers.
+The writer, the validator, releases and the bench's in-process limit walk
+version folders with :func:`versions`; the commands show
+:data:`DEFAULT_REPOSITORY` in their ``--help``. Standard library only, like the
+rest of what a command's ``--help`` imports (the config modules load protobuf).
 """
 
 from __future__ import annotations

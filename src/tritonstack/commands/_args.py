@@ -1,0 +1,63 @@
+"""Argument types and options more than one command declares, so each is declared once."""
+
+from __future__ import annotations
+
+import argparse
+
+from tritonstack.loadtest.slo import SLOSpecError, parse_duration_s
+
+CPU_SPLITS = ("pinned", "shared")
+
+
+def _int_list(text: str, *, minimum: int, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
+    if not values or min(values) < minimum:
+        raise argparse.ArgumentTypeError(f"expected {what} (>= {minimum}), got {text!r}")
+    return values
+
+
+def positive_ints(text: str) -> tuple[int, ...]:
+    """``1,8,16`` -> ``(1, 8, 16)``: batch sizes, concurrency levels."""
+    return _int_list(text, minimum=1, what="positive integers")
+
+
+def gpu_ids(text: str) -> tuple[int, ...]:
+    """``0,1`` -> ``(0, 1)``; ``all`` -> ``()`` (list none: Triton uses every GPU of the host)."""
+    if text.strip() == "all":
+        return ()
+    return _int_list(text, minimum=0, what="GPU ids or 'all'")
+
+
+def non_negative_int(text: str) -> int:
+    """A whole number >= 0, where 0 disables a bound."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0 (0 disables the bound), got {value}")
+    return value
+
+
+def duration_s(text: str) -> float:
+    """``600``, ``90s``, ``12m``, ``1h30m`` -> seconds (the SLO file's duration syntax)."""
+    try:
+        return parse_duration_s(text)
+    except SLOSpecError as error:  # argparse names the flag: keep the reason only
+        raise argparse.ArgumentTypeError(error.message.split(": ", 2)[-1]) from None
+
+
+def add_cpu_split(parser: argparse.ArgumentParser, *, pinned: str) -> None:
+    """``--cpu-split``: whether the measured side and the load generator get cores of their own.
+
+    ``pinned`` says what is pinned, e.g. "Triton on its own core(s)".
+    """
+    parser.add_argument(
+        "--cpu-split",
+        choices=CPU_SPLITS,
+        default="pinned",
+        help=f"pinned: {pinned}, load generator on the rest; shared: no pinning",
+    )
