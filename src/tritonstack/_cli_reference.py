@@ -3,7 +3,8 @@
 ``make docs-cli`` writes it (``python -m tritonstack._cli_reference docs/cli.md``);
 ``tests/test_cli_reference.py`` fails when the file differs from what this renders.
 A developer's tool, not a ``tritonstack`` command. The output depends on the code
-only: usage is wrapped at a fixed width, and defaults render as written in the code.
+only, not on the terminal or the Python version: usage and option spellings are
+rendered here rather than by argparse's formatter, and defaults render as written.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import inspect
 import sys
 from pathlib import Path
 
-from tritonstack.cli import COMMANDS, HelpFormatter, command_parser, module_name
+from tritonstack.cli import COMMANDS, command_parser, module_name
 
-WIDTH = 100  # columns of the usage block, whatever the terminal of whoever regenerates it
 HEADER = (
     "<!-- Generated from the argparse parsers by `make docs-cli` (src/tritonstack/_cli_reference.py): "
     "edit the commands, not this file. -->"
@@ -43,12 +43,9 @@ def render() -> str:
 
 def _command(name: str) -> list[str]:
     parser = command_parser(name)
-    parser.formatter_class = _fixed_width
     module = sys.modules[module_name(name)]
     lines = [f"## tritonstack {name}", "", _description(module.__doc__ or COMMANDS[name]), ""]
-    lines += ["```text", parser.format_usage().rstrip(), "```"]
-    # argparse has no public API for one action's text; a plain formatter leaves the default to its own column
-    formatter = argparse.HelpFormatter(parser.prog, width=WIDTH)
+    lines += ["```text", _usage(parser), "```"]
     for group in parser._action_groups:
         actions = [a for a in group._group_actions if a.help is not argparse.SUPPRESS and a.dest != "help"]
         if not actions:
@@ -59,14 +56,44 @@ def _command(name: str) -> list[str]:
             lines += [_text(group.description), ""]
         lines += ["| option | default | description |", "|---|---|---|"]
         for action in actions:
-            invocation = formatter._format_action_invocation(action)
-            help_text = formatter._expand_help(action) if action.help else ""
+            invocation = _invocation(action)
+            help_text = _expand_help(action)
             lines.append(f"| `{_cell(invocation)}` | {_default(action)} | {_cell(help_text)} |")
     return lines
 
 
-def _fixed_width(prog: str) -> HelpFormatter:
-    return HelpFormatter(prog, width=WIDTH)
+def _usage(parser: argparse.ArgumentParser) -> str:
+    # Rendered here, not by argparse's formatter: its wrapping and spelling change between Python versions
+    # (3.13 writes "-s, --long X" where 3.11 writes "-s X, --long X"), and the reference must not.
+    positionals = [_metavar(a) for a in parser._actions if not a.option_strings and a.help is not argparse.SUPPRESS]
+    return " ".join([f"usage: {parser.prog}", "[options]", *positionals])
+
+
+def _metavar(action: argparse.Action) -> str:
+    if isinstance(action.metavar, str):
+        name = action.metavar
+    elif action.choices is not None:
+        name = "{" + ",".join(str(choice) for choice in action.choices) + "}"
+    else:
+        name = action.dest if not action.option_strings else action.dest.upper()
+    return {"?": f"[{name}]", "*": f"[{name} ...]", "+": f"{name} [{name} ...]"}.get(str(action.nargs), name)
+
+
+def _invocation(action: argparse.Action) -> str:
+    if not action.option_strings:
+        return _metavar(action)
+    if action.nargs == 0:
+        return ", ".join(action.option_strings)
+    return f"{', '.join(action.option_strings)} {_metavar(action)}"
+
+
+def _expand_help(action: argparse.Action) -> str:
+    if not action.help:
+        return ""
+    params = {**vars(action), "prog": "tritonstack"}
+    if action.choices is not None:
+        params["choices"] = ", ".join(str(choice) for choice in action.choices)
+    return action.help % params
 
 
 def _description(docstring: str) -> str:
