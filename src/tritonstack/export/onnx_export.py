@@ -22,8 +22,9 @@ from typing import Any
 
 from tritonstack.export._quiet import quiet
 from tritonstack.export.errors import ExportError, UnsupportedModelError
-from tritonstack.export.pooling import SENTENCE_EMBEDDING, PoolingSpec, append_pooling, read_pooling_spec
+from tritonstack.export.pooling import PoolingSpec, append_pooling, read_pooling_spec
 from tritonstack.export.registry import infer_task, lookup
+from tritonstack.in_triton import contract
 
 ONNX_FILE = "model.onnx"
 TOKENIZER_DIR = "tokenizer"
@@ -125,6 +126,7 @@ def export_onnx(
     model_type = str(config.get("model_type", ""))
     task = task or infer_task(model_dir, config)
     spec = lookup(model_type, task)
+    embedding = contract.task(task).embedding
 
     from transformers import AutoConfig, AutoTokenizer
 
@@ -136,7 +138,7 @@ def export_onnx(
             hint="save the tokenizer with a recent transformers (AutoTokenizer(...).save_pretrained)",
         )
 
-    pooling = read_pooling_spec(model_dir) if task == "feature-extraction" else None
+    pooling = read_pooling_spec(model_dir) if embedding else None
     model_limit = (pooling.max_seq_length if pooling else None) or _default_max_sequence_length(
         model_type, int(tokenizer.model_max_length), getattr(hf_config, "max_position_embeddings", None)
     )
@@ -157,14 +159,14 @@ def export_onnx(
     input_names = tuple(i.name for i in graph.graph.input)
     hidden_size = int(hf_config.hidden_size)
     labels: tuple[str, ...] = ()
-    if task == "feature-extraction":
+    if embedding:
         assert pooling is not None
         graph = append_pooling(graph, pooling, hidden_size)
-        output_name, output_dim = SENTENCE_EMBEDDING, hidden_size * len(pooling.modes)
+        output_dim = hidden_size * len(pooling.modes)
     else:
         id2label = {int(k): str(v) for k, v in hf_config.id2label.items()}
         labels = tuple(id2label[i] for i in sorted(id2label))
-        output_name, output_dim = "logits", len(labels)
+        output_dim = len(labels)
     onnx_path = output_dir / ONNX_FILE
     onnx.save(graph, str(onnx_path))
     shutil.rmtree(raw_dir, ignore_errors=True)
@@ -181,7 +183,7 @@ def export_onnx(
         model_type=model_type,
         ort_model_type=spec.ort_model_type,
         input_names=input_names,
-        output_name=output_name,
+        output_name=contract.task(task).encoder_output,
         output_dim=output_dim,
         labels=labels,
         max_sequence_length=max_len,

@@ -174,10 +174,8 @@ def _batching(
 def _encoder_config(model: ExportedModel) -> ModelConfig:
     name = contract.encoder_name(model.name)
     inputs = tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names)
-    if model.task == "token-classification":
-        output = Tensor(model.output_name, "TYPE_FP32", (-1, model.output_dim))
-    else:
-        output = Tensor(model.output_name, "TYPE_FP32", (model.output_dim,))
+    sequence_axis = (-1,) if _task(model).token_level else ()
+    output = Tensor(model.output_name, "TYPE_FP32", (*sequence_axis, model.output_dim))
     gpu = model.target == "gpu"
     parameters = {contract.PRECISION_PARAMETER: model.precision}
     if model.recipe:
@@ -235,6 +233,22 @@ def _text_tensor() -> Tensor:
     return Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,))
 
 
+# Each text-in output's type and shape per text; () stands for the encoder output's width (the embedding's size).
+_OUTPUT_TYPES: dict[str, tuple[str, tuple[int, ...]]] = {
+    contract.EMBEDDING_OUTPUT: ("TYPE_FP32", ()),
+    contract.LABEL_OUTPUT: ("TYPE_STRING", (1,)),
+    contract.SCORE_OUTPUT: ("TYPE_FP32", (1,)),
+    contract.ENTITIES_OUTPUT: ("TYPE_STRING", (1,)),
+}
+
+
+def _task(model: ExportedModel) -> contract.Task:
+    try:
+        return contract.task(model.task)
+    except ValueError as error:
+        raise RepositoryError(f"no text-in model for {error}") from None  # the message lists the known tasks
+
+
 def _tokenizer_config(model: ExportedModel) -> ModelConfig:
     return ModelConfig(
         name=contract.tokenizer_name(model.name),
@@ -249,21 +263,17 @@ def _tokenizer_config(model: ExportedModel) -> ModelConfig:
 
 
 def _task_outputs(model: ExportedModel) -> tuple[Tensor, ...]:
-    if model.task == "feature-extraction":
-        return (Tensor(contract.EMBEDDING_OUTPUT, "TYPE_FP32", (model.output_dim,)),)
-    if model.task == "text-classification":
-        return (
-            Tensor(contract.LABEL_OUTPUT, "TYPE_STRING", (1,)),
-            Tensor(contract.SCORE_OUTPUT, "TYPE_FP32", (1,)),
-        )
-    if model.task == "token-classification":
-        return (Tensor(contract.ENTITIES_OUTPUT, "TYPE_STRING", (1,)),)
-    raise RepositoryError(f"no text-in outputs for task {model.task!r}", hint=f"tasks: {contract.TASKS}")
+    """The text-in model's outputs (``contract.Task.outputs``), each of its type and shape per text."""
+    tensors = []
+    for name in _task(model).outputs:
+        data_type, dims = _OUTPUT_TYPES[name]
+        tensors.append(Tensor(name, data_type, dims or (model.output_dim,)))
+    return tuple(tensors)
 
 
 def _postprocess_config(model: ExportedModel, encoder: ModelConfig) -> ModelConfig:
     inputs = encoder.outputs
-    if model.task == "token-classification":
+    if _task(model).token_level:  # a token's entity span is found in the text itself
         inputs = (_text_tensor(), *inputs)
     return ModelConfig(
         name=contract.postprocess_name(model.name),
@@ -286,10 +296,9 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
     steps = [
         EnsembleStep(contract.tokenizer_name(model.name), {contract.TEXT_INPUT: contract.TEXT_INPUT}, features),
     ]
-    if postprocess is None:  # feature-extraction: the encoder's pooled output is the answer
-        steps.append(
-            EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: contract.EMBEDDING_OUTPUT})
-        )
+    if postprocess is None:  # the encoder's output (feature-extraction: pooled) is the answer, the task's one output
+        (answer,) = _task(model).outputs
+        steps.append(EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: answer}))
     else:
         steps.append(EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: model.output_name}))
         steps.append(
@@ -314,7 +323,7 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
 def model_configs(model: ExportedModel) -> list[ModelConfig]:
     """The ensemble layout's configs: encoder, tokenizer, [postprocess,] text-in ensemble."""
     encoder = _encoder_config(model)
-    postprocess = None if model.task == "feature-extraction" else _postprocess_config(model, encoder)
+    postprocess = _postprocess_config(model, encoder) if _task(model).postprocess else None
     steps = [encoder, _tokenizer_config(model), *([postprocess] if postprocess else [])]
     return [*steps, _text_in_config(model, postprocess)]
 
