@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from tritonstack.export.errors import ExportError
+from tritonstack.export._errors import ExportError
 from tritonstack.in_triton import contract
 
 DEFAULT_THRESHOLD = 0.99

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonstack.export._errors import ExportError, UnsupportedModelError
 from tritonstack.export._quiet import quiet
-from tritonstack.export.errors import ExportError, UnsupportedModelError
 from tritonstack.export.pooling import PoolingSpec, append_pooling, read_pooling_spec
 from tritonstack.export.registry import infer_task, lookup
 from tritonstack.in_triton import contract

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tritonstack.export.errors import ExportError, ParityShapeError
+from tritonstack.export._errors import ExportError, ParityShapeError
 from tritonstack.export.gates import TOP_K, Gate, GateMetric
 from tritonstack.in_triton import contract
 

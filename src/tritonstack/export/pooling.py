@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tritonstack.export.errors import UnsupportedModelError
+from tritonstack.export._errors import UnsupportedModelError
 from tritonstack.in_triton import contract
 
 SENTENCE_EMBEDDING = contract.FEATURE_EXTRACTION.encoder_output

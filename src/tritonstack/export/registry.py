@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonstack.export.errors import UnsupportedModelError
+from tritonstack.export._errors import UnsupportedModelError
 from tritonstack.in_triton.contract import FEATURE_EXTRACTION, TASKS, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 
