@@ -25,6 +25,7 @@ from tritonstack.export._quiet import quiet
 from tritonstack.export.pooling import PoolingSpec, append_pooling, read_pooling_spec
 from tritonstack.export.registry import infer_task, lookup
 from tritonstack.in_triton import contract
+from tritonstack.repository.model_spec import ModelSpec
 
 ONNX_FILE = "model.onnx"
 TOKENIZER_DIR = "tokenizer"
@@ -32,21 +33,13 @@ TOKENIZER_DIR = "tokenizer"
 _POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")
 
 
-@dataclass(frozen=True)
-class OnnxExport:
-    """An fp32 ONNX export and everything later steps need to know about it."""
+@dataclass(frozen=True, kw_only=True)
+class OnnxExport(ModelSpec):
+    """An fp32 ONNX export (its ``ModelSpec``: what the writer reads) and what the export's later steps need."""
 
     model_dir: Path  # the resolved local HF model directory (the PyTorch reference)
-    onnx_path: Path
-    tokenizer_dir: Path  # AutoTokenizer.save_pretrained output (tokenizer.json included)
-    task: str
     model_type: str
     ort_model_type: str  # onnxruntime.transformers.optimizer's name for it
-    input_names: tuple[str, ...]
-    output_name: str
-    output_dim: int  # embedding size or num_labels
-    labels: tuple[str, ...]  # id2label order; () for feature-extraction
-    max_sequence_length: int  # tokens
     hidden_size: int
     num_attention_heads: int
     pooling: PoolingSpec | None = None

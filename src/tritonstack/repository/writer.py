@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tritonstack.in_triton import contract
 from tritonstack.repository import layouts
@@ -35,6 +35,7 @@ from tritonstack.repository.config import (
     WarmupInput,
 )
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.model_spec import ModelSpec
 from tritonstack.repository.paths import versions
 from tritonstack.repository.python_models import add_versions, write_version
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
@@ -67,41 +68,15 @@ CPU_ENCODER_INSTANCES = 2
 REPORT_FILENAME = "export_report.json"
 
 
-class OnnxExportLike(Protocol):
-    """What ``ExportedModel.from_export`` reads of an export: ``tritonstack.export.onnx_export.OnnxExport``."""
+@dataclass(frozen=True, kw_only=True)
+class ExportedModel(ModelSpec):
+    """An exported, parity-checked model ready to be written: the export's ``ModelSpec`` and how to serve it.
 
-    @property
-    def onnx_path(self) -> Path: ...
-    @property
-    def tokenizer_dir(self) -> Path: ...
-    @property
-    def task(self) -> str: ...
-    @property
-    def input_names(self) -> tuple[str, ...]: ...
-    @property
-    def output_name(self) -> str: ...
-    @property
-    def output_dim(self) -> int: ...
-    @property
-    def labels(self) -> tuple[str, ...]: ...
-    @property
-    def max_sequence_length(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class ExportedModel:
-    """An exported, parity-checked model ready to be written."""
+    From an export: ``ExportedModel(**export.spec(onnx_path=chosen), name=..., ...)``.
+    """
 
     name: str
-    task: str
-    onnx_path: Path
-    tokenizer_dir: Path
-    input_names: tuple[str, ...]
-    output_name: str
-    output_dim: int
-    labels: tuple[str, ...]
     max_batch_size: int
-    max_sequence_length: int  # tokens
     precision: str  # fp32 | fp16 | int8: recorded on the encoder, for readers such as the benchmark
     recipe: str | None = None  # the export candidate that won, recorded beside the precision
     max_rows_per_call: int = 0  # rows per ONNX Runtime call of the encoder; 0: no limit (contract.py)
@@ -116,49 +91,6 @@ class ExportedModel:
     # Triton's response cache on the text-in ensemble only (see _text_in_config); outputs must be deterministic.
     response_cache: bool = False
     layout: str = contract.ENSEMBLE_LAYOUT  # contract.LAYOUTS; fused: CPU only
-
-    @classmethod
-    def from_export(
-        cls,
-        export: OnnxExportLike,
-        *,
-        name: str,
-        precision: str,
-        recipe: str | None = None,
-        max_rows_per_call: int = 0,
-        onnx_path: Path | None = None,
-        max_batch_size: int,
-        max_queue_size: int | None = None,
-        queue_timeout_ms: int | None = None,
-        target: str = "cpu",
-        gpus: tuple[int, ...] = (),
-        report: Mapping[str, Any] | None = None,
-        response_cache: bool = False,
-        layout: str = contract.ENSEMBLE_LAYOUT,
-    ) -> ExportedModel:
-        """The model of ``export``, served as ``name``; ``onnx_path`` replaces its fp32 graph (a chosen candidate)."""
-        return cls(
-            name=name,
-            task=export.task,
-            onnx_path=onnx_path or export.onnx_path,
-            tokenizer_dir=export.tokenizer_dir,
-            input_names=export.input_names,
-            output_name=export.output_name,
-            output_dim=export.output_dim,
-            labels=export.labels,
-            max_batch_size=max_batch_size,
-            max_sequence_length=export.max_sequence_length,
-            precision=precision,
-            recipe=recipe,
-            max_rows_per_call=max_rows_per_call,
-            target=target,
-            gpus=gpus,
-            report=report or {},
-            max_queue_size=max_queue_size,
-            queue_timeout_ms=queue_timeout_ms,
-            response_cache=response_cache,
-            layout=layout,
-        )
 
 
 def _batching(
