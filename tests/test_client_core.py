@@ -103,12 +103,12 @@ def test_texts_are_split_at_the_batch_limit_in_order() -> None:
 
 
 def test_text_methods_need_the_right_task() -> None:
-    _core.require_task(TEXT_EMBEDDER, "feature-extraction", "embed")
+    _core.require_task(TEXT_EMBEDDER, contract.FEATURE_EXTRACTION)
     with pytest.raises(InvalidInputError, match="classify") as info:
-        _core.require_task(TEXT_EMBEDDER, "text-classification", "classify")
+        _core.require_task(TEXT_EMBEDDER, contract.TEXT_CLASSIFICATION)
     assert info.value.hint == "use embed()"
     with pytest.raises(InvalidInputError, match="not a tritonstack text model"):
-        _core.require_task(ENCODER, "feature-extraction", "embed")
+        _core.require_task(ENCODER, contract.FEATURE_EXTRACTION)
 
 
 # --- tensors ---------------------------------------------------------------------------------

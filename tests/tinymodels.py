@@ -138,8 +138,8 @@ def export_fp32(
     from tritonstack.repository.writer import ExportedModel, write_text_model
 
     onnx = export_onnx(model_dir, None, repository.parent / f".onnx-{name}")
-    model = ExportedModel.from_export(
-        onnx,
+    model = ExportedModel(
+        **onnx.spec(),
         name=name,
         precision="fp32",
         max_batch_size=max_batch_size,
@@ -159,8 +159,8 @@ def export_fp32_served_twice(model_dir: Path, repository: Path, *, cached: str, 
 
     onnx = export_onnx(model_dir, None, repository.parent / ".onnx-served-twice")
     for name, response_cache in ((cached, True), (uncached, False)):
-        model = ExportedModel.from_export(
-            onnx, name=name, precision="fp32", max_batch_size=64, queue_timeout_ms=QUEUE_TIMEOUT_MS,
+        model = ExportedModel(
+            **onnx.spec(), name=name, precision="fp32", max_batch_size=64, queue_timeout_ms=QUEUE_TIMEOUT_MS,
             response_cache=response_cache,
         )  # fmt: skip
         write_text_model(repository, model)

@@ -15,66 +15,22 @@ stays fast.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
+from tritonstack import client as _client  # its __init__ only: the SDK's modules load on first use
 from tritonstack._exceptions import TritonStackError
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AsyncClient",
-    "CircuitBreakerPolicy",
-    "CircuitOpenError",
-    "Classification",
-    "Client",
-    "ClientError",
-    "ConfigurationError",
-    "DeadlineExceededError",
-    "InvalidInputError",
-    "ModelInfo",
-    "ModelNotFoundError",
-    "OverloadedError",
-    "PermissionDeniedError",
-    "RequestCancelledError",
-    "ResourceExhaustedError",
-    "RetryBudget",
-    "RetryPolicy",
-    "ServerUnavailableError",
-    "TLSConfig",
-    "Timeouts",
-    "TritonServerError",
-    "TritonStackError",
-    "__version__",
-]
+# The SDK's public names (tritonstack.client.__all__, the one list of them), and the package's own.
+__all__ = ["TritonStackError", "__version__"]
+__all__ += _client.__all__
 
 if TYPE_CHECKING:
-    from tritonstack.client import (
-        AsyncClient,
-        CircuitBreakerPolicy,
-        CircuitOpenError,
-        Classification,
-        Client,
-        ClientError,
-        ConfigurationError,
-        DeadlineExceededError,
-        InvalidInputError,
-        ModelInfo,
-        ModelNotFoundError,
-        OverloadedError,
-        PermissionDeniedError,
-        RequestCancelledError,
-        ResourceExhaustedError,
-        RetryBudget,
-        RetryPolicy,
-        ServerUnavailableError,
-        Timeouts,
-        TLSConfig,
-        TritonServerError,
-    )
+    from tritonstack.client import *  # noqa: F403  (the names of tritonstack.client.__all__, for type checkers)
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:  # the SDK's names, imported on first use
-        return getattr(importlib.import_module("tritonstack.client"), name)
+    if name in _client.__all__:  # the SDK's names, imported on first use
+        return getattr(_client, name)
     raise AttributeError(f"module 'tritonstack' has no attribute {name!r}")

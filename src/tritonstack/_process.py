@@ -18,7 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-LOOPBACK = "127.0.0.1"
+from tritonstack._ports import LOOPBACK as LOOPBACK
+
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _Service = TypeVar("_Service", bound="ChildService")
 

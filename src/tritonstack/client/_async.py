@@ -82,7 +82,7 @@ class AsyncClient:
         """Embeddings of ``texts`` from a feature-extraction model: float32 ``[len(texts), hidden]``."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "embed"):
-            outputs, count = await self._texts(texts, name, ver, "feature-extraction", "embed", timeout_s)
+            outputs, count = await self._texts(texts, name, ver, contract.FEATURE_EXTRACTION, timeout_s)
             return _core.embeddings_from(outputs, count, name)
 
     async def classify(
@@ -96,7 +96,7 @@ class AsyncClient:
         """The label and score of each text from a text-classification model, in order."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "classify"):
-            outputs, count = await self._texts(texts, name, ver, "text-classification", "classify", timeout_s)
+            outputs, count = await self._texts(texts, name, ver, contract.TEXT_CLASSIFICATION, timeout_s)
             return _core.classifications_from(outputs, count, name)
 
     async def embed_release(
@@ -218,15 +218,15 @@ class AsyncClient:
         return Deadline(_core.call_timeout_s(self._settings, timeout_s))
 
     async def _texts(
-        self, texts: Sequence[str], name: str, ver: str, task: str, method: str, timeout_s: TimeoutArg
+        self, texts: Sequence[str], name: str, ver: str, task: contract.Task, timeout_s: TimeoutArg
     ) -> tuple[dict[str, np.ndarray], int]:
         deadline = self._deadline(timeout_s)
         encoded = _core.encode_texts(texts, max_text_bytes=self._settings.max_text_bytes, model=name)
         request_id = _core.new_request_id()
         info = await self._model_info(name, ver, deadline, request_id)
-        _core.require_task(info, task, method)
+        _core.require_task(info, task)
         chunks = _core.text_chunks(encoded, info.max_batch_size)
-        names = contract.OUTPUTS_BY_TASK[task]
+        names = task.outputs
         outputs = await self._infer_chunks(info, ver, chunks, names, deadline, request_id)
         return outputs, len(encoded)
 

@@ -180,14 +180,15 @@ def encode_texts(texts: Any, *, max_text_bytes: int | None, model: str) -> list[
     return encoded
 
 
-def require_task(info: ModelInfo, task: str, method: str) -> None:
+def require_task(info: ModelInfo, task: contract.Task) -> None:
     """The model must be a text-in model of ``task``, batching, with the contract's ``TEXT`` input."""
-    if info.task != task:
-        hint = {"feature-extraction": "use embed()", "text-classification": "use classify()"}.get(
-            info.task or "", "use infer() with the model's own inputs"
-        )
+    if info.task != task.name:
+        served = contract.TASKS_BY_NAME.get(info.task or "")
+        method = served.sdk_method if served else None
+        hint = f"use {method}()" if method else "use infer() with the model's own inputs"
         raise InvalidInputError(
-            f"{method}() needs a {task} model; {info.name!r} is {info.task or 'not a tritonstack text model'}",
+            f"{task.sdk_method}() needs a {task.name} model; {info.name!r} is "
+            f"{info.task or 'not a tritonstack text model'}",
             hint=hint,
             model=info.name,
         )

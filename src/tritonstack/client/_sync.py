@@ -110,7 +110,7 @@ class Client:
         """Embeddings of ``texts`` from a feature-extraction model: float32 ``[len(texts), hidden]``."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "embed"):
-            outputs, count = self._texts(texts, name, ver, "feature-extraction", "embed", timeout_s)
+            outputs, count = self._texts(texts, name, ver, contract.FEATURE_EXTRACTION, timeout_s)
             return _core.embeddings_from(outputs, count, name)
 
     def classify(
@@ -124,7 +124,7 @@ class Client:
         """The label and score of each text from a text-classification model, in order."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "classify"):
-            outputs, count = self._texts(texts, name, ver, "text-classification", "classify", timeout_s)
+            outputs, count = self._texts(texts, name, ver, contract.TEXT_CLASSIFICATION, timeout_s)
             return _core.classifications_from(outputs, count, name)
 
     def embed_release(
@@ -237,15 +237,15 @@ class Client:
         return Deadline(_core.call_timeout_s(self._settings, timeout_s))
 
     def _texts(
-        self, texts: Sequence[str], name: str, ver: str, task: str, method: str, timeout_s: TimeoutArg
+        self, texts: Sequence[str], name: str, ver: str, task: contract.Task, timeout_s: TimeoutArg
     ) -> tuple[dict[str, np.ndarray], int]:
         deadline = self._deadline(timeout_s)
         encoded = _core.encode_texts(texts, max_text_bytes=self._settings.max_text_bytes, model=name)
         request_id = _core.new_request_id()
         info = self._model_info(name, ver, deadline, request_id)
-        _core.require_task(info, task, method)
+        _core.require_task(info, task)
         chunks = _core.text_chunks(encoded, info.max_batch_size)
-        outputs = self._infer_chunks(info, ver, chunks, contract.OUTPUTS_BY_TASK[task], deadline, request_id)
+        outputs = self._infer_chunks(info, ver, chunks, task.outputs, deadline, request_id)
         return outputs, len(encoded)
 
     def _model_info(self, name: str, ver: str, deadline: Deadline, request_id: str) -> ModelInfo:

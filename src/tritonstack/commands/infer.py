@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tritonstack import _texts
-from tritonstack.server import flags
+from tritonstack import _ports, _texts
+from tritonstack.in_triton import contract
 
 PREVIEW_VALUES = 4
 
@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         action="append",
-        help=f"Triton's gRPC address host:port; repeat for failover (default {flags.LOCAL_GRPC_URL})",
+        help=f"Triton's gRPC address host:port; repeat for failover (default {_ports.LOCAL_GRPC_URL})",
     )
     parser.add_argument("--model", required=True, help="the served text-in model's name")
     parser.add_argument("--version", default=None, help="model version (default: the server's choice)")
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     tls = None
     if args.root_cert or args.client_cert or args.client_key:
         tls = TLSConfig(args.root_cert, args.client_cert, args.client_key, args.server_hostname)
-    urls = args.url or [flags.LOCAL_GRPC_URL]
+    urls = args.url or [_ports.LOCAL_GRPC_URL]
     timeouts = Timeouts(call_s=getattr(args, "timeout_s", UNSET), connect_s=getattr(args, "connect_timeout_s", UNSET))
     with Client(
         urls,
@@ -96,30 +96,38 @@ def run(args: argparse.Namespace) -> int:
         headers=parse_headers(args.header),
     ) as client:
         task = client.model_info().task
-        if task == "feature-extraction":
-            embeddings = client.embed(texts)
-            if args.json:
-                _print_json({"model": args.model, "task": task, "embeddings": embeddings.tolist()})
-            else:
-                for text, row in zip(texts, embeddings, strict=True):
-                    preview = " ".join(f"{value:+.4f}" for value in row[:PREVIEW_VALUES])
-                    print(f"[{len(row)}] {preview} ... |{float((row**2).sum() ** 0.5):.3f}|\t{_clip(text)}")
-        elif task == "text-classification":
-            results = client.classify(texts)
-            if args.json:
-                rows = [{"text": t, "label": r.label, "score": r.score} for t, r in zip(texts, results, strict=True)]
-                _print_json({"model": args.model, "task": task, "results": rows})
-            else:
-                for text, result in zip(texts, results, strict=True):
-                    print(f"{result.label}\t{result.score:.4f}\t{_clip(text)}")
-        else:
+        served = contract.TASKS_BY_NAME.get(task or "")
+        if served is None or served.sdk_method is None:
             raise InvalidInputError(
                 f"model {args.model!r} is {task or 'not a tritonstack text model'}; `tritonstack infer` handles "
-                "feature-extraction and text-classification models",
+                f"{' and '.join(contract.SDK_TASKS)} models",
                 hint="call other models with tritonstack.Client(...).infer({name: array})",
                 model=args.model,
             )
+        _PRINTS[served.sdk_method](args, served.name, texts, getattr(client, served.sdk_method)(texts))
     return 0
+
+
+def _print_embeddings(args: argparse.Namespace, task: str, texts: list[str], embeddings: Any) -> None:
+    if args.json:
+        _print_json({"model": args.model, "task": task, "embeddings": embeddings.tolist()})
+        return
+    for text, row in zip(texts, embeddings, strict=True):
+        preview = " ".join(f"{value:+.4f}" for value in row[:PREVIEW_VALUES])
+        print(f"[{len(row)}] {preview} ... |{float((row**2).sum() ** 0.5):.3f}|\t{_clip(text)}")
+
+
+def _print_classifications(args: argparse.Namespace, task: str, texts: list[str], results: Any) -> None:
+    if args.json:
+        rows = [{"text": t, "label": r.label, "score": r.score} for t, r in zip(texts, results, strict=True)]
+        _print_json({"model": args.model, "task": task, "results": rows})
+        return
+    for text, result in zip(texts, results, strict=True):
+        print(f"{result.label}\t{result.score:.4f}\t{_clip(text)}")
+
+
+# How the answer of each SDK call (contract.Task.sdk_method) is printed.
+_PRINTS = {"embed": _print_embeddings, "classify": _print_classifications}
 
 
 def _clip(text: str, width: int = 60) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tritonstack.export.errors import ExportError
+from tritonstack.export._errors import ExportError
 
 
 def bundled_minilm() -> Path:

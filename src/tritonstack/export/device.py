@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack._gpu import Gpu
-from tritonstack.export.errors import ExportError
+from tritonstack.export._errors import ExportError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -5,28 +5,21 @@ TritonStackError
     ├── UnsupportedModelError    model type or task outside the registry (lists the supported ones)
     ├── ParityShapeError         ONNX and PyTorch output shapes differ: a broken export, not a miss
     └── AccuracyGateError        the parity numbers missed the gate; carries the measured numbers
+
+The first three live in ``_errors.py``, which the export's steps import; this module adds the one that
+carries the export report (built from those steps), so no step imports the report through its errors.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tritonstack._exceptions import TritonStackError
+from tritonstack.export._errors import ExportError as ExportError
+from tritonstack.export._errors import ParityShapeError as ParityShapeError
+from tritonstack.export._errors import UnsupportedModelError as UnsupportedModelError
 
 if TYPE_CHECKING:
     from tritonstack.export.report import ExportReport
-
-
-class ExportError(TritonStackError):
-    """An export failed for a reason we can name."""
-
-
-class UnsupportedModelError(ExportError):
-    """The model type or task is not in the export registry."""
-
-
-class ParityShapeError(ExportError):
-    """The exported model's output shape differs from the PyTorch reference."""
 
 
 class AccuracyGateError(ExportError):

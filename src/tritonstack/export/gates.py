@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from tritonstack.export.errors import ExportError
+from tritonstack.export._errors import ExportError
+from tritonstack.in_triton import contract
 
 DEFAULT_THRESHOLD = 0.99
 TOP_K = 10  # neighbours compared by top10_overlap
@@ -47,8 +48,8 @@ class GateMetric(str, Enum):
 
 
 def default_metric(task: str) -> GateMetric:
-    """What the gate compares for ``task`` when ``--gate`` names no metric."""
-    return GateMetric.MIN_COSINE if task == "feature-extraction" else GateMetric.LABEL_AGREEMENT
+    """What the gate compares for ``task`` when ``--gate`` names no metric (``contract.Task.gate_metric``)."""
+    return GateMetric(contract.task(task).gate_metric)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class Gate:
     def for_task(self, task: str) -> Gate:
         """This gate with its metric resolved for ``task``; a metric the task has no figure for is refused."""
         metric = self.metric or default_metric(task)
-        if metric.for_embeddings != (task == "feature-extraction"):
-            fitting = [m.value for m in GateMetric if m.for_embeddings == (task == "feature-extraction")]
+        embedding = contract.task(task).embedding
+        if metric.for_embeddings != embedding:
+            fitting = [m.value for m in GateMetric if m.for_embeddings == embedding]
             raise ExportError(
                 f"--gate {metric} does not apply to {task}", hint=f"for {task} use one of: {', '.join(fitting)}"
             )

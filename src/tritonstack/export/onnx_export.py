@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonstack.export._errors import ExportError, UnsupportedModelError
 from tritonstack.export._quiet import quiet
-from tritonstack.export.errors import ExportError, UnsupportedModelError
-from tritonstack.export.pooling import SENTENCE_EMBEDDING, PoolingSpec, append_pooling, read_pooling_spec
+from tritonstack.export.pooling import PoolingSpec, append_pooling, read_pooling_spec
 from tritonstack.export.registry import infer_task, lookup
+from tritonstack.in_triton import contract
+from tritonstack.repository.model_spec import ModelSpec
 
 ONNX_FILE = "model.onnx"
 TOKENIZER_DIR = "tokenizer"
@@ -31,21 +33,13 @@ TOKENIZER_DIR = "tokenizer"
 _POSITION_OFFSET_TYPES = ("roberta", "xlm-roberta", "camembert")
 
 
-@dataclass(frozen=True)
-class OnnxExport:
-    """An fp32 ONNX export and everything later steps need to know about it."""
+@dataclass(frozen=True, kw_only=True)
+class OnnxExport(ModelSpec):
+    """An fp32 ONNX export (its ``ModelSpec``: what the writer reads) and what the export's later steps need."""
 
     model_dir: Path  # the resolved local HF model directory (the PyTorch reference)
-    onnx_path: Path
-    tokenizer_dir: Path  # AutoTokenizer.save_pretrained output (tokenizer.json included)
-    task: str
     model_type: str
     ort_model_type: str  # onnxruntime.transformers.optimizer's name for it
-    input_names: tuple[str, ...]
-    output_name: str
-    output_dim: int  # embedding size or num_labels
-    labels: tuple[str, ...]  # id2label order; () for feature-extraction
-    max_sequence_length: int  # tokens
     hidden_size: int
     num_attention_heads: int
     pooling: PoolingSpec | None = None
@@ -125,6 +119,7 @@ def export_onnx(
     model_type = str(config.get("model_type", ""))
     task = task or infer_task(model_dir, config)
     spec = lookup(model_type, task)
+    embedding = contract.task(task).embedding
 
     from transformers import AutoConfig, AutoTokenizer
 
@@ -136,7 +131,7 @@ def export_onnx(
             hint="save the tokenizer with a recent transformers (AutoTokenizer(...).save_pretrained)",
         )
 
-    pooling = read_pooling_spec(model_dir) if task == "feature-extraction" else None
+    pooling = read_pooling_spec(model_dir) if embedding else None
     model_limit = (pooling.max_seq_length if pooling else None) or _default_max_sequence_length(
         model_type, int(tokenizer.model_max_length), getattr(hf_config, "max_position_embeddings", None)
     )
@@ -157,14 +152,14 @@ def export_onnx(
     input_names = tuple(i.name for i in graph.graph.input)
     hidden_size = int(hf_config.hidden_size)
     labels: tuple[str, ...] = ()
-    if task == "feature-extraction":
+    if embedding:
         assert pooling is not None
         graph = append_pooling(graph, pooling, hidden_size)
-        output_name, output_dim = SENTENCE_EMBEDDING, hidden_size * len(pooling.modes)
+        output_dim = hidden_size * len(pooling.modes)
     else:
         id2label = {int(k): str(v) for k, v in hf_config.id2label.items()}
         labels = tuple(id2label[i] for i in sorted(id2label))
-        output_name, output_dim = "logits", len(labels)
+        output_dim = len(labels)
     onnx_path = output_dir / ONNX_FILE
     onnx.save(graph, str(onnx_path))
     shutil.rmtree(raw_dir, ignore_errors=True)
@@ -181,7 +176,7 @@ def export_onnx(
         model_type=model_type,
         ort_model_type=spec.ort_model_type,
         input_names=input_names,
-        output_name=output_name,
+        output_name=contract.task(task).encoder_output,
         output_dim=output_dim,
         labels=labels,
         max_sequence_length=max_len,

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tritonstack.export._errors import ExportError
 from tritonstack.export._quiet import quiet
-from tritonstack.export.errors import ExportError
 from tritonstack.export.pooling import HIDDEN_STATE, NODE_PREFIX, SENTENCE_EMBEDDING
 
 

@@ -13,8 +13,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tritonstack.export._errors import ExportError
 from tritonstack.export.cache import cache_root
-from tritonstack.export.errors import ExportError
 from tritonstack.export.gates import DEFAULT_THRESHOLD, Gate
 from tritonstack.in_triton.contract import ENSEMBLE_LAYOUT, FUSED_LAYOUT
 from tritonstack.repository.paths import DEFAULT_REPOSITORY

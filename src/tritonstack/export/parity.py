@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tritonstack.export.errors import ExportError, ParityShapeError
+from tritonstack.export._errors import ExportError, ParityShapeError
 from tritonstack.export.gates import TOP_K, Gate, GateMetric
+from tritonstack.in_triton import contract
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
@@ -127,7 +128,8 @@ def compute_reference(export: OnnxExport, texts: Sequence[str]) -> Reference:
     """What the PyTorch model returns for ``texts``."""
     import torch
 
-    if export.task == "feature-extraction":
+    task = contract.task(export.task)
+    if task.embedding:
         from sentence_transformers import SentenceTransformer
 
         st_model = SentenceTransformer(str(export.model_dir), device="cpu")
@@ -137,9 +139,7 @@ def compute_reference(export: OnnxExport, texts: Sequence[str]) -> Reference:
 
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    auto = (
-        AutoModelForSequenceClassification if export.task == "text-classification" else AutoModelForTokenClassification
-    )
+    auto = AutoModelForTokenClassification if task.token_level else AutoModelForSequenceClassification
     model = auto.from_pretrained(str(export.model_dir)).eval()
     outputs: list[np.ndarray] = []
     masks: list[np.ndarray] = []
@@ -149,7 +149,7 @@ def compute_reference(export: OnnxExport, texts: Sequence[str]) -> Reference:
             feeds = {k: torch.from_numpy(v) for k, v in batch.items()}
             outputs.append(_softmax(model(**feeds).logits.float().numpy()))
             masks.append(batch["attention_mask"])
-    if export.task == "text-classification":
+    if not task.token_level:
         return Reference(export.task, tuple(texts), np.concatenate(outputs))
     mask = _pad_tokens([m[:, :, None] for m in masks])[:, :, 0]
     return Reference(export.task, tuple(texts), _pad_tokens(outputs), token_mask=mask.astype(bool))
@@ -210,7 +210,7 @@ def figures(reference: Reference, candidate: np.ndarray) -> dict[str, float]:
             f"ONNX output shape {candidate.shape} differs from the PyTorch reference {reference.values.shape}",
             hint="the export is broken (not a tolerance miss): check the task and the model's files",
         )
-    if reference.task == "feature-extraction":
+    if contract.task(reference.task).embedding:
         ref, got = reference.values.astype(np.float64), candidate.astype(np.float64)
         norms = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1)
         cosine = (ref * got).sum(axis=1) / np.maximum(norms, 1e-12)
@@ -242,5 +242,5 @@ def compare(reference: Reference, candidate: np.ndarray, gate: Gate) -> Parity:
 
 def check_parity(session: Any, reference: Reference, batches: list[dict[str, np.ndarray]], gate: Gate) -> Parity:
     """Run ``session`` on ``batches`` (the reference's texts, in order) and compare with the reference."""
-    candidate = run_onnx(session, batches, token_level=reference.task == "token-classification")
+    candidate = run_onnx(session, batches, token_level=contract.task(reference.task).token_level)
     return compare(reference, candidate, gate)

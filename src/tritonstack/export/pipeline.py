@@ -126,10 +126,9 @@ def export_model(options: ExportOptions) -> ExportResult:
         from tritonstack.repository.writer import ExportedModel, write_text_model
 
         mark = time.perf_counter()
-        exported = ExportedModel.from_export(
-            export,
+        exported = ExportedModel(
+            **export.spec(onnx_path=chosen.path),
             name=name,
-            onnx_path=chosen.path,
             precision=chosen.precision.value,
             recipe=chosen.name,
             max_rows_per_call=chosen.max_rows_per_call,

@@ -19,9 +19,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from tritonstack.export.errors import UnsupportedModelError
+from tritonstack.export._errors import UnsupportedModelError
+from tritonstack.in_triton import contract
 
-SENTENCE_EMBEDDING = "sentence_embedding"
+SENTENCE_EMBEDDING = contract.FEATURE_EXTRACTION.encoder_output
 HIDDEN_STATE = "last_hidden_state"
 NODE_PREFIX = "tritonstack_pool/"  # every node and constant the pooling tail adds
 

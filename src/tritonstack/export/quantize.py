@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonstack.export._errors import ExportError
 from tritonstack.export._quiet import quiet
-from tritonstack.export.errors import ExportError
 
 # FFN up-projections read the post-LayerNorm activations whose few outlier channels
 # make a per-tensor activation scale coarse for everything else (measured on MiniLM:

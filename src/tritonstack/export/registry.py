@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tritonstack.export.errors import UnsupportedModelError
-from tritonstack.in_triton.contract import TASKS
+from tritonstack.export._errors import UnsupportedModelError
+from tritonstack.in_triton.contract import FEATURE_EXTRACTION, TASKS, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
 
 
 @dataclass(frozen=True)
@@ -43,11 +43,11 @@ REGISTRY: Mapping[str, ModelTypeSpec] = {spec.model_type: spec for spec in _SPEC
 
 # architectures suffix -> task; the first match wins
 _ARCHITECTURE_TASKS = (
-    ("ForSequenceClassification", "text-classification"),
-    ("ForTokenClassification", "token-classification"),
-    ("Model", "feature-extraction"),
-    ("ForMaskedLM", "feature-extraction"),
-    ("ForPreTraining", "feature-extraction"),
+    ("ForSequenceClassification", TEXT_CLASSIFICATION.name),
+    ("ForTokenClassification", TOKEN_CLASSIFICATION.name),
+    ("Model", FEATURE_EXTRACTION.name),
+    ("ForMaskedLM", FEATURE_EXTRACTION.name),
+    ("ForPreTraining", FEATURE_EXTRACTION.name),
 )
 
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json")
@@ -91,7 +91,7 @@ def infer_task(model_dir: Path, config: Mapping[str, Any]) -> str:
         if any(a.endswith(suffix) for a in architectures):
             return task
     if any((model_dir / name).is_file() for name in SENTENCE_TRANSFORMERS_FILES):
-        return "feature-extraction"
+        return FEATURE_EXTRACTION.name
     for suffix, task in _ARCHITECTURE_TASKS[2:]:
         if any(a.endswith(suffix) for a in architectures):
             return task

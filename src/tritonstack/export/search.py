@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tritonstack.export._errors import ExportError, ParityShapeError
 from tritonstack.export.benchmark import make_session, measure_throughput
 from tritonstack.export.cache import SearchCache, file_sha256, search_key
 from tritonstack.export.candidates import BASELINE, OPTIMIZED_FP32, Candidate
-from tritonstack.export.errors import ExportError, ParityShapeError
 from tritonstack.export.gates import Gate
 from tritonstack.export.optimize import convert_fp16, optimize_graph
 from tritonstack.export.options import Precision

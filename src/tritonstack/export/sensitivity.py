@@ -30,6 +30,7 @@ from tritonstack.export.cache import SearchCache
 from tritonstack.export.gates import Gate, GateMetric
 from tritonstack.export.parity import Parity, Reference, compare, run_onnx
 from tritonstack.export.smoothing import SWITCH_INPUT, SmoothableGraph
+from tritonstack.in_triton import contract
 
 COARSE_ALPHAS = (0.5, 0.6, 0.7, 0.8, 0.9)
 ALPHA_REFINEMENT = 0.05  # then the best coarse alpha +- this
@@ -163,7 +164,7 @@ class MixSearch:
         return self.graph.scales(self.activation_maxima(), alpha)
 
     def _parity(self, session: Any, extra: dict[str, np.ndarray] | None = None) -> Parity:
-        outputs = run_onnx(session, self.feeds, self.reference.task == "token-classification", extra)
+        outputs = run_onnx(session, self.feeds, contract.task(self.reference.task).token_level, extra)
         return compare(self.reference, outputs, self.gate)
 
     def calibration_parity(self, model: Any) -> Parity:

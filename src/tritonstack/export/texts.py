@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack._texts import read_texts
-from tritonstack.export.errors import ExportError
+from tritonstack.export._errors import ExportError
 
 KINDS = ("short", "query", "sentence", "passage", "multilingual", "code", "unicode")
 USER_KIND = "user"  # the texts of --parity-texts

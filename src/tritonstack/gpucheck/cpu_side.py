@@ -26,6 +26,7 @@ from google.protobuf import json_format, text_format
 
 from tritonstack._gpu import Gpu
 from tritonstack.gpucheck.result import Check
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import parse, render
 from tritonstack.repository.writer import ExportedModel, model_configs
 from tritonstack.server.embedded import BACKENDS_SOURCE
@@ -83,7 +84,7 @@ def gpu_configs(gpus: Sequence[Gpu]) -> Check:
     device_ids = tuple(gpu.device_id for gpu in gpus) or (0,)
     model = ExportedModel(
         name="minilm",
-        task="feature-extraction",
+        task=contract.FEATURE_EXTRACTION.name,
         onnx_path=Path("model.onnx"),
         tokenizer_dir=Path("tokenizer"),
         input_names=("input_ids", "attention_mask", "token_type_ids"),

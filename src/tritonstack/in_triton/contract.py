@@ -116,6 +116,9 @@ class Task:
     sdk_method: str | None  # the SDK call for it (``Client.embed``, ``Client.classify``); None: no SDK call
     postprocess: bool  # a postprocess step turns the encoder's output into the answer (label, entities)
     token_level: bool  # one result per token: the encoder's output keeps the sequence axis
+    # The answer is a vector: export appends pooling to the encoder (export/pooling.py) and parity compares
+    # vectors by cosine; otherwise the encoder's output is logits over the model's labels.
+    embedding: bool
     gate_metric: str  # the export's default accuracy gate (export/gates.py GateMetric)
 
 
@@ -126,6 +129,7 @@ FEATURE_EXTRACTION = Task(
     sdk_method="embed",
     postprocess=False,
     token_level=False,
+    embedding=True,
     gate_metric="min_cosine",
 )
 TEXT_CLASSIFICATION = Task(
@@ -135,6 +139,7 @@ TEXT_CLASSIFICATION = Task(
     sdk_method="classify",
     postprocess=True,
     token_level=False,
+    embedding=False,
     gate_metric="label_agreement",
 )
 TOKEN_CLASSIFICATION = Task(
@@ -144,6 +149,7 @@ TOKEN_CLASSIFICATION = Task(
     sdk_method=None,
     postprocess=True,
     token_level=True,
+    embedding=False,
     gate_metric="label_agreement",
 )
 TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION)}

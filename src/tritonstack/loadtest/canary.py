@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import gc
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from tritonstack.loadtest.report import write_report
 from tritonstack.loadtest.result import RunResult
 from tritonstack.loadtest.slo import SLO
 from tritonstack.loadtest.stats import Summary, summarize
-from tritonstack.loadtest.users import UserSettings, make_client
+from tritonstack.loadtest.users import UserSettings, client_call, make_client
 from tritonstack.loadtest.verdict import Check, evaluate, violated
 
 AGREEMENT_TEXTS = 64  # texts each release answers before the load, for the agreement figure
@@ -76,9 +77,11 @@ def verdict_line(checks: list[Check]) -> str:
 
 
 def _answers(client: object, texts: list[str], task: str, model: str) -> np.ndarray | list[str]:
-    if task == "text-classification":
-        return [c.label for c in client.classify(texts, model=model)]  # type: ignore[attr-defined]
-    return np.asarray(client.embed(texts, model=model))  # type: ignore[attr-defined]
+    call: Callable[..., object] = client_call(client, task)
+    answers = call(texts, model=model)
+    if isinstance(answers, list):  # classifications: compared by label
+        return [c.label for c in answers]
+    return np.asarray(answers)
 
 
 def measure_agreement(host: str, settings: UserSettings, plan: CanaryPlan, texts: list[str]) -> Agreement:

@@ -43,9 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonstack.in_triton import contract
 from tritonstack.loadtest.errors import SLOSpecError
 
-TASKS = ("feature-extraction", "text-classification")
+TASKS = contract.SDK_TASKS  # the tasks the SDK has a call for: the load test drives a model through it
 # The percentiles with a command-line flag of their own (--p99-ms), in `tritonstack loadtest` and in `locust`.
 FLAG_PERCENTILES = ("50", "95", "99")
 _PERCENTILE_KEY = re.compile(r"^p(\d{1,2}(?:\.\d+)?)_ms$")
@@ -126,7 +127,7 @@ class SLO:
     model: str
     load: LoadSpec
     objectives: Objectives
-    task: str = "feature-extraction"
+    task: str = contract.FEATURE_EXTRACTION.name
     payload: PayloadSpec = field(default_factory=PayloadSpec)
     capacity: CapacitySpec = field(default_factory=CapacitySpec)
     cost: CostSpec | None = None  # None: no cost figures
@@ -223,7 +224,7 @@ def parse_slo(document: object, *, source: str = "<slo>", base_dir: Path | None 
     model = root.get("model")
     _require(isinstance(model, str) and bool(model.strip()), "model", "required: the served model's name", source)
     assert isinstance(model, str)
-    task = root.get("task", "feature-extraction")
+    task = root.get("task", contract.FEATURE_EXTRACTION.name)
     _require(task in TASKS, "task", f"must be one of {', '.join(TASKS)}, got {task!r}", source)
     _require("load" in root, "load", "required: users and duration (or arrival_rate_rps)", source)
     _require("objectives" in root, "objectives", "required: at least one objective", source)

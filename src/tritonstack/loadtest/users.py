@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 import locust  # noqa: F401  (first: gevent's monkey-patching happens on import)
 from locust import User, task
 
+from tritonstack._ports import LOCAL_GRPC_URL
+from tritonstack.in_triton import contract
 from tritonstack.loadtest.payload import PayloadMix, load_texts
 from tritonstack.loadtest.plugin import drain_for
 from tritonstack.loadtest.slo import DEFAULT_HOT_SET
-from tritonstack.server import flags
 
 if TYPE_CHECKING:
     from tritonstack.loadtest.slo import SLO
@@ -76,7 +77,7 @@ class UserSettings:
     """
 
     model: str
-    task: str = "feature-extraction"
+    task: str = contract.FEATURE_EXTRACTION.name
     texts_file: str | None = None
     texts_per_request: int = 1
     timeout_s: float = 10.0
@@ -183,9 +184,15 @@ def exit_now(code: int) -> NoReturn:
 
 
 def client_call(client: Any, task_name: str) -> Callable[[Sequence[str]], object]:
-    if task_name == "text-classification":
-        return client.classify
-    return client.embed
+    """The SDK call of the task (``contract.Task.sdk_method``: ``embed``, ``classify``)."""
+    return getattr(client, _sdk_method(task_name))
+
+
+def _sdk_method(task_name: str) -> str:
+    method = contract.task(task_name).sdk_method
+    if method is None:
+        raise ValueError(f"the SDK has no call for {task_name}; the load test drives {', '.join(contract.SDK_TASKS)}")
+    return method
 
 
 def user_call(client: Any, settings: UserSettings) -> Callable[[Sequence[str]], object]:
@@ -196,7 +203,7 @@ def user_call(client: Any, settings: UserSettings) -> Callable[[Sequence[str]], 
     from tritonstack.client import TrafficSplit
 
     split = TrafficSplit(settings.model, settings.baseline, settings.candidate, settings.candidate_weight)
-    routed = client.classify_release if settings.task == "text-classification" else client.embed_release
+    routed = getattr(client, f"{_sdk_method(settings.task)}_release")  # Client.embed_release, classify_release
     return functools.partial(routed, route=split)
 
 
@@ -217,7 +224,7 @@ class TritonStackUser(User):
             _texts(settings.texts_file), settings.texts_per_request, seed=random.getrandbits(32),
             repeat_ratio=settings.repeat_ratio, hot_set_size=settings.hot_set,
         )  # fmt: skip
-        self.client = make_client(self.host or flags.LOCAL_GRPC_URL, settings)
+        self.client = make_client(self.host or LOCAL_GRPC_URL, settings)
         self._call = user_call(self.client, settings)
         self.drain = drain_for(self.environment)
         # Connect and fetch the model's metadata now, so the first timed request is not the slow one;

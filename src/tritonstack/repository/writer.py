@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tritonstack.in_triton import contract
 from tritonstack.repository import layouts
@@ -35,6 +35,7 @@ from tritonstack.repository.config import (
     WarmupInput,
 )
 from tritonstack.repository.errors import RepositoryError
+from tritonstack.repository.model_spec import ModelSpec
 from tritonstack.repository.paths import versions
 from tritonstack.repository.python_models import add_versions, write_version
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
@@ -67,41 +68,15 @@ CPU_ENCODER_INSTANCES = 2
 REPORT_FILENAME = "export_report.json"
 
 
-class OnnxExportLike(Protocol):
-    """What ``ExportedModel.from_export`` reads of an export: ``tritonstack.export.onnx_export.OnnxExport``."""
+@dataclass(frozen=True, kw_only=True)
+class ExportedModel(ModelSpec):
+    """An exported, parity-checked model ready to be written: the export's ``ModelSpec`` and how to serve it.
 
-    @property
-    def onnx_path(self) -> Path: ...
-    @property
-    def tokenizer_dir(self) -> Path: ...
-    @property
-    def task(self) -> str: ...
-    @property
-    def input_names(self) -> tuple[str, ...]: ...
-    @property
-    def output_name(self) -> str: ...
-    @property
-    def output_dim(self) -> int: ...
-    @property
-    def labels(self) -> tuple[str, ...]: ...
-    @property
-    def max_sequence_length(self) -> int: ...
-
-
-@dataclass(frozen=True)
-class ExportedModel:
-    """An exported, parity-checked model ready to be written."""
+    From an export: ``ExportedModel(**export.spec(onnx_path=chosen), name=..., ...)``.
+    """
 
     name: str
-    task: str
-    onnx_path: Path
-    tokenizer_dir: Path
-    input_names: tuple[str, ...]
-    output_name: str
-    output_dim: int
-    labels: tuple[str, ...]
     max_batch_size: int
-    max_sequence_length: int  # tokens
     precision: str  # fp32 | fp16 | int8: recorded on the encoder, for readers such as the benchmark
     recipe: str | None = None  # the export candidate that won, recorded beside the precision
     max_rows_per_call: int = 0  # rows per ONNX Runtime call of the encoder; 0: no limit (contract.py)
@@ -117,49 +92,6 @@ class ExportedModel:
     response_cache: bool = False
     layout: str = contract.ENSEMBLE_LAYOUT  # contract.LAYOUTS; fused: CPU only
 
-    @classmethod
-    def from_export(
-        cls,
-        export: OnnxExportLike,
-        *,
-        name: str,
-        precision: str,
-        recipe: str | None = None,
-        max_rows_per_call: int = 0,
-        onnx_path: Path | None = None,
-        max_batch_size: int,
-        max_queue_size: int | None = None,
-        queue_timeout_ms: int | None = None,
-        target: str = "cpu",
-        gpus: tuple[int, ...] = (),
-        report: Mapping[str, Any] | None = None,
-        response_cache: bool = False,
-        layout: str = contract.ENSEMBLE_LAYOUT,
-    ) -> ExportedModel:
-        """The model of ``export``, served as ``name``; ``onnx_path`` replaces its fp32 graph (a chosen candidate)."""
-        return cls(
-            name=name,
-            task=export.task,
-            onnx_path=onnx_path or export.onnx_path,
-            tokenizer_dir=export.tokenizer_dir,
-            input_names=export.input_names,
-            output_name=export.output_name,
-            output_dim=export.output_dim,
-            labels=export.labels,
-            max_batch_size=max_batch_size,
-            max_sequence_length=export.max_sequence_length,
-            precision=precision,
-            recipe=recipe,
-            max_rows_per_call=max_rows_per_call,
-            target=target,
-            gpus=gpus,
-            report=report or {},
-            max_queue_size=max_queue_size,
-            queue_timeout_ms=queue_timeout_ms,
-            response_cache=response_cache,
-            layout=layout,
-        )
-
 
 def _batching(
     model: ExportedModel, step: str, max_queue_delay_us: int, preferred_batch_size: tuple[int, ...] = ()
@@ -174,10 +106,8 @@ def _batching(
 def _encoder_config(model: ExportedModel) -> ModelConfig:
     name = contract.encoder_name(model.name)
     inputs = tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names)
-    if model.task == "token-classification":
-        output = Tensor(model.output_name, "TYPE_FP32", (-1, model.output_dim))
-    else:
-        output = Tensor(model.output_name, "TYPE_FP32", (model.output_dim,))
+    sequence_axis = (-1,) if _task(model).token_level else ()
+    output = Tensor(model.output_name, "TYPE_FP32", (*sequence_axis, model.output_dim))
     gpu = model.target == "gpu"
     parameters = {contract.PRECISION_PARAMETER: model.precision}
     if model.recipe:
@@ -235,6 +165,22 @@ def _text_tensor() -> Tensor:
     return Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,))
 
 
+# Each text-in output's type and shape per text; () stands for the encoder output's width (the embedding's size).
+_OUTPUT_TYPES: dict[str, tuple[str, tuple[int, ...]]] = {
+    contract.EMBEDDING_OUTPUT: ("TYPE_FP32", ()),
+    contract.LABEL_OUTPUT: ("TYPE_STRING", (1,)),
+    contract.SCORE_OUTPUT: ("TYPE_FP32", (1,)),
+    contract.ENTITIES_OUTPUT: ("TYPE_STRING", (1,)),
+}
+
+
+def _task(model: ExportedModel) -> contract.Task:
+    try:
+        return contract.task(model.task)
+    except ValueError as error:
+        raise RepositoryError(f"no text-in model for {error}") from None  # the message lists the known tasks
+
+
 def _tokenizer_config(model: ExportedModel) -> ModelConfig:
     return ModelConfig(
         name=contract.tokenizer_name(model.name),
@@ -249,21 +195,17 @@ def _tokenizer_config(model: ExportedModel) -> ModelConfig:
 
 
 def _task_outputs(model: ExportedModel) -> tuple[Tensor, ...]:
-    if model.task == "feature-extraction":
-        return (Tensor(contract.EMBEDDING_OUTPUT, "TYPE_FP32", (model.output_dim,)),)
-    if model.task == "text-classification":
-        return (
-            Tensor(contract.LABEL_OUTPUT, "TYPE_STRING", (1,)),
-            Tensor(contract.SCORE_OUTPUT, "TYPE_FP32", (1,)),
-        )
-    if model.task == "token-classification":
-        return (Tensor(contract.ENTITIES_OUTPUT, "TYPE_STRING", (1,)),)
-    raise RepositoryError(f"no text-in outputs for task {model.task!r}", hint=f"tasks: {contract.TASKS}")
+    """The text-in model's outputs (``contract.Task.outputs``), each of its type and shape per text."""
+    tensors = []
+    for name in _task(model).outputs:
+        data_type, dims = _OUTPUT_TYPES[name]
+        tensors.append(Tensor(name, data_type, dims or (model.output_dim,)))
+    return tuple(tensors)
 
 
 def _postprocess_config(model: ExportedModel, encoder: ModelConfig) -> ModelConfig:
     inputs = encoder.outputs
-    if model.task == "token-classification":
+    if _task(model).token_level:  # a token's entity span is found in the text itself
         inputs = (_text_tensor(), *inputs)
     return ModelConfig(
         name=contract.postprocess_name(model.name),
@@ -286,10 +228,9 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
     steps = [
         EnsembleStep(contract.tokenizer_name(model.name), {contract.TEXT_INPUT: contract.TEXT_INPUT}, features),
     ]
-    if postprocess is None:  # feature-extraction: the encoder's pooled output is the answer
-        steps.append(
-            EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: contract.EMBEDDING_OUTPUT})
-        )
+    if postprocess is None:  # the encoder's output (feature-extraction: pooled) is the answer, the task's one output
+        (answer,) = _task(model).outputs
+        steps.append(EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: answer}))
     else:
         steps.append(EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: model.output_name}))
         steps.append(
@@ -314,7 +255,7 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
 def model_configs(model: ExportedModel) -> list[ModelConfig]:
     """The ensemble layout's configs: encoder, tokenizer, [postprocess,] text-in ensemble."""
     encoder = _encoder_config(model)
-    postprocess = None if model.task == "feature-extraction" else _postprocess_config(model, encoder)
+    postprocess = _postprocess_config(model, encoder) if _task(model).postprocess else None
     steps = [encoder, _tokenizer_config(model), *([postprocess] if postprocess else [])]
     return [*steps, _text_in_config(model, postprocess)]
 

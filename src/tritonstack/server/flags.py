@@ -9,14 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Triton binds loopback unless told otherwise; defined with the stack's other local processes.
-from tritonstack._process import LOOPBACK as LOOPBACK
-
-HTTP_PORT = 8000
-GRPC_PORT = 8001
-METRICS_PORT = 8002
-
-LOCAL_GRPC_URL = f"{LOOPBACK}:{GRPC_PORT}"  # the embedded server's gRPC endpoint at the default port
+# Triton binds loopback unless told otherwise; the ports and addresses live in the ground-floor _ports.py, which
+# the SDK's command reads without importing the server.
+from tritonstack._ports import GRPC_PORT as GRPC_PORT
+from tritonstack._ports import HTTP_PORT as HTTP_PORT
+from tritonstack._ports import LOCAL_GRPC_URL as LOCAL_GRPC_URL
+from tritonstack._ports import LOOPBACK as LOOPBACK
+from tritonstack._ports import METRICS_PORT as METRICS_PORT
 
 # Admin APIs that need the admin key header. Health, metadata, inference,
 # model-config and statistics stay open so that clients, probes and the load

@@ -167,7 +167,9 @@ async def _sweep(
     points: list[SweepPoint] = []
     # one attempt per call: a refused request is an error the SLO counts, not something to retry away
     async with AsyncClient(url, model=name, timeouts=timeout_s, retry=RetryPolicy(max_attempts=1)) as client:
-        call = client.embed if workload.task == "feature-extraction" else client.classify
+        method = contract.task(workload.task).sdk_method  # the SDK call of the task: embed, classify
+        assert method is not None, workload.task  # the SLO's task, one of contract.SDK_TASKS
+        call = getattr(client, method)
 
         async def send(index: int) -> None:
             await call(workload.requests[index])
