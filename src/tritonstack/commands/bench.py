@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonstack.loadtest.slo import DEFAULT_HOT_SET
+from tritonstack.measure.slo import DEFAULT_HOT_SET
 
 if TYPE_CHECKING:
     from tritonstack.bench.runner import BenchSettings
@@ -39,7 +39,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _duration(text: str) -> float:
-    from tritonstack.loadtest.slo import SLOSpecError, parse_duration_s
+    from tritonstack.measure.slo import SLOSpecError, parse_duration_s
 
     try:
         return parse_duration_s(text)
@@ -163,7 +163,7 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
     from dataclasses import replace
 
     from tritonstack.bench.runner import QUICK, BenchSettings
-    from tritonstack.bench.timing import Timing
+    from tritonstack.measure.timing import Timing
 
     settings = BenchSettings(
         model_dir=model_dir, repository=repository_for(args, device), name=args.name, report_dir=report_dir
@@ -269,7 +269,7 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
 def _overload(args: argparse.Namespace, model_dir: Path) -> int:
     from tritonstack.bench import overload
     from tritonstack.bench.texts import make_texts
-    from tritonstack.loadtest.slo import load_slo
+    from tritonstack.measure.slo import load_slo
 
     slo_p99_ms = 1000.0
     if args.slo.is_file():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tritonstack.loadtest.slo import load_slo, parse_duration_s
+from tritonstack.measure.slo import load_slo, parse_duration_s
 from tritonstack.server import flags
 
 
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.loadtest import execute
     from tritonstack.loadtest.canary import run_canary, verdict_line, write_canary_report
     from tritonstack.loadtest.canary_plan import CanaryPlan, Tolerances
-    from tritonstack.loadtest.errors import LoadTestError
     from tritonstack.loadtest.users import close_clients
     from tritonstack.loadtest.verdict import render_table
+    from tritonstack.measure.errors import LoadTestError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.baseline == args.candidate:

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from tritonstack.loadtest import exporter
-from tritonstack.loadtest.slo import FLAG_PERCENTILES, latency_overrides, load_slo, parse_duration_s
+from tritonstack.measure.slo import FLAG_PERCENTILES, latency_overrides, load_slo, parse_duration_s
 from tritonstack.server import flags
 
 

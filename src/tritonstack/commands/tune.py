@@ -19,8 +19,8 @@ from pathlib import Path
 
 
 def _duration(text: str) -> float:
-    from tritonstack.loadtest.errors import SLOSpecError
-    from tritonstack.loadtest.slo import parse_duration_s
+    from tritonstack.measure.errors import SLOSpecError
+    from tritonstack.measure.slo import parse_duration_s
 
     try:
         return parse_duration_s(text)
@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.bench.timing import Timing
-    from tritonstack.loadtest.slo import load_slo
+    from tritonstack.measure.slo import load_slo
+    from tritonstack.measure.timing import Timing
     from tritonstack.repository.validate import check_repository
     from tritonstack.tune import report
     from tritonstack.tune.apply import write_winner

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonstack.loadtest.errors import SLOSpecError
+from tritonstack.measure.errors import SLOSpecError
 
 TASKS = ("feature-extraction", "text-classification")
 # The percentiles with a command-line flag of their own (--p99-ms), in `tritonstack loadtest` and in `locust`.
