@@ -190,31 +190,19 @@ def run_overload(
     log: Log = print,
 ) -> OverloadResult:
     """Start Triton over ``repository`` and run the three phases against ``model`` (see the module docstring)."""
-    from tritonstack.server import EmbeddedServer, ServerStartError
+    from tritonstack.bench.served import serving
 
     if multiple <= 0 or burst_s <= 0 or deadline_s <= 0:
         raise BenchError("the overload multiple, burst and deadline must be positive")
     result = OverloadResult(multiple=multiple, deadline_s=deadline_s, burst_s=burst_s, slo_p99_ms=slo_p99_ms)
     split = cpus.plan(cpu_split)
     log(f"==> overload: {split.describe()}")
-    server = EmbeddedServer(repository, log_path=log_path)
-    try:
-        with cpus.pinned(split.server):
-            server.start()
-    except ServerStartError as error:
-        raise BenchError(f"Triton did not start over {repository}: {error.message}", hint=error.hint) from error
-    try:
-        if split.mode == "pinned":
-            cpus.pin_group(server.pid, split.server)
-        with cpus.pinned(split.client):
-            asyncio.run(
-                _measure(
-                    server.grpc_url, model, texts, result, concurrency, capacity_s, probe_every_s,
-                    recovery_window_s, log,
-                )
-            )  # fmt: skip
-    finally:
-        server.stop()
+    with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
+        asyncio.run(
+            _measure(
+                server.grpc_url, model, texts, result, concurrency, capacity_s, probe_every_s, recovery_window_s, log,
+            )
+        )  # fmt: skip
     return result
 
 

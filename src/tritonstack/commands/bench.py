@@ -102,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-baseline", action="store_true", help="skip the FastAPI/PyTorch service")
     parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop point at half load")
+    parser.add_argument(
+        "--sdk",
+        action="store_true",
+        help="instead of the sweep: the SDK's sync and async clients against plain tritonclient on the served model "
+        "(latency and client CPU per call; throughput at --concurrency's largest value in flight, default 64)",
+    )
     overload = parser.add_argument_group(
         "overload",
         "--overload MULTIPLE measures capacity, then sends MULTIPLE x capacity for --overload-s and prints goodput, "
@@ -219,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
         return _overload(args, model_dir)
     if args.repeat_ratio is not None:
         return _cache(args, model_dir)
+    if args.sdk:
+        return _sdk(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     settings = settings_from(args, model_dir, report_dir, device)
@@ -307,3 +315,27 @@ def _cache(args: argparse.Namespace, model_dir: Path) -> int:
     print(f"\nwrote {path}")
     measured = result.uncached.point.samples and result.cached.point.samples
     return 0 if measured else 1
+
+
+def _sdk(args: argparse.Namespace, model_dir: Path) -> int:
+    from dataclasses import replace
+
+    from tritonstack.bench import sdk_overhead
+
+    report_dir = args.report_dir or Path("reports") / time.strftime("bench-sdk-%Y%m%d-%H%M%S")
+    device = resolve_device(args.device)
+    repository = repository_for(args, device)
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, target=device)
+    settings = sdk_overhead.QUICK if args.quick else sdk_overhead.SdkSettings()
+    if args.concurrency:
+        settings = replace(settings, in_flight=max(args.concurrency))
+    if args.rounds:
+        settings = replace(settings, rounds=args.rounds)
+    result = sdk_overhead.run_sdk_overhead(
+        repository, args.name, settings, cpu_split=args.cpu_split, log_path=report_dir / "triton.log"
+    )
+    path = sdk_overhead.write(result, report_dir)
+    print()
+    print(sdk_overhead.table(result))
+    print(f"\nwrote {path}")
+    return 0
