@@ -49,7 +49,7 @@ test: $(INSTALLED) system-deps lint
 	$(VENV)/bin/pytest
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/mypy
 
 ## bench: served stack vs. in-process ONNX Runtime vs. a plain PyTorch service

@@ -15,11 +15,12 @@ from tritonstack._gpu import visible_gpus
 from tritonstack.bench import report
 from tritonstack.bench.baseline import torch_device
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.inprocess import InProcessModel, locate
+from tritonstack.bench.inprocess import InProcessModel
 from tritonstack.bench.runner import BenchResult
 from tritonstack.bench.summary import summarize_run
 from tritonstack.cli import main
 from tritonstack.commands.bench import DEFAULT_GPU_REPOSITORY, DEFAULT_REPOSITORY, resolve_device
+from tritonstack.measure.served_files import locate
 
 ON_GPU = bool(visible_gpus())
 

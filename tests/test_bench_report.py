@@ -8,23 +8,26 @@ from pathlib import Path
 
 import pytest
 
-from tritonstack.bench import cpus, report
+from tritonstack.bench import report
 from tritonstack.bench.hardware import EncoderCost, cpu_peak
-from tritonstack.bench.inprocess import ServedFiles
-from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, Round, summarize
+from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, summarize_rounds
 from tritonstack.bench.runner import BenchResult, BenchSettings
 from tritonstack.bench.summary import summarize_run
-from tritonstack.bench.triton_stats import Counters, Window, breakdown
+from tritonstack.measure import cpus
+from tritonstack.measure.samples import Round
+from tritonstack.measure.served_files import ServedFiles
+from tritonstack.measure.triton_stats import CounterDeltas, Counters, breakdown
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MS = 1_000_000
 
 
 def _point(variant: str, setting: str, value: float, per_s: float, latency_s: float, *, cpu: float = 0.9) -> Point:
-    rounds = [Round(tuple([latency_s] * 50 + [latency_s * 3]), 1.0, int(per_s), int(per_s) * 40, server_cpu_s=cpu)]
-    point = summarize(variant, setting, value, rounds, client_cores=1, server_cores=1)
+    latency_us = latency_s * 1e6
+    rounds = [Round(tuple([latency_us] * 50 + [latency_us * 3]), 1.0, int(per_s), int(per_s) * 40, server_cpu_s=cpu)]
+    point = summarize_rounds(variant, setting, value, rounds, client_cores=1, server_cores=1)
     if variant == SERVED:
-        window = Window(
+        window = CounterDeltas(
             1.0,
             {
                 "m": Counters(requests=100, request_ns=100 * 8 * MS),

@@ -23,9 +23,9 @@ def test_growth_is_the_fitted_slope_in_percent_of_the_mean_per_window() -> None:
         soak.growth_pct([0.0], [1.0], 600.0)
 
 
-def _sample(elapsed_s: float, rss_mib: float, pid: int = 10, errors: int = 0) -> soak.Sample:
+def _sample(elapsed_s: float, rss_mib: float, pid: int = 10, errors: int = 0) -> soak.Reading:
     process = ProcessInfo(pid, "tiny_encoder_0_0", alive=True, rss_bytes=int(rss_mib * 2**20), open_fds=12)
-    return soak.Sample(elapsed_s, ok=5, errors=errors, processes=(process,))
+    return soak.Reading(elapsed_s, ok=5, errors=errors, processes=(process,))
 
 
 def test_growth_ignores_the_warm_up_and_a_restarted_process_is_a_new_one() -> None:

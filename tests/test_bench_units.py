@@ -1,27 +1,21 @@
-"""The benchmark's pure parts: texts, CPU peak, encoder cost, core split, load generator, statistics, summary."""
+"""The benchmark's pure parts: texts, CPU peak, encoder cost, the in-process limit, results, the queue floor."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tritonstack._cpu import parse_cpuinfo, read_cpuinfo
-from tritonstack.bench import cpus
 from tritonstack.bench.hardware import EncoderCost, cpu_peak, vector_rates
-from tritonstack.bench.inprocess import InProcessModel, locate
-from tritonstack.bench.load import closed_loop, open_loop
-from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Round, best, summarize
+from tritonstack.bench.inprocess import InProcessModel
+from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, best, summarize_rounds
 from tritonstack.bench.texts import make_texts
-from tritonstack.bench.triton_stats import Counters, Window, breakdown, parse_statistics
-from tritonstack.in_triton import contract
-from tritonstack.repository.config import parse
-from tritonstack.repository.writer import ExportedModel, write_text_model
+from tritonstack.measure.samples import Round
+from tritonstack.measure.served_files import locate
 
 # --- texts ------------------------------------------------------------------------------------
 
@@ -80,54 +74,7 @@ def test_minilm_l6_costs_about_22_4_mflop_per_token_at_128_tokens() -> None:
     assert cost.flop_per_token(128) == pytest.approx(22.4e6, rel=5e-3)
 
 
-# --- the served files ---------------------------------------------------------------------------
-
-
-def _repository(tmp_path: Path, precision: str, recipe: str | None, max_rows_per_call: int = 0) -> Path:
-    tokenizer = tmp_path / "tokenizer"
-    tokenizer.mkdir()
-    (tokenizer / "tokenizer.json").write_text("{}")  # locate reads configs only
-    (tmp_path / "model.onnx").write_bytes(b"")
-    model = ExportedModel(
-        name="m",
-        task="feature-extraction",
-        onnx_path=tmp_path / "model.onnx",
-        tokenizer_dir=tokenizer,
-        input_names=("input_ids", "attention_mask"),
-        output_name="sentence_embedding",
-        output_dim=8,
-        labels=(),
-        max_batch_size=8,
-        max_sequence_length=32,
-        precision=precision,
-        recipe=recipe,
-        max_rows_per_call=max_rows_per_call,
-    )
-    write_text_model(tmp_path / "repo", model)
-    return tmp_path / "repo"
-
-
-def test_the_precision_comes_from_the_encoder_config(tmp_path: Path) -> None:
-    from google.protobuf import text_format
-
-    repository = _repository(tmp_path, "int8", "blockwise32_optimized")
-    assert locate(repository, "m").precision == "int8 blockwise32_optimized"
-    config_path = repository / contract.encoder_name("m") / "config.pbtxt"
-    config = parse(config_path.read_text())
-    del config.parameters[contract.RECIPE_PARAMETER]
-    config_path.write_text(text_format.MessageToString(config))
-    assert locate(repository, "m").precision == "int8"
-    del config.parameters[contract.PRECISION_PARAMETER]  # written before encoders recorded it
-    config_path.write_text(text_format.MessageToString(config))
-    assert locate(repository, "m").precision == "unknown"
-
-
-def test_the_rows_per_call_cap_comes_from_the_encoder_config(tmp_path: Path) -> None:
-    files = locate(_repository(tmp_path, "int8", "smoothed_a0.75_fp32x2", max_rows_per_call=1), "m")
-    assert files.max_rows_per_call == 1 and files.knobs["encoder_max_rows_per_call"] == 1
-    (tmp_path / "b").mkdir()
-    uncapped = locate(_repository(tmp_path / "b", "int8", "blockwise32_optimized"), "m")
-    assert uncapped.max_rows_per_call == 0 and "encoder_max_rows_per_call" not in uncapped.knobs
+# --- the served files, in-process ----------------------------------------------------------
 
 
 def test_a_capped_encoder_runs_in_process_as_it_is_served(tiny_repository: Path) -> None:
@@ -144,239 +91,38 @@ def test_a_capped_encoder_runs_in_process_as_it_is_served(tiny_repository: Path)
     np.testing.assert_allclose(capped.encode(texts), whole.encode(texts), atol=1e-5)  # same rows, same order
 
 
-# --- cores ------------------------------------------------------------------------------------
-
-
-def test_pinned_split_gives_the_load_generator_a_quarter_of_the_cores() -> None:
-    assert cpus.plan("pinned", {0, 1}) == cpus.CpuSplit("pinned", (0,), (1,))
-    split = cpus.plan("pinned", set(range(8)))
-    assert split.server == (0, 1, 2, 3, 4, 5) and split.client == (6, 7)
-    single = cpus.plan("pinned", {3})
-    assert single.mode == "shared" and "one core" in single.describe()
-    assert cpus.plan("shared", {0, 1}).server == cpus.plan("shared", {0, 1}).client == (0, 1)
-    with pytest.raises(ValueError, match="unknown cpu split"):
-        cpus.plan("half", {0, 1})
-
-
-def test_pinned_moves_every_thread_and_restores_the_mask() -> None:
-    before = os.sched_getaffinity(0)
-    target = (min(before),)
-    with cpus.pinned(target):
-        for tid in os.listdir("/proc/self/task"):
-            assert os.sched_getaffinity(int(tid)) == set(target)
-    assert os.sched_getaffinity(0) == before
-
-
-def test_pin_group_moves_threads_that_pinned_themselves_elsewhere() -> None:
-    import subprocess
-    import sys
-
-    cores = sorted(os.sched_getaffinity(0))
-    # the child pins one of its threads to the last core, as ONNX Runtime does with its pool threads
-    code = (
-        "import os, threading, time; e = threading.Event()\n"
-        f"def run():\n    os.sched_setaffinity(0, {{{cores[-1]}}}); e.set(); time.sleep(30)\n"
-        "threading.Thread(target=run, daemon=True).start(); e.wait(); print('ready', flush=True); time.sleep(30)"
-    )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert child.stdout is not None and child.stdout.readline().strip() == b"ready"
-        target = (cores[0],)
-        assert cpus.pin_group(child.pid, target) >= (1 if len(cores) > 1 else 0)
-        masks = {tuple(sorted(os.sched_getaffinity(int(t)))) for t in os.listdir(f"/proc/{child.pid}/task")}
-        assert masks == {target}
-        assert cpus.pin_group(child.pid, target) == 0
-    finally:
-        child.kill()
-        child.wait()
-
-
-def test_group_cpu_counts_this_process_group() -> None:
-    deadline = time.process_time() + 0.05
-    while time.process_time() < deadline:
-        pass
-    assert cpus.group_cpu_s(os.getpgid(0)) >= 0.05
-
-
-# --- load generator ---------------------------------------------------------------------------
-
-
-def test_closed_loop_measures_throughput_and_latency_of_the_window() -> None:
-    async def send(index: int) -> None:
-        await asyncio.sleep(0.01)
-
-    result, probe = asyncio.run(closed_loop(send, [3] * 10, 4, warmup_s=0.1, duration_s=0.6))
-    assert probe is None
-    # 4 callers x 10 ms: at most 400 per second; a loaded machine only makes it slower
-    assert 100 < result.throughput_per_s <= 420
-    assert min(result.latencies_s) >= 0.01
-    assert result.tokens == 3 * result.completed and result.errors == 0
-    # a closed loop samples latency over the same completed calls
-    assert result.completed_latency_s == pytest.approx(sum(result.latencies_s))
-    assert result.machine_cpu_s is not None and result.client_cpu_s is not None
-    assert result.elapsed_s == pytest.approx(0.6, abs=0.1)
+# --- results ----------------------------------------------------------------------------------
 
 
 def test_others_share_is_what_the_machine_used_beyond_client_and_server() -> None:
-    window = Round((0.01,), 2.0, 10, 10, client_cpu_s=0.5, server_cpu_s=1.0, machine_cpu_s=2.3)
-    point = summarize(SERVED, "concurrency", 1, [window])
+    window = Round((10_000.0,), 2.0, 10, 10, client_cpu_s=0.5, server_cpu_s=1.0, machine_cpu_s=2.3)
+    point = summarize_rounds(SERVED, "concurrency", 1, [window])
     assert point.others_cpu == pytest.approx(0.8 / (2.0 * (os.cpu_count() or 1)))
-
-
-def test_closed_loop_stretches_a_window_too_short_for_slow_calls() -> None:
-    async def send(index: int) -> None:
-        await asyncio.sleep(0.15)
-
-    result, _ = asyncio.run(closed_loop(send, [1] * 4, 2, warmup_s=0.0, duration_s=0.1, max_duration_factor=20))
-    assert result.completed >= 4  # 2 calls per caller, not the 0 or 2 a 0.1 s window would catch
-    assert result.elapsed_s > 0.25
-    capped, _ = asyncio.run(closed_loop(send, [1] * 4, 2, warmup_s=0.0, duration_s=0.1, max_duration_factor=1))
-    assert capped.elapsed_s < 0.14
-
-
-def test_closed_loop_counts_failures_as_errors_not_completions() -> None:
-    async def send(index: int) -> None:
-        await asyncio.sleep(0.002)
-        if index % 2:
-            raise RuntimeError("odd text")
-
-    result, _ = asyncio.run(closed_loop(send, [1] * 4, 2, warmup_s=0.05, duration_s=0.3))
-    assert result.errors > 0 and result.completed > 0
-    assert result.first_error == "RuntimeError: odd text"
-    assert len(result.latencies_s) == result.completed
-
-
-def test_closed_loop_ends_even_when_every_call_fails_at_once() -> None:
-    async def send(index: int) -> None:
-        raise ConnectionError("server gone")  # never awaits: the caller must still yield
-
-    result, _ = asyncio.run(closed_loop(send, [1], 4, warmup_s=0.0, duration_s=0.2, max_duration_factor=1))
-    assert result.completed == 0 and result.errors > 0 and not result.latencies_s
-    assert result.first_error == "ConnectionError: server gone"
-
-
-def test_open_loop_latency_runs_from_the_scheduled_arrival() -> None:
-    # One request at a time, 20 ms each (50/s) offered 100/s: a closed loop would hide the queue,
-    # the open loop's latency must grow with it.
-    lock = asyncio.Lock()
-
-    async def send(index: int) -> None:
-        async with lock:
-            await asyncio.sleep(0.02)
-
-    result, _ = asyncio.run(open_loop(send, [1] * 8, 100.0, warmup_s=0.0, duration_s=1.0, seed=1))
-    assert result.throughput_per_s <= 55
-    assert max(result.latencies_s) > 0.2
-
-
-def test_open_loop_offers_the_requested_rate() -> None:
-    async def send(index: int) -> None:
-        await asyncio.sleep(0.002)
-
-    result, _ = asyncio.run(open_loop(send, [1] * 8, 200.0, warmup_s=0.1, duration_s=1.0, seed=3))
-    assert 120 < result.throughput_per_s < 280
-    assert min(result.latencies_s) >= 0.002
-
-
-# --- Triton statistics ------------------------------------------------------------------------
-
-
-def _stat(count: int, ns: int) -> dict[str, str]:
-    return {"count": str(count), "ns": str(ns)}
-
-
-def _model(name: str, requests: int, executions: int, queue_ns: int, infer_ns: int, batch: int) -> dict[str, object]:
-    return {
-        "name": name,
-        "version": "1",
-        "inference_count": str(requests),
-        "execution_count": str(executions),
-        "inference_stats": {
-            "success": _stat(requests, 10 * infer_ns),
-            "queue": _stat(requests, queue_ns),
-            "compute_input": _stat(requests, 0),
-            "compute_infer": _stat(requests, infer_ns),
-            "compute_output": _stat(requests, 0),
-        },
-        "batch_stats": [{"batch_size": str(batch), "compute_infer": _stat(executions, infer_ns // batch)}],
-    }
-
-
-def test_statistics_parse_into_per_model_counters() -> None:
-    parsed = parse_statistics({"model_stats": [_model("m_encoder", 40, 10, 4_000_000, 80_000_000, 4)]})
-    assert parsed["m_encoder"] == Counters(40, 800_000_000, 4_000_000, 80_000_000, 40, 10, 20_000_000)
-
-
-def test_breakdown_splits_the_call_into_client_queue_compute_and_ensemble() -> None:
-    ms = 1_000_000
-    window = Window(
-        2.0,
-        {
-            "m": Counters(requests=100, request_ns=100 * 10 * ms),
-            "m_tokenizer": Counters(100, 0, 100 * 1 * ms, 100 * 2 * ms, 100, 25, 25 * 2 * ms),
-            "m_encoder": Counters(100, 0, 100 * 3 * ms, 100 * 3 * ms, 100, 10, 10 * 3 * ms),
-        },
-    )
-    view = breakdown(window, "m", client_mean_ms=12.0)
-    parts = view["parts_ms"]
-    assert view["server_ms"] == pytest.approx(10.0)
-    assert parts["client"] == pytest.approx(2.0)
-    assert (parts["tokenizer_queue"], parts["tokenizer_compute"]) == (pytest.approx(1.0), pytest.approx(2.0))
-    assert (parts["encoder_queue"], parts["encoder_compute"]) == (pytest.approx(3.0), pytest.approx(3.0))
-    assert parts["ensemble"] == pytest.approx(1.0)
-    encoder = view["models"]["encoder"]
-    assert encoder["batch_size"] == pytest.approx(10.0)
-    assert encoder["busy"] == pytest.approx(30e-3 / 2.0)
-    assert encoder["compute_ms_per_text"] == pytest.approx(0.3)
-
-
-def test_breakdown_of_the_fused_layout_has_its_one_step_instead_of_tokenizer_and_encoder() -> None:
-    ms = 1_000_000
-    window = Window(
-        2.0,
-        {
-            "m": Counters(requests=100, request_ns=100 * 10 * ms),
-            "m_fused": Counters(100, 0, 100 * 4 * ms, 100 * 5 * ms, 100, 20, 20 * 5 * ms),
-            "m_encoder": Counters(),  # idle in this layout
-        },
-    )
-    view = breakdown(window, "m", client_mean_ms=12.0, instances={"m_fused": 2})
-    parts = view["parts_ms"]
-    assert set(parts) == {"client", "fused_queue", "fused_compute", "ensemble"}
-    assert (parts["fused_queue"], parts["fused_compute"], parts["ensemble"]) == (
-        pytest.approx(4.0), pytest.approx(5.0), pytest.approx(1.0),
-    )  # fmt: skip
-    assert set(view["models"]) == {"text_in", "fused"}
-    assert view["models"]["fused"]["batch_size"] == pytest.approx(5.0)
-    assert view["models"]["fused"]["busy"] == pytest.approx(100e-3 / (2.0 * 2))
-
-
-# --- results ----------------------------------------------------------------------------------
 
 
 def test_summarize_takes_the_median_round_and_pools_latencies() -> None:
     rounds = [
-        Round(tuple([0.010] * 99 + [0.100]), 1.0, 100, 1000, server_cpu_s=0.5),
-        Round(tuple([0.010] * 100), 1.0, 120, 1200, server_cpu_s=0.7),
-        Round(tuple([0.010] * 100), 1.0, 110, 1100, server_cpu_s=0.6),
+        Round(tuple([10_000.0] * 99 + [100_000.0]), 1.0, 100, 1000, server_cpu_s=0.5),
+        Round(tuple([10_000.0] * 100), 1.0, 120, 1200, server_cpu_s=0.7),
+        Round(tuple([10_000.0] * 100), 1.0, 110, 1100, server_cpu_s=0.6),
     ]
-    point = summarize(SERVED, "concurrency", 8, rounds, server_cores=2)
+    point = summarize_rounds(SERVED, "concurrency", 8, rounds, server_cores=2)
     assert point.others_cpu is None  # no machine-wide CPU time measured
     assert point.throughput_per_s == 110
     assert point.p50_ms == pytest.approx(10.0)
     assert point.samples == 300 and point.tokens_per_text == pytest.approx(10.0)
     assert point.server_cpu == pytest.approx(1.8 / (3.0 * 2))
     assert point.client_cpu is None
-    other = summarize(SERVED, "concurrency", 16, rounds[:1])
-    open_loop_point = summarize(SERVED, "rate", 500, rounds[1:2])
+    other = summarize_rounds(SERVED, "concurrency", 16, rounds[:1])
+    open_loop_point = summarize_rounds(SERVED, "rate", 500, rounds[1:2])
     assert best([point, other, open_loop_point], SERVED) is point
     assert best([point], BASELINE) is None and best([point], INPROCESS) is None
 
 
 def test_summary_json_is_strict(tmp_path: Path) -> None:
-    from tritonstack.bench.summary import clean
+    from tritonstack.measure.json_safe import json_safe
 
-    text = json.dumps(clean({"a": float("nan"), "b": (1.0, float("inf"))}), allow_nan=False)
+    text = json.dumps(json_safe({"a": float("nan"), "b": (1.0, float("inf"))}), allow_nan=False)
     assert json.loads(text) == {"a": None, "b": [1.0, None]}
 
 

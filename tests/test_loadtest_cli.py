@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tritonstack.loadtest.stats import read_samples_csv
+from tritonstack.measure.samples import read_samples_csv
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,17 +11,18 @@ from tritonstack.loadtest.exporter import (
     REQUEST_DURATION,
     REQUESTS_TOTAL,
     SLO_BUCKET_S,
-    ClientMetrics,
     ClientMetricsExporter,
+    LoadTestMetrics,
 )
-from tritonstack.loadtest.stats import Sample
+from tritonstack.measure.samples import Sample
 
 
 def test_exports_histogram_and_counter_by_model_and_outcome() -> None:
-    metrics = ClientMetrics()
+    metrics = LoadTestMetrics()
     exporter = ClientMetricsExporter(metrics, port=0)
     try:
-        metrics.observe("tiny", [Sample(0.0, 1500), Sample(0.0, 2500), Sample(0.0, 30, "ServerUnavailableError")])
+        sent = [Sample(0.0, 1500), Sample(0.0, 2500), Sample(0.0, 30, "ServerUnavailableError")]
+        metrics.observe_samples("tiny", sent)
         with urllib.request.urlopen(exporter.url, timeout=5) as response:
             text = response.read().decode()
     finally:
@@ -44,6 +45,22 @@ def test_exports_histogram_and_counter_by_model_and_outcome() -> None:
 
 
 def test_two_runs_in_one_process_do_not_collide() -> None:
-    first, second = ClientMetrics(), ClientMetrics()
-    first.observe("m", [Sample(0.0, 1)])
+    first, second = LoadTestMetrics(), LoadTestMetrics()
+    first.observe_samples("m", [Sample(0.0, 1)])
     assert second.registry.get_sample_value(REQUESTS_TOTAL, {"model": "m", "outcome": "success"}) is None
+
+
+def test_the_load_test_metrics_are_the_sdks_client_metrics_in_their_own_registry() -> None:
+    from tritonstack.client import ClientMetrics
+
+    metrics = LoadTestMetrics()
+    assert isinstance(metrics, ClientMetrics)
+    metrics.observe("m", "embed", 0.003)  # what an SDK client given metrics=... records
+    assert (
+        metrics.registry.get_sample_value(
+            "tritonstack_sdk_call_duration_seconds_count", {"model": "m", "method": "embed"}
+        )
+        == 1
+    )
+    # the SDK's series stay apart from the load test's contract series
+    assert metrics.registry.get_sample_value(REQUESTS_TOTAL, {"model": "m", "outcome": "success"}) is None

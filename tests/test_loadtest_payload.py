@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tritonstack.loadtest.payload import REPEAT, UNIQUE, PayloadMix, hot_set
+from tritonstack.measure.payload import REPEAT, UNIQUE, PayloadMix, hot_set
 
 TEXTS = [f"text number {i}" for i in range(50)]
 

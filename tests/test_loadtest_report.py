@@ -10,10 +10,10 @@ import pytest
 
 from tritonstack.loadtest.report import capacity_table, default_report_dir, write_report
 from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
-from tritonstack.loadtest.slo import parse_slo
-from tritonstack.loadtest.stats import Sample, read_samples_csv, summarize
-from tritonstack.loadtest.triton_metrics import Snapshot
 from tritonstack.loadtest.verdict import evaluate
+from tritonstack.measure.samples import Sample, read_samples_csv, summarize
+from tritonstack.measure.slo import parse_slo
+from tritonstack.measure.triton_metrics import Snapshot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SLO = parse_slo(

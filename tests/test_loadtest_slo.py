@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tritonstack.loadtest.errors import LoadTestError, SLOSpecError
-from tritonstack.loadtest.slo import SLO, latency_overrides, load_slo, parse_duration_s, parse_slo
+from tritonstack.measure.errors import LoadTestError, SLOSpecError
+from tritonstack.measure.slo import SLO, latency_overrides, load_slo, parse_duration_s, parse_slo
 
 REPO = Path(__file__).resolve().parent.parent
 MINIMAL = {"model": "tiny", "load": {"users": 4, "duration": "10s"}, "objectives": {"p99_ms": 50}}

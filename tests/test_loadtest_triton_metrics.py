@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tritonstack.loadtest.triton_metrics import (
+from tritonstack.measure.triton_metrics import (
     MetricsScraper,
     Snapshot,
     cache_interval,
@@ -144,7 +144,7 @@ def test_scraper_counts_failures_instead_of_raising() -> None:
 
 @pytest.mark.integration
 def test_scrapes_the_real_server(triton: object) -> None:
-    from tritonstack.loadtest.triton_metrics import fetch
+    from tritonstack.measure.triton_metrics import fetch
 
     snapshot = fetch(triton.metrics_url)  # type: ignore[attr-defined]
     assert "tiny_encoder" in snapshot.values["nv_inference_exec_count"]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from tritonstack.cost import Cost
-from tritonstack.loadtest.slo import Objectives
-from tritonstack.loadtest.stats import Sample, summarize
 from tritonstack.loadtest.verdict import evaluate, render_table, verdict_line, violated
+from tritonstack.measure.samples import Sample, summarize
+from tritonstack.measure.slo import Objectives
 
 
 def _summary():  # type: ignore[no-untyped-def]

@@ -22,7 +22,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from test_monitoring_promtool import TRITON_CACHE_METRICS, TRITON_METRICS
-from tritonstack.loadtest.exporter import ClientMetrics, ClientMetricsExporter
+from tritonstack.loadtest.exporter import ClientMetricsExporter, LoadTestMetrics
 from tritonstack.monitoring import (
     LocalPrometheus,
     PanelQuery,
@@ -56,7 +56,7 @@ def _outcome(exc: InferenceServerException) -> str:
     return str(exc.status() or "unknown").rsplit(".", 1)[-1].lower()
 
 
-def _send_load(grpc_url: str, metrics: ClientMetrics) -> dict[str, int]:
+def _send_load(grpc_url: str, metrics: LoadTestMetrics) -> dict[str, int]:
     outcomes: dict[str, int] = {}
     lock = threading.Lock()
     deadline = time.monotonic() + LOAD_DURATION_S
@@ -111,7 +111,7 @@ def _target(server: Any) -> str:
 
 @pytest.fixture(scope="module")
 def live(triton: Any, cached_triton: Any) -> Iterator[Live]:
-    metrics = ClientMetrics()
+    metrics = LoadTestMetrics()
     exporter = ClientMetricsExporter(metrics, port=0)
     config = render_config(
         MONITORING,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonstack.loadtest.triton_metrics import Snapshot, fetch
+from tritonstack.measure.triton_metrics import Snapshot, fetch
 from tritonstack.repository.config import ModelConfig, Tensor, parse, render, response_cache_enabled
 from tritonstack.server import EmbeddedServer, flags
 from tritonstack.server.response_cache import embedded_cache, format_size, models_with_cache, parse_size_bytes

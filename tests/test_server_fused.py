@@ -239,7 +239,7 @@ def test_two_fused_instances_on_one_core_take_turns_and_on_two_cores_do_not(both
     turns only where they outnumber the cores their process may use."""
     import os
 
-    from tritonstack.bench import cpus
+    from tritonstack.measure import cpus
     from tritonstack.server import EmbeddedServer
 
     one_core = sorted(os.sched_getaffinity(0))[:1]

@@ -13,7 +13,7 @@ from tritonstack.client import AsyncClient, Client
 from tritonstack.commands import infer
 from tritonstack.export.gates import Gate, GateMetric, default_metric
 from tritonstack.in_triton import contract
-from tritonstack.loadtest import slo
+from tritonstack.measure import slo
 from tritonstack.repository.writer import ExportedModel, model_configs
 
 

@@ -13,8 +13,8 @@ from tritonstack.client import ClientError
 from tritonstack.commands.infer import read_texts as infer_texts
 from tritonstack.export.errors import ExportError
 from tritonstack.export.texts import GATE, builtin_split, load_splits
-from tritonstack.loadtest import payload
-from tritonstack.loadtest.errors import LoadTestError
+from tritonstack.measure import payload
+from tritonstack.measure.errors import LoadTestError
 
 CONTENT = "# a comment\n  reset password  \n\n\t\nwhere is my order\n   # an indented comment\nC# is a language\n"
 

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tritonstack.bench.inprocess import InProcessModel, locate
+from tritonstack.bench.inprocess import InProcessModel
 from tritonstack.in_triton.models.tokenization import TextTokenizer, char_limit
+from tritonstack.measure.served_files import locate
 
 MAX_LENGTH = 64  # the tiny models' max_sequence_length
 # Past the character cut the tokenizer never sees "hello world": the cut text is blank.

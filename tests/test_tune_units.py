@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from tritonstack.bench.cpus import CpuSplit
-from tritonstack.bench.timing import Timing
-from tritonstack.loadtest.slo import SLO, CapacitySpec, LoadSpec, Objectives
+from tritonstack.measure.cpus import CpuSplit
+from tritonstack.measure.slo import SLO, CapacitySpec, LoadSpec, Objectives
+from tritonstack.measure.timing import Timing
 from tritonstack.repository import layouts
 from tritonstack.repository.config import parse, render_proto
 from tritonstack.repository.errors import RepositoryError

@@ -5,7 +5,7 @@
     ├── RepositoryError, ConfigValidationError  (tritonstack.repository.errors)
     ├── ServerError, ServerStartError           (tritonstack.server.errors)
     ├── client errors                           (tritonstack.client._exceptions)
-    ├── load-test errors                        (tritonstack.loadtest.errors)
+    ├── load-test errors                        (tritonstack.measure.errors)
     ├── MonitoringError                         (tritonstack.monitoring.errors)
     ├── BenchError                              (tritonstack.bench.errors)
     └── TuneError                               (tritonstack.tune.errors)

@@ -1,5 +1,6 @@
-"""Where the stack's servers listen by default: a ground-floor module the SDK's command, the CLI and
-``server/flags.py`` read, so the client never imports the server to learn a port."""
+"""Where the stack's servers listen by default: a ground-floor module the SDK's command, the CLI,
+``server/flags.py`` and the load test's exporter read, so no command imports a server (or the SDK) to learn a
+port."""
 
 from __future__ import annotations
 
@@ -8,5 +9,8 @@ LOOPBACK = "127.0.0.1"  # the stack's local processes bind loopback unless told 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
 METRICS_PORT = 8002
+# The load test's client-latency exporter (monitoring/prometheus/prometheus.yml scrapes loadtest at this port;
+# `tritonstack monitor` reads it too).
+LOADTEST_EXPORTER_PORT = 9646
 
 LOCAL_GRPC_URL = f"{LOOPBACK}:{GRPC_PORT}"  # the embedded server's gRPC endpoint at the default port

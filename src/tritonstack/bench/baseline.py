@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from tritonstack._process import LOOPBACK, ChildProcess, ChildService, free_port, http_ok
-from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.results import BASELINE, Point, summarize
-from tritonstack.bench.timing import Timing
+from tritonstack.bench.results import BASELINE, Point, summarize_rounds
+from tritonstack.measure import cpus
+from tritonstack.measure.timing import Timing
 
 Log = Callable[[str], None]
 REQUIRED = ("fastapi", "uvicorn", "aiohttp", "sentence_transformers")
@@ -112,7 +112,7 @@ async def _sweep(
 ) -> list[Point]:
     import aiohttp
 
-    from tritonstack.bench.load import closed_loop
+    from tritonstack.measure.load import closed_loop
 
     points = []
     connector = aiohttp.TCPConnector(limit=0)  # no client-side cap: concurrency alone sets the load
@@ -135,7 +135,7 @@ async def _sweep(
                 )  # fmt: skip
                 rounds.append(result)
             errors = [r.first_error for r in rounds if r.first_error]
-            point = summarize(
+            point = summarize_rounds(
                 BASELINE, "concurrency", concurrency, rounds,
                 client_cores=len(split.client), server_cores=len(split.server),
                 details={"first_error": errors[0]} if errors else {},

@@ -30,19 +30,20 @@ from typing import Any
 
 import numpy as np
 
-from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.load import closed_loop
-from tritonstack.bench.results import SERVED, Point, Round, summarize
+from tritonstack.bench.results import SERVED, Point, summarize_rounds
 from tritonstack.bench.runner import OTHERS_BUSY_WARNING
 from tritonstack.bench.served import serving
-from tritonstack.bench.summary import clean
-from tritonstack.bench.timing import Timing
-from tritonstack.bench.triton_stats import Counters, TritonStatsProbe, Window
 from tritonstack.cost import Cost
 from tritonstack.in_triton import contract
-from tritonstack.loadtest.payload import PayloadMix
-from tritonstack.loadtest.slo import DEFAULT_HOT_SET
+from tritonstack.measure import cpus
+from tritonstack.measure.json_safe import json_safe
+from tritonstack.measure.load import closed_loop
+from tritonstack.measure.payload import PayloadMix
+from tritonstack.measure.samples import Round
+from tritonstack.measure.slo import DEFAULT_HOT_SET
+from tritonstack.measure.timing import Timing
+from tritonstack.measure.triton_stats import CounterDeltas, Counters, TritonStatsProbe
 from tritonstack.repository.config import set_response_cache
 
 Log = Callable[[str], None]
@@ -148,7 +149,7 @@ class CacheBenchResult:
 
     def to_dict(self) -> dict[str, Any]:
         settings = self.settings
-        return clean(
+        return json_safe(
             {
                 "model": settings.name,
                 "repeat_ratio": settings.repeat_ratio,
@@ -211,7 +212,7 @@ def _switch_cache(repository: Path, name: str, *, enable: bool) -> None:
     config.write_text(set_response_cache(config.read_text(), enable=enable))
 
 
-Measured = list[tuple[Round, Window]]
+Measured = list[tuple[Round, CounterDeltas]]
 
 
 async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Measured, list[bytes], int]:
@@ -238,7 +239,7 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
                     send, [0], settings.concurrency, warmup_s=settings.timing.warmup_s,
                     duration_s=settings.timing.duration_s, server_cpu_s=lambda: cpus.group_cpu_s(pgid), probe=probe,
                 )  # fmt: skip
-                measured.append((result, extra["window"] if extra else Window(result.elapsed_s, {})))
+                measured.append((result, extra["window"] if extra else CounterDeltas(result.elapsed_s, {})))
             before = await probe.snapshot()
             answers = [np.asarray(await client.embed(texts), dtype=np.float32).tobytes() for texts in mix.hot]
             after = await probe.snapshot()
@@ -255,7 +256,7 @@ def _run(settings: CacheBenchSettings, split: cpus.CpuSplit, repository: Path, c
     with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
         measured, answers, hot_hits = asyncio.run(_load(server.grpc_url, server.pid, settings))
     rounds = [r for r, _ in measured]
-    point = summarize(
+    point = summarize_rounds(
         SERVED, "concurrency", settings.concurrency, rounds, client_cores=len(split.client),
         server_cores=len(split.server),
     )  # fmt: skip

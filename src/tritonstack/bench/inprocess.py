@@ -15,112 +15,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tritonstack._gpu import preload_cuda_libraries
-from tritonstack.bench.cpus import machine_cpu_s
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.results import Round
-from tritonstack.in_triton import contract
 from tritonstack.in_triton.models.tokenization import TextTokenizer
-from tritonstack.repository.config import parameter, parse
-from tritonstack.repository.paths import versions
-
-
-@dataclass(frozen=True)
-class ServedFiles:
-    """The files and knobs of a text-in model in a repository."""
-
-    name: str
-    encoder_onnx: Path
-    tokenizer_dir: Path
-    input_names: tuple[str, ...]
-    max_sequence_length: int
-    precision: str
-    knobs: dict[str, Any]
-    max_rows_per_call: int = 0  # the encoder's cap on rows per ONNX Runtime call; 0: none
-
-
-def _stable_version(repository: Path, name: str, model_dir: Path) -> Path:
-    """The folder of ``model_dir`` that the text-in model ``name`` runs: its stable release."""
-    from tritonstack.repository.releases import read_releases
-
-    if not versions(model_dir):
-        raise BenchError(f"{model_dir} holds no model version", hint="export the model first: tritonstack export")
-    return model_dir / str(read_releases(repository, name).stable)
-
-
-def _config(model_dir: Path) -> Any:
-    path = model_dir / "config.pbtxt"
-    if not path.is_file():
-        raise BenchError(f"{path} is missing", hint="export the model first: tritonstack export")
-    return parse(path.read_text())
-
+from tritonstack.measure.cpus import machine_cpu_s
+from tritonstack.measure.samples import Round
+from tritonstack.measure.served_files import ServedFiles
 
 MIN_MEASURED_BATCHES = 3
-
-
-def _precision(encoder: Any) -> str:
-    """What the encoder's config records of its ONNX file: ``int8 blockwise32_optimized``, ``fp32``, ...
-
-    ``unknown`` for an encoder written before tritonstack recorded it (or by hand).
-    """
-    precision = parameter(encoder, contract.PRECISION_PARAMETER)
-    recipe = parameter(encoder, contract.RECIPE_PARAMETER)
-    if not precision:
-        return "unknown"
-    return f"{precision} {recipe}" if recipe else precision
-
-
-def _encoder_kind(encoder: Any) -> str:
-    """``KIND_GPU`` when any of the encoder's instance groups is a GPU one, else ``KIND_CPU``."""
-    from tritonclient.grpc import model_config_pb2
-
-    kinds = {model_config_pb2.ModelInstanceGroup.Kind.Name(g.kind) for g in encoder.instance_group}
-    return "KIND_GPU" if "KIND_GPU" in kinds else "KIND_CPU"
-
-
-def locate(repository: Path, name: str) -> ServedFiles:
-    """The encoder and tokenizer Triton would serve for text-in model ``name``; in the fused layout the knobs
-    are the fused step's, which runs the same files (``repository/layouts.py``)."""
-    from tritonstack.repository.layouts import layout_of
-
-    encoder_dir = repository / contract.encoder_name(name)
-    tokenizer_dir = repository / contract.tokenizer_name(name)
-    encoder, tokenizer = _config(encoder_dir), _config(tokenizer_dir)
-    layout = layout_of(_config(repository / name))
-    runs_encoder = _config(repository / contract.fused_name(name)) if layout == contract.FUSED_LAYOUT else encoder
-    onnx = _stable_version(repository, name, encoder_dir) / (encoder.default_model_filename or "model.onnx")
-    knobs = {
-        "layout": layout,
-        "encoder_kind": _encoder_kind(encoder),
-        # a GPU group's count is per listed GPU (a group that lists none counts once here)
-        "encoder_instances": sum(g.count * max(len(g.gpus), 1) for g in runs_encoder.instance_group) or 1,
-        "encoder_intra_op_threads": int(parameter(runs_encoder, contract.INTRA_OP_THREADS_PARAMETER, "0") or 0),
-        "encoder_max_queue_delay_us": runs_encoder.dynamic_batching.max_queue_delay_microseconds,
-        "tokenizer_instances": sum(g.count for g in tokenizer.instance_group) or 1,
-        "tokenizer_max_queue_delay_us": tokenizer.dynamic_batching.max_queue_delay_microseconds,
-        "max_batch_size": encoder.max_batch_size,
-    }
-    if layout == contract.FUSED_LAYOUT:  # instances that outnumber the cores take turns (encoder_runner.CpuTurns)
-        knobs["cpu_turns"] = parameter(runs_encoder, contract.CPU_TURNS_PARAMETER, "0") == "1"
-    max_rows_per_call = int(parameter(runs_encoder, contract.MAX_ROWS_PER_CALL_PARAMETER, "0") or 0)
-    if max_rows_per_call:
-        knobs["encoder_max_rows_per_call"] = max_rows_per_call
-    return ServedFiles(
-        name=name,
-        encoder_onnx=onnx,
-        tokenizer_dir=_stable_version(repository, name, tokenizer_dir),
-        input_names=tuple(t.name for t in encoder.input),
-        max_sequence_length=int(parameter(tokenizer, contract.MAX_SEQUENCE_LENGTH_PARAMETER, "512") or 512),
-        precision=_precision(encoder),
-        knobs=knobs,
-        max_rows_per_call=max_rows_per_call,
-    )
 
 
 CUDA = "CUDAExecutionProvider"
@@ -204,7 +110,7 @@ def measure_batch(
 
     The window lasts ``duration_s`` or ``MIN_MEASURED_BATCHES`` batches, whichever is longer.
     """
-    latencies: list[float] = []
+    latencies_us: list[float] = []
     completed = tokens = 0
     tokenize_s = encode_s = 0.0
     start = time.perf_counter()
@@ -213,7 +119,7 @@ def measure_batch(
     cpu_from = machine_from = 0.0
     cursor = 0
     # At least MIN_MEASURED_BATCHES batches in the window, however slow one batch is.
-    while (now := time.perf_counter()) < window_end or len(latencies) < MIN_MEASURED_BATCHES:
+    while (now := time.perf_counter()) < window_end or len(latencies_us) < MIN_MEASURED_BATCHES:
         cpu_now, machine_now = time.process_time(), machine_cpu_s()
         indices = [(cursor + i) % len(texts) for i in range(batch_size)]
         cursor += batch_size
@@ -226,7 +132,7 @@ def measure_batch(
         if now >= window_start:
             if measured_from is None:
                 measured_from, cpu_from, machine_from = now, cpu_now, machine_now
-            latencies.append(done - now)
+            latencies_us.append((done - now) * 1e6)
             completed += len(batch)
             tokens += sum(token_counts[i] for i in indices)
             tokenize_s += tokenized - now
@@ -239,4 +145,4 @@ def measure_batch(
         "encode_ms_per_text": 1000 * encode_s / completed if completed else float("nan"),
     }
     # The model's CPU time is this process's: it counts as the "server" side, as for the served variants.
-    return Round(tuple(latencies), elapsed, completed, tokens, server_cpu_s=cpu_s, machine_cpu_s=machine_s), details
+    return Round(tuple(latencies_us), elapsed, completed, tokens, server_cpu_s=cpu_s, machine_cpu_s=machine_s), details

@@ -31,9 +31,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.load import closed_loop
+from tritonstack.measure import cpus
+from tritonstack.measure.load import closed_loop
+from tritonstack.measure.samples import percentile_ms
 
 Log = Callable[[str], None]
 
@@ -81,7 +82,7 @@ class OverloadResult:
 
     @property
     def admitted_p99_ms(self) -> float:
-        return 1000 * _percentile([c.latency_s for c in self.calls if c.outcome == "ok"], 0.99)
+        return _percentile_ms([c.latency_s for c in self.calls if c.outcome == "ok"], 99)
 
     @property
     def late(self) -> list[Call]:
@@ -105,11 +106,10 @@ class OverloadResult:
         return None
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+def _percentile_ms(latencies_s: Sequence[float], percentile: float) -> float:
+    """``samples.percentile_ms`` of latencies in seconds; NaN without any (the report prints it as such)."""
+    value = percentile_ms([x * 1e6 for x in latencies_s], percentile)
+    return float("nan") if value is None else value
 
 
 async def _one(
@@ -139,8 +139,8 @@ async def _measure(
             started = time.perf_counter()
             await send(index)
             singles.append(time.perf_counter() - started)
-        result.normal_p50_ms = 1000 * _percentile(singles[5:], 0.5)
-        result.normal_p99_ms = 1000 * _percentile(singles[5:], 0.99)
+        result.normal_p50_ms = _percentile_ms(singles[5:], 50)
+        result.normal_p99_ms = _percentile_ms(singles[5:], 99)
         round_, _ = await closed_loop(send, [1] * len(texts), concurrency, warmup_s=1.0, duration_s=capacity_s)
         result.capacity_rps = round_.completed / round_.elapsed_s
         if result.capacity_rps <= 0:
@@ -190,31 +190,19 @@ def run_overload(
     log: Log = print,
 ) -> OverloadResult:
     """Start Triton over ``repository`` and run the three phases against ``model`` (see the module docstring)."""
-    from tritonstack.server import EmbeddedServer, ServerStartError
+    from tritonstack.bench.served import serving
 
     if multiple <= 0 or burst_s <= 0 or deadline_s <= 0:
         raise BenchError("the overload multiple, burst and deadline must be positive")
     result = OverloadResult(multiple=multiple, deadline_s=deadline_s, burst_s=burst_s, slo_p99_ms=slo_p99_ms)
     split = cpus.plan(cpu_split)
     log(f"==> overload: {split.describe()}")
-    server = EmbeddedServer(repository, log_path=log_path)
-    try:
-        with cpus.pinned(split.server):
-            server.start()
-    except ServerStartError as error:
-        raise BenchError(f"Triton did not start over {repository}: {error.message}", hint=error.hint) from error
-    try:
-        if split.mode == "pinned":
-            cpus.pin_group(server.pid, split.server)
-        with cpus.pinned(split.client):
-            asyncio.run(
-                _measure(
-                    server.grpc_url, model, texts, result, concurrency, capacity_s, probe_every_s,
-                    recovery_window_s, log,
-                )
-            )  # fmt: skip
-    finally:
-        server.stop()
+    with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
+        asyncio.run(
+            _measure(
+                server.grpc_url, model, texts, result, concurrency, capacity_s, probe_every_s, recovery_window_s, log,
+            )
+        )  # fmt: skip
     return result
 
 

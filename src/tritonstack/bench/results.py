@@ -1,4 +1,4 @@
-"""What a benchmark run measured: one ``Point`` per variant and setting, plus summary math.
+"""What a benchmark run measured: one ``Point`` per variant and setting, from the load generator's rounds.
 
 A point's throughput is the median over its rounds; its latency percentiles
 pool the samples of all rounds (more samples make a steadier p99).
@@ -12,34 +12,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
+from tritonstack.measure.samples import Round, mean_ms, percentile_ms
 
 INPROCESS = "in-process"
 SERVED = "served"
 BASELINE = "baseline"
 VARIANTS = (INPROCESS, SERVED, BASELINE)
-
-
-@dataclass(frozen=True)
-class Round:
-    """One measured window: latencies in seconds, completions and errors inside it."""
-
-    latencies_s: tuple[float, ...]
-    elapsed_s: float
-    completed: int  # texts
-    tokens: int  # real (unpadded) tokens of the completed texts
-    errors: int = 0
-    first_error: str | None = None
-    client_cpu_s: float | None = None
-    server_cpu_s: float | None = None
-    machine_cpu_s: float | None = None  # every process of the machine, ours included
-    # Latency summed over the ``completed`` calls: the calls Triton's statistics of the window cover
-    # (for an open loop ``latencies_s`` holds the calls *sent* in the window instead).
-    completed_latency_s: float = 0.0
-
-    @property
-    def throughput_per_s(self) -> float:
-        return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -70,11 +48,11 @@ class Point:
         return {**asdict(self), "label": self.label}
 
 
-def percentile_ms(latencies_s: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(latencies_s), q) * 1000) if latencies_s else float("nan")
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
-def summarize(
+def summarize_rounds(
     variant: str,
     setting: str,
     value: float,
@@ -85,7 +63,7 @@ def summarize(
     details: dict[str, Any] | None = None,
 ) -> Point:
     """A ``Point`` from the rounds measured at one setting."""
-    latencies = [x for r in rounds for x in r.latencies_s]
+    latencies_us = [x for r in rounds for x in r.latencies_us]
     completed = sum(r.completed for r in rounds)
     elapsed = sum(r.elapsed_s for r in rounds)
 
@@ -104,10 +82,10 @@ def summarize(
         value=value,
         throughput_per_s=statistics.median(r.throughput_per_s for r in rounds),
         round_throughputs=tuple(r.throughput_per_s for r in rounds),
-        p50_ms=percentile_ms(latencies, 50),
-        p99_ms=percentile_ms(latencies, 99),
-        mean_ms=float(np.mean(latencies) * 1000) if latencies else float("nan"),
-        samples=len(latencies),
+        p50_ms=_or_nan(percentile_ms(latencies_us, 50)),
+        p99_ms=_or_nan(percentile_ms(latencies_us, 99)),
+        mean_ms=_or_nan(mean_ms(latencies_us)),
+        samples=len(latencies_us),
         errors=sum(r.errors for r in rounds),
         tokens_per_text=sum(r.tokens for r in rounds) / completed if completed else 0.0,
         client_cpu=busy([r.client_cpu_s for r in rounds], client_cores),
@@ -127,9 +105,3 @@ def ratio(numerator: Point | None, denominator: Point | None) -> float | None:
     if numerator is None or denominator is None or denominator.throughput_per_s <= 0:
         return None
     return numerator.throughput_per_s / denominator.throughput_per_s
-
-
-def completed_mean_ms(rounds: Sequence[Round]) -> float:
-    """Mean latency of the calls that finished inside the windows, in milliseconds."""
-    completed = sum(r.completed for r in rounds)
-    return 1000 * sum(r.completed_latency_s for r in rounds) / completed if completed else float("nan")

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonstack.bench import cpus
 from tritonstack.bench.hardware import CpuPeak, EncoderCost, cpu_peak, encoder_cost
-from tritonstack.bench.inprocess import InProcessModel, ServedFiles, locate, measure_batch
+from tritonstack.bench.inprocess import InProcessModel, measure_batch
 from tritonstack.bench.queueing import ideal_p99_factor
-from tritonstack.bench.results import INPROCESS, Point, summarize
+from tritonstack.bench.results import INPROCESS, Point, summarize_rounds
 from tritonstack.bench.texts import make_texts
-from tritonstack.bench.timing import Timing
+from tritonstack.measure import cpus
+from tritonstack.measure.served_files import ServedFiles, locate
+from tritonstack.measure.timing import Timing
 
 Log = Callable[[str], None]
 OTHERS_BUSY_WARNING = 0.10  # share of all CPUs
@@ -116,13 +117,13 @@ def _inprocess(
                     rounds.append(result)
                     details.append(detail)
                 merged = {k: sorted(d[k] for d in details)[len(details) // 2] for k in details[0]}
-                point = summarize(
+                point = summarize_rounds(
                     INPROCESS, setting, batch_size, rounds, client_cores=len(split.server),
                     server_cores=len(split.server), details=merged,
                 )  # fmt: skip
                 if setting == "batch" and batch_size == 1:  # one text per call: the service times
-                    service = [x for r in rounds for x in r.latencies_s]
-                    point.details["ideal_half_load_p99_factor"] = ideal_p99_factor(service)
+                    service_us = [x for r in rounds for x in r.latencies_us]
+                    point.details["ideal_half_load_p99_factor"] = ideal_p99_factor(service_us)
                 points.append(point)
                 log(f"    in-proc  {point.label:<6s} {point.throughput_per_s:8.1f} texts/s")
     return points, token_counts

@@ -15,14 +15,15 @@ from functools import reduce
 from pathlib import Path
 from typing import Any
 
-from tritonstack.bench import cpus
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.inprocess import ServedFiles
-from tritonstack.bench.load import closed_loop, open_loop
-from tritonstack.bench.results import SERVED, Point, Round, best, completed_mean_ms, summarize
-from tritonstack.bench.timing import Timing
-from tritonstack.bench.triton_stats import TritonStatsProbe, Window, breakdown
+from tritonstack.bench.results import SERVED, Point, best, summarize_rounds
 from tritonstack.in_triton import contract
+from tritonstack.measure import cpus
+from tritonstack.measure.load import closed_loop, open_loop
+from tritonstack.measure.samples import Round, completed_mean_ms
+from tritonstack.measure.served_files import ServedFiles
+from tritonstack.measure.timing import Timing
+from tritonstack.measure.triton_stats import CounterDeltas, TritonStatsProbe, breakdown
 
 Log = Callable[[str], None]
 
@@ -30,15 +31,17 @@ Log = Callable[[str], None]
 def _point(
     setting: str,
     value: float,
-    measured: list[tuple[Round, Window | None]],
+    measured: list[tuple[Round, CounterDeltas | None]],
     split: cpus.CpuSplit,
     files: ServedFiles,
 ) -> Point:
     rounds = [r for r, _ in measured]
     windows = [w for _, w in measured if w is not None]
-    point = summarize(SERVED, setting, value, rounds, client_cores=len(split.client), server_cores=len(split.server))
+    point = summarize_rounds(
+        SERVED, setting, value, rounds, client_cores=len(split.client), server_cores=len(split.server)
+    )
     if windows and point.samples:
-        # in the fused layout the encoder knobs are the fused step's (inprocess.locate)
+        # in the fused layout the encoder knobs are the fused step's (served_files.locate)
         runs_encoder = contract.fused_name(files.name) if files.knobs.get("layout") == contract.FUSED_LAYOUT else None
         instances = {
             runs_encoder or contract.encoder_name(files.name): files.knobs["encoder_instances"],

@@ -34,7 +34,9 @@ GROWTH_WINDOW_S = 600.0
 
 
 @dataclass(frozen=True)
-class Sample:
+class Reading:
+    """What the soak saw at one moment: the calls since the previous reading, and Triton's processes."""
+
     elapsed_s: float
     ok: int  # calls that succeeded since the previous sample
     errors: int  # calls that failed since the previous sample
@@ -60,7 +62,7 @@ class SoakResult:
     duration_s: float
     warmup_s: float
     concurrency: int
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[Reading] = field(default_factory=list)
     first_error: str | None = None
 
     @property
@@ -146,7 +148,7 @@ async def _soak(
             while next_sample <= result.duration_s + 1e-9:
                 await asyncio.sleep(max(0.0, started + next_sample - time.perf_counter()))
                 processes = tuple(p for p in process_tree(root_pid) if p.alive)
-                sample = Sample(time.perf_counter() - started, counts["ok"], counts["errors"], processes)
+                sample = Reading(time.perf_counter() - started, counts["ok"], counts["errors"], processes)
                 counts.update(ok=0, errors=0)
                 result.samples.append(sample)
                 rss = sum(p.rss_bytes for p in processes) / 2**20

@@ -24,6 +24,7 @@ from typing import Any
 from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, best, ratio
 from tritonstack.bench.runner import BenchResult
 from tritonstack.cost import Cost
+from tritonstack.measure.json_safe import json_safe
 
 SERVED_OVER_INPROCESS_MIN = 0.85
 SERVED_OVER_BASELINE_MIN = 5.0
@@ -31,17 +32,6 @@ GPU_SERVED_OVER_BASELINE_MIN = 10.0  # a GPU batches what PyTorch runs one text 
 GPU_SERVED_SINGLE_REQUEST_P50_MAX_MS = 3.0  # MiniLM, concurrency 1, text -> SDK -> Triton -> embedding
 HALF_LOAD_P99_MAX_FACTOR = 5.0  # M/D/1 at utilisation 0.5: p99 = 4.34x the service time
 ENCODER_SLOWDOWN_NOTE = 1.3  # served encoder ms per text over in-process at a like batch size
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become null, tuples lists, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [clean(v) for v in value]
-    return value
 
 
 def gflops(result: BenchResult, point: Point) -> dict[str, float]:
@@ -214,7 +204,7 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
     targets.append(
         _target("half_load_p99_over_single_request", half_factor, "<=", HALF_LOAD_P99_MAX_FACTOR, half_explain)
     )
-    return clean(
+    return json_safe(
         {
             "served_over_inprocess": served_over_inprocess,
             "served_over_baseline": served_over_baseline,

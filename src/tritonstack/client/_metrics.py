@@ -13,8 +13,9 @@ into a registry of your own. Needs ``pip install tritonstack[metrics]``.
     tritonstack_sdk_circuit_state{endpoint}               each endpoint's breaker: 0 closed, 1 half-open, 2 open
 
 Not ``tritonstack_client_*``: those names belong to the load test's exporter
-(``tritonstack.loadtest.exporter``, with an ``outcome`` label) and the dashboards
-built on them; an application's SDK metrics must not mix into them.
+(``tritonstack.loadtest.exporter.LoadTestMetrics``, which extends this class with
+them, an ``outcome`` label and a registry of its own) and the dashboards built on
+them; an application's SDK metrics must not mix into them.
 """
 
 from __future__ import annotations

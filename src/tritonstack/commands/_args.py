@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tritonstack.loadtest.slo import SLOSpecError, parse_duration_s
+from tritonstack.measure.slo import SLOSpecError, parse_duration_s
 
 CPU_SPLITS = ("pinned", "shared")
 

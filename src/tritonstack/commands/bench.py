@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tritonstack.commands._args import add_cpu_split, duration_s, positive_ints
-from tritonstack.loadtest.slo import DEFAULT_HOT_SET
+from tritonstack.measure.slo import DEFAULT_HOT_SET
 
 if TYPE_CHECKING:
     from tritonstack.bench.runner import BenchSettings
@@ -79,6 +79,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_cpu_split(parser, pinned="models on their own core(s)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the FastAPI/PyTorch service")
     parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop point at half load")
+    parser.add_argument(
+        "--sdk",
+        action="store_true",
+        help="instead of the sweep: the SDK's sync and async clients against plain tritonclient on the served model "
+        "(latency and client CPU per call; throughput at --concurrency's largest value in flight, default 64)",
+    )
     overload = parser.add_argument_group(
         "overload",
         "--overload MULTIPLE measures capacity, then sends MULTIPLE x capacity for --overload-s and prints goodput, "
@@ -140,7 +146,7 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
     from dataclasses import replace
 
     from tritonstack.bench.runner import QUICK, BenchSettings
-    from tritonstack.bench.timing import Timing
+    from tritonstack.measure.timing import Timing
 
     settings = BenchSettings(
         model_dir=model_dir, repository=repository_for(args, device), name=args.name, report_dir=report_dir
@@ -196,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
         return _overload(args, model_dir)
     if args.repeat_ratio is not None:
         return _cache(args, model_dir)
+    if args.sdk:
+        return _sdk(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     settings = settings_from(args, model_dir, report_dir, device)
@@ -246,7 +254,7 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
 def _overload(args: argparse.Namespace, model_dir: Path) -> int:
     from tritonstack.bench import overload
     from tritonstack.bench.texts import make_texts
-    from tritonstack.loadtest.slo import load_slo
+    from tritonstack.measure.slo import load_slo
 
     slo_p99_ms = 1000.0
     if args.slo.is_file():
@@ -285,3 +293,27 @@ def _cache(args: argparse.Namespace, model_dir: Path) -> int:
     print(f"\nwrote {path}")
     measured = result.uncached.point.samples and result.cached.point.samples
     return 0 if measured else 1
+
+
+def _sdk(args: argparse.Namespace, model_dir: Path) -> int:
+    from dataclasses import replace
+
+    from tritonstack.bench import sdk_overhead
+
+    report_dir = args.report_dir or Path("reports") / time.strftime("bench-sdk-%Y%m%d-%H%M%S")
+    device = resolve_device(args.device)
+    repository = repository_for(args, device)
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, target=device)
+    settings = sdk_overhead.QUICK if args.quick else sdk_overhead.SdkSettings()
+    if args.concurrency:
+        settings = replace(settings, in_flight=max(args.concurrency))
+    if args.rounds:
+        settings = replace(settings, rounds=args.rounds)
+    result = sdk_overhead.run_sdk_overhead(
+        repository, args.name, settings, cpu_split=args.cpu_split, log_path=report_dir / "triton.log"
+    )
+    path = sdk_overhead.write(result, report_dir)
+    print()
+    print(sdk_overhead.table(result))
+    print(f"\nwrote {path}")
+    return 0

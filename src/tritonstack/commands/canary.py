@@ -11,8 +11,8 @@ import argparse
 import logging
 
 from tritonstack.loadtest.canary_plan import CanaryPlan, Tolerances
-from tritonstack.loadtest.errors import LoadTestError
-from tritonstack.loadtest.slo import load_slo, parse_duration_s
+from tritonstack.measure.errors import LoadTestError
+from tritonstack.measure.slo import load_slo, parse_duration_s
 from tritonstack.server import flags
 
 

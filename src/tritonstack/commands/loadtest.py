@@ -12,14 +12,13 @@ import dataclasses
 import logging
 import sys
 
-from tritonstack.loadtest import exporter
-from tritonstack.loadtest.slo import FLAG_PERCENTILES, latency_overrides, load_slo, parse_duration_s
-from tritonstack.server import flags
+from tritonstack._ports import LOADTEST_EXPORTER_PORT, LOCAL_GRPC_URL, LOOPBACK, METRICS_PORT
+from tritonstack.measure.slo import FLAG_PERCENTILES, latency_overrides, load_slo, parse_duration_s
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo", required=True, metavar="FILE", help="the SLO file (see loadtest/slo.yaml)")
-    parser.add_argument("--host", default=flags.LOCAL_GRPC_URL, metavar="HOST:PORT", help="Triton's gRPC endpoint")
+    parser.add_argument("--host", default=LOCAL_GRPC_URL, metavar="HOST:PORT", help="Triton's gRPC endpoint")
     parser.add_argument("--model", help="override the SLO's model name")
     parser.add_argument("--users", type=int, metavar="N", help="override load.users")
     parser.add_argument("--spawn-rate", type=float, metavar="N", help="override load.spawn_rate (users/s)")
@@ -41,18 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-url",
         metavar="URL",
         help="Triton's Prometheus endpoint to scrape during the run; HOST's machine, port "
-        f"{flags.METRICS_PORT} when omitted; 'none' disables",
+        f"{METRICS_PORT} when omitted; 'none' disables",
     )
     parser.add_argument(
         "--exporter-port",
         type=int,
-        default=exporter.DEFAULT_PORT,
+        default=LOADTEST_EXPORTER_PORT,
         metavar="PORT",
         help="serve client-observed latency for Prometheus on this port during the run; 0 disables",
     )
-    parser.add_argument(
-        "--exporter-addr", default=exporter.DEFAULT_ADDR, metavar="ADDR", help="the exporter's bind address"
-    )
+    parser.add_argument("--exporter-addr", default=LOOPBACK, metavar="ADDR", help="the exporter's bind address")
     parser.add_argument(
         "--find-capacity",
         action="store_true",

@@ -13,10 +13,8 @@ import signal
 import threading
 from pathlib import Path
 
-from tritonstack._process import LOOPBACK
-from tritonstack.loadtest.exporter import DEFAULT_PORT as LOADTEST_EXPORTER_PORT
+from tritonstack._ports import LOADTEST_EXPORTER_PORT, LOOPBACK, METRICS_PORT
 from tritonstack.monitoring.local import DEFAULT_PROMETHEUS_PORT, LocalPrometheus, find_monitoring_dir, render_config
-from tritonstack.server.flags import METRICS_PORT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -58,8 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.bench.timing import Timing
-    from tritonstack.loadtest.slo import load_slo
+    from tritonstack.measure.slo import load_slo
+    from tritonstack.measure.timing import Timing
     from tritonstack.repository.validate import check_repository
     from tritonstack.tune import report
     from tritonstack.tune.apply import write_winner

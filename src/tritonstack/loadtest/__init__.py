@@ -8,8 +8,8 @@ process with gevent on import); the Locust-facing modules are
 
 from __future__ import annotations
 
-from tritonstack.loadtest.errors import LoadTestError, ServerUnreachableError, SLOSpecError
-from tritonstack.loadtest.slo import SLO, LoadSpec, Objectives, PayloadSpec, load_slo
+from tritonstack.measure.errors import LoadTestError, ServerUnreachableError, SLOSpecError
+from tritonstack.measure.slo import SLO, LoadSpec, Objectives, PayloadSpec, load_slo
 
 __all__ = [
     "SLO",

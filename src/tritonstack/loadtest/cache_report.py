@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tritonstack.loadtest import triton_metrics
-from tritonstack.loadtest.payload import REPEAT, UNIQUE
 from tritonstack.loadtest.result import RunResult
-from tritonstack.loadtest.stats import Summary, summarize
-from tritonstack.loadtest.triton_metrics import CacheInterval
+from tritonstack.measure import triton_metrics
+from tritonstack.measure.payload import REPEAT, UNIQUE
+from tritonstack.measure.samples import Summary, summarize
+from tritonstack.measure.triton_metrics import CacheInterval
 
 SPLIT_PERCENTILES = (50.0, 99.0)
 

@@ -30,15 +30,15 @@ import numpy as np
 from tritonstack._exceptions import TritonStackError
 from tritonstack.loadtest import plots
 from tritonstack.loadtest.canary_plan import CanaryPlan
-from tritonstack.loadtest.errors import LoadTestError
 from tritonstack.loadtest.execute import RunOptions, run_test
-from tritonstack.loadtest.payload import load_texts
 from tritonstack.loadtest.report import write_report
 from tritonstack.loadtest.result import RunResult
-from tritonstack.loadtest.slo import SLO
-from tritonstack.loadtest.stats import Summary, summarize
 from tritonstack.loadtest.users import UserSettings, client_call, make_client
 from tritonstack.loadtest.verdict import Check, evaluate, violated
+from tritonstack.measure.errors import LoadTestError
+from tritonstack.measure.payload import load_texts
+from tritonstack.measure.samples import Summary, summarize
+from tritonstack.measure.slo import SLO
 
 AGREEMENT_TEXTS = 64  # texts each release answers before the load, for the agreement figure
 

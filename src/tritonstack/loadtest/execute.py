@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonstack._exceptions import TritonStackError
-from tritonstack.loadtest.errors import LoadTestError, ServerUnreachableError
-from tritonstack.loadtest.exporter import DEFAULT_ADDR, ClientMetrics, ClientMetricsExporter
+from tritonstack.loadtest.exporter import DEFAULT_ADDR, ClientMetricsExporter, LoadTestMetrics
 from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
 from tritonstack.loadtest.runner import LoadSession, StepWindow
-from tritonstack.loadtest.slo import SLO
-from tritonstack.loadtest.stats import Sample, summarize
-from tritonstack.loadtest.triton_metrics import MetricsScraper, Snapshot
 from tritonstack.loadtest.users import UserSettings, client_call, make_client
 from tritonstack.loadtest.verdict import evaluate, violated
+from tritonstack.measure.errors import LoadTestError, ServerUnreachableError
+from tritonstack.measure.samples import Sample, summarize
+from tritonstack.measure.slo import SLO
+from tritonstack.measure.triton_metrics import MetricsScraper, Snapshot
 from tritonstack.server import flags
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class _Instruments:
         self.exporter: ClientMetricsExporter | None = None
         self.scraper: MetricsScraper | None = None
         if options.exporter_port:
-            metrics = ClientMetrics()
+            metrics = LoadTestMetrics()
             try:
                 self.exporter = ClientMetricsExporter(metrics, options.exporter_port, options.exporter_addr)
             except OSError as error:
@@ -86,7 +86,7 @@ class _Instruments:
                     f"cannot serve client metrics on {options.exporter_addr}:{options.exporter_port}: {error.strerror}",
                     hint="pick another --exporter-port, or 0 to disable the exporter",
                 ) from error
-            session.collector.add_listener(lambda batch: metrics.observe(slo.model, batch))
+            session.collector.add_listener(lambda batch: metrics.observe_samples(slo.model, batch))
             say(f"client metrics: {self.exporter.url}")
         if options.metrics_url:
             self.scraper = MetricsScraper(options.metrics_url, options.scrape_interval_s).start()

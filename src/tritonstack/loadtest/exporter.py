@@ -5,7 +5,8 @@ The names are a contract with ``monitoring/`` (dashboards and recording rules):
 * ``tritonstack_client_request_duration_seconds`` histogram, labels ``model``, ``outcome``
 * ``tritonstack_client_requests_total`` counter, labels ``model``, ``outcome``
 
-``outcome`` is ``"success"`` or the error's type name. In master-worker mode
+``outcome`` is ``"success"`` or the error's type name. The SDK's own metrics
+(``tritonstack_sdk_*``) share the exporter's registry. In master-worker mode
 the master exports what the workers report (every few seconds), so the
 exporter runs once, wherever the verdict is computed.
 """
@@ -15,14 +16,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from tritonstack._process import LOOPBACK
+from tritonstack._ports import LOADTEST_EXPORTER_PORT, LOOPBACK
+from tritonstack.client._metrics import ClientMetrics
 
 if TYPE_CHECKING:
-    from tritonstack.loadtest.stats import Sample
+    from tritonstack.measure.samples import Sample
 
-# monitoring/prometheus/prometheus.yml scrapes the exporter at loadtest:DEFAULT_PORT. prometheus_client is
-# imported where the metrics are made, so the commands read these constants without it while building parsers.
-DEFAULT_PORT = 9646
+# prometheus-client is an extra: it is imported where the metrics are made, as the SDK's metrics do.
+DEFAULT_PORT = LOADTEST_EXPORTER_PORT
 DEFAULT_ADDR = LOOPBACK
 REQUEST_DURATION = "tritonstack_client_request_duration_seconds"
 REQUESTS_TOTAL = "tritonstack_client_requests_total"
@@ -35,13 +36,18 @@ BUCKETS_S = (
 SLO_BUCKET_S = 0.25
 
 
-class ClientMetrics:
-    """The two metrics in their own registry (so two runs in one process never collide)."""
+class LoadTestMetrics(ClientMetrics):
+    """The SDK's client metrics (``client/_metrics.py``) in a registry of the run's own (so two runs in one
+    process never collide), plus the load test's two series: every request's latency and outcome.
+
+    An SDK client given ``metrics=`` this object records its calls, retries and shed attempts here too.
+    """
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = CollectorRegistry(auto_describe=True)
+        super().__init__(self.registry)
         self.duration = Histogram(
             REQUEST_DURATION,
             "Request latency seen by the load-test client (SDK call to result), in seconds.",
@@ -57,16 +63,16 @@ class ClientMetrics:
             registry=self.registry,
         )
 
-    def observe(self, model: str, samples: Iterable[Sample]) -> None:
+    def observe_samples(self, model: str, samples: Iterable[Sample]) -> None:
         for sample in samples:
             self.duration.labels(model, sample.outcome).observe(sample.latency_us / 1e6)
             self.requests.labels(model, sample.outcome).inc()
 
 
 class ClientMetricsExporter:
-    """Serves :class:`ClientMetrics` over HTTP on ``addr:port`` (port 0 picks a free one)."""
+    """Serves :class:`LoadTestMetrics` over HTTP on ``addr:port`` (port 0 picks a free one)."""
 
-    def __init__(self, metrics: ClientMetrics, port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR) -> None:
+    def __init__(self, metrics: LoadTestMetrics, port: int = DEFAULT_PORT, addr: str = DEFAULT_ADDR) -> None:
         from prometheus_client import start_http_server
 
         self.metrics = metrics

@@ -28,11 +28,11 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from tritonstack._exceptions import TritonStackError
-from tritonstack.loadtest.exporter import DEFAULT_ADDR, DEFAULT_PORT, ClientMetrics, ClientMetricsExporter
+from tritonstack.loadtest.exporter import DEFAULT_ADDR, DEFAULT_PORT, ClientMetricsExporter, LoadTestMetrics
 from tritonstack.loadtest.plugin import SampleCollector
-from tritonstack.loadtest.slo import FLAG_PERCENTILES, SLO, latency_overrides, load_slo
-from tritonstack.loadtest.triton_metrics import MetricsScraper
 from tritonstack.loadtest.users import close_clients, exit_now, prepare_process
+from tritonstack.measure.slo import FLAG_PERCENTILES, SLO, latency_overrides, load_slo
+from tritonstack.measure.triton_metrics import MetricsScraper
 
 log = logging.getLogger("tritonstack.loadtest")
 
@@ -114,9 +114,9 @@ def _on_init(environment: Environment, runner: Any = None, **_: Any) -> None:
         runner.quit()
         return
     if options.exporter_port:
-        metrics = ClientMetrics()
+        metrics = LoadTestMetrics()
         _RUN.exporter = ClientMetricsExporter(metrics, options.exporter_port, options.exporter_addr)
-        _RUN.collector.add_listener(lambda batch: metrics.observe(slo.model, batch))
+        _RUN.collector.add_listener(lambda batch: metrics.observe_samples(slo.model, batch))
         log.info("client metrics on %s", _RUN.exporter.url)
 
 

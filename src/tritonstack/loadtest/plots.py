@@ -8,8 +8,8 @@ from typing import Any
 
 from tritonstack._plots import pyplot, save
 from tritonstack.loadtest.result import CapacityResult, RunResult
-from tritonstack.loadtest.stats import Sample, Window, window_width_s, windows
-from tritonstack.loadtest.triton_metrics import ServerInterval
+from tritonstack.measure.samples import Sample, Window, window_width_s, windows
+from tritonstack.measure.triton_metrics import ServerInterval
 
 _COLORS = ("tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:green", "tab:brown")
 

@@ -23,7 +23,7 @@ import gevent
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from tritonstack.loadtest.stats import SUCCESS, Sample
+from tritonstack.measure.samples import SUCCESS, Sample
 
 MESSAGE = "tritonstack_samples"
 DRAIN = "tritonstack_drain"  # master -> workers: stop sending, finish what is in flight

@@ -17,11 +17,12 @@ import json
 from pathlib import Path
 
 from tritonstack.in_triton.contract import encoder_name, fused_name
-from tritonstack.loadtest import plots, triton_metrics
+from tritonstack.loadtest import plots
 from tritonstack.loadtest.cache_report import CacheReport, cache_report
 from tritonstack.loadtest.result import RunResult
-from tritonstack.loadtest.stats import write_samples_csv
 from tritonstack.loadtest.verdict import render_table, verdict_line
+from tritonstack.measure import triton_metrics
+from tritonstack.measure.samples import write_samples_csv
 
 
 def default_report_dir(now: dt.datetime | None = None) -> Path:

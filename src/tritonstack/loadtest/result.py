@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tritonstack.cost import Cost
-from tritonstack.loadtest.slo import SLO
-from tritonstack.loadtest.stats import Sample, Summary
-from tritonstack.loadtest.triton_metrics import Snapshot
 from tritonstack.loadtest.verdict import Check, violated
+from tritonstack.measure.samples import Sample, Summary
+from tritonstack.measure.slo import SLO
+from tritonstack.measure.triton_metrics import Snapshot
 
 
 @dataclass

@@ -27,9 +27,9 @@ from locust.env import Environment
 from locust.runners import STATE_STOPPED, MasterRunner, Runner
 
 from tritonstack._process import LOOPBACK
-from tritonstack.loadtest.errors import LoadTestError
 from tritonstack.loadtest.plugin import SampleCollector
 from tritonstack.loadtest.users import UserSettings, user_class
+from tritonstack.measure.errors import LoadTestError
 
 WORKERS_READY_TIMEOUT_S = 60.0
 

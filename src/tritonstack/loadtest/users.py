@@ -35,12 +35,12 @@ from locust import User, task
 
 from tritonstack._ports import LOCAL_GRPC_URL
 from tritonstack.in_triton import contract
-from tritonstack.loadtest.payload import PayloadMix, load_texts
 from tritonstack.loadtest.plugin import drain_for
-from tritonstack.loadtest.slo import DEFAULT_HOT_SET
+from tritonstack.measure.payload import PayloadMix, load_texts
+from tritonstack.measure.slo import DEFAULT_HOT_SET
 
 if TYPE_CHECKING:
-    from tritonstack.loadtest.slo import SLO
+    from tritonstack.measure.slo import SLO
 
 # How long a user waits once its step drains; it is stopped long before.
 _DRAINED_WAIT_S = 3600.0
@@ -133,7 +133,7 @@ class UserSettings:
 @functools.lru_cache(maxsize=8)
 def _settings_from_slo(slo_path: str, model: str | None, texts: str | None, users: int) -> UserSettings:
     # Once per process, not once per user.
-    from tritonstack.loadtest.slo import load_slo
+    from tritonstack.measure.slo import load_slo
 
     settings = UserSettings.from_slo(load_slo(slo_path).with_overrides(model=model), users=users)
     return replace(settings, texts_file=texts) if texts else settings

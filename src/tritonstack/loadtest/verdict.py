@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tritonstack.cost import Cost
-from tritonstack.loadtest.slo import Objectives
-from tritonstack.loadtest.stats import Summary
+from tritonstack.measure.samples import Summary
+from tritonstack.measure.slo import Objectives
 
 
 @dataclass(frozen=True)

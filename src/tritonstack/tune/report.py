@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack._plots import pyplot, save
-from tritonstack.bench.summary import clean
 from tritonstack.in_triton import contract
+from tritonstack.measure.json_safe import json_safe
 from tritonstack.tune.apply import Written
 from tritonstack.tune.knobs import Knobs
 from tritonstack.tune.runner import Ranked, TuneResult
@@ -183,7 +183,7 @@ def table(result: TuneResult, written: Written | None = None, *, dry_run: bool =
 
 def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[str, Any]:
     winner = result.winner
-    return clean(
+    return json_safe(
         {
             "model": result.settings.name,
             "repository": str(result.settings.repository),

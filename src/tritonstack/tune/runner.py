@@ -32,10 +32,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tritonstack.bench import cpus
-from tritonstack.bench.timing import Timing
 from tritonstack.in_triton import contract
-from tritonstack.loadtest.slo import SLO
+from tritonstack.measure import cpus
+from tritonstack.measure.slo import SLO
+from tritonstack.measure.timing import Timing
 from tritonstack.repository.config import parameter
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, load_steps, read_knobs
@@ -217,8 +217,8 @@ def _check_budget(budget_s: float, levels: tuple[int, ...], timing: Timing) -> N
 
 
 def _workload(settings: TuneSettings) -> Workload:
-    from tritonstack.bench.inprocess import locate
-    from tritonstack.loadtest.payload import load_texts
+    from tritonstack.measure.payload import load_texts
+    from tritonstack.measure.served_files import locate
 
     files = locate(settings.repository, settings.name)
     slo = settings.slo
@@ -233,7 +233,7 @@ def _workload(settings: TuneSettings) -> Workload:
 
 def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True) -> TuneResult:
     """Search, confirm and rank; nothing is written (``apply`` and ``report`` do that)."""
-    from tritonstack.bench.inprocess import locate
+    from tritonstack.measure.served_files import locate
 
     slo = settings.slo
     levels = concurrency_levels(slo.capacity)

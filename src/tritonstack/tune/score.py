@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tritonstack.loadtest.slo import Objectives
+from tritonstack.measure.slo import Objectives
 
 DISPLAYED_PERCENTILES = (50.0, 99.0)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from tritonstack.loadtest.slo import CapacitySpec, Objectives
+from tritonstack.measure.slo import CapacitySpec, Objectives
 from tritonstack.tune.knobs import Knobs
 from tritonstack.tune.score import Score, SweepPoint, combine, misses
 from tritonstack.tune.space import Dimension

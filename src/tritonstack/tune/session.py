@@ -7,7 +7,7 @@ interrupted), only the changed step restarts (new instances start, the old
 ones retire), and Triton reloads the ensemble that uses it. docs/tune.md gives
 the measurement that a reloaded config serves like a freshly started one.
 
-The cores are split as in ``bench`` (``bench.cpus``): Triton and its model
+The cores are split as in ``bench`` (``measure.cpus``): Triton and its model
 processes on the server cores, this process -- the load generator -- on the
 others. A reload starts new stub processes, whose ONNX Runtime threads pin
 themselves where they like, so every thread of Triton's process group is
@@ -21,6 +21,7 @@ seeded alike for every config, latency from each scheduled arrival.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,13 +30,13 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from tritonstack.bench import cpus
-from tritonstack.bench.load import closed_loop, open_loop
-from tritonstack.bench.results import Round, percentile_ms
-from tritonstack.bench.timing import Timing
-from tritonstack.bench.triton_stats import TritonStatsProbe, model_view
 from tritonstack.in_triton import contract
-from tritonstack.loadtest.slo import Objectives
+from tritonstack.measure import cpus
+from tritonstack.measure.load import closed_loop, open_loop
+from tritonstack.measure.samples import Round, percentile_ms
+from tritonstack.measure.slo import Objectives
+from tritonstack.measure.timing import Timing
+from tritonstack.measure.triton_stats import TritonStatsProbe, model_view
 from tritonstack.repository.config import copy_config
 from tritonstack.server.embedded import RELOAD_PARAMETER
 from tritonstack.tune.errors import TuneError
@@ -138,63 +139,53 @@ class TuneServer:
         timeout_s: float,
     ) -> Sweep:
         """Closed-loop points from ``start_level`` on, as ``search.next_concurrency`` directs, then the
-        half-load point."""
+        half-load point; the load generator runs on the client cores."""
+        from tritonstack.client import AsyncClient, RetryPolicy
+
+        url, name = self.server.grpc_url, self.name
+        steps = {
+            "tokenizer": contract.tokenizer_name(name),
+            "encoder": contract.encoder_name(name),
+            "fused": contract.fused_name(name),
+        }
+        percentiles = sorted({*DISPLAYED_PERCENTILES, *objectives.latency_ms})
+
+        async def measure() -> Sweep:
+            probe = TritonStatsProbe(url, list(steps.values()))
+            points: list[SweepPoint] = []
+            # one attempt per call: a refused request is an error the SLO counts, not something to retry away
+            async with AsyncClient(url, model=name, timeouts=timeout_s, retry=RetryPolicy(max_attempts=1)) as client:
+                method = contract.task(workload.task).sdk_method  # the SDK call of the task: embed, classify
+                assert method is not None, workload.task  # the SLO's task, one of contract.SDK_TASKS
+                call = getattr(client, method)
+
+                async def send(index: int) -> None:
+                    await call(workload.requests[index])
+
+                await _first_request(send, name)
+                concurrency: int | None = start_level
+                half_load: SweepPoint | None = None
+                try:
+                    while concurrency is not None:
+                        measured, extra = await closed_loop(
+                            send, workload.token_counts, concurrency, warmup_s=timing.warmup_s,
+                            duration_s=timing.duration_s, probe=probe,
+                        )  # fmt: skip
+                        points.append(_point(measured, extra, steps, percentiles, concurrency=concurrency))
+                        concurrency = next_concurrency(levels, points, objectives)
+                    rate = half_load_rate(points, objectives)
+                    if rate is not None:
+                        measured, extra = await open_loop(
+                            send, workload.token_counts, rate, warmup_s=timing.warmup_s,
+                            duration_s=timing.duration_s, seed=HALF_LOAD_SEED, probe=probe,
+                        )  # fmt: skip
+                        half_load = _point(measured, extra, steps, percentiles, concurrency=0, rate_per_s=rate)
+                finally:
+                    await probe.close()
+            return Sweep(tuple(points), half_load)
+
         with cpus.pinned(self.split.client):
-            return asyncio.run(
-                _sweep(self.server.grpc_url, self.name, workload, objectives, levels, start_level, timing, timeout_s)
-            )
-
-
-async def _sweep(
-    url: str,
-    name: str,
-    workload: Workload,
-    objectives: Objectives,
-    levels: Sequence[int],
-    start_level: int,
-    timing: Timing,
-    timeout_s: float,
-) -> Sweep:
-    from tritonstack.client import AsyncClient, RetryPolicy
-
-    steps = {
-        "tokenizer": contract.tokenizer_name(name),
-        "encoder": contract.encoder_name(name),
-        "fused": contract.fused_name(name),
-    }
-    probe = TritonStatsProbe(url, list(steps.values()))
-    percentiles = sorted({*DISPLAYED_PERCENTILES, *objectives.latency_ms})
-    points: list[SweepPoint] = []
-    # one attempt per call: a refused request is an error the SLO counts, not something to retry away
-    async with AsyncClient(url, model=name, timeouts=timeout_s, retry=RetryPolicy(max_attempts=1)) as client:
-        method = contract.task(workload.task).sdk_method  # the SDK call of the task: embed, classify
-        assert method is not None, workload.task  # the SLO's task, one of contract.SDK_TASKS
-        call = getattr(client, method)
-
-        async def send(index: int) -> None:
-            await call(workload.requests[index])
-
-        await _first_request(send, name)
-        concurrency: int | None = start_level
-        half_load: SweepPoint | None = None
-        try:
-            while concurrency is not None:
-                measured, extra = await closed_loop(
-                    send, workload.token_counts, concurrency, warmup_s=timing.warmup_s,
-                    duration_s=timing.duration_s, probe=probe,
-                )  # fmt: skip
-                points.append(_point(measured, extra, steps, percentiles, concurrency=concurrency))
-                concurrency = next_concurrency(levels, points, objectives)
-            rate = half_load_rate(points, objectives)
-            if rate is not None:
-                measured, extra = await open_loop(
-                    send, workload.token_counts, rate, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
-                    seed=HALF_LOAD_SEED, probe=probe,
-                )  # fmt: skip
-                half_load = _point(measured, extra, steps, percentiles, concurrency=0, rate_per_s=rate)
-        finally:
-            await probe.close()
-    return Sweep(tuple(points), half_load)
+            return asyncio.run(measure())
 
 
 async def _first_request(send: Callable[[int], Awaitable[None]], name: str) -> None:
@@ -238,12 +229,17 @@ def _point(
     return SweepPoint(
         concurrency=concurrency,
         throughput_per_s=measured.throughput_per_s,
-        latency_ms={q: percentile_ms(measured.latencies_s, q) for q in percentiles},
+        # no successful request: NaN, which ``score.misses`` counts as a miss of every latency objective
+        latency_ms={q: _nan_if_none(percentile_ms(measured.latencies_us, q)) for q in percentiles},
         completed=measured.completed,
         errors=measured.errors,
         batch=batch,
         rate_per_s=rate_per_s,
     )
+
+
+def _nan_if_none(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def workload_from(

@@ -1,7 +1,7 @@
-"""Load-test errors.
+"""Errors of a load run (``loadtest``, and the SLO file and texts that ``bench`` and ``tune`` read too).
 
     TritonStackError
-    └── LoadTestError            the test itself could not run (exit 2)
+    └── LoadTestError            the load itself could not run (exit 2)
         ├── SLOSpecError         the SLO file is invalid; names the field
         └── ServerUnreachableError   Triton did not answer the pre-flight request
 

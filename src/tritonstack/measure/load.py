@@ -1,4 +1,4 @@
-"""One asyncio load generator for every served variant, so that their figures compare.
+"""One asyncio load generator (closed and open loop) for bench and tune, so that their figures compare.
 
 ``send(index)`` makes one call with text ``index`` of the corpus (one text per
 request, as users call a service). Two shapes of load:
@@ -25,8 +25,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from tritonstack.bench.cpus import machine_cpu_s
-from tritonstack.bench.results import Round
+from tritonstack.measure.cpus import machine_cpu_s
+from tritonstack.measure.samples import Round
 
 Send = Callable[[int], Awaitable[None]]
 ERROR_PAUSE_S = 0.001
@@ -46,6 +46,10 @@ class _Call:
     end_s: float
     index: int
     error: str | None
+
+    @property
+    def latency_us(self) -> float:
+        return (self.end_s - self.start_s) * 1e6
 
 
 @dataclass
@@ -112,7 +116,7 @@ def _round(
     ok = [c for c in inside if not c.error]
     return (
         Round(
-            latencies_s=tuple(c.end_s - c.start_s for c in sampled if not c.error),
+            latencies_us=tuple(c.latency_us for c in sampled if not c.error),
             elapsed_s=window.end_s - window.start_s,
             completed=len(ok),
             tokens=sum(token_counts[c.index] for c in ok),
@@ -121,7 +125,7 @@ def _round(
             client_cpu_s=window.client_cpu_s,
             server_cpu_s=window.server_cpu_s,
             machine_cpu_s=window.machine_cpu_s,
-            completed_latency_s=sum(c.end_s - c.start_s for c in ok),
+            completed_latency_us=sum(c.latency_us for c in ok),
         ),
         window.probe,
     )

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack.in_triton import contract
-from tritonstack.loadtest.errors import SLOSpecError
+from tritonstack.measure.errors import SLOSpecError
 
 TASKS = contract.SDK_TASKS  # the tasks the SDK has a call for: the load test drives a model through it
 # The percentiles with a command-line flag of their own (--p99-ms), in `tritonstack loadtest` and in `locust`.

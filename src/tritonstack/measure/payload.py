@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonstack._texts import read_texts
-from tritonstack.loadtest.errors import LoadTestError
-from tritonstack.loadtest.slo import DEFAULT_HOT_SET
+from tritonstack.measure.errors import LoadTestError
+from tritonstack.measure.slo import DEFAULT_HOT_SET
 
 # Used when the SLO names no texts file: short queries, sentences and a paragraph.
 BUILTIN_TEXTS = (

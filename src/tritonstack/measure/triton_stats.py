@@ -6,6 +6,11 @@ each request saw it -- a batched execution counts once per request in it.
 ``batch_stats`` counts each *execution* once, which gives how busy a model's
 instances were. The text-in ensemble's request duration is the server's whole
 share of a call; the client's share is the rest of the latency the SDK saw.
+
+The same counters, as Triton exports them to Prometheus and scraped over a
+whole run, are ``triton_metrics.py`` (the load test's server view): this module
+reads them through the gRPC API at the two ends of one measured window, in
+nanoseconds and with ``compute_input``/``compute_output`` included.
 """
 
 from __future__ import annotations
@@ -66,15 +71,15 @@ def parse_statistics(statistics: Mapping[str, Any]) -> dict[str, Counters]:
 
 
 @dataclass(frozen=True)
-class Window:
+class CounterDeltas:
     """Counter deltas over one or more measured windows."""
 
     elapsed_s: float
     models: dict[str, Counters]
 
-    def __add__(self, other: Window) -> Window:
+    def __add__(self, other: CounterDeltas) -> CounterDeltas:
         names = set(self.models) | set(other.models)
-        return Window(
+        return CounterDeltas(
             self.elapsed_s + other.elapsed_s,
             {n: self.models.get(n, Counters()) + other.models.get(n, Counters()) for n in names},
         )
@@ -96,7 +101,7 @@ def model_view(counters: Counters, elapsed_s: float, instances: int = 1) -> dict
 
 
 def breakdown(
-    window: Window, name: str, client_mean_ms: float, instances: Mapping[str, int] | None = None
+    window: CounterDeltas, name: str, client_mean_ms: float, instances: Mapping[str, int] | None = None
 ) -> dict[str, Any]:
     """Mean milliseconds per call, split into client, queue and compute of each model of ``name``.
 
@@ -151,7 +156,7 @@ class TritonStatsProbe:
         return {m: parsed.get(m, Counters()) for m in self.models}
 
     def diff(self, first: dict[str, Counters], last: dict[str, Counters], elapsed_s: float) -> dict[str, Any]:
-        return {"window": Window(elapsed_s, {m: last[m] - first[m] for m in self.models})}
+        return {"window": CounterDeltas(elapsed_s, {m: last[m] - first[m] for m in self.models})}
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -1,10 +1,12 @@
-"""Samples and what is computed from them: percentiles, the run summary, time windows.
+"""Latency samples and what is computed from them: percentiles, a load window's round, the run summary, time windows.
 
-Locust's own statistics round response times under 100 ms to whole
-milliseconds; the verdict is computed here, from every request's latency in
-integer microseconds. Latency percentiles are over *successful* requests (a
-fast failure must not make the latency look good); failures count against the
-error ratio instead.
+Every latency sample is in microseconds (``latency_us``, ``latencies_us``), and
+every percentile is computed by :func:`percentile_ms` from them. Locust's own
+statistics round response times under 100 ms to whole milliseconds; the
+load test's verdict is computed here, from every request's latency in integer
+microseconds. Latency percentiles are over *successful* requests (a fast
+failure must not make the latency look good); failures count against the error
+ratio instead.
 """
 
 from __future__ import annotations
@@ -52,12 +54,47 @@ class Sample:
         return cls(float(str(start_s)), int(str(latency_us)), str(outcome), str(worker), str(kind))
 
 
-def percentile_ms(latencies_us: Sequence[int] | np.ndarray, percentile: float) -> float | None:
+def percentile_ms(latencies_us: Sequence[float] | np.ndarray, percentile: float) -> float | None:
     """The ``percentile`` (0-100) of latencies in µs, in ms; linear interpolation between
-    closest ranks (numpy's default, and ``statistics.quantiles(method="inclusive")``)."""
+    closest ranks (numpy's default, and ``statistics.quantiles(method="inclusive")``); ``None`` without samples."""
     if len(latencies_us) == 0:
         return None
     return float(np.percentile(np.asarray(latencies_us, dtype=np.float64), percentile)) / 1000.0
+
+
+def mean_ms(latencies_us: Sequence[float] | np.ndarray) -> float | None:
+    """The mean of latencies in µs, in ms; ``None`` without samples."""
+    if len(latencies_us) == 0:
+        return None
+    return float(np.mean(np.asarray(latencies_us, dtype=np.float64))) / 1000.0
+
+
+@dataclass(frozen=True)
+class Round:
+    """One measured window of a load generator (``load.py``): latencies in µs, completions and errors inside it."""
+
+    latencies_us: tuple[float, ...]
+    elapsed_s: float
+    completed: int  # texts
+    tokens: int  # real (unpadded) tokens of the completed texts
+    errors: int = 0
+    first_error: str | None = None
+    client_cpu_s: float | None = None
+    server_cpu_s: float | None = None
+    machine_cpu_s: float | None = None  # every process of the machine, ours included
+    # Latency summed over the ``completed`` calls: the calls Triton's statistics of the window cover
+    # (for an open loop ``latencies_us`` holds the calls *sent* in the window instead).
+    completed_latency_us: float = 0.0
+
+    @property
+    def throughput_per_s(self) -> float:
+        return self.completed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+def completed_mean_ms(rounds: Sequence[Round]) -> float:
+    """Mean latency of the calls that finished inside the windows, in milliseconds (NaN without any)."""
+    completed = sum(r.completed for r in rounds)
+    return sum(r.completed_latency_us for r in rounds) / completed / 1000.0 if completed else float("nan")
 
 
 @dataclass(frozen=True)
@@ -122,7 +159,7 @@ def summarize(
         successes=int(ok_us.size),
         failures=sum(errors.values()),
         latency_ms={p: percentile_ms(ok_us, p) for p in wanted},
-        mean_ms=float(ok_us.mean()) / 1000.0 if ok_us.size else None,
+        mean_ms=mean_ms(ok_us),
         max_ms=float(ok_us.max()) / 1000.0 if ok_us.size else None,
         errors_by_type=dict(errors),
     )

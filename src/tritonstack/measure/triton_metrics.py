@@ -11,7 +11,9 @@ Per interval between two scrapes, for a model:
   A hit counts in nv_inference_request_success but not in nv_inference_count (nothing ran).
 
 Counters are summed over the model's versions. No Locust here: the scraper is
-a plain thread (a greenlet once gevent has patched the process).
+a plain thread (a greenlet once gevent has patched the process). The same
+counters read through Triton's statistics API at the ends of one measured
+window are ``triton_stats.py`` (bench and tune).
 """
 
 from __future__ import annotations

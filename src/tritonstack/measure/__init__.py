@@ -1,0 +1,1 @@
+"""The measurement library under bench, tune and loadtest: load, cores, timing, samples, Triton's counters, SLO."""
