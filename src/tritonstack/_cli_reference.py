@@ -1,7 +1,7 @@
 """docs/cli.md, the per-command reference, rendered from the commands' own argparse parsers.
 
 ``make docs-cli`` writes it (``python -m tritonstack._cli_reference docs/cli.md``);
-``tests/test_cli_reference.py`` fails when the file differs from what this renders.
+``tests/cli/test_cli_reference.py`` fails when the file differs from what this renders.
 A developer's tool, not a ``tritonstack`` command. The output depends on the code
 only, not on the terminal or the Python version: usage and option spellings are
 rendered here rather than by argparse's formatter, and defaults render as written.

@@ -42,7 +42,7 @@ COMMANDS: dict[str, str] = {
 }
 
 # top-level module a command may import -> the extra of pyproject.toml's optional-dependencies that brings it
-# (tests/test_cli.py checks this table against pyproject.toml). Where two extras bring a module, the one named
+# (tests/cli/test_cli.py checks this table against pyproject.toml). Where two extras bring a module, the one named
 # is the one whose commands need it first.
 EXTRAS: dict[str, str] = {
     "torch": "export",

@@ -17,7 +17,7 @@ from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey
 from tritonstack.server.errors import ExposureRefusedError
 
-# What nvidia-pytriton ships; tests/test_server_admin.py checks it against the running server.
+# What nvidia-pytriton ships; tests/server/test_server_admin.py checks it against the running server.
 EMBEDDED_TRITON_VERSION = "2.51.0"
 # An exposed key can be guessed over the network; `openssl rand -hex 32` gives 64 characters.
 MIN_EXPOSED_KEY_LENGTH = 16

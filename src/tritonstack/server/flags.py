@@ -1,7 +1,7 @@
 """Triton's command-line flags: the one source of truth.
 
 The embedded server, ``docker-compose.yml`` and the Kubernetes manifests all
-run Triton with these flags and ports; ``tests/test_deploy_consistency.py``
+run Triton with these flags and ports; ``tests/deploy/test_deploy_consistency.py``
 fails when one of them drifts.
 """
 

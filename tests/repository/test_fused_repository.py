@@ -1,6 +1,6 @@
 """The fused layout on disk: what a fused export writes, what `validate` says of it, and its releases.
 
-Real exported tiny models, no server (tests/test_server_fused.py serves them).
+Real exported tiny models, no server (tests/server/test_server_fused.py serves them).
 """
 
 from __future__ import annotations

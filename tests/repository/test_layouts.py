@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_repository_config import exported
+
 from tritonstack.cli import main
 from tritonstack.export.errors import ExportError
 from tritonstack.export.options import ExportOptions, validate

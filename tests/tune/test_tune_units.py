@@ -22,7 +22,7 @@ from tritonstack.tune.score import Score, SweepPoint, combine, half_load_rate, m
 from tritonstack.tune.search import climb, concurrency_levels, next_concurrency
 from tritonstack.tune.space import Dimension, dimensions, encoder_splits, per_call_activation_scales
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 P99 = Objectives(latency_ms={99.0: 100.0}, max_error_ratio=0.01)
 
 

@@ -38,13 +38,13 @@ import image_reference
 import kustomize
 from tritonstack.server import flags
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 OVERLAYS = ("", "triton", "redis", "prometheus-adapter", "loadtest", "overlays/grpc-tls")
 # The oldest Kubernetes these manifests target and the newest kubernetes-validate ships.
 K8S_VERSIONS = ("1.33.0", "1.37.0")
-SERVICEMONITOR_SCHEMA = Path(__file__).parent / "schemas" / "servicemonitor-monitoring.coreos.com-v1.subset.json"
+SERVICEMONITOR_SCHEMA = Path(__file__).parents[1] / "schemas" / "servicemonitor-monitoring.coreos.com-v1.subset.json"
 kustomize_build = kustomize.build
 _pod_spec = kustomize.pod_spec
 

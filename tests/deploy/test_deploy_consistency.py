@@ -26,7 +26,7 @@ import kustomize
 from tritonstack.repository.config import TensorRTAccelerator
 from tritonstack.server import flags
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
 TLS_OVERLAY = ROOT / "deploy" / "k8s" / "overlays" / "grpc-tls"

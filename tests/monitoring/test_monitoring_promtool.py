@@ -30,7 +30,7 @@ RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yml"))
 DASHBOARDS = sorted((MONITORING / "grafana" / "dashboards").glob("*.json"))
 
 # What Triton 2.51.0 (nvidia-pytriton 0.7.0) exports with summary_latencies on,
-# read from a live server's /metrics (tests/test_monitoring_live.py checks the
+# read from a live server's /metrics (tests/monitoring/test_monitoring_live.py checks the
 # non-GPU ones against the embedded server), plus the DCGM GPU metrics that only
 # a GPU server exports.
 TRITON_METRICS = {
@@ -55,7 +55,7 @@ TRITON_METRICS = {
     "nv_cpu_memory_total_bytes",
     "nv_cpu_memory_used_bytes",
 }
-# What the pinned Triton adds for a model that enables the response cache (tests/test_monitoring_live.py
+# What the pinned Triton adds for a model that enables the response cache (tests/monitoring/test_monitoring_live.py
 # reads them from the embedded server's cached model).
 TRITON_CACHE_METRICS = {
     "nv_cache_num_hits_per_model",

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from test_monitoring_promtool import TRITON_CACHE_METRICS, TRITON_METRICS
 from tritonclient.utils import InferenceServerException
 
-from test_monitoring_promtool import TRITON_CACHE_METRICS, TRITON_METRICS
 from tritonstack.loadtest.exporter import ClientMetricsExporter, LoadTestMetrics
 from tritonstack.monitoring import (
     LocalPrometheus,

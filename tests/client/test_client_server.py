@@ -185,7 +185,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Any], Any], type[ClientError], grpc.Status
         "UTF-8",
     ),
 ]
-# NaN in float inputs is refused by the same check_inputs (tests/test_client_core.py); the
+# NaN in float inputs is refused by the same check_inputs (tests/client/test_client_core.py); the
 # served models have no float input to send one to.
 
 

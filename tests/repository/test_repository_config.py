@@ -25,7 +25,7 @@ from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES, STEP_SHARES, queue_policy
 from tritonstack.repository.writer import ExportedModel, model_configs
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = Path(__file__).parents[1] / "golden"
 # Regenerate with TRITONSTACK_UPDATE_GOLDEN=1 after an intended change, and review the diff.
 UPDATE = os.environ.get("TRITONSTACK_UPDATE_GOLDEN") == "1"
 

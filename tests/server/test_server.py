@@ -81,7 +81,7 @@ def test_server_is_ready_on_loopback_and_lists_models(triton: Any) -> None:
     assert states == dict.fromkeys(expected, "READY")
 
 
-# The admin APIs and their key, over HTTP and gRPC: tests/test_server_admin.py.
+# The admin APIs and their key, over HTTP and gRPC: tests/server/test_server_admin.py.
 
 
 def test_served_embeddings_match_in_process_onnxruntime(

@@ -9,7 +9,7 @@ from pathlib import Path
 from tritonstack import _cli_reference
 from tritonstack.cli import COMMANDS
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 
 
 def test_docs_cli_md_is_up_to_date() -> None:

@@ -14,7 +14,7 @@ import pytest
 from tritonstack import cli
 from tritonstack.cli import COMMANDS, EXTRAS, main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # what no `--help` may import: seconds of torch, Locust's gevent patching, gRPC and protobuf
 HEAVY = ("torch", "transformers", "onnxruntime", "onnx", "tritonclient", "grpc", "locust", "gevent", "google.protobuf")
 

@@ -18,7 +18,7 @@ import tinymodels
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIMEOUT_S = 240
 LOOSE = {"p50_ms": 5000, "p99_ms": 10000, "max_error_ratio": 0.5, "min_throughput_rps": 1}

@@ -10,7 +10,7 @@ import pytest
 from tritonstack.measure.errors import LoadTestError, SLOSpecError
 from tritonstack.measure.slo import SLO, latency_overrides, load_slo, parse_duration_s, parse_slo
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"model": "tiny", "load": {"users": 4, "duration": "10s"}, "objectives": {"p99_ms": 50}}
 
 

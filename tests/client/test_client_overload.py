@@ -24,10 +24,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from google.protobuf import text_format
 from prometheus_client import CollectorRegistry
+from test_client_resilience import served_requests, wait_for
 from tritonclient.grpc import model_config_pb2
 from tritonclient.utils import InferenceServerException
 
-from test_client_resilience import served_requests, wait_for
 from tritonstack.client import (
     AsyncClient,
     CircuitBreakerPolicy,

@@ -20,7 +20,7 @@ import pytest
 
 from tritonstack.measure.samples import read_samples_csv
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TIMEOUT_S = 240
 

@@ -29,7 +29,7 @@ import yaml
 import image_reference
 from tritonstack.server import flags
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 COMPOSE_TLS = ROOT / "docker-compose.tls.yml"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
@@ -428,7 +428,7 @@ def test_image_requirements_agree_with_constraints() -> None:
 
 
 def test_python_backend_models_import_only_what_the_image_has() -> None:
-    # the image runs the files export copies beside a Python model's model.py (tests/test_in_triton.py checks
+    # the image runs the files export copies beside a Python model's model.py (tests/in_triton/test_in_triton.py checks
     # every file of in_triton/ against the fixed list; this one, against what the image installs)
     from tritonstack.in_triton import manifest
 

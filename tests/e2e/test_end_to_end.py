@@ -11,7 +11,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-# (The SDK refuses empty texts client-side; tests/test_server.py sends them to the server directly.)
+# (The SDK refuses empty texts client-side; tests/server/test_server.py sends them to the server directly.)
 TEXTS = [
     "A man is eating food.",
     "A man is riding a white horse on an enclosed ground.",

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from test_bench_report import result as result  # the fixture: the measured points of a CPU run
+
 from tritonstack._gpu import visible_gpus
 from tritonstack.bench import report
 from tritonstack.bench.baseline import torch_device

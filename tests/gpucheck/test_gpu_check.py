@@ -15,7 +15,7 @@ from tritonstack._gpu import visible_gpus
 from tritonstack.gpucheck import Check, verdict
 from tritonstack.gpucheck.cpu_side import classify_resolution, gpu_extra_resolves, gpu_requirement
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu-check"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu-check"
 CPU_SIDE = ["onnxruntime_build", "gpu_configs", "gpu_extra_resolves"]
 
 
