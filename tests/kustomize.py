@@ -2,8 +2,9 @@
 
 Implemented: ``resources`` (files and kustomization directories), ``components``
 (``kind: Component``), ``namespace``, ``labels`` (metadata only), ``images``
-(``newName``, ``newTag``, ``digest``) and ``patches`` given inline as JSON 6902
-operations (``add``, ``remove``) on a target of kind and name. A kustomization
+(``newName``, ``newTag``, ``digest``; on containers and init containers) and
+``patches`` given inline as JSON 6902 operations (``add``, ``remove``,
+``replace``, ``test``) on a target of kind and name. A kustomization
 using any other field, or a patch using anything else, fails: extend this
 before using it. Like kustomize, a resource directory that contains the
 kustomization referring to it is refused (kustomize reports a cycle).
@@ -54,7 +55,8 @@ def build(directory: Path) -> list[dict[str, Any]]:
         for label_set in kustomization.get("labels", []):
             assert not label_set.get("includeSelectors") and not label_set.get("includeTemplates")
             obj["metadata"].setdefault("labels", {}).update(label_set["pairs"])
-        for container in pod_spec(obj).get("containers", []):
+        spec = pod_spec(obj)
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
             for image in kustomization.get("images", []):
                 if image_name(container["image"]) == image["name"]:
                     container["image"] = set_image(container["image"], image)
@@ -88,17 +90,23 @@ def apply_patch(objects: list[dict[str, Any]], patch: dict[str, Any]) -> None:
 
 def _apply_operation(obj: dict[str, Any], operation: dict[str, Any]) -> None:
     op, path = operation["op"], operation["path"]
-    assert op in {"add", "remove"}, f"JSON patch op {op} is not implemented"
+    assert op in {"add", "remove", "replace", "test"}, f"JSON patch op {op} is not implemented"
     *parents, last = [part.replace("~1", "/").replace("~0", "~") for part in path.lstrip("/").split("/")]
     node: Any = obj
     for part in parents:
         node = node[int(part)] if isinstance(node, list) else node[part]  # KeyError: a path that does not exist
-    if op == "remove":
-        del node[int(last) if isinstance(node, list) else last]
-    elif isinstance(node, list):
+    if op == "add" and isinstance(node, list):
         node.insert(len(node) if last == "-" else int(last), operation["value"])
+        return
+    key = int(last) if isinstance(node, list) else last
+    if op == "test":  # kustomize fails the build when the value differs
+        assert node[key] == operation["value"], f"JSON patch test failed at {path}: {node[key]!r}"
+    elif op == "remove":
+        del node[key]
     else:
-        node[last] = operation["value"]
+        if op == "replace" and isinstance(node, dict):
+            assert key in node, f"JSON patch replace of {path}, which does not exist"  # RFC 6902
+        node[key] = operation["value"]  # a list index that does not exist: IndexError
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:

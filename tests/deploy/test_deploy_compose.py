@@ -217,7 +217,42 @@ def test_redis_is_reachable_by_triton_alone_and_triton_waits_for_it(compose) -> 
     assert on_cache == {"redis", "triton"}
     assert set(triton["networks"]) == {"default", "cache"}, "Triton stays on the network Prometheus and clients use"
     assert triton["depends_on"] == {"redis": {"condition": "service_healthy"}}
-    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli ping | grep -q PONG"]
+    kind, check = redis["healthcheck"]["test"]
+    assert kind == "CMD-SHELL" and check.endswith("redis-cli ping | grep -q PONG")
+
+
+def _places(node: Any, value: str, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The paths of the strings in a document that contain ``value``."""
+    if isinstance(node, str):
+        return {path} if value in node else set()
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    return set().union(set(), *(_places(child, value, (*path, str(key))) for key, child in items))
+
+
+def test_the_redis_password_is_in_tritons_environment_and_redis_config_file_only(compose) -> None:
+    """Not on a command line, nor in Redis's environment: both show in `docker inspect` and the
+    host's process list. Triton's cache takes it from TRITONCACHE_REDIS_PASSWORD alone."""
+    password = "0123456789abcdef-redis-password"
+    merged = interpolate(merge(compose, yaml.safe_load(COMPOSE_TLS.read_text())), {**tls_env(), SECRETS[1]: password})
+    assert SECRETS[1] == "TRITONSTACK_REDIS_PASSWORD"
+    for document in (interpolate(compose, {**filled_env(), SECRETS[1]: password}), merged):
+        assert _places(document, password) == {
+            ("services", "triton", "environment", flags.REDIS_PASSWORD_ENV),
+            ("configs", "redis-auth", "content"),
+        }
+        assert not _places(document, "--requirepass")
+        assert document["configs"]["redis-auth"]["content"] == f"requirepass {password}\n"
+
+
+def test_redis_reads_the_password_from_its_config_file_and_so_does_its_healthcheck(compose) -> None:
+    redis = compose["services"]["redis"]
+    assert "environment" not in redis and "env_file" not in redis
+    (config,) = redis["configs"]
+    assert config["source"] == "redis-auth"
+    # Copied into the container (not bind-mounted), the redis user's (UID 999 in the image) alone.
+    assert (config["uid"], config["mode"]) == ("999", 0o400)
+    assert redis["command"][:2] == ["redis-server", config["target"]]
+    assert f"REDISCLI_AUTH < {config['target']}" in redis["healthcheck"]["test"][1]
 
 
 def test_every_bind_mount_source_exists(compose) -> None:

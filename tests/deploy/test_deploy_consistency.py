@@ -85,6 +85,11 @@ def test_kubernetes_tls_overlay_runs_triton_with_the_tls_deployment_args() -> No
     )
     (container,) = kustomize.pod_spec(deployment)["containers"]
     expected = flags.deployment_args(admin_key=K8S_ADMIN_KEY, grpc_tls=flags.DEPLOYMENT_TLS)
+    # One change: plaintext HTTP on loopback only, so that clients have mutual-TLS gRPC alone
+    # (deploy/k8s/components/grpc-tls; tests/deploy/test_deploy_k8s.py checks who reaches which port).
+    everywhere = "--http-address=0.0.0.0"
+    assert expected.count(everywhere) == 1
+    expected[expected.index(everywhere)] = f"--http-address={flags.LOOPBACK}"
     assert container["args"] == ["tritonserver", *expected]
 
 
@@ -229,10 +234,14 @@ def _bytes(size: str) -> int:
     return int(match.group(1)) * _BYTES[match.group(2)]
 
 
+# Where both deployments' redis-server reads its config file: the password, nothing else.
+REDIS_CONFIG_FILE = "/usr/local/etc/redis/redis.conf"
+
+
 def redis_settings(command: list[str]) -> dict[str, str]:
-    """``redis-server --name value ...`` as a mapping."""
-    assert command[0] == "redis-server" and len(command) % 2 == 1, command
-    return {name.removeprefix("--"): value for name, value in zip(command[1::2], command[2::2], strict=True)}
+    """``redis-server CONFIG_FILE --name value ...``: the options as a mapping."""
+    assert command[:2] == ["redis-server", REDIS_CONFIG_FILE] and len(command) % 2 == 0, command
+    return {name.removeprefix("--"): value for name, value in zip(command[2::2], command[3::2], strict=True)}
 
 
 @pytest.fixture(scope="module")
@@ -241,8 +250,14 @@ def compose_redis() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def k8s_redis() -> dict[str, Any]:
-    (container,) = yaml.safe_load(REDIS_DEPLOYMENT.read_text())["spec"]["template"]["spec"]["containers"]
+def k8s_redis_pod() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load(REDIS_DEPLOYMENT.read_text())["spec"]["template"]["spec"]
+    return spec
+
+
+@pytest.fixture(scope="module")
+def k8s_redis(k8s_redis_pod) -> dict[str, Any]:
+    (container,) = k8s_redis_pod["containers"]
     return container
 
 
@@ -261,19 +276,34 @@ def test_deployments_cache_in_the_redis_flags_py_names(compose_redis, k8s_redis)
     assert not [a for a in flags.deployment_args() if "password" in a], "the password is never a flag"
 
 
-def test_triton_and_redis_share_one_password_from_a_secret(triton_service, container, compose_redis, k8s_redis) -> None:
-    # compose: one .env variable, required, for Triton's cache and for Redis (and its healthcheck)
+def test_triton_and_redis_share_one_password_from_a_secret(
+    triton_service, container, compose_redis, k8s_redis_pod, k8s_redis
+) -> None:
+    # compose: one .env variable, required, in Triton's environment and in Redis's config file
     variable = triton_service["environment"][flags.REDIS_PASSWORD_ENV]
     assert re.fullmatch(r"\$\{TRITONSTACK_REDIS_PASSWORD:\?[^}]+\}", variable), variable
-    assert redis_settings(compose_redis["command"])["requirepass"] == variable
-    assert compose_redis["environment"]["REDISCLI_AUTH"] == variable
-    # Kubernetes: one Secret key, expanded by the kubelet into redis-server's argument
+    compose = yaml.safe_load(COMPOSE.read_text())
+    (mounted,) = compose_redis["configs"]
+    assert mounted["target"] == REDIS_CONFIG_FILE
+    assert compose["configs"][mounted["source"]]["content"] == f"requirepass {variable}\n"
+    # Kubernetes: one Secret key, in Triton's environment and, as a file, in the init container that
+    # writes Redis's config file into the volume redis-server reads it from
     env = {e["name"]: e for e in container["env"]}
-    secret = {"secretKeyRef": {"name": "tritonstack-redis", "key": "password"}}
-    assert env[flags.REDIS_PASSWORD_ENV]["valueFrom"] == secret
-    redis_env = {e["name"]: e for e in k8s_redis["env"]}
-    assert redis_env["REDISCLI_AUTH"]["valueFrom"] == secret
-    assert redis_settings(k8s_redis["args"])["requirepass"] == "$(REDISCLI_AUTH)"
+    assert env[flags.REDIS_PASSWORD_ENV]["valueFrom"] == {
+        "secretKeyRef": {"name": "tritonstack-redis", "key": "password"}
+    }
+    volumes = {v["name"]: v for v in k8s_redis_pod["volumes"]}
+    (init,) = k8s_redis_pod["initContainers"]
+    mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
+    secrets = [name for name in mounts if "secret" in volumes[name]]
+    assert [volumes[name]["secret"]["secretName"] for name in secrets] == ["tritonstack-redis"]
+    (item,) = volumes[secrets[0]]["secret"]["items"]
+    assert item["key"] == "password"
+    script = init["command"][-1]
+    assert f"{mounts[secrets[0]]}/{item['path']}" in script
+    (config_dir,) = {m["mountPath"] for m in k8s_redis["volumeMounts"]} & set(mounts.values())
+    assert f"{config_dir}/redis.conf" == REDIS_CONFIG_FILE
+    assert f'requirepass %s\\n\' "$password" > {REDIS_CONFIG_FILE}' in script
 
 
 def test_redis_is_bounded_evicts_and_keeps_nothing_on_disk(compose_redis, k8s_redis) -> None:
@@ -286,4 +316,4 @@ def test_redis_is_bounded_evicts_and_keeps_nothing_on_disk(compose_redis, k8s_re
         # the container limit leaves room for Redis's own overhead above its data
         assert _bytes(settings["maxmemory"]) * 1.2 <= _bytes(limit), where
         assert (settings["save"], settings["appendonly"]) == ("", "no"), where
-    assert deployed["compose"][0] == deployed["kubernetes"][0] | {"requirepass": deployed["compose"][0]["requirepass"]}
+    assert deployed["compose"][0] == deployed["kubernetes"][0]

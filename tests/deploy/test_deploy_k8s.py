@@ -42,6 +42,9 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 OVERLAYS = ("", "triton", "redis", "prometheus-adapter", "loadtest", "overlays/grpc-tls")
+# The Namespace label that grants its pods labelled tritonstack.io/client: "true" inference (networkpolicy.yaml).
+CLIENT_NAMESPACE_LABEL = "tritonstack.io/client-namespace"
+REDIS_SECRET = "tritonstack-redis"
 # The oldest Kubernetes these manifests target and the newest kubernetes-validate ships.
 K8S_VERSIONS = ("1.33.0", "1.37.0")
 SERVICEMONITOR_SCHEMA = Path(__file__).parents[1] / "schemas" / "servicemonitor-monitoring.coreos.com-v1.subset.json"
@@ -206,15 +209,43 @@ def admits(policy: dict[str, Any], namespace: dict[str, str], pod: dict[str, str
     return False
 
 
-def test_the_network_policy_guards_every_triton_port(built) -> None:
-    policy = _find(built["triton"], "NetworkPolicy", "triton")
-    deployment = _find(built["triton"], "Deployment", "triton")
+@pytest.mark.parametrize(
+    ("overlay", "ports"), [("triton", {"grpc", "http", "metrics"}), ("overlays/grpc-tls", {"grpc", "metrics"})]
+)
+def test_the_network_policy_guards_every_triton_port(built, overlay: str, ports: set[str]) -> None:
+    policy = _find(built[overlay], "NetworkPolicy", "triton")
+    deployment = _find(built[overlay], "Deployment", "triton")
     assert policy["spec"]["podSelector"] == {"matchLabels": deployment["spec"]["selector"]["matchLabels"]}
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (container,) = _pod_spec(deployment)["containers"]
     named = {p["name"] for p in container["ports"]}
-    assert named == {"grpc", "http", "metrics"}
+    assert named == ports
     assert {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]} == named
+
+
+def _peers(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (policy["metadata"]["name"], peer)
+        for policy in objects
+        if policy["kind"] == "NetworkPolicy"
+        for rule in policy["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+    ]
+
+
+@pytest.mark.parametrize("overlay", ["all", "overlays/grpc-tls", "loadtest"])
+def test_no_network_policy_peer_selects_every_namespace(built, overlay: str) -> None:
+    """A pod label is anyone's to set who may create a pod; which namespaces count is the grant.
+
+    A peer without a namespaceSelector means the policy's own namespace; one with a namespaceSelector
+    must name label values (``{}``, or expressions alone, would let any namespace's pods in).
+    """
+    peers = _peers(built[overlay])
+    assert peers or overlay == "loadtest"
+    for name, peer in peers:
+        if "namespaceSelector" in peer:
+            assert set(peer["namespaceSelector"]) == {"matchLabels"}, f"{name}: {peer}"
+            assert peer["namespaceSelector"]["matchLabels"], f"{name}: a namespaceSelector that selects every namespace"
 
 
 def test_the_network_policy_admits_clients_and_prometheus_only(built) -> None:
@@ -228,11 +259,17 @@ def test_the_network_policy_admits_clients_and_prometheus_only(built) -> None:
     master = _pod_labels(_find(built["loadtest"], "Job", "locust-master"))
     prometheus = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": "kube-prometheus-stack"}
     client = {"app": "shop-frontend", "tritonstack.io/client": "true"}
+    # A namespace an administrator granted (docs/deploy.md: kubectl label namespace ...).
+    granted = {"kubernetes.io/metadata.name": "shop", CLIENT_NAMESPACE_LABEL: "true"}
     expected = {
         "the load test's workers": (home, worker, {"grpc", "http"}),
         "the load test's master": (home, master, {"metrics"}),
         "Prometheus": (monitoring, prometheus, {"metrics"}),
-        "a labelled client in another namespace": (elsewhere, client, {"grpc", "http"}),
+        "a labelled client in a granted namespace": (granted, client, {"grpc", "http"}),
+        "a labelled client beside Triton": (home, client, {"grpc", "http"}),
+        "a labelled client in a namespace nobody granted": (elsewhere, client, set()),
+        "a labelled client in a namespace granted false": (granted | {CLIENT_NAMESPACE_LABEL: "false"}, client, set()),
+        "an unlabelled pod in a granted namespace": (granted, {"app": "shop-frontend"}, set()),
         "an unlabelled pod beside Triton": (home, {"app": "debug-shell"}, set()),
         "a client labelled false": (home, {"tritonstack.io/client": "false"}, set()),
         "a pod named like Prometheus elsewhere": (elsewhere, prometheus, set()),
@@ -241,6 +278,19 @@ def test_the_network_policy_admits_clients_and_prometheus_only(built) -> None:
     for who, (namespace, pod, ports) in expected.items():
         admitted = {port for port in ("grpc", "http", "metrics") if admits(policy, namespace, pod, port)}
         assert admitted == ports, who
+
+
+@pytest.mark.parametrize("overlay", ["triton", "overlays/grpc-tls"])
+def test_the_network_policy_documented_grant_is_the_one_it_checks(built, overlay: str) -> None:
+    policy = _find(built[overlay], "NetworkPolicy", "triton")
+    labels = [
+        label
+        for _, peer in _peers([policy])
+        for label in peer.get("namespaceSelector", {}).get("matchLabels", {})
+        if label != "kubernetes.io/metadata.name"
+    ]
+    assert labels == [CLIENT_NAMESPACE_LABEL]
+    assert f"kubectl label namespace shop {CLIENT_NAMESPACE_LABEL}=true" in DEPLOY_DOC.read_text()
 
 
 def test_redis_admits_triton_alone_and_is_hardened(built) -> None:
@@ -258,12 +308,85 @@ def test_redis_admits_triton_alone_and_is_hardened(built) -> None:
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"] == {"type": "Recreate"}
     spec = _pod_spec(deployment)
     (container,) = spec["containers"]
+    (init,) = spec["initContainers"]
     assert spec["securityContext"]["runAsNonRoot"] is True
-    assert container["securityContext"] == {
-        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-    }  # fmt: skip
+    for each in (container, init):
+        assert each["securityContext"] == {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+        }, each["name"]  # fmt: skip
     assert {p["name"] for p in container["ports"]} == {"redis"}
     assert _find(built["redis"], "Service", "redis")["spec"]["type"] == "ClusterIP"
+
+
+def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = _pod_spec(obj)
+    return spec.get("initContainers", []) + spec.get("containers", [])
+
+
+def _commands(container: dict[str, Any]) -> list[str]:
+    """Everything a container runs with: command, args, and its probes' and hooks' commands."""
+    words = [*container.get("command", []), *container.get("args", [])]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        words += container.get(probe, {}).get("exec", {}).get("command", [])
+    for hook in container.get("lifecycle", {}).values():
+        words += hook.get("exec", {}).get("command", [])
+    return words
+
+
+@pytest.mark.parametrize("overlay", ["all", "overlays/grpc-tls", "loadtest"])
+def test_the_redis_password_is_on_no_command_line(built, overlay: str) -> None:
+    """Command lines show in `kubectl get pod -o yaml`, `crictl inspect` and the node's ``ps``.
+
+    The password is in no container's command or args, directly (``--requirepass``) or through
+    the kubelet's ``$(VAR)`` expansion of a Secret-backed variable; the only variable that holds it
+    is Triton's TRITONCACHE_REDIS_PASSWORD, the one way its redis cache takes a password.
+    """
+    holders = []
+    for obj in built[overlay]:
+        for container in _containers(obj):
+            from_secret = {
+                e["name"]
+                for e in container.get("env", [])
+                if e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == REDIS_SECRET
+            }
+            assert not any(
+                source.get("secretRef", {}).get("name") == REDIS_SECRET for source in container.get("envFrom", [])
+            )
+            holders += [(obj["metadata"]["name"], container["name"], name) for name in from_secret]
+            for word in _commands(container):
+                assert "--requirepass" not in word and not re.search(r"(?:^|\s)-a\s", word), word
+                for name in from_secret:
+                    assert f"$({name})" not in word, f"{container['name']}: {word}"
+    assert set(holders) <= {("triton", "triton", flags.REDIS_PASSWORD_ENV)}
+
+
+def test_redis_reads_its_password_from_a_file_the_init_container_writes_from_the_secret(built) -> None:
+    spec = _pod_spec(_find(built["redis"], "Deployment", "redis"))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    (init,) = spec["initContainers"]
+    (redis,) = spec["containers"]
+    assert "env" not in init and "env" not in redis and "envFrom" not in redis
+    # The init container reads the Secret as a file, and only it mounts the Secret.
+    (secret_mount,) = (m for m in init["volumeMounts"] if "secret" in volumes[m["name"]])
+    assert secret_mount["readOnly"] is True
+    secret = volumes[secret_mount["name"]]["secret"]
+    assert secret["secretName"] == REDIS_SECRET and secret["items"] == [{"key": "password", "path": "password"}]
+    assert secret["defaultMode"] == 0o440, "group fsGroup (the redis user) reads it, nobody else"
+    assert not [m for m in redis["volumeMounts"] if "secret" in volumes[m["name"]]]
+    # It writes redis-server's config file (the first argument) into memory shared with redis, read-only there.
+    (written,) = (m for m in init["volumeMounts"] if m["name"] != secret_mount["name"])
+    assert volumes[written["name"]]["emptyDir"]["medium"] == "Memory"
+    (read,) = (m for m in redis["volumeMounts"] if m["name"] == written["name"])
+    assert read["readOnly"] is True and read["mountPath"] == written["mountPath"]
+    config_file = f"{read['mountPath']}/redis.conf"
+    assert redis["args"][:2] == ["redis-server", config_file]
+    script = init["command"][-1]
+    assert f"{secret_mount['mountPath']}/password" in script and f"> {config_file}" in script
+    assert "umask 077" in script, "the config file is the redis user's alone"
+    # The probes authenticate from the same file, through redis-cli's variable, not an argument.
+    for probe in ("readinessProbe", "livenessProbe"):
+        command = redis[probe]["exec"]["command"]
+        assert f"REDISCLI_AUTH < {config_file}" in command[-1] and "redis-cli ping" in command[-1]
 
 
 # -- gRPC over mutual TLS: components/grpc-tls ------------------------------------
@@ -276,7 +399,12 @@ def _by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
 def test_the_tls_overlay_is_the_stack_with_tls_mounted_from_a_secret(built) -> None:
     plain, tls = _by_key(built["all"]), _by_key(built["overlays/grpc-tls"])
     assert plain.keys() == tls.keys(), "a drop-in replacement for deploy/k8s"
-    changed = {("Deployment", "triton"), ("Service", "triton"), ("Service", "triton-headless")}
+    changed = {
+        ("Deployment", "triton"),
+        ("Service", "triton"),
+        ("Service", "triton-headless"),
+        ("NetworkPolicy", "triton"),
+    }
     assert {key for key in plain if plain[key] != tls[key]} == changed
     spec = _pod_spec(tls[("Deployment", "triton")])
     (container,) = spec["containers"]
@@ -292,7 +420,42 @@ def test_the_tls_overlay_is_the_stack_with_tls_mounted_from_a_secret(built) -> N
         after = {p["name"]: p for p in tls[("Service", name)]["spec"]["ports"]}
         assert "appProtocol" not in after["grpc"], f"{name}: gRPC is no longer cleartext HTTP/2"
         assert after["grpc"] == {k: v for k, v in before["grpc"].items() if k != "appProtocol"}
-        assert {k: v for k, v in after.items() if k != "grpc"} == {k: v for k, v in before.items() if k != "grpc"}
+        # HTTP is not served off the pod (test_with_grpc_tls_plaintext_http_serves_the_probes_alone)
+        unchanged = {k: v for k, v in before.items() if k not in {"grpc", "http"}}
+        assert {k: v for k, v in after.items() if k != "grpc"} == unchanged
+
+
+# Namespaces a pod may come from, and pods, for who-reaches-what checks.
+_GRANTED = {"kubernetes.io/metadata.name": "shop", CLIENT_NAMESPACE_LABEL: "true"}
+_MONITORING = {"kubernetes.io/metadata.name": "monitoring"}
+_CLIENT = {"app": "shop-frontend", "tritonstack.io/client": "true"}
+_PROMETHEUS = {"app.kubernetes.io/name": "prometheus", "app.kubernetes.io/instance": "kube-prometheus-stack"}
+
+
+def test_with_grpc_tls_plaintext_http_serves_the_probes_alone(built) -> None:
+    """Triton's HTTP endpoint has no TLS and serves inference: with the gRPC TLS component no client
+    may reach it, or mutual TLS would be optional. It listens on loopback; the probes run in the pod."""
+    objects = built["overlays/grpc-tls"]
+    policy = _find(objects, "NetworkPolicy", "triton")
+    home = {"kubernetes.io/metadata.name": policy["metadata"]["namespace"]}
+    worker = _pod_labels(_find(built["loadtest"], "Deployment", "locust-worker"))
+    master = _pod_labels(_find(built["loadtest"], "Job", "locust-master"))
+    sources = [(home, worker), (home, master), (home, _CLIENT), (_GRANTED, _CLIENT), (_MONITORING, _PROMETHEUS)]
+    for namespace, pod in sources:
+        assert not admits(policy, namespace, pod, "http"), pod
+    assert admits(policy, _GRANTED, _CLIENT, "grpc"), "clients keep gRPC, over mutual TLS"
+    (container,) = _pod_spec(_find(objects, "Deployment", "triton"))["containers"]
+    addresses = [a for a in container["args"] if a.startswith("--http-address=")]
+    assert addresses == ["--http-address=127.0.0.1"]
+    assert "http" not in {p["name"] for p in container["ports"]}
+    for service in (o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].startswith("triton")):
+        assert [p for p in service["spec"]["ports"] if p["targetPort"] == "http" or p["port"] == flags.HTTP_PORT] == []
+    paths = {"startupProbe": "ready", "readinessProbe": "ready", "livenessProbe": "live"}
+    for probe, path in paths.items():
+        assert set(container[probe]) - {"periodSeconds", "timeoutSeconds", "failureThreshold"} == {"exec"}, probe
+        command = container[probe]["exec"]["command"]
+        assert command[:2] == ["python3", "-c"]
+        assert f"http://127.0.0.1:{flags.HTTP_PORT}/v2/health/{path}'" in command[2], probe
 
 
 def test_a_resource_that_contains_its_kustomization_is_refused(tmp_path: Path) -> None:
@@ -302,6 +465,25 @@ def test_a_resource_that_contains_its_kustomization_is_refused(tmp_path: Path) -
     (overlay / "kustomization.yaml").write_text(yaml.safe_dump({"resources": ["../.."]}))
     with pytest.raises(AssertionError, match="cycle"):
         kustomize_build(overlay)
+
+
+def test_a_json_patch_test_that_fails_fails_the_build(tmp_path: Path) -> None:
+    """The grpc-tls component guards each item it replaces or removes by index with a `test`."""
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"args": "x"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+
+    def build(expected: str) -> list[dict[str, Any]]:
+        operations = [
+            {"op": "test", "path": "/data/args", "value": expected},
+            {"op": "replace", "path": "/data/args", "value": "y"},
+        ]
+        patch = {"target": {"kind": "ConfigMap", "name": "c"}, "patch": yaml.safe_dump(operations)}
+        (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({"resources": ["c.yaml"], "patches": [patch]}))
+        return kustomize_build(tmp_path)
+
+    assert build("x")[0]["data"] == {"args": "y"}
+    with pytest.raises(AssertionError, match="JSON patch test failed at /data/args"):
+        build("z")
 
 
 # -- images pinned by digest ---------------------------------------------------------
@@ -333,7 +515,7 @@ def test_images_pinned_by_digest_as_documented_render_and_validate(overlay: str,
     assert workloads
     for obj in workloads:
         validate(obj, version)
-        for container in _pod_spec(obj)["containers"]:
+        for container in _containers(obj):  # init containers too (redis)
             assert container["image"] == f"{pin['newName']}@{image_reference.EXAMPLE_DIGEST}"
             assert image_reference.is_pinned(container["image"])
 
