@@ -156,7 +156,11 @@ def test_it_runs_the_readme_commands_and_the_checks_the_issue_names(workflow) ->
     checks = "\n".join(runs)
     for command in ("promtool check config", "promtool check rules", "promtool test rules"):
         assert command in checks
-    cited = ("tests/monitoring/test_monitoring_promtool.py", "tests/deploy/test_deploy_k8s.py", "tests/deploy/test_ci_workflow.py")
+    cited = (
+        "tests/monitoring/test_monitoring_promtool.py",
+        "tests/deploy/test_deploy_k8s.py",
+        "tests/deploy/test_ci_workflow.py",
+    )
     for tests in cited:
         assert tests in checks and (ROOT / tests).is_file()
 
