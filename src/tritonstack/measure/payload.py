@@ -16,11 +16,13 @@ once each hot request was computed) and unique requests (always misses).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tritonstack._texts import read_texts
+from tritonstack.in_triton import contract
 from tritonstack.measure.errors import LoadTestError
 from tritonstack.measure.slo import DEFAULT_HOT_SET
 
@@ -45,6 +47,14 @@ def load_texts(path: Path | None) -> list[str]:
     if path is None:
         return list(BUILTIN_TEXTS)
     return read_texts(path, what="texts file", error=LoadTestError)
+
+
+def request_call(call: Callable[..., Any], task: str) -> Callable[[Sequence[str]], Any]:
+    """The SDK call of ``task`` (``embed``, ``classify``, ``rerank``; sync or async) as a call on one request's
+    drawn texts: a pair task's (text-ranking) first text is the query, the others its documents."""
+    if not contract.task(task).pair:
+        return call
+    return lambda texts: call(texts[0], list(texts[1:]))
 
 
 REPEAT = "repeat"  # one of the hot set
