@@ -22,9 +22,11 @@ class Classification:
 class RerankResult:
     """One document of a ``rerank`` call: its position in the documents sent, its score, and its text if asked.
 
-    ``score`` is the cross-encoder's raw relevance logit (unbounded; higher is more relevant), what
-    sentence-transformers' ``CrossEncoder.predict`` returns for a one-logit model. ``relevance`` is its sigmoid
-    in [0, 1], the ``relevance_score`` that Cohere's and TEI's rerank APIs report; it orders alike.
+    ``score`` is the cross-encoder's raw relevance logit (unbounded; higher is more relevant), before any
+    activation: what sentence-transformers' ``CrossEncoder.predict`` returns for a model whose activation is
+    Identity (the ms-marco cross-encoders). ``relevance`` is its sigmoid in [0, 1], what ``predict`` returns
+    with its default Sigmoid (bge-reranker) and the ``relevance_score`` Cohere's and TEI's rerank APIs report;
+    both order the documents alike.
     """
 
     index: int

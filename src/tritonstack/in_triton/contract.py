@@ -56,9 +56,10 @@ LABEL_OUTPUT = "LABEL"  # BYTES [1], the label name
 SCORE_OUTPUT = "SCORE"  # FP32 [1], softmax probability of that label
 
 # text-ranking: SCORE alone, FP32 [1] per (query, document) row -- the model's raw relevance logit, before any
-# activation (what sentence-transformers' CrossEncoder.predict returns for a one-logit model); sigmoid(SCORE) is
+# activation. sentence-transformers' CrossEncoder.predict applies the activation its config names: Identity for
+# the ms-marco cross-encoders (the same number), Sigmoid where none is named (bge-reranker); sigmoid(SCORE) is
 # the relevance in [0, 1] that Cohere's and TEI's rerank APIs report. Raw, because a sigmoid in float32 saturates
-# and ties the best documents at 1.0 where their logits still differ.
+# and ties the best documents at 1.0 where their logits still differ; either orders the documents alike.
 
 # token-classification
 ENTITIES_OUTPUT = "ENTITIES"  # BYTES [1], JSON list of {token, label, score, start, end}
