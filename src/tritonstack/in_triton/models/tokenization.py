@@ -80,6 +80,10 @@ class TextTokenizer:
         self.char_limit = char_limit(max_length)
         self.max_length = max_length
         self.pair = pair
+        # counts a query's tokens (check_queries): only_second truncation refuses to encode one text alone
+        self._counter = Tokenizer.from_str(self.tokenizer.to_str()) if pair else None
+        if self._counter is not None:
+            self._counter.no_truncation()
 
     def encode(self, rows: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
         """Each text (each text of a pair) cut to ``char_limit`` characters, tokenized and truncated; no padding."""
@@ -91,9 +95,11 @@ class TextTokenizer:
     def check_queries(self, queries: Sequence[str]) -> None:
         """``QueryTooLongError`` when a query, with the pair template's special tokens, leaves its document no
         token of ``max_length``: only documents are truncated, so such a pair cannot be scored."""
+        if self._counter is None:
+            raise ValueError("check_queries is for a pair tokenizer (pair=True)")
         room = self.max_length - self.tokenizer.num_special_tokens_to_add(True)
         for query in dict.fromkeys(queries):  # a rerank request repeats its one query on every row
-            tokens = len(self.tokenizer.encode(query[: self.char_limit], add_special_tokens=False).ids)
+            tokens = len(self._counter.encode(query[: self.char_limit], add_special_tokens=False).ids)
             if tokens >= room:
                 raise QueryTooLongError(
                     f"the query is {tokens} tokens; with the pair template's special tokens it leaves the document "
