@@ -42,8 +42,8 @@ def test_the_drawn_texts_become_the_query_and_its_documents() -> None:
         calls.append((query, documents))
         return "ranked"
 
-    assert request_call(rerank, "text-ranking")(["q", "d1", "d2"]) == "ranked"
-    assert calls == [("q", ["d1", "d2"])]
+    assert request_call(rerank, "text-ranking")(["document 1", "q", "document 2"]) == "ranked"
+    assert calls == [("q", ["document 1", "document 2"])]  # the shortest is the query
     embed = request_call(calls.append, "feature-extraction")
     embed(["a", "b"])
     assert calls[-1] == ["a", "b"]

@@ -49,12 +49,19 @@ def load_texts(path: Path | None) -> list[str]:
     return read_texts(path, what="texts file", error=LoadTestError)
 
 
-def request_call(call: Callable[..., Any], task: str) -> Callable[[Sequence[str]], Any]:
+def request_call(call: Callable[..., Any], task: str) -> Callable[..., Any]:
     """The SDK call of ``task`` (``embed``, ``classify``, ``rerank``; sync or async) as a call on one request's
-    drawn texts: a pair task's (text-ranking) first text is the query, the others its documents."""
+    drawn texts (keywords passed on). For a pair task (text-ranking) the shortest drawn text is the query and
+    the others, in order, its documents: a search query is short, and a reranker refuses a query that leaves
+    its document no room (a passage of the mix drawn as the query would fail as bad input, not load)."""
     if not contract.task(task).pair:
         return call
-    return lambda texts: call(texts[0], list(texts[1:]))
+
+    def rerank(texts: Sequence[str], **keywords: Any) -> Any:
+        query = min(range(len(texts)), key=lambda i: len(texts[i]))
+        return call(texts[query], [t for i, t in enumerate(texts) if i != query], **keywords)
+
+    return rerank
 
 
 REPEAT = "repeat"  # one of the hot set

@@ -13,7 +13,7 @@ A YAML mapping (``loadtest/slo.yaml`` is the documented example)::
     payload:
       texts: texts.txt           # one text per line, relative to this file
       texts_per_request: 1
-      documents_per_query: 8     # text-ranking instead: one query and this many documents per request
+      documents_per_query: 8     # text-ranking instead: one query (the shortest drawn) and this many documents
       repeat_ratio: 0.5          # optional: this share of requests repeats one of a hot set ...
       hot_set: 16                # ... of this many requests; the others are never seen before
     objectives:                  # at least one
