@@ -48,6 +48,15 @@ def tiny_model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 
 
 @pytest.fixture(scope="session")
+def tiny_reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny cross-encoder (bert, one relevance logit, scores spread so the order means something), marked as
+    sentence-transformers marks a CrossEncoder; max length 256, room for the built-in parity queries."""
+    return tinymodels.build(
+        tmp_path_factory.mktemp("tiny-reranker") / "tiny_rerank", "bert", "text-ranking", max_length=256, seed=3
+    )
+
+
+@pytest.fixture(scope="session")
 def tiny_repository(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, Path]) -> Path:
     """A model repository holding the text-in models ``tiny``, ``tiny_cls`` and ``tiny_ner`` and their steps."""
     repository = tmp_path_factory.mktemp("tiny-repo") / "model_repository"

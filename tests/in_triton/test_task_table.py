@@ -45,6 +45,9 @@ def test_every_task_has_a_default_gate_that_fits_it(task: contract.Task) -> None
 def test_the_writer_serves_every_task_with_its_outputs_and_steps(task: contract.Task) -> None:
     *steps, text_in = model_configs(_exported(task))
     assert tuple(t.name for t in text_in.outputs) == task.outputs
+    assert tuple(t.name for t in text_in.inputs) == contract.text_inputs(task)  # TEXT [, TEXT_PAIR]
+    tokenizer = next(s for s in steps if s.name == contract.tokenizer_name("m"))
+    assert tokenizer.inputs == text_in.inputs
     encoder = steps[0]
     assert encoder.outputs[0].name == task.encoder_output
     assert len(encoder.outputs[0].dims) == (2 if task.token_level else 1)

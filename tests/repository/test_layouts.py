@@ -31,6 +31,7 @@ FUSED_TIMEOUT_US = {
     "feature-extraction": 100_000 + 350_000,
     "text-classification": 100_000 + 350_000 + 50_000,
     "token-classification": 100_000 + 350_000 + 50_000,
+    "text-ranking": 100_000 + 350_000,
 }
 
 
@@ -49,16 +50,18 @@ def steps(text_in: Any) -> list[tuple[str, int, dict[str, str], dict[str, str]]]
 def test_the_text_in_model_has_one_step_that_maps_text_to_every_task_output(task: str) -> None:
     configs = fused(task)
     outputs = contract.OUTPUTS_BY_TASK[task]
-    assert steps(configs["demo"]) == [("demo_fused", -1, {"TEXT": "TEXT"}, {o: o for o in outputs})]
+    texts = list(contract.text_inputs(contract.task(task)))  # TEXT, and TEXT_PAIR for text-ranking
+    assert texts == (["TEXT", "TEXT_PAIR"] if task == "text-ranking" else ["TEXT"])
+    assert steps(configs["demo"]) == [("demo_fused", -1, {t: t for t in texts}, {o: o for o in outputs})]
     assert configs["demo"].platform == "ensemble"
     assert [t.name for t in configs["demo_fused"].output] == list(outputs)
-    assert [t.name for t in configs["demo_fused"].input] == ["TEXT"]
+    assert [t.name for t in configs["demo_fused"].input] == texts
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_the_step_models_stay_beside_the_fused_step(task: str) -> None:
     names = ["demo_encoder", "demo_tokenizer", "demo_fused", "demo"]
-    if task != "feature-extraction":
+    if contract.task(task).postprocess:
         names.insert(2, "demo_postprocess")
     assert list(fused(task)) == names
 
@@ -165,7 +168,7 @@ def test_an_unknown_layout_is_refused_and_the_layouts_listed() -> None:
 @pytest.mark.parametrize("task", TASKS)
 def test_a_fused_release_pins_the_encoder_and_tokenizer_whose_files_it_reads(task: str) -> None:
     assert releases.step_names(fused(task)["demo"]) == ["demo_fused", "demo_encoder", "demo_tokenizer"]
-    expected = ["demo_tokenizer", "demo_encoder", *(["demo_postprocess"] if task != "feature-extraction" else [])]
+    expected = ["demo_tokenizer", "demo_encoder", *(["demo_postprocess"] if contract.task(task).postprocess else [])]
     assert releases.step_names(layout_configs(exported(task))[-1]) == expected
 
 

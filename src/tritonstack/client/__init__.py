@@ -39,6 +39,7 @@ _HOMES = {
     "ClientMetrics": "_metrics",
     "Classification": "_models",
     "ModelInfo": "_models",
+    "RerankResult": "_models",
     "TensorSpec": "_models",
     "Release": "_releases",
     "Routed": "_releases",
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
         TritonServerError,
     )
     from tritonstack.client._metrics import ClientMetrics
-    from tritonstack.client._models import Classification, ModelInfo, TensorSpec
+    from tritonstack.client._models import Classification, ModelInfo, RerankResult, TensorSpec
     from tritonstack.client._releases import Release, Routed, TrafficSplit
     from tritonstack.client._sync import Client
 
@@ -86,6 +87,7 @@ __all__ = [
     "PermissionDeniedError",
     "Release",
     "RequestCancelledError",
+    "RerankResult",
     "ResourceExhaustedError",
     "RetryBudget",
     "RetryPolicy",

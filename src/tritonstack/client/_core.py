@@ -27,7 +27,7 @@ from tritonstack.client._exceptions import (
     InvalidInputError,
     TritonServerError,
 )
-from tritonstack.client._models import Classification, ModelInfo, TensorSpec
+from tritonstack.client._models import Classification, ModelInfo, RerankResult, TensorSpec
 from tritonstack.client._retry import Deadline
 from tritonstack.in_triton import contract
 
@@ -146,38 +146,54 @@ def chunk_request_id(request_id: str, index: int, count: int) -> str:
 # --- texts -----------------------------------------------------------------------------------
 
 
-def encode_texts(texts: Any, *, max_text_bytes: int | None, model: str) -> list[bytes]:
-    """UTF-8 bytes of each text, after checking what the text-in models accept."""
+def text_list(texts: Any, *, model: str, what: str = "texts") -> list[Any]:
+    """``texts`` as a list (``what`` names them in errors: ``texts``, ``documents``); a lone string is refused."""
 
     def invalid(message: str, hint: str | None = None) -> InvalidInputError:
         return InvalidInputError(message, hint=hint, model=model)
 
     if isinstance(texts, str | bytes):
-        raise invalid("texts must be a list of strings, got a single string", hint="wrap it: [text]")
+        raise invalid(f"{what} must be a list of strings, got a single string", hint="wrap it: [text]")
     if isinstance(texts, np.ndarray):
         texts = texts.tolist()
     if not isinstance(texts, Iterable):
-        raise invalid(f"texts must be a list of strings, got {type(texts).__name__}")
+        raise invalid(f"{what} must be a list of strings, got {type(texts).__name__}")
     items = list(texts)
     if not items:
-        raise invalid("texts is empty: nothing to send")
-    encoded = []
-    for index, text in enumerate(items):
-        if not isinstance(text, str):
-            raise invalid(f"texts[{index}] is {type(text).__name__}, not str")
-        if not text.strip():
-            raise invalid(f"texts[{index}] is empty or only whitespace")
-        try:
-            data = text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            raise invalid(f"texts[{index}] is not valid Unicode ({error.reason})") from error
-        if max_text_bytes is not None and len(data) > max_text_bytes:
-            raise invalid(
-                f"texts[{index}] is {len(data)} bytes of UTF-8, over the limit of {max_text_bytes}",
-                hint="the model truncates long texts anyway; cut it or raise max_text_bytes",
-            )
-        encoded.append(data)
-    return encoded
+        raise invalid(f"{what} is empty: nothing to send")
+    return items
+
+
+def encode_text(text: Any, *, max_text_bytes: int | None, model: str, what: str) -> bytes:
+    """UTF-8 bytes of one text (``what`` names it in errors: ``texts[3]``, ``query``), checked as the
+    text-in models accept it."""
+
+    def invalid(message: str, hint: str | None = None) -> InvalidInputError:
+        return InvalidInputError(message, hint=hint, model=model)
+
+    if not isinstance(text, str):
+        raise invalid(f"{what} is {type(text).__name__}, not str")
+    if not text.strip():
+        raise invalid(f"{what} is empty or only whitespace")
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise invalid(f"{what} is not valid Unicode ({error.reason})") from error
+    if max_text_bytes is not None and len(data) > max_text_bytes:
+        raise invalid(
+            f"{what} is {len(data)} bytes of UTF-8, over the limit of {max_text_bytes}",
+            hint="the model truncates long texts anyway; cut it or raise max_text_bytes",
+        )
+    return data
+
+
+def encode_texts(texts: Any, *, max_text_bytes: int | None, model: str, what: str = "texts") -> list[bytes]:
+    """UTF-8 bytes of each text, after checking what the text-in models accept."""
+    items = text_list(texts, model=model, what=what)
+    return [
+        encode_text(text, max_text_bytes=max_text_bytes, model=model, what=f"{what}[{index}]")
+        for index, text in enumerate(items)
+    ]
 
 
 def require_task(info: ModelInfo, task: contract.Task) -> None:
@@ -192,19 +208,39 @@ def require_task(info: ModelInfo, task: contract.Task) -> None:
             hint=hint,
             model=info.name,
         )
-    text = info.input(contract.TEXT_INPUT)
-    if text is None or text.datatype != "BYTES" or not info.batches:
-        raise InvalidInputError(f"{info.name!r} has no batched BYTES input {contract.TEXT_INPUT!r}", model=info.name)
+    for name in contract.text_inputs(task):
+        text = info.input(name)
+        if text is None or text.datatype != "BYTES" or not info.batches:
+            raise InvalidInputError(f"{info.name!r} has no batched BYTES input {name!r}", model=info.name)
 
 
-def text_chunks(encoded: Sequence[bytes], max_batch_size: int) -> list[dict[str, np.ndarray]]:
-    """The ``TEXT`` tensors ([rows, 1] of bytes) of each request, at most ``max_batch_size`` rows each."""
+def _column(items: Sequence[bytes]) -> np.ndarray:
     # np.array on a list of bytes would make a fixed-width "S" array; fill an object array instead
-    column = np.empty(len(encoded), dtype=np.object_)
-    column[:] = encoded
-    tensor = column.reshape(-1, 1)
+    column = np.empty(len(items), dtype=np.object_)
+    column[:] = items
+    return column.reshape(-1, 1)
+
+
+def text_chunks(
+    encoded: Sequence[bytes], max_batch_size: int, query: bytes | None = None
+) -> list[dict[str, np.ndarray]]:
+    """The ``TEXT`` tensors ([rows, 1] of bytes) of each request, at most ``max_batch_size`` rows each.
+
+    With ``query`` (a pair task): ``TEXT`` is the query on every row and ``TEXT_PAIR`` the texts, one
+    (query, document) pair per row -- Triton batches a request's inputs row by row, so the query is repeated.
+    """
+    tensor = _column(encoded)
+    if query is None:
+        return [
+            {contract.TEXT_INPUT: tensor[start : start + max_batch_size]}
+            for start in range(0, len(encoded), max_batch_size)
+        ]
+    queries = _column([query] * len(encoded))
     return [
-        {contract.TEXT_INPUT: tensor[start : start + max_batch_size]}
+        {
+            contract.TEXT_INPUT: queries[start : start + max_batch_size],
+            contract.TEXT_PAIR_INPUT: tensor[start : start + max_batch_size],
+        }
         for start in range(0, len(encoded), max_batch_size)
     ]
 
@@ -357,6 +393,29 @@ def classifications_from(outputs: Mapping[str, np.ndarray], count: int, model: s
         Classification(label.decode("utf-8") if isinstance(label, bytes) else str(label), float(score))
         for label, score in zip(labels, scores, strict=True)
     ]
+
+
+def check_top_n(top_n: Any, model: str) -> None:
+    """``top_n`` must be ``None`` (every document) or a positive int."""
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise InvalidInputError(f"top_n must be a positive int or None, got {top_n!r}", model=model)
+
+
+def rankings_from(
+    outputs: Mapping[str, np.ndarray],
+    count: int,
+    model: str,
+    *,
+    top_n: int | None = None,
+    documents: Sequence[str] | None = None,
+) -> list[RerankResult]:
+    """The documents by score, best first (ties keep the order sent), cut to ``top_n``; each with its text
+    when ``documents`` is given."""
+    scores = np.asarray(outputs[contract.SCORE_OUTPUT], dtype=np.float32).reshape(-1)
+    if len(scores) != count:
+        raise TritonServerError(f"expected {count} scores, got {len(scores)}", model=model)
+    order = np.argsort(-scores, kind="stable")[:top_n]
+    return [RerankResult(int(i), float(scores[i]), None if documents is None else documents[i]) for i in order.tolist()]
 
 
 def target(settings: Settings, model: str | None, version: str | int | None) -> tuple[str, str]:

@@ -1,8 +1,9 @@
-"""What the SDK returns besides arrays: model descriptions and classifications."""
+"""What the SDK returns besides arrays: model descriptions, classifications and rerank results."""
 
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,30 @@ class Classification:
 
     label: str
     score: float
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    """One document of a ``rerank`` call: its position in the documents sent, its score, and its text if asked.
+
+    ``score`` is the cross-encoder's raw relevance logit (unbounded; higher is more relevant), before any
+    activation: what sentence-transformers' ``CrossEncoder.predict`` returns for a model whose activation is
+    Identity (the ms-marco cross-encoders). ``relevance`` is its sigmoid in [0, 1], what ``predict`` returns
+    with its default Sigmoid (bge-reranker) and the ``relevance_score`` Cohere's and TEI's rerank APIs report;
+    both order the documents alike.
+    """
+
+    index: int
+    score: float
+    document: str | None = None
+
+    @property
+    def relevance(self) -> float:
+        """``sigmoid(score)``, in [0, 1]."""
+        if self.score >= 0:
+            return 1.0 / (1.0 + math.exp(-self.score))
+        exp = math.exp(self.score)  # no overflow for very negative logits
+        return exp / (1.0 + exp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +67,14 @@ class ModelInfo:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
 
-    @functools.cached_property  # asked on every embed()/classify() call
+    @functools.cached_property  # asked on every embed()/classify()/rerank() call
     def task(self) -> str | None:
-        """The tritonstack task its outputs mean (``contract.OUTPUTS_BY_TASK``), ``None`` for other models."""
+        """The tritonstack task its outputs mean (``contract.OUTPUTS_BY_TASK``) -- a pair task's model takes
+        ``TEXT_PAIR`` too, the others do not -- ``None`` for other models."""
         names = {spec.name for spec in self.outputs}
+        pair = self.input(contract.TEXT_PAIR_INPUT) is not None
         for task, outputs in contract.OUTPUTS_BY_TASK.items():
-            if set(outputs) <= names:
+            if set(outputs) <= names and contract.task(task).pair == pair:
                 return task
         return None
 

@@ -30,7 +30,7 @@ from tritonstack.client._exceptions import (
     translate,
 )
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
-from tritonstack.client._models import Classification, ModelInfo, parse_model_info
+from tritonstack.client._models import Classification, ModelInfo, RerankResult, parse_model_info
 from tritonstack.client._releases import Release, Routed, TrafficSplit, pick
 from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
 from tritonstack.client._routing import CallPlan
@@ -127,6 +127,28 @@ class Client:
             outputs, count = self._texts(texts, name, ver, contract.TEXT_CLASSIFICATION, timeout_s)
             return _core.classifications_from(outputs, count, name)
 
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        return_documents: bool = False,
+        model: str | None = None,
+        version: str | int | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> list[RerankResult]:
+        """``documents`` ranked by their relevance to ``query`` from a text-ranking model (a cross-encoder),
+        best first, the ``top_n`` best (``None``: all); each a ``RerankResult`` (its index in ``documents``, its
+        score -- the raw relevance logit -- and, with ``return_documents``, its text). One (query, document) pair
+        per row: lists longer than the model's ``max_batch_size`` are split like ``embed``'s."""
+        name, ver = _core.target(self._settings, model, version)
+        _core.check_top_n(top_n, name)
+        rows = _core.text_list(documents, model=name, what="documents")
+        with self._metrics.timed(name, "rerank"):
+            outputs, count = self._texts(rows, name, ver, contract.TEXT_RANKING, timeout_s, query=query)
+            return _core.rankings_from(outputs, count, name, top_n=top_n, documents=rows if return_documents else None)
+
     def embed_release(
         self,
         texts: Sequence[str],
@@ -150,6 +172,21 @@ class Client:
         """Classifications of ``texts`` from the release ``route`` names or picks (by ``key``), and which."""
         release = pick(route, key=key, draw=self._rng.random())
         return Routed(release, self.classify(texts, model=release.served_as, timeout_s=timeout_s))
+
+    def rerank_release(
+        self,
+        query: str,
+        documents: Sequence[str],
+        route: Release | TrafficSplit,
+        *,
+        key: str | None = None,
+        top_n: int | None = None,
+        timeout_s: TimeoutArg = UNSET,
+    ) -> Routed[list[RerankResult]]:
+        """``rerank`` on the release ``route`` names or picks (by ``key`` if given), and which."""
+        release = pick(route, key=key, draw=self._rng.random())
+        ranked = self.rerank(query, documents, top_n=top_n, model=release.served_as, timeout_s=timeout_s)
+        return Routed(release, ranked)
 
     def infer(
         self,
@@ -237,14 +274,27 @@ class Client:
         return Deadline(_core.call_timeout_s(self._settings, timeout_s))
 
     def _texts(
-        self, texts: Sequence[str], name: str, ver: str, task: contract.Task, timeout_s: TimeoutArg
+        self,
+        texts: Sequence[str],
+        name: str,
+        ver: str,
+        task: contract.Task,
+        timeout_s: TimeoutArg,
+        query: str | None = None,
     ) -> tuple[dict[str, np.ndarray], int]:
+        """The task's outputs for ``texts`` (a pair task: the documents of ``query``) and how many rows."""
         deadline = self._deadline(timeout_s)
-        encoded = _core.encode_texts(texts, max_text_bytes=self._settings.max_text_bytes, model=name)
+        max_bytes = self._settings.max_text_bytes
+        query_bytes = (
+            None if query is None else _core.encode_text(query, max_text_bytes=max_bytes, model=name, what="query")
+        )
+        encoded = _core.encode_texts(
+            texts, max_text_bytes=max_bytes, model=name, what="texts" if query is None else "documents"
+        )
         request_id = _core.new_request_id()
         info = self._model_info(name, ver, deadline, request_id)
         _core.require_task(info, task)
-        chunks = _core.text_chunks(encoded, info.max_batch_size)
+        chunks = _core.text_chunks(encoded, info.max_batch_size, query_bytes)
         outputs = self._infer_chunks(info, ver, chunks, task.outputs, deadline, request_id)
         return outputs, len(encoded)
 

@@ -1,10 +1,13 @@
-"""Send texts to a served model and print its embeddings or labels.
+"""Send texts to a served model and print its embeddings, labels or ranking.
 
     tritonstack infer --url 127.0.0.1:8001 --model minilm --text "hello" --text "world"
     tritonstack infer --model minilm_cls --file reviews.txt --json
+    tritonstack infer --model reranker --query "reset password" --text "To reset it ..." --text "Our prices ..."
 
 The task comes from the model's outputs: feature-extraction prints one
-embedding per text, text-classification a label and score per text.
+embedding per text, text-classification a label and score per text,
+text-ranking (``--query``; the texts are its documents) the documents best
+first with their scores.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="a text to send; repeat for several")
     source.add_argument("--file", type=Path, help=f"a file of texts, {_texts.RULE} ('-': standard input)")
+    parser.add_argument("--query", help="text-ranking models: the query the texts (its documents) are ranked against")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     # A timeout left out is the SDK's "not passed" (UNSET), so Timeouts() applies its own default.
     parser.add_argument(
@@ -100,11 +104,19 @@ def run(args: argparse.Namespace) -> int:
         if served is None or served.sdk_method is None:
             raise InvalidInputError(
                 f"model {args.model!r} is {task or 'not a tritonstack text model'}; `tritonstack infer` handles "
-                f"{' and '.join(contract.SDK_TASKS)} models",
+                f"{', '.join(contract.SDK_TASKS)} models",
                 hint="call other models with tritonstack.Client(...).infer({name: array})",
                 model=args.model,
             )
-        _PRINTS[served.sdk_method](args, served.name, texts, getattr(client, served.sdk_method)(texts))
+        if served.pair != (args.query is not None):
+            raise InvalidInputError(
+                f"model {args.model!r} is {served.name}: "
+                + ("pass --query, the texts are its documents" if served.pair else "--query is for text-ranking"),
+                model=args.model,
+            )
+        call = getattr(client, served.sdk_method)
+        answer = call(args.query, texts) if served.pair else call(texts)
+        _PRINTS[served.sdk_method](args, served.name, texts, answer)
     return 0
 
 
@@ -126,8 +138,17 @@ def _print_classifications(args: argparse.Namespace, task: str, texts: list[str]
         print(f"{result.label}\t{result.score:.4f}\t{_clip(text)}")
 
 
+def _print_ranking(args: argparse.Namespace, task: str, texts: list[str], results: Any) -> None:
+    if args.json:
+        rows = [{"index": r.index, "score": r.score, "text": texts[r.index]} for r in results]
+        _print_json({"model": args.model, "task": task, "query": args.query, "results": rows})
+        return
+    for rank, result in enumerate(results, 1):
+        print(f"{rank}\t{result.score:+.4f}\t[{result.index}] {_clip(texts[result.index])}")
+
+
 # How the answer of each SDK call (contract.Task.sdk_method) is printed.
-_PRINTS = {"embed": _print_embeddings, "classify": _print_classifications}
+_PRINTS = {"embed": _print_embeddings, "classify": _print_classifications, "rerank": _print_ranking}
 
 
 def _clip(text: str, width: int = 60) -> str:

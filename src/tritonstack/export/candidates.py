@@ -130,13 +130,19 @@ def frontier(candidates: Sequence[Candidate]) -> list[Candidate]:
     ]
 
 
-_FIGURES = {  # the figure columns of the table, embeddings or classification: figure, header
+_FIGURES = {  # the figure columns of the table, embeddings, classification or ranking: figure, header
     "embeddings": (
         (GateMetric.MIN_COSINE, "min cos"),
         (GateMetric.TOP10_OVERLAP, "top10"),
         (GateMetric.PAIRWISE_SPEARMAN, "spearman"),
     ),
     "classification": ((GateMetric.LABEL_AGREEMENT, "labels"), (GateMetric.MAX_ABS_PROB_DIFF, "max dp")),
+    "ranking": (
+        (GateMetric.RANK_SPEARMAN, "rank rho"),
+        (GateMetric.RANK_TOP1_AGREEMENT, "top1"),
+        (GateMetric.RANK_TOP3_OVERLAP, "top3"),
+        (GateMetric.MAX_ABS_SCORE_DIFF, "max ds"),
+    ),
 }
 
 
@@ -150,8 +156,10 @@ def format_table(candidates: Sequence[Candidate], chosen: Candidate | None) -> s
     baseline = next((c for c in candidates if c.name == BASELINE and c.seq_per_s), None)
     on_frontier = {c.name for c in frontier(candidates)}
     gated = next((c.parity for c in candidates if c.parity is not None), None)
-    embeddings = gated is None or gated.figure(GateMetric.MIN_COSINE) is not None
-    columns = _FIGURES["embeddings" if embeddings else "classification"]
+    if gated is None or gated.figure(GateMetric.MIN_COSINE) is not None:
+        columns = _FIGURES["embeddings"]
+    else:
+        columns = _FIGURES["ranking" if gated.figure(GateMetric.RANK_SPEARMAN) is not None else "classification"]
     gate_metric = GateMetric(gated.metric) if gated else columns[0][0]
     header = (
         "",

@@ -9,6 +9,10 @@ Kept free of heavy imports: the CLI parses ``--gate`` with it.
 | ``pairwise_spearman`` | embeddings | >= | all pairwise similarities keep their order |
 | ``label_agreement`` (default) | classification | >= | the same label (token-classification: per real token) |
 | ``max_abs_prob_diff`` | classification | <= | no probability moved more than this |
+| ``rank_spearman`` (default) | text-ranking | >= | each query's documents keep their order (mean Spearman) |
+| ``rank_top1_agreement`` | text-ranking | >= | each query's best document stays the best |
+| ``rank_top3_overlap`` | text-ranking | >= | each query's 3 best documents stay the 3 best |
+| ``max_abs_score_diff`` | text-ranking | <= | no relevance logit moved more than this |
 
 Every figure is reported whichever one gates.
 """
@@ -24,6 +28,9 @@ from tritonstack.in_triton import contract
 
 DEFAULT_THRESHOLD = 0.99
 TOP_K = 10  # neighbours compared by top10_overlap
+RANK_TOP_K = 3  # a query's best documents compared by rank_top3_overlap
+# What a task's answer is, for the metrics that judge it: a vector, labels, or a score that ranks documents.
+EMBEDDING_KIND, LABELS_KIND, RANKING_KIND = "embedding", "labels", "ranking"
 
 
 class GateMetric(str, Enum):
@@ -34,17 +41,36 @@ class GateMetric(str, Enum):
     PAIRWISE_SPEARMAN = "pairwise_spearman"
     LABEL_AGREEMENT = "label_agreement"
     MAX_ABS_PROB_DIFF = "max_abs_prob_diff"
+    RANK_SPEARMAN = "rank_spearman"
+    RANK_TOP1_AGREEMENT = "rank_top1_agreement"
+    RANK_TOP3_OVERLAP = "rank_top3_overlap"
+    MAX_ABS_SCORE_DIFF = "max_abs_score_diff"
 
     def __str__(self) -> str:
         return self.value
 
     @property
     def higher_is_better(self) -> bool:
-        return self is not GateMetric.MAX_ABS_PROB_DIFF
+        return self not in (GateMetric.MAX_ABS_PROB_DIFF, GateMetric.MAX_ABS_SCORE_DIFF)
 
     @property
     def for_embeddings(self) -> bool:
-        return self in (GateMetric.MIN_COSINE, GateMetric.TOP10_OVERLAP, GateMetric.PAIRWISE_SPEARMAN)
+        return self.kind == EMBEDDING_KIND
+
+    @property
+    def kind(self) -> str:
+        """The kind of answer this metric judges (``task_kind``)."""
+        if self in (GateMetric.MIN_COSINE, GateMetric.TOP10_OVERLAP, GateMetric.PAIRWISE_SPEARMAN):
+            return EMBEDDING_KIND
+        if self in (GateMetric.LABEL_AGREEMENT, GateMetric.MAX_ABS_PROB_DIFF):
+            return LABELS_KIND
+        return RANKING_KIND
+
+
+def task_kind(task: str) -> str:
+    """What ``task``'s answer is to the gate: ``embedding``, ``ranking`` or ``labels`` (``contract.Task``)."""
+    found = contract.task(task)
+    return EMBEDDING_KIND if found.embedding else RANKING_KIND if found.ranking else LABELS_KIND
 
 
 def default_metric(task: str) -> GateMetric:
@@ -77,9 +103,9 @@ class Gate:
     def for_task(self, task: str) -> Gate:
         """This gate with its metric resolved for ``task``; a metric the task has no figure for is refused."""
         metric = self.metric or default_metric(task)
-        embedding = contract.task(task).embedding
-        if metric.for_embeddings != embedding:
-            fitting = [m.value for m in GateMetric if m.for_embeddings == embedding]
+        kind = task_kind(task)
+        if metric.kind != kind:
+            fitting = [m.value for m in GateMetric if m.kind == kind]
             raise ExportError(
                 f"--gate {metric} does not apply to {task}", hint=f"for {task} use one of: {', '.join(fitting)}"
             )

@@ -7,7 +7,9 @@ ends in exactly the tensor ``tritonstack.in_triton.contract`` names:
 * feature-extraction: ``sentence_embedding`` FP32 [batch_size, dim] -- pooling
   and normalisation appended (see ``pooling.py``), matching ``SentenceTransformer.encode``;
 * text-classification: ``logits`` FP32 [batch_size, num_labels];
-* token-classification: ``logits`` FP32 [batch_size, sequence_length, num_labels].
+* token-classification: ``logits`` FP32 [batch_size, sequence_length, num_labels];
+* text-ranking: ``logits`` FP32 [batch_size, 1] -- optimum's sequence-classification
+  graph of a cross-encoder, which must have exactly one label (its relevance logit).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from tritonstack.export._errors import ExportError, UnsupportedModelError
 from tritonstack.export._quiet import quiet
 from tritonstack.export.pooling import PoolingSpec, append_pooling, read_pooling_spec
-from tritonstack.export.registry import infer_task, lookup
+from tritonstack.export.registry import infer_task, lookup, optimum_task
 from tritonstack.in_triton import contract
 from tritonstack.repository.model_spec import ModelSpec
 
@@ -131,6 +133,13 @@ def export_onnx(
             hint="save the tokenizer with a recent transformers (AutoTokenizer(...).save_pretrained)",
         )
 
+    if contract.task(task).ranking and hf_config.num_labels != 1:  # before the minutes of the export
+        raise UnsupportedModelError(
+            f"{model_dir.name} has {hf_config.num_labels} labels; a text-ranking model (a cross-encoder) has one "
+            "relevance logit",
+            hint="export it with --task text-classification, or pass a one-logit cross-encoder",
+        )
+
     pooling = read_pooling_spec(model_dir) if embedding else None
     model_limit = (pooling.max_seq_length if pooling else None) or _default_max_sequence_length(
         model_type, int(tokenizer.model_max_length), getattr(hf_config, "max_position_embeddings", None)
@@ -144,7 +153,7 @@ def export_onnx(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     raw_dir = output_dir / "optimum"
-    _run_main_export(model_dir, task, raw_dir)
+    _run_main_export(model_dir, optimum_task(task), raw_dir)
 
     import onnx
 

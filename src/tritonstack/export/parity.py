@@ -16,7 +16,12 @@ picks the one that decides:
   nearest neighbours and of its nearest one, and the Spearman correlation of
   all pairwise similarities;
 * classification: label agreement (token-classification: over real tokens)
-  and the largest probability difference.
+  and the largest probability difference;
+* text-ranking: per query (the reference's rows grouped by their query), the
+  Spearman correlation of the documents' scores, whether the best document is
+  the same, the overlap of the 3 best; and the largest score difference. The
+  reference is ``AutoModelForSequenceClassification`` on the (query, document)
+  pairs, tokenized with truncation ``only_second`` as served, its raw logit.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tritonstack.export._errors import ExportError, ParityShapeError
-from tritonstack.export.gates import TOP_K, Gate, GateMetric
+from tritonstack.export.gates import RANK_TOP_K, TOP_K, Gate, GateMetric
 from tritonstack.in_triton import contract
 
 if TYPE_CHECKING:
@@ -43,9 +48,10 @@ class Reference:
     """PyTorch outputs on one split's texts, computed once for all candidates."""
 
     task: str
-    texts: tuple[str, ...]
-    values: np.ndarray  # embeddings [n, dim] or probabilities [n, labels] / [n, seq, labels]
+    texts: tuple[str, ...]  # a pair task: the query of each row
+    values: np.ndarray  # embeddings [n, dim], probabilities [n, labels] / [n, seq, labels], or scores [n, 1]
     token_mask: np.ndarray | None = None  # token-classification: [n, seq] real-token mask
+    text_pairs: tuple[str, ...] | None = None  # a pair task: the document of each row
 
 
 @dataclass(frozen=True)
@@ -83,22 +89,29 @@ def tokenize_batches(
     input_names: Sequence[str],
     *,
     rows_per_call: int = BATCH_SIZE,
+    text_pairs: Sequence[str] | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """The texts in batches of ``rows_per_call``, padded to the longest of each batch, int64, one array per input.
 
     ``rows_per_call=1``: each text alone, unpadded. A tokenizer that emits no
     ``token_type_ids`` for a model that takes them gets zeros (segment A), as
-    transformers itself defaults them.
+    transformers itself defaults them. ``text_pairs``: row i is the pair
+    (``texts[i]``, ``text_pairs[i]``), in the tokenizer's pair template, only the
+    second text truncated (as the served tokenizer does).
     """
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    if text_pairs is not None:
+        _check_queries(tokenizer, texts, max_length)
     batches = []
     for start in range(0, len(texts), rows_per_call):
+        stop = start + rows_per_call
         encoded = tokenizer(
-            list(texts[start : start + rows_per_call]),
+            list(texts[start:stop]),
+            None if text_pairs is None else list(text_pairs[start:stop]),
             padding="longest",
-            truncation=True,
+            truncation=True if text_pairs is None else "only_second",
             max_length=max_length,
             return_tensors="np",
         )
@@ -110,6 +123,19 @@ def tokenize_batches(
                 batch[name] = np.zeros_like(batch["input_ids"])
         batches.append({name: batch[name] for name in input_names})
     return batches
+
+
+def _check_queries(tokenizer: Any, queries: Sequence[str], max_length: int) -> None:
+    """Each query must leave its document a token (only documents are truncated), as the server requires."""
+    room = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    for query in dict.fromkeys(queries):
+        tokens = len(tokenizer(query, add_special_tokens=False)["input_ids"])
+        if tokens >= room:
+            raise ExportError(
+                f"the parity query {query[:60]!r} is {tokens} tokens, which leaves its documents no room in "
+                f"--max-sequence-length {max_length} (only documents are truncated)",
+                hint="raise --max-sequence-length",
+            )
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -124,8 +150,8 @@ def _pad_tokens(chunks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate([np.pad(c, ((0, 0), (0, longest - c.shape[1]), (0, 0))) for c in chunks])
 
 
-def compute_reference(export: OnnxExport, texts: Sequence[str]) -> Reference:
-    """What the PyTorch model returns for ``texts``."""
+def compute_reference(export: OnnxExport, texts: Sequence[str], text_pairs: Sequence[str] | None = None) -> Reference:
+    """What the PyTorch model returns for ``texts`` (a pair task: for the pairs of ``texts`` and ``text_pairs``)."""
     import torch
 
     task = contract.task(export.task)
@@ -144,11 +170,17 @@ def compute_reference(export: OnnxExport, texts: Sequence[str]) -> Reference:
     outputs: list[np.ndarray] = []
     masks: list[np.ndarray] = []
     with torch.no_grad():
-        batches = tokenize_batches(export.tokenizer_dir, texts, export.max_sequence_length, export.input_names)
+        batches = tokenize_batches(
+            export.tokenizer_dir, texts, export.max_sequence_length, export.input_names, text_pairs=text_pairs
+        )
         for batch in batches:
             feeds = {k: torch.from_numpy(v) for k, v in batch.items()}
-            outputs.append(_softmax(model(**feeds).logits.float().numpy()))
+            logits = model(**feeds).logits.float().numpy()
+            outputs.append(logits if task.ranking else _softmax(logits))  # a ranking's score is the raw logit
             masks.append(batch["attention_mask"])
+    if task.ranking:
+        pairs = None if text_pairs is None else tuple(text_pairs)
+        return Reference(export.task, tuple(texts), np.concatenate(outputs), text_pairs=pairs)
     if not task.token_level:
         return Reference(export.task, tuple(texts), np.concatenate(outputs))
     mask = _pad_tokens([m[:, :, None] for m in masks])[:, :, 0]
@@ -203,6 +235,46 @@ def retrieval_agreement(reference: np.ndarray, candidate: np.ndarray, k: int = T
     }
 
 
+def _spearman(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Spearman's rank correlation; two constant (or single) score lists agree, one constant one does not."""
+    if len(reference) < 2:
+        return 1.0
+    ref_ranks, got_ranks = _ranks(reference), _ranks(candidate)
+    if np.ptp(reference) == 0 or np.ptp(candidate) == 0:
+        return 1.0 if np.ptp(reference) == np.ptp(candidate) == 0 else 0.0
+    return float(np.corrcoef(ref_ranks, got_ranks)[0, 1])
+
+
+def ranking_agreement(
+    queries: Sequence[str], reference: np.ndarray, candidate: np.ndarray, k: int = RANK_TOP_K
+) -> dict[str, float]:
+    """How alike two score lists rank each query's documents (rows grouped by their query, in first-seen order).
+
+    Means over queries of: ``rank_spearman``, Spearman's correlation of the documents' scores;
+    ``rank_top1_agreement``, the same best document; ``rank_top3_overlap``, the share of the ``k`` best both
+    agree on. Also the worst query's Spearman and its index (in first-seen order) and the number of queries.
+    """
+    groups: dict[str, list[int]] = {}
+    for row, query in enumerate(queries):
+        groups.setdefault(query, []).append(row)
+    top1, overlap, spearman = [], [], []
+    for rows in groups.values():
+        ref, got = reference[rows], candidate[rows]
+        ref_order, got_order = np.argsort(-ref, kind="stable"), np.argsort(-got, kind="stable")
+        top = min(k, len(rows))
+        top1.append(float(ref_order[0] == got_order[0]))
+        overlap.append(len(set(ref_order[:top].tolist()) & set(got_order[:top].tolist())) / top)
+        spearman.append(_spearman(ref, got))
+    return {
+        GateMetric.RANK_SPEARMAN.value: float(np.mean(spearman)),
+        GateMetric.RANK_TOP1_AGREEMENT.value: float(np.mean(top1)),
+        GateMetric.RANK_TOP3_OVERLAP.value: float(np.mean(overlap)),
+        "min_query_spearman": float(np.min(spearman)),
+        "worst_query_index": int(np.argmin(spearman)),
+        "queries": len(groups),
+    }
+
+
 def figures(reference: Reference, candidate: np.ndarray) -> dict[str, float]:
     """Every parity figure of ONNX outputs ``candidate`` against the reference."""
     if candidate.shape != reference.values.shape:
@@ -220,6 +292,13 @@ def figures(reference: Reference, candidate: np.ndarray) -> dict[str, float]:
             "max_abs_diff": float(np.abs(ref - got).max()),
             "worst_text_index": int(cosine.argmin()),
             **retrieval_agreement(ref, got),
+        }
+    if contract.task(reference.task).ranking:
+        ref_scores, got_scores = reference.values[:, 0].astype(np.float64), candidate[:, 0].astype(np.float64)
+        return {
+            **ranking_agreement(reference.texts, ref_scores, got_scores),
+            GateMetric.MAX_ABS_SCORE_DIFF.value: float(np.abs(ref_scores - got_scores).max()),
+            "mean_abs_score_diff": float(np.abs(ref_scores - got_scores).mean()),
         }
     probs = _softmax(candidate)
     ref = reference.values

@@ -23,6 +23,7 @@ from tritonstack.export.parity import BATCH_SIZE, compute_reference, tokenize_ba
 from tritonstack.export.report import ExportReport, build_report
 from tritonstack.export.search import SplitFeeds, run_search
 from tritonstack.export.texts import TextSplit, load_splits
+from tritonstack.in_triton import contract
 from tritonstack.repository.layouts import existing_layout
 
 if TYPE_CHECKING:
@@ -48,10 +49,11 @@ def _gate_hint(precision: Precision, candidates: list[Candidate], gate: Gate) ->
 
 
 def _split_feeds(export: OnnxExport, split: TextSplit, rows_per_call: int) -> SplitFeeds:
-    reference = compute_reference(export, split.texts)
+    reference = compute_reference(export, split.texts, split.text_pairs)
     feeds = tokenize_batches(
-        export.tokenizer_dir, split.texts, export.max_sequence_length, export.input_names, rows_per_call=rows_per_call
-    )
+        export.tokenizer_dir, split.texts, export.max_sequence_length, export.input_names,
+        rows_per_call=rows_per_call, text_pairs=split.text_pairs,
+    )  # fmt: skip
     return SplitFeeds(reference, feeds, rows_per_call)
 
 
@@ -78,6 +80,8 @@ def export_model(options: ExportOptions) -> ExportResult:
         )
         timing["export_s"] = export.export_s
         gate = options.gate.for_task(export.task)
+        if contract.task(export.task).pair:  # judged on (query, document) pairs of the same texts
+            splits = splits.paired()
 
         mark = time.perf_counter()
         chosen_device = device.choose(options.target, gpus, visible, ort.get_available_providers())

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack.export._errors import UnsupportedModelError
-from tritonstack.in_triton.contract import FEATURE_EXTRACTION, TASKS, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION
+from tritonstack.in_triton.contract import (
+    FEATURE_EXTRACTION,
+    TASKS,
+    TEXT_CLASSIFICATION,
+    TEXT_RANKING,
+    TOKEN_CLASSIFICATION,
+)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,25 @@ _ARCHITECTURE_TASKS = (
 )
 
 SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json")
+# What sentence-transformers writes into the config.json of a CrossEncoder it saves (v4+: a "sentence_transformers"
+# mapping with the activation; before: the key below): a reranker, not a classifier.
+_CROSS_ENCODER_KEY = "sbert_ce_default_activation_function"
+
+# optimum's task for ours where the names differ: a cross-encoder is a sequence-classification model (the
+# ONNX graph is the same: token ids -> logits [batch_size, num_labels]); what differs is that its rows are
+# (query, document) pairs and its one logit is a relevance score.
+_OPTIMUM_TASKS = {TEXT_RANKING.name: TEXT_CLASSIFICATION.name}
+
+
+def optimum_task(task: str) -> str:
+    """The task name optimum's exporter takes for ``task``."""
+    return _OPTIMUM_TASKS.get(task, task)
+
+
+def _is_cross_encoder(config: Mapping[str, Any]) -> bool:
+    saved = config.get("sentence_transformers")
+    marked = _CROSS_ENCODER_KEY in config or (isinstance(saved, Mapping) and "activation_fn" in saved)
+    return marked and len(config.get("id2label") or {"0": "LABEL_0"}) == 1
 
 
 def supported_summary() -> str:
@@ -82,14 +107,16 @@ def lookup(model_type: str, task: str) -> ModelTypeSpec:
 def infer_task(model_dir: Path, config: Mapping[str, Any]) -> str:
     """The task implied by a model directory (``--task`` omitted).
 
-    A classification head in ``architectures`` wins; sentence-transformers
-    files or a bare encoder mean feature-extraction (what
-    ``SentenceTransformer(model_dir)`` would do with it).
+    A classification head in ``architectures`` wins -- text-ranking where
+    sentence-transformers saved it as a one-logit CrossEncoder (a reranker),
+    else the head's task; sentence-transformers files or a bare encoder mean
+    feature-extraction (what ``SentenceTransformer(model_dir)`` would do with it).
+    Other rerankers (bge-reranker) carry no such mark: pass ``--task text-ranking``.
     """
     architectures = [str(a) for a in config.get("architectures") or []]
     for suffix, task in _ARCHITECTURE_TASKS[:2]:
         if any(a.endswith(suffix) for a in architectures):
-            return task
+            return TEXT_RANKING.name if task == TEXT_CLASSIFICATION.name and _is_cross_encoder(config) else task
     if any((model_dir / name).is_file() for name in SENTENCE_TRANSFORMERS_FILES):
         return FEATURE_EXTRACTION.name
     for suffix, task in _ARCHITECTURE_TASKS[2:]:

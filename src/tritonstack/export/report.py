@@ -58,17 +58,19 @@ class Machine:
 
 @dataclass(frozen=True)
 class SplitSummary:
-    """How many texts of each kind a split holds (the texts themselves ship with the package)."""
+    """How many texts of each kind a split holds (the texts themselves ship with the package); for a pair
+    task, how many (query, document) rows, of how many queries, and the documents' kinds."""
 
     count: int
     kinds: Mapping[str, int]
+    queries: int = 0  # a pair split's distinct queries; 0: a split of single texts
 
     def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "kinds": dict(self.kinds)}
+        return {"count": self.count, "kinds": dict(self.kinds), **({"queries": self.queries} if self.queries else {})}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SplitSummary:
-        return cls(data["count"], data["kinds"])
+        return cls(data["count"], data["kinds"], data.get("queries", 0))
 
 
 LAYOUT_TEXT = {
@@ -328,8 +330,8 @@ def build_report(
         candidates=published,
         chosen=published_chosen,
         splits={
-            CALIBRATION: SplitSummary(len(splits.calibration), splits.calibration.counts()),
-            GATE: SplitSummary(len(splits.gate), splits.gate.counts()),
+            CALIBRATION: SplitSummary(len(splits.calibration), splits.calibration.counts(), splits.calibration.queries),
+            GATE: SplitSummary(len(splits.gate), splits.gate.counts(), splits.gate.queries),
         },
         parity_texts_file=options.parity_texts,
         sensitivity=result.sensitivity,
@@ -357,7 +359,10 @@ def _figures(parity: Parity) -> str:
 
 
 def _split_text(split: SplitSummary) -> str:
-    return f"{split.count} texts (" + ", ".join(f"{n} {kind}" for kind, n in split.kinds.items()) + ")"
+    kinds = ", ".join(f"{n} {kind}" for kind, n in split.kinds.items())
+    if split.queries:
+        return f"{split.count} (query, document) pairs of {split.queries} queries (documents: {kinds})"
+    return f"{split.count} texts ({kinds})"
 
 
 def summarize(report: ExportReport) -> str:

@@ -210,6 +210,8 @@ def search_mixes(
             "version": CACHE_VERSION,
             "onnxruntime": ort.__version__,
             "texts": list(calibration.reference.texts),
+            # a pair task's documents (absent otherwise, so the keys of single-text exports stay as they were)
+            **({"text_pairs": list(calibration.reference.text_pairs)} if calibration.reference.text_pairs else {}),
             "rows_per_call": calibration.rows_per_call,
             "metric": str(gate.for_task(export.task).metric),
         }

@@ -43,6 +43,10 @@ _TIEBREAK = {
     GateMetric.PAIRWISE_SPEARMAN: (GateMetric.MIN_COSINE.value, 1.0),
     GateMetric.LABEL_AGREEMENT: (GateMetric.MAX_ABS_PROB_DIFF.value, -1.0),
     GateMetric.MAX_ABS_PROB_DIFF: (GateMetric.LABEL_AGREEMENT.value, 1.0),
+    GateMetric.RANK_SPEARMAN: (GateMetric.MAX_ABS_SCORE_DIFF.value, -1.0),
+    GateMetric.RANK_TOP1_AGREEMENT: (GateMetric.RANK_SPEARMAN.value, 1.0),
+    GateMetric.RANK_TOP3_OVERLAP: (GateMetric.RANK_SPEARMAN.value, 1.0),
+    GateMetric.MAX_ABS_SCORE_DIFF: (GateMetric.RANK_SPEARMAN.value, 1.0),
 }
 
 

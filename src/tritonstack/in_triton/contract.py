@@ -10,13 +10,16 @@ A repository written by ``tritonstack export --name NAME`` holds three models:
   Output: ``sentence_embedding`` FP32 ``[hidden]`` for feature-extraction
   (pooling and normalisation are part of the graph), ``logits`` FP32
   ``[num_labels]`` for text-classification, ``logits`` FP32 ``[-1, num_labels]``
-  for token-classification.
+  for token-classification, ``logits`` FP32 ``[1]`` for text-ranking (a
+  cross-encoder's one relevance logit per pair).
 * ``NAME_tokenizer`` -- Python backend, ``TEXT`` -> the encoder's inputs, padded
-  to the longest text of each batch.
+  to the longest text of each batch. A pair task (text-ranking) takes ``TEXT_PAIR``
+  as well: row i is the pair (``TEXT[i]``, ``TEXT_PAIR[i]``), tokenized with the
+  model's own pair template, only the second text truncated.
 * ``NAME_postprocess`` -- classification tasks only, Python backend: logits ->
   label and score (``TEXT`` + logits -> entities for token-classification).
 * ``NAME`` -- the text-in model, an ensemble of the above: ``TEXT`` BYTES
-  ``[1]`` per row -> the task's result (below).
+  ``[1]`` per row (and ``TEXT_PAIR`` for a pair task) -> the task's result (below).
 
 In the ``fused`` layout (CPU only, ``export --layout fused`` or chosen by
 ``tune``) the ensemble ``NAME`` has one step instead, ``NAME_fused``: a Python
@@ -42,6 +45,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 TEXT_INPUT = "TEXT"
+# A pair task's second text per row (text-ranking: the document; TEXT holds the query, repeated on every row).
+TEXT_PAIR_INPUT = "TEXT_PAIR"
 
 # feature-extraction
 EMBEDDING_OUTPUT = "EMBEDDING"  # FP32 [hidden], L2-normalised where the model's config says so
@@ -49,6 +54,12 @@ EMBEDDING_OUTPUT = "EMBEDDING"  # FP32 [hidden], L2-normalised where the model's
 # text-classification
 LABEL_OUTPUT = "LABEL"  # BYTES [1], the label name
 SCORE_OUTPUT = "SCORE"  # FP32 [1], softmax probability of that label
+
+# text-ranking: SCORE alone, FP32 [1] per (query, document) row -- the model's raw relevance logit, before any
+# activation. sentence-transformers' CrossEncoder.predict applies the activation its config names: Identity for
+# the ms-marco cross-encoders (the same number), Sigmoid where none is named (bge-reranker); sigmoid(SCORE) is
+# the relevance in [0, 1] that Cohere's and TEI's rerank APIs report. Raw, because a sigmoid in float32 saturates
+# and ties the best documents at 1.0 where their logits still differ; either orders the documents alike.
 
 # token-classification
 ENTITIES_OUTPUT = "ENTITIES"  # BYTES [1], JSON list of {token, label, score, start, end}
@@ -120,6 +131,12 @@ class Task:
     # vectors by cosine; otherwise the encoder's output is logits over the model's labels.
     embedding: bool
     gate_metric: str  # the export's default accuracy gate (export/gates.py GateMetric)
+    # The text-in model takes TEXT_PAIR besides TEXT: one row is a pair of texts, tokenized with the model's pair
+    # template and truncated on the second text only (a reranker's query is never cut).
+    pair: bool = False
+    # The answer is one score per row, judged by the order it puts each query's documents in: parity compares
+    # the scores and the per-query rankings (export/parity.py), not labels.
+    ranking: bool = False
 
 
 FEATURE_EXTRACTION = Task(
@@ -152,7 +169,22 @@ TOKEN_CLASSIFICATION = Task(
     embedding=False,
     gate_metric="label_agreement",
 )
-TASKS_BY_NAME: dict[str, Task] = {t.name: t for t in (FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION)}
+# A cross-encoder: a sequence-classification model over (query, document) pairs, one relevance logit per pair.
+TEXT_RANKING = Task(
+    name="text-ranking",
+    outputs=(SCORE_OUTPUT,),
+    encoder_output="logits",
+    sdk_method="rerank",
+    postprocess=False,  # the encoder's one logit is the answer
+    token_level=False,
+    embedding=False,
+    gate_metric="rank_spearman",
+    pair=True,
+    ranking=True,
+)
+TASKS_BY_NAME: dict[str, Task] = {
+    t.name: t for t in (FEATURE_EXTRACTION, TEXT_CLASSIFICATION, TOKEN_CLASSIFICATION, TEXT_RANKING)
+}
 TASKS = tuple(TASKS_BY_NAME)
 # Tasks the SDK has a call for, so the load test, tune and bench can drive them.
 SDK_TASKS = tuple(name for name, t in TASKS_BY_NAME.items() if t.sdk_method)
@@ -194,6 +226,11 @@ def task(name: str) -> Task:
         return TASKS_BY_NAME[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}") from None
+
+
+def text_inputs(task: Task) -> tuple[str, ...]:
+    """The text-in model's inputs for ``task``: ``TEXT``, and ``TEXT_PAIR`` for a pair task."""
+    return (TEXT_INPUT, TEXT_PAIR_INPUT) if task.pair else (TEXT_INPUT,)
 
 
 def encoder_name(name: str) -> str:

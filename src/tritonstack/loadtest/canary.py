@@ -79,8 +79,8 @@ def verdict_line(checks: list[Check]) -> str:
 def _answers(client: object, texts: list[str], task: str, model: str) -> np.ndarray | list[str]:
     call: Callable[..., object] = client_call(client, task)
     answers = call(texts, model=model)
-    if isinstance(answers, list):  # classifications: compared by label
-        return [c.label for c in answers]
+    if isinstance(answers, list):  # classifications: compared by label; a ranking: by the document at each rank
+        return [c.label if hasattr(c, "label") else str(c.index) for c in answers]
     return np.asarray(answers)
 
 

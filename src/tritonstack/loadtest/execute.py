@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tritonstack._exceptions import TritonStackError
+from tritonstack.in_triton import contract
 from tritonstack.loadtest.exporter import DEFAULT_ADDR, ClientMetricsExporter, LoadTestMetrics
 from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
 from tritonstack.loadtest.runner import LoadSession, StepWindow
@@ -52,7 +53,9 @@ def preflight(host: str, settings: UserSettings) -> None:
     failure: tuple[str, str, str | None] | None = None
     client = make_client(host, settings)
     try:
-        client_call(client, settings.task)(["tritonstack load-test pre-flight request"])
+        # a text-ranking request is a query and a document at least (payload.request_call)
+        texts = ["tritonstack load-test pre-flight request"] * (2 if contract.task(settings.task).pair else 1)
+        client_call(client, settings.task)(texts)
     except TritonStackError as error:
         failure = (type(error).__name__, error.message, error.hint)
     finally:

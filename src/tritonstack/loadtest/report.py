@@ -16,6 +16,7 @@ import html
 import json
 from pathlib import Path
 
+from tritonstack.in_triton import contract
 from tritonstack.in_triton.contract import encoder_name, fused_name
 from tritonstack.loadtest import plots
 from tritonstack.loadtest.cache_report import CacheReport, cache_report
@@ -49,6 +50,7 @@ def _slo_dict(result: RunResult) -> dict[str, object]:
             "texts_per_request": slo.payload.texts_per_request,
             "repeat_ratio": slo.payload.repeat_ratio,
             "hot_set": slo.payload.hot_set if slo.payload.repeat_ratio is not None else None,
+            **({"documents_per_query": slo.payload.documents_per_query} if contract.task(slo.task).pair else {}),
         },
         "objectives": {
             **{f"p{p:g}_ms": v for p, v in sorted(objectives.latency_ms.items())},

@@ -36,7 +36,7 @@ from locust import User, task
 from tritonstack._ports import LOCAL_GRPC_URL
 from tritonstack.in_triton import contract
 from tritonstack.loadtest.plugin import drain_for
-from tritonstack.measure.payload import PayloadMix, load_texts
+from tritonstack.measure.payload import PayloadMix, load_texts, request_call
 from tritonstack.measure.slo import DEFAULT_HOT_SET
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class UserSettings:
             model=slo.model,
             task=slo.task,
             texts_file=str(slo.payload.texts_file) if slo.payload.texts_file else None,
-            texts_per_request=slo.payload.texts_per_request,
+            texts_per_request=slo.payload.texts_drawn(slo.task),  # text-ranking: the query and its documents
             timeout_s=slo.load.timeout_s,
             arrival_rate_rps=None if closed_model else slo.load.arrival_rate_rps,
             users=max(1, slo.load.users if users is None else users),
@@ -184,8 +184,9 @@ def exit_now(code: int) -> NoReturn:
 
 
 def client_call(client: Any, task_name: str) -> Callable[[Sequence[str]], object]:
-    """The SDK call of the task (``contract.Task.sdk_method``: ``embed``, ``classify``)."""
-    return getattr(client, _sdk_method(task_name))
+    """The SDK call of the task (``contract.Task.sdk_method``: ``embed``, ``classify``, ``rerank``) on one
+    request's texts (``payload.request_call``)."""
+    return request_call(getattr(client, _sdk_method(task_name)), task_name)
 
 
 def _sdk_method(task_name: str) -> str:
@@ -204,7 +205,7 @@ def user_call(client: Any, settings: UserSettings) -> Callable[[Sequence[str]], 
 
     split = TrafficSplit(settings.model, settings.baseline, settings.candidate, settings.candidate_weight)
     routed = getattr(client, f"{_sdk_method(settings.task)}_release")  # Client.embed_release, classify_release
-    return functools.partial(routed, route=split)
+    return request_call(functools.partial(routed, route=split), settings.task)
 
 
 class TritonStackUser(User):
@@ -290,7 +291,7 @@ class TritonStackUser(User):
 
 
 class TextModelUser(TritonStackUser):
-    """Sends texts from the payload mix to the model: ``embed`` or ``classify`` by the SLO's task."""
+    """Sends texts from the payload mix to the model: ``embed``, ``classify`` or ``rerank`` by the SLO's task."""
 
     @task
     def infer(self) -> None:

@@ -16,11 +16,13 @@ once each hot request was computed) and unique requests (always misses).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tritonstack._texts import read_texts
+from tritonstack.in_triton import contract
 from tritonstack.measure.errors import LoadTestError
 from tritonstack.measure.slo import DEFAULT_HOT_SET
 
@@ -45,6 +47,21 @@ def load_texts(path: Path | None) -> list[str]:
     if path is None:
         return list(BUILTIN_TEXTS)
     return read_texts(path, what="texts file", error=LoadTestError)
+
+
+def request_call(call: Callable[..., Any], task: str) -> Callable[..., Any]:
+    """The SDK call of ``task`` (``embed``, ``classify``, ``rerank``; sync or async) as a call on one request's
+    drawn texts (keywords passed on). For a pair task (text-ranking) the shortest drawn text is the query and
+    the others, in order, its documents: a search query is short, and a reranker refuses a query that leaves
+    its document no room (a passage of the mix drawn as the query would fail as bad input, not load)."""
+    if not contract.task(task).pair:
+        return call
+
+    def rerank(texts: Sequence[str], **keywords: Any) -> Any:
+        query = min(range(len(texts)), key=lambda i: len(texts[i]))
+        return call(texts[query], [t for i, t in enumerate(texts) if i != query], **keywords)
+
+    return rerank
 
 
 REPEAT = "repeat"  # one of the hot set

@@ -3,7 +3,7 @@
 A YAML mapping (``loadtest/slo.yaml`` is the documented example)::
 
     model: tiny                  # the text-in model Triton serves
-    task: feature-extraction     # or text-classification
+    task: feature-extraction     # or text-classification, text-ranking
     load:
       users: 8                   # concurrent users (closed model) ...
       spawn_rate: 8              # ... started per second
@@ -13,6 +13,7 @@ A YAML mapping (``loadtest/slo.yaml`` is the documented example)::
     payload:
       texts: texts.txt           # one text per line, relative to this file
       texts_per_request: 1
+      documents_per_query: 8     # text-ranking instead: one query (the shortest drawn) and this many documents
       repeat_ratio: 0.5          # optional: this share of requests repeats one of a hot set ...
       hot_set: 16                # ... of this many requests; the others are never seen before
     objectives:                  # at least one
@@ -87,6 +88,7 @@ class Objectives:
 
 
 DEFAULT_HOT_SET = 16
+DEFAULT_DOCUMENTS_PER_QUERY = 8  # a rerank request of the load test: one query and this many documents
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,12 @@ class PayloadSpec:
     texts_per_request: int = 1
     repeat_ratio: float | None = None  # 0..1; None: plain random draws from the texts
     hot_set: int = DEFAULT_HOT_SET  # distinct requests the repeats are drawn from
+    documents_per_query: int = DEFAULT_DOCUMENTS_PER_QUERY  # a pair task (text-ranking): documents per request
+
+    def texts_drawn(self, task: str) -> int:
+        """Texts drawn from the file per request: ``texts_per_request``, or for a pair task (text-ranking)
+        its query and ``documents_per_query`` documents (the SDK call takes the first as the query)."""
+        return 1 + self.documents_per_query if contract.task(task).pair else self.texts_per_request
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,9 @@ def parse_slo(document: object, *, source: str = "<slo>", base_dir: Path | None 
         task=task,
         load=_parse_load(_mapping(root["load"], "load", source), source),
         objectives=_parse_objectives(_mapping(root["objectives"], "objectives", source), source),
-        payload=_parse_payload(_mapping(root.get("payload", {}), "payload", source), source, base_dir),
+        payload=_parse_payload(
+            _mapping(root.get("payload", {}), "payload", source), source, base_dir, contract.task(task).pair
+        ),
         capacity=_parse_capacity(_mapping(root.get("capacity", {}), "capacity", source), source),
         cost=_parse_cost(_mapping(root["cost"], "cost", source), source) if "cost" in root else None,
         source=source,
@@ -284,8 +294,20 @@ def _parse_objectives(objectives: Mapping[str, Any], source: str) -> Objectives:
     return result
 
 
-def _parse_payload(payload: Mapping[str, Any], source: str, base_dir: Path | None) -> PayloadSpec:
-    _no_unknown(payload, {"texts", "texts_per_request", "repeat_ratio", "hot_set"}, "payload.", source)
+def _parse_payload(payload: Mapping[str, Any], source: str, base_dir: Path | None, pair: bool) -> PayloadSpec:
+    known = {"texts", "texts_per_request", "repeat_ratio", "hot_set", "documents_per_query"}
+    _no_unknown(payload, known, "payload.", source)
+    # a rerank request is one query and its documents; a request of the other tasks is a number of texts
+    if pair and "texts_per_request" in payload:
+        raise SLOSpecError(
+            f"{source}: payload.texts_per_request: a text-ranking request is one query and "
+            "payload.documents_per_query documents"
+        )
+    if not pair and "documents_per_query" in payload:
+        raise SLOSpecError(f"{source}: payload.documents_per_query: only means something with task: text-ranking")
+    documents = _positive_int(
+        payload.get("documents_per_query", DEFAULT_DOCUMENTS_PER_QUERY), "payload.documents_per_query", source
+    )
     texts_file: Path | None = None
     if "texts" in payload:
         raw = payload["texts"]
@@ -301,7 +323,13 @@ def _parse_payload(payload: Mapping[str, Any], source: str, base_dir: Path | Non
     elif "hot_set" in payload:
         raise SLOSpecError(f"{source}: payload.hot_set: only means something with payload.repeat_ratio")
     hot_set = _positive_int(payload.get("hot_set", DEFAULT_HOT_SET), "payload.hot_set", source)
-    return PayloadSpec(texts_file=texts_file, texts_per_request=per_request, repeat_ratio=repeat_ratio, hot_set=hot_set)
+    return PayloadSpec(
+        texts_file=texts_file,
+        texts_per_request=per_request,
+        repeat_ratio=repeat_ratio,
+        hot_set=hot_set,
+        documents_per_query=documents,
+    )
 
 
 def _parse_capacity(capacity: Mapping[str, Any], source: str) -> CapacitySpec:

@@ -87,9 +87,9 @@ def existing_layout(repository: Path, name: str) -> str | None:
 
 def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence[Any] = ()) -> Any:
     """The config (protobuf) of ``NAME_fused`` for the ensemble ``text_in`` whose steps are ``encoder``,
-    ``tokenizer`` and ``other_steps`` (a postprocess): TEXT in, the ensemble's outputs out; the encoder's
-    batching, queue size, instances, versions and knobs; a queue timeout of the steps' timeouts together, where
-    the encoder has one."""
+    ``tokenizer`` and ``other_steps`` (a postprocess): the ensemble's inputs (TEXT [, TEXT_PAIR]) in, its
+    outputs out; the encoder's batching, queue size, instances, versions and knobs; a queue timeout of the steps'
+    timeouts together, where the encoder has one."""
     fused = ModelConfigProto()
     fused.name = contract.fused_name(base_name(text_in))
     fused.backend = "python"
@@ -138,7 +138,8 @@ def with_fused_step(text_in: Any) -> Any:
     step = fused.ensemble_scheduling.step.add()
     step.model_name = contract.fused_name(base_name(text_in))
     step.model_version = step_version
-    step.input_map[contract.TEXT_INPUT] = contract.TEXT_INPUT
+    for tensor in text_in.input:  # TEXT, and TEXT_PAIR for a pair task
+        step.input_map[tensor.name] = tensor.name
     for output in text_in.output:
         step.output_map[output.name] = output.name
     return fused

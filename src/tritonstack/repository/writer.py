@@ -161,8 +161,13 @@ def _text_parameters(model: ExportedModel, role: str) -> dict[str, str]:
     }
 
 
-def _text_tensor() -> Tensor:
-    return Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,))
+def _text_tensor(name: str = contract.TEXT_INPUT) -> Tensor:
+    return Tensor(name, "TYPE_STRING", (1,))
+
+
+def _text_inputs(model: ExportedModel) -> tuple[Tensor, ...]:
+    """What the text-in model and the step that tokenizes take: ``TEXT`` [and ``TEXT_PAIR``, a pair task]."""
+    return tuple(_text_tensor(name) for name in contract.text_inputs(_task(model)))
 
 
 # Each text-in output's type and shape per text; () stands for the encoder output's width (the embedding's size).
@@ -186,7 +191,7 @@ def _tokenizer_config(model: ExportedModel) -> ModelConfig:
         name=contract.tokenizer_name(model.name),
         backend="python",
         max_batch_size=model.max_batch_size,
-        inputs=(_text_tensor(),),
+        inputs=_text_inputs(model),
         outputs=tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names),
         dynamic_batching=_batching(model, "tokenizer", max_queue_delay_us=model.max_queue_delay_us),
         instance_groups=(InstanceGroup(model.tokenizer_instances, "KIND_CPU"),),
@@ -225,9 +230,8 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
     would store the token ids and the encoder's output of every miss next to the answer, to be hit only when
     two different texts tokenize alike (measured: docs/cache.md)."""
     features = {n: n for n in model.input_names}
-    steps = [
-        EnsembleStep(contract.tokenizer_name(model.name), {contract.TEXT_INPUT: contract.TEXT_INPUT}, features),
-    ]
+    texts = {t.name: t.name for t in _text_inputs(model)}
+    steps = [EnsembleStep(contract.tokenizer_name(model.name), texts, features)]
     if postprocess is None:  # the encoder's output (feature-extraction: pooled) is the answer, the task's one output
         (answer,) = _task(model).outputs
         steps.append(EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: answer}))
@@ -244,7 +248,7 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
         name=model.name,
         platform="ensemble",
         max_batch_size=model.max_batch_size,
-        inputs=(_text_tensor(),),
+        inputs=_text_inputs(model),
         outputs=_task_outputs(model),
         ensemble_steps=tuple(steps),
         parameters={contract.TASK_PARAMETER: model.task},

@@ -224,7 +224,7 @@ def _workload(settings: TuneSettings) -> Workload:
     slo = settings.slo
     return workload_from(
         load_texts(slo.payload.texts_file),
-        slo.payload.texts_per_request,
+        slo.payload.texts_drawn(slo.task),  # text-ranking: the query and its documents
         slo.task,
         files.tokenizer_dir,
         files.max_sequence_length,

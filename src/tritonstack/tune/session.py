@@ -33,6 +33,7 @@ from google.protobuf import json_format
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop, open_loop
+from tritonstack.measure.payload import request_call
 from tritonstack.measure.samples import Round, percentile_ms
 from tritonstack.measure.slo import Objectives
 from tritonstack.measure.timing import Timing
@@ -157,7 +158,7 @@ class TuneServer:
             async with AsyncClient(url, model=name, timeouts=timeout_s, retry=RetryPolicy(max_attempts=1)) as client:
                 method = contract.task(workload.task).sdk_method  # the SDK call of the task: embed, classify
                 assert method is not None, workload.task  # the SLO's task, one of contract.SDK_TASKS
-                call = getattr(client, method)
+                call = request_call(getattr(client, method), workload.task)  # rerank: (query, documents)
 
                 async def send(index: int) -> None:
                     await call(workload.requests[index])

@@ -5,10 +5,11 @@ of a text-in model, with the files of ``in_triton/manifest.py`` beside it; the
 ``role`` parameter of each config (``contract.TEXT_ROLES``) picks the class
 that does the work:
 
-* :class:`TokenizerStep` (``tokenizer``): ``TEXT`` -> the encoder's int64
-  inputs. Every text of every request in a batch is tokenized together and
-  padded to the longest text *of that batch*, so the batch's requests reach the
-  encoder with one shape and its dynamic batcher runs them as one execution.
+* :class:`TokenizerStep` (``tokenizer``): ``TEXT`` (and ``TEXT_PAIR`` for a pair
+  task: one (query, document) pair per row) -> the encoder's int64 inputs.
+  Every text of every request in a batch is tokenized together and padded to
+  the longest text *of that batch*, so the batch's requests reach the encoder
+  with one shape and its dynamic batcher runs them as one execution.
 * :class:`PostprocessStep` (``postprocess``, tasks with a postprocess step):
   logits -> ``LABEL`` + ``SCORE``, or ``TEXT`` + logits -> ``ENTITIES`` for a
   token-level task.
@@ -22,7 +23,7 @@ that does the work:
   fewer than the three-step ensemble. ``docs/export.md`` has the figures.
 
 Which task it serves is a row of ``contract.py``'s task table: the steps read
-its fields (``postprocess``, ``token_level``, ``outputs``), never its name. The
+its fields (``postprocess``, ``token_level``, ``pair``, ``outputs``), never its name. The
 tokenizer rule itself lives in ``tokenization.py``; the bench imports the same
 module from the package. The tokenizer and postprocess import only ``numpy`` and
 ``tokenizers`` besides Triton's own ``triton_python_backend_utils``: the NGC
@@ -49,10 +50,10 @@ class InputError(Exception):
     pass
 
 
-def _decode_texts(request):
-    tensor = pb_utils.get_input_tensor_by_name(request, contract.TEXT_INPUT)
+def _decode_texts(request, name=contract.TEXT_INPUT):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
     if tensor is None:
-        raise InputError(f"missing input {contract.TEXT_INPUT}")
+        raise InputError(f"missing input {name}")
     array = tensor.as_numpy()
     texts = []
     for item in array.reshape(-1):
@@ -60,13 +61,11 @@ def _decode_texts(request):
             texts.append(item)
             continue
         if not isinstance(item, bytes):
-            raise InputError(f"{contract.TEXT_INPUT} must hold UTF-8 strings, got {type(item).__name__}")
+            raise InputError(f"{name} must hold UTF-8 strings, got {type(item).__name__}")
         try:
             texts.append(item.decode("utf-8"))
         except UnicodeDecodeError as error:
-            raise InputError(
-                f"{contract.TEXT_INPUT} is not valid UTF-8 ({error.reason} at byte {error.start})"
-            ) from None
+            raise InputError(f"{name} is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     return texts
 
 
@@ -98,7 +97,7 @@ class _Step:
         self.labels = json.loads(params.get(contract.LABELS_PARAMETER, "[]"))
         if self.reads_text:
             version_dir = os.path.join(args["model_repository"], args["model_version"])
-            self.tokenizer = tokenization.TextTokenizer(version_dir, self.max_length)
+            self.tokenizer = tokenization.TextTokenizer(version_dir, self.max_length, pair=self.task.pair)
 
     @property
     def reads_text(self):
@@ -108,8 +107,23 @@ class _Step:
         return None
 
     def read(self, request):
-        """(texts, logits) of one request; either is None where this role does not take it."""
-        return (_decode_texts(request) if self.reads_text else None), None
+        """(texts, logits) of one request; either is None where this role does not take it. A pair task's
+        texts are (query, document) pairs."""
+        if not self.reads_text:
+            return None, None
+        texts = _decode_texts(request)
+        if not self.task.pair:
+            return texts, None
+        documents = _decode_texts(request, contract.TEXT_PAIR_INPUT)
+        if len(documents) != len(texts):
+            raise InputError(
+                f"{len(texts)} rows of {contract.TEXT_INPUT} but {len(documents)} of {contract.TEXT_PAIR_INPUT}"
+            )
+        try:
+            self.tokenizer.check_queries(texts)
+        except tokenization.QueryTooLongError as error:
+            raise InputError(str(error)) from None
+        return list(zip(texts, documents, strict=True)), None
 
     def answer(self, part, requests, responses):
         """Fill ``responses`` for the requests of ``part``: (request index, texts, logits) triples."""

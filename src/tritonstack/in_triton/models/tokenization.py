@@ -5,6 +5,13 @@ The rule: cut absurdly long texts, tokenize without padding and truncate to
 batch* with the pad id of ``tokenizer_config.json`` (0 when it names none the
 vocabulary has).
 
+A pair task (a reranker's query and document) tokenizes each row as a pair with
+the model's own template (``tokenizer.json``'s post-processor: ``[CLS] q [SEP]
+d [SEP]`` and segment ids for BERT, ``<s> q </s></s> d </s>`` for RoBERTa) and
+truncates the second text only (``only_second``), as rerankers are trained: the
+query is never cut. A query too long to leave the document a token is refused
+(:meth:`TextTokenizer.check_queries`) rather than silently ranked on nothing.
+
 This module runs in two places. ``tritonstack export`` copies it beside
 ``model.py`` into each Python-backend version folder, where ``model.py``
 (``text_model.py``) loads it inside Triton's Python backend stub; there, in the
@@ -50,10 +57,17 @@ def _pad_id(tokenizer: Tokenizer, version_dir: str) -> int:
     return found if found is not None else 0
 
 
-class TextTokenizer:
-    """The tokenizer files of one version folder, with the cut, truncation and batch padding applied."""
+class QueryTooLongError(ValueError):
+    """A pair's first text leaves its second no token within ``max_length`` (only the second is truncated)."""
 
-    def __init__(self, version_dir: str | os.PathLike[str], max_length: int) -> None:
+
+class TextTokenizer:
+    """The tokenizer files of one version folder, with the cut, truncation and batch padding applied.
+
+    ``pair``: rows are (query, document) pairs, truncated on the document only.
+    """
+
+    def __init__(self, version_dir: str | os.PathLike[str], max_length: int, *, pair: bool = False) -> None:
         version_dir = os.fspath(version_dir)
         path = os.path.join(version_dir, TOKENIZER_FILE)
         if not os.path.isfile(path):
@@ -61,13 +75,36 @@ class TextTokenizer:
         self.tokenizer = Tokenizer.from_file(path)
         # tokenizer.json may carry fixed padding (MiniLM's pads to 128): pad per batch instead, in features().
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=max_length)
+        self.tokenizer.enable_truncation(max_length=max_length, strategy="only_second" if pair else "longest_first")
         self.pad_id = _pad_id(self.tokenizer, version_dir)
         self.char_limit = char_limit(max_length)
+        self.max_length = max_length
+        self.pair = pair
+        # counts a query's tokens (check_queries): only_second truncation refuses to encode one text alone
+        self._counter = Tokenizer.from_str(self.tokenizer.to_str()) if pair else None
+        if self._counter is not None:
+            self._counter.no_truncation()
 
-    def encode(self, texts: Sequence[str]) -> list[Encoding]:
-        """Each text cut to ``char_limit`` characters, tokenized and truncated; no padding."""
-        return self.tokenizer.encode_batch([text[: self.char_limit] for text in texts])
+    def encode(self, rows: Sequence[str] | Sequence[tuple[str, str]]) -> list[Encoding]:
+        """Each text (each text of a pair) cut to ``char_limit`` characters, tokenized and truncated; no padding."""
+        limit = self.char_limit
+        if self.pair:  # a row is (query, document)
+            return self.tokenizer.encode_batch([(row[0][:limit], row[1][:limit]) for row in rows])
+        return self.tokenizer.encode_batch([row[:limit] for row in rows])
+
+    def check_queries(self, queries: Sequence[str]) -> None:
+        """``QueryTooLongError`` when a query, with the pair template's special tokens, leaves its document no
+        token of ``max_length``: only documents are truncated, so such a pair cannot be scored."""
+        if self._counter is None:
+            raise ValueError("check_queries is for a pair tokenizer (pair=True)")
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add(True)
+        for query in dict.fromkeys(queries):  # a rerank request repeats its one query on every row
+            tokens = len(self._counter.encode(query[: self.char_limit], add_special_tokens=False).ids)
+            if tokens >= room:
+                raise QueryTooLongError(
+                    f"the query is {tokens} tokens; with the pair template's special tokens it leaves the document "
+                    f"no room in max_sequence_length {self.max_length} (only documents are truncated)"
+                )
 
     def features(self, encodings: Sequence[Encoding], input_names: Sequence[str]) -> dict[str, np.ndarray]:
         """The encoder inputs ``input_names`` of ``encodings``: int64 ``[rows, longest row]``, padded."""
