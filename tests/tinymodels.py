@@ -140,7 +140,7 @@ def _cross_encoder(config: object) -> object:
     return model
 
 
-# The tests share a busy machine, where a request can wait longer than export's default queue timeout
+# The tests share a busy machine, where a request can wait longer than export's default queue budget
 # (500 ms) without anything being wrong with the server: the tiny models get a generous one, so that a
 # functional test is not shed. The tests of shedding serve their own models (test_server_overload.py).
 QUEUE_TIMEOUT_MS = 30_000

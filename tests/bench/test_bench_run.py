@@ -71,6 +71,15 @@ def test_bench_measures_inprocess_and_served_on_the_tiny_model(
     assert served["server_cpu"] is not None and served["client_cpu"] is not None
     assert summary["cpu_split"]["mode"] in ("pinned", "shared")
     assert summary["model"]["precision"] == "fp32"  # tiny_repository is an fp32 export
+    # the serving floor (bench/floor.py): the same layout with no model work, at c=1 and the top concurrency,
+    # beside the model's own points, and printed; the user's repository got no floor model
+    floor = summary["serving_floor"]["points"]
+    assert [row["concurrency"] for row in floor] == [1, 4]
+    for row in floor:
+        assert row["floor"]["variant"] == "floor" and row["floor"]["errors"] == 0
+        assert row["floor"]["throughput_per_s"] > 0 and row["served"]["variant"] == "served"
+    assert "serving floor (same layout, no model work)" in printed
+    assert not any(path.name.endswith("_floor") for path in tiny_repository.iterdir())
     _check_png(tmp_path / "report" / "latency_vs_throughput.png")
 
 

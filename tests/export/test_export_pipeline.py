@@ -184,6 +184,8 @@ def test_cli_queue_flags_reach_every_queued_step(
     for step in ("distilbert_tokenizer", "distilbert_encoder", "distilbert_postprocess"):
         policy = parse((repository / step / "config.pbtxt").read_text()).dynamic_batching.default_queue_policy
         assert (policy.max_queue_size, policy.default_timeout_microseconds) == (12, 0), step
+    for step in ("distilbert_tokenizer", "distilbert_postprocess"):  # --queue-timeout-ms 0: no shedding by age
+        assert parse((repository / step / "config.pbtxt").read_text()).parameters["queue_budget_ms"].string_value == "0"
     check_repository(repository)
     with pytest.raises(SystemExit) as usage:
         main([*command, "--queue-timeout-ms", "-5"])

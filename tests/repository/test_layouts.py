@@ -25,14 +25,6 @@ from tritonstack.repository.validate import model_config_type
 from tritonstack.repository.writer import layout_configs
 
 TASKS = contract.TASKS
-# The queue timeouts export gives the steps of `exported()` (default budget 500 ms: repository/queue_policy.py):
-# tokenizer 20 %, encoder 70 %, postprocess 10 % -- the fused step waits once, for all of them.
-FUSED_TIMEOUT_US = {
-    "feature-extraction": 100_000 + 350_000,
-    "text-classification": 100_000 + 350_000 + 50_000,
-    "token-classification": 100_000 + 350_000 + 50_000,
-    "text-ranking": 100_000 + 350_000,
-}
 
 
 def fused(task: str, **changes: Any) -> dict[str, Any]:
@@ -77,16 +69,16 @@ def test_the_fused_step_batches_queues_and_runs_as_the_encoder_does(task: str) -
     batching = step.dynamic_batching
     assert list(batching.preferred_batch_size) == list(encoder.dynamic_batching.preferred_batch_size) == [4]
     assert batching.max_queue_delay_microseconds == 500
-    policy = batching.default_queue_policy
-    assert policy.max_queue_size == encoder.dynamic_batching.default_queue_policy.max_queue_size == 256
-    assert policy.allow_timeout_override
-    assert policy.default_timeout_microseconds == FUSED_TIMEOUT_US[task]
+    # no Triton queue policy (it stalls Triton 2.51's batcher): the step sheds by the request's queue budget
+    assert not batching.HasField("default_queue_policy")
+    assert parameter(step, contract.QUEUE_BUDGET_MS_PARAMETER) == "500"
 
 
 def test_without_queue_bounds_the_fused_step_has_none_either() -> None:
     step = fused("text-classification", max_queue_size=0, queue_timeout_ms=0)["demo_fused"]
     assert not step.dynamic_batching.HasField("default_queue_policy")
     assert step.dynamic_batching.max_queue_delay_microseconds == 500
+    assert parameter(step, contract.QUEUE_BUDGET_MS_PARAMETER) == "0"
 
 
 @pytest.mark.parametrize("task", TASKS)
@@ -214,6 +206,7 @@ def test_the_served_model_and_the_builder_name_the_fused_role_alike() -> None:
         "contract.TOKENIZER_ROLE",
         "contract.POSTPROCESS_ROLE",
         "contract.FUSED_ROLE",
+        "contract.FLOOR_ROLE",  # bench's serving floor (bench/floor.py)
     ]
     step = fused("feature-extraction")["demo_fused"]
     assert parameter(step, contract.ROLE_PARAMETER) == contract.FUSED_ROLE
@@ -234,12 +227,16 @@ def test_a_new_release_keeps_the_layout_the_name_runs_unless_asked(tmp_path: Pat
     assert resolve_layout("cpu", "fused", existing) == "fused"  # asked for
 
 
-def test_the_fused_queue_timeout_adds_the_bounded_steps() -> None:
-    encoder, tokenizer, postprocess, text_in = layout_configs(exported("text-classification"))
-    timeouts = [c.dynamic_batching.default_queue_policy.default_timeout_microseconds for c in (encoder, tokenizer)]
-    postprocess.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0  # unbounded: adds nothing
+def test_the_fused_step_keeps_only_an_asked_for_queue_bound_of_the_encoder() -> None:
+    """A queue timeout on a step (an export from before the steps shed by age) is not carried over: it stalls
+    Triton 2.51's batcher as any policy does; a max_queue_size asked for (export --max-queue-size) is."""
+    encoder, tokenizer, postprocess, text_in = layout_configs(
+        replace(exported("text-classification"), max_queue_size=7)
+    )
+    encoder.dynamic_batching.default_queue_policy.default_timeout_microseconds = 350_000
     fused = layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
-    assert fused.dynamic_batching.default_queue_policy.default_timeout_microseconds == sum(timeouts) > 0
-    encoder.dynamic_batching.default_queue_policy.default_timeout_microseconds = 0  # no timeout on the encoder
+    policy = fused.dynamic_batching.default_queue_policy
+    assert (policy.max_queue_size, policy.default_timeout_microseconds) == (7, 0)
+    encoder.dynamic_batching.default_queue_policy.max_queue_size = 0
     fused = layouts.fused_step(text_in, encoder, tokenizer, [postprocess])
-    assert fused.dynamic_batching.default_queue_policy.default_timeout_microseconds == 0
+    assert not fused.dynamic_batching.HasField("default_queue_policy")

@@ -22,7 +22,7 @@ from tritonstack.repository.config import (
     render,
 )
 from tritonstack.repository.errors import RepositoryError
-from tritonstack.repository.queue_policy import DEFAULT_QUEUE_TIMEOUT_MS, QUEUED_BATCHES, STEP_SHARES, queue_policy
+from tritonstack.repository.queue_policy import DEFAULT_QUEUE_BUDGET_MS, queue_budget_ms, queue_policy
 from tritonstack.repository.writer import ExportedModel, model_configs
 
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -158,41 +158,39 @@ def test_platform_xor_backend() -> None:
 
 
 @pytest.mark.parametrize(("task", "target"), CASES)
-def test_every_queued_step_sheds_load_and_the_ensemble_has_no_queue(task: str, target: str) -> None:
+def test_every_python_step_sheds_by_its_queue_budget_and_no_step_has_a_queue_policy(task: str, target: str) -> None:
+    """Any Triton queue policy stalls Triton 2.51's batcher (queue_policy.py): the Python steps shed by age."""
     *steps, text_in = (config.to_proto() for config in model_configs(exported(task, target)))
     assert len(steps) == (2 if task == "feature-extraction" else 3)
-    waits_us = 0
     for step in steps:
-        policy = step.dynamic_batching.default_queue_policy
-        assert policy.max_queue_size == QUEUED_BATCHES * 64, step.name
-        role = step.name.removeprefix("demo_")
-        assert policy.default_timeout_microseconds == STEP_SHARES[role] * DEFAULT_QUEUE_TIMEOUT_MS * 1000, step.name
-        assert policy.timeout_action == policy.REJECT and policy.allow_timeout_override, step.name
-        waits_us += policy.default_timeout_microseconds
-    # a request waits in every step's queue in turn: together the waits stay within the budget
-    assert waits_us <= DEFAULT_QUEUE_TIMEOUT_MS * 1000
+        assert step.HasField("dynamic_batching"), step.name
+        assert not step.dynamic_batching.HasField("default_queue_policy"), step.name
+        if step.backend == "python":
+            assert parameter(step, contract.QUEUE_BUDGET_MS_PARAMETER) == str(DEFAULT_QUEUE_BUDGET_MS), step.name
     assert text_in.WhichOneof("scheduling_choice") == "ensemble_scheduling"
 
 
 def test_queue_bounds_follow_the_flags_and_zero_disables_each() -> None:
-    assert queue_policy(8) == QueuePolicy(max_queue_size=QUEUED_BATCHES * 8, default_timeout_us=500_000)
-    assert queue_policy(8, max_queue_size=3, timeout_ms=250) == QueuePolicy(3, 250_000)
-    assert queue_policy(8, timeout_ms=0) == QueuePolicy(QUEUED_BATCHES * 8, 0)
-    assert queue_policy(8, max_queue_size=0) == QueuePolicy(0, 500_000)
-    assert queue_policy(8, max_queue_size=0, timeout_ms=0) is None
-    assert queue_policy(8, timeout_ms=500, share=0.2) == QueuePolicy(QUEUED_BATCHES * 8, 100_000)
-    assert queue_policy(8, timeout_ms=1, share=0.1) == QueuePolicy(QUEUED_BATCHES * 8, 1_000)  # never rounds to "none"
+    assert queue_policy() is None and queue_policy(0) is None  # no Triton bound unless asked for
+    assert queue_policy(3) == QueuePolicy(max_queue_size=3, default_timeout_us=0)
+    assert queue_budget_ms() == DEFAULT_QUEUE_BUDGET_MS == 500
+    assert (queue_budget_ms(250), queue_budget_ms(0)) == (250, 0)
     with pytest.raises(RepositoryError, match=">= 0"):
-        queue_policy(8, max_queue_size=-1)
+        queue_policy(-1)
+    with pytest.raises(RepositoryError, match=">= 0"):
+        queue_budget_ms(-1)
     unbounded = dataclasses.replace(exported("text-classification"), max_queue_size=0, queue_timeout_ms=0)
     for config in model_configs(unbounded)[:-1]:
         proto = config.to_proto()
         assert proto.HasField("dynamic_batching") and not proto.dynamic_batching.HasField("default_queue_policy")
+        if proto.backend == "python":
+            assert parameter(proto, contract.QUEUE_BUDGET_MS_PARAMETER) == "0"
     custom = dataclasses.replace(exported("feature-extraction"), max_queue_size=5, queue_timeout_ms=20)
-    policies = {c.name: c.to_proto().dynamic_batching.default_queue_policy for c in model_configs(custom)[:-1]}
-    tokenizer, encoder = policies["demo_tokenizer"], policies["demo_encoder"]
-    assert (tokenizer.max_queue_size, tokenizer.default_timeout_microseconds) == (5, 4_000)
-    assert (encoder.max_queue_size, encoder.default_timeout_microseconds) == (5, 14_000)
+    protos = {c.name: c.to_proto() for c in model_configs(custom)[:-1]}
+    tokenizer, encoder = (protos[n].dynamic_batching.default_queue_policy for n in ("demo_tokenizer", "demo_encoder"))
+    assert (tokenizer.max_queue_size, tokenizer.default_timeout_microseconds) == (5, 0)
+    assert (encoder.max_queue_size, encoder.default_timeout_microseconds) == (5, 0)
+    assert parameter(protos["demo_tokenizer"], contract.QUEUE_BUDGET_MS_PARAMETER) == "20"
 
 
 def test_an_ensemble_cannot_have_a_queue_of_its_own() -> None:
@@ -216,5 +214,5 @@ def test_export_help_names_the_queue_defaults(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["export", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert f"{QUEUED_BATCHES} x --max-batch-size when omitted" in text
-    assert f"{DEFAULT_QUEUE_TIMEOUT_MS} when omitted" in text
+    assert "none when omitted or 0" in text
+    assert f"{DEFAULT_QUEUE_BUDGET_MS} when omitted" in text

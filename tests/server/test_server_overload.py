@@ -76,6 +76,33 @@ def _batching_encoder(tiny_repository: Path, repository: Path) -> None:
     (target / "config.pbtxt").write_text(text_format.MessageToString(config))
 
 
+SHEDDING_BUDGET_MS = 200
+
+
+def _shedding_step(repository: Path) -> None:
+    """``shedding``: an exported Python step (text_model.py) as bench's serving floor -- TEXT in, a constant
+    EMBEDDING out -- with no queue policy and a queue budget, as export writes the steps now."""
+    from tritonstack.in_triton import contract, manifest
+
+    config = ModelConfig(
+        name="shedding",
+        backend="python",
+        max_batch_size=8,
+        inputs=(Tensor(contract.TEXT_INPUT, "TYPE_STRING", (1,)),),
+        outputs=(Tensor(contract.EMBEDDING_OUTPUT, "TYPE_FP32", (4,)),),
+        dynamic_batching=DynamicBatching(max_queue_delay_us=0),
+        instance_groups=(InstanceGroup(1, "KIND_CPU"),),
+        parameters={
+            contract.ROLE_PARAMETER: contract.FLOOR_ROLE,
+            contract.TASK_PARAMETER: "feature-extraction",
+            contract.QUEUE_BUDGET_MS_PARAMETER: str(SHEDDING_BUDGET_MS),
+        },
+    )
+    (repository / config.name / "1").mkdir(parents=True)
+    manifest.write(manifest.PYTHON_MODEL_FILES, repository / config.name / "1")
+    (repository / config.name / "config.pbtxt").write_text(render(config))
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_repository: Path) -> Iterator[EmbeddedServer]:
     root = tmp_path_factory.mktemp("overload")
@@ -86,6 +113,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_repository: Path) -> I
         shutil.copy2(onnx_path, repository / config.name / "1" / "model.onnx")
         (repository / config.name / "config.pbtxt").write_text(render(config))
     _batching_encoder(tiny_repository, repository)
+    _shedding_step(repository)
     with EmbeddedServer(repository, log_path=root / "triton.log") as running:
         yield running
 
@@ -236,3 +264,30 @@ def test_one_failing_request_fails_alone_in_its_batch(server: EmbeddedServer) ->
     assert after[4][0] - before.get(4, (0, 0))[0] == 1, "the four requests did not run as one batch"
     assert [o.status for o in outcomes] == ["ok", "ok", "StatusCode.INTERNAL", "ok"], outcomes
     assert "onnxruntime" in outcomes[2].message and "9999" in outcomes[2].message, outcomes[2]
+
+
+def test_a_python_step_sheds_a_request_its_client_sent_longer_ago_than_the_budget(server: EmbeddedServer) -> None:
+    """No queue policy (it stalls Triton 2.51's batcher): the step reads the SDK's send-time stamp and answers a
+    request older than its queue budget UNAVAILABLE at once, with the text the SDK maps to OverloadedError. A
+    request without a stamp (a raw tritonclient caller) and a fresh one are served."""
+    from tritonstack.client import OverloadedError
+    from tritonstack.client._exceptions import translate
+    from tritonstack.in_triton import contract
+
+    text = grpcclient.InferInput(contract.TEXT_INPUT, [2, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[b"a"], [b"b"]], dtype=np.object_))
+    now_us = time.time_ns() // 1000
+    with grpcclient.InferenceServerClient(server.grpc_url) as client:
+        fresh = client.infer("shedding", [text], parameters={contract.SENT_AT_PARAMETER: now_us})
+        assert fresh.as_numpy(contract.EMBEDDING_OUTPUT).shape == (2, 4)
+        assert client.infer("shedding", [text]).as_numpy(contract.EMBEDDING_OUTPUT).shape == (2, 4)
+        stale = now_us - 3 * SHEDDING_BUDGET_MS * 1000
+        started = time.perf_counter()
+        with pytest.raises(InferenceServerException) as refused:
+            client.infer("shedding", [text], parameters={contract.SENT_AT_PARAMETER: stale})
+        seconds = time.perf_counter() - started
+    assert refused.value.status() == "StatusCode.UNAVAILABLE", refused.value
+    assert contract.SHED_MESSAGE in str(refused.value.message()), refused.value
+    assert seconds < SHEDDING_BUDGET_MS / 1000, f"shed only after {seconds:.2f} s"
+    error = translate(refused.value, model="shedding", version=None, request_id=None, url=server.grpc_url)
+    assert isinstance(error, OverloadedError)

@@ -129,7 +129,7 @@ def _serves(repository: Path) -> None:
 
 @pytest.mark.integration
 def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Path, tmp_path: Path) -> None:
-    encoder = _slowed(repository, "tiny_encoder")
+    _slowed(repository, "tiny_encoder")
     original = _files(repository)
 
     code, summary = _tune(repository, _slo(tmp_path / "slo.yaml", p99_ms=5000, max_users=1), tmp_path / "r", "75s")
@@ -141,9 +141,10 @@ def test_the_winner_is_written_validates_loads_and_can_be_undone(repository: Pat
     assert str(repository / step / "config.pbtxt") in summary["written"]
     tuned = parse((repository / step / "config.pbtxt").read_text())
     assert tuned.dynamic_batching.max_queue_delay_microseconds == summary["winner"]["encoder_delay_us"]
-    kept = tuned.dynamic_batching.default_queue_policy, encoder.dynamic_batching.default_queue_policy
-    # kept (the fused step's queue timeout is all the steps' together: layouts.fused_step)
-    assert kept[0] == kept[1] if step == "tiny_encoder" else kept[0].max_queue_size == kept[1].max_queue_size
+    # no queue policy written (it stalls Triton 2.51's batcher); a Python step keeps shedding by its budget
+    assert not tuned.dynamic_batching.HasField("default_queue_policy")
+    if step == "tiny_fused":
+        assert tuned.parameters["queue_budget_ms"].string_value == str(tinymodels.QUEUE_TIMEOUT_MS)
     _serves(repository)
 
     previous = Path(summary["previous_configs"])

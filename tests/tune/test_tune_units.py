@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tritonstack.in_triton import contract
 from tritonstack.measure.cpus import CpuSplit
 from tritonstack.measure.slo import SLO, CapacitySpec, LoadSpec, Objectives
 from tritonstack.measure.timing import Timing
@@ -419,10 +420,30 @@ def test_applied_knobs_land_in_the_configs_and_every_other_field_stays() -> None
     for before, after in zip((steps.encoder, steps.tokenizer), (tuned.encoder, tuned.tokenizer), strict=True):
         assert list(after.version_policy.specific.versions) == [1, 2]
         assert after.dynamic_batching.default_queue_policy == before.dynamic_batching.default_queue_policy
-        assert after.dynamic_batching.default_queue_policy.max_queue_size > 0
+        assert not after.dynamic_batching.HasField("default_queue_policy")  # export writes none: see below
         assert after.model_warmup == before.model_warmup
     assert steps.encoder.instance_group[0].count == 2  # the configs read are not changed in place
     assert apply_knobs(tuned, read_knobs(steps)) == steps  # back to the defaults: the settings are left out again
+
+
+def test_tune_writes_no_queue_policy_and_a_python_step_keeps_shedding() -> None:
+    """An export from before the steps shed by age gave every step a queue policy; any policy stalls Triton
+    2.51's batcher up to 500 ms (repository/queue_policy.py): tune drops it, and a Python step without a queue
+    budget gets the default one, so that it still sheds."""
+    steps = _golden_steps()
+    for step in (steps.encoder, steps.tokenizer):
+        step.dynamic_batching.default_queue_policy.max_queue_size = 256
+        step.dynamic_batching.default_queue_policy.default_timeout_microseconds = 100_000
+    del steps.tokenizer.parameters[contract.QUEUE_BUDGET_MS_PARAMETER]
+    for layout in contract.LAYOUTS:
+        tuned = apply_knobs(steps, replace(read_knobs(steps), layout=layout))
+        written = (tuned.encoder, tuned.tokenizer) if layout == contract.ENSEMBLE_LAYOUT else (tuned.fused,)
+        for config in written:
+            assert not config.dynamic_batching.HasField("default_queue_policy"), (layout, config.name)
+            if config.backend == "python":
+                assert config.parameters[contract.QUEUE_BUDGET_MS_PARAMETER].string_value == "500", layout
+            else:  # the encoder's backend does not shed by age
+                assert contract.QUEUE_BUDGET_MS_PARAMETER not in config.parameters
 
 
 def test_the_fused_layout_takes_the_encoder_knobs_and_one_step() -> None:

@@ -51,12 +51,12 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         f" {'srv%':>5} {'gen%':>5} {'oth%':>5} {'err':>4}",
     ]
     for point in result.points:
-        mark = "*" if point.label == best_labels[point.variant] and point.setting != "rate" else " "
+        mark = "*" if point.label == best_labels.get(point.variant) and point.setting != "rate" else " "
         label = point.label + (" open" if point.setting == "rate" else "")
-        flops = gflops(result, point)["gflops"]
+        flops = gflops(result, point)["gflops"] if point.variant in VARIANTS else math.nan  # the floor runs no model
         lines.append(
             f"{point.variant:<11} {label:<11}{mark} {point.throughput_per_s:9.1f} {_num(point.p50_ms, 8)}"
-            f" {_num(point.p99_ms, 8)} {flops:8.1f} {_pct(point.server_cpu):>5} {_pct(point.client_cpu):>5}"
+            f" {_num(point.p99_ms, 8)} {_num(flops, 8)} {_pct(point.server_cpu):>5} {_pct(point.client_cpu):>5}"
             f" {_pct(point.others_cpu):>5} {point.errors:4d}"
         )
     lines += [
@@ -64,8 +64,10 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         "    oth%: share of all CPUs used by processes not under test (should be ~0);",
         "    '-': no request completed inside the window (raise --duration-s);",
         "    in-process latency is per batch; b=N: texts in arrival order, s=N: length-sorted texts (little padding);\n"
-        "    'open': open-loop Poisson arrivals at half the best served rate",
+        "    'open': open-loop Poisson arrivals at half the best served rate;",
+        "    floor: the served layout with a step that does no model work (bench/floor.py)",
         "",
+        *_floor_lines(summary.get("serving_floor")),
         f"served / in-process  = {_ratio(summary['served_over_inprocess'])}   (best {best_labels[SERVED]} vs "
         f"{best_labels[INPROCESS]})",
         f"served / baseline    = {_ratio(summary['served_over_baseline'])}   (best {best_labels[SERVED]} vs "
@@ -96,6 +98,27 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         lines.append(f"  {target['name']:<36} {value:>6} (target {target['op']} {target['target']:g})  {verdict}")
         lines += [f"      {line}" for line in target["explain"]]
     return "\n".join(lines)
+
+
+def _floor_lines(floor: dict[str, Any] | None) -> list[str]:
+    """Model time against serving time: the served model beside its serving floor, at the same points."""
+    if not floor:
+        return []
+    lines = ["serving floor (same layout, no model work) vs the served model, same server, one after the other:"]
+    for row in floor["points"]:
+        served = row["served"] or {}
+        lines.append(
+            f"  c={row['concurrency']:<3d} floor {row['floor']['throughput_per_s']:8.1f} texts/s p50 "
+            f"{_fmt_ms(row['floor']['p50_ms'])} p99 {_fmt_ms(row['floor']['p99_ms'])} | model "
+            f"{served.get('throughput_per_s', math.nan):8.1f} texts/s p50 {_fmt_ms(served.get('p50_ms'))}"
+            f" | server CPU-ms per text: floor {_fmt_ms(row['floor_cpu_ms_per_text'])}, model "
+            f"{_fmt_ms(row['served_cpu_ms_per_text'])}"
+        )
+    return [*lines, ""]
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
 def _gpu_line(result: BenchResult) -> str:

@@ -18,6 +18,9 @@ INPROCESS = "in-process"
 SERVED = "served"
 BASELINE = "baseline"
 VARIANTS = (INPROCESS, SERVED, BASELINE)
+# The served layout with a step that does no model work (floor.py): the serving path's own cost. Not a way to
+# embed texts, so not among VARIANTS (no GFLOP/s, no best-of ratio).
+FLOOR = "floor"
 
 
 @dataclass(frozen=True)

@@ -4,19 +4,23 @@ One text per request and ``concurrency`` requests in flight, as users call it;
 batching happens in Triton. Triton and its model processes run on the server
 cores, this process (the load generator) on the client cores. Each point
 carries Triton's own account of where the time went (``triton_stats``).
+On the same server, after the model: its serving floor (``floor.py``) at c=1
+and at the highest concurrency, the cost of the serving path without the model.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from functools import reduce
 from pathlib import Path
 from typing import Any
 
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.results import SERVED, Point, best, summarize_rounds
+from tritonstack.bench.floor import floor_name, overlay
+from tritonstack.bench.results import FLOOR, SERVED, Point, best, summarize_rounds
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop, open_loop
@@ -34,13 +38,14 @@ def _point(
     measured: list[tuple[Round, CounterDeltas | None]],
     split: cpus.CpuSplit,
     files: ServedFiles,
+    variant: str = SERVED,
 ) -> Point:
     rounds = [r for r, _ in measured]
     windows = [w for _, w in measured if w is not None]
     point = summarize_rounds(
-        SERVED, setting, value, rounds, client_cores=len(split.client), server_cores=len(split.server)
+        variant, setting, value, rounds, client_cores=len(split.client), server_cores=len(split.server)
     )
-    if windows and point.samples:
+    if windows and point.samples and variant == SERVED:
         # in the fused layout the encoder knobs are the fused step's (served_files.locate)
         runs_encoder = contract.fused_name(files.name) if files.knobs.get("layout") == contract.FUSED_LAYOUT else None
         instances = {
@@ -67,6 +72,7 @@ async def _sweep(
     concurrencies: Sequence[int],
     half_load: bool,
     log: Log,
+    floor: bool = True,
 ) -> list[Point]:
     from tritonstack.client import AsyncClient
 
@@ -109,6 +115,42 @@ async def _sweep(
                 log(f"    served   {points[-1].label:<5} p99 {points[-1].p99_ms:.1f} ms (open loop, half load)")
         finally:
             await probe.close()
+    if floor:
+        points += await _floor_sweep(url, pgid, token_counts, texts, split, timing, concurrencies, files, log)
+    return points
+
+
+async def _floor_sweep(
+    url: str,
+    pgid: int,
+    token_counts: Sequence[int],
+    texts: Sequence[str],
+    split: cpus.CpuSplit,
+    timing: Timing,
+    concurrencies: Sequence[int],
+    files: ServedFiles,
+    log: Log,
+) -> list[Point]:
+    """The serving floor (``floor.py``) at c=1 and at the highest concurrency, closed loop."""
+    from tritonstack.client import AsyncClient
+
+    points = []
+    async with AsyncClient(url, model=floor_name(files.name), timeouts=60.0) as client:
+        await client.embed([texts[0]])
+
+        async def send(index: int) -> None:
+            await client.embed([texts[index]])
+
+        for concurrency in sorted({min(concurrencies), max(concurrencies)}):
+            measured: list[tuple[Round, CounterDeltas | None]] = []
+            for _ in range(timing.rounds):
+                result, _extra = await closed_loop(
+                    send, token_counts, concurrency, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
+                    server_cpu_s=lambda: cpus.group_cpu_s(pgid),
+                )  # fmt: skip
+                measured.append((result, None))
+            points.append(_point("concurrency", concurrency, measured, split, files, FLOOR))
+            log(f"    floor    c={concurrency:<3d} {points[-1].throughput_per_s:8.1f} texts/s (no model work)")
     return points
 
 
@@ -122,15 +164,23 @@ def run_served(
     concurrencies: Sequence[int],
     *,
     half_load: bool = True,
+    floor: bool = True,
     log_path: Path | None = None,
     log: Log = print,
 ) -> list[Point]:
-    """Start Triton on the server cores, sweep ``concurrencies`` from the client cores, stop Triton."""
-    with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
+    """Start Triton on the server cores, sweep ``concurrencies`` from the client cores, then the serving floor
+    (``floor``, a repository overlay: the user's repository is not written), stop Triton."""
+    with contextlib.ExitStack() as stack:
+        served = repository
+        if floor:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tritonstack-floor-")))
+            served = overlay(repository, files.name, scratch / "model_repository")
+        server = stack.enter_context(serving(served, split, log_path=log_path, log=log))
+        stack.enter_context(cpus.pinned(split.client))
         return asyncio.run(
             _sweep(
                 server.grpc_url, server.pid, texts, token_counts, files, split, timing, concurrencies,
-                half_load, log,
+                half_load, log, floor,
             )
         )  # fmt: skip
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, Point, best, ratio
+from tritonstack.bench.results import BASELINE, FLOOR, INPROCESS, SERVED, Point, best, ratio
 from tritonstack.bench.runner import BenchResult
 from tritonstack.cost import Cost
 from tritonstack.measure.json_safe import json_safe
@@ -218,6 +218,7 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
                 else None
             ),
             "best": {v: p.to_dict() if p else None for v, p in top.items()},
+            "serving_floor": serving_floor(points, cores),
             "gflops": {v: gflops(result, p) if p else None for v, p in top.items()},
             "cost": _costs(result.settings.price_per_hour_usd, top),
             "targets": targets,
@@ -254,6 +255,26 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
             "points": [p.to_dict() for p in points],
         }
     )
+
+
+def serving_floor(points: list[Point], cores: int) -> dict[str, Any] | None:
+    """The serving floor's points beside the served model's at the same concurrency: model time vs serving time
+    (``bench/floor.py``); ``None`` when the run measured no floor."""
+    rows = []
+    for floor in (p for p in points if p.variant == FLOOR):
+        served = next(
+            (p for p in points if p.variant == SERVED and p.setting == floor.setting and p.value == floor.value), None
+        )
+        rows.append(
+            {
+                "concurrency": int(floor.value),
+                "floor": floor.to_dict(),
+                "served": served.to_dict() if served else None,
+                "floor_cpu_ms_per_text": _cpu_ms_per_text(floor, cores),
+                "served_cpu_ms_per_text": _cpu_ms_per_text(served, cores) if served else None,
+            }
+        )
+    return {"points": rows} if rows else None
 
 
 def _costs(price_per_hour_usd: float | None, top: dict[str, Point | None]) -> dict[str, Any] | None:

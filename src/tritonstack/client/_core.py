@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -480,3 +481,10 @@ def triton_timeout_us(remaining_s: float | None) -> int | None:
     if remaining_s is None:
         return None
     return max(1, int(remaining_s * 1_000_000))
+
+
+def request_parameters() -> dict[str, int]:
+    """The parameters every attempt carries: its wall-clock send time (µs since the epoch), by which the
+    served Python steps shed a request that queued past their budget (``contract.SENT_AT_PARAMETER``,
+    ``in_triton/models/error_responses.py``). Stamped per attempt: a retry is a new send."""
+    return {contract.SENT_AT_PARAMETER: time.time_ns() // 1000}

@@ -32,7 +32,10 @@ code, no trailing metadata), and the channel's connectivity state does not
 help either (a server that is shutting down answers on a READY channel just
 like an overloaded one). So within UNAVAILABLE, and only there,
 ``MESSAGE_ERRORS`` looks for Triton's two overload messages, which it
-prefixes with a request id and, through an ensemble, with ``in ensemble 'x',``.
+prefixes with a request id and, through an ensemble, with ``in ensemble 'x',``,
+and for the one the exported Python steps send when they shed a request that
+queued past their budget (``contract.SHED_MESSAGE``: exports write no Triton
+queue policy, which stalls Triton 2.51's batcher; docs/export.md).
 An integration test floods a real Triton and fails if its texts change. The
 same table keeps gRPC's "message larger than max" out of the overload class:
 every other RESOURCE_EXHAUSTED is a resource limit, and so overload.
@@ -43,6 +46,7 @@ from __future__ import annotations
 import grpc
 
 from tritonstack._exceptions import TritonStackError
+from tritonstack.in_triton import contract
 
 
 class ClientError(TritonStackError):
@@ -185,6 +189,8 @@ MESSAGE_ERRORS: dict[grpc.StatusCode, tuple[tuple[str, type[ClientError]], ...]]
         ("Exceeds maximum queue size", OverloadedError),
         # Triton's dynamic batcher, queued past the policy's (or the request's) timeout, timeout_action REJECT
         ("Request timeout expired", OverloadedError),
+        # an exported Python step, queued past its queue budget (in_triton/models/error_responses.py)
+        (contract.SHED_MESSAGE, OverloadedError),
     ),
     grpc.StatusCode.RESOURCE_EXHAUSTED: (
         # gRPC's own "Received/Sent message larger than max (N vs. M)": the same call fails again anywhere
@@ -194,8 +200,8 @@ MESSAGE_ERRORS: dict[grpc.StatusCode, tuple[tuple[str, type[ClientError]], ...]]
 
 _HINTS: dict[type[ClientError], str] = {
     ServerUnavailableError: "check that the server runs and that the URL (host:port of its gRPC port) is right",
-    OverloadedError: "the server sheds load: send less, or add capacity; its queue policy (max_queue_size, "
-    "timeout) decides when it sheds",
+    OverloadedError: "the server sheds load: send less, or add capacity; the model's queue budget "
+    "(export --queue-timeout-ms) decides when it sheds",
     DeadlineExceededError: "raise Timeouts(call_s=...) or send smaller batches",
     ModelNotFoundError: "check the model name and version; a model that failed to load is not found either "
     "(see the server log)",

@@ -333,6 +333,7 @@ class Client:
                 result = connection.infer(
                     info.name, inputs, model_version=ver, outputs=requested, request_id=chunk_id,
                     client_timeout=timeout, timeout=_core.triton_timeout_us(timeout), headers=headers,
+                    parameters=_core.request_parameters(),
                 )  # fmt: skip
                 return _core.parse_result(result, names, model=info.name, request_id=chunk_id)
 

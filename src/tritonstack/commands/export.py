@@ -66,17 +66,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=None,
         metavar="REQUESTS",
-        help="bound of each step's queue: a request beyond it is refused at once (UNAVAILABLE); "
-        "4 x --max-batch-size when omitted, 0: unbounded",
+        help="Triton's bound of each step's queue: a request beyond it is refused at once (UNAVAILABLE); none "
+        "when omitted or 0. Any Triton queue policy stalls Triton 2.51's batcher up to 500 ms (docs/export.md): "
+        "the steps shed by --queue-timeout-ms instead",
     )
     parser.add_argument(
         "--queue-timeout-ms",
         type=non_negative_int,
         default=None,
         metavar="MS",
-        help="queueing budget of a request, split over the steps (tokenizer 20 %%, encoder 70 %%, postprocess 10 %%; "
-        "the fused layout's one step gets their shares together): a request that waited its step's share is "
-        "refused (UNAVAILABLE); 500 when omitted, 0: none",
+        help="queueing budget of a request: a Python step answers a request that the SDK sent longer ago "
+        "UNAVAILABLE at once, uncomputed; 500 when omitted, 0: none",
     )
     parser.add_argument(
         "--cache",

@@ -78,7 +78,10 @@ LAYOUTS = (ENSEMBLE_LAYOUT, FUSED_LAYOUT)
 TOKENIZER_ROLE = "tokenizer"  # NAME_tokenizer: TEXT -> the encoder's inputs
 POSTPROCESS_ROLE = "postprocess"  # NAME_postprocess: the encoder's output -> the task's outputs
 FUSED_ROLE = "text-in"  # NAME_fused: TEXT -> the task's outputs, the encoder run in its own process
-TEXT_ROLES = (TOKENIZER_ROLE, POSTPROCESS_ROLE, FUSED_ROLE)
+# bench's serving floor only (bench/floor.py): the fused step's inputs and outputs answered with constants, no
+# model work, so that bench measures the serving path alone through the same layout
+FLOOR_ROLE = "serving-floor"
+TEXT_ROLES = (TOKENIZER_ROLE, POSTPROCESS_ROLE, FUSED_ROLE, FLOOR_ROLE)
 
 # Parameters of those Python models (string values, as every Triton parameter).
 ROLE_PARAMETER = "role"  # one of TEXT_ROLES
@@ -109,6 +112,16 @@ CPU_TURNS_PARAMETER = "cpu_turns"  # "1": CPU instances that outnumber the proce
 INTRA_OP_THREADS_PARAMETER = "intra_op_thread_count"
 INTER_OP_THREADS_PARAMETER = "inter_op_thread_count"
 
+# Load shedding without a Triton queue policy (any policy stalls Triton 2.51's batcher up to 500 ms: docs/export.md).
+# The SDK stamps every request with SENT_AT_PARAMETER (a request parameter: its wall-clock send time, integer
+# microseconds since the Unix epoch); a Python step answers a request that queued longer than its config's
+# QUEUE_BUDGET_MS_PARAMETER (absent or "0": no budget) UNAVAILABLE at once, without computing it, with a message
+# that starts with SHED_MESSAGE, which the SDK maps to OverloadedError. Requests without the stamp (raw
+# tritonclient callers) are never shed by age; their client's deadline still cancels them.
+SENT_AT_PARAMETER = "tritonstack_sent_at_us"
+QUEUE_BUDGET_MS_PARAMETER = "queue_budget_ms"
+DEFAULT_QUEUE_BUDGET_MS = 500  # half the shipped SLO's p99 of 1 s (loadtest/slo.yaml), for the queueing of all steps
+SHED_MESSAGE = "shed by the model: queued past its budget"
 # Parameters of a per-release text-in ensemble NAME_vV: the text-in model it is a release of, and V.
 RELEASE_OF_PARAMETER = "release_of"
 RELEASE_PARAMETER = "release"

@@ -12,9 +12,9 @@
   them, and a re-export with ``--layout ensemble`` brings that layout back.
 
 Both export (``--layout fused``) and ``tune`` build the fused step here, from
-the step configs, so the fused step runs with the encoder's batching, queue
-bounds, instances and ONNX Runtime knobs, and its queue gets the whole queueing
-budget the steps shared. ``docs/export.md`` has the figures.
+the step configs, so the fused step runs with the encoder's batching,
+instances and ONNX Runtime knobs and the steps' queue budget (it sheds by
+queueing age; no Triton queue policy: ``queue_policy.py``). ``docs/export.md`` has the figures.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ TEXT_PARAMETERS = (
     contract.ENCODER_INPUTS_PARAMETER,
     contract.ENCODER_OUTPUT_PARAMETER,
     contract.LABELS_PARAMETER,
+    contract.QUEUE_BUDGET_MS_PARAMETER,
 )
 # Parameters of the encoder's config that the fused step honours as the onnxruntime backend does.
 ENCODER_PARAMETERS = (
@@ -88,8 +89,10 @@ def existing_layout(repository: Path, name: str) -> str | None:
 def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence[Any] = ()) -> Any:
     """The config (protobuf) of ``NAME_fused`` for the ensemble ``text_in`` whose steps are ``encoder``,
     ``tokenizer`` and ``other_steps`` (a postprocess): the ensemble's inputs (TEXT [, TEXT_PAIR]) in, its
-    outputs out; the encoder's batching, queue size, instances, versions and knobs; a queue timeout of the steps'
-    timeouts together, where the encoder has one."""
+    outputs out; the encoder's batching, instances, versions and knobs, and the tokenizer's queue budget (the
+    whole request's: the age runs from the client's send). Of the encoder's queue policy only an explicit
+    ``max_queue_size`` is kept: a queue timeout stalls Triton 2.51's batcher as any policy does, and the fused
+    step sheds by age instead (queue_policy.py)."""
     fused = ModelConfigProto()
     fused.name = contract.fused_name(base_name(text_in))
     fused.backend = "python"
@@ -99,12 +102,10 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
     fused.version_policy.CopyFrom(encoder.version_policy)
     fused.instance_group.extend(encoder.instance_group)
     fused.dynamic_batching.CopyFrom(encoder.dynamic_batching)
-    steps = [encoder, tokenizer, *other_steps]
-    timeouts = [s.dynamic_batching.default_queue_policy.default_timeout_microseconds for s in steps]
-    policy = fused.dynamic_batching.default_queue_policy
-    if fused.dynamic_batching.HasField("default_queue_policy") and policy.default_timeout_microseconds:
-        # the steps' waits, one after the other, become one (a step without a timeout adds no bound)
-        policy.default_timeout_microseconds = sum(t for t in timeouts if t > 0)
+    bound = encoder.dynamic_batching.default_queue_policy.max_queue_size
+    fused.dynamic_batching.ClearField("default_queue_policy")
+    if bound:
+        fused.dynamic_batching.default_queue_policy.max_queue_size = bound
     for key in TEXT_PARAMETERS:
         value = parameter(tokenizer, key)
         if value is not None:

@@ -1,69 +1,58 @@
-"""The queue policy every queued step of a text-in model gets: bounded, with a timeout, shedding by REJECT.
+"""How an exported text-in model bounds its queues and sheds load: in the Python steps, not by a queue policy.
 
-Triton's scheduler queues are unbounded by default. Under a load above capacity
-every request then waits behind all earlier ones, clients give up at their
-deadline, and the server keeps computing the abandoned backlog: one burst takes
-the service down for everyone until the backlog drains. A bounded queue refuses
-the excess at once with UNAVAILABLE (HTTP 503), which a client can tell apart
-from a dead server, and a queue timeout drops what waited too long to be useful.
+Triton's scheduler queues are unbounded by default. Under a load above
+capacity every request then waits behind all earlier ones, clients give up at
+their deadline, and the server keeps computing the abandoned backlog: one
+burst takes the service down for everyone until the backlog drains. A server
+that sheds load instead answers the excess at once with UNAVAILABLE (HTTP
+503), which a client can tell apart from a dead server.
 
-Defaults, from the model's ``max_batch_size`` (see docs/export.md):
+Triton's own tool for that, a ``default_queue_policy`` (``max_queue_size``, a
+queue timeout with REJECT), breaks Triton 2.51's dynamic batcher: with any
+policy the batcher stops prefetching, loses the wake-up when an instance frees
+and sleeps a hard-coded 500 ms (core's dynamic_batch_scheduler.cc; the same
+code up to the NGC 26.09 image). Measured on an echo model (docs/export.md):
+calls stall 500 ms, a 100 ms queue timeout fires only after 500 ms, throughput
+falls 6-8x. So export writes no queue policy, and sheds in two other ways:
 
-* ``max_queue_size`` = ``QUEUED_BATCHES`` x ``max_batch_size`` requests: enough
-  for the batcher to have full batches ready while one executes and to absorb a
-  burst of that many concurrent requests, where a GPU drains each batch in
-  milliseconds. On a CPU the same queue holds seconds of work, so there the
-  timeout is the bound that matters.
-* a queueing budget of ``DEFAULT_QUEUE_TIMEOUT_MS`` for the whole request:
-  half the shipped SLO's p99 of 1 s (loadtest/slo.yaml), leaving the other half
-  for the executions. A request waits in each step's queue in turn, so the
-  budget is split over the steps (``STEP_SHARES``, adding up to 1) and the sum
-  of the waits stays within it; most goes to the encoder, where the work waits
-  on a CPU. Measured on the bundled MiniLM at 4x capacity (2-core VNNI, server
-  on one core): 500 ms on *every* step let admitted calls wait 0.5 s at the
-  tokenizer and again at the encoder, p99 1.1 s, over the SLO. A request that
-  waited longer would miss the SLO anyway, and its client has likely given up;
-  computing it would only delay fresher requests. At normal load a request
-  waits about one execution, far less than its share.
+* by queueing age, in every Python step (``in_triton/models/error_responses.py``):
+  the SDK stamps each request with its send time, and a step answers a request
+  that waited longer than the step's ``queue_budget_ms`` parameter UNAVAILABLE
+  at once, without computing it. The budget is the whole request's: the age
+  runs from the send, so each step of an ensemble checks the same budget.
+  ``DEFAULT_QUEUE_BUDGET_MS`` is half the shipped SLO's p99 of 1 s
+  (loadtest/slo.yaml), leaving the other half for the executions;
+* by cancellation: a request whose client gave up (gRPC deadline, disconnect)
+  reaches the model cancelled and is answered CANCELLED uncomputed. This is
+  what a raw ``tritonclient`` caller, which sends no stamp, gets.
 
-The ensemble has no queue of its own (``dynamic_batching`` and
-``ensemble_scheduling`` are one protobuf ``oneof``): its requests wait in the
-queues of its steps, so each step carries the policy and each bounds its own wait.
-
-Whatever rewrites a step's config later -- ``tritonstack tune`` when it lands,
-a release -- must carry ``DynamicBatching.queue_policy`` over, or the step is
-back to an unbounded queue.
+Triton's ``max_queue_size`` remains available, by explicit request only
+(``export --max-queue-size``), for a deployment that wants a hard bound and
+accepts the stall.
 """
 
 from __future__ import annotations
 
+from tritonstack.in_triton import contract
 from tritonstack.repository.config import QueuePolicy
 from tritonstack.repository.errors import RepositoryError
 
-QUEUED_BATCHES = 4
-DEFAULT_QUEUE_TIMEOUT_MS = 500
-STEP_SHARES = {"tokenizer": 0.2, "encoder": 0.7, "postprocess": 0.1}
+DEFAULT_QUEUE_BUDGET_MS = contract.DEFAULT_QUEUE_BUDGET_MS
 
 
-def queue_policy(
-    max_batch_size: int, max_queue_size: int | None = None, timeout_ms: int | None = None, *, share: float = 1.0
-) -> QueuePolicy | None:
-    """The policy for a step batching up to ``max_batch_size`` rows that gets ``share`` of the request's
-    queueing budget ``timeout_ms``; ``None`` when both bounds are off.
+def queue_policy(max_queue_size: int | None = None) -> QueuePolicy | None:
+    """Triton's queue bound of ``max_queue_size`` requests, written only where asked for (> 0): ``None`` and 0
+    write no policy, so the batcher does not stall. No queue timeout: the steps shed by age instead."""
+    size = max_queue_size or 0
+    if size < 0:
+        raise RepositoryError(f"max_queue_size must be >= 0, got {size}", hint="pass 0 for no Triton queue bound")
+    return QueuePolicy(max_queue_size=size, default_timeout_us=0) if size else None
 
-    ``max_queue_size`` (requests) and ``timeout_ms`` of ``None`` take the
-    defaults above; 0 disables that bound. With the timeout off, Triton also
-    ignores the clients' request timeouts: an override may only shorten the
-    default, and nothing is shorter than "none".
-    """
-    size = QUEUED_BATCHES * max_batch_size if max_queue_size is None else max_queue_size
-    budget = DEFAULT_QUEUE_TIMEOUT_MS if timeout_ms is None else timeout_ms
-    timeout = max(1, round(budget * share)) if budget else 0
-    if size < 0 or timeout < 0:
-        raise RepositoryError(
-            f"queue bounds must be >= 0, got max_queue_size={size}, timeout_ms={timeout}",
-            hint="pass 0 to disable a bound",
-        )
-    if size == 0 and timeout == 0:
-        return None
-    return QueuePolicy(max_queue_size=size, default_timeout_us=timeout * 1000)
+
+def queue_budget_ms(budget_ms: int | None = None) -> int:
+    """The queueing budget a Python step sheds by (milliseconds from the client's send; 0: none); ``None``
+    takes the default."""
+    budget = DEFAULT_QUEUE_BUDGET_MS if budget_ms is None else budget_ms
+    if budget < 0:
+        raise RepositoryError(f"the queue budget must be >= 0 ms, got {budget}", hint="pass 0 for none")
+    return budget

@@ -38,7 +38,7 @@ from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.model_spec import ModelSpec
 from tritonstack.repository.paths import versions
 from tritonstack.repository.python_models import add_versions, write_version
-from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
+from tritonstack.repository.queue_policy import queue_budget_ms, queue_policy
 from tritonstack.repository.releases import (
     install_configs,
     read_releases,
@@ -56,14 +56,10 @@ ENCODER_FILENAME = "model.onnx"
 # machine. A GPU wants the biggest batches: no preference there.
 CPU_ENCODER_BATCH = (4,)
 # Two CPU encoder instances, sharing the cores (the backend gives each half of them unless the config sets
-# intra_op_thread_count). Not for speed: Triton 2.51 disables the batcher's prefetching for a model with a
-# queue policy (every step here has one, to shed load), and then forms a batch only while an instance is
-# idle and waiting -- nothing wakes the batcher when a busy instance frees up, so a request that arrived
-# meanwhile waits for the next arrival or a 500 ms timer. With a second instance one is nearly always waiting.
-# Measured on the bundled MiniLM int8 (2-core VNNI, server on one core), Poisson arrivals at 80 req/s (half
-# capacity): one instance p50 59-154 ms, p99 726-835 ms, 4-7 % of requests shed by the queue timeout; two
-# instances p50 14.9 ms, p99 43.8 ms, none shed; closed-loop capacity unchanged (178 vs 181 req/s at c=16).
-# docs/export.md has the details; `tritonstack tune` searches the split.
+# intra_op_thread_count). Chosen when every step had a queue policy: Triton 2.51's batcher then formed a batch
+# only while an instance was idle and waiting, and a second instance was nearly always waiting (half-load p99
+# 770-830 ms with one instance, 44 ms with two; docs/export.md). Export writes no queue policy now
+# (queue_policy.py); `tritonstack tune` searches the split.
 CPU_ENCODER_INSTANCES = 2
 REPORT_FILENAME = "export_report.json"
 
@@ -86,18 +82,19 @@ class ExportedModel(ModelSpec):
     tokenizer_instances: int = 1
     encoder_threads: int = 0  # per instance; 0: the embedded backend shares the server's CPUs among the instances
     max_queue_delay_us: int = 2000
-    max_queue_size: int | None = None  # requests per step queue; None: derived from max_batch_size, 0: unbounded
-    queue_timeout_ms: int | None = None  # per step queue; None: the default, 0: none (see queue_policy.py)
+    max_queue_size: int | None = None  # Triton's bound per step queue, only where asked (> 0): it stalls the batcher
+    queue_timeout_ms: int | None = None  # the steps' queue budget (shed by age); None: the default, 0: none
     # Triton's response cache on the text-in ensemble only (see _text_in_config); outputs must be deterministic.
     response_cache: bool = False
     layout: str = contract.ENSEMBLE_LAYOUT  # contract.LAYOUTS; fused: CPU only
 
 
 def _batching(
-    model: ExportedModel, step: str, max_queue_delay_us: int, preferred_batch_size: tuple[int, ...] = ()
+    model: ExportedModel, max_queue_delay_us: int, preferred_batch_size: tuple[int, ...] = ()
 ) -> DynamicBatching:
-    """Dynamic batching for one step: every step's queue is bounded and sheds load."""
-    policy = queue_policy(model.max_batch_size, model.max_queue_size, model.queue_timeout_ms, share=STEP_SHARES[step])
+    """Dynamic batching for one step: no queue policy unless one was asked for (the Python steps shed by age:
+    queue_policy.py)."""
+    policy = queue_policy(model.max_queue_size)
     return DynamicBatching(
         max_queue_delay_us=max_queue_delay_us, preferred_batch_size=preferred_batch_size, queue_policy=policy
     )
@@ -124,7 +121,7 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
         inputs=inputs,
         outputs=(output,),
         dynamic_batching=_batching(
-            model, "encoder", max_queue_delay_us=500, preferred_batch_size=() if gpu else CPU_ENCODER_BATCH
+            model, max_queue_delay_us=500, preferred_batch_size=() if gpu else CPU_ENCODER_BATCH
         ),
         instance_groups=(
             InstanceGroup(1, "KIND_GPU", model.gpus) if gpu else InstanceGroup(CPU_ENCODER_INSTANCES, "KIND_CPU"),
@@ -158,6 +155,7 @@ def _text_parameters(model: ExportedModel, role: str) -> dict[str, str]:
         contract.ENCODER_INPUTS_PARAMETER: ",".join(model.input_names),
         contract.ENCODER_OUTPUT_PARAMETER: model.output_name,
         contract.LABELS_PARAMETER: json.dumps(list(model.labels)),
+        contract.QUEUE_BUDGET_MS_PARAMETER: str(queue_budget_ms(model.queue_timeout_ms)),
     }
 
 
@@ -193,7 +191,7 @@ def _tokenizer_config(model: ExportedModel) -> ModelConfig:
         max_batch_size=model.max_batch_size,
         inputs=_text_inputs(model),
         outputs=tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names),
-        dynamic_batching=_batching(model, "tokenizer", max_queue_delay_us=model.max_queue_delay_us),
+        dynamic_batching=_batching(model, max_queue_delay_us=model.max_queue_delay_us),
         instance_groups=(InstanceGroup(model.tokenizer_instances, "KIND_CPU"),),
         parameters=_text_parameters(model, contract.TOKENIZER_ROLE),
     )
@@ -218,7 +216,7 @@ def _postprocess_config(model: ExportedModel, encoder: ModelConfig) -> ModelConf
         max_batch_size=model.max_batch_size,
         inputs=inputs,
         outputs=_task_outputs(model),
-        dynamic_batching=_batching(model, "postprocess", max_queue_delay_us=0),
+        dynamic_batching=_batching(model, max_queue_delay_us=0),
         instance_groups=(InstanceGroup(1, "KIND_CPU"),),
         parameters=_text_parameters(model, contract.POSTPROCESS_ROLE),
     )

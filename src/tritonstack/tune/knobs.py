@@ -7,8 +7,13 @@ in the ensemble layout only.
 
 The configs are edited as Triton's parsed ``ModelConfig`` protobuf, as
 releases edit them: tune sets the fields it owns and nothing else, so every
-other field -- the queue policy, the version policy releases pin, warm-up,
-precision -- stays exactly as it was read, whoever wrote it. A knob at the
+other field -- the queue budget, the version policy releases pin, warm-up,
+precision -- stays exactly as it was read, whoever wrote it. One exception:
+tune removes a Triton queue policy from every config it writes (an export from
+before the steps shed by age had one on each step). Any policy stalls Triton
+2.51's dynamic batcher up to 500 ms (``repository/queue_policy.py``), so a
+config measured with one would be judged by the stall; a step that had no
+queue budget gets the default one, so that it still sheds. A knob at the
 value the model runs with when the setting is absent is written by leaving
 the setting out, so a config tune did not change renders as it was.
 """
@@ -170,13 +175,22 @@ def apply_knobs(steps: StepConfigs, knobs: Knobs) -> StepConfigs:
         )
     encoder, tokenizer = copy_config(steps.encoder), copy_config(steps.tokenizer)
     _set_encoder_knobs(encoder, knobs)
+    _shed_without_queue_policy(tokenizer)
     tokenizer.dynamic_batching.max_queue_delay_microseconds = knobs.tokenizer_delay_us
     tokenizer.instance_group[0].count = knobs.tokenizer_instances
     return StepConfigs(encoder=encoder, tokenizer=tokenizer, fused=steps.fused, text_in=steps.text_in)
 
 
+def _shed_without_queue_policy(config: Any) -> None:
+    """Drop ``config``'s queue policy; a Python step without a queue budget gets the default one."""
+    config.dynamic_batching.ClearField("default_queue_policy")
+    if config.backend == "python" and contract.QUEUE_BUDGET_MS_PARAMETER not in config.parameters:
+        config.parameters[contract.QUEUE_BUDGET_MS_PARAMETER].string_value = str(contract.DEFAULT_QUEUE_BUDGET_MS)
+
+
 def _set_encoder_knobs(encoder: Any, knobs: Knobs) -> None:
     """Set the encoder knobs on ``encoder``: ``NAME_encoder``'s config or the fused step's."""
+    _shed_without_queue_policy(encoder)
     _set_parameter(encoder, ROWS_PER_CALL, knobs.rows_per_call, 0)
     _set_parameter(encoder, THREADS, knobs.encoder_threads, 0)
     _set_parameter(encoder, PADDING_WASTE, knobs.max_padding_waste, DEFAULT_PADDING_WASTE)

@@ -72,9 +72,10 @@ def encoder_splits(cores: int) -> tuple[tuple[int, int], ...]:
     """(instances, intra-op threads per instance): 1 x cores, 2 x cores/2, 4 x cores/4, ... up to
     ``max(2, cores)`` instances, at least one thread each.
 
-    Two instances are a candidate even on one core (two single-threaded instances sharing it): with a
-    queue policy, Triton 2.51's dynamic batcher leaves a request queued while its only instance is busy
-    until the next arrival wakes it, and a second instance avoids that stall (docs/tune.md).
+    Two instances are a candidate even on one core (two single-threaded instances sharing it): under a
+    queue policy, Triton 2.51's dynamic batcher stalls while its only instance is busy and a second one
+    avoids that (docs/tune.md). Exports and tune write no queue policy now, but a repository may still have
+    one, and whether two processes taking turns pay is per machine (docs/bench.md).
     """
     most = max(2, cores)
     splits = []
@@ -119,7 +120,7 @@ def dimensions(
         # first: the fused layout saves a Python process, a hop and a copy per request (docs/export.md); the
         # other knobs are then searched for the layout that won
         Dimension("layout", layouts, lambda k: k.layout, lambda k, v: replace(k, layout=v)),
-        # then: a split that stalls (one instance under Triton 2.51's queue-policy batcher, see
+        # then: a split that stalls (one instance under a queue policy, which a repository may still have, see
         # ``encoder_splits``) misses the half-load point by several times whatever the other knobs are
         Dimension(
             "encoder_split",

@@ -1,11 +1,34 @@
-"""Error responses of the served Python models and of the Python-based ``onnxruntime`` backend.
+"""Error responses of the served Python models and of the Python-based ``onnxruntime`` backend, and which
+requests get one without being computed (their client gave up, or they queued past the step's budget).
 
 Runs inside Triton's Python-backend stub, without the tritonstack package:
 ``export`` copies it beside each Python model's ``model.py``, and the embedded
 server beside the backend's. Each failure answers its own request only.
+
+Shedding by queueing age replaces Triton's queue policy, which bounds a queue
+but stalls Triton 2.51's dynamic batcher: with any ``default_queue_policy``
+the batcher loses the wake-up when an instance frees and sleeps a hard-coded
+500 ms (docs/export.md). Without a policy the batcher never stalls, and the
+step sheds itself: the SDK stamps each request with its send time
+(``contract.SENT_AT_PARAMETER``), and a request that reaches the step more
+than the budget after it was sent is answered UNAVAILABLE with
+``contract.SHED_MESSAGE`` (the SDK's OverloadedError) -- what Triton's queue
+timeout did, without its 500 ms granularity -- instead of being computed for a
+client that has likely given up, which would only delay fresher requests.
+
+The age is the server's wall clock minus the client's: client and server
+clocks must agree within a small part of the budget (one host, or NTP). A
+stamp from the future (a client clock ahead) reads as no wait; one older than
+``IMPLAUSIBLE_AGE_US`` as a clock set wrong, and is not shed: a queue of this
+stack never holds a minute of work.
 """
 
+import json
+import time
+
 import triton_python_backend_utils as pb_utils
+
+IMPLAUSIBLE_AGE_US = 60_000_000
 
 
 def _error(message, code):
@@ -27,3 +50,33 @@ def internal_error(message):
 def unexpected(error):
     """The response for an unexpected exception."""
     return internal_error(f"{type(error).__name__}: {error}")
+
+
+def queue_budget_us(params, contract):
+    """The queue budget of a step (its config's parameters) in microseconds; 0: none (absent or "0")."""
+    value = params.get(contract.QUEUE_BUDGET_MS_PARAMETER, "0") or "0"
+    return max(0, int(float(value) * 1000))
+
+
+def queued_us(request, contract, now_us=None):
+    """How long ``request`` has waited since its client sent it (µs); None without a usable stamp."""
+    try:
+        stamp = json.loads(request.parameters() or "{}").get(contract.SENT_AT_PARAMETER)
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(stamp, int) or isinstance(stamp, bool):
+        return None
+    age = (time.time_ns() // 1000 if now_us is None else now_us) - stamp
+    return age if 0 <= age < IMPLAUSIBLE_AGE_US else None
+
+
+def shed(request, contract, budget_us, now_us=None):
+    """The UNAVAILABLE response for ``request`` when it queued longer than ``budget_us`` (0: never); None to
+    serve it."""
+    if budget_us <= 0:
+        return None
+    age = queued_us(request, contract, now_us)
+    if age is None or age <= budget_us:
+        return None
+    message = f"{contract.SHED_MESSAGE} ({age / 1000:.0f} ms > {budget_us / 1000:.0f} ms): send less or add capacity"
+    return _error(message, pb_utils.TritonError.UNAVAILABLE)

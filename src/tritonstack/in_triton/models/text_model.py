@@ -34,6 +34,7 @@ image needs nothing else. The ``text-in`` role needs ``onnxruntime`` too
 import json
 import os
 import runpy
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -95,6 +96,7 @@ class _Step:
         self.encoder_inputs = params[contract.ENCODER_INPUTS_PARAMETER].split(",")
         self.encoder_output = params[contract.ENCODER_OUTPUT_PARAMETER]
         self.labels = json.loads(params.get(contract.LABELS_PARAMETER, "[]"))
+        self.queue_budget_us = error_responses.queue_budget_us(params, contract)
         if self.reads_text:
             version_dir = os.path.join(args["model_repository"], args["model_version"])
             self.tokenizer = tokenization.TextTokenizer(version_dir, self.max_length, pair=self.task.pair)
@@ -133,10 +135,16 @@ class _Step:
         # Every request gets its own response and no exception escapes: one would fail the whole batch.
         responses = [None] * len(requests)
         batch = []  # (request index, texts, logits)
+        now_us = time.time_ns() // 1000
         for index, request in enumerate(requests):
             try:
                 if request.is_cancelled():  # its client gave up (deadline, disconnect): not worth computing
                     responses[index] = error_responses.cancelled()
+                    continue
+                # queued past the budget: shed at once, uncomputed (no Triton queue policy: error_responses.py)
+                refused = error_responses.shed(request, contract, self.queue_budget_us, now_us)
+                if refused is not None:
+                    responses[index] = refused
                     continue
                 texts, logits = self.read(request)
                 if len(logits if texts is None else texts) == 0:
@@ -283,6 +291,30 @@ class TextInStep(_Step):
             at += count
 
 
+class FloorStep(_Step):
+    """``serving-floor`` (bench only): the fused step's inputs and outputs with no model work -- it decodes the
+    texts, sheds and answers as the text-in step does, with constant outputs of the right type and shape, so
+    that its throughput and latency are those of the serving path alone (``bench/floor.py``)."""
+
+    def __init__(self, args, config, params):
+        self.task = contract.task(params[contract.TASK_PARAMETER])
+        self.queue_budget_us = error_responses.queue_budget_us(params, contract)
+        self.constants = {}  # output name -> one row of it
+        for output in config["output"]:
+            dims = [int(d) for d in output["dims"]]
+            if output["data_type"] == "TYPE_STRING":
+                self.constants[output["name"]] = np.full(dims, b"[]", dtype=np.object_)
+            else:
+                self.constants[output["name"]] = np.zeros(dims, dtype=np.float32)
+
+    def answer(self, part, requests, responses):
+        for index, texts, _ in part:
+            rows = len(texts)
+            responses[index] = _respond(
+                {name: np.repeat(row[None], rows, axis=0) for name, row in self.constants.items()}
+            )
+
+
 class _Encoder:
     """The ONNX file of this release of ``encoder_model``, run in this process for the ``text-in`` role."""
 
@@ -328,6 +360,7 @@ STEPS = {
     contract.TOKENIZER_ROLE: TokenizerStep,
     contract.POSTPROCESS_ROLE: PostprocessStep,
     contract.FUSED_ROLE: TextInStep,
+    contract.FLOOR_ROLE: FloorStep,
 }
 
 
