@@ -11,7 +11,7 @@ import pytest
 
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.texts import make_texts
-from tritonstack.bench.workload import BenchWorkload, answer_array, rows_round, served_task
+from tritonstack.bench.workload import BenchWorkload, answer_array, documents_call, rows_round, served_task
 from tritonstack.client import RerankResult
 from tritonstack.in_triton import contract
 from tritonstack.measure.samples import Round, completed_mean_ms
@@ -85,6 +85,16 @@ def test_each_request_is_the_tasks_sdk_call() -> None:
     embed = BenchWorkload.of_texts(TEXTS)
     asyncio.run(embed.sender(client)(2))
     assert client.calls == [("rerank", (query, documents)), ("embed", ([TEXTS[2]],))]
+
+
+def test_a_repeated_rerank_request_repeats_its_short_query() -> None:
+    """The cache bench draws documents; the query is the bench's own, a function of them (a repeat is a hit)."""
+    calls: list[tuple[str, list[str]]] = []
+    call = documents_call(lambda query, documents: calls.append((query, documents)), seed=2)
+    for request in (TEXTS[:3], TEXTS[3:6], TEXTS[:3]):
+        call(request)
+    assert [documents for _, documents in calls] == [TEXTS[:3], TEXTS[3:6], TEXTS[:3]]
+    assert calls[0][0] == calls[2][0] and all(len(query.split()) <= 12 for query, _ in calls)
 
 
 def test_points_say_requests_per_second_beside_rows_per_second() -> None:

@@ -16,9 +16,10 @@ must be equal bit for bit, or the cache returns something a recomputation
 would not (an encoder whose output depends on its batch neighbours).
 
 A request is the served model's task's SDK call (``contract.Task.sdk_method``):
-one text, or for a reranker one query and ``documents_per_query`` documents
-(``payload.request_call``: the shortest drawn text is the query), counted as
-that many rows; a reranker's answers compare as their scores.
+one text, or for a reranker ``documents_per_query`` drawn documents and one of
+the bench's short queries, picked by the first document so that a repeat
+repeats its query (``workload.documents_call``), counted as that many rows; a
+reranker's answers compare as their scores.
 """
 
 from __future__ import annotations
@@ -39,13 +40,19 @@ from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import SERVED, Point, summarize_rounds
 from tritonstack.bench.runner import OTHERS_BUSY_WARNING
 from tritonstack.bench.served import serving
-from tritonstack.bench.workload import DEFAULT_DOCUMENTS_PER_QUERY, answer_array, rows_round, sdk_call
+from tritonstack.bench.workload import (
+    DEFAULT_DOCUMENTS_PER_QUERY,
+    answer_array,
+    documents_call,
+    rows_round,
+    sdk_call,
+)
 from tritonstack.cost import Cost
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.json_safe import json_safe
 from tritonstack.measure.load import closed_loop
-from tritonstack.measure.payload import PayloadMix, request_call
+from tritonstack.measure.payload import PayloadMix
 from tritonstack.measure.samples import Round
 from tritonstack.measure.slo import DEFAULT_HOT_SET
 from tritonstack.measure.timing import Timing
@@ -74,12 +81,8 @@ class CacheBenchSettings:
     documents_per_query: int = DEFAULT_DOCUMENTS_PER_QUERY  # a pair task's documents per request
 
     @property
-    def texts_per_request(self) -> int:
-        """Texts drawn per request: one, or a pair task's query and its documents."""
-        return 1 + self.documents_per_query if self.task.pair else 1
-
-    @property
     def rows_per_request(self) -> int:
+        """Texts drawn per request: one, or a pair task's documents (its query is the bench's own)."""
         return self.documents_per_query if self.task.pair else 1
 
 
@@ -241,7 +244,7 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
 
     name = settings.name
     mix = PayloadMix(
-        settings.texts, settings.texts_per_request, settings.seed, repeat_ratio=settings.repeat_ratio,
+        settings.texts, settings.rows_per_request, settings.seed, repeat_ratio=settings.repeat_ratio,
         hot_set_size=settings.hot_set,
     )  # fmt: skip
     method = sdk_call(settings.task)
@@ -249,8 +252,10 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
     measured = []
     try:
         async with AsyncClient(url, model=name, timeouts=60.0) as client:
-            call = request_call(getattr(client, method), settings.task.name)  # embed, or rerank(query, documents)
-            await call(["tritonstack bench: connect before measuring"] * settings.texts_per_request)
+            call = getattr(client, method)  # embed(texts); rerank: a short query and the texts as its documents
+            if settings.task.pair:
+                call = documents_call(call, seed=settings.seed)
+            await call(["tritonstack bench: connect before measuring"])
 
             async def send(_index: int) -> None:  # the mix, not the load generator's corpus index, picks the texts
                 await call(mix.draw().texts)

@@ -10,6 +10,7 @@ rows is one request's work.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,6 +30,23 @@ Send = Callable[[int], Awaitable[None]]
 # A search query is a few words; the documents are the bench's texts (5-120 words).
 QUERY_MIN_WORDS, QUERY_MAX_WORDS = 2, 12
 QUERY_SEED_OFFSET = 1  # the queries' own stream of the seed, so the documents stay the texts of that seed
+
+
+def make_queries(count: int, *, seed: int = 0) -> list[str]:
+    """``count`` search queries of a few words: the bench's own, the same for the same ``seed``."""
+    return make_texts(count, seed=seed + QUERY_SEED_OFFSET, min_words=QUERY_MIN_WORDS, max_words=QUERY_MAX_WORDS)
+
+
+def documents_call(method: Callable[..., Any], *, seed: int = 0, queries: int = 64) -> Callable[[Sequence[str]], Any]:
+    """``method`` (``rerank``, sync or async) as a call on a request's documents: the query is one of the bench's
+    short queries, picked by the first document, so a request sent again repeats its query too (what a response
+    cache needs) -- where a query drawn from the documents' texts could leave them no room."""
+    pool = make_queries(queries, seed=seed)
+
+    def call(documents: Sequence[str]) -> Any:
+        return method(pool[zlib.crc32(documents[0].encode()) % len(pool)], list(documents))
+
+    return call
 
 
 def served_task(repository: Path, name: str) -> contract.Task:
@@ -103,7 +121,7 @@ class BenchWorkload:
         if documents_per_query < 1:
             raise BenchError(f"a rerank request needs at least one document, got {documents_per_query}")
         count = max(1, len(texts) // documents_per_query)
-        queries = make_texts(count, seed=seed + QUERY_SEED_OFFSET, min_words=QUERY_MIN_WORDS, max_words=QUERY_MAX_WORDS)
+        queries = make_queries(count, seed=seed)
         requests = tuple(
             (query, *(texts[(i * documents_per_query + j) % len(texts)] for j in range(documents_per_query)))
             for i, query in enumerate(queries)
