@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tritonstack.bench import soak
+from tritonstack.bench.workload import BenchWorkload
 from tritonstack.server.processes import ProcessInfo
 
 
@@ -49,17 +50,21 @@ def test_too_short_a_soak_is_refused_before_starting_anything(tiny_repository: P
     from tritonstack.bench.errors import BenchError
 
     with pytest.raises(BenchError, match="fewer than two samples"):
-        soak.run_soak(tiny_repository, "tiny", ["a"], duration_s=5, warmup_s=0, sample_every_s=5)
+        soak.run_soak(
+            tiny_repository, "tiny", BenchWorkload.of_texts(["a"]), duration_s=5, warmup_s=0, sample_every_s=5
+        )
     with pytest.raises(BenchError, match="warm-up"):
-        soak.run_soak(tiny_repository, "tiny", ["a"], duration_s=10, warmup_s=9, sample_every_s=2)
+        soak.run_soak(
+            tiny_repository, "tiny", BenchWorkload.of_texts(["a"]), duration_s=10, warmup_s=9, sample_every_s=2
+        )
 
 
 @pytest.mark.integration
 def test_a_short_soak_samples_triton_and_every_model_process(tiny_repository: Path, tmp_path: Path) -> None:
     texts = ["short text", "a somewhat longer text with more words in it", "ok"]
     result = soak.run_soak(
-        tiny_repository, "tiny", texts, duration_s=6, warmup_s=2, concurrency=2, sample_every_s=1,
-        log_path=tmp_path / "triton.log", log=lambda _: None,
+        tiny_repository, "tiny", BenchWorkload.of_texts(texts), duration_s=6, warmup_s=2, concurrency=2,
+        sample_every_s=1, log_path=tmp_path / "triton.log", log=lambda _: None,
     )  # fmt: skip
     assert len(result.samples) == 6
     assert result.errors == 0 and result.first_error is None

@@ -15,6 +15,7 @@ import pytest
 
 from tritonstack.bench import overload
 from tritonstack.bench.texts import make_texts
+from tritonstack.bench.workload import BenchWorkload
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -23,8 +24,8 @@ TYPED_FAILURES = {"OverloadedError", "ResourceExhaustedError", "DeadlineExceeded
 
 def test_four_times_capacity_sheds_load_and_recovers_at_once(minilm_repository: Path, tmp_path: Path) -> None:
     result = overload.run_overload(
-        minilm_repository, "minilm", make_texts(256, seed=3), multiple=4, burst_s=30, deadline_s=5,
-        log_path=tmp_path / "triton.log",
+        minilm_repository, "minilm", BenchWorkload.of_texts(make_texts(256, seed=3)), multiple=4, burst_s=30,
+        deadline_s=5, log_path=tmp_path / "triton.log",
     )  # fmt: skip
     print("\n" + overload.table(result))
     outcomes = result.outcomes

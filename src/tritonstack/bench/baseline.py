@@ -1,7 +1,9 @@
 """Run the FastAPI/uvicorn PyTorch service on the server cores and load it like the served stack.
 
-The same load generator (``load.py``) drives it, over HTTP with aiohttp: one
-text per request, ``concurrency`` in flight, JSON embedding back.
+The same load generator (``load.py``) drives it, over HTTP with aiohttp: the
+served variant's requests (``workload.py``), ``concurrency`` in flight -- one
+text per request and its JSON embedding back, or for a pair task (a reranker)
+one query and its documents and their scores back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from tritonstack._process import LOOPBACK, ChildProcess, ChildService, free_port, http_ok
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import BASELINE, Point, summarize_rounds
+from tritonstack.bench.workload import BenchWorkload
+from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.timing import Timing
 
@@ -25,6 +29,8 @@ REQUIRED = ("fastapi", "uvicorn", "aiohttp", "sentence_transformers")
 MODEL_DIR_ENV = "TRITONSTACK_BENCH_MODEL_DIR"
 THREADS_ENV = "TRITONSTACK_BENCH_TORCH_THREADS"
 DEVICE_ENV = "TRITONSTACK_BENCH_TORCH_DEVICE"  # a torch device: "cpu" or "cuda"
+TASK_ENV = "TRITONSTACK_BENCH_TASK"  # the served model's task (contract.TASKS): what the service computes
+MAX_LENGTH_ENV = "TRITONSTACK_BENCH_MAX_LENGTH"  # a pair task's tokens per pair, as the served tokenizer keeps
 
 
 def missing_packages() -> list[str]:
@@ -47,11 +53,21 @@ class BaselineService(ChildService):
     """``uvicorn`` serving ``baseline_app`` in a child process on loopback; a context manager."""
 
     def __init__(
-        self, model_dir: Path, threads: int, log_path: Path, ready_timeout_s: float = 300.0, torch_device: str = "cpu"
+        self,
+        model_dir: Path,
+        threads: int,
+        log_path: Path,
+        ready_timeout_s: float = 300.0,
+        torch_device: str = "cpu",
+        *,
+        task: contract.Task = contract.FEATURE_EXTRACTION,
+        max_length: int = 512,
     ) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.torch_device = torch_device
+        self.task = task
+        self.max_length = max_length
         self.log_path = log_path
         self.ready_timeout_s = ready_timeout_s
         self.port = 0
@@ -80,6 +96,7 @@ class BaselineService(ChildService):
         # without them every FastAPI worker thread would spin up a team per machine core on our pinned cores.
         env = {
             **os.environ, MODEL_DIR_ENV: str(self.model_dir), THREADS_ENV: threads, DEVICE_ENV: self.torch_device,
+            TASK_ENV: self.task.name, MAX_LENGTH_ENV: str(self.max_length),
             "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
         }  # fmt: skip
         command = [
@@ -103,7 +120,7 @@ class BaselineService(ChildService):
 async def _sweep(
     url: str,
     pgid: int,
-    texts: Sequence[str],
+    workload: BenchWorkload,
     token_counts: Sequence[int],
     split: cpus.CpuSplit,
     timing: Timing,
@@ -119,11 +136,16 @@ async def _sweep(
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=120)) as session:
 
         async def send(index: int) -> None:
-            async with session.post(f"{url}/embed", json={"text": texts[index]}) as response:
+            texts = workload.requests[index]
+            if workload.task.pair:  # the task's request: a query and its documents, or one text
+                path, body, answer = "/rerank", {"query": texts[0], "documents": list(texts[1:])}, "scores"
+            else:
+                path, body, answer = "/embed", {"text": texts[0]}, "embedding"
+            async with session.post(f"{url}{path}", json=body) as response:
                 if response.status != 200:
                     raise BenchError(f"HTTP {response.status}: {(await response.text())[:200]}")
-                if not (await response.json())["embedding"]:
-                    raise BenchError("empty embedding")
+                if not (await response.json())[answer]:
+                    raise BenchError(f"empty {answer}")
 
         await send(0)
         for concurrency in concurrencies:
@@ -133,7 +155,7 @@ async def _sweep(
                     send, token_counts, concurrency, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
                     server_cpu_s=lambda: cpus.group_cpu_s(pgid),
                 )  # fmt: skip
-                rounds.append(result)
+                rounds.append(workload.per_row(result))
             errors = [r.first_error for r in rounds if r.first_error]
             point = summarize_rounds(
                 BASELINE, "concurrency", concurrency, rounds,
@@ -147,7 +169,7 @@ async def _sweep(
 
 def run_baseline(
     model_dir: Path,
-    texts: Sequence[str],
+    workload: BenchWorkload,
     token_counts: Sequence[int],
     split: cpus.CpuSplit,
     timing: Timing,
@@ -155,17 +177,24 @@ def run_baseline(
     *,
     log_path: Path,
     torch_device: str = "cpu",
+    max_length: int = 512,
     log: Log = print,
 ) -> list[Point]:
     """Start the PyTorch service on the server cores (its model on ``torch_device``), sweep ``concurrencies``
-    from the client cores, stop it."""
-    service = BaselineService(model_dir, threads=len(split.server), log_path=log_path, torch_device=torch_device)
+    from the client cores, stop it. ``token_counts``: the tokens of each request of ``workload``;
+    ``max_length``: the served model's tokens per row, which a pair task's service keeps too."""
+    service = BaselineService(
+        model_dir, threads=len(split.server), log_path=log_path, torch_device=torch_device, task=workload.task,
+        max_length=max_length,
+    )  # fmt: skip
     with cpus.pinned(split.server):
         service.start()
     try:
         if split.mode == "pinned":
             cpus.pin_group(service.pid, split.server)
         with cpus.pinned(split.client):
-            return asyncio.run(_sweep(service.url, service.pid, texts, token_counts, split, timing, concurrencies, log))
+            return asyncio.run(
+                _sweep(service.url, service.pid, workload, token_counts, split, timing, concurrencies, log)
+            )
     finally:
         service.stop()

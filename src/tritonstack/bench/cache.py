@@ -14,6 +14,12 @@ hot request is sent once more: without the cache Triton computes it afresh,
 with the cache it is a hit (checked on Triton's counters); the two answers
 must be equal bit for bit, or the cache returns something a recomputation
 would not (an encoder whose output depends on its batch neighbours).
+
+A request is the served model's task's SDK call (``contract.Task.sdk_method``):
+one text, or for a reranker ``documents_per_query`` drawn documents and one of
+the bench's short queries, picked by the first document so that a repeat
+repeats its query (``workload.documents_call``), counted as that many rows; a
+reranker's answers compare as their scores.
 """
 
 from __future__ import annotations
@@ -34,6 +40,13 @@ from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import SERVED, Point, summarize_rounds
 from tritonstack.bench.runner import OTHERS_BUSY_WARNING
 from tritonstack.bench.served import serving
+from tritonstack.bench.workload import (
+    DEFAULT_DOCUMENTS_PER_QUERY,
+    answer_array,
+    documents_call,
+    rows_round,
+    sdk_call,
+)
 from tritonstack.cost import Cost
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
@@ -64,6 +77,13 @@ class CacheBenchSettings:
     timing: Timing = field(default_factory=Timing)
     cpu_split: str = "pinned"
     price_per_hour_usd: float | None = None
+    task: contract.Task = contract.FEATURE_EXTRACTION  # the served model's: which SDK call a request is
+    documents_per_query: int = DEFAULT_DOCUMENTS_PER_QUERY  # a pair task's documents per request
+
+    @property
+    def rows_per_request(self) -> int:
+        """Texts drawn per request: one, or a pair task's documents (its query is the bench's own)."""
+        return self.documents_per_query if self.task.pair else 1
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,8 @@ class CacheBenchResult:
         return json_safe(
             {
                 "model": settings.name,
+                "task": settings.task.name,
+                **({"documents_per_query": settings.documents_per_query} if settings.task.pair else {}),
                 "repeat_ratio": settings.repeat_ratio,
                 "hot_set": settings.hot_set,
                 "concurrency": settings.concurrency,
@@ -222,16 +244,21 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
 
     name = settings.name
     mix = PayloadMix(
-        settings.texts, 1, settings.seed, repeat_ratio=settings.repeat_ratio, hot_set_size=settings.hot_set
-    )
+        settings.texts, settings.rows_per_request, settings.seed, repeat_ratio=settings.repeat_ratio,
+        hot_set_size=settings.hot_set,
+    )  # fmt: skip
+    method = sdk_call(settings.task)
     probe = TritonStatsProbe(url, [name])
     measured = []
     try:
         async with AsyncClient(url, model=name, timeouts=60.0) as client:
-            await client.embed(["tritonstack bench: connect before measuring"])
+            call = getattr(client, method)  # embed(texts); rerank: a short query and the texts as its documents
+            if settings.task.pair:
+                call = documents_call(call, seed=settings.seed)
+            await call(["tritonstack bench: connect before measuring"])
 
             async def send(_index: int) -> None:  # the mix, not the load generator's corpus index, picks the texts
-                await client.embed(mix.draw().texts)
+                await call(mix.draw().texts)
 
             for _ in range(settings.timing.rounds):
                 # One "corpus entry" of no tokens: the mix picks the texts, and GFLOP/s are not this mode's figure.
@@ -239,9 +266,10 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
                     send, [0], settings.concurrency, warmup_s=settings.timing.warmup_s,
                     duration_s=settings.timing.duration_s, server_cpu_s=lambda: cpus.group_cpu_s(pgid), probe=probe,
                 )  # fmt: skip
-                measured.append((result, extra["window"] if extra else CounterDeltas(result.elapsed_s, {})))
+                window = extra["window"] if extra else CounterDeltas(result.elapsed_s, {})
+                measured.append((rows_round(result, settings.rows_per_request), window))
             before = await probe.snapshot()
-            answers = [np.asarray(await client.embed(texts), dtype=np.float32).tobytes() for texts in mix.hot]
+            answers = [answer_array(settings.task, await call(texts)).tobytes() for texts in mix.hot]
             after = await probe.snapshot()
     finally:
         await probe.close()

@@ -4,7 +4,9 @@ Reads the same files Triton serves as ``NAME`` (the stable release's version of
 ``NAME_encoder`` and ``NAME_tokenizer``, see ``repository/releases.py``) and
 tokenizes them with the served tokenizer's own module
 (``in_triton/models/tokenization.py``: the same cut, truncation and padding to the
-batch's longest text); so the gap to the served figures is the serving path alone.
+batch's longest text, and for a pair task -- a reranker -- the pair template and
+the truncation of the document only); so the gap to the served figures is the
+serving path alone.
 An encoder whose config caps ``max_rows_per_call`` (a dynamic-int8 one: 1) runs
 a batch as the served backend does, in calls of at most that many rows of
 similar length, each padded to its own longest row -- so its figures here and
@@ -21,6 +23,7 @@ import numpy as np
 
 from tritonstack._gpu import preload_cuda_libraries
 from tritonstack.bench.errors import BenchError
+from tritonstack.bench.workload import Row
 from tritonstack.in_triton.models.tokenization import TextTokenizer
 from tritonstack.measure.cpus import machine_cpu_s
 from tritonstack.measure.samples import Round
@@ -41,13 +44,17 @@ def _providers(device: str) -> list[Any]:
 
 class InProcessModel:
     """Tokenizer + ONNX Runtime session, as the served models run them; the encoder on ``device``
-    (``cpu``, or ``gpu``: ONNX Runtime's CUDA provider, the limit a served GPU encoder is held to)."""
+    (``cpu``, or ``gpu``: ONNX Runtime's CUDA provider, the limit a served GPU encoder is held to).
 
-    def __init__(self, files: ServedFiles, threads: int, device: str = "cpu") -> None:
+    ``pair`` (a pair task's model, ``contract.Task.pair``): a row is a (query, document) pair, tokenized as the
+    served tokenizer tokenizes ``TEXT`` and ``TEXT_PAIR``.
+    """
+
+    def __init__(self, files: ServedFiles, threads: int, device: str = "cpu", *, pair: bool = False) -> None:
         import onnxruntime as ort
 
         self.files = files
-        self.tokenizer = TextTokenizer(files.tokenizer_dir, files.max_sequence_length)
+        self.tokenizer = TextTokenizer(files.tokenizer_dir, files.max_sequence_length, pair=pair)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -67,18 +74,18 @@ class InProcessModel:
             raise BenchError(f"the in-process limit asked for {CUDA}, got {self.session.get_providers()}", hint=hint)
         self.output_name = self.session.get_outputs()[0].name
 
-    def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """Real (unpadded) tokens of each text, special tokens included."""
-        return [len(e.ids) for e in self.tokenizer.encode(texts)]
+    def token_counts(self, texts: Sequence[Row]) -> list[int]:
+        """Real (unpadded) tokens of each text (each pair), special tokens included."""
+        return [len(e.ids) for e in self.tokenizer.encode(texts)]  # type: ignore[arg-type]
 
-    def calls(self, texts: Sequence[str]) -> list[tuple[list[int], dict[str, np.ndarray]]]:
+    def calls(self, texts: Sequence[Row]) -> list[tuple[list[int], dict[str, np.ndarray]]]:
         """The ONNX Runtime calls the served encoder makes for a batch of ``texts``: (rows, inputs) each, the
         inputs exactly as the served tokenizer model returns them.
 
         Without ``max_rows_per_call``, one call padded to the batch's longest text (the in-process limit).
         With it, rows sorted by length in calls of at most that many, each padded to its own longest.
         """
-        encodings = self.tokenizer.encode(texts)
+        encodings = self.tokenizer.encode(texts)  # type: ignore[arg-type]  # texts, or pairs with pair=True
         limit = self.files.max_rows_per_call
         if not limit:
             return [(list(range(len(texts))), self.tokenizer.features(encodings, self.files.input_names))]
@@ -88,7 +95,7 @@ class InProcessModel:
             (rows, self.tokenizer.features([encodings[row] for row in rows], self.files.input_names)) for rows in chunks
         ]
 
-    def encode(self, texts: Sequence[str]) -> np.ndarray:
+    def encode(self, texts: Sequence[Row]) -> np.ndarray:
         """The encoder's output for ``texts``, in their order, computed as served (``calls``)."""
         results: list[np.ndarray | None] = [None] * len(texts)
         for rows, inputs in self.calls(texts):
@@ -99,7 +106,7 @@ class InProcessModel:
 
 def measure_batch(
     model: InProcessModel,
-    texts: Sequence[str],
+    texts: Sequence[Row],
     token_counts: Sequence[int],
     batch_size: int,
     *,

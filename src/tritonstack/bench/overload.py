@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tritonstack.bench.errors import BenchError
+from tritonstack.bench.workload import BenchWorkload
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop
 from tritonstack.measure.samples import percentile_ms
@@ -124,15 +125,16 @@ async def _one(
 
 
 async def _measure(
-    url: str, model: str, texts: Sequence[str], result: OverloadResult, concurrency: int, capacity_s: float,
+    url: str, model: str, workload: BenchWorkload, result: OverloadResult, concurrency: int, capacity_s: float,
     probe_every_s: float, recovery_window_s: float, log: Log,
 ) -> None:  # fmt: skip
     from tritonstack.client import AsyncClient
 
     async with AsyncClient(url, model=model, timeouts=result.deadline_s) as client:
+        call = workload.sender(client)  # the task's SDK call: embed, classify, rerank(query, documents)
 
         async def send(index: int) -> None:
-            await client.embed([texts[index % len(texts)]])
+            await call(index % len(workload))
 
         singles = []
         for index in range(30):
@@ -141,7 +143,7 @@ async def _measure(
             singles.append(time.perf_counter() - started)
         result.normal_p50_ms = _percentile_ms(singles[5:], 50)
         result.normal_p99_ms = _percentile_ms(singles[5:], 99)
-        round_, _ = await closed_loop(send, [1] * len(texts), concurrency, warmup_s=1.0, duration_s=capacity_s)
+        round_, _ = await closed_loop(send, [1] * len(workload), concurrency, warmup_s=1.0, duration_s=capacity_s)
         result.capacity_rps = round_.completed / round_.elapsed_s
         if result.capacity_rps <= 0:
             raise BenchError(f"no call succeeded while measuring capacity: {round_.first_error}")
@@ -175,7 +177,7 @@ async def _measure(
 def run_overload(
     repository: Path,
     model: str,
-    texts: Sequence[str],
+    workload: BenchWorkload,
     *,
     multiple: float = 4.0,
     burst_s: float = 30.0,
@@ -189,7 +191,8 @@ def run_overload(
     log_path: Path | None = None,
     log: Log = print,
 ) -> OverloadResult:
-    """Start Triton over ``repository`` and run the three phases against ``model`` (see the module docstring)."""
+    """Start Triton over ``repository`` and run the three phases against ``model`` (see the module docstring),
+    each call one request of ``workload``."""
     from tritonstack.bench.served import serving
 
     if multiple <= 0 or burst_s <= 0 or deadline_s <= 0:
@@ -200,7 +203,8 @@ def run_overload(
     with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
         asyncio.run(
             _measure(
-                server.grpc_url, model, texts, result, concurrency, capacity_s, probe_every_s, recovery_window_s, log,
+                server.grpc_url, model, workload, result, concurrency, capacity_s, probe_every_s, recovery_window_s,
+                log,
             )
         )  # fmt: skip
     return result

@@ -34,6 +34,15 @@ def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _pair_line(corpus: dict[str, Any]) -> str:
+    k = corpus["documents_per_query"]
+    return (
+        f"{corpus['task']}: {corpus['requests']} requests of one query ({corpus['query_words_min']}-"
+        f"{corpus['query_words_max']} words) and {k} documents; texts/s counts (query, document) pairs, "
+        f"requests/s = texts/s / {k}; tokens are per pair"
+    )
+
+
 def table(result: BenchResult, summary: dict[str, Any]) -> str:
     """The human-readable report."""
     best_labels = {v: (summary["best"][v] or {}).get("label") for v in VARIANTS}
@@ -43,6 +52,7 @@ def table(result: BenchResult, summary: dict[str, Any]) -> str:
         f"{result.corpus['words_max']} words, {result.corpus['tokens_mean']:.1f} tokens mean)"
         f"; {result.settings.timing.rounds} rounds x {result.settings.timing.duration_s:g} s after "
         f"{result.settings.timing.warmup_s:g} s warm-up per point; throughput = median of rounds",
+        *([_pair_line(result.corpus)] if "documents_per_query" in result.corpus else []),
         f"cores: {result.split.describe()}",
         *([_gpu_line(result)] if result.settings.device == "gpu" else []),
         *([f"WARNING: {warning}"] if (warning := result.busy_warning()) else []),

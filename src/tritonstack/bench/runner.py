@@ -5,6 +5,8 @@ server cores; see ``cpus`` for the split. With ``device="gpu"`` each runs its
 model on the GPU: the in-process limit on ONNX Runtime's CUDA provider, the
 served encoder as the ``KIND_GPU`` instances of a gpu export, the PyTorch
 baseline with ``device="cuda"`` (where torch has CUDA; else it says so).
+Requests are the served model's task's (``workload.py``): one text, or for a
+reranker one query and ``documents_per_query`` documents, counted as that many rows.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tritonstack.bench.inprocess import InProcessModel, measure_batch
 from tritonstack.bench.queueing import ideal_p99_factor
 from tritonstack.bench.results import INPROCESS, Point, summarize_rounds
 from tritonstack.bench.texts import make_texts
+from tritonstack.bench.workload import DEFAULT_DOCUMENTS_PER_QUERY, BenchWorkload, Row, served_task
 from tritonstack.measure import cpus
 from tritonstack.measure.served_files import ServedFiles, locate
 from tritonstack.measure.timing import Timing
@@ -49,6 +52,7 @@ class BenchSettings:
     half_load: bool = True
     quick: bool = False
     price_per_hour_usd: float | None = None  # what the server cores cost: adds cost per million texts
+    documents_per_query: int = DEFAULT_DOCUMENTS_PER_QUERY  # a pair task's (reranker's) documents per request
 
 
 QUICK = {
@@ -89,11 +93,16 @@ class BenchResult:
 
 
 def _inprocess(
-    files: ServedFiles, texts: list[str], split: cpus.CpuSplit, settings: BenchSettings, log: Log
+    files: ServedFiles, workload: BenchWorkload, split: cpus.CpuSplit, settings: BenchSettings, log: Log
 ) -> tuple[list[Point], list[int]]:
+    """The in-process points and the tokens of each of ``workload.rows`` (texts, or a reranker's pairs)."""
     points = []
+    texts: list[Row] = workload.rows
+    # a batch of one request's rows: the in-process time of what one served request asks for
+    per_request = workload.rows_per_request
+    batch_sizes = sorted({*settings.batch_sizes, per_request})
     with cpus.pinned(split.server):
-        model = InProcessModel(files, threads=len(split.server), device=settings.device)
+        model = InProcessModel(files, threads=len(split.server), device=settings.device, pair=workload.task.pair)
         cpus.pin_all_threads(split.server)  # ONNX Runtime may have pinned its new threads elsewhere
         token_counts = model.token_counts(texts)
         # Batches of texts in arrival order pay for padding to the batch's longest text; batches of
@@ -105,7 +114,7 @@ def _inprocess(
             ("sorted", [texts[i] for i in order], [token_counts[i] for i in order]),
         )
         for setting, pool, counts in arrangements:
-            for batch_size in settings.batch_sizes:
+            for batch_size in batch_sizes:
                 if setting == "sorted" and batch_size == 1:
                     continue  # the same as b=1
                 rounds, details = [], []
@@ -121,7 +130,7 @@ def _inprocess(
                     INPROCESS, setting, batch_size, rounds, client_cores=len(split.server),
                     server_cores=len(split.server), details=merged,
                 )  # fmt: skip
-                if setting == "batch" and batch_size == 1:  # one text per call: the service times
+                if setting == "batch" and batch_size == per_request:  # one request per call: the service times
                     service_us = [x for r in rounds for x in r.latencies_us]
                     point.details["ideal_half_load_p99_factor"] = ideal_p99_factor(service_us)
                 points.append(point)
@@ -145,6 +154,10 @@ def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
     settings.report_dir.mkdir(parents=True, exist_ok=True)
     texts = make_texts(settings.texts, seed=settings.seed, min_words=settings.min_words, max_words=settings.max_words)
     files = locate(settings.repository, settings.name)
+    workload = BenchWorkload.for_task(
+        served_task(settings.repository, settings.name), texts,
+        documents_per_query=settings.documents_per_query, seed=settings.seed,
+    )  # fmt: skip
     _check_device(settings, files, bool(gpus))
     split = cpus.plan(settings.cpu_split)
     log(f"==> cores: {split.describe()}; load average {machine['load_average_1m_before']:.1f}")
@@ -155,24 +168,32 @@ def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
         f"==> in-process limit: tokenizer + ONNX Runtime ({files.precision}, {provider}),"
         f" batch sizes {settings.batch_sizes}"
     )
-    points, token_counts = _inprocess(files, texts, split, settings, log)
+    if workload.task.pair:
+        log(
+            f"==> {workload.task.name}: a request is one query and {workload.rows_per_request} documents;"
+            " texts/s counts (query, document) pairs"
+        )
+    points, token_counts = _inprocess(files, workload, split, settings, log)
+    request_tokens = workload.request_token_counts(token_counts)
     log(f"==> served: SDK -> gRPC -> Triton, concurrency {settings.concurrencies} ({_since(started)})")
     points += run_served(
-        settings.repository, files, texts, token_counts, split, settings.timing, settings.concurrencies,
+        settings.repository, files, workload, request_tokens, split, settings.timing, settings.concurrencies,
         half_load=settings.half_load, log_path=settings.report_dir / "triton.log", log=log,
     )  # fmt: skip
     baseline_device, why_not_gpu = torch_device(settings.device) if settings.baseline else ("cpu", None)
     if settings.baseline:
         log(
-            f"==> baseline: FastAPI + PyTorch ({baseline_device}), one text per call, concurrency"
+            f"==> baseline: FastAPI + PyTorch ({baseline_device}), one request per call, concurrency"
             f" {settings.baseline_concurrencies} ({_since(started)})"
         )
         if why_not_gpu:
             log(f"    note: {why_not_gpu}")
         points += run_baseline(
-            settings.model_dir, texts, token_counts, split, settings.timing, settings.baseline_concurrencies,
-            log_path=settings.report_dir / "baseline.log", torch_device=baseline_device, log=log,
+            settings.model_dir, workload, request_tokens, split, settings.timing, settings.baseline_concurrencies,
+            log_path=settings.report_dir / "baseline.log", torch_device=baseline_device,
+            max_length=files.max_sequence_length, log=log,
         )  # fmt: skip
+    workload.annotate(points)
     machine["load_average_1m_after"] = os.getloadavg()[0]
     log(f"==> done ({_since(started)})")
     words = [len(t.split()) for t in texts]
@@ -181,8 +202,9 @@ def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
         "seed": settings.seed,
         "words_min": min(words),
         "words_max": max(words),
-        "tokens_mean": sum(token_counts) / len(token_counts),
+        "tokens_mean": sum(token_counts) / len(token_counts),  # per row: a text, or a (query, document) pair
         "tokens_max": max(token_counts),
+        **workload.describe(),
     }
     return BenchResult(
         settings=settings,

@@ -1,7 +1,8 @@
 """The stack: text -> SDK (``AsyncClient``) -> gRPC -> embedded Triton (tokenizer -> encoder).
 
-One text per request and ``concurrency`` requests in flight, as users call it;
-batching happens in Triton. Triton and its model processes run on the server
+One request at a time per caller -- one text, or a reranker's query and its
+documents (``workload.py``) -- and ``concurrency`` requests in flight, as users
+call it; batching happens in Triton. Triton and its model processes run on the server
 cores, this process (the load generator) on the client cores. Each point
 carries Triton's own account of where the time went (``triton_stats``).
 On the same server, after the model: its serving floor (``floor.py``) at c=1
@@ -21,6 +22,7 @@ from typing import Any
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.floor import floor_name, overlay
 from tritonstack.bench.results import FLOOR, SERVED, Point, best, summarize_rounds
+from tritonstack.bench.workload import BenchWorkload
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop, open_loop
@@ -64,7 +66,7 @@ def _point(
 async def _sweep(
     url: str,
     pgid: int,
-    texts: Sequence[str],
+    workload: BenchWorkload,
     token_counts: Sequence[int],
     files: ServedFiles,
     split: cpus.CpuSplit,
@@ -82,10 +84,8 @@ async def _sweep(
     )
     points: list[Point] = []
     async with AsyncClient(url, model=name, timeouts=60.0) as client:
-        await client.embed([texts[0]])  # connect and cache the model's metadata outside the measurement
-
-        async def send(index: int) -> None:
-            await client.embed([texts[index]])
+        send = workload.sender(client)  # the task's SDK call: embed, classify, rerank
+        await send(0)  # connect and cache the model's metadata outside the measurement
 
         def server_cpu_s() -> float:
             return cpus.group_cpu_s(pgid)
@@ -98,33 +98,33 @@ async def _sweep(
                         send, token_counts, concurrency, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
                         server_cpu_s=server_cpu_s, probe=probe,
                     )  # fmt: skip
-                    measured.append((result, extra["window"] if extra else None))
+                    measured.append((workload.per_row(result), extra["window"] if extra else None))
                 points.append(_point("concurrency", concurrency, measured, split, files))
                 log(f"    served   c={concurrency:<3d} {points[-1].throughput_per_s:8.1f} texts/s")
             top = best(points, SERVED)
             if half_load and top is not None and top.throughput_per_s > 0:
-                rate = top.throughput_per_s / 2
+                rate = top.throughput_per_s / 2  # rows per second: requests arrive at rate / rows per request
                 measured = []
                 for round_index in range(timing.rounds):
                     result, extra = await open_loop(
-                        send, token_counts, rate, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
-                        seed=round_index, server_cpu_s=server_cpu_s, probe=probe,
+                        send, token_counts, rate / workload.rows_per_request, warmup_s=timing.warmup_s,
+                        duration_s=timing.duration_s, seed=round_index, server_cpu_s=server_cpu_s, probe=probe,
                     )  # fmt: skip
-                    measured.append((result, extra["window"] if extra else None))
+                    measured.append((workload.per_row(result), extra["window"] if extra else None))
                 points.append(_point("rate", rate, measured, split, files))
                 log(f"    served   {points[-1].label:<5} p99 {points[-1].p99_ms:.1f} ms (open loop, half load)")
         finally:
             await probe.close()
     if floor:
-        points += await _floor_sweep(url, pgid, token_counts, texts, split, timing, concurrencies, files, log)
+        points += await _floor_sweep(url, pgid, workload, token_counts, split, timing, concurrencies, files, log)
     return points
 
 
 async def _floor_sweep(
     url: str,
     pgid: int,
+    workload: BenchWorkload,
     token_counts: Sequence[int],
-    texts: Sequence[str],
     split: cpus.CpuSplit,
     timing: Timing,
     concurrencies: Sequence[int],
@@ -136,10 +136,8 @@ async def _floor_sweep(
 
     points = []
     async with AsyncClient(url, model=floor_name(files.name), timeouts=60.0) as client:
-        await client.embed([texts[0]])
-
-        async def send(index: int) -> None:
-            await client.embed([texts[index]])
+        send = workload.sender(client)  # the task's SDK call, as against the model
+        await send(0)
 
         for concurrency in sorted({min(concurrencies), max(concurrencies)}):
             measured: list[tuple[Round, CounterDeltas | None]] = []
@@ -148,7 +146,7 @@ async def _floor_sweep(
                     send, token_counts, concurrency, warmup_s=timing.warmup_s, duration_s=timing.duration_s,
                     server_cpu_s=lambda: cpus.group_cpu_s(pgid),
                 )  # fmt: skip
-                measured.append((result, None))
+                measured.append((workload.per_row(result), None))
             points.append(_point("concurrency", concurrency, measured, split, files, FLOOR))
             log(f"    floor    c={concurrency:<3d} {points[-1].throughput_per_s:8.1f} texts/s (no model work)")
     return points
@@ -157,7 +155,7 @@ async def _floor_sweep(
 def run_served(
     repository: Path,
     files: ServedFiles,
-    texts: Sequence[str],
+    workload: BenchWorkload,
     token_counts: Sequence[int],
     split: cpus.CpuSplit,
     timing: Timing,
@@ -169,7 +167,9 @@ def run_served(
     log: Log = print,
 ) -> list[Point]:
     """Start Triton on the server cores, sweep ``concurrencies`` from the client cores, then the serving floor
-    (``floor``, a repository overlay: the user's repository is not written), stop Triton."""
+    (``floor``, a repository overlay: the user's repository is not written), stop Triton.
+
+    ``token_counts``: the tokens of each request of ``workload``."""
     with contextlib.ExitStack() as stack:
         served = repository
         if floor:
@@ -179,7 +179,7 @@ def run_served(
         stack.enter_context(cpus.pinned(split.client))
         return asyncio.run(
             _sweep(
-                server.grpc_url, server.pid, texts, token_counts, files, split, timing, concurrencies,
+                server.grpc_url, server.pid, workload, token_counts, files, split, timing, concurrencies,
                 half_load, log, floor,
             )
         )  # fmt: skip

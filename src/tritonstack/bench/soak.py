@@ -1,8 +1,9 @@
 """``tritonstack bench --soak DURATION``: steady load for a long time; memory, descriptors and errors over time.
 
 A leak in a server shows up as growth, not as a failure. Under a steady
-closed-loop load (``concurrency`` callers, one text per request, texts cycling
-through the benchmark corpus), every ``sample_every_s`` the soak records, for
+closed-loop load (``concurrency`` callers, one request at a time each -- one text,
+or a reranker's query and documents (``workload.py``) -- cycling through the
+benchmark corpus), every ``sample_every_s`` the soak records, for
 Triton and for each Python-backend stub (one process per model instance, named
 by the instance), its resident memory (``VmRSS``) and open file descriptors,
 and the calls that succeeded and failed since the previous sample.
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tritonstack.bench.errors import BenchError
+from tritonstack.bench.workload import BenchWorkload
 from tritonstack.server.processes import ProcessInfo, process_tree
 
 Log = Callable[[str], None]
@@ -117,7 +119,7 @@ async def _soak(
     url: str,
     model: str,
     root_pid: int,
-    texts: Sequence[str],
+    workload: BenchWorkload,
     result: SoakResult,
     sample_every_s: float,
     log: Log,
@@ -127,13 +129,14 @@ async def _soak(
     counts = {"ok": 0, "errors": 0}
     stop = asyncio.Event()
     async with AsyncClient(url, model=model, timeouts=30.0) as client:
-        await client.embed([texts[0]])  # connect and cache the model's metadata first
+        send = workload.sender(client)  # the task's SDK call: embed, classify, rerank(query, documents)
+        await send(0)  # connect and cache the model's metadata first
 
         async def caller(offset: int) -> None:
             index = offset
             while not stop.is_set():
                 try:
-                    await client.embed([texts[index % len(texts)]])
+                    await send(index % len(workload))
                     counts["ok"] += 1
                 except Exception as error:  # a failed call is a measured error of the system under test
                     counts["errors"] += 1
@@ -165,7 +168,7 @@ async def _soak(
 def run_soak(
     repository: Path,
     model: str,
-    texts: Sequence[str],
+    workload: BenchWorkload,
     *,
     duration_s: float,
     warmup_s: float,
@@ -174,7 +177,8 @@ def run_soak(
     log_path: Path | None = None,
     log: Log = print,
 ) -> SoakResult:
-    """Start Triton over ``repository``, load ``model`` steadily for ``duration_s``, sample, stop Triton."""
+    """Start Triton over ``repository``, load ``model`` steadily for ``duration_s`` with the requests of
+    ``workload``, sample, stop Triton."""
     from tritonstack.server import EmbeddedServer, ServerStartError
 
     if sample_every_s <= 0 or duration_s < 2 * sample_every_s:
@@ -194,7 +198,7 @@ def run_soak(
     except ServerStartError as error:
         raise BenchError(f"Triton did not start over {repository}: {error.message}", hint=error.hint) from error
     try:
-        asyncio.run(_soak(server.grpc_url, model, server.pid, texts, result, sample_every_s, log))
+        asyncio.run(_soak(server.grpc_url, model, server.pid, workload, result, sample_every_s, log))
     finally:
         server.stop()
     return result

@@ -156,7 +156,10 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
     best_served, best_inprocess, best_baseline = top[SERVED], top[INPROCESS], top[BASELINE]
     served_over_inprocess = ratio(top[SERVED], top[INPROCESS])
     served_over_baseline = ratio(top[SERVED], top[BASELINE])
-    single = next((p for p in points if p.variant == INPROCESS and p.setting == "batch" and p.value == 1), None)
+    per_request = result.corpus.get("documents_per_query", 1)  # rows of one request: a reranker's documents
+    single = next(
+        (p for p in points if p.variant == INPROCESS and p.setting == "batch" and p.value == per_request), None
+    )
     half = next((p for p in points if p.variant == SERVED and p.setting == "rate"), None)
     single_ms = single.p50_ms if single else None
     half_factor = half.p99_ms / single_ms if half and single_ms else None
@@ -198,7 +201,7 @@ def summarize_run(result: BenchResult) -> dict[str, Any]:
     if ideal is not None:
         half_explain.insert(
             0,
-            f"floor: an ideal single server fed this run's in-process times (one text per call, Poisson arrivals "
+            f"floor: an ideal single server fed this run's in-process times (one request per call, Poisson arrivals "
             f"at utilisation 0.5, FIFO) reaches {ideal:.1f}x (bench/queueing.py)",
         )
     targets.append(

@@ -24,6 +24,14 @@ def positive_ints(text: str) -> tuple[int, ...]:
     return _int_list(text, minimum=1, what="positive integers")
 
 
+def positive_int(text: str) -> int:
+    """A whole number >= 1: a count."""
+    values = _int_list(text, minimum=1, what="a positive integer")
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
+    return values[0]
+
+
 def gpu_ids(text: str) -> tuple[int, ...]:
     """``0,1`` -> ``(0, 1)``; ``all`` -> ``()`` (list none: Triton uses every GPU of the host)."""
     if text.strip() == "all":

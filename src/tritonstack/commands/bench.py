@@ -3,7 +3,9 @@
 For one model (default: the bundled all-MiniLM-L6-v2), on the same texts:
 1. in-process tokenizer + ONNX Runtime (the served encoder file) over batch sizes;
 2. text -> SDK -> gRPC -> embedded Triton over a concurrency sweep (+ half load, open loop);
-3. a FastAPI/uvicorn service running the PyTorch model one text per call (needs the bench extra).
+3. a FastAPI/uvicorn service running the PyTorch model one request per call (needs the bench extra).
+A request is the served model's task's SDK call: one text (embed, classify), or for a cross-encoder
+(text-ranking) one query and --documents-per-query documents, counted as that many rows (pairs).
 Prints a table, GFLOP/s against this CPU's peak and the targets; writes summary.json and a PNG.
 On a GPU host (``--device gpu``, the default there) every variant runs its model on the GPU.
 """
@@ -17,11 +19,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonstack.commands._args import add_cpu_split, duration_s, positive_ints
-from tritonstack.measure.slo import DEFAULT_HOT_SET
+from tritonstack.commands._args import add_cpu_split, duration_s, positive_int, positive_ints
+from tritonstack.in_triton.contract import SDK_TASKS
+from tritonstack.measure.slo import DEFAULT_DOCUMENTS_PER_QUERY, DEFAULT_HOT_SET
 
 if TYPE_CHECKING:
     from tritonstack.bench.runner import BenchSettings
+    from tritonstack.bench.workload import BenchWorkload
+    from tritonstack.in_triton.contract import Task
 
 DEFAULT_REPOSITORY = Path(".tritonstack/bench/model_repository")
 # a gpu export differs (fp16, KIND_GPU): its own default folder, so neither device's run re-exports the other's
@@ -66,6 +71,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "CUDA provider in-process, PyTorch on cuda), else cpu",
     )
     parser.add_argument("--name", default="minilm", help="text-in model name in the repository")
+    parser.add_argument(
+        "--task",
+        choices=SDK_TASKS,
+        help="the export's --task where the model folder does not say it (a reranker without sentence-transformers' "
+        "CrossEncoder mark, e.g. bge-reranker: text-ranking); default: inferred from the model's config",
+    )
+    parser.add_argument(
+        "--documents-per-query",
+        type=positive_int,
+        metavar="K",
+        help="a text-ranking model's requests: one query and K documents, K rows each (default: the --slo file's "
+        f"payload.documents_per_query, else {DEFAULT_DOCUMENTS_PER_QUERY})",
+    )
     parser.add_argument("--reexport", action="store_true", help="export again even if the model is there")
     parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/bench-<timestamp>)")
     parser.add_argument("--texts", type=int, help="corpus size (default 1024, quick 256)")
@@ -94,7 +112,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     overload.add_argument("--overload-s", type=float, default=30.0, help="how long the burst lasts, seconds")
     overload.add_argument("--deadline-s", type=float, default=5.0, help="each call's deadline during the burst")
     overload.add_argument(
-        "--slo", type=Path, default=Path("loadtest/slo.yaml"), help="the SLO whose p99 the admitted calls should hold"
+        "--slo",
+        type=Path,
+        default=Path("loadtest/slo.yaml"),
+        help="the SLO whose p99 the admitted calls should hold (and whose payload.documents_per_query a "
+        "text-ranking model's requests carry, unless --documents-per-query says)",
     )
     parser.add_argument(
         "--price-per-hour",
@@ -175,15 +197,74 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
     )
 
 
-def _ensure_model(model_dir: Path, repository: Path, name: str, *, reexport: bool, target: str = "cpu") -> str:
-    """Make ``repository`` hold ``name`` (reused when valid, else exported for ``target``); say how."""
+def _ensure_model(
+    model_dir: Path, repository: Path, name: str, *, reexport: bool, target: str = "cpu", task: str | None = None
+) -> str:
+    """Make ``repository`` hold ``name`` (reused when valid, else exported for ``target``, as ``task`` where
+    given); say how."""
     from tritonstack.export.ensure import ensure_exported
 
     print(f"==> the served model: {name} in {repository}")
     exported = ensure_exported(
-        model_dir, repository, name, reexport=reexport, target=target, log=lambda line: print(f"    {line}")
+        model_dir, repository, name, reexport=reexport, target=target, task=task, log=lambda line: print(f"    {line}")
     )
     return f"reused {repository / name}" if exported is None else "exported with tritonstack export"
+
+
+def _model_task(model_dir: Path) -> str | None:
+    """The task export infers from ``model_dir``'s config; ``None`` where it cannot tell (a hub id, no config,
+    an architecture it does not know)."""
+    import json
+
+    from tritonstack.export.errors import ExportError
+
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return None
+    from tritonstack.export.registry import infer_task
+
+    try:
+        return infer_task(Path(model_dir), json.loads(config.read_text()))
+    except (ExportError, ValueError):
+        return None
+
+
+def _served_task(args: argparse.Namespace, model_dir: Path, repository: Path) -> Task:
+    """The task the repository's ``--name`` serves, checked against the model folder's: the baseline runs that
+    folder, and a reused model of another task would be measured in its place."""
+    from tritonstack.bench.errors import BenchError
+    from tritonstack.bench.workload import served_task
+
+    served = served_task(repository, args.name)
+    expected = args.task or _model_task(model_dir)
+    if expected is not None and expected != served.name:
+        raise BenchError(
+            f"{repository / args.name} serves a {served.name} model, but {model_dir} is {expected}",
+            hint="pass --reexport to export the model there again, or another --name or --repository",
+        )
+    return served
+
+
+def _documents_per_query(args: argparse.Namespace, task: Task) -> int:
+    """A pair task's documents per request: --documents-per-query, else the --slo file's, else the default."""
+    if not task.pair or args.documents_per_query:
+        return int(args.documents_per_query or DEFAULT_DOCUMENTS_PER_QUERY)
+    if args.slo.is_file():
+        from tritonstack.measure.slo import load_slo
+
+        return load_slo(args.slo).payload.documents_per_query
+    return DEFAULT_DOCUMENTS_PER_QUERY
+
+
+def _workload(args: argparse.Namespace, model_dir: Path, repository: Path, texts: list[str]) -> BenchWorkload:
+    """The requests a mode sends, by the served model's task (``bench/workload.py``)."""
+    from tritonstack.bench.workload import BenchWorkload
+
+    task = _served_task(args, model_dir, repository)
+    workload = BenchWorkload.for_task(task, texts, documents_per_query=_documents_per_query(args, task), seed=args.seed)
+    if task.pair:
+        print(f"==> {task.name}: each request is one query and {workload.rows_per_request} documents")
+    return workload
 
 
 def run(args: argparse.Namespace) -> int:
@@ -207,7 +288,11 @@ def run(args: argparse.Namespace) -> int:
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     settings = settings_from(args, model_dir, report_dir, device)
-    note = _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport, target=device)
+    note = _ensure_model(
+        model_dir, settings.repository, settings.name, reexport=args.reexport, target=device, task=args.task
+    )
+    task = _served_task(args, model_dir, settings.repository)
+    settings = replace(settings, documents_per_query=_documents_per_query(args, task))
     result = run_bench(settings)
     result = replace(result, repository_note=note)
     summary = summarize_run(result)
@@ -232,15 +317,15 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
 
     report_dir = args.report_dir or Path("reports") / time.strftime("soak-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")  # the soak judges memory and descriptors: the CPU stack's
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport)
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
+    workload = _workload(args, model_dir, repository, make_texts(args.texts or 256, seed=args.seed))
     warmup_s = args.soak_warmup if args.soak_warmup is not None else 0.2 * args.soak
     print(
         f"==> soak: {args.soak:g} s at {args.soak_concurrency} callers, a sample every {args.sample_every_s:g} s "
         f"(growth judged after {warmup_s:g} s)"
     )
     result = soak.run_soak(
-        repository, args.name, make_texts(args.texts or 256, seed=args.seed),
-        duration_s=args.soak, warmup_s=warmup_s, concurrency=args.soak_concurrency,
+        repository, args.name, workload, duration_s=args.soak, warmup_s=warmup_s, concurrency=args.soak_concurrency,
         sample_every_s=args.sample_every_s, log_path=report_dir / "triton.log",
     )  # fmt: skip
     paths = soak.write(result, report_dir)
@@ -261,9 +346,10 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
         slo_p99_ms = load_slo(args.slo).objectives.latency_ms.get(99.0, slo_p99_ms)
     report_dir = args.report_dir or Path("reports") / time.strftime("overload-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")  # the burst runs the CPU stack, as the soak does
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport)
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
+    workload = _workload(args, model_dir, repository, make_texts(args.texts or 256, seed=args.seed))
     result = overload.run_overload(
-        repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+        repository, args.name, workload,
         multiple=args.overload, burst_s=args.overload_s, deadline_s=args.deadline_s, slo_p99_ms=slo_p99_ms,
         cpu_split=args.cpu_split, log_path=report_dir / "triton.log",
     )  # fmt: skip
@@ -275,16 +361,20 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
 def _cache(args: argparse.Namespace, model_dir: Path) -> int:
     from tritonstack.bench import cache
     from tritonstack.bench.texts import make_texts
+    from tritonstack.bench.workload import sdk_call
 
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-cache-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
-    _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport)
+    _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport, task=args.task)
+    task = _served_task(args, model_dir, settings.repository)
+    sdk_call(task)  # refuses a task the SDK has no call for, before Triton starts
     texts = make_texts(settings.texts, seed=settings.seed, min_words=settings.min_words, max_words=settings.max_words)
     cache_settings = cache.CacheBenchSettings(
         repository=settings.repository, name=settings.name, report_dir=report_dir, texts=texts,
         repeat_ratio=args.repeat_ratio, hot_set=args.hot_set, concurrency=max(settings.concurrencies),
         seed=settings.seed, timing=settings.timing, cpu_split=settings.cpu_split,
-        price_per_hour_usd=settings.price_per_hour_usd,
+        price_per_hour_usd=settings.price_per_hour_usd, task=task,
+        documents_per_query=_documents_per_query(args, task),
     )  # fmt: skip
     result = cache.run_cache_bench(cache_settings, log=print)
     path = cache.write(result, report_dir)
@@ -299,11 +389,20 @@ def _sdk(args: argparse.Namespace, model_dir: Path) -> int:
     from dataclasses import replace
 
     from tritonstack.bench import sdk_overhead
+    from tritonstack.bench.errors import BenchError
 
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-sdk-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     repository = repository_for(args, device)
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, target=device)
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, target=device, task=args.task)
+    task = _served_task(args, model_dir, repository)
+    if not task.embedding:
+        raise BenchError(
+            f"bench --sdk measures what the SDK adds to plain tritonclient on an embedding model's call "
+            f"(Client.embed); {repository / args.name} serves a {task.name} model",
+            hint="the SDK's cost per call does not depend on the model: run bench --sdk without --model-dir "
+            "(the bundled MiniLM) or on an embedding model",
+        )
     settings = sdk_overhead.QUICK if args.quick else sdk_overhead.SdkSettings()
     if args.concurrency:
         settings = replace(settings, in_flight=max(args.concurrency))

@@ -22,7 +22,14 @@ Log = Callable[[str], None]
 
 
 def ensure_exported(
-    model: str | Path, repository: Path, name: str, *, reexport: bool = False, target: str = "cpu", log: Log = print
+    model: str | Path,
+    repository: Path,
+    name: str,
+    *,
+    reexport: bool = False,
+    target: str = "cpu",
+    task: str | None = None,
+    log: Log = print,
 ) -> ExportResult | None:
     """Make ``repository`` hold the text-in model ``name``; the export's result, ``None`` when reused.
 
@@ -30,7 +37,8 @@ def ensure_exported(
     ``tritonstack validate`` (``ConfigValidationError`` if not). Otherwise ``model`` (a
     local Hugging Face folder or hub id) is exported with the defaults of
     ``tritonstack export MODEL --name NAME --repository REPOSITORY``: parity-gated, the
-    fastest passing candidate, for ``target``; a re-export is promoted to the stable release at once,
+    fastest passing candidate, for ``target`` and ``task`` (``None``: inferred from the model); a
+    re-export is promoted to the stable release at once,
     so ``name`` serves what was just exported. What happens goes to ``log``, one line per call: the
     equivalent command, then the candidate table and summary that command prints.
     """
@@ -43,10 +51,12 @@ def ensure_exported(
             ) from error
         log(f"{name} is already in {repository}: reusing it (--reexport to export again)")
         return None
-    target_flag = "" if target == "cpu" else f" --target {target}"
-    log(f"$ tritonstack export {model} --name {name} --repository {repository}{target_flag}")
+    flags = ("" if target == "cpu" else f" --target {target}") + (f" --task {task}" if task else "")
+    log(f"$ tritonstack export {model} --name {name} --repository {repository}{flags}")
     try:
-        result = export_model(ExportOptions(model=str(model), name=name, repository=repository, target=target))
+        result = export_model(
+            ExportOptions(model=str(model), name=name, repository=repository, target=target, task=task)
+        )
     except AccuracyGateError as error:
         # The table is the evidence for the refusal, as `tritonstack export` shows it.
         if error.report is not None:

@@ -11,8 +11,9 @@ and tagging each sample with the release that answered. Then:
   ratio) of the baseline's, and its error ratio at most the baseline's plus
   ``error_ratio``;
 * reported, not judged: how the two releases agree on the same texts (cosine for
-  embeddings, the share of equal labels for classification) -- a new model may
-  differ on purpose.
+  embeddings, the share of equal labels for classification, for a ranking -- one
+  query and the other texts as its documents -- the share of ranks that hold the
+  same document) -- a new model may differ on purpose.
 
 Every check passes: promote. One fails: roll back, naming it.
 """
@@ -28,7 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from tritonstack._exceptions import TritonStackError
+from tritonstack.in_triton import contract
 from tritonstack.loadtest import plots
+from tritonstack.loadtest.agreement import Agreement, compare_answers
 from tritonstack.loadtest.canary_plan import CanaryPlan
 from tritonstack.loadtest.execute import RunOptions, run_test
 from tritonstack.loadtest.report import write_report
@@ -41,19 +44,6 @@ from tritonstack.measure.samples import Summary, summarize
 from tritonstack.measure.slo import SLO
 
 AGREEMENT_TEXTS = 64  # texts each release answers before the load, for the agreement figure
-
-
-@dataclass(frozen=True)
-class Agreement:
-    """How the two releases answer the same ``texts``: per text cosine (embeddings) or equal label (0/1)."""
-
-    metric: str  # "cosine" | "same label"
-    texts: int
-    mean: float
-    min: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {"metric": self.metric, "texts": self.texts, "mean": self.mean, "min": self.min}
 
 
 @dataclass
@@ -103,13 +93,8 @@ def measure_agreement(host: str, settings: UserSettings, plan: CanaryPlan, texts
     finally:
         client.close()
         gc.collect()  # an SDK error holds the channel in a cycle: collect it while gevent's hub runs
-    first, second = answers[plan.baseline], answers[plan.candidate]
-    if isinstance(first, list):
-        same = np.array([a == b for a, b in zip(first, second, strict=True)], dtype=np.float64)
-        return Agreement("same label", len(texts), float(same.mean()), float(same.min()))
-    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
-    cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return Agreement("cosine", len(texts), float(cosine.mean()), float(cosine.min()))
+    agreement = compare_answers(contract.task(settings.task), answers[plan.baseline], answers[plan.candidate])
+    return replace(agreement, texts=len(texts))  # a ranking compares one rank fewer: its query has none
 
 
 def judge(slo: SLO, plan: CanaryPlan, run: RunResult) -> tuple[dict[int, Summary], list[Check]]:

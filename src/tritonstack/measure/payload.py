@@ -58,10 +58,16 @@ def request_call(call: Callable[..., Any], task: str) -> Callable[..., Any]:
         return call
 
     def rerank(texts: Sequence[str], **keywords: Any) -> Any:
-        query = min(range(len(texts)), key=lambda i: len(texts[i]))
-        return call(texts[query], [t for i, t in enumerate(texts) if i != query], **keywords)
+        return call(*query_and_documents(texts), **keywords)
 
     return rerank
+
+
+def query_and_documents(texts: Sequence[str]) -> tuple[str, list[str]]:
+    """A pair task's request of drawn ``texts``: the shortest is the query, the others, in order, its documents
+    (``request_call``)."""
+    query = min(range(len(texts)), key=lambda i: len(texts[i]))
+    return texts[query], [t for i, t in enumerate(texts) if i != query]
 
 
 REPEAT = "repeat"  # one of the hot set

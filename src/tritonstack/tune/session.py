@@ -33,7 +33,7 @@ from google.protobuf import json_format
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop, open_loop
-from tritonstack.measure.payload import request_call
+from tritonstack.measure.payload import query_and_documents, request_call
 from tritonstack.measure.samples import Round, percentile_ms
 from tritonstack.measure.slo import Objectives
 from tritonstack.measure.timing import Timing
@@ -62,8 +62,9 @@ class Workload:
     """What the load generator sends: the texts of each request, cycled in order."""
 
     requests: tuple[tuple[str, ...], ...]
-    token_counts: tuple[int, ...]  # real tokens of each request, special tokens included
-    task: str  # feature-extraction or text-classification: which SDK call sends it
+    # real tokens of each request, special tokens included; a pair task's: those of its (query, document) pairs
+    token_counts: tuple[int, ...]
+    task: str  # one of contract.SDK_TASKS: which SDK call sends it
 
     @property
     def texts_per_request(self) -> int:
@@ -254,13 +255,22 @@ def workload_from(
     seed: int = 0,
 ) -> Workload:
     """``requests`` requests of ``texts_per_request`` texts drawn uniformly from ``texts`` (seeded, as the
-    load test draws them)."""
+    load test draws them). A pair task's request is counted as the server tokenizes it: its query beside each
+    of its documents (``payload.query_and_documents``), the document truncated."""
     from tritonstack.in_triton.models.tokenization import TextTokenizer
 
     rng = random.Random(seed)
     drawn = tuple(tuple(rng.choices(texts, k=texts_per_request)) for _ in range(requests))
-    tokenizer = TextTokenizer(tokenizer_dir, max_length)
-    counts = tuple(sum(len(e.ids) for e in tokenizer.encode(list(request))) for request in drawn)
+    pair = contract.task(task).pair
+    tokenizer = TextTokenizer(tokenizer_dir, max_length, pair=pair)
+
+    def rows(request: tuple[str, ...]) -> list[str] | list[tuple[str, str]]:
+        if not pair:
+            return list(request)
+        query, documents = query_and_documents(request)
+        return [(query, document) for document in documents]
+
+    counts = tuple(sum(len(e.ids) for e in tokenizer.encode(rows(request))) for request in drawn)
     return Workload(requests=drawn, token_counts=counts, task=task)
 
 
