@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack.in_triton import contract
-from tritonstack.repository import layouts
+from tritonstack.repository import files, layouts
 from tritonstack.repository.config import (
     DynamicBatching,
     EnsembleStep,
@@ -289,7 +289,7 @@ def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> li
     for config in configs:
         (staging / config.name / str(version)).mkdir(parents=True)
     encoder, text_in = configs[0], configs[-1]
-    shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
+    files.copy_file(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
     for config in configs:
         if config.backend == "python":
             write_version(staging / config.name / str(version), model.tokenizer_dir)
