@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from tritonstack.repository import staging
 from tritonstack.repository.paths import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, write_key_file
@@ -81,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if not is_loopback(args.bind):
         require_explicit_exposure(args.bind, expose=args.expose, key=admin_key)
         print(exposure_warning(args.bind), file=sys.stderr, flush=True)
+    for stale in staging.sweep(args.repository):  # before validate: a killed export's staging folder
+        print(f"removed {stale} (left by a writer that was killed)", file=sys.stderr, flush=True)
     if not args.no_validate:
         check_repository(args.repository)
     if admin_key.chosen:

@@ -18,14 +18,15 @@ says why this layout, and ``validate`` checks it.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tritonstack.in_triton import contract
-from tritonstack.repository import paths
+from tritonstack.repository import paths, staging
 from tritonstack.repository.config import CONFIG_FILENAME, copy_config, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.layouts import base_name, step_models
@@ -164,13 +165,27 @@ def stale_release_models(repository: Path, name: str, served: Sequence[int]) -> 
 
 
 def install_configs(repository: Path, configs: Sequence[Any]) -> None:
-    """Write ``configs`` into ``repository``, each by an atomic rename; make per-release ensembles' folders."""
-    for config in configs:
-        model_dir = Path(repository) / config.name
-        release = parameter(config, contract.RELEASE_PARAMETER)
-        if release is not None:  # a per-release ensemble holds one (empty) version folder, its release
-            (model_dir / release).mkdir(parents=True, exist_ok=True)
-        write_config(model_dir, config)
+    """Write ``configs`` into ``repository``, in order, each by an atomic rename. A model folder that is not
+    there yet (a per-release ensemble: its config and one empty version folder, its release) is built in a
+    staging folder and renamed into place whole: Triton never sees a model folder without its config."""
+    with contextlib.ExitStack() as stack:
+        staged: Path | None = None
+        for config in configs:
+            model_dir = Path(repository) / config.name
+            release = parameter(config, contract.RELEASE_PARAMETER)
+            if model_dir.is_dir():
+                if release is not None:
+                    (model_dir / release).mkdir(exist_ok=True)
+                write_config(model_dir, config)
+                continue
+            if staged is None:
+                staged = stack.enter_context(staging.staging_dir(repository))
+            new_dir = staged / config.name
+            new_dir.mkdir()
+            if release is not None:
+                (new_dir / release).mkdir()
+            write_config(new_dir, config)
+            os.replace(new_dir, model_dir)
 
 
 def write_releases(repository: Path, name: str, stable: int, candidate: int | None) -> Releases:
@@ -195,8 +210,9 @@ def write_releases(repository: Path, name: str, stable: int, candidate: int | No
     try:
         install_configs(repository, release_configs(text_in, steps, stable, candidate))
         # after the configs: a reader never sees NAME pointing at a release whose models are gone
-        for stale in stale_release_models(repository, name, served):
-            shutil.rmtree(stale)
+        with staging.staging_dir(repository) as staged:
+            for stale in stale_release_models(repository, name, served):
+                staging.retire(stale, staged)
     except OSError as error:
         raise RepositoryError(f"writing the releases of {name!r} into {repository} failed: {error}") from error
     return read_releases(repository, name)

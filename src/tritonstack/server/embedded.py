@@ -27,6 +27,7 @@ from typing import Any
 from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.in_triton import manifest
+from tritonstack.repository import staging
 from tritonstack.server import flags, shared_memory
 from tritonstack.server.admin_key import AdminKey
 from tritonstack.server.errors import ServerError, ServerStartError
@@ -264,6 +265,7 @@ class EmbeddedServer(ChildService):
                 hint="run `tritonstack export MODEL` first, or pass --repository",
             )
         self._ports()
+        staging.sweep(self.repository)  # a killed export's staging folder, which Triton would load as a model
         self.gpus = visible_gpus()
         self.cache = embedded_cache(self.repository, self._cache_size_bytes)
         shared_memory.remove_orphans()
