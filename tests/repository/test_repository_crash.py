@@ -101,3 +101,64 @@ def test_serve_starts_over_a_repository_a_killed_writer_left_staging_in(
     with EmbeddedServer(repository) as server:
         assert Client(server.grpc_url, model="base").embed(["hello"]).shape == (1, 32)
     assert not leftover.exists()
+
+
+@pytest.fixture
+def two_releases(repository: Path, tiny_model_dirs: dict[str, Path]) -> Path:
+    """``tiny`` exported twice into ``repository``: a stable release and a candidate."""
+    tinymodels.export_fp32(tiny_model_dirs["tiny"], repository, "tiny")
+    tinymodels.export_fp32(tiny_model_dirs["tiny"], repository, "tiny")
+    return repository
+
+
+RELEASE_POINTS = ["release-widened", "release-repinned", "release-retired"]
+
+
+@pytest.mark.parametrize("command", ["promote", "rollback"])
+@pytest.mark.parametrize("fault", RELEASE_POINTS)
+def test_a_release_command_killed_at_any_step_leaves_a_repository_that_validates(
+    two_releases: Path, command: str, fault: str
+) -> None:
+    before = releases.read_releases(two_releases, "tiny")
+    run_killed(
+        fault,
+        f"""
+        from pathlib import Path
+        from tritonstack.repository import releases
+        releases.{command}(Path({str(two_releases)!r}), "tiny")
+        """,
+    )
+    check_repository(two_releases)
+    after = releases.read_releases(two_releases, "tiny")
+    assert after.stable in (before.stable, before.candidate)
+    if after.candidate is not None:  # killed before the repin: the command can be run again
+        getattr(releases, command)(two_releases, "tiny")
+        check_repository(two_releases)
+
+
+def test_a_second_writer_waits_for_the_first_or_fails_clearly(two_releases: Path) -> None:
+    from tritonstack.repository import lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from pathlib import Path
+            from tritonstack.repository import lock
+            with lock.locked(Path({str(two_releases)!r}), "test"):
+                print("held", flush=True)
+                time.sleep(float(sys.argv[1]))
+            """), "1.5"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        busy = pytest.raises(lock.RepositoryBusyError, match="being changed by another writer")
+        with busy as raised, lock.locked(two_releases, "release promote tiny", wait_s=0.2):
+            pass
+        assert raised.value.hint and "one at a time" in raised.value.hint
+        assert releases.promote(two_releases, "tiny").candidate is None
+        assert holder.poll() is not None  # promote waited for the holder to let go
+    finally:
+        holder.wait(timeout=30)
+    check_repository(two_releases)

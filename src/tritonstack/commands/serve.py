@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_loopback(args.bind):
         require_explicit_exposure(args.bind, expose=args.expose, key=admin_key)
         print(exposure_warning(args.bind), file=sys.stderr, flush=True)
-    for stale in staging.sweep(args.repository):  # before validate: a killed export's staging folder
+    for stale in staging.sweep_before_serving(args.repository):  # before validate: a killed export's staging folder
         print(f"removed {stale} (left by a writer that was killed)", file=sys.stderr, flush=True)
     if not args.no_validate:
         check_repository(args.repository)

@@ -71,6 +71,18 @@ def sweep(repository: Path) -> list[Path]:
     return removed
 
 
+def sweep_before_serving(repository: Path) -> list[Path]:
+    """:func:`sweep` under the repository's lock, waiting for a writer at work (its staging folder is live);
+    nothing where the lock cannot be taken (a read-only repository, where nothing could be removed anyway)."""
+    from tritonstack.repository import lock
+
+    try:
+        with lock.locked(repository, "serve"):
+            return sweep(repository)
+    except OSError:
+        return []
+
+
 def retire(path: Path, staging: Path) -> None:
     """Take the folder ``path`` out of the repository at once (a rename into ``staging``), then delete it:
     a crash mid-delete must not leave a model folder with half its files for Triton to load."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from tritonstack import _faults
 from tritonstack.in_triton import contract
-from tritonstack.repository import files, layouts, staging
+from tritonstack.repository import files, layouts, lock, staging
 from tritonstack.repository.config import (
     DynamicBatching,
     EnsembleStep,
@@ -40,13 +40,7 @@ from tritonstack.repository.model_spec import ModelSpec
 from tritonstack.repository.paths import versions
 from tritonstack.repository.python_models import add_versions, write_version
 from tritonstack.repository.queue_policy import STEP_SHARES, queue_policy
-from tritonstack.repository.releases import (
-    install_configs,
-    read_releases,
-    release_configs,
-    stale_release_models,
-    write_releases,
-)
+from tritonstack.repository.releases import install_releases, read_releases, release_configs, write_releases
 
 ENCODER_FILENAME = "model.onnx"
 # On a CPU an execution's every request waits for the whole batch, and a batch costs about its rows times one
@@ -324,26 +318,26 @@ def write_text_model(repository: Path, model: ExportedModel) -> Path:
             hint="pass --repository with a folder you can write to",
         ) from error
     try:
-        staging.sweep(repository)  # what a killed export left
-        with staging.staging_dir(repository) as staged:
-            version = _next_version(repository, names)
-            # a second export of a name is a candidate release, served beside the stable one (releases.py)
-            previous = read_releases(repository, model.name) if (repository / model.name).is_dir() else None
-            stable = previous.stable if previous else version
-            configs = _stage(model, staged, version, stable)
-            _faults.point("export-staged")
-            for name in names:  # steps first, the text-in ensemble last
-                _move_into_place(repository, staged, name, version, configs)
-                _faults.point(f"export-moved-{name}")
-            if model.layout == contract.FUSED_LAYOUT:  # a stable release exported in the ensemble layout
-                add_versions(repository, model.name, contract.fused_name(model.name), (stable,))
-            # configs last: a reader never sees a config naming a version that is not there yet
-            install_configs(repository, configs)
-            _faults.point("export-configs")
-            for stale in stale_release_models(repository, model.name, (stable, version)):
-                staging.retire(stale, staged)  # an earlier candidate that was never judged: the new one replaces it
-            # the step models of the other layout an earlier export left (idle) follow the served releases too
-            write_releases(repository, model.name, stable, None if stable == version else version)
+        with lock.locked(repository, f"export {model.name}"):
+            staging.sweep(repository)  # what a killed writer left
+            with staging.staging_dir(repository) as staged:
+                version = _next_version(repository, names)
+                # a second export of a name is a candidate release, served beside the stable one (releases.py)
+                previous = read_releases(repository, model.name) if (repository / model.name).is_dir() else None
+                stable = previous.stable if previous else version
+                configs = _stage(model, staged, version, stable)
+                _faults.point("export-staged")
+                for name in names:  # steps first, the text-in ensemble last
+                    _move_into_place(repository, staged, name, version, configs)
+                    _faults.point(f"export-moved-{name}")
+                if model.layout == contract.FUSED_LAYOUT:  # a stable release exported in the ensemble layout
+                    add_versions(repository, model.name, contract.fused_name(model.name), (stable,))
+                # configs last: a reader never sees a config naming a version that is not there yet; an earlier
+                # candidate that was never judged is retired: the new one replaces it
+                install_releases(repository, model.name, configs, (stable, version))
+                _faults.point("export-configs")
+                # the step models of the other layout an earlier export left (idle) follow the served releases
+                write_releases(repository, model.name, stable, None if stable == version else version)
     except OSError as error:
         raise RepositoryError(f"writing {model.name!r} into {repository} failed: {error}") from error
     return repository / model.name / str(version)

@@ -265,7 +265,7 @@ class EmbeddedServer(ChildService):
                 hint="run `tritonstack export MODEL` first, or pass --repository",
             )
         self._ports()
-        staging.sweep(self.repository)  # a killed export's staging folder, which Triton would load as a model
+        staging.sweep_before_serving(self.repository)  # a killed writer's staging folder: Triton would load it
         self.gpus = visible_gpus()
         self.cache = embedded_cache(self.repository, self._cache_size_bytes)
         shared_memory.remove_orphans()

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack.in_triton import contract
+from tritonstack.repository import lock
 from tritonstack.repository.config import write_config
 from tritonstack.repository.errors import ConfigValidationError, RepositoryError
 from tritonstack.repository.python_models import add_versions
@@ -58,6 +59,11 @@ def replace_config(repository: Path, config: Any) -> Path:
 def write_winner(repository: Path, before: StepConfigs, after: StepConfigs, report_dir: Path) -> Written:
     """Rewrite the configs of ``after`` that differ from ``before``; keep the old files under ``report_dir``."""
     repository = Path(repository)
+    with lock.locked(repository, f"tune {after.text_in.name}"):
+        return _write_winner(repository, before, after, report_dir)
+
+
+def _write_winner(repository: Path, before: StepConfigs, after: StepConfigs, report_dir: Path) -> Written:
     fused_dir = repository / after.fused.name
     creates_fused = after.layout == contract.FUSED_LAYOUT and not fused_dir.exists()
     # an idle fused step on disk (an earlier export's) is replaced by the one measured: its config changes
