@@ -20,6 +20,13 @@ def cancelled():
     return _error("cancelled by its client before it ran: not computed", pb_utils.TritonError.CANCELLED)
 
 
+def overloaded(message):
+    """UNAVAILABLE with Triton's own text for a request that waited past its queue timeout, which clients
+    (the SDK's ``OverloadedError``) read as "alive, shedding load": a request that waited too long for its
+    turn on the CPUs is shed like one that waited too long in Triton's queue, not taken for a dead server."""
+    return _error(f"Request timeout expired: {message}", pb_utils.TritonError.UNAVAILABLE)
+
+
 def internal_error(message):
     return _error(message, pb_utils.TritonError.INTERNAL)
 

@@ -87,6 +87,8 @@ class TritonPythonModel:
         self.turns, options.intra_op_num_threads = encoder_runner.cpu_plan(
             config, self.knobs, args["model_instance_kind"]
         )
+        if getattr(self.turns, "reason", None):
+            pb_utils.Logger.log_warn(f"onnxruntime backend: model {args['model_name']!r}: {self.turns.reason}")
         options.inter_op_num_threads = self.knobs.inter_op_threads
         self.session = self._open_session(args, config, path, options)
         self.inputs = [(i["name"], TRITON_TO_NUMPY[i["data_type"]], len(i["dims"])) for i in config["input"]]
@@ -121,13 +123,12 @@ class TritonPythonModel:
         return opened.session
 
     def _run(self, feeds):
-        """session.run over ``feeds``, rows regrouped by length (``encoder_runner.run_rows``), in this
-        instance's turn on the CPUs."""
-        with self.turns:
-            return encoder_runner.run_rows(
-                self.session, self.output_names, self.sequence_outputs, feeds, self.knobs.max_padding_waste,
-                self.knobs.max_rows_per_call,
-            )  # fmt: skip
+        """session.run over ``feeds``, rows regrouped by length (``encoder_runner.run_rows``); the caller holds
+        this instance's turn on the CPUs."""
+        return encoder_runner.run_rows(
+            self.session, self.output_names, self.sequence_outputs, feeds, self.knobs.max_padding_waste,
+            self.knobs.max_rows_per_call,
+        )  # fmt: skip
 
     def finalize(self):
         self.turns.close()
@@ -188,20 +189,30 @@ class TritonPythonModel:
             shape = next(iter(features.values())).shape[1:]
             groups.setdefault(shape, []).append((index, features))
         for members in groups.values():
-            # Asked right before the group runs, as a request can wait here behind the groups before
-            # it. Triton drops a request cancelled in its queue, but not once it is batched for an
-            # instance, which happens while the previous batch still runs (Triton 2.51, observed).
-            # Each call asks the parent process: tens of microseconds per request.
-            live = []
-            for index, features in members:
-                if requests[index].is_cancelled():
-                    responses[index] = error_responses.cancelled()
-                else:
-                    live.append((index, features))
-            if not live:
-                continue
-            for (index, _), outcome in run_isolating_failures(self._run_members, live):
-                if isinstance(outcome, Exception):  # ORT raises its own exception types
-                    responses[index] = error_responses.internal_error(f"onnxruntime: {outcome}")
-                else:
-                    responses[index] = pb_utils.InferenceResponse(output_tensors=outcome)
+            wait_s = encoder_runner.turn_wait_s([requests[index] for index, _ in members])
+            try:
+                with self.turns.hold(wait_s):
+                    self._run_group(requests, responses, members)
+            except encoder_runner.TurnTimeout as error:  # shed like a queue timeout, not failed
+                for index, _ in members:
+                    responses[index] = responses[index] or error_responses.overloaded(str(error))
+
+    def _run_group(self, requests, responses, members):
+        """Answer ``members`` (one shape), in this instance's turn on the CPUs."""
+        # Asked once the turn is ours, right before the group runs: a request can wait for the turn and
+        # behind the groups before it. Triton drops a request cancelled in its queue, but not once it is
+        # batched for an instance, which happens while the previous batch still runs (Triton 2.51,
+        # observed). Each call asks the parent process: tens of microseconds per request.
+        live = []
+        for index, features in members:
+            if requests[index].is_cancelled():
+                responses[index] = error_responses.cancelled()
+            else:
+                live.append((index, features))
+        if not live:
+            return
+        for (index, _), outcome in run_isolating_failures(self._run_members, live):
+            if isinstance(outcome, Exception):  # ORT raises its own exception types
+                responses[index] = error_responses.internal_error(f"onnxruntime: {outcome}")
+            else:
+                responses[index] = pb_utils.InferenceResponse(output_tensors=outcome)
