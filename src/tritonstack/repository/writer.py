@@ -104,7 +104,11 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
     sequence_axis = (-1,) if _task(model).token_level else ()
     output = Tensor(model.output_name, "TYPE_FP32", (*sequence_axis, model.output_dim))
     gpu = model.target == "gpu"
-    parameters = {contract.PRECISION_PARAMETER: model.precision}
+    # the backend refuses longer inputs: a direct call with a huge sequence would otherwise run out of memory
+    parameters = {
+        contract.PRECISION_PARAMETER: model.precision,
+        contract.MAX_SEQUENCE_LENGTH_PARAMETER: str(model.max_sequence_length),
+    }
     if model.recipe:
         parameters[contract.RECIPE_PARAMETER] = model.recipe
     if model.max_rows_per_call:
