@@ -108,10 +108,23 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def on_signal_starting(signum: int, frame: FrameType | None) -> None:
+        raise _StartInterrupted(signum)  # out of the wait for ready: start() stops Triton on its way out
+
+    # Installed before the start, raising: while the models load (up to --ready-timeout-s) Ctrl-C stops it
+    # at once. Once ready, a signal only asks the loop below to stop gracefully.
+    previous = {sig: signal.signal(sig, on_signal_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"starting Triton over {args.repository} (log: {args.log_file}) ...", flush=True)
-        with server:
+        try:
+            server.start()
+            for sig in previous:
+                signal.signal(sig, on_signal)
+        except _StartInterrupted as interrupted:
+            server.stop()
+            print("interrupted during start-up: Triton stopped", file=sys.stderr, flush=True)
+            return 128 + interrupted.signum
+        try:
             print(f"gRPC     {server.grpc_url}")
             print(f"HTTP     {server.http_url}")
             print(f"metrics  {server.metrics_url}")
@@ -130,8 +143,19 @@ def run(args: argparse.Namespace) -> int:
                     print("error: Triton exited unexpectedly; see the log", file=sys.stderr)
                     return 1
             print("stopping ...", flush=True)
+        finally:
+            server.stop()
         print("stopped")
         return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _StartInterrupted(BaseException):
+    """SIGINT or SIGTERM while Triton starts (a BaseException, like KeyboardInterrupt: nothing catches it
+    on its way out of the start but the cleanup)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
