@@ -17,7 +17,13 @@ from tritonstack.repository.paths import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, write_key_file
 from tritonstack.server.embedded import EmbeddedServer
-from tritonstack.server.exposure import exposure_warning, is_loopback, require_explicit_exposure
+from tritonstack.server.exposure import (
+    admin_key_visible_locally,
+    exposure_warning,
+    is_loopback,
+    require_explicit_exposure,
+    visible_key_note,
+)
 from tritonstack.server.response_cache import format_size, models_with_cache, parse_size_bytes
 
 
@@ -30,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--expose",
         action="store_true",
         help="allow a --bind address other hosts can reach (needs an admin key you chose; see docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--allow-local-key-exposure",
+        action="store_true",
+        help="with --expose: accept that local users can read the admin key on Triton's command line, on a "
+        "host whose /proc has no hidepid (Triton 2.51 takes it no other way; see docs/deploy.md)",
     )
     parser.add_argument("--http-port", type=int, default=flags.HTTP_PORT, help="HTTP port (0: pick a free one)")
     parser.add_argument("--grpc-port", type=int, default=flags.GRPC_PORT, help="gRPC port (0: pick a free one)")
@@ -79,9 +91,18 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.repository.validate import check_repository  # tritonclient's protobufs: not on --help
 
     admin_key = AdminKey.resolve(args.admin_key)
+    key_visible = admin_key_visible_locally()
     if not is_loopback(args.bind):
-        require_explicit_exposure(args.bind, expose=args.expose, key=admin_key)
+        require_explicit_exposure(
+            args.bind,
+            expose=args.expose,
+            key=admin_key,
+            allow_local_key_exposure=args.allow_local_key_exposure,
+            key_visible=key_visible,
+        )
         print(exposure_warning(args.bind), file=sys.stderr, flush=True)
+    if key_visible:
+        print(visible_key_note(), file=sys.stderr, flush=True)
     for stale in staging.sweep_before_serving(args.repository):  # before validate: a killed export's staging folder
         print(f"removed {stale} (left by a writer that was killed)", file=sys.stderr, flush=True)
     if not args.no_validate:
@@ -102,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         ready_timeout_s=args.ready_timeout_s,
         cache_size_bytes=args.cache_size,
         expose=args.expose,
+        allow_local_key_exposure=args.allow_local_key_exposure,
     )
     stop = threading.Event()
 

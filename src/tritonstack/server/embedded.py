@@ -146,6 +146,8 @@ class EmbeddedServer(ChildService):
     Shared-memory regions never outlive the server (see ``shared_memory``).
     ``gpu_metrics`` turns Triton's ``nv_gpu_*`` metrics on or off; ``None`` turns
     them on exactly when this process sees a GPU (``gpus``, known once started).
+    ``expose`` and ``allow_local_key_exposure`` are ``serve``'s ``--expose`` and ``--allow-local-key-exposure``
+    (``exposure.py``).
     """
 
     def __init__(
@@ -165,12 +167,15 @@ class EmbeddedServer(ChildService):
         gpu_metrics: bool | None = None,
         cache_size_bytes: int | None = None,
         expose: bool = False,
+        allow_local_key_exposure: bool = False,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.bind_address = bind_address
         key = AdminKey.resolve(admin_key)
         if not is_loopback(bind_address):  # the library binds beyond loopback on the same terms as `serve`
-            require_explicit_exposure(bind_address, expose=expose, key=key)
+            require_explicit_exposure(
+                bind_address, expose=expose, key=key, allow_local_key_exposure=allow_local_key_exposure
+            )
         self.admin_key = key.value
         self.extra_args = checked_extra_args(extra_args)
         self.ready_timeout_s = ready_timeout_s
