@@ -11,6 +11,8 @@ from tritonstack.client import (
     ClientError,
     ConfigurationError,
     OverloadedError,
+    ServerUnavailableError,
+    TritonServerError,
 )
 from tritonstack.client._breaker import CircuitBreaker, CircuitState, Outcome, outcome_of
 from tritonstack.client._exceptions import STATUS_ERRORS
@@ -152,8 +154,8 @@ def test_a_disabled_breaker_never_opens() -> None:
     ("code", "expected"),
     [
         (grpc.StatusCode.UNAVAILABLE, FAILURE),  # unreachable, connection lost, shutting down
-        (grpc.StatusCode.INTERNAL, FAILURE),
-        (grpc.StatusCode.UNKNOWN, FAILURE),
+        (grpc.StatusCode.INTERNAL, NO_VERDICT),  # the server answered: a model's error, maybe one caller's input
+        (grpc.StatusCode.UNKNOWN, NO_VERDICT),
         (grpc.StatusCode.RESOURCE_EXHAUSTED, SUCCESS),  # overload: alive
         (grpc.StatusCode.INVALID_ARGUMENT, SUCCESS),  # the caller's mistake, a working server
         (grpc.StatusCode.NOT_FOUND, SUCCESS),
@@ -178,3 +180,17 @@ def test_overload_and_open_circuits_are_not_failures() -> None:
 def test_policy_rejects_nonsense(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         CircuitBreakerPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_one_callers_poison_input_does_not_open_a_shared_breaker() -> None:
+    """A model that fails on one caller's input answers INTERNAL to every such call; other callers' calls to
+    the same endpoint must keep going through. The transport failing is what opens the breaker."""
+    b = CircuitBreaker(CircuitBreakerPolicy(min_calls=4), clock=FakeClock())
+    poison = TritonServerError("onnxruntime failed: bad input", code=grpc.StatusCode.INTERNAL)
+    for _ in range(100):
+        b.record(outcome_of(poison))
+    assert b.state is CircuitState.CLOSED and b.admit()
+    unreachable = ServerUnavailableError("failed to connect", code=grpc.StatusCode.UNAVAILABLE)
+    for _ in range(4):
+        b.record(outcome_of(unreachable))
+    assert b.state is CircuitState.OPEN

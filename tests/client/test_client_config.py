@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -121,3 +122,27 @@ def test_the_breaker_is_on_by_default_and_budgets_bound_retries() -> None:
         CircuitBreakerPolicy().open_s = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
         RetryBudget().max_tokens = 1  # type: ignore[misc]
+
+
+def _settings(url: str | list[str], tls: TLSConfig | None = None) -> Any:
+    return make_settings(url, "m", None, Timeouts(), None, tls, None, None, 1, ())
+
+
+def test_a_grpcs_url_means_tls_with_the_system_roots_never_plaintext() -> None:
+    settings = _settings("grpcs://triton.example:8001")
+    assert (settings.urls, settings.tls) == (("triton.example:8001",), TLSConfig())
+    mine = TLSConfig(server_hostname="triton")
+    assert _settings(["grpcs://a:1", "b:2"], mine).tls is mine
+    assert _settings("grpc://a:1").tls is None
+
+
+@pytest.mark.parametrize(
+    ("url", "tls", "message"),
+    [
+        (["grpc://a:1", "grpcs://b:1"], None, "mixed"),
+        ("http://a:8000", None, "unsupported URL scheme 'http'"),
+    ],
+)
+def test_contradictory_or_foreign_url_schemes_are_refused(url: str | list[str], tls: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        _settings(url, tls)

@@ -19,6 +19,9 @@ from tritonstack.client import (
     ClientError,
     InvalidInputError,
     ModelNotFoundError,
+    RetryPolicy,
+    ServerUnavailableError,
+    Timeouts,
 )
 
 pytestmark = pytest.mark.integration
@@ -54,6 +57,17 @@ def test_embed_matches_a_raw_tritonclient_call(triton: Any, client: Client) -> N
     reference = raw_infer(triton.grpc_url, "tiny", TEXTS).as_numpy("EMBEDDING")
     np.testing.assert_allclose(embeddings, reference, atol=1e-5)
     assert client.ready() and client.ready(model="tiny_cls") and not client.ready(model="nope")
+
+
+def test_a_grpcs_url_speaks_tls_never_plaintext(triton: Any) -> None:
+    """The embedded server speaks plaintext: a grpcs:// URL must not reach it (it did, stripped to plaintext)."""
+    with (
+        Client(f"grpcs://{triton.grpc_url}", model="tiny", timeouts=Timeouts(3), retry=RetryPolicy.disabled()) as c,
+        pytest.raises(ServerUnavailableError),
+    ):
+        c.embed(TEXTS)
+    with Client(f"grpc://{triton.grpc_url}", model="tiny") as plain:
+        assert plain.embed(TEXTS).shape == (len(TEXTS), 32)
 
 
 def test_classify_matches_a_raw_tritonclient_call(triton: Any, client: Client) -> None:

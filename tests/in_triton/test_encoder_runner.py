@@ -13,9 +13,12 @@ import itertools
 import multiprocessing
 import os
 import signal
+import stat
 import time
 from multiprocessing.synchronize import Barrier, Event
 from pathlib import Path
+
+import pytest
 
 from tritonstack.in_triton.models.encoder_runner import CpuTurns, NoTurns
 
@@ -125,7 +128,7 @@ def test_the_turn_is_per_model_and_per_server(tmp_path: Path) -> None:
     other_model = CpuTurns("tiny_cls_fused", str(tmp_path))
     try:
         # named after the parent: the stubs of one server share it, another server's stubs do not
-        assert Path(turns.path) == tmp_path / f"tritonstack-turns-{os.getppid()}-{MODEL}.lock"
+        assert Path(turns.path) == tmp_path / f"tritonstack-turns-{os.geteuid()}" / f"{os.getppid()}-{MODEL}.lock"
         with turns:
             assert not try_lock(turns.path)
             assert try_lock(other_model.path)
@@ -140,9 +143,11 @@ def test_the_turn_files_of_servers_that_are_gone_are_removed(tmp_path: Path) -> 
 
     gone = subprocess.Popen(["true"])  # a pid that no longer exists once it is reaped
     gone.wait()
-    stale = tmp_path / f"tritonstack-turns-{gone.pid}-old.lock"
-    live = tmp_path / f"tritonstack-turns-{os.getpid()}-other.lock"  # this process: alive
-    unrelated = tmp_path / "something-else.lock"
+    private = tmp_path / f"tritonstack-turns-{os.geteuid()}"  # the turn files' folder, this user's alone
+    private.mkdir(mode=0o700)
+    stale = private / f"{gone.pid}-old.lock"
+    live = private / f"{os.getpid()}-other.lock"  # this process: alive
+    unrelated = private / "something-else.lock"
     for path in (stale, live, unrelated):
         path.touch()
     turns = CpuTurns("model", directory=str(tmp_path))
@@ -174,3 +179,87 @@ def test_the_cpu_plan_shares_the_cores_and_takes_turns_only_where_instances_outn
     assert isinstance(turns, NoTurns) and threads == cpus  # one instance: every core, nobody to take turns with
     turns, threads = encoder_runner.cpu_plan(config, knobs(), "CPU")
     assert isinstance(turns, NoTurns)  # not asked for
+
+
+def test_the_turn_files_are_private_to_this_user(tmp_path: Path) -> None:
+    turns = CpuTurns(MODEL, str(tmp_path))
+    try:
+        assert stat.S_IMODE(os.stat(turns.directory).st_mode) == 0o700
+        assert stat.S_IMODE(os.stat(turns.path).st_mode) == 0o600
+        assert os.stat(turns.directory).st_uid == os.geteuid()
+    finally:
+        turns.close()
+
+
+@pytest.mark.parametrize("planted", ["symlink", "open to others", "another user's"])
+def test_a_turn_folder_another_user_planted_is_refused_and_the_model_runs_without_turns(
+    tmp_path: Path, planted: str
+) -> None:
+    from tritonstack.in_triton.models import encoder_runner
+
+    private = tmp_path / f"tritonstack-turns-{os.geteuid()}"
+    if planted == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        private.symlink_to(tmp_path / "elsewhere")
+    elif planted == "open to others":
+        private.mkdir()
+        private.chmod(0o777)
+    else:
+        if os.geteuid() != 0:
+            pytest.skip("making a folder another user owns needs root")
+        private.mkdir(mode=0o700)
+        os.chown(private, 10001, 10001)
+    with pytest.raises(PermissionError, match="not a private folder"):
+        CpuTurns(MODEL, str(tmp_path))
+    cpus = len(os.sched_getaffinity(0))
+    many = {"name": MODEL, "instance_group": [{"kind": "KIND_CPU", "count": cpus + 1}]}
+    with pytest.MonkeyPatch.context() as patch:  # the model loads, its instances merely share the CPUs
+        patch.setattr(CpuTurns.__init__, "__defaults__", (str(tmp_path), encoder_runner.MAX_TURN_WAIT_S))
+        turns = encoder_runner.turns_for(many, True, "CPU", cpus)
+    assert isinstance(turns, NoTurns) and "not a private folder" in (turns.reason or "")
+
+
+def test_a_planted_lock_file_symlink_is_not_followed(tmp_path: Path) -> None:
+    private = tmp_path / f"tritonstack-turns-{os.geteuid()}"
+    private.mkdir(mode=0o700)
+    target = tmp_path / "victim"
+    target.write_text("keep")
+    (private / f"{os.getppid()}-{MODEL}.lock").symlink_to(target)
+    with pytest.raises(OSError):  # ELOOP: O_NOFOLLOW
+        CpuTurns(MODEL, str(tmp_path))
+    assert target.read_text() == "keep"
+
+
+def test_the_wait_for_a_turn_is_bounded(tmp_path: Path) -> None:
+    holder = CpuTurns(MODEL, str(tmp_path))
+    waiter = CpuTurns(MODEL, str(tmp_path), max_wait_s=0.2)  # another open file: contends like another process
+    try:
+        with holder:
+            started = time.monotonic()
+            with pytest.raises(TimeoutError, match="CPU turn"), waiter:
+                pass
+            assert 0.2 <= time.monotonic() - started < 2.0
+            with pytest.raises(TimeoutError):
+                waiter.hold(0.05)
+        with waiter.hold(0.05):  # free again: at once
+            assert not try_lock(waiter.path)
+    finally:
+        holder.close()
+        waiter.close()
+
+
+class _Request:
+    def __init__(self, timeout_us: int) -> None:
+        self._timeout_us = timeout_us
+
+    def timeout(self) -> int:
+        return self._timeout_us
+
+
+def test_the_wait_follows_the_requests_timeouts_up_to_the_maximum() -> None:
+    from tritonstack.in_triton.models.encoder_runner import MAX_TURN_WAIT_S, turn_wait_s
+
+    assert turn_wait_s([_Request(300_000), _Request(1_000_000)]) == 1.0
+    assert turn_wait_s([_Request(300_000), _Request(0)]) == MAX_TURN_WAIT_S  # one without a timeout
+    assert turn_wait_s([_Request(60_000_000)]) == MAX_TURN_WAIT_S
+    assert turn_wait_s([object()]) == MAX_TURN_WAIT_S  # a stub without timeout()

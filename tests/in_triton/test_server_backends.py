@@ -169,3 +169,121 @@ def test_only_the_cpu_instances_of_a_mixed_config_share_the_cores(backend: Modul
     runner = backend.encoder_runner
     assert runner.instances_of_kind(config, "KIND_CPU") == 3
     assert runner.default_threads(8, runner.instances_of_kind(config, "CPU")) == 2  # 8 // 3, rounded down
+
+
+class _Input:
+    def __init__(self, shape: list[Any]) -> None:
+        self.shape = shape
+
+
+class _Session:
+    def __init__(self, *shapes: list[Any]) -> None:
+        self.shapes = shapes
+
+    def get_inputs(self) -> list[_Input]:
+        return [_Input(shape) for shape in self.shapes]
+
+
+def test_the_longest_sequence_comes_from_the_config_then_the_graph_then_a_default(backend: ModuleType) -> None:
+    written = {"parameters": {"max_sequence_length": {"string_value": "128"}}}
+    assert backend.max_sequence_length(written, _Session(["batch_size", "sequence_length"])) == 128
+    assert backend.max_sequence_length({}, _Session(["batch_size", 256], ["batch_size", 256])) == 256
+    assert backend.max_sequence_length({}, _Session(["batch_size", "sequence_length"])) == (
+        backend.DEFAULT_MAX_SEQUENCE_LENGTH
+    )
+
+
+class _Tensor:
+    def __init__(self, array: Any) -> None:
+        self.array = array
+
+    def as_numpy(self) -> Any:
+        return self.array
+
+
+def test_a_sequence_longer_than_the_models_maximum_is_refused_before_it_runs(
+    backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+
+    model = backend.TritonPythonModel()
+    model.inputs = [("input_ids", np.int64, 1)]
+    model.max_sequence_length = 16
+    tensors = {}
+    monkeypatch.setattr(backend.pb_utils, "get_input_tensor_by_name", lambda request, name: tensors[name])
+    tensors["input_ids"] = _Tensor(np.zeros((2, 16), dtype=np.int64))
+    assert model._features(object())["input_ids"].shape == (2, 16)
+    tensors["input_ids"] = _Tensor(np.zeros((1, 17), dtype=np.int64))
+    with pytest.raises(backend.RequestError, match="17 positions, more than this model's max_sequence_length 16"):
+        model._features(object())
+
+
+def test_a_failure_tells_the_client_an_id_and_the_log_the_details(
+    backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from types import SimpleNamespace
+
+    class TritonError:
+        INTERNAL = 13
+
+        def __init__(self, message: str, code: int) -> None:
+            self.message, self.code = message, code
+
+    logged: list[str] = []
+    fake = SimpleNamespace(
+        TritonError=TritonError,
+        InferenceResponse=lambda error: error,
+        Logger=SimpleNamespace(log_error=logged.append),
+    )
+    monkeypatch.setattr(backend.error_responses, "pb_utils", fake)
+    secret = "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : /srv/private/model.onnx Gather idx=9999"
+    answer = backend.error_responses.failed("onnxruntime", RuntimeError(secret))
+    assert answer.code == TritonError.INTERNAL
+    assert "onnxruntime failed on this request" in answer.message
+    assert "/srv/private" not in answer.message and "9999" not in answer.message
+    error_id = answer.message.split("(error ")[1].split(";")[0]
+    (line,) = logged
+    assert error_id in line and secret in line
+    unexpected = backend.error_responses.unexpected(FileNotFoundError("/srv/private/tokenizer.json"))
+    assert "/srv/private" not in unexpected.message and "/srv/private" in logged[-1]
+
+
+def test_cancellation_is_checked_after_the_wait_for_the_turn(
+    backend: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request whose client gave up while the instance waited for its CPU turn is not computed."""
+    import numpy as np
+
+    class Request:
+        cancelled = False
+
+        def is_cancelled(self) -> bool:
+            return self.cancelled
+
+        def timeout(self) -> int:
+            return 0
+
+    request = Request()
+
+    class Turns:  # the other instance holds the turn until after the client gave up
+        def hold(self, wait_s: float) -> Turns:
+            request.cancelled = True
+            return self
+
+        def __enter__(self) -> Turns:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    model = backend.TritonPythonModel()
+    model.inputs = [("input_ids", np.int64, 1)]
+    model.max_sequence_length = 16
+    model.turns = Turns()
+    ran: list[object] = []
+    monkeypatch.setattr(model, "_run_members", lambda members: ran.append(members) or [])
+    monkeypatch.setattr(model, "_features", lambda r: {"input_ids": np.zeros((1, 4), dtype=np.int64)})
+    monkeypatch.setattr(backend.error_responses, "cancelled", lambda: "cancelled")
+    responses: list[object] = [None]
+    model._execute([request], responses)
+    assert responses == ["cancelled"] and ran == []

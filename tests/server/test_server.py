@@ -101,6 +101,31 @@ def test_served_embeddings_match_in_process_onnxruntime(
     np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_direct_encoder_call_longer_than_the_models_maximum_is_refused(client: Any, tiny_repository: Path) -> None:
+    """A direct call to the encoder is not truncated by a tokenizer: the backend bounds it by the config's
+    max_sequence_length (64 for the tiny models), before ONNX Runtime sees it -- memory grows with it."""
+    from tritonstack.repository.config import parameter, parse
+
+    config = parse((tiny_repository / "tiny_encoder" / "config.pbtxt").read_text())
+    longest = int(parameter(config, "max_sequence_length") or 0)
+    assert longest == 64
+
+    def call(length: int) -> Any:
+        ids = np.full((1, length), 5, dtype=np.int64)
+        inputs = []
+        for name, array in (("input_ids", ids), ("attention_mask", np.ones_like(ids)), ("token_type_ids", 0 * ids)):
+            tensor = grpcclient.InferInput(name, list(array.shape), "INT64")
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        return client.infer("tiny_encoder", inputs)
+
+    assert call(longest).as_numpy("sentence_embedding").shape == (1, 32)
+    refused = pytest.raises(InferenceServerException, match="65 positions, more than this model's max_sequence_le")
+    with refused as info:
+        call(longest + 1)
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
 def test_tokenizer_model_pads_to_the_longest_text_of_the_batch(client: Any) -> None:
     result = client.infer("tiny_tokenizer", [text_input(["hello", "the quick brown fox"])])
     ids, mask = result.as_numpy("input_ids"), result.as_numpy("attention_mask")

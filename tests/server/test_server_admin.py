@@ -25,7 +25,13 @@ from serve_process import start_serve
 from tritonstack.cli import main
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, KeySource, write_key_file
-from tritonstack.server.exposure import EMBEDDED_TRITON_VERSION, MIN_EXPOSED_KEY_LENGTH, is_loopback
+from tritonstack.server.exposure import (
+    EMBEDDED_TRITON_VERSION,
+    MIN_EXPOSED_KEY_LENGTH,
+    admin_key_visible_locally,
+    is_loopback,
+    require_explicit_exposure,
+)
 
 WRONG_KEY = "not-the-admin-key-0123456789"
 
@@ -285,6 +291,52 @@ def test_only_loopback_addresses_count_as_local(address: str, loopback: bool) ->
     assert is_loopback(address) is loopback
 
 
+def test_the_admin_key_is_visible_to_local_users_unless_proc_hides_other_users_processes() -> None:
+    mounts = "sysfs /sys sysfs rw 0 0\nproc /proc proc rw,nosuid,nodev,noexec,relatime{} 0 0\n"
+    assert admin_key_visible_locally(mounts.format(""))
+    assert admin_key_visible_locally(mounts.format(",hidepid=0"))
+    for hidden in ("hidepid=2", "hidepid=invisible", "hidepid=1", "hidepid=noaccess"):
+        assert not admin_key_visible_locally(mounts.format(f",{hidden}")), hidden
+    assert admin_key_visible_locally("")  # no /proc mount found: assume the worst
+
+
+@pytest.mark.parametrize(
+    ("visible", "allowed", "refused"), [(True, False, True), (True, True, False), (False, False, False)]
+)
+def test_expose_where_local_users_can_read_the_key_needs_the_operators_acceptance(
+    visible: bool, allowed: bool, refused: bool
+) -> None:
+    from tritonstack.server.errors import ExposureRefusedError
+
+    key = AdminKey.resolve(GOOD_KEY)
+
+    def expose() -> None:
+        require_explicit_exposure(
+            "0.0.0.0", expose=True, key=key, allow_local_key_exposure=allowed, key_visible=visible
+        )
+
+    if not refused:
+        expose()
+        return
+    with pytest.raises(ExposureRefusedError, match="every local user of this host can read") as info:
+        expose()
+    assert info.value.hint and "hidepid=2" in info.value.hint and "--allow-local-key-exposure" in info.value.hint
+
+
+def test_serve_refuses_expose_where_the_key_is_visible_unless_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tritonstack.commands.serve as serve_command
+
+    monkeypatch.setattr(serve_command, "admin_key_visible_locally", lambda: True)
+    monkeypatch.setenv(flags.ADMIN_KEY_ENV, GOOD_KEY)
+    common = ["--repository", str(tmp_path / "nowhere"), "--log-file", str(tmp_path / "t.log")]
+    assert main(["serve", *common, "--bind", "0.0.0.0", "--expose"]) == 1
+    err = capsys.readouterr().err
+    assert "refusing to bind 0.0.0.0: the admin key would be on Triton's command line" in err, err
+    assert not list(tmp_path.iterdir())
+
+
 SHORT_KEY = "x" * (MIN_EXPOSED_KEY_LENGTH - 1)
 GOOD_KEY = "a-key-long-enough-0123456789"
 
@@ -388,10 +440,14 @@ def test_serve_exposes_only_when_asked_and_says_what_that_means(tiny_repository:
     def check(http_url: str) -> None:
         statuses.update(right=_index_status(http_url, key), wrong=_index_status(http_url, WRONG_KEY))
 
-    served = serve(["--bind", "0.0.0.0", "--expose"], tmp_path, env, check)
+    # this host's /proc has no hidepid (checked below): exposing needs the operator's acceptance too
+    served = serve(["--bind", "0.0.0.0", "--expose", "--allow-local-key-exposure"], tmp_path, env, check)
     assert statuses == {"right": 200, "wrong": 403}
     warning = served.stderr
     assert warning.startswith("warning: Triton will listen on 0.0.0.0: other hosts can reach it."), warning
+    if admin_key_visible_locally():
+        assert "note: Triton 2.51 takes the admin key only on its command line" in warning
+        assert "hidepid=2" in warning
     assert f"Triton {EMBEDDED_TRITON_VERSION}" in warning and "2025-2026 Triton\n  security fixes" in warning
     assert "docs/deploy.md" in warning
     assert f"admin    key from ${flags.ADMIN_KEY_ENV}" in served.stdout
@@ -410,7 +466,12 @@ def test_the_library_binds_beyond_loopback_on_the_same_terms_as_serve(
         EmbeddedServer(tmp_path, bind_address="0.0.0.0")
     with pytest.raises(ExposureRefusedError, match="needs an admin key you chose"):
         EmbeddedServer(tmp_path, bind_address="0.0.0.0", expose=True)
-    exposed = EmbeddedServer(tmp_path, bind_address="0.0.0.0", expose=True, admin_key="k" * 32)
+    if admin_key_visible_locally():  # other local users could read the key on Triton's command line
+        with pytest.raises(ExposureRefusedError, match="every local user of this host can read"):
+            EmbeddedServer(tmp_path, bind_address="0.0.0.0", expose=True, admin_key="k" * 32)
+    exposed = EmbeddedServer(
+        tmp_path, bind_address="0.0.0.0", expose=True, admin_key="k" * 32, allow_local_key_exposure=True
+    )
     assert exposed.admin_key == "k" * 32
     assert EmbeddedServer(tmp_path).bind_address == flags.LOOPBACK  # loopback needs neither
 

@@ -230,7 +230,8 @@ def _turn_files(pid: int) -> set[str]:
     import glob
     import os
 
-    return {os.path.basename(p) for p in glob.glob(f"/dev/shm/tritonstack-turns-{pid}-*.lock")}
+    # in the serving user's private folder (encoder_runner.private_dir)
+    return {os.path.basename(p) for p in glob.glob(f"/dev/shm/tritonstack-turns-{os.geteuid()}/{pid}-*.lock")}
 
 
 def test_two_fused_instances_on_one_core_take_turns_and_on_two_cores_do_not(both_layouts: Path) -> None:
@@ -244,7 +245,7 @@ def test_two_fused_instances_on_one_core_take_turns_and_on_two_cores_do_not(both
 
     one_core = sorted(os.sched_getaffinity(0))[:1]
     with cpus.pinned(one_core), EmbeddedServer(both_layouts, log_path=both_layouts.parent / "one-core.log") as pinned:
-        assert _turn_files(pinned.pid) == {f"tritonstack-turns-{pinned.pid}-{f}_fused.lock" for f in PAIRS.values()}
+        assert _turn_files(pinned.pid) == {f"{pinned.pid}-{f}_fused.lock" for f in PAIRS.values()}
         with grpcclient.InferenceServerClient(pinned.grpc_url) as client:  # and they serve
             answer = client.infer("tiny_f", [text_input(["one core"])]).as_numpy(contract.EMBEDDING_OUTPUT)
         assert answer.shape == (1, 32)

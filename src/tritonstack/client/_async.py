@@ -62,7 +62,7 @@ class AsyncClient:
             max_text_bytes, max_concurrency, channel_options, breaker,
         )  # fmt: skip
         # Read the PEM files now, so that a wrong path fails here and not in the first call.
-        self._credentials = tls.credentials() if tls is not None else None
+        self._credentials = self._settings.tls.credentials() if self._settings.tls is not None else None
         self._pool_: EndpointPool[Connection] | None = None
         self._metrics: NoMetrics = resolve(metrics)
         self._infos: dict[tuple[str, str], ModelInfo] = {}

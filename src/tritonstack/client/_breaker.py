@@ -53,9 +53,11 @@ def outcome_of(error: ClientError) -> Outcome:
     """The breaker's reading of a failed attempt (see ``CircuitBreakerPolicy``)."""
     if isinstance(error, CircuitOpenError):
         return Outcome.NO_VERDICT  # never sent; counting it would keep the breaker open by itself
-    if isinstance(error, ServerUnavailableError | TritonServerError):
-        return Outcome.FAILURE
-    if error.code is None or isinstance(error, DeadlineExceededError | RequestCancelledError):
+    if isinstance(error, ServerUnavailableError):
+        return Outcome.FAILURE  # the transport: unreachable, connection lost, shutting down
+    # TritonServerError (INTERNAL, UNKNOWN, ...): the server answered, and a model that fails on one caller's
+    # input would otherwise open a shared client's breaker for every caller; it proves no health either.
+    if error.code is None or isinstance(error, DeadlineExceededError | RequestCancelledError | TritonServerError):
         return Outcome.NO_VERDICT
     # The server answered: overloaded (alive, shedding) or the caller's mistake.
     return Outcome.SUCCESS

@@ -167,12 +167,15 @@ class CircuitBreakerPolicy:
     ``open_s``. A probe that reports nothing within ``open_s`` (its caller was
     cancelled) is given up and another is let through.
 
-    Failures: the server could not be reached, went away or failed
-    (``ServerUnavailableError``, ``TritonServerError``). Not failures, but
-    proof of a working server: overload (a shedding server is alive, and
-    opening would turn a partial shed into a total one), and the caller's own
-    errors (invalid input, unknown model, permission). No verdict: deadlines
-    and cancellations, which are the caller's budget, not the server's health.
+    Failures: the transport's alone -- the server could not be reached or went
+    away (``ServerUnavailableError``). Not failures, but proof of a working
+    server: overload (a shedding server is alive, and opening would turn a
+    partial shed into a total one), and the caller's own errors (invalid
+    input, unknown model, permission). No verdict: deadlines and
+    cancellations, which are the caller's budget, not the server's health,
+    and the server's own errors (``TritonServerError``: INTERNAL, UNKNOWN, ...),
+    which a model raises for one caller's input: counted, one caller's poison
+    input would open a shared client's breaker for everyone.
 
     Defaults: open at 50 % failures over 10 s with at least 20 attempts, probe
     after 5 s. A client sending fewer than 2 calls a second never opens; the

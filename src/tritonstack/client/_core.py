@@ -85,6 +85,26 @@ class Settings:
         return list(args.items())
 
 
+def _scheme_and_tls(urls: tuple[str, ...], tls: TLSConfig | None) -> tuple[tuple[str, ...], TLSConfig | None]:
+    """``host:port`` of each URL, and the TLS they ask for: ``grpcs://`` is TLS (with the system's roots unless
+    ``tls`` says otherwise); ``grpc://`` and a bare ``host:port`` whatever ``tls`` says (plaintext without it). A ``grpcs://``
+    URL was once stripped to plaintext in silence: a caller who wrote it must get TLS or an error."""
+    schemes = {u.split("://", 1)[0] for u in urls if "://" in u}
+    if schemes - {"grpc", "grpcs"}:
+        raise ConfigurationError(
+            f"unsupported URL scheme {sorted(schemes - {'grpc', 'grpcs'})[0]!r}: the SDK speaks gRPC",
+            hint="use host:port, grpc://host:port (plaintext) or grpcs://host:port (TLS)",
+        )
+    if schemes == {"grpc", "grpcs"} and tls is None:
+        raise ConfigurationError(
+            "grpc:// (plaintext) and grpcs:// (TLS) URLs mixed: one client's endpoints share one channel security",
+            hint="use grpcs:// for every URL, or pass tls=TLSConfig(...) for all of them",
+        )
+    if "grpcs" in schemes and tls is None:
+        tls = TLSConfig()  # the system's root certificates
+    return tuple(u.split("://", 1)[-1] for u in urls), tls
+
+
 def make_settings(
     url: str | Sequence[str],
     model: str | None,
@@ -101,7 +121,7 @@ def make_settings(
     urls = (url,) if isinstance(url, str) else tuple(url)
     if not urls or not all(isinstance(u, str) and u for u in urls):
         raise ConfigurationError("url must be 'host:port' or a non-empty list of them")
-    urls = tuple(u.removeprefix("grpc://").removeprefix("grpcs://") for u in urls)
+    urls, tls = _scheme_and_tls(urls, tls)
     if max_concurrency < 1:
         raise ConfigurationError("max_concurrency must be >= 1")
     if max_text_bytes is not None and max_text_bytes < 1:

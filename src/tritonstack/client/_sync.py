@@ -78,7 +78,7 @@ class Client:
             url, model, version, Timeouts.coerce(timeouts), retry, tls, headers,
             max_text_bytes, max_concurrency, channel_options, breaker,
         )  # fmt: skip
-        credentials = tls.credentials() if tls is not None else None
+        credentials = self._settings.tls.credentials() if self._settings.tls is not None else None
         channel_args = self._settings.channel_args()
         self._metrics: NoMetrics = resolve(metrics)
         self._pool: EndpointPool[Connection] = EndpointPool(

@@ -24,6 +24,12 @@ from tritonstack.repository.paths import DEFAULT_REPOSITORY
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="local Hugging Face model directory or hub id")
     parser.add_argument(
+        "--revision",
+        default=None,
+        help="of a hub id: the branch, tag or commit to export (default: the default branch); only the files "
+        "the export reads are downloaded, and the report records the commit",
+    )
+    parser.add_argument(
         "--task", choices=TASKS, default=None, help="task; inferred from the model's config when omitted"
     )
     parser.add_argument(
@@ -117,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     options = ExportOptions(
         model=args.model,
+        revision=args.revision,
         task=args.task,
         name=args.name,
         repository=args.repository,

@@ -12,11 +12,18 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from tritonstack.repository import staging
 from tritonstack.repository.paths import DEFAULT_REPOSITORY
 from tritonstack.server import flags
 from tritonstack.server.admin_key import AdminKey, write_key_file
 from tritonstack.server.embedded import EmbeddedServer
-from tritonstack.server.exposure import exposure_warning, is_loopback, require_explicit_exposure
+from tritonstack.server.exposure import (
+    admin_key_visible_locally,
+    exposure_warning,
+    is_loopback,
+    require_explicit_exposure,
+    visible_key_note,
+)
 from tritonstack.server.response_cache import format_size, models_with_cache, parse_size_bytes
 
 
@@ -29,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--expose",
         action="store_true",
         help="allow a --bind address other hosts can reach (needs an admin key you chose; see docs/deploy.md)",
+    )
+    parser.add_argument(
+        "--allow-local-key-exposure",
+        action="store_true",
+        help="with --expose: accept that local users can read the admin key on Triton's command line, on a "
+        "host whose /proc has no hidepid (Triton 2.51 takes it no other way; see docs/deploy.md)",
     )
     parser.add_argument("--http-port", type=int, default=flags.HTTP_PORT, help="HTTP port (0: pick a free one)")
     parser.add_argument("--grpc-port", type=int, default=flags.GRPC_PORT, help="gRPC port (0: pick a free one)")
@@ -78,9 +91,20 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.repository.validate import check_repository  # tritonclient's protobufs: not on --help
 
     admin_key = AdminKey.resolve(args.admin_key)
+    key_visible = admin_key_visible_locally()
     if not is_loopback(args.bind):
-        require_explicit_exposure(args.bind, expose=args.expose, key=admin_key)
+        require_explicit_exposure(
+            args.bind,
+            expose=args.expose,
+            key=admin_key,
+            allow_local_key_exposure=args.allow_local_key_exposure,
+            key_visible=key_visible,
+        )
         print(exposure_warning(args.bind), file=sys.stderr, flush=True)
+    if key_visible:
+        print(visible_key_note(), file=sys.stderr, flush=True)
+    for stale in staging.sweep_before_serving(args.repository):  # before validate: a killed export's staging folder
+        print(f"removed {stale} (left by a writer that was killed)", file=sys.stderr, flush=True)
     if not args.no_validate:
         check_repository(args.repository)
     if admin_key.chosen:
@@ -99,16 +123,30 @@ def run(args: argparse.Namespace) -> int:
         ready_timeout_s=args.ready_timeout_s,
         cache_size_bytes=args.cache_size,
         expose=args.expose,
+        allow_local_key_exposure=args.allow_local_key_exposure,
     )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    def on_signal_starting(signum: int, frame: FrameType | None) -> None:
+        raise _StartInterrupted(signum)  # out of the wait for ready: start() stops Triton on its way out
+
+    # Installed before the start, raising: while the models load (up to --ready-timeout-s) Ctrl-C stops it
+    # at once. Once ready, a signal only asks the loop below to stop gracefully.
+    previous = {sig: signal.signal(sig, on_signal_starting) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         print(f"starting Triton over {args.repository} (log: {args.log_file}) ...", flush=True)
-        with server:
+        try:
+            server.start()
+            for sig in previous:
+                signal.signal(sig, on_signal)
+        except _StartInterrupted as interrupted:
+            server.stop()
+            print("interrupted during start-up: Triton stopped", file=sys.stderr, flush=True)
+            return 128 + interrupted.signum
+        try:
             print(f"gRPC     {server.grpc_url}")
             print(f"HTTP     {server.http_url}")
             print(f"metrics  {server.metrics_url}")
@@ -127,8 +165,19 @@ def run(args: argparse.Namespace) -> int:
                     print("error: Triton exited unexpectedly; see the log", file=sys.stderr)
                     return 1
             print("stopping ...", flush=True)
+        finally:
+            server.stop()
         print("stopped")
         return 0
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+class _StartInterrupted(BaseException):
+    """SIGINT or SIGTERM while Triton starts (a BaseException, like KeyboardInterrupt: nothing catches it
+    on its way out of the start but the cleanup)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

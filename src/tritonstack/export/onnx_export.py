@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonstack.export import hub
 from tritonstack.export._errors import ExportError, UnsupportedModelError
 from tritonstack.export._quiet import quiet
 from tritonstack.export.pooling import PoolingSpec, append_pooling, read_pooling_spec
@@ -46,15 +47,22 @@ class OnnxExport(ModelSpec):
     num_attention_heads: int
     pooling: PoolingSpec | None = None
     export_s: float = 0.0
+    revision: str | None = None  # the hub commit exported; None: a local directory
 
 
 def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or (os.sep != "/" and os.sep in model)
 
 
-def resolve_model(model: str | Path) -> Path:
-    """A local directory holding the model: the path itself, or the hub snapshot of a hub id."""
+def resolve_model(model: str | Path, revision: str | None = None) -> Path:
+    """A local directory holding the model: the path itself, or the hub snapshot of a hub id at ``revision``
+    (the files an export reads, ``hub.py``)."""
     path = Path(model).expanduser()
+    if revision is not None and (path.exists() or isinstance(model, Path) or _looks_like_path(str(model))):
+        raise ExportError(
+            f"--revision {revision} names a version on the hub, but {str(model)!r} is a local path",
+            hint="pass a hub id with --revision, or drop --revision",
+        )
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ExportError(f"{path} has no config.json", hint="point at a Hugging Face model directory")
@@ -64,11 +72,9 @@ def resolve_model(model: str | Path) -> Path:
     if isinstance(model, Path) or _looks_like_path(str(model)):
         raise ExportError(f"model path {str(model)!r} does not exist", hint="check the path")
 
-    from huggingface_hub import snapshot_download
-
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     try:
-        return Path(snapshot_download(str(model)))
+        return hub.download(str(model), revision)
     except Exception as error:  # the hub raises a zoo of types (offline, 404, invalid id, network)
         hint = (
             "HF_HUB_OFFLINE is set and the model is not in the local cache: pass a local model directory "
@@ -109,14 +115,15 @@ def export_onnx(
     output_dir: Path,
     *,
     max_sequence_length: int | None = None,
+    revision: str | None = None,
 ) -> OnnxExport:
     """Export ``model`` to ``output_dir/model.onnx`` (fp32, task output fused in).
 
     ``task=None`` infers it from the model's config (see ``registry.infer_task``).
-    ``max_sequence_length`` (tokens) defaults to the model's own limit.
+    ``max_sequence_length`` (tokens) defaults to the model's own limit. ``revision``: of a hub id.
     """
     started = time.perf_counter()
-    model_dir = resolve_model(model)
+    model_dir = resolve_model(model, revision)
     config = _read_config(model_dir)
     model_type = str(config.get("model_type", ""))
     task = task or infer_task(model_dir, config)
@@ -193,6 +200,7 @@ def export_onnx(
         num_attention_heads=int(hf_config.num_attention_heads),
         pooling=pooling,
         export_s=time.perf_counter() - started,
+        revision=hub.commit_of(model_dir),
     )
 
 

@@ -55,6 +55,7 @@ class ExportOptions:
     """What ``tritonstack export`` was asked to do (the CLI flags, typed)."""
 
     model: str
+    revision: str | None = None  # of a hub id: a branch, tag or commit; None: the default branch
     task: str | None = None
     name: str | None = None
     repository: Path = DEFAULT_REPOSITORY

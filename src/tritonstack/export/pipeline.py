@@ -76,7 +76,11 @@ def export_model(options: ExportOptions) -> ExportResult:
     with tempfile.TemporaryDirectory(prefix="tritonstack-export-") as tmp:
         workdir = Path(tmp)
         export = export_onnx(
-            options.model, options.task, workdir / "export", max_sequence_length=options.max_sequence_length
+            options.model,
+            options.task,
+            workdir / "export",
+            max_sequence_length=options.max_sequence_length,
+            revision=options.revision,
         )
         timing["export_s"] = export.export_s
         gate = options.gate.for_task(export.task)

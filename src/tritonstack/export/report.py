@@ -116,6 +116,7 @@ class ExportReport:
     layout: str = ENSEMBLE_LAYOUT  # how the text-in model runs a text (repository/layouts.py)
     version: int | None = None  # set once written
     version_dir: Path | None = None
+    revision: str | None = None  # the hub commit exported (a hub id's); None: a local directory
 
     @property
     def status(self) -> str:
@@ -192,6 +193,7 @@ class ExportReport:
         out: dict[str, Any] = {
             "status": self.status,
             "model": self.model,
+            "revision": self.revision,
             "model_dir": str(self.model_dir),
             "name": self.name,
             "task": self.task,
@@ -289,6 +291,7 @@ class ExportReport:
             layout=data.get("layout", ENSEMBLE_LAYOUT),
             version=data.get("version"),
             version_dir=None if version_dir is None else Path(version_dir),
+            revision=data.get("revision"),
         )
 
 
@@ -320,6 +323,7 @@ def build_report(
     published_chosen = None if chosen is None else next(c for c in published if c.name == chosen.name)
     return ExportReport(
         model=str(options.model),
+        revision=export.revision,
         model_dir=export.model_dir,
         name=name,
         task=export.task,

@@ -8,8 +8,6 @@ Triton does not know fails here, not at server start), and is written with
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,18 +281,13 @@ CONFIG_FILENAME = "config.pbtxt"
 
 def write_config(model_dir: Path, config_proto: Any) -> Path:
     """Write ``config_proto`` as ``model_dir/config.pbtxt`` by an atomic rename (a reader sees the old file or the
-    new one, never a part); its path. The one way tune and releases rewrite a served config."""
+    new one, never a part), readable by others as any file the umask allows (``files.py``); its path. The one way
+    export, tune and releases write a served config."""
+    from tritonstack.repository import files
     from tritonstack.repository.errors import RepositoryError
 
     path = Path(model_dir) / CONFIG_FILENAME
-    staged: str | None = None
     try:
-        descriptor, staged = tempfile.mkstemp(prefix=".config-", suffix=".pbtxt", dir=model_dir)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(render_proto(config_proto))
-        os.replace(staged, path)
+        return files.write_text(path, render_proto(config_proto))
     except OSError as error:
-        if staged is not None:
-            Path(staged).unlink(missing_ok=True)
         raise RepositoryError(f"cannot write {path}: {error.strerror}") from error
-    return path

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tritonstack.in_triton import contract, manifest
+from tritonstack.repository import files
 from tritonstack.repository.errors import RepositoryError
 
 TOKENIZER_FILES = (
@@ -38,7 +39,7 @@ def copy_tokenizer(source: Path, destination: Path) -> None:
             hint="the served tokenizer needs a fast tokenizer: AutoTokenizer.from_pretrained(...).save_pretrained(dir)",
         )
     for name in copied:
-        shutil.copy2(source / name, destination / name)
+        files.copy_file(source / name, destination / name)
 
 
 def write_version(version_dir: Path, tokenizer_dir: Path) -> None:

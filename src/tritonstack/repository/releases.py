@@ -18,14 +18,16 @@ says why this layout, and ``validate`` checks it.
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tritonstack import _faults
 from tritonstack.in_triton import contract
-from tritonstack.repository import paths
+from tritonstack.repository import lock, paths, staging
 from tritonstack.repository.config import CONFIG_FILENAME, copy_config, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.layouts import base_name, step_models
@@ -164,58 +166,98 @@ def stale_release_models(repository: Path, name: str, served: Sequence[int]) -> 
 
 
 def install_configs(repository: Path, configs: Sequence[Any]) -> None:
-    """Write ``configs`` into ``repository``, each by an atomic rename; make per-release ensembles' folders."""
-    for config in configs:
-        model_dir = Path(repository) / config.name
-        release = parameter(config, contract.RELEASE_PARAMETER)
-        if release is not None:  # a per-release ensemble holds one (empty) version folder, its release
-            (model_dir / release).mkdir(parents=True, exist_ok=True)
-        write_config(model_dir, config)
+    """Write ``configs`` into ``repository``, in order, each by an atomic rename. A model folder that is not
+    there yet (a per-release ensemble: its config and one empty version folder, its release) is built in a
+    staging folder and renamed into place whole: Triton never sees a model folder without its config."""
+    with contextlib.ExitStack() as stack:
+        staged: Path | None = None
+        for config in configs:
+            model_dir = Path(repository) / config.name
+            release = parameter(config, contract.RELEASE_PARAMETER)
+            if model_dir.is_dir():
+                if release is not None:
+                    (model_dir / release).mkdir(exist_ok=True)
+                write_config(model_dir, config)
+                continue
+            if staged is None:
+                staged = stack.enter_context(staging.staging_dir(repository))
+            new_dir = staged / config.name
+            new_dir.mkdir()
+            if release is not None:
+                (new_dir / release).mkdir()
+            write_config(new_dir, config)
+            os.replace(new_dir, model_dir)
+
+
+def install_releases(repository: Path, name: str, configs: Sequence[Any], served: Sequence[int]) -> None:
+    """Install ``configs`` (``release_configs``' order: the steps, then the ensembles ``NAME`` and ``NAME_vV``)
+    so that Triton finds every served ensemble's steps served at every moment, a crash included: the steps
+    first serve what they served and what they will serve, then the ensembles are repinned, then the per-release
+    ensembles of releases no longer ``served`` are retired, and only then are the steps narrowed."""
+    repository = Path(repository)
+    steps = [c for c in configs if c.platform != "ensemble"]
+    ensembles = [c for c in configs if c.platform == "ensemble"]
+    widened = []
+    for step in steps:
+        path = repository / step.name / CONFIG_FILENAME
+        now = served_versions(_read_config(path), _version_numbers(path.parent)) if path.is_file() else ()
+        widened.append(_pin(step, name=step.name, serve=sorted({*now, *step.version_policy.specific.versions})))
+    install_configs(repository, widened)
+    _faults.point("release-widened")
+    install_configs(repository, ensembles)
+    _faults.point("release-repinned")
+    stale = stale_release_models(repository, name, served)
+    if stale:
+        with staging.staging_dir(repository) as staged:
+            for model_dir in stale:
+                staging.retire(model_dir, staged)
+    _faults.point("release-retired")
+    install_configs(repository, steps)
 
 
 def write_releases(repository: Path, name: str, stable: int, candidate: int | None) -> Releases:
     """Serve ``stable`` and ``candidate`` of ``name``, rewriting its configs; retire every other release."""
     repository = Path(repository)
-    current = read_releases(repository, name)
-    for release in (stable, candidate):
-        if release is not None and release not in current.versions:
-            raise RepositoryError(
-                f"{name!r} has no release {release}",
-                hint=f"its releases: {', '.join(map(str, current.versions))} (tritonstack release list)",
-            )
-    text_in = _read_config(repository / name / CONFIG_FILENAME)
-    steps = [_read_config(repository / step / CONFIG_FILENAME) for step in family_names(repository, text_in)]
-    served = (stable,) if candidate is None else (stable, candidate)
-    for step in steps:
-        if step.backend == "python" and step.name != contract.tokenizer_name(name):
-            add_versions(repository, name, step.name, served)  # a release exported in the other layout
-        missing = [v for v in served if not (repository / step.name / str(v)).is_dir()]
-        if missing:
-            raise RepositoryError(f"{step.name!r} has no version folder for release {missing[0]}")
-    try:
-        install_configs(repository, release_configs(text_in, steps, stable, candidate))
-        # after the configs: a reader never sees NAME pointing at a release whose models are gone
-        for stale in stale_release_models(repository, name, served):
-            shutil.rmtree(stale)
-    except OSError as error:
-        raise RepositoryError(f"writing the releases of {name!r} into {repository} failed: {error}") from error
-    return read_releases(repository, name)
+    with lock.locked(repository, f"release {name}"):
+        current = read_releases(repository, name)
+        for release in (stable, candidate):
+            if release is not None and release not in current.versions:
+                raise RepositoryError(
+                    f"{name!r} has no release {release}",
+                    hint=f"its releases: {', '.join(map(str, current.versions))} (tritonstack release list)",
+                )
+        text_in = _read_config(repository / name / CONFIG_FILENAME)
+        steps = [_read_config(repository / step / CONFIG_FILENAME) for step in family_names(repository, text_in)]
+        served = (stable,) if candidate is None else (stable, candidate)
+        for step in steps:
+            if step.backend == "python" and step.name != contract.tokenizer_name(name):
+                add_versions(repository, name, step.name, served)  # a release exported in the other layout
+            missing = [v for v in served if not (repository / step.name / str(v)).is_dir()]
+            if missing:
+                raise RepositoryError(f"{step.name!r} has no version folder for release {missing[0]}")
+        try:
+            install_releases(repository, name, release_configs(text_in, steps, stable, candidate), served)
+        except OSError as error:
+            raise RepositoryError(f"writing the releases of {name!r} into {repository} failed: {error}") from error
+        return read_releases(repository, name)
 
 
 def promote(repository: Path, name: str) -> Releases:
     """Make the candidate of ``name`` its stable release and retire the old stable one."""
-    current = read_releases(repository, name)
-    if current.candidate is None:
-        raise RepositoryError(
-            f"{name!r} has no candidate release to promote",
-            hint="a second `tritonstack export` of the same name makes one",
-        )
-    return write_releases(repository, name, current.candidate, None)
+    with lock.locked(repository, f"release promote {name}"):
+        current = read_releases(repository, name)
+        if current.candidate is None:
+            raise RepositoryError(
+                f"{name!r} has no candidate release to promote",
+                hint="a second `tritonstack export` of the same name makes one",
+            )
+        return write_releases(repository, name, current.candidate, None)
 
 
 def rollback(repository: Path, name: str) -> Releases:
     """Retire the candidate of ``name``; its stable release serves alone."""
-    current = read_releases(repository, name)
-    if current.candidate is None:
-        raise RepositoryError(f"{name!r} has no candidate release to roll back", hint="tritonstack release list")
-    return write_releases(repository, name, current.stable, None)
+    with lock.locked(repository, f"release rollback {name}"):
+        current = read_releases(repository, name)
+        if current.candidate is None:
+            raise RepositoryError(f"{name!r} has no candidate release to roll back", hint="tritonstack release list")
+        return write_releases(repository, name, current.stable, None)

@@ -259,6 +259,9 @@ def validate_repository(repository: Path) -> Report:
     report = Report()
     configs: dict[str, Any] = {}
     dirs = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for hidden in sorted(p for p in repository.iterdir() if p.is_dir() and p.name.startswith(".")):
+        # Triton loads every folder as a model, hidden ones too (a staging folder a killed writer left)
+        report.add(hidden.name, "a hidden folder: Triton would load it as a model and fail; remove it")
     for model_dir in dirs:
         config_path = model_dir / "config.pbtxt"
         if not config_path.is_file():

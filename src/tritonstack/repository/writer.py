@@ -5,25 +5,25 @@ the tokenizer, for classification tasks a postprocessor, and the text-in
 ensemble that chains them. An ensemble rather than a BLS model, because
 Triton's graceful shutdown knows an ensemble's steps: a BLS model's accepted
 requests can fail when the encoder is unloaded under them
-(triton-inference-server/server#6287). Everything is staged in a hidden
-folder inside the repository and moved into place at the end, so a failure
-leaves nothing half-written. Exporting a name that exists adds a new version:
-a candidate release, served beside the stable one (``releases.py``).
+(triton-inference-server/server#6287). Everything is staged beside the
+repository (``staging.py``) and moved into place at the end, so a failure
+leaves nothing half-written, and a kill leaves nothing Triton would load.
+Exporting a name that exists adds a new version: a candidate release, served
+beside the stable one (``releases.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonstack import _faults
 from tritonstack.in_triton import contract
-from tritonstack.repository import layouts
+from tritonstack.repository import files, layouts, lock, staging
 from tritonstack.repository.config import (
     DynamicBatching,
     EnsembleStep,
@@ -33,19 +33,14 @@ from tritonstack.repository.config import (
     TensorRTAccelerator,
     Warmup,
     WarmupInput,
+    write_config,
 )
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.model_spec import ModelSpec
 from tritonstack.repository.paths import versions
 from tritonstack.repository.python_models import add_versions, write_version
 from tritonstack.repository.queue_policy import queue_budget_ms, queue_policy
-from tritonstack.repository.releases import (
-    install_configs,
-    read_releases,
-    release_configs,
-    stale_release_models,
-    write_releases,
-)
+from tritonstack.repository.releases import install_releases, read_releases, release_configs, write_releases
 
 ENCODER_FILENAME = "model.onnx"
 # On a CPU an execution's every request waits for the whole batch, and a batch costs about its rows times one
@@ -106,7 +101,11 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
     sequence_axis = (-1,) if _task(model).token_level else ()
     output = Tensor(model.output_name, "TYPE_FP32", (*sequence_axis, model.output_dim))
     gpu = model.target == "gpu"
-    parameters = {contract.PRECISION_PARAMETER: model.precision}
+    # the backend refuses longer inputs: a direct call with a huge sequence would otherwise run out of memory
+    parameters = {
+        contract.PRECISION_PARAMETER: model.precision,
+        contract.MAX_SEQUENCE_LENGTH_PARAMETER: str(model.max_sequence_length),
+    }
     if model.recipe:
         parameters[contract.RECIPE_PARAMETER] = model.recipe
     if model.max_rows_per_call:
@@ -282,22 +281,35 @@ def _next_version(repository: Path, names: list[str]) -> int:
     return max(taken, default=0) + 1
 
 
-def _stage(model: ExportedModel, staging: Path, version: int, stable: int) -> list[Any]:
+def _stage(model: ExportedModel, folder: Path, version: int, stable: int) -> list[Any]:
     """Stage release ``version`` of ``model`` beside ``stable`` (itself for a first export); return the configs
     (protobuf) to install once the version folders are in place."""
     configs = layout_configs(model)
     candidate = None if stable == version else version
     release_protos = release_configs(configs[-1], configs[:-1], stable, candidate)
     for config in configs:
-        (staging / config.name / str(version)).mkdir(parents=True)
+        (folder / config.name / str(version)).mkdir(parents=True)
     encoder, text_in = configs[0], configs[-1]
-    shutil.copy2(model.onnx_path, staging / encoder.name / str(version) / ENCODER_FILENAME)
+    files.copy_file(model.onnx_path, folder / encoder.name / str(version) / ENCODER_FILENAME)
     for config in configs:
         if config.backend == "python":
-            write_version(staging / config.name / str(version), model.tokenizer_dir)
+            write_version(folder / config.name / str(version), model.tokenizer_dir)
     report = {**model.report, "name": model.name, "version": version}
-    (staging / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
+    (folder / text_in.name / str(version) / REPORT_FILENAME).write_text(json.dumps(report, indent=2))
     return release_protos
+
+
+def _move_into_place(repository: Path, staged: Path, name: str, version: int, configs: list[Any]) -> None:
+    """Move staged model ``name`` into the repository: a model already there gets its new version folder (not
+    served until its config names it), a new one its whole folder with its config, in one rename -- a
+    reader never sees a model folder without its config."""
+    target = repository / name
+    if target.is_dir():
+        os.replace(staged / name / str(version), target / str(version))
+        return
+    (config,) = [c for c in configs if c.name == name]
+    write_config(staged / name, config)
+    os.replace(staged / name, target)
 
 
 def write_text_model(repository: Path, model: ExportedModel) -> Path:
@@ -306,31 +318,32 @@ def write_text_model(repository: Path, model: ExportedModel) -> Path:
     names = [c.name for c in layout_configs(model)]
     try:
         repository.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".tritonstack-staging-", dir=repository))
     except OSError as error:
         raise RepositoryError(
             f"cannot write to model repository {repository}: {error.strerror}",
             hint="pass --repository with a folder you can write to",
         ) from error
     try:
-        version = _next_version(repository, names)
-        # a second export of a name is a candidate release, served beside the stable one (releases.py)
-        previous = read_releases(repository, model.name) if (repository / model.name).is_dir() else None
-        stable = previous.stable if previous else version
-        configs = _stage(model, staging, version, stable)
-        for name in names:
-            (repository / name).mkdir(exist_ok=True)
-            os.replace(staging / name / str(version), repository / name / str(version))
-        if model.layout == contract.FUSED_LAYOUT:  # a stable release exported in the ensemble layout
-            add_versions(repository, model.name, contract.fused_name(model.name), (stable,))
-        # configs last: a reader never sees a config naming a version that is not there yet
-        install_configs(repository, configs)
-        for stale in stale_release_models(repository, model.name, (stable, version)):
-            shutil.rmtree(stale)  # an earlier candidate that was never judged: the new one replaces it
-        # the step models of the other layout an earlier export left (idle) follow the served releases too
-        write_releases(repository, model.name, stable, None if stable == version else version)
+        with lock.locked(repository, f"export {model.name}"):
+            staging.sweep(repository)  # what a killed writer left
+            with staging.staging_dir(repository) as staged:
+                version = _next_version(repository, names)
+                # a second export of a name is a candidate release, served beside the stable one (releases.py)
+                previous = read_releases(repository, model.name) if (repository / model.name).is_dir() else None
+                stable = previous.stable if previous else version
+                configs = _stage(model, staged, version, stable)
+                _faults.point("export-staged")
+                for name in names:  # steps first, the text-in ensemble last
+                    _move_into_place(repository, staged, name, version, configs)
+                    _faults.point(f"export-moved-{name}")
+                if model.layout == contract.FUSED_LAYOUT:  # a stable release exported in the ensemble layout
+                    add_versions(repository, model.name, contract.fused_name(model.name), (stable,))
+                # configs last: a reader never sees a config naming a version that is not there yet; an earlier
+                # candidate that was never judged is retired: the new one replaces it
+                install_releases(repository, model.name, configs, (stable, version))
+                _faults.point("export-configs")
+                # the step models of the other layout an earlier export left (idle) follow the served releases
+                write_releases(repository, model.name, stable, None if stable == version else version)
     except OSError as error:
         raise RepositoryError(f"writing {model.name!r} into {repository} failed: {error}") from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return repository / model.name / str(version)

@@ -27,6 +27,7 @@ from typing import Any
 from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.in_triton import manifest
+from tritonstack.repository import staging
 from tritonstack.server import flags, shared_memory
 from tritonstack.server.admin_key import AdminKey
 from tritonstack.server.errors import ServerError, ServerStartError
@@ -93,6 +94,9 @@ def prepare_backends(destination: Path) -> Path:
 
 def _ensure_port_free(address: str, port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as Triton binds (SO_REUSEADDR): a port whose last connection is in TIME_WAIT is free to it, and
+        # only a socket that listens there makes the bind fail
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((address, port))
         except OSError:
@@ -100,6 +104,24 @@ def _ensure_port_free(address: str, port: int, what: str) -> None:
                 f"{what} port {port} on {address} is already in use",
                 hint=f"stop whatever listens there, or pass --{what.lower()}-port 0 to pick a free port",
             ) from None
+
+
+def checked_extra_args(extra_args: Sequence[str]) -> tuple[str, ...]:
+    """``extra_args`` unless one sets what the server checked or guards: the addresses and ports it binds
+    (the exposure check and the port pre-check ran on ``bind_address`` and the ports), or the restricted
+    APIs' key. Triton parses its flags with ``getopt_long``, which takes any unambiguous prefix of a flag
+    (``--http-addr``), so a prefix counts too. :class:`ServerError` naming the flag and its parameter."""
+    for arg in extra_args:
+        if not arg.startswith("-"):
+            continue  # a flag's value
+        name = arg.lstrip("-").split("=", 1)[0]
+        reserved = [flag for flag in flags.RESERVED_FLAGS if name and flag.startswith(name)]
+        if reserved:
+            raise ServerError(
+                f"extra_args may not set {arg.split('=', 1)[0]}: the server sets {', '.join(reserved)} itself",
+                hint="pass bind_address= (with expose=), the *_port= arguments or admin_key= instead",
+            )
+    return tuple(extra_args)
 
 
 def model_errors_from_log(text: str) -> dict[str, str]:
@@ -124,6 +146,8 @@ class EmbeddedServer(ChildService):
     Shared-memory regions never outlive the server (see ``shared_memory``).
     ``gpu_metrics`` turns Triton's ``nv_gpu_*`` metrics on or off; ``None`` turns
     them on exactly when this process sees a GPU (``gpus``, known once started).
+    ``expose`` and ``allow_local_key_exposure`` are ``serve``'s ``--expose`` and ``--allow-local-key-exposure``
+    (``exposure.py``).
     """
 
     def __init__(
@@ -143,14 +167,17 @@ class EmbeddedServer(ChildService):
         gpu_metrics: bool | None = None,
         cache_size_bytes: int | None = None,
         expose: bool = False,
+        allow_local_key_exposure: bool = False,
     ) -> None:
         self.repository = Path(repository).resolve()
         self.bind_address = bind_address
         key = AdminKey.resolve(admin_key)
         if not is_loopback(bind_address):  # the library binds beyond loopback on the same terms as `serve`
-            require_explicit_exposure(bind_address, expose=expose, key=key)
+            require_explicit_exposure(
+                bind_address, expose=expose, key=key, allow_local_key_exposure=allow_local_key_exposure
+            )
         self.admin_key = key.value
-        self.extra_args = tuple(extra_args)
+        self.extra_args = checked_extra_args(extra_args)
         self.ready_timeout_s = ready_timeout_s
         self.exit_timeout_s = exit_timeout_s
         self._requested_ports = {"HTTP": http_port, "gRPC": grpc_port, "metrics": metrics_port}
@@ -264,6 +291,7 @@ class EmbeddedServer(ChildService):
                 hint="run `tritonstack export MODEL` first, or pass --repository",
             )
         self._ports()
+        staging.sweep_before_serving(self.repository)  # a killed writer's staging folder: Triton would load it
         self.gpus = visible_gpus()
         self.cache = embedded_cache(self.repository, self._cache_size_bytes)
         shared_memory.remove_orphans()

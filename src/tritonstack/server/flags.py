@@ -129,6 +129,20 @@ class RedisCache:
 ResponseCache = LocalCache | RedisCache
 
 
+# The flags (without their dashes) of TritonFlags.args that EmbeddedServer's extra_args may not set again:
+# where it listens, on which ports, and the key that guards the restricted APIs (embedded.checked_extra_args).
+RESERVED_FLAGS = (
+    "http-address",
+    "grpc-address",
+    "metrics-address",
+    "http-port",
+    "grpc-port",
+    "metrics-port",
+    "http-restricted-api",
+    "grpc-restricted-protocol",
+)
+
+
 @dataclass(frozen=True)
 class TritonFlags:
     """The server's flags, rendered by :meth:`args`.

@@ -54,13 +54,24 @@ def _running(pid: int) -> bool:
     return True
 
 
+def _owned_by_me(path: Path) -> bool:
+    try:
+        return path.lstat().st_uid == os.geteuid()
+    except FileNotFoundError:
+        return False
+
+
 def remove_orphans() -> int:
-    """Remove the regions of embedded servers whose launching process is gone; how many."""
+    """Remove the regions of embedded servers whose launching process is gone; how many.
+
+    Only this user's: ``/dev/shm`` is shared by every local user, another user's embedded server has regions
+    there too (its launcher's pid is not ours to judge), and removing them would fail -- a
+    ``PermissionError`` that used to stop this server from starting -- or, as root, break that server."""
     removed = 0
     for path in regions("tritonstack_"):
         match = _OURS.match(path.name)
-        if match and not _running(int(match["pid"])):
-            with contextlib.suppress(FileNotFoundError):
+        if match and _owned_by_me(path) and not _running(int(match["pid"])):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
                 path.unlink()
                 removed += 1
     return removed

@@ -29,7 +29,9 @@ the parameters that set its knobs are read by the caller
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
+import time
 
 import numpy as np
 
@@ -66,43 +68,125 @@ def instances_of_kind(config, kind):
     return sum(int(g.get("count", 1)) for g in groups if g.get("kind", "KIND_CPU").removeprefix("KIND_") == "CPU")
 
 
+# How long an instance waits for its CPU turn at most; longer, the request is answered as overloaded. A turn
+# lasts one batch's computation (milliseconds to a few hundred): a wait this long means a stuck holder, or a
+# backlog the client's deadline has long given up on.
+MAX_TURN_WAIT_S = 5.0
+_FIRST_PAUSE_S = 0.0001  # polls for a busy turn start this short and double up to _LAST_PAUSE_S
+_LAST_PAUSE_S = 0.002
+
+
+class TurnTimeout(TimeoutError):
+    """No CPU turn within the wait allowed: the caller answers its requests as overloaded."""
+
+
+def private_dir(base, name):
+    """``base/name``, a folder only this user can enter: made 0700 if absent, else checked to be a real folder
+    (not a symlink) of this user that nobody else may open. ``PermissionError`` when it is not: another user
+    made it first (``/dev/shm`` is shared by every local user) to read or hold the turn files."""
+    path = os.path.join(base, name)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise PermissionError(
+            f"{path} is not a private folder of this user (a symlink, another user's, or open to others): "
+            "remove it, or set cpu_turns to 0"
+        )
+    return path
+
+
 class CpuTurns:
     """A lock the CPU instances of one model in one server hold while they compute.
 
-    An ``flock`` on a file named after the server process (the stub's parent) and the model: the kernel
-    releases it when a holder dies, so a killed instance never blocks the others. The files of servers that
-    are gone are removed when a new one is made (no process of theirs can hold them any more).
+    An ``flock`` on a file named after the server process (the stub's parent) and the model, in a folder only
+    this user can enter (:func:`private_dir`, under ``/dev/shm``): another local user can neither hold the turn
+    (and freeze the model) nor plant a file or symlink in its place. The file is opened ``O_NOFOLLOW``, 0600.
+    The kernel releases the lock when a holder dies, so a killed instance never blocks the others; the files of
+    servers that are gone are removed when a new one is made. A wait for the turn is bounded (``max_wait_s``,
+    or :meth:`hold`'s ``wait_s``): past it, :class:`TurnTimeout`.
     """
 
     PREFIX = "tritonstack-turns-"
 
-    def __init__(self, model_name, directory=None):
-        directory = directory or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
+    def __init__(self, model_name, directory=None, max_wait_s=MAX_TURN_WAIT_S):
+        base = directory or ("/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir())
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in model_name)
-        _remove_stale(directory, self.PREFIX)
-        self.path = os.path.join(directory, f"{self.PREFIX}{os.getppid()}-{safe}.lock")
-        self._file = open(self.path, "a+")  # noqa: SIM115 -- held for the life of the instance
+        self.directory = private_dir(base, f"{self.PREFIX}{os.geteuid()}")
+        _remove_stale(self.directory)
+        self.model_name = model_name
+        self.max_wait_s = max_wait_s
+        self.path = os.path.join(self.directory, f"{os.getppid()}-{safe}.lock")
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags, 0o600)  # held for the life of the instance
+        info = os.fstat(self._fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(self._fd)
+            raise PermissionError(f"{self.path} is not a file of this user")
+
+    def hold(self, wait_s=None):
+        """The turn, waiting at most ``wait_s`` (``None``: ``max_wait_s``) for it; use as ``with turns.hold(s):``."""
+        self._acquire(self.max_wait_s if wait_s is None else wait_s)
+        return self
+
+    def _acquire(self, wait_s):
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        # A blocking flock cannot be given a deadline; polling with short pauses costs at most a pause of
+        # latency when the turn frees up.
+        deadline = time.monotonic() + wait_s
+        pause = _FIRST_PAUSE_S
+        while True:
+            time.sleep(pause)
+            pause = min(pause * 2, _LAST_PAUSE_S)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TurnTimeout(
+                        f"waited {wait_s:g} s for the CPU turn of {self.model_name!r} (cpu_turns)"
+                    ) from None
 
     def __enter__(self):
-        fcntl.flock(self._file, fcntl.LOCK_EX)
+        # after hold(): this file description holds the lock already, and flock grants it again at once
+        self._acquire(self.max_wait_s)
         return self
 
     def __exit__(self, *exc):
-        fcntl.flock(self._file, fcntl.LOCK_UN)
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def close(self):
-        self._file.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
-def _remove_stale(directory, prefix):
-    """Remove the turn files in ``directory`` whose server process no longer exists."""
+def turn_wait_s(requests, max_wait_s=MAX_TURN_WAIT_S):
+    """How long a batch of ``requests`` may wait for its turn: the longest of their own timeouts (Triton's
+    ``InferenceRequest.timeout()``, µs; the backend is not told when a request arrived, so its whole timeout
+    stands for what remains of it), at most ``max_wait_s``; ``max_wait_s`` when one has none."""
+    longest = 0.0
+    for request in requests:
+        try:
+            timeout_us = int(request.timeout())
+        except Exception:  # a stub without the method
+            return max_wait_s
+        if timeout_us <= 0:
+            return max_wait_s
+        longest = max(longest, timeout_us / 1e6)
+    return min(max_wait_s, longest) if longest else max_wait_s
+
+
+def _remove_stale(directory):
+    """Remove the turn files in the private ``directory`` whose server process no longer exists."""
     for filename in os.listdir(directory):
-        if not filename.startswith(prefix):
+        pid = filename.split("-", 1)[0]
+        if not filename.endswith(".lock") or not pid.isdigit() or _alive(int(pid)):
             continue
-        pid = filename[len(prefix) :].split("-", 1)[0]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        with contextlib.suppress(OSError):  # another instance removed it first, or it is not ours to remove
+        with contextlib.suppress(OSError):  # another instance removed it first
             os.unlink(os.path.join(directory, filename))
 
 
@@ -117,7 +201,14 @@ def _alive(pid):
 
 
 class NoTurns:
-    """The stand-in for :class:`CpuTurns` where instances do not take turns."""
+    """The stand-in for :class:`CpuTurns` where instances do not take turns; ``reason`` says why, where turns
+    were asked for and could not be had (for the model's log)."""
+
+    def __init__(self, reason=None):
+        self.reason = reason
+
+    def hold(self, wait_s=None):
+        return self
 
     def __enter__(self):
         return self
@@ -133,7 +224,10 @@ def turns_for(config, wanted, kind, cpus):
     """:class:`CpuTurns` when ``wanted`` (the config's ``cpu_turns``) and its CPU instances outnumber the ``cpus``
     this process may run on; else :class:`NoTurns`."""
     if wanted and instances_of_kind(config, kind) > cpus:
-        return CpuTurns(config["name"])
+        try:
+            return CpuTurns(config["name"])
+        except OSError as error:  # instances then share the CPUs side by side: slower, never stuck
+            return NoTurns(f"the instances do not take turns on the CPUs: {error}")
     return NoTurns()
 
 

@@ -162,6 +162,9 @@ class _Step:
             part = parts.pop(0)
             try:
                 self.answer(part, requests, responses)
+            except TimeoutError as error:  # no CPU turn in time (encoder_runner.TurnTimeout): shed, not retried
+                for index, _, _ in part:
+                    responses[index] = responses[index] or error_responses.overloaded(str(error))
             except Exception as error:
                 if len(part) > 1:
                     parts.extend([item] for item in part)

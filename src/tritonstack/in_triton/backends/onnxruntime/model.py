@@ -15,9 +15,12 @@ TensorRT) execution provider of its device, see ``providers.py`` beside this fil
 
 Every request gets its own response, and no exception escapes ``execute``
 (one would fail every request of the batch): a malformed or empty request
-gets INVALID_ARG; a request whose client gave up (deadline, disconnect) before
-its rows ran gets CANCELLED and is not computed; when ONNX Runtime fails on a
-group of requests, each is run alone, so only the one that breaks it fails.
+gets INVALID_ARG, and so does one longer than the model's
+``max_sequence_length`` (its memory would grow with it); a request whose client
+gave up (deadline, disconnect) while it waited for its turn or before its rows
+ran gets CANCELLED and is not computed; when ONNX Runtime fails on a group of
+requests, each is run alone, so only the one that breaks it fails, and its
+client is told so with an error id, ONNX Runtime's text going to the log.
 
 Rows are regrouped by their true length and run with the padding trimmed, at
 most ``max_rows_per_call`` rows per ONNX Runtime call (0 or absent: no limit);
@@ -55,8 +58,23 @@ error_responses = load_beside(HERE, "error_responses.py")
 encoder_runner = load_beside(HERE, "encoder_runner.py")
 
 
+# The longest sequence a model whose config and graph name none accepts (exports before the bound): long
+# enough for the long-context encoders, short of what runs a stub out of memory in one call.
+DEFAULT_MAX_SEQUENCE_LENGTH = 8192
+
+
 class RequestError(Exception):
     pass
+
+
+def max_sequence_length(config, session):
+    """The most positions (axis 1) an input may have: the config's ``max_sequence_length`` parameter (export
+    writes it), else a fixed length of the graph's inputs, else :data:`DEFAULT_MAX_SEQUENCE_LENGTH`."""
+    written = contract.parameters(config).get(contract.MAX_SEQUENCE_LENGTH_PARAMETER)
+    if written and written.isdigit() and int(written) > 0:
+        return int(written)
+    fixed = [i.shape[1] for i in session.get_inputs() if len(i.shape) > 1 and isinstance(i.shape[1], int)]
+    return max(fixed) if fixed else DEFAULT_MAX_SEQUENCE_LENGTH
 
 
 def run_isolating_failures(run, members):
@@ -87,9 +105,12 @@ class TritonPythonModel:
         self.turns, options.intra_op_num_threads = encoder_runner.cpu_plan(
             config, self.knobs, args["model_instance_kind"]
         )
+        if getattr(self.turns, "reason", None):
+            pb_utils.Logger.log_warn(f"onnxruntime backend: model {args['model_name']!r}: {self.turns.reason}")
         options.inter_op_num_threads = self.knobs.inter_op_threads
         self.session = self._open_session(args, config, path, options)
         self.inputs = [(i["name"], TRITON_TO_NUMPY[i["data_type"]], len(i["dims"])) for i in config["input"]]
+        self.max_sequence_length = max_sequence_length(config, self.session)
         self.output_names = [o["name"] for o in config["output"]]
         # outputs whose first non-batch axis is the sequence (token classification): padded back after trimming
         self.sequence_outputs = {o["name"] for o in config["output"] if o["dims"] and int(o["dims"][0]) == -1}
@@ -121,13 +142,12 @@ class TritonPythonModel:
         return opened.session
 
     def _run(self, feeds):
-        """session.run over ``feeds``, rows regrouped by length (``encoder_runner.run_rows``), in this
-        instance's turn on the CPUs."""
-        with self.turns:
-            return encoder_runner.run_rows(
-                self.session, self.output_names, self.sequence_outputs, feeds, self.knobs.max_padding_waste,
-                self.knobs.max_rows_per_call,
-            )  # fmt: skip
+        """session.run over ``feeds``, rows regrouped by length (``encoder_runner.run_rows``); the caller holds
+        this instance's turn on the CPUs."""
+        return encoder_runner.run_rows(
+            self.session, self.output_names, self.sequence_outputs, feeds, self.knobs.max_padding_waste,
+            self.knobs.max_rows_per_call,
+        )  # fmt: skip
 
     def finalize(self):
         self.turns.close()
@@ -143,6 +163,11 @@ class TritonPythonModel:
                 raise RequestError(f"input {name} must be {np.dtype(dtype).name}, got {array.dtype.name}")
             if array.ndim != rank + 1:
                 raise RequestError(f"input {name} must have rank {rank + 1}, got shape {list(array.shape)}")
+            if array.ndim > 1 and array.shape[1] > self.max_sequence_length:  # memory grows with it (attention)
+                raise RequestError(
+                    f"input {name} has {array.shape[1]} positions, more than this model's "
+                    f"{contract.MAX_SEQUENCE_LENGTH_PARAMETER} {self.max_sequence_length}"
+                )
             if array.size == 0:  # ONNX Runtime answers it with a meaningless vector (all zeros for BERT)
                 raise RequestError(f"input {name} holds no values (shape {list(array.shape)})")
             features[name] = array
@@ -173,8 +198,8 @@ class TritonPythonModel:
         try:
             self._execute(requests, responses)
         except Exception as error:  # a bug here must fail the requests it left unanswered, not escape
-            message = f"onnxruntime backend: {type(error).__name__}: {error}"
-            responses = [error_responses.internal_error(message) if r is None else r for r in responses]
+            failure = error_responses.failed("the onnxruntime backend", error)
+            responses = [failure if r is None else r for r in responses]
         return responses
 
     def _execute(self, requests, responses):
@@ -188,20 +213,30 @@ class TritonPythonModel:
             shape = next(iter(features.values())).shape[1:]
             groups.setdefault(shape, []).append((index, features))
         for members in groups.values():
-            # Asked right before the group runs, as a request can wait here behind the groups before
-            # it. Triton drops a request cancelled in its queue, but not once it is batched for an
-            # instance, which happens while the previous batch still runs (Triton 2.51, observed).
-            # Each call asks the parent process: tens of microseconds per request.
-            live = []
-            for index, features in members:
-                if requests[index].is_cancelled():
-                    responses[index] = error_responses.cancelled()
-                else:
-                    live.append((index, features))
-            if not live:
-                continue
-            for (index, _), outcome in run_isolating_failures(self._run_members, live):
-                if isinstance(outcome, Exception):  # ORT raises its own exception types
-                    responses[index] = error_responses.internal_error(f"onnxruntime: {outcome}")
-                else:
-                    responses[index] = pb_utils.InferenceResponse(output_tensors=outcome)
+            wait_s = encoder_runner.turn_wait_s([requests[index] for index, _ in members])
+            try:
+                with self.turns.hold(wait_s):
+                    self._run_group(requests, responses, members)
+            except encoder_runner.TurnTimeout as error:  # shed like a queue timeout, not failed
+                for index, _ in members:
+                    responses[index] = responses[index] or error_responses.overloaded(str(error))
+
+    def _run_group(self, requests, responses, members):
+        """Answer ``members`` (one shape), in this instance's turn on the CPUs."""
+        # Asked once the turn is ours, right before the group runs: a request can wait for the turn and
+        # behind the groups before it. Triton drops a request cancelled in its queue, but not once it is
+        # batched for an instance, which happens while the previous batch still runs (Triton 2.51,
+        # observed). Each call asks the parent process: tens of microseconds per request.
+        live = []
+        for index, features in members:
+            if requests[index].is_cancelled():
+                responses[index] = error_responses.cancelled()
+            else:
+                live.append((index, features))
+        if not live:
+            return
+        for (index, _), outcome in run_isolating_failures(self._run_members, live):
+            if isinstance(outcome, Exception):  # ORT raises its own exception types
+                responses[index] = error_responses.failed("onnxruntime", outcome)
+            else:
+                responses[index] = pb_utils.InferenceResponse(output_tensors=outcome)
