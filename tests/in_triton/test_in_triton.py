@@ -12,6 +12,7 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,70 @@ def test_the_encoder_knobs_read_the_parameters_with_their_defaults() -> None:
     assert contract.EncoderKnobs.from_parameters(params) == contract.EncoderKnobs(1, 0.5, True, 2, 3)
     config = {"parameters": {name: {"string_value": value} for name, value in params.items()}}
     assert contract.parameters(config) == params and contract.parameters({}) == {}
+
+
+class _Tensor:
+    def __init__(self, name: str, array: Any) -> None:
+        self.name, self.array = name, array
+
+    def as_numpy(self) -> Any:
+        return self.array
+
+
+class _Request:
+    def __init__(self, **inputs: Any) -> None:
+        self.inputs = inputs
+
+    def is_cancelled(self) -> bool:
+        return False
+
+    def parameters(self) -> str:
+        return "{}"
+
+
+class _Response:
+    def __init__(self, output_tensors: Any = None, error: Any = None) -> None:
+        self.outputs = {t.name: t.array for t in output_tensors or []}
+        self.error = error
+
+
+class _Error:
+    UNAVAILABLE, CANCELLED, INVALID_ARG, INTERNAL = "UNAVAILABLE", "CANCELLED", "INVALID_ARG", "INTERNAL"
+
+    def __init__(self, message: str, code: str = "INTERNAL") -> None:
+        self.message, self.code = message, code
+
+
+@pytest.mark.parametrize("task", [contract.FEATURE_EXTRACTION, contract.TEXT_RANKING])
+def test_the_serving_floor_answers_every_task_without_a_tokenizer(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task: contract.Task
+) -> None:
+    # The floor step reads the text-in step's inputs (TEXT_PAIR too for a pair task) and answers constants; it
+    # has no tokenizer, so a pair task's query check must not need one (it answered INTERNAL to every request).
+    import numpy as np
+
+    utils = types.ModuleType("triton_python_backend_utils")
+    utils.Tensor = _Tensor  # type: ignore[attr-defined]
+    utils.InferenceResponse = _Response  # type: ignore[attr-defined]
+    utils.TritonError = _Error  # type: ignore[attr-defined]
+    utils.get_input_tensor_by_name = lambda request, name: (  # type: ignore[attr-defined]
+        _Tensor(name, request.inputs[name]) if name in request.inputs else None
+    )
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", utils)
+    try:
+        manifest.write(manifest.PYTHON_MODEL_FILES, tmp_path)
+        model = _load_model_py(tmp_path, f"floor_{task.name.replace('-', '_')}")
+        output = task.outputs[0]
+        config = {"output": [{"name": output, "dims": ["4" if task.embedding else "1"], "data_type": "TYPE_FP32"}]}
+        params = {contract.TASK_PARAMETER: task.name}
+        step = model.FloorStep({}, config, params)
+        texts = np.array([[b"query"], [b"query"]], dtype=np.object_)
+        inputs = {contract.TEXT_INPUT: texts}
+        if task.pair:
+            inputs[contract.TEXT_PAIR_INPUT] = np.array([[b"first document"], [b"second"]], dtype=np.object_)
+        (response,) = step.execute([_Request(**inputs)])
+        assert response.error is None, response.error.message
+        assert response.outputs[output].shape == ((2, 4) if task.embedding else (2, 1))
+    finally:
+        for name in [n for n in sys.modules if n.startswith("tritonstack_in_triton_")]:
+            del sys.modules[name]

@@ -70,6 +70,19 @@ def _decode_texts(request, name=contract.TEXT_INPUT):
     return texts
 
 
+def _decode_rows(request, task):
+    """The texts of ``request``; for a pair task, its (query, document) pairs."""
+    texts = _decode_texts(request)
+    if not task.pair:
+        return texts
+    documents = _decode_texts(request, contract.TEXT_PAIR_INPUT)
+    if len(documents) != len(texts):
+        raise InputError(
+            f"{len(texts)} rows of {contract.TEXT_INPUT} but {len(documents)} of {contract.TEXT_PAIR_INPUT}"
+        )
+    return list(zip(texts, documents, strict=True))
+
+
 def _softmax(logits):
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -113,19 +126,13 @@ class _Step:
         texts are (query, document) pairs."""
         if not self.reads_text:
             return None, None
-        texts = _decode_texts(request)
-        if not self.task.pair:
-            return texts, None
-        documents = _decode_texts(request, contract.TEXT_PAIR_INPUT)
-        if len(documents) != len(texts):
-            raise InputError(
-                f"{len(texts)} rows of {contract.TEXT_INPUT} but {len(documents)} of {contract.TEXT_PAIR_INPUT}"
-            )
-        try:
-            self.tokenizer.check_queries(texts)
-        except tokenization.QueryTooLongError as error:
-            raise InputError(str(error)) from None
-        return list(zip(texts, documents, strict=True)), None
+        rows = _decode_rows(request, self.task)
+        if self.task.pair:
+            try:
+                self.tokenizer.check_queries([query for query, _ in rows])
+            except tokenization.QueryTooLongError as error:
+                raise InputError(str(error)) from None
+        return rows, None
 
     def answer(self, part, requests, responses):
         """Fill ``responses`` for the requests of ``part``: (request index, texts, logits) triples."""
@@ -309,6 +316,10 @@ class FloorStep(_Step):
                 self.constants[output["name"]] = np.full(dims, b"[]", dtype=np.object_)
             else:
                 self.constants[output["name"]] = np.zeros(dims, dtype=np.float32)
+
+    def read(self, request):
+        # decoded as the text-in step reads them; no tokenizer here, so no query-length check
+        return _decode_rows(request, self.task), None
 
     def answer(self, part, requests, responses):
         for index, texts, _ in part:
