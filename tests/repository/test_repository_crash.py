@@ -162,3 +162,32 @@ def test_a_second_writer_waits_for_the_first_or_fails_clearly(two_releases: Path
     finally:
         holder.wait(timeout=30)
     check_repository(two_releases)
+
+
+def test_the_lock_excludes_another_thread_and_lets_a_thread_re_enter(tmp_path: Path) -> None:
+    import threading
+
+    from tritonstack.repository import lock
+
+    held, release, outcome = threading.Event(), threading.Event(), []
+
+    def holder() -> None:
+        with lock.locked(tmp_path, "first"), lock.locked(tmp_path, "first, again"):  # re-entered by its thread
+            held.set()
+            release.wait(timeout=10)
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    try:
+        assert held.wait(timeout=10)
+        try:
+            with lock.locked(tmp_path, "second", wait_s=0.2):
+                outcome.append("entered")
+        except lock.RepositoryBusyError:
+            outcome.append("busy")
+    finally:
+        release.set()
+        thread.join(timeout=10)
+    assert outcome == ["busy"]  # not let in beside the first thread's hold
+    with lock.locked(tmp_path, "third", wait_s=0.2):  # free again once the holder let go
+        pass

@@ -28,7 +28,9 @@ LOCK_FILENAME = ".tritonstack.lock"
 DEFAULT_WAIT_S = 60.0  # an export writes for seconds, tune and release for less
 _POLL_S = 0.1
 
-_held: dict[Path, int] = {}  # lock path -> how many times this process holds it
+# (lock path, thread) -> how many times that thread holds it: a thread re-enters its own hold; another thread
+# opens its own descriptor, which flock excludes like another process's
+_held: dict[tuple[Path, int], int] = {}
 _held_guard = threading.Lock()
 
 
@@ -42,9 +44,10 @@ def locked(repository: Path, what: str, *, wait_s: float | None = None) -> Itera
     wait up to ``wait_s`` (``None``: :data:`DEFAULT_WAIT_S`) for another writer. ``OSError`` when the lock
     file cannot be opened (a read-only repository)."""
     path = (Path(repository) / LOCK_FILENAME).resolve()
+    key = (path, threading.get_ident())
     with _held_guard:
-        if path in _held:
-            _held[path] += 1
+        if key in _held:
+            _held[key] += 1
             reentered = True
         else:
             reentered = False
@@ -53,7 +56,7 @@ def locked(repository: Path, what: str, *, wait_s: float | None = None) -> Itera
             yield
         finally:
             with _held_guard:
-                _held[path] -= 1
+                _held[key] -= 1
         return
     descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, files.file_mode())
     try:
@@ -72,11 +75,11 @@ def locked(repository: Path, what: str, *, wait_s: float | None = None) -> Itera
                     ) from None
                 time.sleep(_POLL_S)
         with _held_guard:
-            _held[path] = 1
+            _held[key] = 1
         try:
             yield
         finally:
             with _held_guard:
-                del _held[path]
+                del _held[key]
     finally:
         os.close(descriptor)  # releases the flock

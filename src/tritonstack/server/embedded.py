@@ -28,6 +28,7 @@ from tritonstack._gpu import Gpu, visible_gpus
 from tritonstack._process import ChildProcess, ChildService, free_port, http_ok
 from tritonstack.in_triton import manifest
 from tritonstack.repository import staging
+from tritonstack.repository.lock import RepositoryBusyError
 from tritonstack.server import flags, shared_memory
 from tritonstack.server.admin_key import AdminKey
 from tritonstack.server.errors import ServerError, ServerStartError
@@ -291,7 +292,10 @@ class EmbeddedServer(ChildService):
                 hint="run `tritonstack export MODEL` first, or pass --repository",
             )
         self._ports()
-        staging.sweep_before_serving(self.repository)  # a killed writer's staging folder: Triton would load it
+        try:  # a killed writer's staging folder: Triton would load it
+            staging.sweep_before_serving(self.repository)
+        except RepositoryBusyError as error:
+            raise ServerStartError(error.message, hint=error.hint) from None
         self.gpus = visible_gpus()
         self.cache = embedded_cache(self.repository, self._cache_size_bytes)
         shared_memory.remove_orphans()
