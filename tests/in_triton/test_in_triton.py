@@ -168,17 +168,6 @@ class _Tensor:
         return self.array
 
 
-class _Request:
-    def __init__(self, **inputs: Any) -> None:
-        self.inputs = inputs
-
-    def is_cancelled(self) -> bool:
-        return False
-
-    def parameters(self) -> str:
-        return "{}"
-
-
 class _Response:
     def __init__(self, output_tensors: Any = None, error: Any = None) -> None:
         self.outputs = {t.name: t.array for t in output_tensors or []}
@@ -192,14 +181,21 @@ class _Error:
         self.message, self.code = message, code
 
 
-@pytest.mark.parametrize("task", [contract.FEATURE_EXTRACTION, contract.TEXT_RANKING])
-def test_the_serving_floor_answers_every_task_without_a_tokenizer(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task: contract.Task
-) -> None:
-    # The floor step reads the text-in step's inputs (TEXT_PAIR too for a pair task) and answers constants; it
-    # has no tokenizer, so a pair task's query check must not need one (it answered INTERNAL to every request).
-    import numpy as np
+class _Request:
+    def __init__(self, parameters: str = "{}", **inputs: Any) -> None:
+        self.inputs, self._parameters = inputs, parameters
 
+    def is_cancelled(self) -> bool:
+        return False
+
+    def parameters(self) -> str:
+        return self._parameters
+
+
+@pytest.fixture()
+def text_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[types.ModuleType]:
+    """A copied ``model.py`` loaded over a stand-in for Triton's ``triton_python_backend_utils`` that can run a
+    step's ``execute``."""
     utils = types.ModuleType("triton_python_backend_utils")
     utils.Tensor = _Tensor  # type: ignore[attr-defined]
     utils.InferenceResponse = _Response  # type: ignore[attr-defined]
@@ -208,20 +204,45 @@ def test_the_serving_floor_answers_every_task_without_a_tokenizer(
         _Tensor(name, request.inputs[name]) if name in request.inputs else None
     )
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", utils)
-    try:
-        manifest.write(manifest.PYTHON_MODEL_FILES, tmp_path)
-        model = _load_model_py(tmp_path, f"floor_{task.name.replace('-', '_')}")
-        output = task.outputs[0]
-        config = {"output": [{"name": output, "dims": ["4" if task.embedding else "1"], "data_type": "TYPE_FP32"}]}
-        params = {contract.TASK_PARAMETER: task.name}
-        step = model.FloorStep({}, config, params)
-        texts = np.array([[b"query"], [b"query"]], dtype=np.object_)
-        inputs = {contract.TEXT_INPUT: texts}
-        if task.pair:
-            inputs[contract.TEXT_PAIR_INPUT] = np.array([[b"first document"], [b"second"]], dtype=np.object_)
-        (response,) = step.execute([_Request(**inputs)])
-        assert response.error is None, response.error.message
-        assert response.outputs[output].shape == ((2, 4) if task.embedding else (2, 1))
-    finally:
-        for name in [n for n in sys.modules if n.startswith("tritonstack_in_triton_")]:
-            del sys.modules[name]
+    manifest.write(manifest.PYTHON_MODEL_FILES, tmp_path)
+    yield _load_model_py(tmp_path, "text_model_under_test")
+    for name in [n for n in sys.modules if n.startswith("tritonstack_in_triton_")]:
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("task", [contract.FEATURE_EXTRACTION, contract.TEXT_RANKING])
+def test_the_serving_floor_answers_every_task_without_a_tokenizer(text_model: Any, task: contract.Task) -> None:
+    # The floor step reads the text-in step's inputs (TEXT_PAIR too for a pair task) and answers constants; it
+    # has no tokenizer, so a pair task's query check must not need one (it answered INTERNAL to every request).
+    import numpy as np
+
+    output = task.outputs[0]
+    config = {"output": [{"name": output, "dims": ["4" if task.embedding else "1"], "data_type": "TYPE_FP32"}]}
+    step = text_model.FloorStep({}, config, {contract.TASK_PARAMETER: task.name})
+    inputs = {contract.TEXT_INPUT: np.array([[b"query"], [b"query"]], dtype=np.object_)}
+    if task.pair:
+        inputs[contract.TEXT_PAIR_INPUT] = np.array([[b"first document"], [b"second"]], dtype=np.object_)
+    (response,) = step.execute([_Request(**inputs)])
+    assert response.error is None, response.error.message
+    assert response.outputs[output].shape == ((2, 4) if task.embedding else (2, 1))
+
+
+def test_the_postprocess_step_never_sheds_work_the_encoder_has_done(text_model: Any) -> None:
+    import json
+    import time
+
+    import numpy as np
+
+    params = {
+        contract.TASK_PARAMETER: contract.TEXT_CLASSIFICATION.name,
+        contract.MAX_SEQUENCE_LENGTH_PARAMETER: "16",
+        contract.ENCODER_INPUTS_PARAMETER: "input_ids,attention_mask",
+        contract.ENCODER_OUTPUT_PARAMETER: "logits",
+        contract.LABELS_PARAMETER: json.dumps(["no", "yes"]),
+        contract.QUEUE_BUDGET_MS_PARAMETER: "500",  # what export writes on every Python step
+    }
+    step = text_model.PostprocessStep({}, {}, params)
+    stale = json.dumps({contract.SENT_AT_PARAMETER: time.time_ns() // 1000 - 5_000_000})  # sent 5 s ago
+    (response,) = step.execute([_Request(stale, logits=np.array([[0.1, 2.0]], dtype=np.float32))])
+    assert response.error is None, response.error.message
+    assert response.outputs[contract.LABEL_OUTPUT].reshape(-1).tolist() == [b"yes"]

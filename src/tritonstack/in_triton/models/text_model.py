@@ -241,6 +241,12 @@ class PostprocessStep(_Step):
 
     batched = False
 
+    def __init__(self, args, config, params):
+        super().__init__(args, config, params)
+        # never shed here: a request that reaches the postprocess has had its encoder run, and the age runs from
+        # the client's send, so a backlog at the encoder would throw finished work away. The entry step sheds.
+        self.queue_budget_us = 0
+
     @property
     def reads_text(self):
         # a token-level task maps logits back to tokens and character offsets: it re-tokenizes the text
