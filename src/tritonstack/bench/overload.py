@@ -31,15 +31,17 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.workload import BenchWorkload
 from tritonstack.client._exceptions import ClientError
 from tritonstack.client._metrics import ClientMetrics, NoMetrics
+from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop
 from tritonstack.measure.samples import percentile_ms
+from tritonstack.measure.triton_stats import TritonStatsProbe, model_view
 
 Log = Callable[[str], None]
 
@@ -81,6 +83,7 @@ class OverloadResult:
     normal_p99_ms: float = 0.0
     calls: list[Call] = field(default_factory=list)
     probes: list[tuple[float, float]] = field(default_factory=list)  # (sent after the burst, latency), seconds
+    server: dict[str, Any] = field(default_factory=dict)  # the served step: its name and triton_stats.model_view
 
     @property
     def rate_rps(self) -> float:
@@ -178,6 +181,8 @@ async def _measure(
             f"{result.normal_p50_ms:.1f} ms, p99 {result.normal_p99_ms:.1f} ms"
         )
         log(f"    burst: {result.rate_rps:.0f} calls/s ({result.multiple:g}x) for {result.burst_s:g} s")
+        stats = TritonStatsProbe(url, [contract.fused_name(model), model])
+        before = await stats.snapshot()
         tasks = []
         origin = time.perf_counter()
         interval = 1 / result.rate_rps
@@ -197,6 +202,12 @@ async def _measure(
             await asyncio.sleep(max(0.0, sent - time.perf_counter()))
             probe_tasks.append(asyncio.ensure_future(_one(send, index, sent, burst_end, probes)))
         await asyncio.gather(*tasks, *probe_tasks)
+        # what the served step did over the burst: its admitted requests' queue and compute (the CPU turn's wait
+        # counts as compute), the batch size, how busy; the fused step where the export has one, else NAME
+        after = await stats.snapshot()
+        await stats.close()
+        step = next(m for m in stats.models if (after[m] - before[m]).requests or m == model)
+        result.server = {"model": step, **model_view(after[step] - before[step], time.perf_counter() - origin)}
         result.probes = sorted((p.sent_s, p.latency_s if p.outcome == "ok" else float("inf")) for p in probes)
 
 
@@ -253,6 +264,7 @@ def table(result: OverloadResult) -> str:
         f"{'met' if result.admitted_p99_ms <= result.slo_p99_ms else 'MISSED'})",
         f"admitted p50        {result.admitted_p50_ms:8.1f} ms",
         "  where they waited  " + breakdown(result),
+        *([f"  server             {server_line(result.server)}"] if result.server else []),
         f"past deadline+{LATE_GRACE_S:g}s  {len(result.late):8d}           (target 0)",
         "recovery            "
         + (
@@ -276,4 +288,19 @@ def breakdown(result: OverloadResult) -> str:
         f"generator lag p50 {_percentile_ms(lags, 50):.1f} / p99 {_percentile_ms(lags, 99):.1f} ms; "
         f"{len(retried)} calls retried, {len(admitted_late)} admitted on a retry"
         + (f" (their p50 {_percentile_ms(admitted_late, 50):.0f} ms)" if admitted_late else "")
+    )
+
+
+def server_line(view: dict[str, Any]) -> str:
+    """Triton's view of the served step over the burst (its successful requests), one line."""
+
+    def ms(key: str) -> str:
+        value = view.get(key)
+        return "-" if value is None else f"{value:.1f}"
+
+    batch, busy = view.get("batch_size"), view.get("busy")
+    return (
+        f"{view.get('model')}: {view.get('requests')} served, per request queue {ms('queue_ms')} ms, "
+        f"compute {ms('compute_ms')} ms (with the CPU turn's wait); batch {batch or 0:.1f} rows, "
+        f"busy {100 * (busy or 0):.0f} %"
     )
