@@ -279,51 +279,46 @@ class TextInStep(_Step):
         self.trace.close()
 
     def answer(self, part, requests, responses):
-        """Tokenize every text of ``part`` at once, run the encoder on the rows in this instance's turn on the
-        CPUs, answer each request. In the turn, before computing, a request whose client gave up is answered
-        CANCELLED, and the oldest requests are shed until the rest are answered within the queue budget
-        (``error_responses.over_budget``): the wait for the turn -- the other instance's batch -- and the
-        batch's own compute count against the budget too, not only Triton's queue. The wait for the turn
-        itself ends when the youngest request would be past the budget."""
-        texts = [t for _, request_texts, _ in part for t in request_texts]
-        encodings = self.tokenizer.encode(texts)
-        features = self.tokenizer.features(encodings, self.encoder_inputs)
+        """In this instance's turn on the CPUs: answer CANCELLED a request whose client gave up, shed the oldest
+        requests until the rest are answered within the queue budget (``error_responses.over_budget``: the wait
+        for the turn -- the other instance's batch -- and the batch's own work count against the budget, not only
+        Triton's queue), then tokenize the texts left at once, run the encoder on them and answer each request.
+        The wait for the turn ends when the youngest request would be past the budget; tokenizing in the turn
+        keeps it from time-slicing a core with the other instance's compute, and spends nothing on a shed text."""
         waiting = time.perf_counter()
         with self.encoder.turns.hold(self._turn_wait_s(part, requests)):
             now_us = time.time_ns() // 1000
-            pending, start = [], 0  # (request index, texts, first row, row after the last)
+            pending = []  # (request index, texts)
             for index, request_texts, _ in part:
-                stop = start + len(request_texts)
                 if requests[index].is_cancelled():
                     responses[index] = error_responses.cancelled()
                 else:
-                    pending.append((index, request_texts, start, stop))
-                start = stop
-            ages = [error_responses.queued_us(requests[index], contract, now_us) for index, *_ in pending]
-            counts = [stop - start for _, _, start, stop in pending]
+                    pending.append((index, request_texts))
+            ages = [error_responses.queued_us(requests[index], contract, now_us) for index, _ in pending]
+            counts = [len(request_texts) for _, request_texts in pending]
             late = error_responses.over_budget(ages, counts, self.row_us, self.queue_budget_us)
             expected_us = self.row_us * sum(counts)
             for k in late:
-                responses[pending[k][0]] = error_responses.shed_response(
-                    ages[k] + expected_us, self.queue_budget_us, contract
-                )
+                age = ages[k] + expected_us
+                responses[pending[k][0]] = error_responses.shed_response(age, self.queue_budget_us, contract)
             live = [item for k, item in enumerate(pending) if k not in late]
-            rows = [row for _, _, start, stop in live for row in range(start, stop)]
-            self.stats.update(wait_ms=1000 * (time.perf_counter() - waiting), shed_in_turn=len(late), rows=len(rows))
+            texts = [text for _, request_texts in live for text in request_texts]
+            self.stats.update(wait_ms=1000 * (time.perf_counter() - waiting), shed_in_turn=len(late), rows=len(texts))
             if not live:
                 return
-            kept = rows if len(rows) < len(texts) else slice(None)
             computing = time.perf_counter()
-            outputs = self.encoder.run({name: array[kept] for name, array in features.items()})
+            encodings = self.tokenizer.encode(texts)
+            outputs = self.encoder.run(self.tokenizer.features(encodings, self.encoder_inputs))
             compute_us = 1e6 * (time.perf_counter() - computing)
-        self.row_us = compute_us / len(rows) if not self.row_us else 0.8 * self.row_us + 0.2 * compute_us / len(rows)
-        oldest = max((age for k, age in enumerate(ages) if k not in late and age is not None), default=0)
-        self.stats.update(compute_ms=compute_us / 1000, oldest_answered_ms=(oldest + compute_us) / 1000)
+        row_us = compute_us / len(texts)
+        self.row_us = row_us if not self.row_us else 0.8 * self.row_us + 0.2 * row_us
+        oldest_us = max((age for k, age in enumerate(ages) if k not in late and age is not None), default=0)
+        self.stats.update(compute_ms=compute_us / 1000, oldest_answered_ms=(oldest_us + compute_us) / 1000)
         at = 0
-        for index, request_texts, start, stop in live:
-            count = stop - start
+        for index, request_texts in live:
+            count = len(request_texts)
             responses[index] = _respond(
-                self._task_outputs(request_texts, outputs[at : at + count], encodings[start:stop])
+                self._task_outputs(request_texts, outputs[at : at + count], encodings[at : at + count])
             )
             at += count
 
