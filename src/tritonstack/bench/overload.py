@@ -202,8 +202,8 @@ async def _measure(
             await asyncio.sleep(max(0.0, sent - time.perf_counter()))
             probe_tasks.append(asyncio.ensure_future(_one(send, index, sent, burst_end, probes)))
         await asyncio.gather(*tasks, *probe_tasks)
-        # what the served step did over the burst: its admitted requests' queue and compute (the CPU turn's wait
-        # counts as compute), the batch size, how busy; the fused step where the export has one, else NAME
+        # what the served step did over the burst: its requests' queue and compute (the CPU turn's wait counts as
+        # compute), the batch size, how busy; the fused step where the export has one, else NAME
         after = await stats.snapshot()
         await stats.close()
         step = next(m for m in stats.models if (after[m] - before[m]).requests or m == model)
@@ -292,7 +292,8 @@ def breakdown(result: OverloadResult) -> str:
 
 
 def server_line(view: dict[str, Any]) -> str:
-    """Triton's view of the served step over the burst (its successful requests), one line."""
+    """Triton's view of the served step over the burst, one line. Triton counts a request the step answered with
+    an error (a shed) as a success too: the means are over every request the step was handed."""
 
     def ms(key: str) -> str:
         value = view.get(key)
@@ -300,7 +301,7 @@ def server_line(view: dict[str, Any]) -> str:
 
     batch, busy = view.get("batch_size"), view.get("busy")
     return (
-        f"{view.get('model')}: {view.get('requests')} served, per request queue {ms('queue_ms')} ms, "
+        f"{view.get('model')}: {view.get('requests')} requests (shed included), each queue {ms('queue_ms')} ms, "
         f"compute {ms('compute_ms')} ms (with the CPU turn's wait); batch {batch or 0:.1f} rows, "
         f"busy {100 * (busy or 0):.0f} %"
     )
