@@ -139,6 +139,8 @@ def test_the_step_trace_writes_a_line_per_execution_only_where_asked(
     trace.close()
     (path,) = tmp_path.glob("m-*.jsonl")
     assert json.loads(path.read_text()) == {"requests": 3, "rows": 2}
+    monkeypatch.setenv(responses.TRACE_ENV, str(tmp_path / "missing"))
+    assert not responses.StepTrace("m")  # an unusable folder: no trace, the model still loads
 
 
 def test_a_batch_waits_for_its_cpu_turn_only_while_its_youngest_is_within_the_budget(

@@ -158,7 +158,10 @@ class StepTrace:
         self._file = None
         if folder:
             path = os.path.join(folder, f"{model_name}-{os.getpid()}.jsonl")
-            self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 -- the instance's life
+            try:
+                self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 -- the instance's life
+            except OSError as error:  # a measurement aid: never what keeps a model from loading
+                _log_error(f"no step trace in {folder}: {error}")
 
     def __bool__(self):
         return self._file is not None
