@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import grpc
+import numpy as np
 import pytest
+from tritonclient.utils import InferenceServerException
 
 from tritonstack.client import (
+    Client,
     ClientError,
     ConfigurationError,
     InvalidInputError,
@@ -13,8 +18,11 @@ from tritonstack.client import (
     RetryBudget,
     RetryPolicy,
 )
+from tritonstack.client._core import SendStamp
 from tritonstack.client._exceptions import STATUS_ERRORS
-from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool, RetryThrottle
+from tritonstack.client._models import ModelInfo, TensorSpec
+from tritonstack.client._retry import Attempts, Deadline, Endpoint, EndpointPool, RetryThrottle, shed_for_age
+from tritonstack.in_triton import contract
 
 
 class FakeClock:
@@ -178,3 +186,50 @@ def test_retries_to_the_same_endpoint_spend_the_shared_budget_and_failover_does_
 def test_budget_rejects_nonsense(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigurationError):
         RetryBudget(**bad)
+
+
+def shed_for_its_age() -> OverloadedError:
+    return OverloadedError(
+        f"in ensemble 'minilm', {contract.SHED_MESSAGE} (612 ms > 500 ms): send less or add capacity",
+        code=grpc.StatusCode.UNAVAILABLE,
+    )
+
+
+def test_a_call_shed_for_its_age_is_not_retried_other_overload_is() -> None:
+    # its retry would carry the same send stamp (SendStamp), be older still, and be shed again at once
+    assert shed_for_age(shed_for_its_age()) and not shed_for_age(overloaded())
+    throttle = RetryThrottle(RetryBudget(max_tokens=2))
+    attempts = Attempts(RetryPolicy(), Deadline(None), rng=lambda: 0.0, throttle=throttle)
+    assert attempts.pause_after(shed_for_its_age()) is None
+    assert throttle.tokens == 2  # no token of the budget spent on it
+    assert attempts.pause_after(overloaded()) is not None
+
+
+class RecordingConnection:
+    """A tritonclient connection whose every infer is refused as overloaded; records each attempt's parameters."""
+
+    def __init__(self) -> None:
+        self.parameters: list[dict[str, int]] = []
+
+    def infer(self, *args: object, parameters: dict[str, int], **kwargs: object) -> None:
+        self.parameters.append(parameters)
+        time.sleep(0.002)  # a later re-stamp would differ
+        raise InferenceServerException("Exceeds maximum queue size", status="StatusCode.UNAVAILABLE")
+
+
+def test_every_attempt_of_a_call_carries_the_first_attempts_send_stamp() -> None:
+    info = ModelInfo("m", ("1",), "python", 8, (TensorSpec("TEXT", "BYTES", (-1, 1)),), ())
+    retry = RetryPolicy(max_attempts=3, initial_backoff_s=0.001, budget=None)
+    with Client("localhost:1", model="m", retry=retry) as client:
+        endpoint = client._pool.endpoints[0]
+        connection, real = RecordingConnection(), endpoint.connection
+        endpoint.connection = connection  # type: ignore[assignment]
+        chunk = {"TEXT": np.array([[b"a"]], dtype=np.object_)}
+        try:
+            with pytest.raises(OverloadedError):
+                client._infer_chunks(info, "", [chunk], ["EMBEDDING"], Deadline(5.0), "r")
+        finally:
+            endpoint.connection = real
+    stamps = [p[contract.SENT_AT_PARAMETER] for p in connection.parameters]
+    assert len(stamps) == 3 and len(set(stamps)) == 1, stamps
+    assert SendStamp().parameters() != connection.parameters[0]  # a new call is stamped anew

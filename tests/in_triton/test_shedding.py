@@ -108,3 +108,45 @@ def test_the_sdk_stamps_its_send_time_and_maps_a_shed_to_overload() -> None:
 
     error = translate(Unavailable(), model="minilm", version=None, request_id="r", url="u")
     assert type(error) is OverloadedError
+
+
+def test_in_its_turn_a_batch_sheds_its_oldest_until_the_rest_are_answered_within_the_budget(
+    responses: types.ModuleType,
+) -> None:
+    # a batch's answers all leave when it is computed: each at its age now + the whole batch's compute
+    ages = [450_000, 100_000, 300_000, 20_000]  # µs, one row each
+    assert responses.over_budget(ages, [1, 1, 1, 1], 0.0, 500_000) == set()  # no estimate yet: the ages alone
+    # 40 ms a row: 450 + 160 ms is past 500 ms; without it, 300 + 120 fits
+    assert responses.over_budget(ages, [1, 1, 1, 1], 40_000.0, 500_000) == {0}
+    # 80 ms a row: 450 + 320 and 300 + 240 are past it; without both, 100 + 160 fits
+    assert responses.over_budget(ages, [1, 1, 1, 1], 80_000.0, 500_000) == {0, 2}
+    # every row counts: 9 rows take 360 ms, past 500 ms for 200; without its row, 150 + 320 fits
+    assert responses.over_budget([200_000, 150_000], [1, 8], 40_000.0, 500_000) == {0}
+    assert responses.over_budget([None, 490_000], [1, 1], 40_000.0, 500_000) == {1}  # no stamp: never shed
+    assert responses.over_budget(ages, [1, 1, 1, 1], 40_000.0, 0) == set()  # no budget
+    refused = responses.shed_response(640_000, 500_000, contract)
+    assert refused.error.code == FakeError.UNAVAILABLE and refused.error.message.startswith(contract.SHED_MESSAGE)
+
+
+def test_the_step_trace_writes_a_line_per_execution_only_where_asked(
+    responses: types.ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(responses.TRACE_ENV, raising=False)
+    assert not responses.StepTrace("m")
+    monkeypatch.setenv(responses.TRACE_ENV, str(tmp_path))
+    trace = responses.StepTrace("m")
+    trace.write(requests=3, rows=2)
+    trace.close()
+    (path,) = tmp_path.glob("m-*.jsonl")
+    assert json.loads(path.read_text()) == {"requests": 3, "rows": 2}
+    monkeypatch.setenv(responses.TRACE_ENV, str(tmp_path / "missing"))
+    assert not responses.StepTrace("m")  # an unusable folder: no trace, the model still loads
+
+
+def test_a_batch_waits_for_its_cpu_turn_only_while_its_youngest_is_within_the_budget(
+    responses: types.ModuleType,
+) -> None:
+    assert responses.turn_wait_s([300_000, 100_000], 500_000) == pytest.approx(0.4)
+    assert responses.turn_wait_s([700_000], 500_000) == pytest.approx(0.001)  # past it already: a poll, then shed
+    assert responses.turn_wait_s([100_000, None], 500_000) is None  # an unstamped request: the turn's own bound
+    assert responses.turn_wait_s([100_000], 0) is None

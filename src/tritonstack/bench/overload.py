@@ -24,18 +24,24 @@ Before bounded queues, a 4x burst left 6 % of calls served and 5 s answers after
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.workload import BenchWorkload
+from tritonstack.client._exceptions import ClientError
+from tritonstack.client._metrics import ClientMetrics, NoMetrics
+from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop
 from tritonstack.measure.samples import percentile_ms
+from tritonstack.measure.triton_stats import TritonStatsProbe, model_view
 
 Log = Callable[[str], None]
 
@@ -50,6 +56,20 @@ class Call:
     sent_s: float  # scheduled send, from the start of the burst
     latency_s: float  # from the scheduled send to the answer
     outcome: str  # "ok" or the SDK error's class name
+    lag_s: float = 0.0  # from the scheduled send to when the call started: the load generator falling behind
+    attempts: int = 1  # the SDK's attempts (1 + its retries)
+
+
+_RETRIES: contextvars.ContextVar[list[int]] = contextvars.ContextVar("overload_retries")
+
+
+class _RetryCount(NoMetrics):
+    """The SDK's metrics hook that counts each call's retries (its task's context holds the count)."""
+
+    def retry(self, model: str, error: ClientError) -> None:
+        count = _RETRIES.get(None)
+        if count is not None:
+            count[0] += 1
 
 
 @dataclass
@@ -63,6 +83,7 @@ class OverloadResult:
     normal_p99_ms: float = 0.0
     calls: list[Call] = field(default_factory=list)
     probes: list[tuple[float, float]] = field(default_factory=list)  # (sent after the burst, latency), seconds
+    server: dict[str, Any] = field(default_factory=dict)  # the served step: its name and triton_stats.model_view
 
     @property
     def rate_rps(self) -> float:
@@ -84,6 +105,10 @@ class OverloadResult:
     @property
     def admitted_p99_ms(self) -> float:
         return _percentile_ms([c.latency_s for c in self.calls if c.outcome == "ok"], 99)
+
+    @property
+    def admitted_p50_ms(self) -> float:
+        return _percentile_ms([c.latency_s for c in self.calls if c.outcome == "ok"], 50)
 
     @property
     def late(self) -> list[Call]:
@@ -116,12 +141,15 @@ def _percentile_ms(latencies_s: Sequence[float], percentile: float) -> float:
 async def _one(
     send: Callable[[int], Awaitable[None]], index: int, sent: float, origin: float, calls: list[Call]
 ) -> None:
+    started = time.perf_counter()
+    retries = [0]
+    _RETRIES.set(retries)  # this task's own context: the SDK's retry hook counts into it
     try:
         await send(index)
         outcome = "ok"
     except Exception as error:  # every failure is recorded by its type: the test asserts they are typed
         outcome = type(error).__name__
-    calls.append(Call(sent - origin, time.perf_counter() - sent, outcome))
+    calls.append(Call(sent - origin, time.perf_counter() - sent, outcome, started - sent, 1 + retries[0]))
 
 
 async def _measure(
@@ -130,7 +158,8 @@ async def _measure(
 ) -> None:  # fmt: skip
     from tritonstack.client import AsyncClient
 
-    async with AsyncClient(url, model=model, timeouts=result.deadline_s) as client:
+    retry_count = cast("ClientMetrics", _RetryCount())  # any NoMetrics is a hook the client takes (_metrics.resolve)
+    async with AsyncClient(url, model=model, timeouts=result.deadline_s, metrics=retry_count) as client:
         call = workload.sender(client)  # the task's SDK call: embed, classify, rerank(query, documents)
 
         async def send(index: int) -> None:
@@ -152,6 +181,8 @@ async def _measure(
             f"{result.normal_p50_ms:.1f} ms, p99 {result.normal_p99_ms:.1f} ms"
         )
         log(f"    burst: {result.rate_rps:.0f} calls/s ({result.multiple:g}x) for {result.burst_s:g} s")
+        stats = TritonStatsProbe(url, [contract.fused_name(model), model])
+        before = await stats.snapshot()
         tasks = []
         origin = time.perf_counter()
         interval = 1 / result.rate_rps
@@ -171,6 +202,12 @@ async def _measure(
             await asyncio.sleep(max(0.0, sent - time.perf_counter()))
             probe_tasks.append(asyncio.ensure_future(_one(send, index, sent, burst_end, probes)))
         await asyncio.gather(*tasks, *probe_tasks)
+        # what the served step did over the burst: its requests' queue and compute (the CPU turn's wait counts as
+        # compute), the batch size, how busy; the fused step where the export has one, else NAME
+        after = await stats.snapshot()
+        await stats.close()
+        step = next(m for m in stats.models if (after[m] - before[m]).requests or m == model)
+        result.server = {"model": step, **model_view(after[step] - before[step], time.perf_counter() - origin)}
         result.probes = sorted((p.sent_s, p.latency_s if p.outcome == "ok" else float("inf")) for p in probes)
 
 
@@ -225,6 +262,9 @@ def table(result: OverloadResult) -> str:
         f"shed as overload    {100 * result.shed_ratio:7.1f} %",
         f"admitted p99        {result.admitted_p99_ms:8.1f} ms        (SLO {result.slo_p99_ms:g} ms: "
         f"{'met' if result.admitted_p99_ms <= result.slo_p99_ms else 'MISSED'})",
+        f"admitted p50        {result.admitted_p50_ms:8.1f} ms",
+        "  where they waited  " + breakdown(result),
+        *([f"  server             {server_line(result.server)}"] if result.server else []),
         f"past deadline+{LATE_GRACE_S:g}s  {len(result.late):8d}           (target 0)",
         "recovery            "
         + (
@@ -236,3 +276,32 @@ def table(result: OverloadResult) -> str:
         ),
     ]
     return "\n".join(lines)
+
+
+def breakdown(result: OverloadResult) -> str:
+    """Where the burst's calls waited outside the server: the load generator's lag behind the schedule, and the
+    SDK's retries (how many calls were retried, how many were admitted only on a retry)."""
+    lags = [c.lag_s for c in result.calls]
+    retried = [c for c in result.calls if c.attempts > 1]
+    admitted_late = [c.latency_s for c in retried if c.outcome == "ok"]
+    return (
+        f"generator lag p50 {_percentile_ms(lags, 50):.1f} / p99 {_percentile_ms(lags, 99):.1f} ms; "
+        f"{len(retried)} calls retried, {len(admitted_late)} admitted on a retry"
+        + (f" (their p50 {_percentile_ms(admitted_late, 50):.0f} ms)" if admitted_late else "")
+    )
+
+
+def server_line(view: dict[str, Any]) -> str:
+    """Triton's view of the served step over the burst, one line. Triton counts a request the step answered with
+    an error (a shed) as a success too: the means are over every request the step was handed."""
+
+    def ms(key: str) -> str:
+        value = view.get(key)
+        return "-" if value is None else f"{value:.1f}"
+
+    batch, busy = view.get("batch_size"), view.get("busy")
+    return (
+        f"{view.get('model')}: {view.get('requests')} requests (shed included), each queue {ms('queue_ms')} ms, "
+        f"compute {ms('compute_ms')} ms (with the CPU turn's wait); batch {batch or 0:.1f} rows, "
+        f"busy {100 * (busy or 0):.0f} %"
+    )

@@ -504,7 +504,28 @@ def triton_timeout_us(remaining_s: float | None) -> int | None:
 
 
 def request_parameters() -> dict[str, int]:
-    """The parameters every attempt carries: its wall-clock send time (µs since the epoch), by which the
+    """The parameters every attempt carries: the wall-clock send time (µs since the epoch), by which the
     served Python steps shed a request that queued past their budget (``contract.SENT_AT_PARAMETER``,
-    ``in_triton/models/error_responses.py``). Stamped per attempt: a retry is a new send."""
+    ``in_triton/models/error_responses.py``). A call's attempts all carry its first one's (``SendStamp``)."""
     return {contract.SENT_AT_PARAMETER: time.time_ns() // 1000}
+
+
+class SendStamp:
+    """The send time of a request's first attempt, which its retries carry too.
+
+    The served steps shed by the age of the stamp, so a retry keeps the age the
+    call has already: re-stamped, each retry of a shed call got a fresh budget,
+    and a call retried N times could queue N budgets plus the backoffs -- an
+    admitted call then took seconds against a 500 ms budget. With the first
+    stamp, a call's queueing stays within one budget (and a call shed for its
+    age is not retried: ``_retry.Attempts``).
+    """
+
+    def __init__(self) -> None:
+        self._parameters: dict[str, int] | None = None
+
+    def parameters(self) -> dict[str, int]:
+        """The request parameters of the next attempt: stamped at the first, the same for every later one."""
+        if self._parameters is None:
+            self._parameters = request_parameters()
+        return dict(self._parameters)

@@ -23,6 +23,7 @@ from tritonstack.client._breaker import CircuitBreaker, Outcome, outcome_of
 from tritonstack.client._config import CircuitBreakerPolicy, RetryBudget, RetryPolicy
 from tritonstack.client._exceptions import ClientError, OverloadedError
 from tritonstack.client._metrics import NoMetrics
+from tritonstack.in_triton import contract
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -112,6 +113,7 @@ class Attempts:
 
         Gives up on codes outside ``policy.retry_on`` (INVALID_ARGUMENT and
         DEADLINE_EXCEEDED always) and on errors that are not ``retryable``,
+        on a call a served step shed for its age (:func:`shed_for_age`),
         after ``max_attempts``, when the pause would outlast the deadline, and
         when a retry to the same endpoint finds the retry budget empty.
         ``failover``: another healthy endpoint is waiting, so retry at once
@@ -121,6 +123,8 @@ class Attempts:
         self.failures += 1
         self.throttled = False
         if error.code is None or error.code not in self.policy.retry_on or not error.retryable:
+            return None
+        if shed_for_age(error):
             return None
         if self.failures >= self.policy.max_attempts:
             return None
@@ -133,6 +137,14 @@ class Attempts:
             self.throttled = True
             return None
         return pause_s
+
+
+def shed_for_age(error: ClientError) -> bool:
+    """Whether a served step shed the call because it had queued past the step's budget
+    (``contract.SHED_MESSAGE``). Its retries carry its first send time (``_core.SendStamp``), so a retry would
+    be older still and shed again at once: not worth a round trip, a backoff and a token of the retry budget.
+    Other overload (a full queue, no CPU turn in time) may pass on a retry and is retried as before."""
+    return isinstance(error, OverloadedError) and contract.SHED_MESSAGE in error.message
 
 
 def _no_breaker() -> CircuitBreaker:

@@ -328,12 +328,13 @@ class Client:
         def run(index: int) -> dict[str, np.ndarray]:
             chunk_id = _core.chunk_request_id(request_id, index, len(chunks))
             inputs = _core.build_inputs(chunks[index], info)
+            stamp = _core.SendStamp()  # the first attempt's send time, kept by every retry
 
             def op(connection: Connection, timeout: float | None) -> dict[str, np.ndarray]:
                 result = connection.infer(
                     info.name, inputs, model_version=ver, outputs=requested, request_id=chunk_id,
                     client_timeout=timeout, timeout=_core.triton_timeout_us(timeout), headers=headers,
-                    parameters=_core.request_parameters(),
+                    parameters=stamp.parameters(),
                 )  # fmt: skip
                 return _core.parse_result(result, names, model=info.name, request_id=chunk_id)
 

@@ -26,6 +26,7 @@ stack never holds a minute of work.
 """
 
 import json
+import os
 import secrets
 import sys
 import time
@@ -106,5 +107,70 @@ def shed(request, contract, budget_us, now_us=None):
     age = queued_us(request, contract, now_us)
     if age is None or age <= budget_us:
         return None
-    message = f"{contract.SHED_MESSAGE} ({age / 1000:.0f} ms > {budget_us / 1000:.0f} ms): send less or add capacity"
+    return shed_response(age, budget_us, contract)
+
+
+def shed_response(age_us, budget_us, contract):
+    """The UNAVAILABLE response of a request shed at ``age_us`` against ``budget_us`` (the SDK's OverloadedError)."""
+    message = f"{contract.SHED_MESSAGE} ({age_us / 1000:.0f} ms > {budget_us / 1000:.0f} ms): send less or add capacity"
     return _error(message, pb_utils.TritonError.UNAVAILABLE)
+
+
+def over_budget(ages_us, rows, row_us, budget_us):
+    """Positions of the requests of a batch to shed once it holds the CPU: a batch's answers all leave when it
+    is computed, so each request is answered at its age now plus the whole batch's compute (``rows`` per
+    request, ``row_us`` the step's estimate per row). The oldest are shed until the rest are answered within
+    ``budget_us``: the budget bounds the answer, not only the queueing before the batch was taken (a batch
+    taken in time could otherwise wait for the other instance's turn and compute past it). Requests without a
+    usable stamp (None) are never shed; a budget of 0 sheds nothing."""
+    if budget_us <= 0:
+        return set()
+    oldest_first = sorted((k for k, age in enumerate(ages_us) if age is not None), key=lambda k: -ages_us[k])
+    total_rows = sum(rows)
+    late = set()
+    for k in oldest_first:
+        if ages_us[k] + row_us * total_rows <= budget_us:
+            break  # the younger ones fit too
+        late.add(k)
+        total_rows -= rows[k]
+    return late
+
+
+def turn_wait_s(ages_us, budget_us, floor_s=0.001):
+    """How long a batch of requests of ``ages_us`` may wait for its CPU turn (seconds): until its youngest is
+    past ``budget_us``, when all of it would be shed anyway (at least ``floor_s``); ``None`` -- the turn's own
+    bound -- without a budget, or where a request has no usable stamp (None)."""
+    if budget_us <= 0 or not ages_us or None in ages_us:
+        return None
+    return max(floor_s, (budget_us - min(ages_us)) / 1e6)
+
+
+TRACE_ENV = "TRITONSTACK_STEP_TRACE"
+
+
+class StepTrace:
+    """One JSON line per execution of a step (ages, waits, rows, compute), in the folder ``TRITONSTACK_STEP_TRACE``
+    names (``<model>-<pid>.jsonl``, one file per instance); without it, nothing. What ``bench --overload``'s
+    breakdown reads to tell where an admitted call waited."""
+
+    def __init__(self, model_name):
+        folder = os.environ.get(TRACE_ENV)
+        self._file = None
+        if folder:
+            path = os.path.join(folder, f"{model_name}-{os.getpid()}.jsonl")
+            try:
+                self._file = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 -- the instance's life
+            except OSError as error:  # a measurement aid: never what keeps a model from loading
+                _log_error(f"no step trace in {folder}: {error}")
+
+    def __bool__(self):
+        return self._file is not None
+
+    def write(self, **fields):
+        if self._file is not None:
+            self._file.write(json.dumps(fields) + "\n")
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -102,6 +102,7 @@ class _Step:
     """
 
     batched = True
+    trace = None  # the text-in step's error_responses.StepTrace
 
     def __init__(self, args, config, params):
         self.task = contract.task(params[contract.TASK_PARAMETER])
@@ -143,6 +144,7 @@ class _Step:
         responses = [None] * len(requests)
         batch = []  # (request index, texts, logits)
         now_us = time.time_ns() // 1000
+        self.stats = {"requests": len(requests)}  # what the trace writes (error_responses.StepTrace)
         for index, request in enumerate(requests):
             try:
                 if request.is_cancelled():  # its client gave up (deadline, disconnect): not worth computing
@@ -164,19 +166,28 @@ class _Step:
         # The tokenizer and the text-in model answer the batch with one call and one padded length, the
         # postprocessor request by request. A part that fails is retried request by request, so that only a
         # bad one fails.
+        if self.trace:
+            ages = [error_responses.queued_us(requests[index], contract, now_us) for index, _, _ in batch]
+            self.stats.update(taken=len(batch), oldest_taken_ms=max((a or 0 for a in ages), default=0) / 1000)
         parts = [batch] if self.batched and batch else [[item] for item in batch]
         while parts:
             part = parts.pop(0)
             try:
                 self.answer(part, requests, responses)
             except TimeoutError as error:  # no CPU turn in time (encoder_runner.TurnTimeout): shed, not retried
-                for index, _, _ in part:
-                    responses[index] = responses[index] or error_responses.overloaded(str(error))
+                for index, _, _ in part:  # past the budget by now: shed for its age (the SDK does not retry that)
+                    responses[index] = (
+                        responses[index]
+                        or error_responses.shed(requests[index], contract, self.queue_budget_us)
+                        or error_responses.overloaded(str(error))
+                    )
             except Exception as error:
                 if len(part) > 1:
                     parts.extend([item] for item in part)
                 else:
                     responses[part[0][0]] = error_responses.unexpected(error)
+        if self.trace:
+            self.trace.write(at_us=now_us, **self.stats)
         return responses
 
     def _label(self, index):
@@ -273,38 +284,63 @@ class TextInStep(_Step):
     def __init__(self, args, config, params):
         super().__init__(args, config, params)
         self.encoder = _Encoder(args, config, params, self.task)
+        self.row_us = 0.0  # compute per row, a moving average: what a batch will take, for the budget
+        self.computed = 0  # executions that computed; the first (the warm-up) pays ONNX Runtime's first run
+        self.trace = error_responses.StepTrace(config["name"])
 
     def finalize(self):
         self.encoder.close()
+        self.trace.close()
 
     def answer(self, part, requests, responses):
-        """Tokenize every text of ``part`` at once, run the encoder on the rows in this instance's turn on the
-        CPUs, answer each request. A request whose client gave up while this instance waited for its turn is
-        answered CANCELLED and its rows are not computed (the wait counts as compute in Triton's statistics)."""
-        texts = [t for _, request_texts, _ in part for t in request_texts]
-        encodings = self.tokenizer.encode(texts)
-        features = self.tokenizer.features(encodings, self.encoder_inputs)
-        with self.encoder.turns:
-            live, rows, start = [], [], 0
+        """In this instance's turn on the CPUs: answer CANCELLED a request whose client gave up, shed the oldest
+        requests until the rest are answered within the queue budget (``error_responses.over_budget``: the wait
+        for the turn -- the other instance's batch -- and the batch's own work count against the budget, not only
+        Triton's queue), then tokenize the texts left at once, run the encoder on them and answer each request.
+        The wait for the turn ends when the youngest request would be past the budget; tokenizing in the turn
+        keeps it from time-slicing a core with the other instance's compute, and spends nothing on a shed text."""
+        waiting = time.perf_counter()
+        with self.encoder.turns.hold(self._turn_wait_s(part, requests)):
+            now_us = time.time_ns() // 1000
+            pending = []  # (request index, texts)
             for index, request_texts, _ in part:
-                stop = start + len(request_texts)
                 if requests[index].is_cancelled():
                     responses[index] = error_responses.cancelled()
                 else:
-                    live.append((index, request_texts, start, stop))
-                    rows.extend(range(start, stop))
-                start = stop
+                    pending.append((index, request_texts))
+            ages = [error_responses.queued_us(requests[index], contract, now_us) for index, _ in pending]
+            counts = [len(request_texts) for _, request_texts in pending]
+            late = error_responses.over_budget(ages, counts, self.row_us, self.queue_budget_us)
+            expected_us = self.row_us * sum(counts)
+            for k in late:
+                age = ages[k] + expected_us
+                responses[pending[k][0]] = error_responses.shed_response(age, self.queue_budget_us, contract)
+            live = [item for k, item in enumerate(pending) if k not in late]
+            texts = [text for _, request_texts in live for text in request_texts]
+            self.stats.update(wait_ms=1000 * (time.perf_counter() - waiting), shed_in_turn=len(late), rows=len(texts))
             if not live:
                 return
-            kept = rows if len(rows) < len(texts) else slice(None)
-            outputs = self.encoder.run({name: array[kept] for name, array in features.items()})
+            computing = time.perf_counter()
+            encodings = self.tokenizer.encode(texts)
+            outputs = self.encoder.run(self.tokenizer.features(encodings, self.encoder_inputs))
+            compute_us = 1e6 * (time.perf_counter() - computing)
+        self.computed += 1
+        if self.computed > 1:  # a slow first run taken as the rate would shed the first calls of a fresh server
+            row_us = compute_us / len(texts)
+            self.row_us = row_us if not self.row_us else 0.8 * self.row_us + 0.2 * row_us
+        oldest_us = max((age for k, age in enumerate(ages) if k not in late and age is not None), default=0)
+        self.stats.update(compute_ms=compute_us / 1000, oldest_answered_ms=(oldest_us + compute_us) / 1000)
         at = 0
-        for index, request_texts, start, stop in live:
-            count = stop - start
+        for index, request_texts in live:
+            count = len(request_texts)
             responses[index] = _respond(
-                self._task_outputs(request_texts, outputs[at : at + count], encodings[start:stop])
+                self._task_outputs(request_texts, outputs[at : at + count], encodings[at : at + count])
             )
             at += count
+
+    def _turn_wait_s(self, part, requests):
+        ages = [error_responses.queued_us(requests[index], contract) for index, _, _ in part]
+        return error_responses.turn_wait_s(ages, self.queue_budget_us)
 
 
 class FloorStep(_Step):
