@@ -4,8 +4,6 @@ real embedded Triton serving two releases of a tiny model."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +13,7 @@ from typing import Any
 import pytest
 
 import tinymodels
+from serve_process import run_to_completion
 
 pytestmark = pytest.mark.integration
 
@@ -62,17 +61,7 @@ def _canary(
         "--host", server.grpc_url, "--model", "same", "--baseline", "1", "--candidate", "2",
         "--weight", "0.5", "--report-dir", str(tmp_path / "report"), *extra,
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
-    )  # fmt: skip
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"canary did not finish in {TIMEOUT_S} s:\n{stdout}\n{stderr}")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return run_to_completion(command, TIMEOUT_S)
 
 
 def test_identical_releases_promote_with_a_report_per_release(identical_releases: Any, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from serve_process import run_to_completion
 from tritonstack.measure.samples import read_samples_csv
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,18 +57,7 @@ def _loadtest(triton: Any, slo: Path, report: Path, *extra: str) -> list[str]:
 
 
 def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run to completion; on a timeout, kill the whole process group (Locust's workers included)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        stdout, stderr = process.communicate()
-        pytest.fail(f"{command[2:4]} did not finish in {TIMEOUT_S} s:\n{stdout}\n{stderr}")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return run_to_completion(command, TIMEOUT_S)
 
 
 def _scrape(url: str) -> str | None:

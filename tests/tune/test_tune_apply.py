@@ -16,20 +16,12 @@ from typing import Any
 
 import pytest
 
-import tinymodels
 from tritonstack.repository.validate import check_repository
 from tritonstack.tune import apply
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import StepConfigs, apply_knobs, load_steps, read_knobs
 
 TESTS = Path(__file__).parent.parent
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repository = tmp_path_factory.mktemp("tune-apply") / "model_repository"
-    tinymodels.export_fp32(tiny_model_dirs["tiny"], repository, "tiny")
-    return repository
 
 
 @pytest.fixture

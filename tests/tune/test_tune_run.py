@@ -20,13 +20,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHORT_POINTS = ["--warmup-s", "0.3", "--point-s", "0.5", "--no-progress"]
 
 
-@pytest.fixture(scope="module")
-def exported(tiny_model_dirs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repository = tmp_path_factory.mktemp("tune-export") / "model_repository"
-    tinymodels.export_fp32(tiny_model_dirs["tiny"], repository, "tiny")
-    return repository
-
-
 @pytest.fixture
 def repository(exported: Path, tmp_path: Path) -> Path:
     """A fresh copy of the tiny export for each test: tune may rewrite it."""
