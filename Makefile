@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 # bench (FastAPI/uvicorn for the PyTorch baseline) is installed for the tests that run the benchmark's machinery.
-EXTRAS ?= export,serve,loadtest,metrics,bench,dev
+EXTRAS ?= export,serve,loadtest,metrics,gateway,bench,dev
 # GPU=1: ONNX Runtime's CUDA build (the gpu extra) instead of the CPU wheel; the default where nvidia-smi lists a
 # GPU. GPU=0 forces the CPU wheel. The two wheels install the same `onnxruntime` package, so exactly one may be
 # there: each install removes both and puts back the one asked for (docs/deploy.md).
