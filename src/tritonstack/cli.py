@@ -57,8 +57,9 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "loadtest",
     "yaml": "loadtest",
     "prometheus_client": "metrics",
-    "fastapi": "bench",
-    "uvicorn": "bench",
+    "fastapi": "gateway",
+    "uvicorn": "gateway",
+    "redis": "gateway",
     "aiohttp": "bench",
 }
 
