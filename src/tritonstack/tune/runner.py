@@ -39,7 +39,7 @@ from tritonstack.measure.timing import Timing
 from tritonstack.repository.config import parameter
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, load_steps, read_knobs
-from tritonstack.tune.score import Score, SweepPoint, combine, score
+from tritonstack.tune.score import HalfLoadCheck, Score, SweepPoint, check_half_load, combine, score
 from tritonstack.tune.search import MIN_GAIN, SearchOutcome, climb, concurrency_levels
 from tritonstack.tune.session import TuneServer, Workload, describe_workload, workload_from
 from tritonstack.tune.space import dimensions, per_call_activation_scales
@@ -85,6 +85,7 @@ class Ranked:
     score: Score  # ``combine`` over its trials
     measured: tuple[float, ...]  # each trial's throughput at the SLO (0.0 where it missed), in order
     confirmed: bool  # measured again in the confirmation round
+    half_load_p99_ms: tuple[float, ...] = ()  # each trial's half-load p99 (NaN where none was measured), in order
 
     @property
     def trials(self) -> int:
@@ -122,11 +123,30 @@ class TuneResult:
         return next((r for r in self.ranking if r.score.held), None)
 
     @property
-    def winner(self) -> Ranked | None:
-        """``best`` if it clearly beats the start (``Ranked.clearly_beats``), else the start; ``None`` when no
-        config held."""
+    def half_load_check(self) -> HalfLoadCheck | None:
+        """Where ``best`` clearly beats the export's config on throughput: its half-load p99 against the
+        export's, both measured in this run; ``None`` where there is nothing to compare."""
         best, start = self.best, self.start_ranked
-        if best is None or start is None or best.clearly_beats(start, self.settings.min_gain):
+        if best is None or start is None or best.knobs == start.knobs:
+            return None
+        if not best.clearly_beats(start, self.settings.min_gain):
+            return None
+        return check_half_load(best.half_load_p99_ms, start.half_load_p99_ms)
+
+    @property
+    def kept_for_half_load(self) -> bool:
+        """``best`` beat the export's config on throughput but was worse at half load: the export's stays."""
+        check = self.half_load_check
+        return check is not None and check.worse
+
+    @property
+    def winner(self) -> Ranked | None:
+        """``best`` if it clearly beats the start (``Ranked.clearly_beats``) and is not worse than the start at
+        half load (``HalfLoadCheck.worse``), else the start; ``None`` when no config held."""
+        best, start = self.best, self.start_ranked
+        if best is None or start is None:
+            return best  # no config held; the start is always measured (``run_tune`` makes sure)
+        if best.clearly_beats(start, self.settings.min_gain) and not self.kept_for_half_load:
             return best
         return start
 
@@ -187,6 +207,10 @@ def _trial_line(trial: Trial, start: Knobs) -> str:
     )
 
 
+def _half_load_p99_ms(trial: Trial) -> float:
+    return trial.half_load.latency_ms.get(99.0, math.nan) if trial.half_load is not None else math.nan
+
+
 def rank(trials: list[Trial]) -> list[Ranked]:
     """Every config tried, best first; configs of the confirmation round first of all (the winner is one of them)."""
     by_knobs: dict[Knobs, list[Trial]] = {}
@@ -198,6 +222,7 @@ def rank(trials: list[Trial]) -> list[Ranked]:
             combine([t.score for t in group]),
             tuple(t.score.throughput_per_s for t in group),
             any(t.phase == "confirm" for t in group),
+            tuple(_half_load_p99_ms(t) for t in group),
         )
         for knobs, group in by_knobs.items()
     ]
@@ -285,8 +310,8 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
             log(f"    Triton started in {budget.elapsed_s:.0f} s")
             trials = _Trials(server, result, workload, budget, bar, log)
             outcome = climb(start, space, lambda k: trials.measure(k, "search"), min_gain=settings.min_gain)
-            if not outcome.scores:
-                raise TuneError("the budget ran out before the first config was measured")
+            if start not in outcome.scores:  # measured first: nothing is written unless beside it
+                raise TuneError("the budget ran out before the export's config was measured")
             _confirm(outcome, start, settings.confirm, lambda k: trials.measure(k, "confirm"))
             result.exhausted = outcome.exhausted
     finally:
