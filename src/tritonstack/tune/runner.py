@@ -34,6 +34,7 @@ from typing import Any
 
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.slo import SLO
 from tritonstack.measure.timing import Timing
 from tritonstack.repository.config import parameter
@@ -180,14 +181,6 @@ def sweep_s(levels: tuple[int, ...], timing: Timing) -> float:
     return (len(levels) + 1) * (timing.warmup_s + timing.duration_s)
 
 
-def _progress(total_s: float, enabled: bool) -> Any:
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=math.ceil(total_s), file=sys.stderr, disable=not enabled, unit="s", leave=False)
-
-
 def _describe(knobs: Knobs, start: Knobs) -> str:
     changes = knobs.changes_from(start)
     return ", ".join(f"{k} {old}->{new}" for k, (old, new) in changes.items()) or "the export's config"
@@ -256,10 +249,13 @@ def _workload(settings: TuneSettings) -> Workload:
     )
 
 
-def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True) -> TuneResult:
-    """Search, confirm and rank; nothing is written (``apply`` and ``report`` do that)."""
+def run_tune(settings: TuneSettings, *, log: Log = print, progress: Progress | None = None) -> TuneResult:
+    """Search, confirm and rank; nothing is written (``apply`` and ``report`` do that). ``progress`` shows the
+    config being measured against the budget (``measure.progress``); ``log`` should step aside for it
+    (``Progress.write``)."""
     from tritonstack.measure.served_files import locate
 
+    progress = progress or Progress.off()
     slo = settings.slo
     levels = concurrency_levels(slo.capacity)
     _check_budget(settings.budget_s, levels, settings.timing)
@@ -297,25 +293,23 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
     settings.report_dir.mkdir(parents=True, exist_ok=True)
     served = scratch_repository(settings.repository, settings.name, steps, settings.report_dir / SCRATCH_DIR)
     budget = Budget(settings.budget_s)
-    bar = _progress(settings.budget_s, progress)
-    try:
-        with TuneServer(served, settings.name, steps, split, settings.report_dir / "triton.log") as server:
-            one_config_s = sweep_s(levels, settings.timing)
-            if not budget.affords(one_config_s):
-                raise TuneError(
-                    f"Triton took {budget.elapsed_s:.0f} s of the {settings.budget_s:g} s budget to start; "
-                    f"what is left cannot pay for one config ({one_config_s:g} s)",
-                    hint=f"give --budget at least {math.ceil(budget.elapsed_s + one_config_s + 30)}s",
-                )
-            log(f"    Triton started in {budget.elapsed_s:.0f} s")
-            trials = _Trials(server, result, workload, budget, bar, log)
-            outcome = climb(start, space, lambda k: trials.measure(k, "search"), min_gain=settings.min_gain)
-            if start not in outcome.scores:  # measured first: nothing is written unless beside it
-                raise TuneError("the budget ran out before the export's config was measured")
-            _confirm(outcome, start, settings.confirm, lambda k: trials.measure(k, "confirm"))
-            result.exhausted = outcome.exhausted
-    finally:
-        bar.close()
+    progress.plan(settings.budget_s, bound=True)  # the search stops within the budget, or sooner
+    progress.start("starting Triton")
+    with TuneServer(served, settings.name, steps, split, settings.report_dir / "triton.log") as server:
+        one_config_s = sweep_s(levels, settings.timing)
+        if not budget.affords(one_config_s):
+            raise TuneError(
+                f"Triton took {budget.elapsed_s:.0f} s of the {settings.budget_s:g} s budget to start; "
+                f"what is left cannot pay for one config ({one_config_s:g} s)",
+                hint=f"give --budget at least {math.ceil(budget.elapsed_s + one_config_s + 30)}s",
+            )
+        log(f"    Triton started in {budget.elapsed_s:.0f} s")
+        trials = _Trials(server, result, workload, budget, progress, log)
+        outcome = climb(start, space, lambda k: trials.measure(k, "search"), min_gain=settings.min_gain)
+        if start not in outcome.scores:  # measured first: nothing is written unless beside it
+            raise TuneError("the budget ran out before the export's config was measured")
+        _confirm(outcome, start, settings.confirm, lambda k: trials.measure(k, "confirm"))
+        result.exhausted = outcome.exhausted
     result.ranking = rank(result.trials)
     result.elapsed_s = budget.elapsed_s
     return result
@@ -353,14 +347,14 @@ class _Trials:
         result: TuneResult,
         workload: Workload,
         budget: Budget,
-        bar: Any,
+        progress: Progress,
         log: Log,
     ) -> None:
         self.server = server
         self.result = result
         self.workload = workload
         self.budget = budget
-        self.bar = bar
+        self.progress = progress
         self.log = log
 
     def _affords(self, phase: str) -> bool:
@@ -386,7 +380,7 @@ class _Trials:
             return None
         result, slo, start = self.result, self.result.settings.slo, self.result.start
         at_s = self.budget.elapsed_s
-        self.bar.set_description(f"#{len(result.trials) + 1} {_describe(knobs, start)}"[:60])
+        self.progress.start(f"config #{len(result.trials) + 1} ({phase}): {_describe(knobs, start)}")
         reloaded = self.server.apply(apply_knobs(result.steps, knobs))
         reload_s = self.budget.elapsed_s - at_s
         sweep = self.server.sweep(
@@ -398,9 +392,8 @@ class _Trials:
             tuple(reloaded), at_s, reload_s, self.budget.elapsed_s - at_s, sweep.half_load,
         )  # fmt: skip
         result.trials.append(trial)
-        self.bar.update(min(math.ceil(self.budget.elapsed_s), self.bar.total) - self.bar.n)
-        with self.bar.external_write_mode():
-            self.log(_trial_line(trial, start))
+        self.progress.measured(trial.score.describe())
+        self.log(_trial_line(trial, start))
         return trial.score
 
 
