@@ -48,8 +48,13 @@ def test_the_status_line_names_the_point_the_times_and_the_last_throughput() -> 
     assert line == "served c=16 | 1m12s elapsed, about 2m30s left | last 127.6 texts/s"
     assert status_text("config #3", 10, 50, None, bound=True) == "config #3 | 10s elapsed, at most 50s left"
     assert status_text("ramp users=8", 3, None, None) == "ramp users=8 | 3s elapsed"
-    cut = status_text("candidate " + "x" * 100, 1, 1, "1 req/s", width=40)
-    assert len(cut) == 39 and cut.endswith("…")  # as wide as the terminal would wrap, and \r would then fail
+    # as wide as the terminal would wrap, and \r would then fail: the point's name gives way first
+    long_name = "config #5 (confirm): layout ensemble->fused, rows_per_call 0->1"
+    cut = status_text(long_name, 16, 14, "343.9 req/s at c=2", bound=True, width=80)
+    assert cut == "config #5 (confirm):… | 16s elapsed, at most 14s left | last 343.9 req/s at c=2"
+    assert len(cut) == 79
+    narrow = status_text("candidate " + "x" * 100, 1, 1, "1 req/s", width=40)
+    assert len(narrow) == 39 and narrow.startswith("candidate xxxxx… | 1s elapsed") and narrow.endswith("…")
 
 
 @pytest.mark.parametrize(

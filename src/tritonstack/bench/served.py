@@ -191,12 +191,15 @@ def run_served(
             served = overlay(repository, files.name, scratch / "model_repository")
         server = stack.enter_context(serving(served, split, log_path=log_path, log=log))
         stack.enter_context(cpus.pinned(split.client))
-        return asyncio.run(
+        points = asyncio.run(
             _sweep(
                 server.grpc_url, server.pid, workload, token_counts, files, split, timing, concurrencies,
                 half_load, log, floor, progress,
             )
         )  # fmt: skip
+        if progress is not None:
+            progress.start("stopping Triton")  # on leaving the block
+        return points
 
 
 @contextlib.contextmanager

@@ -199,7 +199,7 @@ def find_capacity(slo: SLO, options: RunOptions, say: Say = print, progress: Pro
         try:
             users = spec.start_users
             while True:
-                progress.start(f"capacity step {len(steps) + 1}/{len(plan)} users={users}", spec.step_duration_s)
+                progress.start(f"step {len(steps) + 1}/{len(plan)} users={users}", spec.step_duration_s)
                 live.begin(users)
                 progress.probe = live
                 # All users at once: the step measures a load level, not a ramp.
@@ -211,7 +211,7 @@ def find_capacity(slo: SLO, options: RunOptions, say: Say = print, progress: Pro
                 steps.append(step)
                 broken = ", ".join(c.key for c in violated(step.checks)) or ("no requests" if not step.held else "")
                 outcome = "held" if step.held else f"BROKE: {broken}"
-                progress.measured(f"{summary.throughput_rps:.1f} req/s at {users} users, {outcome.split(':')[0]}")
+                progress.measured(f"{summary.throughput_rps:.1f} req/s, {outcome.split(':')[0]}")
                 say(f"  {users:>5} users: {summary.throughput_rps:8.1f} req/s  {outcome}")
                 if not step.held or users >= spec.max_users:
                     break

@@ -30,6 +30,7 @@ from typing import TextIO
 
 REFRESH_S = 1.0  # how often the line is drawn again while a point runs (elapsed moves on)
 SEPARATOR = " | "
+MIN_POINT_CHARS = 16  # a long point name is cut to make room for the times, but not below this
 
 
 def on_terminal(stream: TextIO, environ: Mapping[str, str] | None = None) -> bool:
@@ -71,13 +72,16 @@ def status_text(
     width: int = 80,
 ) -> str:
     """The status line, cut to ``width - 1`` characters (a line as wide as the terminal wraps, and ``\\r`` then
-    rewrites only its second half)."""
+    rewrites only its second half): the point's name is shortened first, the times and figure last."""
     times = f"{duration_text(elapsed_s)} elapsed"
     if left_s is not None:
         times += f", {'at most' if bound else 'about'} {duration_text(left_s)} left"
-    parts = [point, times] + ([f"last {measured}"] if measured else [])
-    line = SEPARATOR.join(parts)
+    rest = SEPARATOR.join([times] + ([f"last {measured}"] if measured else []))
     limit = max(1, width - 1)
+    room = limit - len(SEPARATOR) - len(rest)  # what the point's name may take
+    if len(point) > room:
+        point = point[: max(MIN_POINT_CHARS, room) - 1] + "…"
+    line = point + SEPARATOR + rest
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

@@ -310,6 +310,7 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: Progress | N
             raise TuneError("the budget ran out before the export's config was measured")
         _confirm(outcome, start, settings.confirm, lambda k: trials.measure(k, "confirm"))
         result.exhausted = outcome.exhausted
+        progress.start("stopping Triton")
     result.ranking = rank(result.trials)
     result.elapsed_s = budget.elapsed_s
     return result
@@ -380,7 +381,7 @@ class _Trials:
             return None
         result, slo, start = self.result, self.result.settings.slo, self.result.start
         at_s = self.budget.elapsed_s
-        self.progress.start(f"config #{len(result.trials) + 1} ({phase}): {_describe(knobs, start)}")
+        self.progress.start(f"config #{len(result.trials) + 1} {phase}: {_describe(knobs, start)}")
         reloaded = self.server.apply(apply_knobs(result.steps, knobs))
         reload_s = self.budget.elapsed_s - at_s
         sweep = self.server.sweep(
