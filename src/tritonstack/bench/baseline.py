@@ -151,7 +151,7 @@ async def _sweep(
 
         await send(0)
         for concurrency in concurrencies:
-            progress.start(f"baseline c={concurrency}", timing.rounds * (timing.warmup_s + timing.duration_s))
+            progress.start(f"baseline c={concurrency}", timing.point_s)
             rounds = []
             for _ in range(timing.rounds):
                 result, _ = await closed_loop(

@@ -124,7 +124,7 @@ def _inprocess(
                 if setting == "sorted" and batch_size == 1:
                     continue  # the same as b=1
                 sorted_note = "sorted " if setting == "sorted" else ""
-                progress.start(f"in-process {sorted_note}b={batch_size}", point_s(settings))
+                progress.start(f"in-process {sorted_note}b={batch_size}", settings.timing.point_s)
                 rounds, details = [], []
                 for _ in range(settings.timing.rounds):
                     result, detail = measure_batch(
@@ -152,20 +152,15 @@ def inprocess_batch_sizes(settings: BenchSettings, rows_per_request: int) -> lis
     return sorted({*settings.batch_sizes, rows_per_request})
 
 
-def point_s(settings: BenchSettings) -> float:
-    """The planned seconds of one point: its rounds, each a warm-up and a window."""
-    return settings.timing.rounds * (settings.timing.warmup_s + settings.timing.duration_s)
-
-
 def planned_s(settings: BenchSettings, rows_per_request: int) -> float:
-    """The seconds of measurement a run plans (``point_s`` per point), for the progress line's estimate;
+    """The seconds of measurement a run plans (``Timing.point_s`` per point), for the progress line's estimate;
     starting Triton and the baseline service come on top (the estimate's pace takes them in)."""
     sizes = inprocess_batch_sizes(settings, rows_per_request)
     inprocess = len(sizes) + sum(1 for b in sizes if b != 1)  # arrival order, then length-sorted but for b=1
     served = len(settings.concurrencies) + int(settings.half_load)
     floor = len({min(settings.concurrencies), max(settings.concurrencies)})
     baseline = len(settings.baseline_concurrencies) if settings.baseline else 0
-    return (inprocess + served + floor + baseline) * point_s(settings)
+    return (inprocess + served + floor + baseline) * settings.timing.point_s
 
 
 def run_bench(settings: BenchSettings, *, log: Log = print, progress: Progress | None = None) -> BenchResult:

@@ -81,7 +81,6 @@ async def _sweep(
     from tritonstack.client import AsyncClient
 
     progress = progress or Progress.off()
-    point_s = timing.rounds * (timing.warmup_s + timing.duration_s)
     name = files.name
     probe = TritonStatsProbe(
         url, [name, contract.tokenizer_name(name), contract.encoder_name(name), contract.fused_name(name)]
@@ -96,7 +95,7 @@ async def _sweep(
 
         try:
             for concurrency in concurrencies:
-                progress.start(f"served c={concurrency}", point_s)
+                progress.start(f"served c={concurrency}", timing.point_s)
                 measured = []
                 for _ in range(timing.rounds):
                     result, extra = await closed_loop(
@@ -110,7 +109,7 @@ async def _sweep(
             top = best(points, SERVED)
             if half_load and top is not None and top.throughput_per_s > 0:
                 rate = top.throughput_per_s / 2  # rows per second: requests arrive at rate / rows per request
-                progress.start(f"served half load, {rate:.0f} texts/s arriving", point_s)
+                progress.start(f"served half load, {rate:.0f} texts/s arriving", timing.point_s)
                 measured = []
                 for round_index in range(timing.rounds):
                     result, extra = await open_loop(
@@ -151,7 +150,7 @@ async def _floor_sweep(
         await send(0)
 
         for concurrency in sorted({min(concurrencies), max(concurrencies)}):
-            progress.start(f"floor c={concurrency}", timing.rounds * (timing.warmup_s + timing.duration_s))
+            progress.start(f"floor c={concurrency}", timing.point_s)
             measured: list[tuple[Round, CounterDeltas | None]] = []
             for _ in range(timing.rounds):
                 result, _extra = await closed_loop(
