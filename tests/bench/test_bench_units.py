@@ -141,3 +141,15 @@ def test_the_ideal_queue_matches_queueing_theory() -> None:
     service = np.random.default_rng(1).exponential(1.0, 20_000)
     assert ideal_p99_factor(service) == pytest.approx(2 * np.log(100) / np.log(2), rel=0.05)
     assert ideal_p99_factor([]) is None
+
+
+def test_the_progress_plan_counts_every_point_the_run_measures() -> None:
+    from tritonstack.bench.runner import QUICK, BenchSettings, planned_s
+
+    settings = replace(BenchSettings(Path("m"), Path("r"), "minilm", Path("out")), **QUICK)  # type: ignore[arg-type]
+    assert settings.timing.point_s == 2 * (0.5 + 1.5)
+    # in-process b=1,8,32 and sorted 8,32; served c=1,4,16 and half load; floor c=1,16; baseline c=1,8
+    assert planned_s(settings, rows_per_request=1) == (5 + 4 + 2 + 2) * 4.0
+    # a reranker's request of 10 rows adds b=10, twice; no baseline, no half load
+    reranker = replace(settings, baseline=False, half_load=False)
+    assert planned_s(reranker, rows_per_request=10) == (7 + 3 + 2) * 4.0

@@ -194,3 +194,42 @@ def test_a_run_without_cache_or_price_has_neither_section(tmp_path: Path) -> Non
 def test_default_report_dir_is_timestamped() -> None:
     path = default_report_dir()
     assert path.parent == Path("reports") and path.name[:2] == "20"
+
+
+def test_the_latency_plot_reads_both_20_ms_percentiles_and_a_1000_ms_slo() -> None:
+    """A 1 000 ms bound over 15-25 ms percentiles: on the old linear axis the data were a flat line in its
+    bottom 3 %; on the log axis they keep their shape in a readable band, and the bound is on the axis too."""
+    from tritonstack.loadtest.plots import latency_figure, run_windows
+
+    loose = parse_slo({"model": "tiny", "load": {"users": 2, "duration": "5s"},
+                       "objectives": {"p50_ms": 500, "p99_ms": 1000}})  # fmt: skip
+    rng = random.Random(1)
+    t0 = 1_700_000_000.0
+    samples = [Sample(t0 + i * 0.02, rng.randint(8_000, 25_000), "success", "local") for i in range(250)]
+    summary = summarize(samples, t0, t0 + 5.0, loose.objectives.latency_ms)
+    result = RunResult(slo=loose, host="h", samples=samples, summary=summary,
+                       checks=evaluate(loose.objectives, summary))  # fmt: skip
+    series = run_windows(result)
+    figure = latency_figure(result, series)
+    try:
+        ax = figure.axes[0]
+        assert ax.get_yscale() == "log"
+        measured = [ms for w in series for ms in w.latency_ms.values() if ms is not None]
+        low, high = ax.get_ylim()
+        assert low <= min(measured) and max(measured) <= 1000 <= high  # every line on the axis
+        assert high <= 1000 * 1.5 and low >= min(measured) / 1.5  # no empty decades around them
+
+        def height(ms: float) -> float:  # 0 at the bottom of the axis, 1 at its top
+            return float(ax.transAxes.inverted().transform(ax.transData.transform((0, ms)))[1])
+
+        # p50 15 ms to p99 25 ms: on the linear axis up to the bound they spanned 1 % of its height, their top
+        # at 2.4 %; here about a tenth of it, ten times more, their top above an eighth of the axis
+        assert height(max(measured)) - height(min(measured)) >= 0.08
+        assert height(max(measured)) >= 0.12
+        figure.canvas.draw()
+        labels = {t.get_text() for t in ax.get_yticklabels() if low <= t.get_position()[1] <= high}
+        assert {"20", "50", "100", "1000"} <= labels and not any("$" in t for t in labels)  # plain ms, not 10^n
+    finally:
+        from tritonstack._plots import pyplot
+
+        pyplot().close(figure)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from tritonstack.tune.apply import replace_config
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, read_knobs
 from tritonstack.tune.runner import Trial, TuneResult, TuneSettings, _check_budget, rank, sweep_s
-from tritonstack.tune.score import Score, SweepPoint, combine, half_load_rate, misses, score
+from tritonstack.tune.score import Score, SweepPoint, check_half_load, combine, half_load_rate, misses, score
 from tritonstack.tune.search import climb, concurrency_levels, next_concurrency
 from tritonstack.tune.space import Dimension, dimensions, encoder_splits, per_call_activation_scales
 
@@ -185,6 +186,66 @@ def test_a_gain_inside_the_spread_of_the_measurements_changes_nothing() -> None:
     assert result.best is not None and result.best.knobs == other
     assert result.winner is not None and result.winner.knobs == start and result.changed_steps() is None
     assert result.best.measured == (85, 72)
+
+
+def test_half_load_p99s_compare_the_chosen_mean_with_the_exports_highest() -> None:
+    worse = check_half_load([40.0, 44.0], [20.0, 25.0])
+    assert worse is not None and worse.worse
+    assert (worse.chosen_p99_ms, worse.start_p99_ms, worse.chosen_measurements, worse.start_measurements) == (
+        42.0, 25.0, 2, 2,
+    )  # fmt: skip
+    within_spread = check_half_load([22.0, 26.0, 21.0], [20.0, 25.0])  # mean 23: inside the export's own spread
+    assert within_spread is not None and not within_spread.worse
+    unmeasured = check_half_load([math.nan], [20.0])  # a chosen config without a figure cannot show it is not worse
+    assert unmeasured is not None and unmeasured.worse
+    assert check_half_load([30.0], [math.nan]) is None  # the export's config served nothing at half load
+
+
+def test_a_faster_config_worse_at_half_load_is_not_written_and_the_report_says_why(tmp_path: Path) -> None:
+    """The issue's case: tune's winner served more, but its half-load p99 was 15x a text against the export's 8x."""
+    from tritonstack.tune import report
+
+    start, batching = Knobs(), Knobs(encoder_delay_us=4000)
+    trials = [
+        _trial(1, start, "search", point(4, 100, 50), half=half_load(50, 30)),
+        _trial(2, batching, "search", point(16, 130, 90), half=half_load(65, 55)),
+        _trial(3, batching, "search", point(16, 128, 90), half=half_load(64, 60)),
+        _trial(4, start, "confirm", point(4, 101, 50), half=half_load(50, 33)),
+        _trial(5, batching, "confirm", point(16, 131, 90), half=half_load(65, 58)),
+    ]
+    result = _result(trials, start)
+    assert result.best is not None and result.best.knobs == batching
+    assert result.best.clearly_beats(next(r for r in result.ranking if r.knobs == start), 0.03)
+    assert result.best.half_load_p99_ms == (55, 60, 58)
+    check = result.half_load_check
+    assert result.kept_for_half_load and check is not None
+    assert check.start_p99_ms == 33 and check.chosen_p99_ms == pytest.approx(57.67, abs=0.01)
+    assert result.winner is not None and result.winner.knobs == start and result.changed_steps() is None
+    text = report.table(result)
+    assert "winner: the export's config (" in text
+    assert (
+        "the best other, encoder_delay_us 500 -> 4000, beat it on throughput (req/s 128.0-131.0 against "
+        "100.0-101.0) but not at half load: p99 57.7 ms (mean of 3) against the export's 33.0 ms (highest of 2)"
+    ) in text
+    summary = report.to_json(result, None, dry_run=False)
+    assert summary["half_load_check"]["worse"] is True and summary["half_load_check"]["kept_start"] is True
+    assert summary["half_load_check"]["start_p99_ms"] == 33
+
+
+def test_a_faster_config_no_worse_at_half_load_is_written_with_both_figures() -> None:
+    from tritonstack.tune import report
+
+    start, faster = Knobs(), Knobs(rows_per_call=1)
+    trials = [
+        _trial(1, start, "search", point(4, 100, 50), half=half_load(50, 30)),
+        _trial(2, faster, "search", point(4, 130, 50), half=half_load(65, 26)),
+        _trial(3, start, "confirm", point(4, 101, 50), half=half_load(50, 35)),
+        _trial(4, faster, "confirm", point(4, 131, 50), half=half_load(65, 36)),  # mean 31 <= the export's 35
+    ]
+    result = _result(trials, start)
+    assert not result.kept_for_half_load
+    assert result.winner is not None and result.winner.knobs == faster and result.changed_steps() is not None
+    assert "half load: p99 31.0 ms (mean of 2) against the export's 35.0 ms (highest of 2)" in report.table(result)
 
 
 def test_no_winner_when_no_config_held() -> None:

@@ -21,6 +21,7 @@ from tritonstack.bench.results import BASELINE, Point, summarize_rounds
 from tritonstack.bench.workload import BenchWorkload
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.timing import Timing
 
 Log = Callable[[str], None]
@@ -126,6 +127,7 @@ async def _sweep(
     timing: Timing,
     concurrencies: Sequence[int],
     log: Log,
+    progress: Progress,
 ) -> list[Point]:
     import aiohttp
 
@@ -149,6 +151,7 @@ async def _sweep(
 
         await send(0)
         for concurrency in concurrencies:
+            progress.start(f"baseline c={concurrency}", timing.point_s)
             rounds = []
             for _ in range(timing.rounds):
                 result, _ = await closed_loop(
@@ -163,6 +166,7 @@ async def _sweep(
                 details={"first_error": errors[0]} if errors else {},
             )  # fmt: skip
             points.append(point)
+            progress.measured(f"{point.throughput_per_s:.1f} texts/s (PyTorch)")
             log(f"    baseline c={concurrency:<3d} {point.throughput_per_s:8.1f} texts/s")
     return points
 
@@ -179,6 +183,7 @@ def run_baseline(
     torch_device: str = "cpu",
     max_length: int = 512,
     log: Log = print,
+    progress: Progress | None = None,
 ) -> list[Point]:
     """Start the PyTorch service on the server cores (its model on ``torch_device``), sweep ``concurrencies``
     from the client cores, stop it. ``token_counts``: the tokens of each request of ``workload``;
@@ -194,7 +199,10 @@ def run_baseline(
             cpus.pin_group(service.pid, split.server)
         with cpus.pinned(split.client):
             return asyncio.run(
-                _sweep(service.url, service.pid, workload, token_counts, split, timing, concurrencies, log)
-            )
+                _sweep(
+                    service.url, service.pid, workload, token_counts, split, timing, concurrencies, log,
+                    progress or Progress.off(),
+                )
+            )  # fmt: skip
     finally:
         service.stop()

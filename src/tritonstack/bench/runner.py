@@ -25,6 +25,7 @@ from tritonstack.bench.results import INPROCESS, Point, summarize_rounds
 from tritonstack.bench.texts import make_texts
 from tritonstack.bench.workload import DEFAULT_DOCUMENTS_PER_QUERY, BenchWorkload, Row, served_task
 from tritonstack.measure import cpus
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.served_files import ServedFiles, locate
 from tritonstack.measure.timing import Timing
 
@@ -93,14 +94,19 @@ class BenchResult:
 
 
 def _inprocess(
-    files: ServedFiles, workload: BenchWorkload, split: cpus.CpuSplit, settings: BenchSettings, log: Log
+    files: ServedFiles,
+    workload: BenchWorkload,
+    split: cpus.CpuSplit,
+    settings: BenchSettings,
+    log: Log,
+    progress: Progress,
 ) -> tuple[list[Point], list[int]]:
     """The in-process points and the tokens of each of ``workload.rows`` (texts, or a reranker's pairs)."""
     points = []
     texts: list[Row] = workload.rows
     # a batch of one request's rows: the in-process time of what one served request asks for
     per_request = workload.rows_per_request
-    batch_sizes = sorted({*settings.batch_sizes, per_request})
+    batch_sizes = inprocess_batch_sizes(settings, per_request)
     with cpus.pinned(split.server):
         model = InProcessModel(files, threads=len(split.server), device=settings.device, pair=workload.task.pair)
         cpus.pin_all_threads(split.server)  # ONNX Runtime may have pinned its new threads elsewhere
@@ -117,6 +123,8 @@ def _inprocess(
             for batch_size in batch_sizes:
                 if setting == "sorted" and batch_size == 1:
                     continue  # the same as b=1
+                sorted_note = "sorted " if setting == "sorted" else ""
+                progress.start(f"in-process {sorted_note}b={batch_size}", settings.timing.point_s)
                 rounds, details = [], []
                 for _ in range(settings.timing.rounds):
                     result, detail = measure_batch(
@@ -134,12 +142,31 @@ def _inprocess(
                     service_us = [x for r in rounds for x in r.latencies_us]
                     point.details["ideal_half_load_p99_factor"] = ideal_p99_factor(service_us)
                 points.append(point)
+                progress.measured(f"{point.throughput_per_s:.1f} texts/s")
                 log(f"    in-proc  {point.label:<6s} {point.throughput_per_s:8.1f} texts/s")
     return points, token_counts
 
 
-def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
-    """Measure every variant; nothing is printed but progress (``report`` renders the result)."""
+def inprocess_batch_sizes(settings: BenchSettings, rows_per_request: int) -> list[int]:
+    """The in-process batch sizes: the settings' and one request's rows (the in-process time of one request)."""
+    return sorted({*settings.batch_sizes, rows_per_request})
+
+
+def planned_s(settings: BenchSettings, rows_per_request: int) -> float:
+    """The seconds of measurement a run plans (``Timing.point_s`` per point), for the progress line's estimate;
+    starting Triton and the baseline service come on top (the estimate's pace takes them in)."""
+    sizes = inprocess_batch_sizes(settings, rows_per_request)
+    inprocess = len(sizes) + sum(1 for b in sizes if b != 1)  # arrival order, then length-sorted but for b=1
+    served = len(settings.concurrencies) + int(settings.half_load)
+    floor = len({min(settings.concurrencies), max(settings.concurrencies)})
+    baseline = len(settings.baseline_concurrencies) if settings.baseline else 0
+    return (inprocess + served + floor + baseline) * settings.timing.point_s
+
+
+def run_bench(settings: BenchSettings, *, log: Log = print, progress: Progress | None = None) -> BenchResult:
+    """Measure every variant; nothing is printed but progress (``report`` renders the result); ``progress``
+    shows the point being measured (``measure.progress``), ``log`` should step aside for it (``Progress.write``)."""
+    progress = progress or Progress.off()
     from tritonstack._gpu import visible_gpus
     from tritonstack.bench.baseline import run_baseline, torch_device
     from tritonstack.bench.served import run_served
@@ -159,6 +186,7 @@ def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
         documents_per_query=settings.documents_per_query, seed=settings.seed,
     )  # fmt: skip
     _check_device(settings, files, bool(gpus))
+    progress.plan(planned_s(settings, workload.rows_per_request), pace=1.0)
     split = cpus.plan(settings.cpu_split)
     log(f"==> cores: {split.describe()}; load average {machine['load_average_1m_before']:.1f}")
     for gpu in gpus:
@@ -173,12 +201,13 @@ def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
             f"==> {workload.task.name}: a request is one query and {workload.rows_per_request} documents;"
             " texts/s counts (query, document) pairs"
         )
-    points, token_counts = _inprocess(files, workload, split, settings, log)
+    points, token_counts = _inprocess(files, workload, split, settings, log, progress)
     request_tokens = workload.request_token_counts(token_counts)
     log(f"==> served: SDK -> gRPC -> Triton, concurrency {settings.concurrencies} ({_since(started)})")
+    progress.start("starting Triton")
     points += run_served(
         settings.repository, files, workload, request_tokens, split, settings.timing, settings.concurrencies,
-        half_load=settings.half_load, log_path=settings.report_dir / "triton.log", log=log,
+        half_load=settings.half_load, log_path=settings.report_dir / "triton.log", log=log, progress=progress,
     )  # fmt: skip
     baseline_device, why_not_gpu = torch_device(settings.device) if settings.baseline else ("cpu", None)
     if settings.baseline:
@@ -188,10 +217,11 @@ def run_bench(settings: BenchSettings, *, log: Log = print) -> BenchResult:
         )
         if why_not_gpu:
             log(f"    note: {why_not_gpu}")
+        progress.start("starting the PyTorch service")
         points += run_baseline(
             settings.model_dir, workload, request_tokens, split, settings.timing, settings.baseline_concurrencies,
             log_path=settings.report_dir / "baseline.log", torch_device=baseline_device,
-            max_length=files.max_sequence_length, log=log,
+            max_length=files.max_sequence_length, log=log, progress=progress,
         )  # fmt: skip
     workload.annotate(points)
     machine["load_average_1m_after"] = os.getloadavg()[0]

@@ -26,6 +26,7 @@ from tritonstack.bench.workload import BenchWorkload
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop, open_loop
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.samples import Round, completed_mean_ms
 from tritonstack.measure.served_files import ServedFiles
 from tritonstack.measure.timing import Timing
@@ -75,9 +76,11 @@ async def _sweep(
     half_load: bool,
     log: Log,
     floor: bool = True,
+    progress: Progress | None = None,
 ) -> list[Point]:
     from tritonstack.client import AsyncClient
 
+    progress = progress or Progress.off()
     name = files.name
     probe = TritonStatsProbe(
         url, [name, contract.tokenizer_name(name), contract.encoder_name(name), contract.fused_name(name)]
@@ -92,6 +95,7 @@ async def _sweep(
 
         try:
             for concurrency in concurrencies:
+                progress.start(f"served c={concurrency}", timing.point_s)
                 measured = []
                 for _ in range(timing.rounds):
                     result, extra = await closed_loop(
@@ -100,10 +104,12 @@ async def _sweep(
                     )  # fmt: skip
                     measured.append((workload.per_row(result), extra["window"] if extra else None))
                 points.append(_point("concurrency", concurrency, measured, split, files))
+                progress.measured(f"{points[-1].throughput_per_s:.1f} texts/s")
                 log(f"    served   c={concurrency:<3d} {points[-1].throughput_per_s:8.1f} texts/s")
             top = best(points, SERVED)
             if half_load and top is not None and top.throughput_per_s > 0:
                 rate = top.throughput_per_s / 2  # rows per second: requests arrive at rate / rows per request
+                progress.start(f"served half load, {rate:.0f} texts/s arriving", timing.point_s)
                 measured = []
                 for round_index in range(timing.rounds):
                     result, extra = await open_loop(
@@ -112,11 +118,14 @@ async def _sweep(
                     )  # fmt: skip
                     measured.append((workload.per_row(result), extra["window"] if extra else None))
                 points.append(_point("rate", rate, measured, split, files))
+                progress.measured(f"p99 {points[-1].p99_ms:.1f} ms at half load")
                 log(f"    served   {points[-1].label:<5} p99 {points[-1].p99_ms:.1f} ms (open loop, half load)")
         finally:
             await probe.close()
     if floor:
-        points += await _floor_sweep(url, pgid, workload, token_counts, split, timing, concurrencies, files, log)
+        points += await _floor_sweep(
+            url, pgid, workload, token_counts, split, timing, concurrencies, files, log, progress
+        )  # fmt: skip
     return points
 
 
@@ -130,6 +139,7 @@ async def _floor_sweep(
     concurrencies: Sequence[int],
     files: ServedFiles,
     log: Log,
+    progress: Progress,
 ) -> list[Point]:
     """The serving floor (``floor.py``) at c=1 and at the highest concurrency, closed loop."""
     from tritonstack.client import AsyncClient
@@ -140,6 +150,7 @@ async def _floor_sweep(
         await send(0)
 
         for concurrency in sorted({min(concurrencies), max(concurrencies)}):
+            progress.start(f"floor c={concurrency}", timing.point_s)
             measured: list[tuple[Round, CounterDeltas | None]] = []
             for _ in range(timing.rounds):
                 result, _extra = await closed_loop(
@@ -148,6 +159,7 @@ async def _floor_sweep(
                 )  # fmt: skip
                 measured.append((workload.per_row(result), None))
             points.append(_point("concurrency", concurrency, measured, split, files, FLOOR))
+            progress.measured(f"{points[-1].throughput_per_s:.1f} texts/s (floor)")
             log(f"    floor    c={concurrency:<3d} {points[-1].throughput_per_s:8.1f} texts/s (no model work)")
     return points
 
@@ -165,6 +177,7 @@ def run_served(
     floor: bool = True,
     log_path: Path | None = None,
     log: Log = print,
+    progress: Progress | None = None,
 ) -> list[Point]:
     """Start Triton on the server cores, sweep ``concurrencies`` from the client cores, then the serving floor
     (``floor``, a repository overlay: the user's repository is not written), stop Triton.
@@ -177,12 +190,15 @@ def run_served(
             served = overlay(repository, files.name, scratch / "model_repository")
         server = stack.enter_context(serving(served, split, log_path=log_path, log=log))
         stack.enter_context(cpus.pinned(split.client))
-        return asyncio.run(
+        points = asyncio.run(
             _sweep(
                 server.grpc_url, server.pid, workload, token_counts, files, split, timing, concurrencies,
-                half_load, log, floor,
+                half_load, log, floor, progress,
             )
         )  # fmt: skip
+        if progress is not None:
+            progress.start("stopping Triton")  # on leaving the block
+        return points
 
 
 @contextlib.contextmanager

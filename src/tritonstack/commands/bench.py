@@ -98,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the FastAPI/PyTorch service")
     parser.add_argument("--no-half-load", action="store_true", help="skip the open-loop point at half load")
     parser.add_argument(
+        "--no-progress", action="store_true", help="no status line (it is drawn only on a terminal, outside CI)"
+    )
+    parser.add_argument(
         "--sdk",
         action="store_true",
         help="instead of the sweep: the SDK's sync and async clients against plain tritonclient on the served model "
@@ -274,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.bench.runner import run_bench
     from tritonstack.bench.summary import summarize_run
     from tritonstack.export.bundled import bundled_minilm
+    from tritonstack.measure.progress import Progress
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = args.model_dir or bundled_minilm()
@@ -293,7 +297,9 @@ def run(args: argparse.Namespace) -> int:
     )
     task = _served_task(args, model_dir, settings.repository)
     settings = replace(settings, documents_per_query=_documents_per_query(args, task))
-    result = run_bench(settings)
+    # after the export (its own progress bar), closed before the report prints
+    with Progress(enabled=False if args.no_progress else None) as progress:
+        result = run_bench(settings, log=progress.write, progress=progress)
     result = replace(result, repository_note=note)
     summary = summarize_run(result)
     paths = report.write(result, summary, report_dir)

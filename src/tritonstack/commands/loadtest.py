@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "million successful inferences at the measured throughput -- with --find-capacity at the capacity",
     )
     parser.add_argument("--capacity-step", metavar="DURATION", help="override capacity.step_duration")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no status line (it is drawn only on a terminal, outside CI)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.loadtest.report import capacity_table, write_report
     from tritonstack.loadtest.users import close_clients
     from tritonstack.loadtest.verdict import render_table, verdict_line
+    from tritonstack.measure.progress import Progress
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     run_time_s = None
@@ -110,7 +114,12 @@ def run(args: argparse.Namespace) -> int:
     )
     report_dir = execute.report_dir_or_default(args.report_dir)
     try:
-        result = execute.find_capacity(slo, options) if args.find_capacity else execute.run_test(slo, options)
+        # closed (its line ended) before the report prints
+        with Progress(enabled=False if args.no_progress else None) as progress:
+            if args.find_capacity:
+                result = execute.find_capacity(slo, options, say=progress.write, progress=progress)
+            else:
+                result = execute.run_test(slo, options, say=progress.write, progress=progress)
     finally:
         close_clients()
 

@@ -54,10 +54,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--point-s", type=_positive, default=2.0, help="measured window per concurrency level, s")
     parser.add_argument("--warmup-s", type=_non_negative, default=1.0, help="unmeasured load before each window, s")
     add_cpu_split(parser, pinned="Triton on its own core(s)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no status line (it is drawn only on a terminal, outside CI)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    from tritonstack.measure.progress import Progress
     from tritonstack.measure.slo import load_slo
     from tritonstack.measure.timing import Timing
     from tritonstack.repository.validate import check_repository
@@ -77,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         timing=Timing(rounds=1, warmup_s=args.warmup_s, duration_s=args.point_s),
         cpu_split=args.cpu_split,
     )
-    result = run_tune(settings, progress=not args.no_progress)
+    with Progress(enabled=False if args.no_progress else None) as progress:  # closed before the report prints
+        result = run_tune(settings, log=progress.write, progress=progress)
     changed = result.changed_steps()
     written = None
     if changed is not None and not args.dry_run:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,11 +17,13 @@ from pathlib import Path
 from tritonstack._exceptions import TritonStackError
 from tritonstack.in_triton import contract
 from tritonstack.loadtest.exporter import DEFAULT_ADDR, ClientMetricsExporter, LoadTestMetrics
+from tritonstack.loadtest.live import LiveRate, next_users, planned_users
 from tritonstack.loadtest.result import CapacityResult, CapacityStep, RunResult
 from tritonstack.loadtest.runner import LoadSession, StepWindow
 from tritonstack.loadtest.users import UserSettings, client_call, make_client
 from tritonstack.loadtest.verdict import evaluate, violated
 from tritonstack.measure.errors import LoadTestError, ServerUnreachableError
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.samples import Sample, summarize
 from tritonstack.measure.slo import SLO
 from tritonstack.measure.triton_metrics import MetricsScraper, Snapshot
@@ -140,9 +141,16 @@ def judge(
     )
 
 
-def run_test(slo: SLO, options: RunOptions, say: Say = print, settings: UserSettings | None = None) -> RunResult:
+def run_test(
+    slo: SLO,
+    options: RunOptions,
+    say: Say = print,
+    settings: UserSettings | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
     """Apply the SLO's load once and judge every objective; ``settings`` replace what the SLO asks of each
-    user (``tritonstack canary`` adds its traffic split)."""
+    user (``tritonstack canary`` adds its traffic split); ``progress`` shows the run's time and rate."""
+    progress = progress or Progress.off()
     settings = settings or UserSettings.from_slo(slo)
     preflight(options.host, settings)
     load = slo.load
@@ -153,9 +161,14 @@ def run_test(slo: SLO, options: RunOptions, say: Say = print, settings: UserSett
     )
     with LoadSession(options.host, settings, options.processes) as session:
         instruments = _Instruments(slo, options, session, say)
+        progress.plan(load.duration_s, pace=1.0)  # a plan in seconds: the step's duration
+        progress.start(f"load test users={load.users}", load.duration_s)
+        live = progress.probe = LiveRate(session)
+        live.begin(load.users)
         try:
             window = session.step(load.users, load.spawn_rate, load.duration_s)
         finally:
+            progress.probe = None
             instruments.close()
         samples = session.collector.samples
     result = judge(slo, options.host, samples, window.start_s, window.end_s, options.processes, instruments.scraper)
@@ -164,13 +177,10 @@ def run_test(slo: SLO, options: RunOptions, say: Say = print, settings: UserSett
     return result
 
 
-def next_users(users: int, factor: float, max_users: int) -> int:
-    return min(max_users, max(users + 1, math.ceil(users * factor)))
-
-
-def find_capacity(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
+def find_capacity(slo: SLO, options: RunOptions, say: Say = print, progress: Progress | None = None) -> RunResult:
     """Step concurrent users up (closed model) until an objective breaks; the capacity is the highest
     throughput among the steps that held every latency and error objective."""
+    progress = progress or Progress.off()
     settings = UserSettings.from_slo(slo, closed_model=True)
     preflight(options.host, settings)
     spec = slo.capacity
@@ -182,22 +192,32 @@ def find_capacity(slo: SLO, options: RunOptions, say: Say = print) -> RunResult:
     windows: list[StepWindow] = []
     with LoadSession(options.host, settings, options.processes) as session:
         instruments = _Instruments(slo, options, session, say)
+        plan = planned_users(spec)
+        # the most it can take: the search stops at the first step that breaks an objective
+        progress.plan(len(plan) * spec.step_duration_s, bound=True)
+        live = LiveRate(session)
         try:
             users = spec.start_users
             while True:
+                progress.start(f"step {len(steps) + 1}/{len(plan)} users={users}", spec.step_duration_s)
+                live.begin(users)
+                progress.probe = live
                 # All users at once: the step measures a load level, not a ramp.
                 window = session.step(users, float(users), spec.step_duration_s)
+                progress.probe = None
                 windows.append(window)
                 summary = summarize(session.collector.samples, window.start_s, window.end_s, slo.objectives.latency_ms)
                 step = CapacityStep(users, summary, evaluate(slo.objectives, summary, include_throughput=False))
                 steps.append(step)
                 broken = ", ".join(c.key for c in violated(step.checks)) or ("no requests" if not step.held else "")
                 outcome = "held" if step.held else f"BROKE: {broken}"
+                progress.measured(f"{summary.throughput_rps:.1f} req/s, {outcome.split(':')[0]}")
                 say(f"  {users:>5} users: {summary.throughput_rps:8.1f} req/s  {outcome}")
                 if not step.held or users >= spec.max_users:
                     break
                 users = next_users(users, spec.factor, spec.max_users)
         finally:
+            progress.probe = None
             instruments.close()
         samples = session.collector.between(windows[0].start_s, windows[-1].end_s)
     capacity = CapacityResult(steps)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,25 +26,63 @@ def run_windows(result: RunResult) -> list[Window]:
     return windows(result.samples, summary.start_s, summary.end_s, width, percentiles)
 
 
-def latency_plot(result: RunResult, series: Sequence[Window], path: Path) -> Path:
+LATENCY_MARGIN = 1.3  # the latency axis reaches this factor beyond the lowest and the highest line
+
+
+def latency_axis(ax: Any, measured_ms: Iterable[float], bounds_ms: Iterable[float]) -> None:
+    """A log y axis in ms that holds every measured percentile and every SLO bound, with plain ms ticks.
+
+    Log, not linear: an SLO bound sits where the user put it (1 000 ms) and the percentiles where the
+    server is (20 ms); a linear axis that reaches the bound squeezes the measurements into a flat line at
+    its foot, and one cut below the bound hides how much room is left. On a log axis both keep their shape
+    and the gap between them reads as a ratio -- the headroom -- at any scale. (Clipping the bound to an
+    arrow would keep the measurements large but hide that headroom, and change the axis from run to run.)
+    The axis starts just below the lowest measurement rather than at some round power of ten, so the data
+    fill as much of it as the bounds allow.
+    """
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    lines = [v for v in (*measured_ms, *bounds_ms) if math.isfinite(v) and v > 0]
+    if not lines:
+        return  # nothing to draw: matplotlib's own linear axis
+    low, high = min(lines) / LATENCY_MARGIN, max(lines) * LATENCY_MARGIN
+    ax.set_yscale("log")
+    ax.set_ylim(low, high)
+    # within a decade 1..9 x 10^n are all ticks (else a narrow axis might get a single one); wider, 1-2-5
+    subs = tuple(range(1, 10)) if high / low < 10 else (1.0, 2.0, 5.0)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=subs))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))  # 20, 500, 0.5: not 2x10^1
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def latency_figure(result: RunResult, series: Sequence[Window]) -> Any:
+    """The latency percentiles per window and the SLO's bounds on one log axis (``latency_axis``)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(9, 4))
     t0 = result.summary.start_s
     x = [w.start_s - t0 + w.width_s / 2 for w in series]
     percentiles = sorted(series[0].latency_ms) if series else []
+    measured: list[float] = []
+    bounds: list[float] = []
     for color, p in zip(_COLORS, percentiles, strict=False):
-        y = [w.latency_ms[p] if w.latency_ms[p] is not None else float("nan") for w in series]
+        y = [float("nan") if (ms := w.latency_ms[p]) is None else ms for w in series]
+        measured += y
         ax.plot(x, y, marker=".", color=color, label=f"p{p:g}")
         bound = result.slo.objectives.latency_ms.get(p)
         if bound is not None:
+            bounds.append(bound)
             ax.axhline(bound, color=color, linestyle="--", linewidth=1, label=f"SLO p{p:g} ≤ {bound:g} ms")
+    latency_axis(ax, measured, bounds)
     ax.set_xlabel("time since start (s)")
-    ax.set_ylabel("latency (ms)")
+    ax.set_ylabel("latency (ms, log scale)")
     ax.set_title("Client-observed latency percentiles per window vs. the SLO")
-    ax.set_ylim(bottom=0)
-    ax.grid(alpha=0.3)
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
-    return _save(fig, path)
+    return fig
+
+
+def latency_plot(result: RunResult, series: Sequence[Window], path: Path) -> Path:
+    return _save(latency_figure(result, series), path)
 
 
 def throughput_plot(result: RunResult, series: Sequence[Window], path: Path) -> Path:
@@ -138,14 +177,16 @@ def capacity_plot(result: RunResult, capacity: CapacityResult, path: Path) -> Pa
     left.set_xlabel("concurrent users")
     left.set_ylabel("successful requests / s")
     left.set_title(f"Throughput per step (capacity {capacity.capacity_rps or 0:.1f} req/s)")
+    measured: list[float] = []
     for color, (p, bound) in zip(_COLORS, sorted(result.slo.objectives.latency_ms.items()), strict=False):
         values = [s.summary.latency_ms.get(p) for s in capacity.steps]
-        right.plot(
-            users, [v if v is not None else float("nan") for v in values], marker="o", color=color, label=f"p{p:g}"
-        )
+        y = [v if v is not None else float("nan") for v in values]
+        measured += y
+        right.plot(users, y, marker="o", color=color, label=f"p{p:g}")
         right.axhline(bound, color=color, linestyle="--", linewidth=1)
+    latency_axis(right, measured, result.slo.objectives.latency_ms.values())
     right.set_xlabel("concurrent users")
-    right.set_ylabel("latency (ms)")
+    right.set_ylabel("latency (ms, log scale)")
     right.set_title("Latency per step vs. the SLO (dashed)")
     for ax in (left, right):
         ax.set_xscale("log", base=2)

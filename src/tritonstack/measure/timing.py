@@ -16,3 +16,8 @@ class Timing:
     def __post_init__(self) -> None:
         if self.rounds < 1 or self.warmup_s < 0 or self.duration_s <= 0:
             raise ValueError("need rounds >= 1, warmup_s >= 0 and duration_s > 0")
+
+    @property
+    def point_s(self) -> float:
+        """The planned seconds of one point: its rounds, each a warm-up and a window."""
+        return self.rounds * (self.warmup_s + self.duration_s)

@@ -14,7 +14,7 @@ from tritonstack.measure.json_safe import json_safe
 from tritonstack.tune.apply import Written
 from tritonstack.tune.knobs import Knobs
 from tritonstack.tune.runner import Ranked, TuneResult
-from tritonstack.tune.score import Score, SweepPoint
+from tritonstack.tune.score import HalfLoadCheck, Score, SweepPoint
 
 TABLE_FILE = "ranked.txt"
 JSON_FILE = "tune.json"
@@ -103,6 +103,14 @@ def _spread(measured: tuple[float, ...]) -> str:
     return f"{min(measured):.1f}" if len(measured) == 1 else f"{min(measured):.1f}-{max(measured):.1f}"
 
 
+def _half_load_figures(check: HalfLoadCheck) -> str:
+    chosen = "none" if not math.isfinite(check.chosen_p99_ms) else f"{check.chosen_p99_ms:.1f} ms"
+    return (
+        f"p99 {chosen} (mean of {check.chosen_measurements}) against the export's {check.start_p99_ms:.1f} ms "
+        f"(highest of {check.start_measurements})"
+    )
+
+
 def _winner_lines(result: TuneResult, written: Written | None, dry_run: bool) -> list[str]:
     winner, start, best = result.winner, result.start_ranked, result.best
     if winner is None:
@@ -112,7 +120,15 @@ def _winner_lines(result: TuneResult, written: Written | None, dry_run: bool) ->
             f"closest: {closest}",
         ]
     lines = []
-    if winner.knobs == result.start:
+    check = result.half_load_check
+    if winner.knobs == result.start and check is not None and check.worse and best is not None:
+        lines += [
+            f"winner: the export's config ({winner.score.describe()}): nothing to write",
+            f"the best other, {_changes(best.knobs, result.start)}, beat it on throughput "
+            f"(req/s {_spread(best.measured)} against {_spread(winner.measured)}) but not at half load: "
+            f"{_half_load_figures(check)}; tune never writes a config whose half-load point is worse",
+        ]
+    elif winner.knobs == result.start:
         lines.append(f"winner: the export's config ({winner.score.describe()}): nothing to write")
         if best is not None and best.knobs != result.start:
             lines.append(
@@ -127,6 +143,8 @@ def _winner_lines(result: TuneResult, written: Written | None, dry_run: bool) ->
             factor = winner.score.throughput_per_s / start.score.throughput_per_s
             against = f" against the export's {start.score.throughput_per_s:.1f} req/s ({factor:.2f}x)"
         lines.append(f"winner: {changes}: {winner.score.describe()}{against}")
+        if check is not None:
+            lines.append(f"half load: {_half_load_figures(check)}")
     minimum = result.settings.slo.objectives.min_throughput_rps
     if minimum is not None and winner.score.throughput_per_s < minimum:
         lines.append(f"WARNING: below the SLO's min_throughput_rps {minimum:g}: this machine cannot carry that load")
@@ -206,6 +224,8 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
             "start": result.start.to_dict(),
             "winner": winner.knobs.to_dict() if winner else None,
             "winner_req_per_s": winner.score.throughput_per_s if winner else None,
+            # the best config against the export's at half load, where it beat it on throughput
+            "half_load_check": _check_json(result),
             "dry_run": dry_run,
             "written": [str(p) for p in written.configs] if written else [],
             "previous_configs": str(written.previous) if written else None,
@@ -221,6 +241,7 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
                     "half_load": ranked.score.half_load.to_dict() if ranked.score.half_load else None,
                     "missed": dict(ranked.score.missed),
                     "measured_req_per_s": list(ranked.measured),
+                    "half_load_p99_ms": list(ranked.half_load_p99_ms),
                 }
                 for index, ranked in enumerate(result.ranking, 1)
             ],
@@ -242,6 +263,19 @@ def to_json(result: TuneResult, written: Written | None, dry_run: bool) -> dict[
             ],
         }
     )
+
+
+def _check_json(result: TuneResult) -> dict[str, Any] | None:
+    check, best = result.half_load_check, result.best
+    if check is None or best is None:
+        return None
+    return {
+        "knobs": best.knobs.to_dict(),
+        "p99_ms": check.chosen_p99_ms,
+        "start_p99_ms": check.start_p99_ms,
+        "worse": check.worse,
+        "kept_start": result.kept_for_half_load,
+    }
 
 
 def plot(result: TuneResult, path: Path) -> Path:

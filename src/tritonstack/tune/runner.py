@@ -34,12 +34,13 @@ from typing import Any
 
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.slo import SLO
 from tritonstack.measure.timing import Timing
 from tritonstack.repository.config import parameter
 from tritonstack.tune.errors import TuneError
 from tritonstack.tune.knobs import Knobs, StepConfigs, apply_knobs, load_steps, read_knobs
-from tritonstack.tune.score import Score, SweepPoint, combine, score
+from tritonstack.tune.score import HalfLoadCheck, Score, SweepPoint, check_half_load, combine, score
 from tritonstack.tune.search import MIN_GAIN, SearchOutcome, climb, concurrency_levels
 from tritonstack.tune.session import TuneServer, Workload, describe_workload, workload_from
 from tritonstack.tune.space import dimensions, per_call_activation_scales
@@ -85,6 +86,7 @@ class Ranked:
     score: Score  # ``combine`` over its trials
     measured: tuple[float, ...]  # each trial's throughput at the SLO (0.0 where it missed), in order
     confirmed: bool  # measured again in the confirmation round
+    half_load_p99_ms: tuple[float, ...] = ()  # each trial's half-load p99 (NaN where none was measured), in order
 
     @property
     def trials(self) -> int:
@@ -122,11 +124,30 @@ class TuneResult:
         return next((r for r in self.ranking if r.score.held), None)
 
     @property
-    def winner(self) -> Ranked | None:
-        """``best`` if it clearly beats the start (``Ranked.clearly_beats``), else the start; ``None`` when no
-        config held."""
+    def half_load_check(self) -> HalfLoadCheck | None:
+        """Where ``best`` clearly beats the export's config on throughput: its half-load p99 against the
+        export's, both measured in this run; ``None`` where there is nothing to compare."""
         best, start = self.best, self.start_ranked
-        if best is None or start is None or best.clearly_beats(start, self.settings.min_gain):
+        if best is None or start is None or best.knobs == start.knobs:
+            return None
+        if not best.clearly_beats(start, self.settings.min_gain):
+            return None
+        return check_half_load(best.half_load_p99_ms, start.half_load_p99_ms)
+
+    @property
+    def kept_for_half_load(self) -> bool:
+        """``best`` beat the export's config on throughput but was worse at half load: the export's stays."""
+        check = self.half_load_check
+        return check is not None and check.worse
+
+    @property
+    def winner(self) -> Ranked | None:
+        """``best`` if it clearly beats the start (``Ranked.clearly_beats``) and is not worse than the start at
+        half load (``HalfLoadCheck.worse``), else the start; ``None`` when no config held."""
+        best, start = self.best, self.start_ranked
+        if best is None or start is None:
+            return best  # no config held; the start is always measured (``run_tune`` makes sure)
+        if best.clearly_beats(start, self.settings.min_gain) and not self.kept_for_half_load:
             return best
         return start
 
@@ -160,14 +181,6 @@ def sweep_s(levels: tuple[int, ...], timing: Timing) -> float:
     return (len(levels) + 1) * (timing.warmup_s + timing.duration_s)
 
 
-def _progress(total_s: float, enabled: bool) -> Any:
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=math.ceil(total_s), file=sys.stderr, disable=not enabled, unit="s", leave=False)
-
-
 def _describe(knobs: Knobs, start: Knobs) -> str:
     changes = knobs.changes_from(start)
     return ", ".join(f"{k} {old}->{new}" for k, (old, new) in changes.items()) or "the export's config"
@@ -187,6 +200,10 @@ def _trial_line(trial: Trial, start: Knobs) -> str:
     )
 
 
+def _half_load_p99_ms(trial: Trial) -> float:
+    return trial.half_load.latency_ms.get(99.0, math.nan) if trial.half_load is not None else math.nan
+
+
 def rank(trials: list[Trial]) -> list[Ranked]:
     """Every config tried, best first; configs of the confirmation round first of all (the winner is one of them)."""
     by_knobs: dict[Knobs, list[Trial]] = {}
@@ -198,6 +215,7 @@ def rank(trials: list[Trial]) -> list[Ranked]:
             combine([t.score for t in group]),
             tuple(t.score.throughput_per_s for t in group),
             any(t.phase == "confirm" for t in group),
+            tuple(_half_load_p99_ms(t) for t in group),
         )
         for knobs, group in by_knobs.items()
     ]
@@ -231,10 +249,13 @@ def _workload(settings: TuneSettings) -> Workload:
     )
 
 
-def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True) -> TuneResult:
-    """Search, confirm and rank; nothing is written (``apply`` and ``report`` do that)."""
+def run_tune(settings: TuneSettings, *, log: Log = print, progress: Progress | None = None) -> TuneResult:
+    """Search, confirm and rank; nothing is written (``apply`` and ``report`` do that). ``progress`` shows the
+    config being measured against the budget (``measure.progress``); ``log`` should step aside for it
+    (``Progress.write``)."""
     from tritonstack.measure.served_files import locate
 
+    progress = progress or Progress.off()
     slo = settings.slo
     levels = concurrency_levels(slo.capacity)
     _check_budget(settings.budget_s, levels, settings.timing)
@@ -272,25 +293,24 @@ def run_tune(settings: TuneSettings, *, log: Log = print, progress: bool = True)
     settings.report_dir.mkdir(parents=True, exist_ok=True)
     served = scratch_repository(settings.repository, settings.name, steps, settings.report_dir / SCRATCH_DIR)
     budget = Budget(settings.budget_s)
-    bar = _progress(settings.budget_s, progress)
-    try:
-        with TuneServer(served, settings.name, steps, split, settings.report_dir / "triton.log") as server:
-            one_config_s = sweep_s(levels, settings.timing)
-            if not budget.affords(one_config_s):
-                raise TuneError(
-                    f"Triton took {budget.elapsed_s:.0f} s of the {settings.budget_s:g} s budget to start; "
-                    f"what is left cannot pay for one config ({one_config_s:g} s)",
-                    hint=f"give --budget at least {math.ceil(budget.elapsed_s + one_config_s + 30)}s",
-                )
-            log(f"    Triton started in {budget.elapsed_s:.0f} s")
-            trials = _Trials(server, result, workload, budget, bar, log)
-            outcome = climb(start, space, lambda k: trials.measure(k, "search"), min_gain=settings.min_gain)
-            if not outcome.scores:
-                raise TuneError("the budget ran out before the first config was measured")
-            _confirm(outcome, start, settings.confirm, lambda k: trials.measure(k, "confirm"))
-            result.exhausted = outcome.exhausted
-    finally:
-        bar.close()
+    progress.plan(settings.budget_s, bound=True)  # the search stops within the budget, or sooner
+    progress.start("starting Triton")
+    with TuneServer(served, settings.name, steps, split, settings.report_dir / "triton.log") as server:
+        one_config_s = sweep_s(levels, settings.timing)
+        if not budget.affords(one_config_s):
+            raise TuneError(
+                f"Triton took {budget.elapsed_s:.0f} s of the {settings.budget_s:g} s budget to start; "
+                f"what is left cannot pay for one config ({one_config_s:g} s)",
+                hint=f"give --budget at least {math.ceil(budget.elapsed_s + one_config_s + 30)}s",
+            )
+        log(f"    Triton started in {budget.elapsed_s:.0f} s")
+        trials = _Trials(server, result, workload, budget, progress, log)
+        outcome = climb(start, space, lambda k: trials.measure(k, "search"), min_gain=settings.min_gain)
+        if start not in outcome.scores:  # measured first: nothing is written unless beside it
+            raise TuneError("the budget ran out before the export's config was measured")
+        _confirm(outcome, start, settings.confirm, lambda k: trials.measure(k, "confirm"))
+        result.exhausted = outcome.exhausted
+        progress.start("stopping Triton")
     result.ranking = rank(result.trials)
     result.elapsed_s = budget.elapsed_s
     return result
@@ -328,14 +348,14 @@ class _Trials:
         result: TuneResult,
         workload: Workload,
         budget: Budget,
-        bar: Any,
+        progress: Progress,
         log: Log,
     ) -> None:
         self.server = server
         self.result = result
         self.workload = workload
         self.budget = budget
-        self.bar = bar
+        self.progress = progress
         self.log = log
 
     def _affords(self, phase: str) -> bool:
@@ -361,7 +381,7 @@ class _Trials:
             return None
         result, slo, start = self.result, self.result.settings.slo, self.result.start
         at_s = self.budget.elapsed_s
-        self.bar.set_description(f"#{len(result.trials) + 1} {_describe(knobs, start)}"[:60])
+        self.progress.start(f"config #{len(result.trials) + 1} {phase}: {_describe(knobs, start)}")
         reloaded = self.server.apply(apply_knobs(result.steps, knobs))
         reload_s = self.budget.elapsed_s - at_s
         sweep = self.server.sweep(
@@ -373,9 +393,8 @@ class _Trials:
             tuple(reloaded), at_s, reload_s, self.budget.elapsed_s - at_s, sweep.half_load,
         )  # fmt: skip
         result.trials.append(trial)
-        self.bar.update(min(math.ceil(self.budget.elapsed_s), self.bar.total) - self.bar.n)
-        with self.bar.external_write_mode():
-            self.log(_trial_line(trial, start))
+        self.progress.measured(trial.score.describe())
+        self.log(_trial_line(trial, start))
         return trial.score
 
 

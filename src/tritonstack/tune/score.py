@@ -158,3 +158,33 @@ def combine(scores: Sequence[Score]) -> Score:
         last = scores[-1]
         return Score(sum(s.throughput_per_s for s in scores) / len(scores), last.point, half_load=last.half_load)
     return min(scores, key=lambda s: s.key())
+
+
+@dataclass(frozen=True)
+class HalfLoadCheck:
+    """A config that beat the export's on throughput, against the export's config at half load: their
+    half-load p99s, each measured in this run (side by side in the confirmation round)."""
+
+    chosen_p99_ms: float  # the mean of the chosen config's half-load p99s; NaN when it has none
+    start_p99_ms: float  # the highest of the export's config's half-load p99s
+    chosen_measurements: int
+    start_measurements: int
+
+    @property
+    def worse(self) -> bool:
+        """The chosen config's half-load tail is worse than the export's: its mean above the highest the
+        export's config showed. A difference inside the export's own spread is noise, as a throughput gain
+        inside the spread is no gain; a chosen config with no half-load figure cannot show it is not worse."""
+        return not math.isfinite(self.chosen_p99_ms) or self.chosen_p99_ms > self.start_p99_ms
+
+
+def check_half_load(chosen_p99_ms: Sequence[float], start_p99_ms: Sequence[float]) -> HalfLoadCheck | None:
+    """The half-load p99s (ms, one per measurement, NaN where none was measured) of a chosen config and of
+    the export's config, compared; ``None`` when the export's config has no half-load p99 to be worse than
+    (it served nothing at half load)."""
+    start = [ms for ms in start_p99_ms if math.isfinite(ms)]
+    if not start:
+        return None
+    chosen = [ms for ms in chosen_p99_ms if math.isfinite(ms)]
+    mean = sum(chosen) / len(chosen) if chosen else math.nan
+    return HalfLoadCheck(mean, max(start), len(chosen), len(start))
