@@ -54,6 +54,7 @@ class BenchSettings:
     quick: bool = False
     price_per_hour_usd: float | None = None  # what the server cores cost: adds cost per million texts
     documents_per_query: int = DEFAULT_DOCUMENTS_PER_QUERY  # a pair task's (reranker's) documents per request
+    profile: bool = False  # sample the server side at c=1 and c=16 (bench/profile.py)
 
 
 QUICK = {
@@ -201,6 +202,12 @@ def run_bench(settings: BenchSettings, *, log: Log = print, progress: Progress |
             f"==> {workload.task.name}: a request is one query and {workload.rows_per_request} documents;"
             " texts/s counts (query, document) pairs"
         )
+    profiler = None
+    if settings.profile:
+        from tritonstack.bench.profile import Profiler
+
+        wanted = tuple(c for c in (1, 16) if c in settings.concurrencies)
+        profiler = Profiler(settings.report_dir, wanted or (min(settings.concurrencies), max(settings.concurrencies)))
     points, token_counts = _inprocess(files, workload, split, settings, log, progress)
     request_tokens = workload.request_token_counts(token_counts)
     log(f"==> served: SDK -> gRPC -> Triton, concurrency {settings.concurrencies} ({_since(started)})")
@@ -208,7 +215,11 @@ def run_bench(settings: BenchSettings, *, log: Log = print, progress: Progress |
     points += run_served(
         settings.repository, files, workload, request_tokens, split, settings.timing, settings.concurrencies,
         half_load=settings.half_load, log_path=settings.report_dir / "triton.log", log=log, progress=progress,
+        profiler=profiler,
     )  # fmt: skip
+    if profiler is not None:
+        log(f"==> where the server's samples went (shares of busy samples), wrote {profiler.write()}")
+        log(profiler.table())
     baseline_device, why_not_gpu = torch_device(settings.device) if settings.baseline else ("cpu", None)
     if settings.baseline:
         log(

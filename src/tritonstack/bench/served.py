@@ -21,6 +21,7 @@ from typing import Any
 
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.floor import floor_name, overlay
+from tritonstack.bench.profile import Profiler
 from tritonstack.bench.results import FLOOR, SERVED, Point, best, summarize_rounds
 from tritonstack.bench.workload import BenchWorkload
 from tritonstack.in_triton import contract
@@ -77,6 +78,7 @@ async def _sweep(
     log: Log,
     floor: bool = True,
     progress: Progress | None = None,
+    profiler: Profiler | None = None,
 ) -> list[Point]:
     from tritonstack.client import AsyncClient
 
@@ -106,6 +108,11 @@ async def _sweep(
                 points.append(_point("concurrency", concurrency, measured, split, files))
                 progress.measured(f"{points[-1].throughput_per_s:.1f} texts/s")
                 log(f"    served   c={concurrency:<3d} {points[-1].throughput_per_s:8.1f} texts/s")
+                if profiler is not None and concurrency in profiler.concurrencies:
+                    # an extra round, not measured: the samplers pause the processes they watch
+                    with profiler.recording(f"c{concurrency}", pgid):
+                        await closed_loop(send, token_counts, concurrency, warmup_s=0.0, duration_s=profiler.duration_s)
+                    log(f"    profiled c={concurrency:<3d} (py-spy --native on the stubs, perf on tritonserver)")
             top = best(points, SERVED)
             if half_load and top is not None and top.throughput_per_s > 0:
                 rate = top.throughput_per_s / 2  # rows per second: requests arrive at rate / rows per request
@@ -178,11 +185,13 @@ def run_served(
     log_path: Path | None = None,
     log: Log = print,
     progress: Progress | None = None,
+    profiler: Profiler | None = None,
 ) -> list[Point]:
     """Start Triton on the server cores, sweep ``concurrencies`` from the client cores, then the serving floor
     (``floor``, a repository overlay: the user's repository is not written), stop Triton.
 
-    ``token_counts``: the tokens of each request of ``workload``."""
+    ``token_counts``: the tokens of each request of ``workload``; ``profiler`` samples the server side in an
+    extra round at each of its concurrencies (``profile.py``)."""
     with contextlib.ExitStack() as stack:
         served = repository
         if floor:
@@ -193,7 +202,7 @@ def run_served(
         points = asyncio.run(
             _sweep(
                 server.grpc_url, server.pid, workload, token_counts, files, split, timing, concurrencies,
-                half_load, log, floor, progress,
+                half_load, log, floor, progress, profiler,
             )
         )  # fmt: skip
         if progress is not None:

@@ -101,6 +101,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-progress", action="store_true", help="no status line (it is drawn only on a terminal, outside CI)"
     )
     parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server side in an extra round at c=1 and c=16 (py-spy --native on each Python-backend stub, "
+        "perf on tritonserver): flame graphs (SVG), collapsed stacks and profile.json in the report folder, and a "
+        "table of where the samples went; needs py-spy (the bench extra) and ptrace: root, or CAP_SYS_PTRACE in "
+        "a container",
+    )
+    parser.add_argument(
         "--sdk",
         action="store_true",
         help="instead of the sweep: the SDK's sync and async clients against plain tritonclient on the served model "
@@ -197,6 +205,7 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
         baseline=not args.no_baseline,
         half_load=not args.no_half_load,
         price_per_hour_usd=args.price_per_hour,
+        profile=args.profile,
     )
 
 
