@@ -246,3 +246,53 @@ def test_the_postprocess_step_never_sheds_work_the_encoder_has_done(text_model: 
     (response,) = step.execute([_Request(stale, logits=np.array([[0.1, 2.0]], dtype=np.float32))])
     assert response.error is None, response.error.message
     assert response.outputs[contract.LABEL_OUTPUT].reshape(-1).tolist() == [b"yes"]
+
+
+def _tokenizer_step(text_model: Any, tmp_path: Path, outputs: list[str]) -> Any:
+    import tinymodels
+
+    (tmp_path / "1").mkdir(parents=True)
+    tinymodels._bert_tokenizer(tmp_path / "1", 16)
+    params = {
+        contract.TASK_PARAMETER: contract.FEATURE_EXTRACTION.name,
+        contract.MAX_SEQUENCE_LENGTH_PARAMETER: "16",
+        contract.ENCODER_INPUTS_PARAMETER: "input_ids,attention_mask",
+        contract.ENCODER_OUTPUT_PARAMETER: "sentence_embedding",
+    }
+    config = {"output": [{"name": name} for name in outputs]}
+    args = {"model_repository": str(tmp_path), "model_version": "1"}
+    return text_model.TokenizerStep(args, config, params)
+
+
+def test_the_tokenizer_answers_each_requests_token_counts_where_its_config_lists_them(
+    text_model: Any, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    step = _tokenizer_step(text_model, tmp_path, ["input_ids", "attention_mask", contract.TOKENS_OUTPUT])
+    two = _Request(TEXT=np.array([[b"hello world"], [b"rain"]], dtype=np.object_))
+    cut = _Request(TEXT=np.array([[b"word " * 40]], dtype=np.object_))
+    first, second = step.execute([two, cut])  # one batch, padded to its longest row, answered per request
+    assert first.outputs[contract.TOKENS_OUTPUT].tolist() == [[4, 0], [3, 0]]
+    assert first.outputs[contract.TOKENS_OUTPUT].dtype == np.int32
+    assert second.outputs[contract.TOKENS_OUTPUT].tolist() == [[16, 1]]
+    assert first.outputs["attention_mask"].sum(axis=1).tolist() == [4, 3]
+    # a config from before token counts: the step answers as it did
+    older = _tokenizer_step(text_model, tmp_path / "older", ["input_ids", "attention_mask"])
+    (response,) = older.execute([two])
+    assert sorted(response.outputs) == ["attention_mask", "input_ids"]
+
+
+def test_the_serving_floor_answers_token_counts_as_int32_zeros(text_model: Any) -> None:
+    import numpy as np
+
+    config = {
+        "output": [
+            {"name": contract.EMBEDDING_OUTPUT, "dims": ["4"], "data_type": "TYPE_FP32"},
+            {"name": contract.TOKENS_OUTPUT, "dims": ["2"], "data_type": "TYPE_INT32"},
+        ]
+    }
+    step = text_model.FloorStep({}, config, {contract.TASK_PARAMETER: contract.FEATURE_EXTRACTION.name})
+    (response,) = step.execute([_Request(TEXT=np.array([[b"a"], [b"b"]], dtype=np.object_))])
+    tokens = response.outputs[contract.TOKENS_OUTPUT]
+    assert tokens.dtype == np.int32 and tokens.tolist() == [[0, 0], [0, 0]]

@@ -64,6 +64,15 @@ def test_a_config_naming_a_tensor_the_model_lacks_is_named(repository: Path) -> 
     assert any(p.startswith("tiny: ensemble step 2 (tiny_encoder)") for p in found), found
 
 
+def test_token_counts_are_the_one_output_past_the_contracts(repository: Path) -> None:
+    # TOKENS after the encoder's inputs (tokenizer) and the task's outputs (ensemble) is valid; another name is not
+    edit(repository / "tiny_tokenizer" / "config.pbtxt", '"TOKENS"', '"COUNTS"')
+    edit(repository / "tiny" / "config.pbtxt", '"TOKENS"', '"COUNTS"', count=3)
+    found = problems(repository)
+    assert any(p.startswith("tiny_tokenizer: outputs must be tiny_encoder's inputs") for p in found), found
+    assert any(p.startswith("tiny: outputs must be ['EMBEDDING'] [and TOKENS]") for p in found), found
+
+
 def test_missing_tokenizer_file_is_named(repository: Path) -> None:
     (repository / "tiny_tokenizer" / "1" / "tokenizer.json").unlink()
     assert "tiny_tokenizer: version 1 has no tokenizer.json" in problems(repository)
