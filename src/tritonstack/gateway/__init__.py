@@ -1,0 +1,1 @@
+"""tritonstack gateway: the OpenAI- and Cohere-compatible HTTP front of Triton (docs/gateway.md)."""
