@@ -151,7 +151,10 @@ def test_tls_url_passes_through_to_redis_py() -> None:
     asyncio.run(cache.close())
 
 
-@pytest.mark.parametrize("kwargs", [{"ttl_s": 0}, {"ttl_s": 1.5}, {"ttl_s": True}, {"timeout_s": 0}, {"backoff_s": -1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"ttl_s": 0}, {"ttl_s": 1.5}, {"ttl_s": True}, {"timeout_s": 0}, {"backoff_s": -1}, {"max_connections": 0}],
+)
 def test_bad_settings_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         ResponseCache("redis://127.0.0.1:6379/0", **kwargs)  # type: ignore[arg-type]
