@@ -1,1 +1,0 @@
-"""tritonstack gateway: the OpenAI- and Cohere-compatible HTTP front of Triton (docs/gateway.md)."""
