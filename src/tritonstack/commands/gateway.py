@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -117,4 +118,10 @@ def _serve(config: Any, listener: socket.socket, ready_line: str) -> None:
             if self.started:
                 print(ready_line, flush=True)
 
-    Server(config).run(sockets=[listener])
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again (restoring the handler it found):
+    # with this one in place the command ends with status 0 after a graceful stop, as an orchestrator expects.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        Server(config).run(sockets=[listener])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

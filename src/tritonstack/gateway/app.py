@@ -37,6 +37,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 ROUTES = ("/v1/embeddings", "/v1/rerank", "/v2/rerank", "/v1/classify", "/v1/models", "/health", "/metrics")
 NO_MODEL = ""  # the model label of a request refused before its body named one
+DRAIN_FACTOR = 8  # a refused body is read and dropped up to 8x the limit, then the connection is closed
 STATE_KEY = "tritonstack.gateway"  # the request's Labels in the ASGI scope
 
 
@@ -139,10 +140,12 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes,
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                if int(value) > limit:
-                    return b"", too_large
+                declared = int(value)
             except ValueError:
                 return b"", errors.APIError(errors.INVALID, "Content-Length is not a number")
+            if declared > limit:
+                await _drain(receive, limit * DRAIN_FACTOR)
+                return b"", too_large
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -151,11 +154,24 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes,
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await _drain(receive, limit * DRAIN_FACTOR)
             return b"", too_large
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks), None
+
+
+async def _drain(receive: Receive, most_bytes: int) -> None:
+    """Read (and drop) the rest of a refused body, up to ``most_bytes``: a client that sends all of its body before
+    reading (urllib, many others) then reads the 413 instead of a broken pipe. Nothing is kept."""
+    seen = 0
+    while seen <= most_bytes:
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

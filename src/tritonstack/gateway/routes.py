@@ -64,6 +64,10 @@ def _texts(value: object, *, limit: int, param: str = "input") -> list[str]:
         raise errors.APIError(errors.INVALID, f"'{param}' is empty: send at least one text", param=param)
     if len(items) > limit:
         raise errors.APIError(errors.TOO_LARGE, f"{len(items)} inputs, over the limit of {limit}", param=param)
+    try:
+        "".join(items).encode()  # JSON may carry lone surrogates ("\\ud800"), which no model can take as UTF-8
+    except UnicodeEncodeError:
+        raise errors.APIError(errors.INVALID, f"'{param}' holds text that is not valid Unicode", param=param) from None
     return items
 
 
