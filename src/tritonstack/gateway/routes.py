@@ -121,8 +121,9 @@ class _Call:
             await cache.put_many([(keys[i], value) for i, value in zip(missing, computed, strict=True)])
         return [value for value in found if value is not None]
 
-    def check_truncation(self) -> None:
-        """With ``truncate`` false, a row the model cut is refused (before anything computed is cached)."""
+    def check_truncation(self, indexes: Sequence[int]) -> None:
+        """With ``truncate`` false, a row the model cut is refused (before anything computed is cached);
+        ``indexes``: the request's positions of the rows sent, in the order sent."""
         counted = usage.counted(self.usage)
         if self.truncate or counted.truncated is None or not counted.truncated.any():
             return
@@ -130,8 +131,8 @@ class _Call:
         tokens = int(counted.per_row[row]) if counted.per_row is not None else 0
         raise errors.APIError(
             errors.TOO_LONG,
-            f"input {row} of those computed is over the model's maximum of {tokens} tokens and truncate is "
-            "false: shorten it, or send truncate: true to have it cut",
+            f"input {indexes[row]} is over the model's maximum of {tokens} tokens and truncate is false: shorten "
+            "it, or send truncate: true to have it cut",
             param="input",
         )
 
@@ -165,11 +166,11 @@ async def _embeddings(gateway: Gateway, body: EmbeddingsRequest, request: Reques
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [sent[i] for i in indexes]
         if call.release is not None:
-            routed = await gateway.client.embed_release(rows, call.release, **usage.usage_kwargs(call.usage))
+            routed = await gateway.client.embed_release(rows, call.release, usage=call.usage)
             vectors = routed.value
         else:
-            vectors = await gateway.client.embed(rows, model=call.served, **usage.usage_kwargs(call.usage))
-        call.check_truncation()  # a cut row refused before anything is cached
+            vectors = await gateway.client.embed(rows, model=call.served, usage=call.usage)
+        call.check_truncation(indexes)  # a cut row refused before anything is cached
         return [np.ascontiguousarray(row, dtype="<f4").tobytes() for row in vectors]
 
     values = await call.cached(route, {"prefix": prefix, "truncate": call.truncate}, sent, compute)
@@ -192,14 +193,13 @@ async def _rerank(gateway: Gateway, body: RerankRequest, request: Request) -> Re
 
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [documents[i] for i in indexes]
-        kwargs = usage.usage_kwargs(call.usage)
         if call.release is not None:
             ranked: list[RerankResult] = (
-                await gateway.client.rerank_release(body.query, rows, call.release, **kwargs)
+                await gateway.client.rerank_release(body.query, rows, call.release, usage=call.usage)
             ).value
         else:
-            ranked = await gateway.client.rerank(body.query, rows, model=call.served, **kwargs)
-        call.check_truncation()
+            ranked = await gateway.client.rerank(body.query, rows, model=call.served, usage=call.usage)
+        call.check_truncation(indexes)
         scores = np.empty(len(rows), dtype="<f4")
         for result in ranked:
             scores[result.index] = result.score
@@ -235,12 +235,11 @@ async def _classify(gateway: Gateway, body: ClassifyRequest, request: Request) -
 
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [texts[i] for i in indexes]
-        kwargs = usage.usage_kwargs(call.usage)
         if call.release is not None:
-            found = (await gateway.client.classify_release(rows, call.release, **kwargs)).value
+            found = (await gateway.client.classify_release(rows, call.release, usage=call.usage)).value
         else:
-            found = await gateway.client.classify(rows, model=call.served, **kwargs)
-        call.check_truncation()
+            found = await gateway.client.classify(rows, model=call.served, usage=call.usage)
+        call.check_truncation(indexes)
         return [json.dumps({"label": c.label, "score": c.score}).encode() for c in found]
 
     values = await call.cached(route, {"truncate": call.truncate}, texts, compute)
