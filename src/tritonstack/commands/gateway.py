@@ -83,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings, cache=cache)
     listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit TCP_NODELAY (Linux). Without it a response's head and body, two writes, wait
+    # on the caller's delayed ACK: measured 44 ms on every request, /metrics included, instead of ~1 ms.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         listener.bind((args.host, args.port))
     except OSError as error:
