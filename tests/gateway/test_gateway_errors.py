@@ -40,6 +40,10 @@ def test_bad_requests_are_400_with_the_field_named(gateway: GatewayProcess) -> N
     assert error_of(status, body) == (400, "invalid_input") and body["error"]["param"] == "model"
     status, body, _ = post(gateway.url + "/v1/rerank", {"model": "rank", "query": "q", "documents": ["a"], "top_n": 0})
     assert error_of(status, body) == (400, "invalid_input")
+    status, body, _ = post(gateway.url + "/v1/rerank", {"model": EMBEDDER, "query": "q", "documents": ["a"]})
+    assert error_of(status, body) == (400, "invalid_input")  # an embedder does not rerank (docs/gateway.md)
+    status, body, _ = post(gateway.url + "/v1/classify", {"model": EMBEDDER, "input": "x"})
+    assert error_of(status, body) == (400, "invalid_input")
 
 
 def test_unknown_model_is_404(gateway: GatewayProcess) -> None:
