@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from tritonstack.client import ClientError, Release, RerankResult, TrafficSplit
+from tritonstack.client import ClientError, ModelInfo, Release, RerankResult, TrafficSplit
 from tritonstack.gateway import errors, usage
 from tritonstack.gateway.app import labels_of
 from tritonstack.gateway.respond import cut, embedding_items, json_response
@@ -93,6 +93,20 @@ class _Call:
         self.prefixes = options.prefixes
         self.usage = usage.new_usage()
 
+    async def info(self) -> ModelInfo:
+        """The served model's description (the SDK caches it); from here on its name labels metrics."""
+        info = await self.gateway.client.model_info(model=self.served)
+        self.gateway.served.add(self.model)
+        return info
+
+    def require(self, info: ModelInfo, task: str, route: str) -> None:
+        if info.task != task:
+            raise errors.APIError(
+                errors.INVALID,
+                f"'{self.model}' is a {info.task or 'non-text'} model; {route} needs a {task} model",
+                param="model",
+            )
+
     @property
     def headers(self) -> dict[str, str]:
         return {RELEASE_HEADER: self.served} if self.release is not None else {}
@@ -148,12 +162,8 @@ async def _embeddings(gateway: Gateway, body: EmbeddingsRequest, request: Reques
     route = "/v1/embeddings"
     call = _Call(gateway, request, body.model, body.user, body.truncate)
     texts = _texts(body.input, limit=gateway.settings.max_inputs)
-    info = await gateway.client.model_info(model=call.served)
-    if info.task != contract.FEATURE_EXTRACTION.name:
-        raise errors.APIError(
-            errors.INVALID, f"'{body.model}' is a {info.task or 'non-text'} model, not an embedding model",
-            param="model",
-        )  # fmt: skip
+    info = await call.info()
+    call.require(info, contract.FEATURE_EXTRACTION.name, route)
     spec = next(s for s in info.outputs if s.name == contract.EMBEDDING_OUTPUT)
     size = spec.shape[-1]
     if body.dimensions is not None and not 1 <= body.dimensions <= size:
@@ -190,6 +200,7 @@ async def _rerank(gateway: Gateway, body: RerankRequest, request: Request) -> Re
     call = _Call(gateway, request, body.model, body.user, body.truncate)
     documents = [d.text if isinstance(d, DocumentObject) else d for d in body.documents]
     _texts(documents, limit=gateway.settings.max_inputs, param="documents")
+    call.require(await call.info(), contract.TEXT_RANKING.name, route)
 
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [documents[i] for i in indexes]
@@ -232,6 +243,7 @@ async def _classify(gateway: Gateway, body: ClassifyRequest, request: Request) -
     route = "/v1/classify"
     call = _Call(gateway, request, body.model, body.user, body.truncate)
     texts = _texts(body.input, limit=gateway.settings.max_inputs)
+    call.require(await call.info(), contract.TEXT_CLASSIFICATION.name, route)
 
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [texts[i] for i in indexes]
