@@ -61,6 +61,8 @@ EXTRAS: dict[str, str] = {
     "fastapi": "gateway",
     "uvicorn": "gateway",
     "redis": "gateway",
+    "httptools": "gateway",
+    "uvloop": "gateway",
     "aiohttp": "bench",
 }
 
