@@ -1,4 +1,4 @@
-"""The main job end to end: export the bundled MiniLM, serve it, call it, load-test it, report.
+"""The main job end to end: export the bundled MiniLM, serve it, call it (SDK and gateway), load-test it, report.
 
 Runs on the embedded default (CPU, loopback, free ports) and stops everything
 it started. Each step is the same code a user runs by hand; the commands are
@@ -8,10 +8,13 @@ printed as it goes.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from tritonstack.export.bundled import bundled_minilm
 from tritonstack.repository.paths import DEFAULT_REPOSITORY
@@ -51,7 +54,7 @@ def _export(args: argparse.Namespace) -> None:
     ensure_exported(bundled_minilm(), args.repository, args.name, reexport=args.reexport, log=_detail)
 
 
-def _call(server_url: str, name: str) -> None:
+def _call(server_url: str, name: str) -> Any:
     import numpy as np  # numpy and the SDK (gRPC): what a run imports, not --help
 
     from tritonstack.client import Client
@@ -68,6 +71,48 @@ def _call(server_url: str, name: str) -> None:
     print("    cosine similarity:")
     for i, row in enumerate(similarity):
         print("     " + " ".join(f"{x:5.2f}" for x in row) + f"   ({i})")
+    return vectors
+
+
+def _gateway_call(server_url: str, name: str, vectors: Any) -> None:
+    """One call through ``tritonstack gateway`` (the OpenAI-compatible HTTP front) started as a user starts it,
+    compared with the SDK's vectors."""
+    import urllib.request
+
+    import numpy as np
+
+    command = ["gateway", "--triton", server_url, "--port", "0"]
+    _step("the same sentences through the OpenAI-compatible gateway", "tritonstack " + " ".join(command))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRITONSTACK_GATEWAY_API_KEYS": ""}  # loopback, no key
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "tritonstack", *command], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+    )  # fmt: skip
+    try:
+        assert gateway.stdout is not None
+        url = next((line.split()[1] for line in gateway.stdout if line.startswith("ready ")), None)
+        if url is None:
+            raise RuntimeError(f"tritonstack gateway exited with status {gateway.wait()} before it was ready")
+        body = {"model": name, "input": list(DEMO_SENTENCES), "encoding_format": "float"}
+        _detail(f"$ curl {url}/v1/embeddings -H 'Content-Type: application/json' -d '{json.dumps(body)[:60]}...'")
+        request = urllib.request.Request(
+            f"{url}/v1/embeddings", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            answer = json.loads(response.read())
+        served = np.array([item["embedding"] for item in answer["data"]], dtype=np.float32)
+        cosine = (served * vectors).sum(axis=1) / np.linalg.norm(served, axis=1) / np.linalg.norm(vectors, axis=1)
+        _detail(
+            f"{answer['object']} of {len(answer['data'])} {answer['data'][0]['object']}s, model {answer['model']}, "
+            f"usage {answer['usage']}; cosine to the SDK's vectors: min {cosine.min():.6f}"
+        )
+    finally:
+        gateway.terminate()  # SIGTERM: uvicorn's graceful stop
+        try:
+            gateway.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+            gateway.wait()
 
 
 def _loadtest(args: argparse.Namespace, server: EmbeddedServer) -> int:
@@ -88,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
     with EmbeddedServer(args.repository, log_path=log) as server:
         print(f"    gRPC {server.grpc_url}   HTTP {server.http_url}   metrics {server.metrics_url}")
         print(f"    log {log}")
-        _call(server.grpc_url, args.name)
+        vectors = _call(server.grpc_url, args.name)
+        _gateway_call(server.grpc_url, args.name, vectors)
         verdict = _loadtest(args, server)
         _step("stop the server (graceful)")
     print(f"\ndemo finished; load-test verdict exit code {verdict} (0: the SLO held)")
