@@ -29,6 +29,7 @@ from tritonstack.gateway.settings import GatewaySettings
 if TYPE_CHECKING:
     from tritonstack.client import AsyncClient
     from tritonstack.gateway.cache import ResponseCache
+    from tritonstack.gateway.tokenize import GatewayTokenizer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -63,6 +64,8 @@ class Gateway:
     # Names Triton confirmed it serves. Only these label metrics: a caller's made-up names would otherwise grow
     # the registry without bound (one series per name); the rest count as UNKNOWN_MODEL.
     served: set[str] = field(default_factory=set)
+    # models configured with the experimental ``tokenize_at: gateway`` (gateway/tokenize.py), by name
+    tokenizers: dict[str, GatewayTokenizer] = field(default_factory=dict)
 
     def model_label(self, model: str) -> str:
         return model if not model or model in self.served else UNKNOWN_MODEL
@@ -199,7 +202,7 @@ def create_app(
 ) -> FastAPI:
     """The gateway app. It owns one ``AsyncClient`` (made in its lifespan unless ``client`` is given; closed
     either way) and closes ``cache`` when it stops."""
-    gateway = Gateway(settings, GatewayMetrics(), cache, client)
+    gateway = Gateway(settings, GatewayMetrics(), cache, client, tokenizers=_gateway_tokenizers(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -227,6 +230,20 @@ def create_app(
     routes.add_routes(app, gateway)
     app.add_middleware(Front, gateway=gateway)
     return app
+
+
+def _gateway_tokenizers(settings: GatewaySettings) -> dict[str, GatewayTokenizer]:
+    """The tokenizers of the models configured ``tokenize_at: gateway``, read at start (a bad path fails then)."""
+    configured = {name: o for name, o in settings.config.models.items() if o.tokenize_at == "gateway"}
+    if not configured:
+        return {}
+    from tritonstack.gateway.tokenize import GatewayTokenizer, read_target
+
+    return {
+        name: GatewayTokenizer(read_target(options.repository, name))
+        for name, options in configured.items()
+        if options.repository is not None
+    }
 
 
 def _add_error_handlers(app: FastAPI) -> None:

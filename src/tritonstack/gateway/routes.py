@@ -175,7 +175,10 @@ async def _embeddings(gateway: Gateway, body: EmbeddingsRequest, request: Reques
 
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [sent[i] for i in indexes]
-        if call.release is not None:
+        tokenizer = gateway.tokenizers.get(call.model) if call.release is None else None
+        if tokenizer is not None:  # experimental: tokenized here, token ids to NAME_encoder (gateway/tokenize.py)
+            vectors = await tokenizer.embed(gateway.client, rows, call.usage)
+        elif call.release is not None:
             routed = await gateway.client.embed_release(rows, call.release, usage=call.usage)
             vectors = routed.value
         else:

@@ -17,6 +17,9 @@ MAX_INPUTS = 2048  # OpenAI's limit of inputs per embeddings request (its client
 # text-in model itself does, and what OpenAI-style callers that chunk their own texts expect.
 DEFAULT_TRUNCATE = True
 INPUT_TYPES = ("query", "document")
+# Where /v1/embeddings tokenizes: in Triton's text-in model (the default), or -- experimental -- in the gateway,
+# which then calls NAME_encoder with token ids (gateway/tokenize.py; docs/gateway.md, "Where tokenization happens").
+TOKENIZE_AT = ("triton", "gateway")
 
 
 class GatewayConfigError(TritonStackError):
@@ -25,10 +28,13 @@ class GatewayConfigError(TritonStackError):
 
 @dataclass(frozen=True, slots=True)
 class ModelOptions:
-    """Per text-in model: the prefix per ``input_type`` and the default of the request flag ``truncate``."""
+    """Per text-in model: the prefix per ``input_type``, the default of the request flag ``truncate``, and where
+    /v1/embeddings tokenizes (``tokenize_at``; ``gateway`` reads the tokenizer from ``repository``)."""
 
     prefixes: Mapping[str, str] = field(default_factory=dict)
     truncate: bool = DEFAULT_TRUNCATE
+    tokenize_at: str = TOKENIZE_AT[0]
+    repository: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,14 @@ def parse_config(raw: Any, *, source: str = "config") -> GatewayConfig:
         truncate = options.get("truncate", DEFAULT_TRUNCATE)
         if not isinstance(truncate, bool):
             raise fail(f"models.{name}.truncate must be true or false")
-        models[str(name)] = ModelOptions({k: str(v) for k, v in prefixes.items()}, truncate)
+        tokenize_at = options.get("tokenize_at", TOKENIZE_AT[0])
+        if tokenize_at not in TOKENIZE_AT:
+            raise fail(f"models.{name}.tokenize_at must be one of {list(TOKENIZE_AT)}, got {tokenize_at!r}")
+        repository = options.get("repository")
+        if tokenize_at == "gateway" and not repository:
+            raise fail(f"models.{name}.tokenize_at gateway needs models.{name}.repository (the tokenizer's files)")
+        path = Path(str(repository)) if repository else None
+        models[str(name)] = ModelOptions({k: str(v) for k, v in prefixes.items()}, truncate, tokenize_at, path)
     releases: dict[str, ReleaseSplit] = {}
     for name, split in (raw.get("releases") or {}).items():
         try:
