@@ -12,5 +12,6 @@ METRICS_PORT = 8002
 # The load test's client-latency exporter (monitoring/prometheus/prometheus.yml scrapes loadtest at this port;
 # `tritonstack monitor` reads it too).
 LOADTEST_EXPORTER_PORT = 9646
+DEFAULT_GATEWAY_PORT = 8080  # tritonstack gateway's HTTP port (OpenAI/Cohere routes)
 
 LOCAL_GRPC_URL = f"{LOOPBACK}:{GRPC_PORT}"  # the embedded server's gRPC endpoint at the default port

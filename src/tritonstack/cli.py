@@ -38,6 +38,7 @@ COMMANDS: dict[str, str] = {
     "demo": "the main job end to end on the embedded default",
     "release": "list, promote or roll back the releases of a model",
     "canary": "judge a candidate release against the SLO and the baseline",
+    "gateway": "OpenAI/Cohere-compatible HTTP gateway (embeddings, rerank, classify) in front of Triton",
     "gpu-check": "does this stack work on this GPU host: export, serve, fidelity and a quick bench; one JSON summary",
 }
 
@@ -57,8 +58,9 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "loadtest",
     "yaml": "loadtest",
     "prometheus_client": "metrics",
-    "fastapi": "bench",
-    "uvicorn": "bench",
+    "fastapi": "gateway",
+    "uvicorn": "gateway",
+    "redis": "gateway",
     "aiohttp": "bench",
 }
 
