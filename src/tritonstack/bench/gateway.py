@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonstack._exceptions import TritonStackError
 from tritonstack._process import LOOPBACK, ChildProcess, ChildService, free_port, http_ok
 from tritonstack.bench.errors import BenchError
 from tritonstack.measure import cpus
@@ -122,11 +123,13 @@ class _Connection:
 
 @dataclass
 class Round:
-    """One path at one concurrency: each call's latency (µs), the wall time, and the gateway's CPU seconds."""
+    """One path at one concurrency: each successful call's latency (µs), the wall time, the gateway's CPU seconds
+    and the calls that failed."""
 
     latencies_us: list[float]
     elapsed_s: float
     gateway_cpu_s: float | None = None
+    errors: int = 0  # calls refused (shed: 429 / OverloadedError) or failed; not in the latencies
 
     @property
     def calls_per_s(self) -> float:
@@ -144,9 +147,12 @@ class Point:
     def p50_ms(self, path: str) -> float | None:
         return percentile_ms([x for r in self.rounds[path] for x in r.latencies_us], 50)
 
+    def errors(self, path: str) -> int:
+        return sum(r.errors for r in self.rounds[path])
+
     def gateway_cpu_us_per_call(self) -> float | None:
         rounds = [r for r in self.rounds[GATEWAY] if r.gateway_cpu_s is not None]
-        calls = sum(len(r.latencies_us) for r in rounds)
+        calls = sum(len(r.latencies_us) + r.errors for r in rounds)
         return sum(r.gateway_cpu_s or 0.0 for r in rounds) / calls * 1e6 if calls else None
 
 
@@ -182,7 +188,7 @@ class GatewayBenchResult:
             {
                 "concurrency": p.concurrency,
                 **{
-                    path: {"calls_per_s": p.throughput(path), "p50_ms": p.p50_ms(path),
+                    path: {"calls_per_s": p.throughput(path), "p50_ms": p.p50_ms(path), "errors": p.errors(path),
                            "runs_calls_per_s": [r.calls_per_s for r in p.rounds[path]]}
                     for path in (SDK, GATEWAY)
                 },
@@ -204,7 +210,7 @@ def table(result: GatewayBenchResult) -> str:
         f"Through the gateway vs the SDK's gRPC path on {result.model} ({result.split}); one text per call, "
         f"gateway encoding_format={result.encoding_format}",
         f"{'callers':>8}{'SDK req/s':>11}{'gw req/s':>10}{'gw/SDK':>8}{'SDK p50 ms':>12}{'gw p50 ms':>11}"
-        f"{'gw CPU us/req':>15}",
+        f"{'gw CPU us/req':>15}{'errors SDK/gw':>15}",
     ]
     for p in result.points:
         sdk, gw = p.throughput(SDK), p.throughput(GATEWAY)
@@ -212,6 +218,7 @@ def table(result: GatewayBenchResult) -> str:
             f"{p.concurrency:>8}{_fmt(sdk, '.1f'):>11}{_fmt(gw, '.1f'):>10}"
             f"{_fmt(gw / sdk if sdk and gw else None, '.3f'):>8}{_fmt(p.p50_ms(SDK), '.2f'):>12}"
             f"{_fmt(p.p50_ms(GATEWAY), '.2f'):>11}{_fmt(p.gateway_cpu_us_per_call(), '.0f'):>15}"
+            f"{f'{p.errors(SDK)}/{p.errors(GATEWAY)}':>15}"
         )
     f = result.figures()
     best_sdk, best_gw, p50 = f["best_sdk"], f["best_gateway"], f["p50_c1_ms"]
@@ -243,22 +250,29 @@ def write(result: GatewayBenchResult, report_dir: Path) -> Path:
 
 
 async def _closed_loop(calls: Sequence[Call], texts: Sequence[str], duration_s: float) -> Round:
-    """Each caller sends one text at a time, back to back, for ``duration_s``; every call's latency."""
+    """Each caller sends one text at a time, back to back, for ``duration_s``; every successful call's latency.
+    A refused call (shed under overload) is counted, not timed: the sweep goes on past a server's capacity."""
     latencies_us: list[float] = []
+    errors = 0
     deadline = time.perf_counter() + duration_s
 
     async def caller(index: int, call: Call) -> None:
+        nonlocal errors
         sent = index
         while time.perf_counter() < deadline:
             text = texts[sent % len(texts)]
             start = time.perf_counter()
-            await call(text)
-            latencies_us.append((time.perf_counter() - start) * 1e6)
+            try:
+                await call(text)
+            except TritonStackError:  # the SDK's errors, and a gateway's non-2xx answer (BenchError)
+                errors += 1
+            else:
+                latencies_us.append((time.perf_counter() - start) * 1e6)
             sent += len(calls)
 
     start = time.perf_counter()
     await asyncio.gather(*(caller(i, call) for i, call in enumerate(calls)))
-    return Round(latencies_us, time.perf_counter() - start)
+    return Round(latencies_us, time.perf_counter() - start, errors=errors)
 
 
 async def _sdk_round(url: str, model: str, concurrency: int, texts: Sequence[str], duration_s: float) -> Round:
