@@ -1,14 +1,17 @@
 """Helpers for tests that run a real redis-server (RedisServer): count a cache's lookups, pause Redis (a hung
-server), crash it (SIGKILL)."""
+server), crash it (SIGKILL), wait for a cache to use Redis again."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Iterator
 
+from tritonstack.gateway.cache import ResponseCache
 from tritonstack.gateway.redis_server import RedisServer
 
 
@@ -36,3 +39,11 @@ def crash(server: RedisServer) -> None:
     """Kill Redis with SIGKILL (no shutdown), then reap it; ``server.start()`` brings it back on the same port."""
     os.kill(server.pid, signal.SIGKILL)
     server.stop()
+
+
+async def until_up(cache: ResponseCache, timeout_s: float = 5.0) -> None:
+    """Wait until the cache's background PING has found Redis answering again."""
+    deadline = time.monotonic() + timeout_s
+    while cache.down:
+        assert time.monotonic() < deadline, "the cache did not find Redis again"
+        await asyncio.sleep(0.01)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from redis_fixtures import Counts, crash, paused
+from redis_fixtures import Counts, crash, paused, until_up
 
 from tritonstack.gateway.cache import ResponseCache, cache_key
 from tritonstack.gateway.redis_server import RedisServer
@@ -106,7 +106,8 @@ def test_password() -> None:
 
 def test_redis_killed_then_restarted(server: RedisServer) -> None:
     """A crash mid-use: lookups answer None at once and count as errors (the back-off asks nothing); after the
-    restart (empty: no persistence) and the back-off, the cache misses, then hits again."""
+    restart (empty: no persistence) and the back-off, a lookup starts the background PING and answers uncached;
+    once the PING has answered the cache misses, then hits again."""
     counts = Counts()
 
     async def main() -> None:
@@ -124,13 +125,15 @@ def test_redis_killed_then_restarted(server: RedisServer) -> None:
 
             server.start()  # same port, no data
             await asyncio.sleep(BACKOFF_S + 0.05)
+            assert cache.down  # nothing has asked Redis yet
+            assert await cache.get_many(["a", "b"]) == [None, None]  # starts the PING, does not wait for it
+            await until_up(cache)
             assert await cache.get_many(["a", "b"]) == [None, None]
-            assert not cache.down
             await cache.put_many([("a", b"1"), ("b", b"2")])
             assert await cache.get_many(["b", "a"]) == [b"2", b"1"]
 
     asyncio.run(main())
-    assert counts == {"hit": 4, "miss": 2, "error": 5}
+    assert counts == {"hit": 4, "miss": 2, "error": 7}
 
 
 def test_restart_between_calls_costs_nothing(server: RedisServer) -> None:
@@ -152,9 +155,9 @@ def test_restart_between_calls_costs_nothing(server: RedisServer) -> None:
 
 
 def test_hung_redis_costs_at_most_the_timeout(server: RedisServer) -> None:
-    """SIGSTOP: the connection is open but nothing answers. The first lookup gives up after timeout_s, the next
-    ones answer at once (back-off); one probe after the back-off; once Redis answers, hits resume with the right
-    values (an abandoned reply is never read as another call's)."""
+    """SIGSTOP: the connection is open but nothing answers. The lookup in flight gives up after timeout_s; later
+    ones answer at once, the back-off's included: its PING waits in the background, not in a request. Once Redis
+    answers, hits resume with the right values (an abandoned reply is never read as another call's)."""
     counts = Counts()
     timeout_s = 0.2
 
@@ -171,19 +174,20 @@ def test_hung_redis_costs_at_most_the_timeout(server: RedisServer) -> None:
                 await cache.put_many([("c", b"3")])
                 assert time.perf_counter() - start < 0.02
                 assert results == [[None]] * 20
-                # after the back-off one call probes (and waits the timeout); the calls beside it do not wait
                 await asyncio.sleep(BACKOFF_S + 0.05)
                 start = time.perf_counter()
-                probe = asyncio.create_task(cache.get_many(["a"]))
-                await asyncio.sleep(0.01)
+                assert await cache.get_many(["a"]) == [None]  # starts the PING
                 assert await cache.get_many(["b"]) == [None]
-                assert time.perf_counter() - start < timeout_s / 2
-                assert await probe == [None]
+                assert time.perf_counter() - start < 0.02
+                await asyncio.sleep(timeout_s + 0.1)
+                assert cache.down  # the PING timed out: a new back-off
             await asyncio.sleep(BACKOFF_S + 0.05)
+            assert await cache.get_many(["a"]) == [None]
+            await until_up(cache)
             assert await cache.get_many(["b", "a", "c"]) == [b"2", b"1", None]
 
     asyncio.run(main())
-    assert counts == {"error": 2 + 20 + 2, "hit": 2, "miss": 1}
+    assert counts == {"error": 2 + 20 + 2 + 1, "hit": 2, "miss": 1}
 
 
 def test_a_caller_cancelled_while_redis_hangs(server: RedisServer) -> None:

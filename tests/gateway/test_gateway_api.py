@@ -137,6 +137,31 @@ def test_health_and_metrics(gateway: GatewayProcess) -> None:
     text = raw.decode()
     assert status == 200
     assert f'tritonstack_gateway_requests_total{{code="200",model="{EMBEDDER}",route="/v1/embeddings"}}' in text
-    assert 'tritonstack_gateway_errors_total{model="absent",route="/v1/embeddings",type="model_not_found"}' in text
+    # a name Triton does not serve is labelled "unknown": callers cannot grow the registry with made-up names
+    assert 'tritonstack_gateway_errors_total{model="unknown",route="/v1/embeddings",type="model_not_found"}' in text
+    assert 'model="absent"' not in text
     assert "tritonstack_gateway_request_duration_seconds_bucket" in text
     assert f'tritonstack_gateway_inputs_total{{model="{EMBEDDER}",route="/v1/embeddings"}}' in text
+
+
+def test_usage_counts_the_tokens_the_model_ran(gateway: GatewayProcess, gateway_triton: Any) -> None:
+    from tritonstack.client import Usage
+
+    usage = Usage()
+    with Client(gateway_triton.grpc_url) as client:
+        client.embed(TEXTS, model=EMBEDDER, usage=usage)
+    status, body, _ = post(gateway.url + "/v1/embeddings", {"model": EMBEDDER, "input": TEXTS})
+    assert status == 200 and usage.counted and usage.tokens > len(TEXTS)
+    assert body["usage"] == {"prompt_tokens": usage.tokens, "total_tokens": usage.tokens}
+    status, body, _ = post(gateway.url + "/v1/rerank", {"model": RERANKER, "query": "q", "documents": TEXTS})
+    assert body["usage"]["total_tokens"] > len(TEXTS) and body["meta"]["tokens"]["input_tokens"] > 0
+
+
+def test_truncate_false_refuses_a_text_the_model_would_cut(gateway: GatewayProcess) -> None:
+    long_text = " ".join(TEXTS * 20)  # far over the tiny model's 64 tokens
+    url, body = gateway.url + "/v1/embeddings", {"model": EMBEDDER, "input": ["short", long_text]}
+    assert post(url, body)[0] == 200  # the documented default: cut, as the model does
+    status, answer, _ = post(url, {**body, "truncate": False})
+    assert status == 413 and answer["error"]["code"] == "context_length_exceeded"
+    assert "input 1" in answer["error"]["message"] and "64 tokens" in answer["error"]["message"]
+    assert post(url, {"model": EMBEDDER, "input": ["short"], "truncate": False})[0] == 200

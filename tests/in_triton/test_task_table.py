@@ -44,10 +44,13 @@ def test_every_task_has_a_default_gate_that_fits_it(task: contract.Task) -> None
 @pytest.mark.parametrize("task", contract.TASKS_BY_NAME.values(), ids=contract.TASKS)
 def test_the_writer_serves_every_task_with_its_outputs_and_steps(task: contract.Task) -> None:
     *steps, text_in = model_configs(_exported(task))
-    assert tuple(t.name for t in text_in.outputs) == task.outputs
+    # the task's outputs, then each row's token count (contract.TOKENS_OUTPUT, not a task output)
+    assert tuple(t.name for t in text_in.outputs) == (*task.outputs, contract.TOKENS_OUTPUT)
+    assert contract.TOKENS_OUTPUT not in task.outputs
     assert tuple(t.name for t in text_in.inputs) == contract.text_inputs(task)  # TEXT [, TEXT_PAIR]
     tokenizer = next(s for s in steps if s.name == contract.tokenizer_name("m"))
     assert tokenizer.inputs == text_in.inputs
+    assert tokenizer.outputs[-1] == text_in.outputs[-1]  # the tokenizer counts the tokens
     encoder = steps[0]
     assert encoder.outputs[0].name == task.encoder_output
     assert len(encoder.outputs[0].dims) == (2 if task.token_level else 1)

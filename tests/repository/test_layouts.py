@@ -41,7 +41,7 @@ def steps(text_in: Any) -> list[tuple[str, int, dict[str, str], dict[str, str]]]
 @pytest.mark.parametrize("task", TASKS)
 def test_the_text_in_model_has_one_step_that_maps_text_to_every_task_output(task: str) -> None:
     configs = fused(task)
-    outputs = contract.OUTPUTS_BY_TASK[task]
+    outputs = (*contract.OUTPUTS_BY_TASK[task], contract.TOKENS_OUTPUT)  # the task's, then each row's tokens
     texts = list(contract.text_inputs(contract.task(task)))  # TEXT, and TEXT_PAIR for text-ranking
     assert texts == (["TEXT", "TEXT_PAIR"] if task == "text-ranking" else ["TEXT"])
     assert steps(configs["demo"]) == [("demo_fused", -1, {t: t for t in texts}, {o: o for o in outputs})]
@@ -133,7 +133,7 @@ def test_with_fused_step_keeps_the_release_the_steps_were_pinned_to() -> None:
     *_, release = releases.release_configs(configs[-1], configs[:-1], 2, None)  # demo_v2, steps pinned to 2
     rewritten = layouts.with_fused_step(release)
     assert rewritten.name == "demo_v2"
-    assert steps(rewritten) == [("demo_fused", 2, {"TEXT": "TEXT"}, {"ENTITIES": "ENTITIES"})]
+    assert steps(rewritten) == [("demo_fused", 2, {"TEXT": "TEXT"}, {"ENTITIES": "ENTITIES", "TOKENS": "TOKENS"})]
     assert parameter(rewritten, contract.RELEASE_PARAMETER) == "2"
     assert len(release.ensemble_scheduling.step) == 3  # a copy: the ensemble it was made from is unchanged
 

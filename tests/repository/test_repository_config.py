@@ -23,6 +23,7 @@ from tritonstack.repository.config import (
 )
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.queue_policy import DEFAULT_QUEUE_BUDGET_MS, queue_budget_ms, queue_policy
+from tritonstack.repository.validate import model_config_type
 from tritonstack.repository.writer import ExportedModel, model_configs
 
 GOLDEN = Path(__file__).parents[1] / "golden"
@@ -88,9 +89,11 @@ def test_feature_extraction_text_in_is_a_two_step_ensemble() -> None:
     proto = text_in.to_proto()
     assert proto.platform == "ensemble"
     steps = [(s.model_name, dict(s.input_map), dict(s.output_map)) for s in proto.ensemble_scheduling.step]
-    assert steps[0] == ("demo_tokenizer", {"TEXT": "TEXT"}, {n: n for n in exported("feature-extraction").input_names})
+    features = {n: n for n in exported("feature-extraction").input_names}
+    assert steps[0] == ("demo_tokenizer", {"TEXT": "TEXT"}, {**features, "TOKENS": "TOKENS"})
     assert steps[1][0] == "demo_encoder" and steps[1][2] == {"sentence_embedding": "EMBEDDING"}
-    assert [t.name for t in proto.output] == ["EMBEDDING"] and list(proto.output[0].dims) == [384]
+    assert [t.name for t in proto.output] == ["EMBEDDING", "TOKENS"] and list(proto.output[0].dims) == [384]
+    assert model_config_type(proto.output[1].data_type) == "TYPE_INT32" and list(proto.output[1].dims) == [2]
 
 
 def test_encoder_config_has_batching_instances_warmup_and_gpu_tensorrt() -> None:

@@ -41,6 +41,7 @@ _HOMES = {
     "ModelInfo": "_models",
     "RerankResult": "_models",
     "TensorSpec": "_models",
+    "Usage": "_models",
     "Release": "_releases",
     "Routed": "_releases",
     "TrafficSplit": "_releases",
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
         TritonServerError,
     )
     from tritonstack.client._metrics import ClientMetrics
-    from tritonstack.client._models import Classification, ModelInfo, RerankResult, TensorSpec
+    from tritonstack.client._models import Classification, ModelInfo, RerankResult, TensorSpec, Usage
     from tritonstack.client._releases import Release, Routed, TrafficSplit
     from tritonstack.client._sync import Client
 
@@ -98,6 +99,7 @@ __all__ = [
     "Timeouts",
     "TrafficSplit",
     "TritonServerError",
+    "Usage",
 ]
 
 

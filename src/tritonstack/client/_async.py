@@ -23,7 +23,7 @@ from tritonstack.client._config import (
 )
 from tritonstack.client._exceptions import DeadlineExceededError, ServerUnavailableError, call_errors, translate
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
-from tritonstack.client._models import Classification, ModelInfo, RerankResult, parse_model_info
+from tritonstack.client._models import Classification, ModelInfo, RerankResult, Usage, parse_model_info
 from tritonstack.client._releases import Release, Routed, TrafficSplit, pick
 from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
 from tritonstack.client._routing import CallPlan
@@ -78,11 +78,13 @@ class AsyncClient:
         model: str | None = None,
         version: str | int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> np.ndarray:
-        """Embeddings of ``texts`` from a feature-extraction model: float32 ``[len(texts), hidden]``."""
+        """Embeddings of ``texts`` from a feature-extraction model: float32 ``[len(texts), hidden]``. With
+        ``usage`` (a ``Usage``), the tokens the model ran for each text are added to it."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "embed"):
-            outputs, count = await self._texts(texts, name, ver, contract.FEATURE_EXTRACTION, timeout_s)
+            outputs, count = await self._texts(texts, name, ver, contract.FEATURE_EXTRACTION, timeout_s, usage)
             return _core.embeddings_from(outputs, count, name)
 
     async def classify(
@@ -92,11 +94,13 @@ class AsyncClient:
         model: str | None = None,
         version: str | int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> list[Classification]:
-        """The label and score of each text from a text-classification model, in order."""
+        """The label and score of each text from a text-classification model, in order; the tokens it ran added
+        to ``usage`` when given."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "classify"):
-            outputs, count = await self._texts(texts, name, ver, contract.TEXT_CLASSIFICATION, timeout_s)
+            outputs, count = await self._texts(texts, name, ver, contract.TEXT_CLASSIFICATION, timeout_s, usage)
             return _core.classifications_from(outputs, count, name)
 
     async def rerank(
@@ -109,16 +113,18 @@ class AsyncClient:
         model: str | None = None,
         version: str | int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> list[RerankResult]:
         """``documents`` ranked by their relevance to ``query`` from a text-ranking model (a cross-encoder),
         best first, the ``top_n`` best (``None``: all); each a ``RerankResult`` (its index in ``documents``, its
         score -- the raw relevance logit -- and, with ``return_documents``, its text). One (query, document) pair
-        per row: lists longer than the model's ``max_batch_size`` are split like ``embed``'s."""
+        per row: lists longer than the model's ``max_batch_size`` are split like ``embed``'s. ``usage`` gets the
+        tokens of each pair, per document in the order sent."""
         name, ver = _core.target(self._settings, model, version)
         _core.check_top_n(top_n, name)
         rows = _core.text_list(documents, model=name, what="documents")
         with self._metrics.timed(name, "rerank"):
-            outputs, count = await self._texts(rows, name, ver, contract.TEXT_RANKING, timeout_s, query=query)
+            outputs, count = await self._texts(rows, name, ver, contract.TEXT_RANKING, timeout_s, usage, query=query)
             return _core.rankings_from(outputs, count, name, top_n=top_n, documents=rows if return_documents else None)
 
     async def embed_release(
@@ -128,10 +134,11 @@ class AsyncClient:
         *,
         key: str | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> Routed[np.ndarray]:
         """Embeddings of ``texts`` from the release ``route`` names or picks (by ``key`` if given), and which."""
         release = pick(route, key=key, draw=self._rng.random())
-        return Routed(release, await self.embed(texts, model=release.served_as, timeout_s=timeout_s))
+        return Routed(release, await self.embed(texts, model=release.served_as, timeout_s=timeout_s, usage=usage))
 
     async def classify_release(
         self,
@@ -140,10 +147,11 @@ class AsyncClient:
         *,
         key: str | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> Routed[list[Classification]]:
         """Classifications of ``texts`` from the release ``route`` names or picks (by ``key``), and which."""
         release = pick(route, key=key, draw=self._rng.random())
-        return Routed(release, await self.classify(texts, model=release.served_as, timeout_s=timeout_s))
+        return Routed(release, await self.classify(texts, model=release.served_as, timeout_s=timeout_s, usage=usage))
 
     async def rerank_release(
         self,
@@ -154,10 +162,13 @@ class AsyncClient:
         key: str | None = None,
         top_n: int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> Routed[list[RerankResult]]:
         """``rerank`` on the release ``route`` names or picks (by ``key`` if given), and which."""
         release = pick(route, key=key, draw=self._rng.random())
-        ranked = await self.rerank(query, documents, top_n=top_n, model=release.served_as, timeout_s=timeout_s)
+        ranked = await self.rerank(
+            query, documents, top_n=top_n, model=release.served_as, timeout_s=timeout_s, usage=usage
+        )
         return Routed(release, ranked)
 
     async def infer(
@@ -261,9 +272,11 @@ class AsyncClient:
         ver: str,
         task: contract.Task,
         timeout_s: TimeoutArg,
+        usage: Usage | None,
         query: str | None = None,
     ) -> tuple[dict[str, np.ndarray], int]:
-        """The task's outputs for ``texts`` (a pair task: the documents of ``query``) and how many rows."""
+        """The task's outputs for ``texts`` (a pair task: the documents of ``query``) and how many rows; the
+        tokens the model ran added to ``usage`` when given."""
         deadline = self._deadline(timeout_s)
         max_bytes = self._settings.max_text_bytes
         query_bytes = (
@@ -276,8 +289,9 @@ class AsyncClient:
         info = await self._model_info(name, ver, deadline, request_id)
         _core.require_task(info, task)
         chunks = _core.text_chunks(encoded, info.max_batch_size, query_bytes)
-        names = task.outputs
+        names = _core.text_outputs(task, info, usage)
         outputs = await self._infer_chunks(info, ver, chunks, names, deadline, request_id)
+        _core.record_usage(usage, outputs, len(encoded), name)
         return outputs, len(encoded)
 
     async def _model_info(self, name: str, ver: str, deadline: Deadline, request_id: str) -> ModelInfo:

@@ -28,7 +28,7 @@ from tritonstack.client._exceptions import (
     InvalidInputError,
     TritonServerError,
 )
-from tritonstack.client._models import Classification, ModelInfo, RerankResult, TensorSpec
+from tritonstack.client._models import Classification, ModelInfo, RerankResult, TensorSpec, Usage
 from tritonstack.client._retry import Deadline
 from tritonstack.in_triton import contract
 
@@ -414,6 +414,27 @@ def classifications_from(outputs: Mapping[str, np.ndarray], count: int, model: s
         Classification(label.decode("utf-8") if isinstance(label, bytes) else str(label), float(score))
         for label, score in zip(labels, scores, strict=True)
     ]
+
+
+def text_outputs(task: contract.Task, info: ModelInfo, usage: Usage | None) -> tuple[str, ...]:
+    """The outputs a text call requests: the task's, and ``TOKENS`` only where the caller passed ``usage`` and
+    the model lists it (an export from before token counts does not): without ``usage`` nothing more is sent."""
+    if usage is not None and info.output(contract.TOKENS_OUTPUT) is not None:
+        return (*task.outputs, contract.TOKENS_OUTPUT)
+    return task.outputs
+
+
+def record_usage(usage: Usage | None, outputs: Mapping[str, np.ndarray], count: int, model: str) -> None:
+    """Add a text call's ``TOKENS`` (``[count, 2]``, the rows in the order sent: chunks are merged in order) to
+    ``usage``; a call whose model has no ``TOKENS`` is recorded as not counted."""
+    if usage is None:
+        return
+    counts = outputs.get(contract.TOKENS_OUTPUT)
+    if counts is not None and counts.shape != (count, 2):
+        raise TritonServerError(
+            f"expected {contract.TOKENS_OUTPUT} of shape [{count}, 2], got {list(counts.shape)}", model=model
+        )
+    usage.record(counts)
 
 
 def check_top_n(top_n: Any, model: str) -> None:

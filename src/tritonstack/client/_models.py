@@ -1,11 +1,13 @@
-"""What the SDK returns besides arrays: model descriptions, classifications and rerank results."""
+"""What the SDK returns besides arrays: model descriptions, classifications, rerank results and token usage."""
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from tritonstack.in_triton import contract
 
@@ -40,6 +42,38 @@ class RerankResult:
             return 1.0 / (1.0 + math.exp(-self.score))
         exp = math.exp(self.score)  # no overflow for very negative logits
         return exp / (1.0 + exp)
+
+
+@dataclass(eq=False)
+class Usage:
+    """The tokens the model ran for the calls this is passed to (``usage=`` of ``embed``, ``classify``,
+    ``rerank`` and their ``*_release`` twins), from the text-in model's ``TOKENS`` output.
+
+    ``counted``: every call recorded here was counted -- ``False`` before the first call, and for good once a
+    call's model had no ``TOKENS`` output (exported before token counts); such a call adds to no other field.
+    ``tokens``: the sum of ``per_row``. ``per_row``: int64 ``[rows]``, each row's tokens including the special
+    ones, in the order sent (``rerank``: per document, in the order sent -- each counts its (query, document)
+    pair). ``truncated``: bool ``[rows]``, the row was cut to the model's ``max_sequence_length``. Passed to
+    several calls it accumulates: ``tokens`` adds up, ``per_row`` and ``truncated`` concatenate in the order
+    the calls finish. A call that fails records nothing. Not locked: share one between threads at your own risk.
+    """
+
+    counted: bool = False
+    tokens: int = 0
+    per_row: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    truncated: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.bool_))
+    calls: int = 0  # calls recorded, counted or not
+
+    def record(self, counts: np.ndarray | None) -> None:
+        """Add one call: its ``TOKENS`` (``[rows, 2]``: tokens, cut), or ``None`` where its model has none."""
+        self.counted = counts is not None and (self.counted or self.calls == 0)
+        self.calls += 1
+        if counts is None:
+            return
+        per_row = counts[:, contract.TOKEN_COUNT].astype(np.int64)
+        self.per_row = np.concatenate([self.per_row, per_row])
+        self.truncated = np.concatenate([self.truncated, counts[:, contract.TOKENS_CUT] != 0])
+        self.tokens += int(per_row.sum())
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +118,9 @@ class ModelInfo:
 
     def input(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.inputs if spec.name == name), None)
+
+    def output(self, name: str) -> TensorSpec | None:
+        return next((spec for spec in self.outputs if spec.name == name), None)
 
 
 def parse_model_info(metadata: Any, config: Any) -> ModelInfo:

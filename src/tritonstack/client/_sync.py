@@ -30,7 +30,7 @@ from tritonstack.client._exceptions import (
     translate,
 )
 from tritonstack.client._metrics import ClientMetrics, NoMetrics, resolve
-from tritonstack.client._models import Classification, ModelInfo, RerankResult, parse_model_info
+from tritonstack.client._models import Classification, ModelInfo, RerankResult, Usage, parse_model_info
 from tritonstack.client._releases import Release, Routed, TrafficSplit, pick
 from tritonstack.client._retry import Deadline, Endpoint, EndpointPool
 from tritonstack.client._routing import CallPlan
@@ -106,11 +106,13 @@ class Client:
         model: str | None = None,
         version: str | int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> np.ndarray:
-        """Embeddings of ``texts`` from a feature-extraction model: float32 ``[len(texts), hidden]``."""
+        """Embeddings of ``texts`` from a feature-extraction model: float32 ``[len(texts), hidden]``. With
+        ``usage`` (a ``Usage``), the tokens the model ran for each text are added to it."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "embed"):
-            outputs, count = self._texts(texts, name, ver, contract.FEATURE_EXTRACTION, timeout_s)
+            outputs, count = self._texts(texts, name, ver, contract.FEATURE_EXTRACTION, timeout_s, usage)
             return _core.embeddings_from(outputs, count, name)
 
     def classify(
@@ -120,11 +122,13 @@ class Client:
         model: str | None = None,
         version: str | int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> list[Classification]:
-        """The label and score of each text from a text-classification model, in order."""
+        """The label and score of each text from a text-classification model, in order; the tokens it ran added
+        to ``usage`` when given."""
         name, ver = _core.target(self._settings, model, version)
         with self._metrics.timed(name, "classify"):
-            outputs, count = self._texts(texts, name, ver, contract.TEXT_CLASSIFICATION, timeout_s)
+            outputs, count = self._texts(texts, name, ver, contract.TEXT_CLASSIFICATION, timeout_s, usage)
             return _core.classifications_from(outputs, count, name)
 
     def rerank(
@@ -137,16 +141,18 @@ class Client:
         model: str | None = None,
         version: str | int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> list[RerankResult]:
         """``documents`` ranked by their relevance to ``query`` from a text-ranking model (a cross-encoder),
         best first, the ``top_n`` best (``None``: all); each a ``RerankResult`` (its index in ``documents``, its
         score -- the raw relevance logit -- and, with ``return_documents``, its text). One (query, document) pair
-        per row: lists longer than the model's ``max_batch_size`` are split like ``embed``'s."""
+        per row: lists longer than the model's ``max_batch_size`` are split like ``embed``'s. ``usage`` gets the
+        tokens of each pair, per document in the order sent."""
         name, ver = _core.target(self._settings, model, version)
         _core.check_top_n(top_n, name)
         rows = _core.text_list(documents, model=name, what="documents")
         with self._metrics.timed(name, "rerank"):
-            outputs, count = self._texts(rows, name, ver, contract.TEXT_RANKING, timeout_s, query=query)
+            outputs, count = self._texts(rows, name, ver, contract.TEXT_RANKING, timeout_s, usage, query=query)
             return _core.rankings_from(outputs, count, name, top_n=top_n, documents=rows if return_documents else None)
 
     def embed_release(
@@ -156,10 +162,11 @@ class Client:
         *,
         key: str | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> Routed[np.ndarray]:
         """Embeddings of ``texts`` from the release ``route`` names or picks (by ``key`` if given), and which."""
         release = pick(route, key=key, draw=self._rng.random())
-        return Routed(release, self.embed(texts, model=release.served_as, timeout_s=timeout_s))
+        return Routed(release, self.embed(texts, model=release.served_as, timeout_s=timeout_s, usage=usage))
 
     def classify_release(
         self,
@@ -168,10 +175,11 @@ class Client:
         *,
         key: str | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> Routed[list[Classification]]:
         """Classifications of ``texts`` from the release ``route`` names or picks (by ``key``), and which."""
         release = pick(route, key=key, draw=self._rng.random())
-        return Routed(release, self.classify(texts, model=release.served_as, timeout_s=timeout_s))
+        return Routed(release, self.classify(texts, model=release.served_as, timeout_s=timeout_s, usage=usage))
 
     def rerank_release(
         self,
@@ -182,10 +190,11 @@ class Client:
         key: str | None = None,
         top_n: int | None = None,
         timeout_s: TimeoutArg = UNSET,
+        usage: Usage | None = None,
     ) -> Routed[list[RerankResult]]:
         """``rerank`` on the release ``route`` names or picks (by ``key`` if given), and which."""
         release = pick(route, key=key, draw=self._rng.random())
-        ranked = self.rerank(query, documents, top_n=top_n, model=release.served_as, timeout_s=timeout_s)
+        ranked = self.rerank(query, documents, top_n=top_n, model=release.served_as, timeout_s=timeout_s, usage=usage)
         return Routed(release, ranked)
 
     def infer(
@@ -280,9 +289,11 @@ class Client:
         ver: str,
         task: contract.Task,
         timeout_s: TimeoutArg,
+        usage: Usage | None,
         query: str | None = None,
     ) -> tuple[dict[str, np.ndarray], int]:
-        """The task's outputs for ``texts`` (a pair task: the documents of ``query``) and how many rows."""
+        """The task's outputs for ``texts`` (a pair task: the documents of ``query``) and how many rows; the
+        tokens the model ran added to ``usage`` when given."""
         deadline = self._deadline(timeout_s)
         max_bytes = self._settings.max_text_bytes
         query_bytes = (
@@ -295,7 +306,9 @@ class Client:
         info = self._model_info(name, ver, deadline, request_id)
         _core.require_task(info, task)
         chunks = _core.text_chunks(encoded, info.max_batch_size, query_bytes)
-        outputs = self._infer_chunks(info, ver, chunks, task.outputs, deadline, request_id)
+        names = _core.text_outputs(task, info, usage)
+        outputs = self._infer_chunks(info, ver, chunks, names, deadline, request_id)
+        _core.record_usage(usage, outputs, len(encoded), name)
         return outputs, len(encoded)
 
     def _model_info(self, name: str, ver: str, deadline: Deadline, request_id: str) -> ModelInfo:

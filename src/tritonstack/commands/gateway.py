@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,9 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(settings, cache=cache)
     listener = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit TCP_NODELAY (Linux). Without it a response's head and body, two writes, wait
+    # on the caller's delayed ACK: measured 44 ms on every request, /metrics included, instead of ~1 ms.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         listener.bind((args.host, args.port))
     except OSError as error:
@@ -117,4 +121,10 @@ def _serve(config: Any, listener: socket.socket, ready_line: str) -> None:
             if self.started:
                 print(ready_line, flush=True)
 
-    Server(config).run(sockets=[listener])
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again (restoring the handler it found):
+    # with this one in place the command ends with status 0 after a graceful stop, as an orchestrator expects.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        Server(config).run(sockets=[listener])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

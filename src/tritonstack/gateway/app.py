@@ -37,6 +37,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 ROUTES = ("/v1/embeddings", "/v1/rerank", "/v2/rerank", "/v1/classify", "/v1/models", "/health", "/metrics")
 NO_MODEL = ""  # the model label of a request refused before its body named one
+UNKNOWN_MODEL = "unknown"  # the model label of a name Triton has not confirmed serving
+DRAIN_FACTOR = 8  # a refused body is read and dropped up to 8x the limit, then the connection is closed
 STATE_KEY = "tritonstack.gateway"  # the request's Labels in the ASGI scope
 
 
@@ -58,6 +60,12 @@ class Gateway:
     cache: ResponseCache | None = None
     client_: AsyncClient | None = None
     rng: random.Random = field(default_factory=random.Random)  # release draws without a key
+    # Names Triton confirmed it serves. Only these label metrics: a caller's made-up names would otherwise grow
+    # the registry without bound (one series per name); the rest count as UNKNOWN_MODEL.
+    served: set[str] = field(default_factory=set)
+
+    def model_label(self, model: str) -> str:
+        return model if not model or model in self.served else UNKNOWN_MODEL
 
     @property
     def client(self) -> AsyncClient:
@@ -73,7 +81,7 @@ def record_cache_result(result: str, count: int) -> None:
     current = _CURRENT.get()
     if current is not None:
         metrics, labels = current
-        metrics.cache_lookups.labels(labels.route, labels.model, result).inc(count)
+        metrics.cache_lookups.labels(labels.route, labels.model, result).inc(count)  # the model is confirmed
 
 
 def labels_of(request: Request) -> Labels:
@@ -117,10 +125,10 @@ class Front:
                 return
             await self.app(scope, _replay(body, receive), sending)
         finally:
-            metrics = self.gateway.metrics
-            metrics.observe(labels.route, labels.model, status, time.perf_counter() - started)
+            metrics, model = self.gateway.metrics, self.gateway.model_label(labels.model)
+            metrics.observe(labels.route, model, status, time.perf_counter() - started)
             if status >= 400:
-                metrics.errors.labels(labels.route, labels.model, labels.error or f"http_{status}").inc()
+                metrics.errors.labels(labels.route, model, labels.error or f"http_{status}").inc()
             _CURRENT.reset(token)
 
     def _refusal(self, scope: Scope, path: str) -> errors.APIError | None:
@@ -139,10 +147,12 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes,
     for name, value in scope["headers"]:
         if name == b"content-length":
             try:
-                if int(value) > limit:
-                    return b"", too_large
+                declared = int(value)
             except ValueError:
                 return b"", errors.APIError(errors.INVALID, "Content-Length is not a number")
+            if declared > limit:
+                await _drain(receive, limit * DRAIN_FACTOR)
+                return b"", too_large
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -151,11 +161,24 @@ async def _read_body(scope: Scope, receive: Receive, limit: int) -> tuple[bytes,
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
+            if message.get("more_body", False):
+                await _drain(receive, limit * DRAIN_FACTOR)
             return b"", too_large
         chunks.append(chunk)
         if not message.get("more_body", False):
             break
     return b"".join(chunks), None
+
+
+async def _drain(receive: Receive, most_bytes: int) -> None:
+    """Read (and drop) the rest of a refused body, up to ``most_bytes``: a client that sends all of its body before
+    reading (urllib, many others) then reads the 413 instead of a broken pipe. Nothing is kept."""
+    seen = 0
+    while seen <= most_bytes:
+        message = await receive()
+        seen += len(message.get("body", b""))
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            return
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -9,6 +9,7 @@ answers "not cached" and the gateway computes the answer, as it would without a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,13 +29,16 @@ log = logging.getLogger(__name__)
 # Bump the version when the canonical form below changes: old entries are then never read under the new format
 # (they expire by their TTL).
 KEY_PREFIX = "tritonstack:v1:"
-# A cache call (connect, send, read the reply) that takes longer than this is abandoned and counted as a Redis
-# failure. An MGET or a pipelined SET of 32 entries of 1.5 KB takes well under a millisecond on loopback, those of a
-# whole 2 048-input request (3 MB) about 15 and 45 ms on a busy 2-core machine (mostly redis-py's own CPU); 200 ms is
-# far beyond a healthy Redis and short beside a Triton call's own deadline.
-DEFAULT_TIMEOUT_S = 0.2
-# After a failure no Redis call is made for this long (lookups answer "not cached" at once): a Redis that is down or
-# hung then costs the timeout to at most one request per back-off, not to every request.
+# A cache call (wait for a connection, connect, send, read the reply) that takes longer than this is abandoned and
+# counted as a Redis failure. Measured against a loopback Redis on a 2-core machine shared with other work (load
+# average 3.5 to 6.5; p50 / p99): 32 entries of 1.5 KB, MGET 0.4 / 8 ms and pipelined SET 1.0 / 9 ms; a whole
+# 2 048-input request (3 MB), MGET 49 / 97 ms and SET 145 / 415 ms, nearly all of it redis-py's own Python CPU.
+# 500 ms leaves the largest call room on such a machine (past it, the cache turns itself off for one back-off, the
+# gateway answers uncached). It is what the calls in flight when Redis hangs wait, once: the back-off below keeps
+# later ones off Redis.
+DEFAULT_TIMEOUT_S = 0.5
+# After a failure no request calls Redis for this long (lookups answer "not cached" at once). After it, a background
+# PING (not a request) checks Redis; requests use it again once it answers.
 DEFAULT_BACKOFF_S = 5.0
 
 # Connections to Redis per cache (per gateway process). More calls at once wait for one (within their timeout_s):
@@ -120,11 +124,12 @@ class ResponseCache:
     Failures: no method raises on a Redis failure (refused connection, timeout, wrong or missing password, a
     restarted Redis, an error reply). Each Redis call is bounded by ``timeout_s`` in all (connect, send, reply; see
     :data:`DEFAULT_TIMEOUT_S`). The first failure opens a back-off of ``backoff_s`` during which no Redis call is
-    made: lookups answer all ``None`` at once (counted as ``"error"``) and writes are dropped. After it, one call
-    tries Redis again (the others keep the back-off until it answers): success ends the back-off, failure
-    restarts it. A stale connection left by a Redis restart is retried once on a fresh connection before it counts
-    as a failure. Up to ``max_connections`` connections are pooled; a call beyond them waits for a free one, and
-    that wait counts within its ``timeout_s``.
+    made: lookups answer all ``None`` at once (counted as ``"error"``) and writes are dropped. The first call after
+    it starts a PING in the background and answers uncached too: when the PING succeeds, calls use Redis again; when
+    it fails, the back-off starts over. So only the calls in flight when Redis fails wait (at most ``timeout_s``);
+    no request waits on a Redis that has not answered since. A stale connection left by a Redis restart is retried
+    once on a fresh connection before it counts as a failure. Up to ``max_connections`` connections are pooled; a
+    call beyond them waits for a free one, and that wait counts within its ``timeout_s``.
     """
 
     def __init__(
@@ -179,12 +184,12 @@ class ResponseCache:
         )
         self._redis: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)
         self._down = False
-        self._retry_at_s = 0.0  # time.monotonic() after which the back-off lets one call through
-        self._probing = False  # that call is in flight
+        self._retry_at_s = 0.0  # time.monotonic() after which a call starts the background PING
+        self._probe: asyncio.Task[None] | None = None  # that PING, while in flight
 
     @property
     def down(self) -> bool:
-        """Whether the last Redis call failed (lookups answer "not cached" without asking Redis until it answers)."""
+        """Whether Redis failed and has not answered since (calls answer "not cached" without asking Redis)."""
         return self._down
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -229,6 +234,10 @@ class ResponseCache:
 
     async def close(self) -> None:
         """Close the connections (idempotent)."""
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
         try:
             await self._redis.aclose()
         except Exception as error:  # closing a connection to a dead Redis must not fail the gateway's shutdown
@@ -247,24 +256,26 @@ class ResponseCache:
             self._on_result(result, n)
 
     async def _attempt(self, call: Callable[[], Awaitable[_T]], *, force: bool = False) -> _T | None:
-        """``call()`` bounded by ``timeout_s``; ``None`` when it failed, or was not made because of the back-off."""
-        probing = False
+        """``call()`` bounded by ``timeout_s``; ``None`` when it failed, or was not made because Redis is down."""
         if self._down and not force:
-            if self._probing or time.monotonic() < self._retry_at_s:
-                return None
-            probing = self._probing = True
+            if self._probe is None and time.monotonic() >= self._retry_at_s:
+                self._probe = asyncio.create_task(self._ping_in_background())
+            return None
         try:
             result = await asyncio.wait_for(call(), self.timeout_s)
         except Exception as error:  # whatever the I/O raised: the cache is best-effort (inputs are checked above)
             self._fail(error)
             return None
-        finally:
-            if probing:
-                self._probing = False
         if self._down:
             self._down = False
             log.warning("the Redis cache at %s answers again", self.url)
         return result
+
+    async def _ping_in_background(self) -> None:
+        try:
+            await self._attempt(self._redis.ping, force=True)
+        finally:
+            self._probe = None
 
     def _fail(self, error: Exception) -> None:
         self._retry_at_s = time.monotonic() + self.backoff_s

@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from starlette.responses import Response
 
-from tritonstack.client import ClientError, Release, RerankResult, TrafficSplit
+from tritonstack.client import ClientError, ModelInfo, Release, RerankResult, TrafficSplit
 from tritonstack.gateway import errors, usage
 from tritonstack.gateway.app import labels_of
 from tritonstack.gateway.respond import cut, embedding_items, json_response
@@ -64,6 +64,10 @@ def _texts(value: object, *, limit: int, param: str = "input") -> list[str]:
         raise errors.APIError(errors.INVALID, f"'{param}' is empty: send at least one text", param=param)
     if len(items) > limit:
         raise errors.APIError(errors.TOO_LARGE, f"{len(items)} inputs, over the limit of {limit}", param=param)
+    try:
+        "".join(items).encode()  # JSON may carry lone surrogates ("\\ud800"), which no model can take as UTF-8
+    except UnicodeEncodeError:
+        raise errors.APIError(errors.INVALID, f"'{param}' holds text that is not valid Unicode", param=param) from None
     return items
 
 
@@ -88,6 +92,20 @@ class _Call:
         self.truncate = options.truncate if truncate is None else truncate
         self.prefixes = options.prefixes
         self.usage = usage.new_usage()
+
+    async def info(self) -> ModelInfo:
+        """The served model's description (the SDK caches it); from here on its name labels metrics."""
+        info = await self.gateway.client.model_info(model=self.served)
+        self.gateway.served.add(self.model)
+        return info
+
+    def require(self, info: ModelInfo, task: str, route: str) -> None:
+        if info.task != task:
+            raise errors.APIError(
+                errors.INVALID,
+                f"'{self.model}' is a {info.task or 'non-text'} model; {route} needs a {task} model",
+                param="model",
+            )
 
     @property
     def headers(self) -> dict[str, str]:
@@ -117,8 +135,9 @@ class _Call:
             await cache.put_many([(keys[i], value) for i, value in zip(missing, computed, strict=True)])
         return [value for value in found if value is not None]
 
-    def check_truncation(self) -> None:
-        """With ``truncate`` false, a row the model cut is refused (before anything computed is cached)."""
+    def check_truncation(self, indexes: Sequence[int]) -> None:
+        """With ``truncate`` false, a row the model cut is refused (before anything computed is cached);
+        ``indexes``: the request's positions of the rows sent, in the order sent."""
         counted = usage.counted(self.usage)
         if self.truncate or counted.truncated is None or not counted.truncated.any():
             return
@@ -126,8 +145,8 @@ class _Call:
         tokens = int(counted.per_row[row]) if counted.per_row is not None else 0
         raise errors.APIError(
             errors.TOO_LONG,
-            f"input {row} of those computed is over the model's maximum of {tokens} tokens and truncate is "
-            "false: shorten it, or send truncate: true to have it cut",
+            f"input {indexes[row]} is over the model's maximum of {tokens} tokens and truncate is false: shorten "
+            "it, or send truncate: true to have it cut",
             param="input",
         )
 
@@ -143,12 +162,8 @@ async def _embeddings(gateway: Gateway, body: EmbeddingsRequest, request: Reques
     route = "/v1/embeddings"
     call = _Call(gateway, request, body.model, body.user, body.truncate)
     texts = _texts(body.input, limit=gateway.settings.max_inputs)
-    info = await gateway.client.model_info(model=call.served)
-    if info.task != contract.FEATURE_EXTRACTION.name:
-        raise errors.APIError(
-            errors.INVALID, f"'{body.model}' is a {info.task or 'non-text'} model, not an embedding model",
-            param="model",
-        )  # fmt: skip
+    info = await call.info()
+    call.require(info, contract.FEATURE_EXTRACTION.name, route)
     spec = next(s for s in info.outputs if s.name == contract.EMBEDDING_OUTPUT)
     size = spec.shape[-1]
     if body.dimensions is not None and not 1 <= body.dimensions <= size:
@@ -161,11 +176,11 @@ async def _embeddings(gateway: Gateway, body: EmbeddingsRequest, request: Reques
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [sent[i] for i in indexes]
         if call.release is not None:
-            routed = await gateway.client.embed_release(rows, call.release, **usage.usage_kwargs(call.usage))
+            routed = await gateway.client.embed_release(rows, call.release, usage=call.usage)
             vectors = routed.value
         else:
-            vectors = await gateway.client.embed(rows, model=call.served, **usage.usage_kwargs(call.usage))
-        call.check_truncation()  # a cut row refused before anything is cached
+            vectors = await gateway.client.embed(rows, model=call.served, usage=call.usage)
+        call.check_truncation(indexes)  # a cut row refused before anything is cached
         return [np.ascontiguousarray(row, dtype="<f4").tobytes() for row in vectors]
 
     values = await call.cached(route, {"prefix": prefix, "truncate": call.truncate}, sent, compute)
@@ -185,17 +200,17 @@ async def _rerank(gateway: Gateway, body: RerankRequest, request: Request) -> Re
     call = _Call(gateway, request, body.model, body.user, body.truncate)
     documents = [d.text if isinstance(d, DocumentObject) else d for d in body.documents]
     _texts(documents, limit=gateway.settings.max_inputs, param="documents")
+    call.require(await call.info(), contract.TEXT_RANKING.name, route)
 
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [documents[i] for i in indexes]
-        kwargs = usage.usage_kwargs(call.usage)
         if call.release is not None:
             ranked: list[RerankResult] = (
-                await gateway.client.rerank_release(body.query, rows, call.release, **kwargs)
+                await gateway.client.rerank_release(body.query, rows, call.release, usage=call.usage)
             ).value
         else:
-            ranked = await gateway.client.rerank(body.query, rows, model=call.served, **kwargs)
-        call.check_truncation()
+            ranked = await gateway.client.rerank(body.query, rows, model=call.served, usage=call.usage)
+        call.check_truncation(indexes)
         scores = np.empty(len(rows), dtype="<f4")
         for result in ranked:
             scores[result.index] = result.score
@@ -228,15 +243,15 @@ async def _classify(gateway: Gateway, body: ClassifyRequest, request: Request) -
     route = "/v1/classify"
     call = _Call(gateway, request, body.model, body.user, body.truncate)
     texts = _texts(body.input, limit=gateway.settings.max_inputs)
+    call.require(await call.info(), contract.TEXT_CLASSIFICATION.name, route)
 
     async def compute(indexes: list[int]) -> list[bytes]:
         rows = [texts[i] for i in indexes]
-        kwargs = usage.usage_kwargs(call.usage)
         if call.release is not None:
-            found = (await gateway.client.classify_release(rows, call.release, **kwargs)).value
+            found = (await gateway.client.classify_release(rows, call.release, usage=call.usage)).value
         else:
-            found = await gateway.client.classify(rows, model=call.served, **kwargs)
-        call.check_truncation()
+            found = await gateway.client.classify(rows, model=call.served, usage=call.usage)
+        call.check_truncation(indexes)
         return [json.dumps({"label": c.label, "score": c.score}).encode() for c in found]
 
     values = await call.cached(route, {"truncate": call.truncate}, texts, compute)

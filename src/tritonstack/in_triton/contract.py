@@ -19,7 +19,10 @@ A repository written by ``tritonstack export --name NAME`` holds three models:
 * ``NAME_postprocess`` -- classification tasks only, Python backend: logits ->
   label and score (``TEXT`` + logits -> entities for token-classification).
 * ``NAME`` -- the text-in model, an ensemble of the above: ``TEXT`` BYTES
-  ``[1]`` per row (and ``TEXT_PAIR`` for a pair task) -> the task's result (below).
+  ``[1]`` per row (and ``TEXT_PAIR`` for a pair task) -> the task's result (below),
+  and ``TOKENS`` INT32 ``[2]`` per row (``TOKENS_OUTPUT``): the tokens the model
+  ran for the row, and whether the row was cut to ``max_sequence_length``.
+  ``NAME_tokenizer`` produces it (the ensemble maps it to its own output).
 
 In the ``fused`` layout (CPU only, ``export --layout fused`` or chosen by
 ``tune``) the ensemble ``NAME`` has one step instead, ``NAME_fused``: a Python
@@ -63,6 +66,15 @@ SCORE_OUTPUT = "SCORE"  # FP32 [1], softmax probability of that label
 
 # token-classification
 ENTITIES_OUTPUT = "ENTITIES"  # BYTES [1], JSON list of {token, label, score, start, end}
+
+# Every task, beside its outputs: INT32 [2] per row, [tokens the model ran for the row including the special
+# tokens, 1 if the row was cut to max_sequence_length else 0]; for a pair task a row is the (query, document)
+# pair. Produced by the step that tokenizes (NAME_tokenizer, NAME_fused; the bench's floor step answers zeros),
+# so that a caller (the gateway's `usage`) reports the tokens the model really ran. Not in Task.outputs: a
+# repository exported before it keeps its task, and a caller asks for it only where the model lists it
+# (the SDK's usage=).
+TOKENS_OUTPUT = "TOKENS"
+TOKEN_COUNT, TOKENS_CUT = 0, 1  # the columns of TOKENS
 
 ENCODER_SUFFIX = "_encoder"
 TOKENIZER_SUFFIX = "_tokenizer"

@@ -70,3 +70,13 @@ def add_versions(repository: Path, name: str, model: str, releases: Sequence[int
             shutil.rmtree(staging, ignore_errors=True)
         made.append(version_dir)
     return made
+
+
+def counts_tokens(version_dir: Path) -> bool:
+    """Whether the Python model in ``version_dir`` answers ``contract.TOKENS_OUTPUT``: a folder exported before
+    token counts carries a ``model.py`` that does not, and keeps it (a release is never rewritten)."""
+    model_py = Path(version_dir) / "model.py"
+    try:
+        return "TOKENS_OUTPUT" in model_py.read_text(encoding="utf-8")
+    except OSError:
+        return False

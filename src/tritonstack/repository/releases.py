@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from tritonstack.repository import lock, paths, staging
 from tritonstack.repository.config import CONFIG_FILENAME, copy_config, parameter, parse, write_config
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.layouts import base_name, step_models
-from tritonstack.repository.python_models import add_versions
+from tritonstack.repository.python_models import add_versions, counts_tokens
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,36 @@ def install_configs(repository: Path, configs: Sequence[Any]) -> None:
             os.replace(new_dir, model_dir)
 
 
+def _tokens_as_served(repository: Path, ensemble: Any, steps: Mapping[str, Any]) -> Any:
+    """``ensemble`` (a copy where it changes) answering ``TOKENS`` exactly where its release can: its first step,
+    the one that tokenizes, lists the output and that release's ``model.py`` produces it. A release exported
+    before token counts keeps its own ``model.py``, which answers without it, while the step configs that a later
+    export writes are shared by every version. Mapped anyway, Triton 2.51 answers a call that asks for TOKENS
+    without it (tried: the SDK's ``usage=`` then fails); unmapped, the model does not list it and ``usage`` says
+    not counted. A release that counts gets the output back (a promoted candidate of an older stable release)."""
+    token_names = {contract.TOKENS_OUTPUT}
+    first = ensemble.ensemble_scheduling.step[0]
+    step = steps.get(first.model_name)
+    listed = [t for t in (step.output if step is not None else ()) if t.name in token_names]
+    counts = bool(listed) and (
+        first.model_version == -1 or counts_tokens(Path(repository) / first.model_name / str(first.model_version))
+    )
+    if counts == any(t.name in token_names for t in ensemble.output):
+        return ensemble
+    served = copy_config(ensemble)
+    if counts:
+        served.output.add().CopyFrom(listed[0])
+        served.ensemble_scheduling.step[0].output_map[contract.TOKENS_OUTPUT] = contract.TOKENS_OUTPUT
+        return served
+    kept = [t for t in served.output if t.name not in token_names]
+    del served.output[:]
+    served.output.extend(kept)
+    for served_step in served.ensemble_scheduling.step:
+        for key in [k for k, v in served_step.output_map.items() if v in token_names]:
+            del served_step.output_map[key]
+    return served
+
+
 def install_releases(repository: Path, name: str, configs: Sequence[Any], served: Sequence[int]) -> None:
     """Install ``configs`` (``release_configs``' order: the steps, then the ensembles ``NAME`` and ``NAME_vV``)
     so that Triton finds every served ensemble's steps served at every moment, a crash included: the steps
@@ -196,7 +226,8 @@ def install_releases(repository: Path, name: str, configs: Sequence[Any], served
     ensembles of releases no longer ``served`` are retired, and only then are the steps narrowed."""
     repository = Path(repository)
     steps = [c for c in configs if c.platform != "ensemble"]
-    ensembles = [c for c in configs if c.platform == "ensemble"]
+    by_name = {step.name: step for step in steps}
+    ensembles = [_tokens_as_served(repository, c, by_name) for c in configs if c.platform == "ensemble"]
     widened = []
     for step in steps:
         path = repository / step.name / CONFIG_FILENAME

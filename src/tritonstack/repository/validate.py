@@ -128,8 +128,8 @@ def _check_python_text_model(
         report.add(
             name, f"parameter {contract.ENCODER_INPUTS_PARAMETER} {encoder_inputs} differ from {encoder_name}'s inputs"
         )
-    if role == contract.TOKENIZER_ROLE and [t.name for t in config.output] != encoder_inputs:
-        report.add(name, f"outputs must be {encoder_name}'s inputs {encoder_inputs}")
+    if role == contract.TOKENIZER_ROLE and _without_tokens(config.output) != encoder_inputs:
+        report.add(name, f"outputs must be {encoder_name}'s inputs {encoder_inputs} [and {contract.TOKENS_OUTPUT}]")
     if parameter(config, contract.ENCODER_OUTPUT_PARAMETER) not in [t.name for t in encoder.output]:
         report.add(name, f"parameter {contract.ENCODER_OUTPUT_PARAMETER} is not an output of {encoder_name}")
     if role == contract.FUSED_ROLE:
@@ -209,8 +209,15 @@ def _check_ensemble(report: Report, name: str, config: Any, configs: dict[str, A
                 f"produced {model_config_type(available[output.name])}",
             )
     task = contract.OUTPUTS_BY_TASK.get(parameter(config, contract.TASK_PARAMETER, "") or "")
-    if task is not None and tuple(t.name for t in config.output) != task:
-        report.add(name, f"outputs must be {list(task)}")
+    if task is not None and tuple(_without_tokens(config.output)) != task:
+        report.add(name, f"outputs must be {list(task)} [and {contract.TOKENS_OUTPUT}]")
+
+
+def _without_tokens(tensors: Any) -> list[str]:
+    """The names of ``tensors`` less a last ``TOKENS``: an export from before token counts has none, a later one
+    lists it after the task's outputs (a text-in model) or after the encoder's inputs (its tokenizer)."""
+    names = [t.name for t in tensors]
+    return names[:-1] if names and names[-1] == contract.TOKENS_OUTPUT else names
 
 
 def _served(repository: Path, name: str, config: Any) -> tuple[int, ...]:

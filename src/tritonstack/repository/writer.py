@@ -183,13 +183,18 @@ def _task(model: ExportedModel) -> contract.Task:
         raise RepositoryError(f"no text-in model for {error}") from None  # the message lists the known tasks
 
 
+# Each row's token count and whether it was cut (contract.TOKENS_OUTPUT): produced by the step that tokenizes,
+# an output of the text-in model beside the task's.
+_TOKENS = Tensor(contract.TOKENS_OUTPUT, "TYPE_INT32", (2,))
+
+
 def _tokenizer_config(model: ExportedModel) -> ModelConfig:
     return ModelConfig(
         name=contract.tokenizer_name(model.name),
         backend="python",
         max_batch_size=model.max_batch_size,
         inputs=_text_inputs(model),
-        outputs=tuple(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names),
+        outputs=(*(Tensor(n, "TYPE_INT64", (-1,)) for n in model.input_names), _TOKENS),
         dynamic_batching=_batching(model, max_queue_delay_us=model.max_queue_delay_us),
         instance_groups=(InstanceGroup(model.tokenizer_instances, "KIND_CPU"),),
         parameters=_text_parameters(model, contract.TOKENIZER_ROLE),
@@ -228,7 +233,8 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
     two different texts tokenize alike (measured: docs/cache.md)."""
     features = {n: n for n in model.input_names}
     texts = {t.name: t.name for t in _text_inputs(model)}
-    steps = [EnsembleStep(contract.tokenizer_name(model.name), texts, features)]
+    tokenized = {**features, _TOKENS.name: _TOKENS.name}
+    steps = [EnsembleStep(contract.tokenizer_name(model.name), texts, tokenized)]
     if postprocess is None:  # the encoder's output (feature-extraction: pooled) is the answer, the task's one output
         (answer,) = _task(model).outputs
         steps.append(EnsembleStep(contract.encoder_name(model.name), features, {model.output_name: answer}))
@@ -246,7 +252,7 @@ def _text_in_config(model: ExportedModel, postprocess: ModelConfig | None) -> Mo
         platform="ensemble",
         max_batch_size=model.max_batch_size,
         inputs=_text_inputs(model),
-        outputs=_task_outputs(model),
+        outputs=(*_task_outputs(model), _TOKENS),
         ensemble_steps=tuple(steps),
         parameters={contract.TASK_PARAMETER: model.task},
         response_cache=model.response_cache,

@@ -9,7 +9,9 @@ that does the work:
   task: one (query, document) pair per row) -> the encoder's int64 inputs.
   Every text of every request in a batch is tokenized together and padded to
   the longest text *of that batch*, so the batch's requests reach the encoder
-  with one shape and its dynamic batcher runs them as one execution.
+  with one shape and its dynamic batcher runs them as one execution. It
+  answers ``TOKENS`` too (each row's token count and whether it was cut) where
+  its config lists it, as the text-in step does.
 * :class:`PostprocessStep` (``postprocess``, tasks with a postprocess step):
   logits -> ``LABEL`` + ``SCORE``, or ``TEXT`` + logits -> ``ENTITIES`` for a
   token-level task.
@@ -114,6 +116,8 @@ class _Step:
         if self.reads_text:
             version_dir = os.path.join(args["model_repository"], args["model_version"])
             self.tokenizer = tokenization.TextTokenizer(version_dir, self.max_length, pair=self.task.pair)
+        # a config written before token counts lists no TOKENS output: the step then answers without it
+        self.counts_tokens = any(output["name"] == contract.TOKENS_OUTPUT for output in config.get("output", ()))
 
     @property
     def reads_text(self):
@@ -238,8 +242,11 @@ class TokenizerStep(_Step):
     """``tokenizer``: the texts of the whole batch -> the encoder's inputs, padded to the batch's longest."""
 
     def answer(self, part, requests, responses):
-        encodings = self.tokenizer.encode([t for _, texts, _ in part for t in texts])
+        rows = [t for _, texts, _ in part for t in texts]
+        encodings = self.tokenizer.encode(rows)
         features = self.tokenizer.features(encodings, self.encoder_inputs)
+        if self.counts_tokens:
+            features[contract.TOKENS_OUTPUT] = self.tokenizer.token_counts(rows, encodings)
         start = 0
         for index, texts, _ in part:
             stop = start + len(texts)
@@ -330,12 +337,14 @@ class TextInStep(_Step):
             self.row_us = row_us if not self.row_us else 0.8 * self.row_us + 0.2 * row_us
         oldest_us = max((age for k, age in enumerate(ages) if k not in late and age is not None), default=0)
         self.stats.update(compute_ms=compute_us / 1000, oldest_answered_ms=(oldest_us + compute_us) / 1000)
+        counts = self.tokenizer.token_counts(texts, encodings) if self.counts_tokens else None
         at = 0
         for index, request_texts in live:
             count = len(request_texts)
-            responses[index] = _respond(
-                self._task_outputs(request_texts, outputs[at : at + count], encodings[at : at + count])
-            )
+            answer = self._task_outputs(request_texts, outputs[at : at + count], encodings[at : at + count])
+            if counts is not None:
+                answer[contract.TOKENS_OUTPUT] = counts[at : at + count]
+            responses[index] = _respond(answer)
             at += count
 
     def _turn_wait_s(self, part, requests):
@@ -356,8 +365,9 @@ class FloorStep(_Step):
             dims = [int(d) for d in output["dims"]]
             if output["data_type"] == "TYPE_STRING":
                 self.constants[output["name"]] = np.full(dims, b"[]", dtype=np.object_)
-            else:
-                self.constants[output["name"]] = np.zeros(dims, dtype=np.float32)
+            else:  # TOKENS (INT32) too: zeros, no tokenizer runs here
+                dtype = np.int32 if output["data_type"] == "TYPE_INT32" else np.float32
+                self.constants[output["name"]] = np.zeros(dims, dtype=dtype)
 
     def read(self, request):
         # decoded as the text-in step reads them; no tokenizer here, so no query-length check

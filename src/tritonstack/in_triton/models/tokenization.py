@@ -106,6 +106,24 @@ class TextTokenizer:
                     f"no room in max_sequence_length {self.max_length} (only documents are truncated)"
                 )
 
+    def token_counts(
+        self, rows: Sequence[str] | Sequence[tuple[str, str]], encodings: Sequence[Encoding]
+    ) -> np.ndarray:
+        """``contract.TOKENS`` of each row: int32 ``[rows, 2]``, its tokens (the special ones included) and 1
+        where it was cut -- to ``max_length`` tokens (tokenizers keeps what truncation dropped in
+        ``overflowing``; for a pair, what ``only_second`` dropped of the document) or, before tokenizing, to
+        ``char_limit`` characters."""
+        limit = self.char_limit
+        counts = np.empty((len(encodings), 2), dtype=np.int32)
+        for index, (row, encoding) in enumerate(zip(rows, encodings, strict=True)):
+            tokens = len(encoding.ids)
+            texts = row if self.pair else (row,)
+            # truncation leaves exactly max_length tokens: only such a row can have been cut, and only for it is
+            # `overflowing` (a copy of every dropped piece) worth building
+            cut = (tokens >= self.max_length and bool(encoding.overflowing)) or any(len(t) > limit for t in texts)
+            counts[index] = (tokens, cut)
+        return counts
+
     def features(self, encodings: Sequence[Encoding], input_names: Sequence[str]) -> dict[str, np.ndarray]:
         """The encoder inputs ``input_names`` of ``encodings``: int64 ``[rows, longest row]``, padded."""
         length = max(len(e.ids) for e in encodings)
