@@ -3,6 +3,7 @@
     locust -f loadtest/locustfile.py --headless -u 16 -r 8 -t 1m --host 127.0.0.1:8001
     locust -f loadtest/locustfile.py --headless -u 64 -r 16 -t 5m --host 127.0.0.1:8001 --processes 4
     locust -f loadtest/locustfile.py --master ...   /   locust -f loadtest/locustfile.py --worker --master-host=...
+    locust -f loadtest/locustfile.py --headless -u 16 -r 8 -t 1m --host http://127.0.0.1:8080   # the gateway, HTTP
 
 The model, payload and objectives come from ``--slo`` (default: ``slo.yaml`` next
 to this file); the load shape from Locust's own flags. At the end the master

@@ -37,7 +37,9 @@ ENV_EXAMPLE = ROOT / ".env.example"
 TRITON_DOCKERFILE = ROOT / "deploy" / "triton" / "Dockerfile"
 LOCUST_DOCKERFILE = ROOT / "deploy" / "locust" / "Dockerfile"
 TRITON_REQUIREMENTS = ROOT / "deploy" / "triton" / "requirements.txt"
-SECRETS = ("TRITONSTACK_ADMIN_KEY", "TRITONSTACK_REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD")
+SECRETS = (
+    "TRITONSTACK_ADMIN_KEY", "TRITONSTACK_REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "TRITONSTACK_GATEWAY_API_KEY",
+)  # fmt: skip
 TLS_DIR_VARIABLE = "TRITONSTACK_TLS_DIR"
 # One per image compose pulls or builds FROM: each can be pinned by digest in .env.
 IMAGE_VARIABLES = ("TRITON_IMAGE", "REDIS_IMAGE", "PROMETHEUS_IMAGE", "GRAFANA_IMAGE", "PYTHON_IMAGE")
@@ -194,6 +196,7 @@ def test_published_ports_bind_to_loopback_by_default(compose) -> None:
         "triton": {flags.GRPC_PORT, flags.HTTP_PORT},  # metrics: only Prometheus, on the compose network
         "prometheus": {9090},
         "grafana": {3000},
+        "gateway": {8080},
     }
 
 
@@ -214,7 +217,7 @@ def test_redis_is_reachable_by_triton_alone_and_triton_waits_for_it(compose) -> 
     assert "ports" not in redis and "expose" not in redis
     assert set(redis["networks"]) == {"cache"} and compose["networks"]["cache"] == {"internal": True}
     on_cache = {name for name, service in compose["services"].items() if "cache" in (service.get("networks") or {})}
-    assert on_cache == {"redis", "triton"}
+    assert on_cache == {"redis", "triton", "gateway"}
     assert set(triton["networks"]) == {"default", "cache"}, "Triton stays on the network Prometheus and clients use"
     assert triton["depends_on"] == {"redis": {"condition": "service_healthy"}}
     kind, check = redis["healthcheck"]["test"]
@@ -239,6 +242,7 @@ def test_the_redis_password_is_in_tritons_environment_and_redis_config_file_only
         assert _places(document, password) == {
             ("services", "triton", "environment", flags.REDIS_PASSWORD_ENV),
             ("configs", "redis-auth", "content"),
+            ("configs", "gateway-redis-password", "content"),  # --redis-password-file
         }
         assert not _places(document, "--requirepass")
         assert document["configs"]["redis-auth"]["content"] == f"requirepass {password}\n"

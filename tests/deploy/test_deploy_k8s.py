@@ -41,7 +41,7 @@ from tritonstack.server import flags
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
-OVERLAYS = ("", "triton", "redis", "prometheus-adapter", "loadtest", "overlays/grpc-tls")
+OVERLAYS = ("", "triton", "redis", "gateway", "prometheus-adapter", "loadtest", "overlays/grpc-tls")
 # The Namespace label that grants its pods labelled tritonstack.io/client: "true" inference (networkpolicy.yaml).
 CLIENT_NAMESPACE_LABEL = "tritonstack.io/client-namespace"
 REDIS_SECRET = "tritonstack-redis"
@@ -147,7 +147,7 @@ def test_servicemonitors_scrape_one_service_under_the_job_names_the_rules_use(bu
     prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
     rule_jobs = {job["job_name"] for job in prometheus["scrape_configs"]}
     jobs = set()
-    for overlay in ("triton", "loadtest"):
+    for overlay in ("triton", "loadtest", "gateway"):
         objects = built[overlay]
         for monitor in (o for o in objects if o["kind"] == "ServiceMonitor"):
             selector = monitor["spec"]["selector"]["matchLabels"]
@@ -398,14 +398,17 @@ def _by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
 
 def test_the_tls_overlay_is_the_stack_with_tls_mounted_from_a_secret(built) -> None:
     plain, tls = _by_key(built["all"]), _by_key(built["overlays/grpc-tls"])
-    assert plain.keys() == tls.keys(), "a drop-in replacement for deploy/k8s"
+    # The gateway has no gRPC TLS client flags yet: the overlay leaves it out (deploy/k8s/gateway).
+    gateway = _by_key(built["gateway"])
+    assert gateway.keys() <= plain.keys() and not gateway.keys() & tls.keys()
+    assert plain.keys() - gateway.keys() == tls.keys(), "a drop-in replacement for deploy/k8s, less the gateway"
     changed = {
         ("Deployment", "triton"),
         ("Service", "triton"),
         ("Service", "triton-headless"),
         ("NetworkPolicy", "triton"),
     }
-    assert {key for key in plain if plain[key] != tls[key]} == changed
+    assert {key for key in tls if plain[key] != tls[key]} == changed
     spec = _pod_spec(tls[("Deployment", "triton")])
     (container,) = spec["containers"]
     (mount,) = (m for m in container["volumeMounts"] if m["mountPath"] == flags.TLS_DIR)

@@ -2,7 +2,11 @@
 under load and the load test's own exporter of client-observed latency (run
 in-process): every dashboard query returns data, every rule evaluates, the
 alerts react. A second embedded Triton serves a model with the response cache
-(``cached_triton``) and gets repeated texts, for the cache and cost panels."""
+(``cached_triton``) and gets repeated texts, for the cache and cost panels.
+Two real ``tritonstack gateway`` processes in front of the first Triton, one
+caching in a real redis-server and one whose Redis is down, get embeddings
+(repeated: hits), a call for a model nobody serves (an error by type) and
+Redis errors, for the Gateway row."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import json
 import math
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +27,7 @@ import tritonclient.grpc as grpcclient
 from test_monitoring_promtool import TRITON_CACHE_METRICS, TRITON_METRICS
 from tritonclient.utils import InferenceServerException
 
+from tritonstack.bench.gateway import GatewayServer
 from tritonstack.loadtest.exporter import ClientMetricsExporter, LoadTestMetrics
 from tritonstack.monitoring import (
     LocalPrometheus,
@@ -41,6 +47,7 @@ MODEL = "tiny"
 CACHED_MODEL = "tiny_cached"
 REPEATED_TEXTS = 4  # each sent REPEATS times: one miss, then hits
 REPEATS = 10
+GATEWAY_CALLS = 20  # per gateway; the texts repeat, so the caching one hits
 WORDS = "the quick brown fox jumps over the lazy dog while monitoring watches every request".split()
 
 
@@ -49,6 +56,7 @@ class Live:
     prometheus: LocalPrometheus
     queries: list[PanelQuery]
     outcomes: dict[str, int]
+    gateway_statuses: dict[int, int]
 
 
 def _outcome(exc: InferenceServerException) -> str:
@@ -101,6 +109,44 @@ def _send_repeats(grpc_url: str) -> None:
                 client.infer(CACHED_MODEL, [tensor], client_timeout=10)
 
 
+def _post(url: str, body: dict[str, Any]) -> int:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def _send_through_gateways(gateways: list[GatewayServer], prometheus: LocalPrometheus) -> dict[int, int]:
+    """Embeddings of a few texts, each sent several times, and one call for a model nobody serves, per gateway.
+
+    In two halves, the second once Prometheus has scraped the first: rate() needs a counter seen rising
+    between two scrapes, and a burst that ends between two scrapes of a busy machine is seen only at its end."""
+    statuses: dict[int, int] = {}
+
+    def send(calls: range) -> None:
+        for gateway in gateways:
+            for index in calls:
+                text = " ".join(WORDS[: 2 + index % 4])
+                status = _post(f"{gateway.url}/v1/embeddings", {"model": MODEL, "input": [text, "fixed text"]})
+                statuses[status] = statuses.get(status, 0) + 1
+
+    half = GATEWAY_CALLS // 2
+    send(range(half))
+    seen = 'sum(tritonstack_gateway_requests_total{route="/v1/embeddings"})'
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(
+        float(sample["value"][1]) >= half * len(gateways) for sample in prometheus.query(seen)
+    ):
+        time.sleep(0.5)
+    send(range(half, GATEWAY_CALLS))
+    for gateway in gateways:
+        status = _post(f"{gateway.url}/v1/embeddings", {"model": "no_such_model", "input": "x"})
+        statuses[status] = statuses.get(status, 0) + 1
+    return statuses
+
+
 def _has_data(result: list[dict[str, Any]]) -> bool:
     return any(math.isfinite(float(sample["value"][1])) for sample in result)
 
@@ -110,13 +156,30 @@ def _target(server: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def live(triton: Any, cached_triton: Any) -> Iterator[Live]:
+def gateways(triton: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[GatewayServer]]:
+    """A gateway caching in a real Redis and one whose Redis is down (a closed port), both before ``triton``."""
+    from tritonstack._process import free_port
+    from tritonstack.gateway.redis_server import RedisServer
+
+    logs = tmp_path_factory.mktemp("gateways")
+    with RedisServer() as redis:
+        cached = GatewayServer(triton.grpc_url, log_path=logs / "cached.log", extra=["--redis-url", redis.url])
+        down = GatewayServer(
+            triton.grpc_url, log_path=logs / "down.log", extra=["--redis-url", f"redis://127.0.0.1:{free_port()}/0"]
+        )
+        with cached, down:
+            yield [cached, down]
+
+
+@pytest.fixture(scope="module")
+def live(triton: Any, cached_triton: Any, gateways: list[GatewayServer]) -> Iterator[Live]:
     metrics = LoadTestMetrics()
     exporter = ClientMetricsExporter(metrics, port=0)
     config = render_config(
         MONITORING,
         triton_targets=[_target(triton), _target(cached_triton)],
         loadtest_targets=[f"{exporter.addr}:{exporter.port}"],
+        gateway_targets=[gateway.url.removeprefix("http://") for gateway in gateways],
         scrape_interval_s=1,
         evaluation_interval_s=1,
     )
@@ -130,6 +193,7 @@ def live(triton: Any, cached_triton: Any) -> Iterator[Live]:
             prometheus.wait_for_targets()
             outcomes = _send_load(triton.grpc_url, metrics)
             _send_repeats(cached_triton.grpc_url)
+            gateway_statuses = _send_through_gateways(gateways, prometheus)
             # Wait for the scrapes after the load and the rules that read them;
             # every rate window is 1m, so there is time before the data ages out.
             deadline = time.monotonic() + 30
@@ -138,7 +202,7 @@ def live(triton: Any, cached_triton: Any) -> Iterator[Live]:
                 if not missing:
                     break
                 time.sleep(1)
-            yield Live(prometheus, queries, outcomes)
+            yield Live(prometheus, queries, outcomes, gateway_statuses)
     finally:
         exporter.close()
 
@@ -149,10 +213,27 @@ def test_the_load_produced_successes_and_client_errors(live: Live) -> None:
     assert set(live.outcomes) == {"success", "invalid_argument"}
 
 
-def test_both_targets_are_scraped(live: Live) -> None:
+def test_every_target_is_scraped(live: Live) -> None:
     up = {sample["metric"]["job"]: sample["value"][1] for sample in live.prometheus.query("up")}
-    assert up == {"triton": "1", "tritonstack-loadtest": "1"}
+    assert up == {"triton": "1", "tritonstack-loadtest": "1", "tritonstack-gateway": "1"}
     assert len(live.prometheus.query('up{job="triton"} == 1')) == 2, "both embedded servers"
+    assert len(live.prometheus.query('up{job="tritonstack-gateway"} == 1')) == 2, "both gateways"
+
+
+def test_gateway_figures_the_dashboard_shows(live: Live) -> None:
+    # every embeddings call answered (the Redis that is down only costs the cache), the unknown model a 404
+    assert live.gateway_statuses == {200: 2 * GATEWAY_CALLS, 404: 2}
+
+    def by(expr: str, label: str) -> dict[str, float]:
+        return {s["metric"].get(label, ""): float(s["value"][1]) for s in live.prometheus.query(expr)}
+
+    lookups = 'sum by (result) (tritonstack_gateway_cache_lookups_total{route="/v1/embeddings"})'
+    results = by(lookups, "result")
+    # one gateway: 2 texts per call, 4 distinct + "fixed text" -> 5 misses, the rest hits; the other: all errors
+    assert results == {"hit": 2 * GATEWAY_CALLS - 5, "miss": 5, "error": 2 * GATEWAY_CALLS}
+    codes = by('sum by (code) (tritonstack_gateway_requests_total{route="/v1/embeddings"})', "code")
+    assert codes == {"200": 2 * GATEWAY_CALLS, "404": 2}
+    assert set(by("sum by (type) (tritonstack_gateway_errors_total)", "type")) == {"model_not_found"}
 
 
 def test_every_dashboard_panel_returns_data(live: Live) -> None:
@@ -266,6 +347,7 @@ def test_alerts_react_to_the_load(live: Live) -> None:
     assert alerts.get(("TritonStackErrorBudgetBurn", "page")) == "pending"
     for quiet in ("TritonDown", "TritonTargetsAbsent", "TritonModelNotReady", "TritonNoModelsLoaded"):
         assert (quiet, "page") not in alerts
+    assert ("TritonStackGatewayDown", "page") not in alerts and ("TritonStackGatewayErrors", "page") not in alerts
     assert ("TritonStackLatencyThresholdBucketMissing", "ticket") not in alerts
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tritonstack.monitoring import (
+    GATEWAY_JOB,
     LOADTEST_JOB,
     TRITON_JOB,
     find_monitoring_dir,
@@ -75,6 +76,15 @@ TRITON_GPU_METRICS = {
 CLIENT_METRICS = {
     "tritonstack_client_request_duration_seconds",
     "tritonstack_client_requests_total",
+}
+# The gateway's contract (docs/gateway.md; tests/monitoring/test_monitoring_gateway.py checks it against the app).
+GATEWAY_METRICS = {
+    "tritonstack_gateway_requests_total",
+    "tritonstack_gateway_request_duration_seconds",
+    "tritonstack_gateway_inputs_total",
+    "tritonstack_gateway_tokens_total",
+    "tritonstack_gateway_errors_total",
+    "tritonstack_gateway_cache_lookups_total",
 }
 SERIES_SUFFIXES = ("_bucket", "_count", "_sum")
 
@@ -167,6 +177,7 @@ def test_rendered_local_config_passes_promtool(tmp_path: Path) -> None:
         MONITORING,
         triton_targets=["127.0.0.1:18002"],
         loadtest_targets=["127.0.0.1:19646"],
+        gateway_targets=["127.0.0.1:18080"],
         scrape_interval_s=1,
         evaluation_interval_s=1,
     )
@@ -194,11 +205,17 @@ def test_dashboard_queries_parse_as_promql(tmp_path: Path) -> None:
 
 
 def test_render_config_points_jobs_at_the_given_targets() -> None:
-    config = render_config(MONITORING, triton_targets=["127.0.0.1:1"], loadtest_targets=["127.0.0.1:2", "127.0.0.1:3"])
+    config = render_config(
+        MONITORING,
+        triton_targets=["127.0.0.1:1"],
+        loadtest_targets=["127.0.0.1:2", "127.0.0.1:3"],
+        gateway_targets=["127.0.0.1:4"],
+    )
     targets = {job["job_name"]: job["static_configs"] for job in config["scrape_configs"]}
     assert targets == {
         TRITON_JOB: [{"targets": ["127.0.0.1:1"]}],
         LOADTEST_JOB: [{"targets": ["127.0.0.1:2", "127.0.0.1:3"]}],
+        GATEWAY_JOB: [{"targets": ["127.0.0.1:4"]}],
     }
     assert [Path(p) for p in config["rule_files"]] == [RECORDING.resolve(), ALERTS.resolve()]
     # the committed intervals stay when not overridden
@@ -223,7 +240,7 @@ def test_every_recorded_name_used_is_defined() -> None:
 
 
 def test_only_metrics_the_pinned_triton_or_the_client_contract_export() -> None:
-    known = TRITON_METRICS | TRITON_CACHE_METRICS | TRITON_GPU_METRICS | CLIENT_METRICS
+    known = TRITON_METRICS | TRITON_CACHE_METRICS | TRITON_GPU_METRICS | CLIENT_METRICS | GATEWAY_METRICS
     used = set()
     for expr in all_exprs():
         for name in _RAW_NAME.findall(_RECORDED_NAME.sub(" ", expr)):

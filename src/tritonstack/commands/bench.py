@@ -114,6 +114,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="instead of the sweep: the SDK's sync and async clients against plain tritonclient on the served model "
         "(latency and client CPU per call; throughput at --concurrency's largest value in flight, default 64)",
     )
+    parser.add_argument(
+        "--gateway",
+        action="store_true",
+        help="instead of the sweep: the same texts through `tritonstack gateway` (HTTP /v1/embeddings) and through "
+        "the SDK's gRPC path on the same server, side by side over --concurrency (default 1,4,16), with the "
+        "gateway's own CPU per request",
+    )
     overload = parser.add_argument_group(
         "overload",
         "--overload MULTIPLE measures capacity, then sends MULTIPLE x capacity for --overload-s and prints goodput, "
@@ -298,6 +305,8 @@ def run(args: argparse.Namespace) -> int:
         return _cache(args, model_dir)
     if args.sdk:
         return _sdk(args, model_dir)
+    if args.gateway:
+        return _gateway(args, model_dir)
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     settings = settings_from(args, model_dir, report_dir, device)
@@ -431,3 +440,22 @@ def _sdk(args: argparse.Namespace, model_dir: Path) -> int:
     print(sdk_overhead.table(result))
     print(f"\nwrote {path}")
     return 0
+
+
+def _gateway(args: argparse.Namespace, model_dir: Path) -> int:
+    from tritonstack.bench import gateway
+    from tritonstack.bench.texts import make_texts
+
+    report_dir = args.report_dir or Path("reports") / time.strftime("bench-gateway-%Y%m%d-%H%M%S")
+    repository = repository_for(args, "cpu")
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
+    result = gateway.run_gateway_bench(
+        repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+        concurrencies=args.concurrency or (1, 4, 16), rounds=args.rounds or (2 if args.quick else 3),
+        duration_s=args.duration_s or (2.0 if args.quick else 5.0), report_dir=report_dir, cpu_split=args.cpu_split,
+    )  # fmt: skip
+    path = gateway.write(result, report_dir)
+    print()
+    print(gateway.table(result))
+    print(f"\nwrote {path}")
+    return 0 if result.best(gateway.GATEWAY) and result.best(gateway.SDK) else 1

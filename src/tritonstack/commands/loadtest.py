@@ -19,6 +19,13 @@ from tritonstack.measure.slo import FLAG_PERCENTILES, latency_overrides, load_sl
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slo", required=True, metavar="FILE", help="the SLO file (see loadtest/slo.yaml)")
     parser.add_argument("--host", default=LOCAL_GRPC_URL, metavar="HOST:PORT", help="Triton's gRPC endpoint")
+    parser.add_argument(
+        "--gateway",
+        metavar="URL",
+        help="drive `tritonstack gateway` at this URL (http://127.0.0.1:8080) over HTTP instead of Triton over "
+        "gRPC: /v1/embeddings, /v1/rerank or /v1/classify by the SLO's task; API key from "
+        "$TRITONSTACK_GATEWAY_API_KEY. --host still names Triton, for its metrics",
+    )
     parser.add_argument("--model", help="override the SLO's model name")
     parser.add_argument("--users", type=int, metavar="N", help="override load.users")
     parser.add_argument("--spawn-rate", type=float, metavar="N", help="override load.spawn_rate (users/s)")
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
 
     metrics_url = args.metrics_url if args.metrics_url is not None else execute.default_metrics_url(args.host)
     options = execute.RunOptions(
-        host=args.host,
+        host=_gateway_url(args.gateway) if args.gateway else args.host,
         processes=args.processes,
         metrics_url=None if metrics_url in (None, "", "none") else metrics_url,
         exporter_port=args.exporter_port,
@@ -139,3 +146,14 @@ def run(args: argparse.Namespace) -> int:
     print(verdict_line(result.checks))
     print(f"report: {index}")
     return 0 if result.passed else 1
+
+
+def _gateway_url(url: str) -> str:
+    from tritonstack.loadtest.gateway_client import is_gateway_url
+    from tritonstack.measure.errors import LoadTestError
+
+    if not is_gateway_url(url):
+        raise LoadTestError(
+            f"--gateway {url}: not an http:// or https:// URL", hint="e.g. --gateway http://127.0.0.1:8080"
+        )
+    return url

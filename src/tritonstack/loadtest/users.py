@@ -1,10 +1,13 @@
-"""Locust users over the tritonstack SDK.
+"""Locust users over the tritonstack SDK, or over ``tritonstack gateway``'s HTTP routes.
 
 Importing this module imports Locust (which monkey-patches the process with
 gevent); :func:`prepare_process` initialises gRPC's gevent integration, which must
 happen before any gRPC channel exists; :func:`make_client`, the one place
 channels are made, makes sure it ran. Each user owns its own :class:`tritonstack.client.Client`
-(gRPC channels are not shared across greenlets), created in ``on_start``.
+(gRPC channels are not shared across greenlets), created in ``on_start``. A host
+that is an ``http://`` or ``https://`` URL is the gateway: the user then owns a
+:class:`tritonstack.loadtest.gateway_client.GatewayClient` with the same call
+methods, and the same SLO file, samples, verdict and report apply.
 
 Every request fires Locust's ``request`` event with the latency as a float in
 ms and, in ``context``, the exact latency in µs: Locust's own statistics round
@@ -146,8 +149,17 @@ def _texts(path: str | None) -> tuple[str, ...]:
 
 
 def make_client(host: str, settings: UserSettings) -> Any:
-    """The SDK client one user (or the pre-flight check) talks through."""
+    """The client one user (or the pre-flight check) talks through: the SDK's for Triton's gRPC endpoint,
+    a :class:`GatewayClient` for the gateway's URL (``http://HOST:PORT``)."""
     prepare_process()
+    from tritonstack.loadtest.gateway_client import GatewayClient, is_gateway_url
+
+    if is_gateway_url(host):
+        gateway = GatewayClient(
+            host, model=settings.model, timeout_s=settings.timeout_s, connect_timeout_s=settings.connect_timeout_s
+        )
+        _CLIENTS.add(gateway)
+        return gateway
     from tritonstack.client import Client, Timeouts
 
     client = Client(
@@ -201,6 +213,13 @@ def user_call(client: Any, settings: UserSettings) -> Callable[[Sequence[str]], 
     (the call then returns a ``Routed`` result, whose release ``timed`` records)."""
     if settings.baseline is None or settings.candidate is None:
         return client_call(client, settings.task)
+    if getattr(client, "protocol", "grpc") != "grpc":
+        from tritonstack.client import ConfigurationError
+
+        raise ConfigurationError(
+            "a client-side split between releases needs the SDK's gRPC path",
+            hint="the gateway splits releases itself (releases: in its config, docs/gateway.md)",
+        )
     from tritonstack.client import TrafficSplit
 
     split = TrafficSplit(settings.model, settings.baseline, settings.candidate, settings.candidate_weight)
@@ -278,7 +297,7 @@ class TritonStackUser(User):
             latency_ns = time.perf_counter_ns() - started_ns
             self.drain.in_flight -= 1
         self.environment.events.request.fire(
-            request_type="grpc",
+            request_type=getattr(self.client, "protocol", "grpc"),
             name=name,
             response_time=latency_ns / 1e6,
             response_length=len(texts),

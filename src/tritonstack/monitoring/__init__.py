@@ -22,6 +22,7 @@ from tritonstack.monitoring.dashboards import (
 )
 from tritonstack.monitoring.errors import MonitoringError
 from tritonstack.monitoring.local import (
+    GATEWAY_JOB,
     LOADTEST_JOB,
     TRITON_JOB,
     LocalPrometheus,
@@ -30,6 +31,7 @@ from tritonstack.monitoring.local import (
 )
 
 __all__ = [
+    "GATEWAY_JOB",
     "GPU_ONLY_MARKER",
     "LOADTEST_JOB",
     "TRITON_JOB",

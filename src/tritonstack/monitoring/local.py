@@ -1,7 +1,7 @@
 """Run Prometheus locally against the embedded Triton server, without Docker.
 
 ``monitoring/prometheus/prometheus.yml`` is written for docker-compose (targets
-``triton:8002`` and ``loadtest:9646``). :func:`render_config` turns it into a
+``triton:8002``, ``gateway:8080`` and ``loadtest:9646``). :func:`render_config` turns it into a
 config for loopback targets, with the rule files as absolute paths, and
 :class:`LocalPrometheus` starts the ``prometheus`` binary (Debian package
 ``prometheus``) on a loopback port with its own storage directory.
@@ -27,6 +27,7 @@ from tritonstack.monitoring.errors import MonitoringError
 
 TRITON_JOB = "triton"
 LOADTEST_JOB = "tritonstack-loadtest"
+GATEWAY_JOB = "tritonstack-gateway"
 DEFAULT_PROMETHEUS_PORT = 9090
 
 _PROMETHEUS_CONFIG = Path("prometheus") / "prometheus.yml"
@@ -70,6 +71,7 @@ def render_config(
     *,
     triton_targets: Sequence[str],
     loadtest_targets: Sequence[str] = (),
+    gateway_targets: Sequence[str] = (),
     scrape_interval_s: float | None = None,
     evaluation_interval_s: float | None = None,
 ) -> dict[str, Any]:
@@ -83,7 +85,11 @@ def render_config(
     config_path = monitoring_dir / _PROMETHEUS_CONFIG
     config = _load_yaml(config_path)
     config["rule_files"] = [str((config_path.parent / pattern).resolve()) for pattern in config.get("rule_files", [])]
-    targets = {TRITON_JOB: list(triton_targets), LOADTEST_JOB: list(loadtest_targets)}
+    targets = {
+        TRITON_JOB: list(triton_targets),
+        LOADTEST_JOB: list(loadtest_targets),
+        GATEWAY_JOB: list(gateway_targets),
+    }
     jobs = []
     for job in config.get("scrape_configs", []):
         name = job["job_name"]
