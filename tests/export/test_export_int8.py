@@ -103,18 +103,28 @@ def test_the_ranking_is_deterministic_for_a_seed_and_each_step_is_conditional_on
 
 def test_the_greedy_walk_stops_at_the_first_passing_mix(tiny: Any, tmp_path: Path) -> None:
     export, calibration = tiny
-    judged: list[tuple[str, ...]] = []
+    judged: list[tuple[tuple[str, ...], bool]] = []
 
-    def judge(candidate: Candidate) -> None:  # the gate split's verdict, staged: the third mix passes
-        judged.append(candidate.fp32_nodes)
-        value = 0.995 if len(candidate.fp32_nodes) == 2 else 0.95
-        candidate.parity = Parity("min_cosine", value, 0.99, {})
+    def judge(candidate: Candidate) -> None:  # the gate split's verdict, staged: the third mix passes...
+        assert candidate.recipe is not None
+        judged.append((candidate.fp32_nodes, candidate.recipe.per_token))
+        # ...and per token (finer scales), already the second
+        passes = len(candidate.fp32_nodes) == 2 or (candidate.recipe.per_token and len(candidate.fp32_nodes) == 1)
+        candidate.parity = Parity("min_cosine", 0.995 if passes else 0.95, 0.99, {})
 
     candidates, sensitivity = search_mixes(export, calibration, Gate(0.99), tmp_path, judge, cache_root=tmp_path)
-    assert [len(nodes) for nodes in judged] == [0, 1, 2]
-    assert [c.passed for c in candidates] == [False, False, True]
-    assert all(c.path is not None and c.path.is_file() and c.max_rows_per_call == 1 for c in candidates)
-    assert [s.fp32_nodes for s in sensitivity.steps] == judged
+    per_call = [nodes for nodes, per_token in judged if not per_token]
+    assert [len(nodes) for nodes in per_call] == [0, 1, 2]
+    # each mix also per token, until one passes: one with more fp32 MatMuls would only be slower
+    assert [len(nodes) for nodes, per_token in judged if per_token] == [0, 1]
+    per_call_candidates = [c for c in candidates if c.recipe and not c.recipe.per_token]
+    assert [c.passed for c in per_call_candidates] == [False, False, True]
+    assert all(c.path is not None and c.path.is_file() and c.max_rows_per_call == 1 for c in per_call_candidates)
+    per_token_candidates = [c for c in candidates if c.recipe and c.recipe.per_token]
+    assert [c.passed for c in per_token_candidates] == [False, True]
+    assert all(c.path is not None and c.path.is_file() and c.max_rows_per_call == 0 for c in per_token_candidates)
+    assert [c.name for c in per_token_candidates] == [c.name + "_per_token" for c in per_call_candidates[:2]]
+    assert [s.fp32_nodes for s in sensitivity.steps] == per_call
     (cached,) = (tmp_path / "export").glob("*.json")
     assert len(json.loads(cached.read_text())["steps"]) == 3  # nothing measured beyond the first pass
 
@@ -142,7 +152,9 @@ def test_a_gate_no_mix_can_pass_is_refused_with_the_numbers(tiny: Any, tmp_path:
     walked = min(MAX_FP32_NODES, len(SmoothableGraph(export.onnx_path).nodes)) + 1
     assert len(report.sensitivity.steps) == walked  # walked to the limit, none passed
     mixes = [c for c in report.candidates if c.recipe and c.recipe.smoothing_alpha is not None]
-    assert len(mixes) == walked and not any(c.passed for c in mixes)
+    per_call = [c for c in mixes if c.recipe and not c.recipe.per_token]
+    assert len(per_call) == walked and not any(c.passed for c in mixes)
+    assert len(mixes) == 2 * walked  # each also per token (none passed)
     numbers = {row["name"]: row["value"] for row in error.measured["candidates"]}
     assert set(numbers) == {c.name for c in mixes} and all(0.0 < v < 1.01 for v in numbers.values())
     assert ExportReport.from_json(report.to_json()) == report

@@ -20,9 +20,11 @@ Presets, as named factory methods::
     Recipe.smoothed(alpha, fp32_nodes)     plain graph, outliers smoothed into the weights (strength alpha),
                                            per-channel int8 except ``fp32_nodes``: what the sensitivity
                                            search (``sensitivity.py``) produces; built by ``smoothing.py``
+    Recipe.smoothed(..., per_token=True)   the same mix with one activation scale per token
+                                           (``row_quantize.py``): batch-invariant, so batchable
 
-Every recipe but the blockwise one quantizes activations dynamically with one
-scale per ONNX Runtime call, so a text's output depends on the texts it shares
+Every recipe but the blockwise and the per-token ones quantizes activations
+dynamically with one scale per ONNX Runtime call, so a text's output depends on the texts it shares
 a call with: such a model is gated, timed and served one text per call
 (``Recipe.max_rows_per_call``).
 """
@@ -56,12 +58,13 @@ class Recipe:
     description: str = ""
     smoothing_alpha: float | None = None  # set: a smoothed mix (``smoothing.py``), not ORT's quantizer
     fp32_nodes: tuple[str, ...] = ()  # MatMuls a smoothed mix keeps fp32, in the order the search chose them
+    per_token: bool = False  # a smoothed mix whose activations get one scale per token (``row_quantize.py``)
 
     @property
     def max_rows_per_call(self) -> int:
         """Rows per ONNX Runtime call this model must be run with: 1 where the activation scale spans the
-        call (per-text scales), 0 (no limit) where activations are quantized per block of one row."""
-        return 0 if self.block_size else 1
+        call (per-text scales), 0 (no limit) where activations are quantized per block of one row or per token."""
+        return 0 if self.block_size or self.per_token else 1
 
     @classmethod
     def default(cls) -> Recipe:
@@ -101,16 +104,18 @@ class Recipe:
         )
 
     @classmethod
-    def smoothed(cls, alpha: float, fp32_nodes: tuple[str, ...] = ()) -> Recipe:
+    def smoothed(cls, alpha: float, fp32_nodes: tuple[str, ...] = (), *, per_token: bool = False) -> Recipe:
         kept = f"{len(fp32_nodes)} MatMul{'s' if len(fp32_nodes) != 1 else ''} fp32" if fp32_nodes else "all int8"
         named = f" ({', '.join(short_name(n) for n in fp32_nodes)})" if fp32_nodes else ""
+        scales = "per-channel int8, per-token activation scales" if per_token else "per-channel dynamic int8"
         return cls(
-            f"smoothed_a{alpha:g}" + (f"_fp32x{len(fp32_nodes)}" if fp32_nodes else ""),
+            f"smoothed_a{alpha:g}" + (f"_fp32x{len(fp32_nodes)}" if fp32_nodes else "") + ("_per_token" * per_token),
             fused_graph=False,
             per_channel_weights=True,
-            description=f"smoothed (alpha {alpha:g}), per-channel dynamic int8, {kept}{named}",
+            description=f"smoothed (alpha {alpha:g}), {scales}, {kept}{named}",
             smoothing_alpha=alpha,
             fp32_nodes=tuple(fp32_nodes),
+            per_token=per_token,
         )
 
     @classmethod
@@ -135,6 +140,7 @@ class Recipe:
             "description": self.description,
             "smoothing_alpha": self.smoothing_alpha,
             "fp32_nodes": list(self.fp32_nodes),
+            "per_token": self.per_token,
             "max_rows_per_call": self.max_rows_per_call,
         }
 

@@ -2,7 +2,9 @@
 
 For int8 on CPU the candidates are the ``Recipe`` presets, the smoothed mixes
 of the sensitivity search (``sensitivity.py``: every MatMul int8, then one
-more kept fp32 per step until a mix passes the gate), plus the plain fp32
+more kept fp32 per step until a mix passes the gate), each also with
+per-token activation scales (``row_quantize.py``: batch-invariant, no one-row
+rule) until one such passes, plus the plain fp32
 export as a non-selectable baseline (so the report carries the int8 / fp32
 throughput ratio). For fp32 they are the plain and the optimized graph; for
 fp16 the optimized graph converted to fp16. ``auto`` (the CPU default) puts
@@ -36,10 +38,12 @@ from tritonstack.export.optimize import convert_fp16, optimize_graph
 from tritonstack.export.options import Precision
 from tritonstack.export.parity import Reference, check_parity
 from tritonstack.export.quantize import Recipe, quantize
+from tritonstack.export.row_quantize import rewrite_per_token
 
 if TYPE_CHECKING:
     from tritonstack.export.onnx_export import OnnxExport
     from tritonstack.export.sensitivity import Sensitivity
+    from tritonstack.export.smoothing import SmoothableGraph
 
 CACHE_VERSION = 1  # bump when what the cache holds, or how it is measured, changes
 
@@ -228,21 +232,46 @@ def search_mixes(
     )
     alpha = mixes.choose_alpha()
     candidates: list[Candidate] = []
+    per_token_passed = False
     for step in mixes.walk():
-        recipe = Recipe.smoothed(alpha, step.fp32_nodes)
-        candidate = Candidate(recipe.name, Precision.INT8, recipe.description, recipe=recipe)
-        grow(1)
-        progress(f"building {candidate.name}")
-        started = time.perf_counter()
-        candidate.path = workdir / f"int8_{candidate.name}.onnx"
-        _save(graph.build(mixes.scales(alpha), step.fp32_nodes), candidate.path)
-        candidate.size_bytes = candidate.path.stat().st_size
-        candidate.build_s = time.perf_counter() - started
-        judge(candidate)
+        scales = mixes.scales(alpha)
+        candidate = _build_mix(graph, scales, Recipe.smoothed(alpha, step.fp32_nodes), workdir)
         candidates.append(candidate)
+        # The same mix with per-token scales: batchable, and finer, so it may pass with fewer fp32 MatMuls.
+        # Once one passes, a per-token mix with more fp32 MatMuls would only be slower.
+        per_token = None
+        if not per_token_passed:
+            recipe = Recipe.smoothed(alpha, step.fp32_nodes, per_token=True)
+            per_token = _build_mix(graph, scales, recipe, workdir)
+            candidates.append(per_token)
+        for built in (candidate, per_token):
+            if built is not None:
+                grow(1)
+                progress(f"gating {built.name}")
+                judge(built)
+        per_token_passed = per_token_passed or (per_token is not None and per_token.passed)
         if candidate.passed:
             break
     return candidates, mixes.result()
+
+
+def _build_mix(graph: SmoothableGraph, scales: Any, recipe: Recipe, workdir: Path) -> Candidate:
+    """``recipe``'s smoothed mix of ``graph`` built and saved as a candidate (not gated yet), rewritten per
+    token where the recipe says so; a mix with nothing int8 to rewrite is a failed candidate."""
+    candidate = Candidate(recipe.name, Precision.INT8, recipe.description, recipe=recipe)
+    started = time.perf_counter()
+    model = graph.build(scales, recipe.fp32_nodes)
+    try:
+        if recipe.per_token:
+            model = rewrite_per_token(model)
+    except ValueError as error:
+        candidate.error = str(error)
+        return candidate
+    candidate.path = workdir / f"int8_{candidate.name}.onnx"
+    _save(model, candidate.path)
+    candidate.size_bytes = candidate.path.stat().st_size
+    candidate.build_s = time.perf_counter() - started
+    return candidate
 
 
 def _save(model: Any, path: Path) -> None:
