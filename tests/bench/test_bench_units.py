@@ -153,3 +153,19 @@ def test_the_progress_plan_counts_every_point_the_run_measures() -> None:
     # a reranker's request of 10 rows adds b=10, twice; no baseline, no half load
     reranker = replace(settings, baseline=False, half_load=False)
     assert planned_s(reranker, rows_per_request=10) == (7 + 3 + 2) * 4.0
+
+
+def test_words_sets_the_length_of_the_sweeps_texts(tmp_path: Path) -> None:
+    import argparse
+
+    from tritonstack.commands import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    short = bench.settings_from(parser.parse_args(["--words", "2-10"]), tmp_path, tmp_path)
+    assert (short.min_words, short.max_words) == (2, 10)
+    default = bench.settings_from(parser.parse_args([]), tmp_path, tmp_path)
+    assert (default.min_words, default.max_words) == (5, 120)
+    for wrong in ("10-2", "0-3", "two"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--words", wrong])

@@ -88,6 +88,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report-dir", type=Path, help="where to write (default: reports/bench-<timestamp>)")
     parser.add_argument("--texts", type=int, help="corpus size (default 1024, quick 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the texts and open-loop arrivals")
+    parser.add_argument(
+        "--words",
+        type=_word_range,
+        default=(5, 120),
+        metavar="MIN-MAX",
+        help="words per text of the sweep's corpus, e.g. 2-10 for short search queries (default: 5-120)",
+    )
     parser.add_argument("--batch-sizes", type=positive_ints, help="in-process batch sizes (default 1,8,16,32,64)")
     parser.add_argument("--concurrency", type=positive_ints, help="served concurrency sweep (default 1,4,16,32,64)")
     parser.add_argument("--baseline-concurrency", type=positive_ints, help="PyTorch service sweep (default 1,4,16)")
@@ -203,6 +210,8 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
         settings,
         texts=args.texts or settings.texts,
         seed=args.seed,
+        min_words=args.words[0],
+        max_words=args.words[1],
         batch_sizes=args.batch_sizes or settings.batch_sizes,
         concurrencies=args.concurrency or settings.concurrencies,
         baseline_concurrencies=args.baseline_concurrency or settings.baseline_concurrencies,
@@ -214,6 +223,18 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
         price_per_hour_usd=args.price_per_hour,
         profile=args.profile,
     )
+
+
+def _word_range(text: str) -> tuple[int, int]:
+    """``"2-10"`` -> (2, 10): the words per text of the sweep's corpus."""
+    low, sep, high = text.partition("-")
+    try:
+        words = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN-MAX words, e.g. 2-10") from None
+    if not 1 <= words[0] <= words[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= MIN <= MAX")
+    return words
 
 
 def _ensure_model(
