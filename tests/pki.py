@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tritonstack.server.flags import GrpcTLS
+
 
 def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
@@ -64,3 +66,17 @@ def issue(directory: Path, stem: str, ca: tuple[ec.EllipticCurvePrivateKey, x509
             critical=False,
         )
     _write(directory, stem, key, builder.sign(ca_key, hashes.SHA256()))
+
+
+def mutual_tls(directory: Path) -> GrpcTLS:
+    """In ``directory``: a CA (ca.crt), a server certificate for localhost/127.0.0.1 (server.crt, .key) and a
+    client certificate (client.crt, .key) from it; Triton's flags for gRPC with mutual TLS on those files (the
+    flags compose and Kubernetes pass, flags.DEPLOYMENT_TLS, with the test's files)."""
+    ca = make_ca(directory, "ca")
+    issue(directory, "server", ca, server=True)
+    issue(directory, "client", ca, server=False)
+    return GrpcTLS(
+        server_cert=str(directory / "server.crt"),
+        server_key=str(directory / "server.key"),
+        client_ca=str(directory / "ca.crt"),
+    )

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from pki import issue, make_ca
+from pki import issue, make_ca, mutual_tls
 from tritonstack.client import AsyncClient, Client, RetryPolicy, ServerUnavailableError, Timeouts, TLSConfig
 from tritonstack.server import EmbeddedServer
-from tritonstack.server.flags import GrpcTLS
 
 pytestmark = pytest.mark.integration
 
@@ -21,15 +20,9 @@ pytestmark = pytest.mark.integration
 def tls_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """Triton with mutual TLS on gRPC: a server certificate from one CA, client certificates from it too."""
     pki = tmp_path_factory.mktemp("pki")
-    ca = make_ca(pki, "ca")
-    issue(pki, "server", ca, server=True)
-    issue(pki, "client", ca, server=False)
+    tls = mutual_tls(pki)
     stranger_ca = make_ca(pki, "stranger")
     issue(pki, "stranger-client", stranger_ca, server=False)
-    # The flags compose and Kubernetes pass (flags.DEPLOYMENT_TLS), with this test's files.
-    tls = GrpcTLS(
-        server_cert=str(pki / "server.crt"), server_key=str(pki / "server.key"), client_ca=str(pki / "ca.crt")
-    )
     with EmbeddedServer(tiny_repository, extra_args=tls.args()) as server:
         yield server, pki
 

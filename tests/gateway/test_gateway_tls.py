@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from gateway_process import EMBEDDER, get, post, start_gateway
 
-from pki import issue, make_ca
+from pki import mutual_tls
 from tritonstack.client import Client, TLSConfig
 from tritonstack.server import EmbeddedServer
-from tritonstack.server.flags import GrpcTLS
 
 pytestmark = pytest.mark.integration
 
@@ -23,12 +22,7 @@ pytestmark = pytest.mark.integration
 def tls_triton(gateway_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """The gateway's repository served by a Triton that speaks gRPC only with mutual TLS (flags.GrpcTLS)."""
     pki = tmp_path_factory.mktemp("gateway-pki")
-    ca = make_ca(pki, "ca")
-    issue(pki, "server", ca, server=True)
-    issue(pki, "client", ca, server=False)
-    tls = GrpcTLS(
-        server_cert=str(pki / "server.crt"), server_key=str(pki / "server.key"), client_ca=str(pki / "ca.crt")
-    )
+    tls = mutual_tls(pki)
     with EmbeddedServer(gateway_repository, extra_args=tls.args()) as server:
         yield server, pki
 
