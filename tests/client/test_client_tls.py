@@ -3,92 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pki import issue, make_ca, mutual_tls
 from tritonstack.client import AsyncClient, Client, RetryPolicy, ServerUnavailableError, Timeouts, TLSConfig
 from tritonstack.server import EmbeddedServer
-from tritonstack.server.flags import GrpcTLS
 
 pytestmark = pytest.mark.integration
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _write(directory: Path, stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
-    (directory / f"{stem}.key").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    (directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def make_ca(directory: Path, stem: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(f"{stem} test CA"))
-        .issuer_name(_name(f"{stem} test CA"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    _write(directory, stem, key, cert)
-    return key, cert
-
-
-def issue(directory: Path, stem: str, ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate], *, server: bool) -> None:
-    ca_key, ca_cert = ca
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost" if server else "tritonstack-test-client"))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-            critical=False,
-        )
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    _write(directory, stem, key, builder.sign(ca_key, hashes.SHA256()))
 
 
 @pytest.fixture(scope="module")
 def tls_server(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """Triton with mutual TLS on gRPC: a server certificate from one CA, client certificates from it too."""
     pki = tmp_path_factory.mktemp("pki")
-    ca = make_ca(pki, "ca")
-    issue(pki, "server", ca, server=True)
-    issue(pki, "client", ca, server=False)
+    tls = mutual_tls(pki)
     stranger_ca = make_ca(pki, "stranger")
     issue(pki, "stranger-client", stranger_ca, server=False)
-    # The flags compose and Kubernetes pass (flags.DEPLOYMENT_TLS), with this test's files.
-    tls = GrpcTLS(
-        server_cert=str(pki / "server.crt"), server_key=str(pki / "server.key"), client_ca=str(pki / "ca.crt")
-    )
     with EmbeddedServer(tiny_repository, extra_args=tls.args()) as server:
         yield server, pki
 

@@ -41,6 +41,7 @@ SECRETS = (
     "TRITONSTACK_ADMIN_KEY", "TRITONSTACK_REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "TRITONSTACK_GATEWAY_API_KEY",
 )  # fmt: skip
 TLS_DIR_VARIABLE = "TRITONSTACK_TLS_DIR"
+GATEWAY_TLS_DIR_VARIABLE = "TRITONSTACK_GATEWAY_TLS_DIR"  # the gateway's gRPC client identity
 # One per image compose pulls or builds FROM: each can be pinned by digest in .env.
 IMAGE_VARIABLES = ("TRITON_IMAGE", "REDIS_IMAGE", "PROMETHEUS_IMAGE", "GRAFANA_IMAGE", "PYTHON_IMAGE")
 
@@ -332,7 +333,7 @@ def test_locust_runs_the_repository_locustfile(compose) -> None:
 
 
 def tls_env() -> dict[str, str]:
-    return {**filled_env(), TLS_DIR_VARIABLE: "/etc/ssl/tritonstack"}
+    return {**filled_env(), TLS_DIR_VARIABLE: "/etc/ssl/tritonstack", GATEWAY_TLS_DIR_VARIABLE: "/etc/ssl/gateway"}
 
 
 def test_tls_override_matches_the_schema_alone_and_merged(compose, compose_tls, validator) -> None:

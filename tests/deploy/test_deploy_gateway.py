@@ -16,7 +16,17 @@ from typing import Any
 
 import pytest
 import yaml
-from test_deploy_compose import COMPOSE, LOCUST_DOCKERFILE, filled_env, interpolate
+from test_deploy_compose import (
+    COMPOSE,
+    COMPOSE_TLS,
+    GATEWAY_TLS_DIR_VARIABLE,
+    LOCUST_DOCKERFILE,
+    InterpolationError,
+    filled_env,
+    interpolate,
+    merge,
+    tls_env,
+)
 from test_deploy_k8s import (
     CLIENT_NAMESPACE_LABEL,
     K8S,
@@ -33,6 +43,7 @@ from tritonstack.server import flags
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "tritonstack-gateway"
 API_KEY_SECRET = "tritonstack-gateway"
+TLS_SECRET = "tritonstack-gateway-grpc-tls"  # its gRPC client identity in overlays/grpc-tls
 PORT = 8080
 
 HOME = {"kubernetes.io/metadata.name": "tritonstack"}
@@ -48,6 +59,11 @@ DNS = {"k8s-app": "kube-dns"}
 @pytest.fixture(scope="module")
 def stack() -> list[dict[str, Any]]:
     return kustomize_build(K8S)
+
+
+@pytest.fixture(scope="module")
+def tls_stack() -> list[dict[str, Any]]:
+    return kustomize_build(K8S / "overlays" / "grpc-tls")
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +85,46 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def test_the_stack_applies_the_gateway_and_the_tls_overlay_leaves_it_out(stack) -> None:
-    kinds = {(o["kind"], o["metadata"]["name"]) for o in stack if o["metadata"]["name"] == NAME}
-    assert kinds == {
-        ("Deployment", NAME), ("Service", NAME), ("HorizontalPodAutoscaler", NAME),
-        ("PodDisruptionBudget", NAME), ("ServiceMonitor", NAME), ("NetworkPolicy", NAME),
-    }  # fmt: skip
-    assert all(o["metadata"]["namespace"] == "tritonstack" for o in stack if o["metadata"]["name"] == NAME)
-    assert not [o for o in kustomize_build(K8S / "overlays" / "grpc-tls") if o["metadata"]["name"] == NAME]
+def test_the_stack_and_the_tls_overlay_apply_the_gateway(stack, tls_stack) -> None:
+    for objects in (stack, tls_stack):
+        kinds = {(o["kind"], o["metadata"]["name"]) for o in objects if o["metadata"]["name"] == NAME}
+        assert kinds == {
+            ("Deployment", NAME), ("Service", NAME), ("HorizontalPodAutoscaler", NAME),
+            ("PodDisruptionBudget", NAME), ("ServiceMonitor", NAME), ("NetworkPolicy", NAME),
+        }  # fmt: skip
+        assert all(o["metadata"]["namespace"] == "tritonstack" for o in objects if o["metadata"]["name"] == NAME)
+
+
+def test_with_grpc_tls_the_gateway_presents_a_client_certificate_from_a_secret(gateway, tls_stack) -> None:
+    """overlays/grpc-tls: Triton takes gRPC with mutual TLS only, so the gateway gets the CA that signed Triton's
+    certificate and a client certificate, as files of a Secret, through its TLS options; nothing else changes."""
+    tls_gateway = _find(tls_stack, "Deployment", NAME)
+    spec, plain_spec = _spec(tls_gateway), _spec(gateway)
+    (container,), (plain_container,) = spec["containers"], plain_spec["containers"]
+    args, plain_args = _parse(container["args"][1:]), _parse(plain_container["args"][1:])
+    tls_options = {"root_cert", "client_cert", "client_key"}
+    assert {k: v for k, v in vars(args).items() if k not in tls_options} == {
+        k: v for k, v in vars(plain_args).items() if k not in tls_options
+    }
+    assert all(getattr(plain_args, option) is None for option in tls_options)
+    (triton,) = args.triton
+    assert triton.split(":")[0] == "triton" and args.server_hostname is None, "Triton's certificate names `triton`"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    files = {}
+    for mount in container["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if secret and secret["secretName"] == TLS_SECRET:
+            assert mount["readOnly"] is True and secret["defaultMode"] == 0o440
+            files |= {f"{mount['mountPath']}/{item['path']}": item["key"] for item in secret["items"]}
+    assert files == {str(args.root_cert): "ca.crt", str(args.client_cert): "tls.crt", str(args.client_key): "tls.key"}
+    assert spec["securityContext"]["fsGroup"] == spec["securityContext"]["runAsGroup"], "the group may read it"
+    # the rest of the pod as in the plaintext stack
+    assert [
+        m for m in container["volumeMounts"] if volumes[m["name"]].get("secret", {}).get("secretName") != TLS_SECRET
+    ] == plain_container["volumeMounts"]
+    assert {k: v for k, v in container.items() if k not in {"args", "volumeMounts"}} == {
+        k: v for k, v in plain_container.items() if k not in {"args", "volumeMounts"}
+    }
 
 
 def test_the_gateway_runs_the_gateway_command_against_the_triton_and_redis_services(stack, gateway) -> None:
@@ -283,3 +331,29 @@ def test_compose_runs_the_gateway_unprivileged_with_a_health_check(compose_gatew
     prometheus = yaml.safe_load((ROOT / "monitoring" / "prometheus" / "prometheus.yml").read_text())
     (job,) = (j for j in prometheus["scrape_configs"] if j["job_name"] == NAME)
     assert job["static_configs"] == [{"targets": [f"gateway:{PORT}"]}]
+
+
+def test_compose_tls_gives_the_gateway_a_client_certificate_as_files(compose_gateway) -> None:
+    """docker-compose.tls.yml: the main file's gateway command plus its TLS options, pointing at files of
+    TRITONSTACK_GATEWAY_TLS_DIR mounted as secrets; nothing else of the service changes."""
+    override = yaml.safe_load(COMPOSE_TLS.read_text())
+    with pytest.raises(InterpolationError, match=GATEWAY_TLS_DIR_VARIABLE):
+        interpolate(override, {k: v for k, v in tls_env().items() if k != GATEWAY_TLS_DIR_VARIABLE})
+    merged = interpolate(merge(yaml.safe_load(COMPOSE.read_text()), override), tls_env())
+    service = merged["services"]["gateway"]
+    tls_options = ["--root-cert", "--client-cert", "--client-key"]
+    assert service["command"][: len(compose_gateway["command"])] == compose_gateway["command"]
+    assert [a.split("=")[0] for a in service["command"][len(compose_gateway["command"]) :]] == tls_options
+    args = _parse(service["command"][1:])
+    mounted = {}
+    for secret in service["secrets"]:
+        mounted[secret["target"]] = merged["secrets"][secret["source"]]["file"]
+    directory = tls_env()[GATEWAY_TLS_DIR_VARIABLE]
+    assert mounted == {
+        str(args.root_cert): f"{directory}/ca.crt",
+        str(args.client_cert): f"{directory}/tls.crt",
+        str(args.client_key): f"{directory}/tls.key",
+    }
+    assert {k: v for k, v in service.items() if k not in {"command", "secrets"}} == {
+        k: v for k, v in compose_gateway.items() if k not in {"command", "_configs"}
+    }

@@ -398,17 +398,16 @@ def _by_key(objects: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, An
 
 def test_the_tls_overlay_is_the_stack_with_tls_mounted_from_a_secret(built) -> None:
     plain, tls = _by_key(built["all"]), _by_key(built["overlays/grpc-tls"])
-    # The gateway has no gRPC TLS client flags yet: the overlay leaves it out (deploy/k8s/gateway).
-    gateway = _by_key(built["gateway"])
-    assert gateway.keys() <= plain.keys() and not gateway.keys() & tls.keys()
-    assert plain.keys() - gateway.keys() == tls.keys(), "a drop-in replacement for deploy/k8s, less the gateway"
+    assert plain.keys() == tls.keys(), "a drop-in replacement for deploy/k8s"
     changed = {
         ("Deployment", "triton"),
         ("Service", "triton"),
         ("Service", "triton-headless"),
         ("NetworkPolicy", "triton"),
+        # its gRPC client certificate (tests/deploy/test_deploy_gateway.py)
+        ("Deployment", "tritonstack-gateway"),
     }
-    assert {key for key in tls if plain[key] != tls[key]} == changed
+    assert {key for key in plain if plain[key] != tls[key]} == changed
     spec = _pod_spec(tls[("Deployment", "triton")])
     (container,) = spec["containers"]
     (mount,) = (m for m in container["volumeMounts"] if m["mountPath"] == flags.TLS_DIR)
@@ -451,7 +450,7 @@ def test_with_grpc_tls_plaintext_http_serves_the_probes_alone(built) -> None:
     addresses = [a for a in container["args"] if a.startswith("--http-address=")]
     assert addresses == ["--http-address=127.0.0.1"]
     assert "http" not in {p["name"] for p in container["ports"]}
-    for service in (o for o in objects if o["kind"] == "Service" and o["metadata"]["name"].startswith("triton")):
+    for service in (_find(objects, "Service", name) for name in ("triton", "triton-headless")):  # not the gateway's
         assert [p for p in service["spec"]["ports"] if p["targetPort"] == "http" or p["port"] == flags.HTTP_PORT] == []
     paths = {"startupProbe": "ready", "readinessProbe": "ready", "livenessProbe": "live"}
     for probe, path in paths.items():

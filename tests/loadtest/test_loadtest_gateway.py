@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-import tinymodels
 from serve_process import run_to_completion
 from tritonstack.bench.gateway import GatewayServer
 from tritonstack.loadtest.gateway_client import API_KEY_ENV
@@ -36,16 +34,6 @@ def _slo(tmp_path: Path, model: str, task: str = "") -> Path:
     ]
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture(scope="module")
-def rerank_triton(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Path) -> Iterator[Any]:
-    from tritonstack.server import EmbeddedServer
-
-    repository = tmp_path_factory.mktemp("gateway-rerank") / "model_repository"
-    tinymodels.export_fp32(tiny_reranker_dir, repository, "rerank", layout="fused")
-    with EmbeddedServer(repository) as server:
-        yield server
 
 
 def _gateway(triton: Any, tmp_path: Path) -> GatewayServer:

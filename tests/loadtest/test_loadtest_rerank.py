@@ -4,7 +4,6 @@ payload.documents_per_query documents, against a tiny cross-encoder on the real 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,7 @@ pytestmark = pytest.mark.integration
 DOCUMENTS = 4
 
 
-@pytest.fixture(scope="module")
-def reranker_server(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Path) -> Iterator[Any]:
-    from tritonstack.server import EmbeddedServer
-
-    repository = tmp_path_factory.mktemp("rerank-load") / "model_repository"
-    tinymodels.export_fp32(tiny_reranker_dir, repository, "rerank", layout="fused")
-    with EmbeddedServer(repository) as server:
-        yield server
-
-
-def test_a_ranking_slo_sends_a_query_and_its_documents_per_request(reranker_server: Any, tmp_path: Path) -> None:
+def test_a_ranking_slo_sends_a_query_and_its_documents_per_request(rerank_triton: Any, tmp_path: Path) -> None:
     # the tiny vocabulary spells unknown words letter by letter: texts of its own words, 3 to 120 tokens
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(" ".join(tinymodels.WORDS[i : i + n]) for i in range(0, 60, 5) for n in (3, 40, 120)))
@@ -47,7 +36,7 @@ def test_a_ranking_slo_sends_a_query_and_its_documents_per_request(reranker_serv
         + "\n"
     )
     report = tmp_path / "report"
-    result = _run(_loadtest(reranker_server, slo, report))
+    result = _run(_loadtest(rerank_triton, slo, report))
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((report / "summary.json").read_text())
     measured = summary["summary"]

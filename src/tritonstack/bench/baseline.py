@@ -15,9 +15,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from tritonstack._process import LOOPBACK, ChildProcess, ChildService, free_port, http_ok
+from tritonstack._process import LOOPBACK
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.results import BASELINE, Point, summarize_rounds
+from tritonstack.bench.service import LoopbackHTTPService
 from tritonstack.bench.workload import BenchWorkload
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
@@ -50,8 +51,10 @@ def torch_device(device: str) -> tuple[str, str | None]:
     return "cpu", f"torch {torch.__version__} has no CUDA here (a CPU build?): the PyTorch baseline runs on the CPU"
 
 
-class BaselineService(ChildService):
+class BaselineService(LoopbackHTTPService):
     """``uvicorn`` serving ``baseline_app`` in a child process on loopback; a context manager."""
+
+    name = "the PyTorch baseline"
 
     def __init__(
         self,
@@ -64,26 +67,12 @@ class BaselineService(ChildService):
         task: contract.Task = contract.FEATURE_EXTRACTION,
         max_length: int = 512,
     ) -> None:
+        super().__init__(log_path, ready_timeout_s)
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.torch_device = torch_device
         self.task = task
         self.max_length = max_length
-        self.log_path = log_path
-        self.ready_timeout_s = ready_timeout_s
-        self.port = 0
-        self._child: ChildProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        """The uvicorn process, leader of the service's process group."""
-        if self._child is None or self._child.process is None:
-            raise BenchError("the PyTorch baseline has not been started")
-        return self._child.process.pid
 
     def start(self) -> BaselineService:
         missing = missing_packages()
@@ -91,7 +80,7 @@ class BaselineService(ChildService):
             raise BenchError(
                 f"the PyTorch baseline needs {', '.join(missing)}", hint="pip install 'tritonstack[bench]'"
             )
-        self.port = free_port()
+        port = self._pick_port()
         threads = str(self.threads)
         # OpenMP sizes each thread's team from these, not from torch.set_num_threads in the main thread:
         # without them every FastAPI worker thread would spin up a team per machine core on our pinned cores.
@@ -102,20 +91,11 @@ class BaselineService(ChildService):
         }  # fmt: skip
         command = [
             sys.executable, "-m", "uvicorn", "--factory", "tritonstack.bench.baseline_app:app_from_env",
-            "--host", LOOPBACK, "--port", str(self.port), "--workers", "1",
+            "--host", LOOPBACK, "--port", str(port), "--workers", "1",
             "--log-level", "warning", "--no-access-log",
         ]  # fmt: skip
-        child = self._child = ChildProcess("the PyTorch baseline", command, self.log_path, env=env)
-        child.start(
-            lambda: http_ok(f"{self.url}/health"),
-            self.ready_timeout_s,
-            lambda headline: BenchError(f"{headline}; see {self.log_path}", hint=child.log_tail() or None),
-        )
+        self._launch(command, env)
         return self
-
-    def stop(self) -> None:
-        if self._child is not None:
-            self._child.stop()
 
 
 async def _sweep(

@@ -25,7 +25,6 @@ reranker's answers compare as their scores.
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from tritonstack.bench.errors import BenchError
-from tritonstack.bench.results import SERVED, Point, summarize_rounds
+from tritonstack.bench.results import SERVED, Point, summarize_rounds, write_summary
 from tritonstack.bench.runner import OTHERS_BUSY_WARNING
 from tritonstack.bench.served import serving
 from tritonstack.bench.workload import (
@@ -61,7 +60,6 @@ from tritonstack.repository.config import set_response_cache
 
 Log = Callable[[str], None]
 TARGET_SHARE_OF_LIMIT = 0.85  # 1.7x at a 50 % repeat ratio, where the limit is 2x
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True)
@@ -360,8 +358,6 @@ def table(result: CacheBenchResult) -> str:
 
 
 def write(result: CacheBenchResult, report_dir: Path) -> Path:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / SUMMARY_FILE
-    path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
+    path = write_summary(result.to_dict(), report_dir)
     (report_dir / "report.txt").write_text(table(result) + "\n")
     return path

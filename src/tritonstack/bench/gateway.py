@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack._exceptions import TritonStackError
-from tritonstack._process import LOOPBACK, ChildProcess, ChildService, free_port, http_ok
+from tritonstack._process import LOOPBACK
 from tritonstack.bench.errors import BenchError
+from tritonstack.bench.results import write_summary
+from tritonstack.bench.service import LoopbackHTTPService
 from tritonstack.measure import cpus
 from tritonstack.measure.json_safe import json_safe
 from tritonstack.measure.samples import percentile_ms
@@ -45,46 +47,23 @@ P50_TARGET_MS = 1.0  # gateway p50 - SDK p50 at one caller
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-class GatewayServer(ChildService):
+class GatewayServer(LoopbackHTTPService):
     """``tritonstack gateway --triton URL`` on a free loopback port, ready when ``/health`` answers 200 (Triton
     behind it ready). Auth off (loopback); no cache unless ``extra`` passes ``--redis-url``."""
 
+    name = "the gateway"
+
     def __init__(self, triton_url: str, *, log_path: Path, extra: Sequence[str] = (), startup_timeout_s: float = 60.0):
+        super().__init__(log_path, startup_timeout_s)
         self.triton_url = triton_url
-        self.port = 0
         self.extra = list(extra)
-        self.log_path = log_path
-        self.startup_timeout_s = startup_timeout_s
-        self._child: ChildProcess | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        process = self._child.process if self._child is not None else None
-        if process is None:
-            raise BenchError("the gateway is not running")
-        return process.pid
 
     def start(self) -> GatewayServer:
-        self.port = free_port()
         command = [sys.executable, "-m", "tritonstack", "gateway", "--triton", self.triton_url]
-        command += ["--host", LOOPBACK, "--port", str(self.port), *self.extra]
+        command += ["--host", LOOPBACK, "--port", str(self._pick_port()), *self.extra]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TRITONSTACK_GATEWAY_API_KEYS": ""}
-        child = self._child = ChildProcess("tritonstack gateway", command, self.log_path, env=env, stop_timeout_s=40)
-        child.start(
-            lambda: http_ok(f"{self.url}/health", timeout_s=1.0),
-            self.startup_timeout_s,
-            lambda headline: BenchError(headline, hint=child.log_tail(20) or None),
-        )
+        self._launch(command, env, probe_timeout_s=1.0, stop_timeout_s=40)
         return self
-
-    def stop(self) -> None:
-        child, self._child = self._child, None
-        if child is not None:
-            child.stop()
 
     def cpu_s(self) -> float:
         """The gateway process's user + system CPU seconds so far."""
@@ -243,10 +222,7 @@ def table(result: GatewayBenchResult) -> str:
 
 
 def write(result: GatewayBenchResult, report_dir: Path) -> Path:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / "summary.json"
-    path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_summary(result.to_dict(), report_dir)
 
 
 async def _closed_loop(calls: Sequence[Call], texts: Sequence[str], duration_s: float) -> Round:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from tritonstack._plots import pyplot, save
-from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, VARIANTS, Point
+from tritonstack.bench.results import BASELINE, INPROCESS, SERVED, VARIANTS, Point, write_summary
 from tritonstack.bench.runner import BenchResult
 from tritonstack.bench.summary import gflops
 
-SUMMARY_FILE = "summary.json"
 PLOT_FILE = "latency_vs_throughput.png"
 COLORS = {INPROCESS: "tab:green", SERVED: "tab:blue", BASELINE: "tab:red"}
 TITLES = {
@@ -181,9 +179,7 @@ def plot(result: BenchResult, path: Path) -> Path:
 
 def write(result: BenchResult, summary: dict[str, Any], report_dir: Path) -> dict[str, Path]:
     """Write summary.json, the PNG plot and the table into ``report_dir``; return their paths."""
-    report_dir.mkdir(parents=True, exist_ok=True)
-    summary_path = report_dir / SUMMARY_FILE
-    summary_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    summary_path = write_summary(summary, report_dir)
     table_path = report_dir / "report.txt"
     table_path.write_text(table(result, summary) + "\n")
     return {"summary": summary_path, "plot": plot(result, report_dir / PLOT_FILE), "table": table_path}

@@ -6,10 +6,12 @@ pool the samples of all rounds (more samples make a steadier p99).
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tritonstack.measure.samples import Round, mean_ms, percentile_ms
@@ -108,3 +110,14 @@ def ratio(numerator: Point | None, denominator: Point | None) -> float | None:
     if numerator is None or denominator is None or denominator.throughput_per_s <= 0:
         return None
     return numerator.throughput_per_s / denominator.throughput_per_s
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def write_summary(summary: Mapping[str, Any], report_dir: Path) -> Path:
+    """``report_dir``/summary.json (made if missing), strict JSON: a NaN or infinity fails here, not in a reader."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    path = report_dir / SUMMARY_FILE
+    path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return path

@@ -18,7 +18,6 @@ gate: no ratio fails the command.
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tritonstack.bench.results import write_summary
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.json_safe import json_safe
@@ -191,10 +191,7 @@ def table(result: SdkOverheadResult) -> str:
 
 
 def write(result: SdkOverheadResult, report_dir: Path) -> Path:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    path = report_dir / "summary.json"
-    path.write_text(json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n")
-    return path
+    return write_summary(result.to_dict(), report_dir)
 
 
 def _raw_request() -> list[Any]:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tritonstack.measure.slo import SLOSpecError, parse_duration_s
+
+if TYPE_CHECKING:
+    from tritonstack.client import TLSConfig
 
 CPU_SPLITS = ("pinned", "shared")
 
@@ -69,3 +74,21 @@ def add_cpu_split(parser: argparse.ArgumentParser, *, pinned: str) -> None:
         default="pinned",
         help=f"pinned: {pinned}, load generator on the rest; shared: no pinning",
     )
+
+
+def add_tls(parser: argparse.ArgumentParser) -> None:
+    """The gRPC TLS options of the commands that call Triton (the SDK's ``TLSConfig``); read by :func:`tls_config`."""
+    parser.add_argument("--root-cert", type=Path, help="TLS: PEM root certificate that signed the server's")
+    parser.add_argument("--client-cert", type=Path, help="mutual TLS: PEM client certificate")
+    parser.add_argument("--client-key", type=Path, help="mutual TLS: PEM client key")
+    parser.add_argument("--server-hostname", help="TLS: the name to check in the server's certificate")
+
+
+def tls_config(args: argparse.Namespace) -> TLSConfig | None:
+    """The ``TLSConfig`` the options of :func:`add_tls` ask for; None (plaintext, or what ``grpcs://`` URLs ask
+    for) when no certificate is named."""
+    if not (args.root_cert or args.client_cert or args.client_key):
+        return None
+    from tritonstack.client import TLSConfig
+
+    return TLSConfig(args.root_cert, args.client_cert, args.client_key, args.server_hostname)

@@ -14,6 +14,7 @@ from typing import Any
 
 from tritonstack._exceptions import TritonStackError
 from tritonstack._ports import DEFAULT_GATEWAY_PORT, LOCAL_GRPC_URL, LOOPBACK
+from tritonstack.commands._args import add_tls, tls_config
 
 REDIS_PASSWORD_ENV = "TRITONSTACK_REDIS_PASSWORD"
 GRACEFUL_SHUTDOWN_S = 30  # requests accepted before SIGTERM get this long to finish
@@ -26,8 +27,10 @@ class GatewayStartError(TritonStackError):
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--triton", action="append", default=None, metavar="HOST:PORT",
-        help=f"Triton's gRPC endpoint; repeat for failover (default: {LOCAL_GRPC_URL})",
+        help=f"Triton's gRPC endpoint, host:port or grpcs://host:port (TLS); repeat for failover "
+        f"(default: {LOCAL_GRPC_URL})",
     )  # fmt: skip
+    add_tls(parser)
     parser.add_argument("--host", default=LOOPBACK, help="address to listen on; anything but loopback needs API keys")
     parser.add_argument("--port", type=int, default=DEFAULT_GATEWAY_PORT, help="port (0: pick a free one)")
     parser.add_argument("--config", type=Path, default=None, help="gateway config (YAML: prefixes, truncate, releases)")
@@ -64,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     settings = GatewaySettings(
         triton_urls=tuple(args.triton or [LOCAL_GRPC_URL]),
+        tls=tls_config(args),
         config=config,
         api_keys=keys,
         timeout_s=args.timeout_s,
@@ -71,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         admin_key=os.environ.get(ADMIN_KEY_ENV) or None,
         host=args.host,
     )
+    if settings.tls is not None:
+        settings.tls.credentials()  # read the PEM files now: a wrong path stops the command, not the app's startup
     cache = None
     if args.redis_url:
         from tritonstack.gateway.cache import ResponseCache
@@ -96,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
         app, log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         lifespan="on",
     )  # fmt: skip
+    tls = "mutual TLS" if settings.tls and settings.tls.client_cert else "TLS" if settings.tls else "plaintext"
     ready = f"ready {where} -> Triton {', '.join(settings.triton_urls)}"
-    _serve(uv_config, listener, f"{ready} (auth {'on' if keys else 'off'}, cache {'redis' if cache else 'off'})")
+    state = f"auth {'on' if keys else 'off'}, cache {'redis' if cache else 'off'}, gRPC {tls}"
+    _serve(uv_config, listener, f"{ready} ({state})")
     return 0
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonstack import _ports, _texts
+from tritonstack.commands._args import add_tls, tls_config
 from tritonstack.in_triton import contract
 
 PREVIEW_VALUES = 4
@@ -51,10 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=argparse.SUPPRESS,
         help="connect timeout, in seconds (default: the SDK's Timeouts().connect_s)",
     )
-    parser.add_argument("--root-cert", type=Path, help="TLS: PEM root certificate that signed the server's")
-    parser.add_argument("--client-cert", type=Path, help="mutual TLS: PEM client certificate")
-    parser.add_argument("--client-key", type=Path, help="mutual TLS: PEM client key")
-    parser.add_argument("--server-hostname", help="TLS: the name to check in the server's certificate")
+    add_tls(parser)
     parser.add_argument(
         "--header", action="append", default=[], metavar="KEY=VALUE", help="gRPC metadata sent with each call"
     )
@@ -83,12 +81,10 @@ def parse_headers(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tritonstack.client import UNSET, Client, InvalidInputError, Timeouts, TLSConfig
+    from tritonstack.client import UNSET, Client, InvalidInputError, Timeouts
 
     texts = read_texts(args)
-    tls = None
-    if args.root_cert or args.client_cert or args.client_key:
-        tls = TLSConfig(args.root_cert, args.client_cert, args.client_key, args.server_hostname)
+    tls = tls_config(args)
     urls = args.url or [_ports.LOCAL_GRPC_URL]
     timeouts = Timeouts(call_s=getattr(args, "timeout_s", UNSET), connect_s=getattr(args, "connect_timeout_s", UNSET))
     with Client(

@@ -209,7 +209,7 @@ def create_app(
         from tritonstack.client import AsyncClient
 
         if gateway.client_ is None:
-            gateway.client_ = AsyncClient(list(settings.triton_urls), timeouts=settings.timeout_s)
+            gateway.client_ = AsyncClient(list(settings.triton_urls), timeouts=settings.timeout_s, tls=settings.tls)
         try:
             yield
         finally:

@@ -9,9 +9,9 @@ pipeline's own steps (``_tokenizer``, ``_fused``, ...) are left out.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from tritonstack.client import ClientError
+from tritonstack.client import ClientError, TLSConfig
 from tritonstack.in_triton import contract
 from tritonstack.server import flags
 
@@ -29,7 +29,7 @@ async def candidate_names(gateway: Gateway) -> list[str]:
 
         headers = {flags.GRPC_ADMIN_KEY_HEADER: gateway.settings.admin_key}
         for url in gateway.settings.triton_urls:
-            connection = InferenceServerClient(url)
+            connection = InferenceServerClient(url.split("://", 1)[-1], **_tls_arguments(url, gateway.settings.tls))
             try:
                 index = await connection.get_model_repository_index(headers=headers, client_timeout=2.0)
                 names |= {model.name for model in index.models if model.state == "READY"}
@@ -39,6 +39,16 @@ async def candidate_names(gateway: Gateway) -> list[str]:
             finally:
                 await connection.close()
     return sorted(name for name in names if not name.endswith(STEP_SUFFIXES))
+
+
+def _tls_arguments(url: str, tls: TLSConfig | None) -> dict[str, Any]:
+    """The TLS the gateway's SDK client uses for ``url`` (``tls``; a ``grpcs://`` URL without it: the system's
+    roots), for the raw tritonclient connection that reads the index."""
+    if tls is None and url.startswith("grpcs://"):
+        tls = TLSConfig()
+    if tls is None:
+        return {}
+    return {"creds": tls.credentials(), "channel_args": tls.channel_options() or None}
 
 
 async def list_models(gateway: Gateway) -> list[dict[str, object]]:

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tritonstack._exceptions import TritonStackError
 from tritonstack._ports import LOCAL_GRPC_URL, LOOPBACK
+
+if TYPE_CHECKING:
+    from tritonstack.client import TLSConfig
 
 DEFAULT_GATEWAY_TIMEOUT_S = 10.0
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # 2048 inputs of ~4 KB each; a bigger body is a 413 before parsing
@@ -65,9 +68,11 @@ class GatewayConfig:
 
 @dataclass(frozen=True, slots=True)
 class GatewaySettings:
-    """What ``create_app`` needs: where Triton is, the config, the API keys (empty: auth off) and the limits."""
+    """What ``create_app`` needs: where Triton is (and the TLS to reach it), the config, the API keys (empty:
+    auth off) and the limits."""
 
     triton_urls: tuple[str, ...] = (LOCAL_GRPC_URL,)
+    tls: TLSConfig | None = None  # gRPC TLS to Triton; None: plaintext, or the system's roots for grpcs:// URLs
     config: GatewayConfig = field(default_factory=GatewayConfig)
     api_keys: frozenset[str] = frozenset()
     timeout_s: float = DEFAULT_GATEWAY_TIMEOUT_S
