@@ -15,6 +15,7 @@ ALLOWED = {
     "tritonstack._texts",
     "tritonstack.client",
     "tritonstack.commands",
+    "tritonstack.commands._args",  # the options commands share (infer's TLS flags); imports nothing of tritonstack
     "tritonstack.commands.infer",
     "tritonstack.in_triton",
     "tritonstack.in_triton.contract",

@@ -6,8 +6,6 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonstack.measure.slo import SLOSpecError, parse_duration_s
-
 if TYPE_CHECKING:
     from tritonstack.client import TLSConfig
 
@@ -57,6 +55,10 @@ def non_negative_int(text: str) -> int:
 
 def duration_s(text: str) -> float:
     """``600``, ``90s``, ``12m``, ``1h30m`` -> seconds (the SLO file's duration syntax)."""
+    # imported here: the SDK's own commands (infer, gateway) read this module for add_tls, and the SDK imports
+    # only the contract and the ground floor (tests/client/test_client_imports.py)
+    from tritonstack.measure.slo import SLOSpecError, parse_duration_s
+
     try:
         return parse_duration_s(text)
     except SLOSpecError as error:  # argparse names the flag: keep the reason only
