@@ -64,20 +64,30 @@ def test_a_text_gets_the_same_vector_alone_and_inside_a_mixed_batch(
             cache_dir=None,
         )
     )
-    assert result.report.chosen is not None and result.report.chosen.max_rows_per_call == 1
+    chosen = result.report.chosen
+    assert chosen is not None and chosen.recipe is not None
     encoder_dir = repository / contract.encoder_name("tiny_int8")
     config = parse((encoder_dir / "config.pbtxt").read_text())
-    assert parameter(config, contract.MAX_ROWS_PER_CALL_PARAMETER) == "1"
-
-    # The control: one call over the padded batch gives the text another vector (its activation scale
-    # spans the call), so the equality below is the backend's doing, not a model that cannot differ.
     tokenizer_dir = repository / contract.tokenizer_name("tiny_int8") / "1"
     alone = _in_process(encoder_dir / "1" / "model.onnx", tokenizer_dir, [TEXT])
     batched = _in_process(encoder_dir / "1" / "model.onnx", tokenizer_dir, [NEIGHBOURS[0], TEXT, *NEIGHBOURS[1:]])
-    assert not np.array_equal(alone[0], batched[1])
+    # The race picks the faster passing mix: one with an activation scale per call, or its per-token twin
+    # (export/row_quantize.py), equally fast on a tiny model. Either way a text keeps its vector when batched.
+    if chosen.recipe.per_token:
+        assert chosen.max_rows_per_call == 0 and parameter(config, contract.MAX_ROWS_PER_CALL_PARAMETER) is None
+        np.testing.assert_allclose(batched[1], alone[0], atol=1e-6)  # the graph's doing: scales per token
+    else:
+        assert chosen.max_rows_per_call == 1 and parameter(config, contract.MAX_ROWS_PER_CALL_PARAMETER) == "1"
+        # The control: one call over the padded batch gives the text another vector (its activation scale
+        # spans the call), so the equality below is the backend's doing, not a model that cannot differ.
+        assert not np.array_equal(alone[0], batched[1])
 
     with EmbeddedServer(repository) as server, grpcclient.InferenceServerClient(server.grpc_url) as client:
         served_alone = _embed(client, [TEXT])
         served_mixed = _embed(client, [NEIGHBOURS[0], TEXT, *NEIGHBOURS[1:]])
-    np.testing.assert_array_equal(served_mixed[1], served_alone[0])
-    np.testing.assert_array_equal(served_alone[0], alone[0])  # and it is the text's own one-call vector
+    if chosen.recipe.per_token:  # batched rows: equal up to float summation order
+        np.testing.assert_allclose(served_mixed[1], served_alone[0], atol=1e-6)
+        np.testing.assert_allclose(served_alone[0], alone[0], atol=1e-6)
+    else:
+        np.testing.assert_array_equal(served_mixed[1], served_alone[0])
+        np.testing.assert_array_equal(served_alone[0], alone[0])  # and it is the text's own one-call vector
