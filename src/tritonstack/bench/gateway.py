@@ -44,7 +44,7 @@ Call = Callable[[str], Awaitable[object]]  # one caller's request for one text
 SDK, GATEWAY = "SDK gRPC", "gateway HTTP"
 THROUGHPUT_TARGET = 0.9  # gateway / SDK at each one's best point
 P50_TARGET_MS = 1.0  # gateway p50 - SDK p50 at one caller
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+EMBEDDINGS_PATH = "/v1/embeddings"
 
 
 class GatewayServer(LoopbackHTTPService):
@@ -67,18 +67,17 @@ class GatewayServer(LoopbackHTTPService):
 
     def cpu_s(self) -> float:
         """The gateway process's user + system CPU seconds so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime: fields 14 and 15 of stat
+        return cpus.process_cpu_s(self.pid)
 
 
-class _Connection:
+class HTTPConnection:
     """One keep-alive HTTP/1.1 connection: POST a JSON body, read the whole answer (uvicorn sends its length)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
         self.reader, self.writer, self.host = reader, writer, host
 
     @classmethod
-    async def open(cls, url: str) -> _Connection:
+    async def open(cls, url: str) -> HTTPConnection:
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         return cls(reader, writer, f"{host}:{port}")
@@ -263,17 +262,17 @@ async def _sdk_round(url: str, model: str, concurrency: int, texts: Sequence[str
         return await _closed_loop([call] * concurrency, texts, duration_s)
 
 
-def _post_text(connection: _Connection, bodies: dict[str, bytes], text: str) -> Awaitable[bytes]:
-    return connection.post("/v1/embeddings", bodies[text])
+def _post_text(connection: HTTPConnection, bodies: dict[str, bytes], text: str) -> Awaitable[bytes]:
+    return connection.post(EMBEDDINGS_PATH, bodies[text])
 
 
 async def _gateway_round(
     gateway: GatewayServer, model: str, concurrency: int, texts: Sequence[str], duration_s: float, encoding: str
 ) -> Round:
-    connections = [await _Connection.open(gateway.url) for _ in range(concurrency)]
+    connections = [await HTTPConnection.open(gateway.url) for _ in range(concurrency)]
     bodies = {t: json.dumps({"model": model, "input": [t], "encoding_format": encoding}).encode() for t in texts}
     try:
-        await connections[0].post("/v1/embeddings", bodies[texts[0]])
+        await connections[0].post(EMBEDDINGS_PATH, bodies[texts[0]])
         calls: list[Call] = [functools.partial(_post_text, c, bodies) for c in connections]
         cpu_start = gateway.cpu_s()
         measured = await _closed_loop(calls, texts, duration_s)

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -24,8 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tritonstack._ports import LOOPBACK
-from tritonstack._process import ChildProcess, free_port, http_ok
+from tritonstack.bench.gateway import EMBEDDINGS_PATH, GatewayServer, HTTPConnection
 from tritonstack.bench.texts import make_texts
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop
@@ -34,55 +32,6 @@ from tritonstack.measure.samples import percentile_ms
 QUERIES = ("what is the capital of france", "cheap flights to tokyo", "how do i reset my password",
            "best pizza near me", "symptoms of the flu", "python sort a list", "weather tomorrow",
            "who wrote hamlet")  # fmt: skip
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat`` fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-class Gateway:
-    """``tritonstack gateway`` on a free loopback port with ``config``, ready when ``/health`` answers 200."""
-
-    def __init__(self, triton_url: str, config: str, workdir: Path, name: str) -> None:
-        self.port = free_port()
-        config_path = workdir / f"{name}.yaml"
-        config_path.write_text(config)
-        command = [sys.executable, "-m", "tritonstack", "gateway", "--triton", triton_url, "--port", str(self.port)]
-        env = {**os.environ, "TRITONSTACK_GATEWAY_API_KEYS": ""}
-        self.child = ChildProcess(f"gateway {name}", [*command, "--config", str(config_path)],
-                                  workdir / f"{name}.log", env=env, stop_timeout_s=40)  # fmt: skip
-        self.child.start(lambda: http_ok(f"{self.url}/health", 1.0), 60.0, RuntimeError)
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.child.process is not None
-        return self.child.process.pid
-
-
-class _Connection:
-    """One keep-alive HTTP/1.1 connection (a minimal client, so the load generator costs little)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-
-    async def post(self, body: bytes) -> None:
-        self.writer.write(
-            b"POST /v1/embeddings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            + f"content-length: {len(body)}\r\n\r\n".encode()
-            + body
-        )
-        status, *headers = (await self.reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-        length = next(int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:"))
-        content = await self.reader.readexactly(length)
-        if status.split()[1] != "200":
-            raise RuntimeError(f"{status}: {content[:200]!r}")
 
 
 @dataclass
@@ -102,7 +51,7 @@ class _GatewayCpu:
         self.pid = pid
 
     async def snapshot(self) -> float:
-        return process_cpu_s(self.pid)
+        return cpus.process_cpu_s(self.pid)
 
     def diff(self, first: float, last: float, elapsed_s: float) -> dict[str, Any]:
         return {"gateway_cpu_s": last - first}
@@ -110,15 +59,14 @@ class _GatewayCpu:
 
 async def _round(url: str, model: str, texts: Sequence[str], concurrency: int, pgid: int, pid: int,
                  args: argparse.Namespace) -> tuple[float, float, float, float]:  # fmt: skip
-    host, port = url.removeprefix("http://").split(":")
-    connections = [_Connection(*await asyncio.open_connection(host, int(port))) for _ in range(concurrency)]
+    connections = [await HTTPConnection.open(url) for _ in range(concurrency)]
     idle = list(connections)
     bodies = [json.dumps({"model": model, "input": text, "encoding_format": "base64"}).encode() for text in texts]
 
     async def send(index: int) -> None:
         connection = idle.pop()
         try:
-            await connection.post(bodies[index])
+            await connection.post(EMBEDDINGS_PATH, bodies[index])
         finally:
             idle.append(connection)
 
@@ -129,7 +77,7 @@ async def _round(url: str, model: str, texts: Sequence[str], concurrency: int, p
         )  # fmt: skip
     finally:
         for connection in connections:
-            connection.writer.close()
+            connection.close()
     if found.errors:
         raise RuntimeError(f"{found.errors} failed calls: {found.first_error}")
     done = max(found.completed, 1)
@@ -177,12 +125,19 @@ def main(argv: Sequence[str] | None = None) -> int:
              "gateway tokenizes": ("gateway", args.ensemble)}  # fmt: skip
     figures: dict[tuple[str, str, int], Figures] = {}
     with EmbeddedServer(args.repository, log_path=workdir / "triton.log") as server:
-        gateways: dict[str, Gateway] = {}
+        configs = {
+            "shipped": "{}",
+            "gateway": f"models:\n  {args.ensemble}: {{tokenize_at: gateway, repository: {args.repository}}}\n",
+        }
+        gateways: dict[str, GatewayServer] = {}
         try:
-            gateways["shipped"] = Gateway(server.grpc_url, "{}", workdir, "shipped")
-            gateways["gateway"] = Gateway(server.grpc_url, (
-                f"models:\n  {args.ensemble}: {{tokenize_at: gateway, repository: {args.repository}}}\n"
-            ), workdir, "gateway")  # fmt: skip
+            for which, config in configs.items():
+                config_path = workdir / f"{which}.yaml"
+                config_path.write_text(config)
+                gateway = GatewayServer(
+                    server.grpc_url, log_path=workdir / f"{which}.log", extra=["--config", str(config_path)]
+                )
+                gateways[which] = gateway.start()
             for alternation in range(args.alternations):
                 for concurrency in concurrencies:
                     for set_name, texts in text_sets.items():
@@ -200,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  alternation {alternation + 1}/{args.alternations} done", flush=True)
         finally:
             for gateway in gateways.values():
-                gateway.child.stop()
+                gateway.stop()
     print(table(figures, concurrencies, list(text_sets), list(paths)))
     print(f"(machine: {os.cpu_count()} cores; medians of {args.alternations} alternations; "
           f"ratios to 'text-in fused' of the same alternation)")  # fmt: skip

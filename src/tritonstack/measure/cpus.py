@@ -114,15 +114,25 @@ def pin_group(pgid: int, cpus: tuple[int, ...]) -> int:
     return moved
 
 
+def _cpu_ticks(pid: int) -> int:
+    """User + system clock ticks of process ``pid`` so far (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far."""
+    return _cpu_ticks(pid) / _CLOCK_TICKS
+
+
 def group_cpu_s(pgid: int) -> float:
     """User + system CPU seconds of every live process in process group ``pgid``."""
     total_ticks = 0
     for pid in _group_pids(pgid):
         try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total_ticks += _cpu_ticks(pid)
         except OSError:
             continue
-        total_ticks += int(fields[11]) + int(fields[12])  # utime, stime
     return total_ticks / _CLOCK_TICKS
 
 
