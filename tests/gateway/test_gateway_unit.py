@@ -8,6 +8,8 @@ import inspect
 import json
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -205,3 +207,11 @@ def test_keys_compare_as_bearer_tokens(tmp_path: Path) -> None:
     assert load_api_keys(path, {}) == {"k1"}
     assert load_api_keys(None, {"TRITONSTACK_GATEWAY_API_KEYS": "a, b,"}) == {"a", "b"}
     assert load_api_keys(None, {}) == frozenset()
+
+
+def test_a_module_of_the_package_does_not_import_the_app() -> None:
+    loaded = "sorted(m for m in ('fastapi', 'tritonstack.gateway.app') if m in sys.modules)"
+    probe = f"import sys, tritonstack.gateway.cache; print({loaded})"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert create_app.__module__ == "tritonstack.gateway.app"  # the package's names still resolve
