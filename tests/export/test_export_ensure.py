@@ -23,6 +23,30 @@ def test_a_valid_model_already_there_is_reused_untouched(
     assert config.stat().st_mtime_ns == before
 
 
+def test_a_reused_model_sized_for_another_server_says_so(
+    tiny_model_dirs: dict[str, Path], tiny_repository: Path
+) -> None:
+    from tritonstack.export.ensure import served_cpu_instances
+
+    served = served_cpu_instances(tiny_repository, "tiny")
+    assert served is not None and served >= 1
+    lines: list[str] = []
+    assert (
+        ensure_exported(tiny_model_dirs["tiny"], tiny_repository, "tiny", cpu_instances=served, log=lines.append)
+        is None
+    )
+    assert len(lines) == 1  # as exported for this server: nothing to say
+    assert (
+        ensure_exported(tiny_model_dirs["tiny"], tiny_repository, "tiny", cpu_instances=served + 1, log=lines.append)
+        is None
+    )
+    assert lines[-1] == (
+        f"  it runs {served} CPU instances, where an export now would write {served + 1} (one per core of the "
+        "server): --reexport to export it for this server"
+    )
+    assert served_cpu_instances(tiny_repository, "no_such_model") is None
+
+
 def test_an_invalid_repository_is_refused_with_the_way_out(
     tiny_model_dirs: dict[str, Path], tiny_repository: Path, tmp_path: Path
 ) -> None:

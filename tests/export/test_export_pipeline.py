@@ -299,3 +299,45 @@ def test_gpus_needs_the_gpu_target(
     assert main(["export", str(tiny_models["bert"]), "--gpus", "0", "--repository", str(repository)]) == 1
     assert "error: --gpus places GPU instances" in capsys.readouterr().err
     assert not repository.exists()
+
+
+def _cpu_instances(repository: Path, step: str) -> list[tuple[int, int]]:
+    return [(g.count, g.kind) for g in parse((repository / step / "config.pbtxt").read_text()).instance_group]
+
+
+def test_cpu_export_writes_one_instance_per_core_it_may_run_on_unless_told(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Default: one encoder (fused step) instance per CPU this process may run on; ``--cpu-instances`` sets
+    it for a server with other cores. Runs the default export pinned to one core, then asks for three."""
+    import os
+
+    from tritonstack.measure import cpus
+
+    command = ["export", str(tiny_models["bert"]), "--precision", "fp32", "--layout", "fused"]
+    one_core = (min(os.sched_getaffinity(0)),)
+    with cpus.pinned(one_core):
+        assert main([*command, "--repository", str(tmp_path / "one")]) == 0, capsys.readouterr().err
+    assert "instances  1 on the CPU, one per core of the server" in capsys.readouterr().out
+    kind_cpu = parse((tmp_path / "one" / "bert_fused" / "config.pbtxt").read_text()).instance_group[0].KIND_CPU
+    for step in ("bert_fused", "bert_encoder"):
+        assert _cpu_instances(tmp_path / "one", step) == [(1, kind_cpu)], step
+
+    assert main([*command, "--repository", str(tmp_path / "three"), "--cpu-instances", "3"]) == 0
+    assert _cpu_instances(tmp_path / "three", "bert_fused") == [(3, kind_cpu)]
+    report = json.loads((tmp_path / "three" / "bert" / "1" / "export_report.json").read_text())
+    assert report["cpu_instances"] == 3
+    check_repository(tmp_path / "three")
+
+
+def test_cpu_instances_is_refused_for_a_gpu_target_and_below_one(
+    tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repository = tmp_path / "repo"
+    command = ["export", str(tiny_models["bert"]), "--repository", str(repository)]
+    assert main([*command, "--target", "gpu", "--cpu-instances", "2"]) == 1
+    assert "error: --cpu-instances sets a CPU target's instances" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main([*command, "--cpu-instances", "0"])
+    assert usage.value.code == 2
+    assert not repository.exists()

@@ -60,11 +60,11 @@ def test_the_step_models_stay_beside_the_fused_step(task: str) -> None:
 
 @pytest.mark.parametrize("task", TASKS)
 def test_the_fused_step_batches_queues_and_runs_as_the_encoder_does(task: str) -> None:
-    configs = fused(task)
+    configs = fused(task, cpu_instances=3)
     step, encoder = configs["demo_fused"], configs["demo_encoder"]
     assert (step.backend, step.platform) == ("python", "")
     assert step.max_batch_size == encoder.max_batch_size == 64
-    assert [(g.count, g.kind) for g in step.instance_group] == [(2, encoder.instance_group[0].KIND_CPU)]
+    assert [(g.count, g.kind) for g in step.instance_group] == [(3, encoder.instance_group[0].KIND_CPU)]
     assert list(step.instance_group) == list(encoder.instance_group)
     batching = step.dynamic_batching
     assert list(batching.preferred_batch_size) == list(encoder.dynamic_batching.preferred_batch_size) == [4]

@@ -24,7 +24,7 @@ from tritonstack.repository.config import (
 from tritonstack.repository.errors import RepositoryError
 from tritonstack.repository.queue_policy import DEFAULT_QUEUE_BUDGET_MS, queue_budget_ms, queue_policy
 from tritonstack.repository.validate import model_config_type
-from tritonstack.repository.writer import ExportedModel, model_configs
+from tritonstack.repository.writer import MAX_CPU_INSTANCES, ExportedModel, cpu_instances_for, model_configs
 
 GOLDEN = Path(__file__).parents[1] / "golden"
 # Regenerate with TRITONSTACK_UPDATE_GOLDEN=1 after an intended change, and review the diff.
@@ -219,3 +219,10 @@ def test_export_help_names_the_queue_defaults(capsys: pytest.CaptureFixture[str]
     text = " ".join(capsys.readouterr().out.split())
     assert "none when omitted or 0" in text
     assert f"{DEFAULT_QUEUE_BUDGET_MS} when omitted" in text
+
+
+@pytest.mark.parametrize(("cores", "instances"), [(1, 1), (2, 2), (8, 8), (64, MAX_CPU_INSTANCES)])
+def test_a_cpu_export_runs_one_encoder_instance_per_server_core_up_to_the_cap(cores: int, instances: int) -> None:
+    model = replace(exported("feature-extraction"), cpu_instances=cpu_instances_for(cores))
+    encoder = next(c for c in model_configs(model) if c.name == "demo_encoder")
+    assert [(g.count, g.kind) for g in encoder.instance_groups] == [(instances, "KIND_CPU")]

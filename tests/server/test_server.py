@@ -254,9 +254,10 @@ def test_a_bad_request_in_a_batch_fails_alone(triton: Any) -> None:
 
 @pytest.fixture(scope="module")
 def one_encoder_instance(tiny_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """``tiny`` with a single encoder instance. The export's two CPU instances (repository/writer.py) take
-    batches in turn, so their rows per execution depend on how the load generator and the server share
-    the machine's cores; one instance shows what the tokenizer's padding lets the batcher merge."""
+    """``tiny`` with a single encoder instance, whatever the repository was written with: several CPU
+    instances (one per server core, repository/writer.py) take batches in turn, so their rows per execution
+    depend on how the load generator and the server share the machine's cores; one instance shows what the
+    tokenizer's padding lets the batcher merge."""
     from tritonstack.repository.config import parse, render_proto
 
     repository = tmp_path_factory.mktemp("one-encoder-instance")

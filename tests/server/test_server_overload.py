@@ -32,7 +32,7 @@ from tritonstack.repository.config import (
     parse,
     render,
 )
-from tritonstack.repository.writer import CPU_ENCODER_INSTANCES
+from tritonstack.repository.writer import cpu_instances_for
 from tritonstack.server import EmbeddedServer
 
 pytestmark = pytest.mark.integration
@@ -58,8 +58,8 @@ SLOW_MODELS = (
     _slow_config("slow", None),
     _slow_config("slow_bounded", QueuePolicy(max_queue_size=1, default_timeout_us=0)),
     _slow_config("slow_timeout", QueuePolicy(max_queue_size=0, default_timeout_us=QUEUE_TIMEOUT_US)),
-    # as the export writes a CPU encoder: a bounded queue, and that many instances
-    _slow_config("slow_as_exported", QueuePolicy(max_queue_size=8, default_timeout_us=0), CPU_ENCODER_INSTANCES),
+    # a CPU encoder exported with --max-queue-size for a 2-core server: a bounded queue, and two instances
+    _slow_config("slow_as_exported", QueuePolicy(max_queue_size=8, default_timeout_us=0), cpu_instances_for(2)),
 )
 
 
@@ -227,12 +227,12 @@ def test_a_call_whose_client_gave_up_is_not_computed(server: EmbeddedServer, slo
     assert abandoned_ns < 0.1 * served_ns, f"abandoned request: {abandoned_ns / 1e6:.0f} ms of compute"
 
 
-def test_with_the_exports_cpu_instances_calls_are_served_while_a_long_execution_runs(
+def test_with_a_second_cpu_instance_calls_are_served_while_a_long_execution_runs(
     server: EmbeddedServer, slow: Slow
 ) -> None:
     """Under a queue policy Triton 2.51 hands a batch only to an instance that waits for one, and nothing
-    wakes its batcher when a busy instance frees up (docs/export.md). The export's answer is a second CPU
-    instance that is waiting while the first executes: this checks that it takes the calls that arrive
+    wakes its batcher when a busy instance frees up (docs/export.md). A second CPU instance (the export writes
+    one per server core) is waiting while the first executes: this checks that it takes the calls that arrive
     meanwhile, one after another. (It does not reproduce the stall itself, which depends on the phase of
     the batcher's 500 ms timer; bench's and tune's half-load points measure that.)"""
     quick = Slow(8, 0).rows(1)  # a few microseconds of work

@@ -238,16 +238,27 @@ def _word_range(text: str) -> tuple[int, int]:
 
 
 def _ensure_model(
-    model_dir: Path, repository: Path, name: str, *, reexport: bool, target: str = "cpu", task: str | None = None
+    model_dir: Path,
+    repository: Path,
+    name: str,
+    *,
+    reexport: bool,
+    target: str = "cpu",
+    task: str | None = None,
+    cpu_split: str = "pinned",
 ) -> str:
     """Make ``repository`` hold ``name`` (reused when valid, else exported for ``target``, as ``task`` where
-    given); say how."""
+    given, a CPU export with one instance per core the bench's server gets under ``cpu_split``); say how."""
     from tritonstack.export.ensure import ensure_exported
+    from tritonstack.measure import cpus
+    from tritonstack.repository.writer import cpu_instances_for
 
     print(f"==> the served model: {name} in {repository}")
+    instances = cpu_instances_for(len(cpus.plan(cpu_split).server)) if target == "cpu" else None
     exported = ensure_exported(
-        model_dir, repository, name, reexport=reexport, target=target, task=task, log=lambda line: print(f"    {line}")
-    )
+        model_dir, repository, name, reexport=reexport, target=target, task=task, cpu_instances=instances,
+        log=lambda line: print(f"    {line}"),
+    )  # fmt: skip
     return f"reused {repository / name}" if exported is None else "exported with tritonstack export"
 
 
@@ -332,8 +343,9 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     settings = settings_from(args, model_dir, report_dir, device)
     note = _ensure_model(
-        model_dir, settings.repository, settings.name, reexport=args.reexport, target=device, task=args.task
-    )
+        model_dir, settings.repository, settings.name, reexport=args.reexport, target=device, task=args.task,
+        cpu_split=args.cpu_split,
+    )  # fmt: skip
     task = _served_task(args, model_dir, settings.repository)
     settings = replace(settings, documents_per_query=_documents_per_query(args, task))
     # after the export (its own progress bar), closed before the report prints

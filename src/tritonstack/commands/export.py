@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tritonstack.commands._args import gpu_ids, non_negative_int
+from tritonstack.commands._args import gpu_ids, non_negative_int, positive_int
 from tritonstack.export.errors import AccuracyGateError, ExportError
 from tritonstack.export.gates import Gate, GateMetric
 from tritonstack.export.options import (
@@ -54,6 +54,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "encoder [-> postprocess] models). Default: the layout the name's releases run; for a new name "
         f"{DEFAULT_LAYOUT['cpu']} on cpu, {DEFAULT_LAYOUT['gpu']} on gpu (docs/export.md); `tritonstack tune` "
         "measures both",
+    )
+    parser.add_argument(
+        "--cpu-instances",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="--target cpu: instances of the encoder (the fused step), each with its share of the server's cores. "
+        "Default: one per core of this machine, at most 8 (each holds a copy of the weights); set the serving "
+        "machine's cores when it differs. More instances than cores take turns; `tritonstack tune` searches it",
     )
     parser.add_argument(
         "--precision",
@@ -138,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
         parity_texts=args.parity_texts,
         response_cache=args.cache,
         layout=args.layout,
+        cpu_instances=args.cpu_instances,
     )
     try:
         result = export_model(options)

@@ -29,6 +29,7 @@ def ensure_exported(
     reexport: bool = False,
     target: str = "cpu",
     task: str | None = None,
+    cpu_instances: int | None = None,
     log: Log = print,
 ) -> ExportResult | None:
     """Make ``repository`` hold the text-in model ``name``; the export's result, ``None`` when reused.
@@ -37,7 +38,9 @@ def ensure_exported(
     ``tritonstack validate`` (``ConfigValidationError`` if not). Otherwise ``model`` (a
     local Hugging Face folder or hub id) is exported with the defaults of
     ``tritonstack export MODEL --name NAME --repository REPOSITORY``: parity-gated, the
-    fastest passing candidate, for ``target`` and ``task`` (``None``: inferred from the model); a
+    fastest passing candidate, for ``target`` and ``task`` (``None``: inferred from the model), with
+    ``cpu_instances`` (``None``: one per core of this machine; a reused model that runs another number is
+    reused, and the log says so); a
     re-export is promoted to the stable release at once,
     so ``name`` serves what was just exported. What happens goes to ``log``, one line per call: the
     equivalent command, then the candidate table and summary that command prints.
@@ -50,12 +53,27 @@ def ensure_exported(
                 error.problems, hint=f"pass --reexport to export {name!r} into {repository} again"
             ) from error
         log(f"{name} is already in {repository}: reusing it (--reexport to export again)")
+        served = served_cpu_instances(repository, name)
+        if target == "cpu" and cpu_instances is not None and served not in (None, cpu_instances):
+            log(
+                f"  it runs {served} CPU instances, where an export now would write {cpu_instances} (one per core "
+                "of the server): --reexport to export it for this server"
+            )
         return None
     flags = ("" if target == "cpu" else f" --target {target}") + (f" --task {task}" if task else "")
+    if cpu_instances is not None:
+        flags += f" --cpu-instances {cpu_instances}"
     log(f"$ tritonstack export {model} --name {name} --repository {repository}{flags}")
     try:
         result = export_model(
-            ExportOptions(model=str(model), name=name, repository=repository, target=target, task=task)
+            ExportOptions(
+                model=str(model),
+                name=name,
+                repository=repository,
+                target=target,
+                task=task,
+                cpu_instances=cpu_instances,
+            )
         )
     except AccuracyGateError as error:
         # The table is the evidence for the refusal, as `tritonstack export` shows it.
@@ -72,6 +90,25 @@ def ensure_exported(
         promote(repository, name)
         log(f"$ tritonstack release promote --model {name} --repository {repository}  (release {releases.candidate})")
     return result
+
+
+def served_cpu_instances(repository: Path, name: str) -> int | None:
+    """The CPU instances of the step that runs text-in model ``name``'s encoder in ``repository`` (the fused
+    step, else the encoder); ``None`` where there is none or its config cannot be read."""
+    from google.protobuf import text_format
+
+    from tritonstack.in_triton import contract
+    from tritonstack.repository.config import CONFIG_FILENAME, parse
+    from tritonstack.repository.layouts import existing_layout
+
+    layout = existing_layout(repository, name)
+    step = contract.fused_name(name) if layout == contract.FUSED_LAYOUT else contract.encoder_name(name)
+    try:
+        config = parse((repository / step / CONFIG_FILENAME).read_text())
+    except (OSError, text_format.ParseError):
+        return None
+    cpu_groups = [g for g in config.instance_group if g.kind != g.KIND_GPU]
+    return sum(max(1, g.count) for g in cpu_groups) if cpu_groups else None
 
 
 def _log_lines(log: Log, text: str) -> None:

@@ -72,6 +72,9 @@ class ExportOptions:
     parity_texts: Path | None = None  # added to the gate split
     response_cache: bool = False  # Triton's response cache on the text-in model (docs/cache.md)
     layout: str | None = None  # repository.contract.LAYOUTS; None: DEFAULT_LAYOUT of the target
+    # cpu target: encoder (or fused step) instances, one per core of the server; None: this machine's cores
+    # (the CPUs this process may run on), at most repository.writer.MAX_CPU_INSTANCES
+    cpu_instances: int | None = None
     recipes: tuple[Recipe, ...] | None = None  # int8 presets in the race; None: every preset
     mixes: bool = True  # int8/auto on cpu: also search smoothed mixes with fp32 islands (sensitivity.py)
     threads: int = 2  # ORT intra-op threads while gating and timing candidates
@@ -85,6 +88,19 @@ def resolve_layout(target: str, layout: str | None, existing: str | None = None)
     release must not switch the stable one's layout unasked: their ensembles share one config); else the
     target's default (``DEFAULT_LAYOUT``)."""
     return layout or existing or DEFAULT_LAYOUT[target]
+
+
+def resolve_cpu_instances(target: str, requested: int | None) -> int:
+    """The encoder's (or fused step's) CPU instances to write: ``requested``; else one per CPU this process may
+    run on (the export runs on the machine that serves, by default), at most ``MAX_CPU_INSTANCES``; 0 for a
+    gpu target (an instance per GPU)."""
+    if target != "cpu":
+        return 0
+    if requested is not None:
+        return requested
+    from tritonstack.repository.writer import cpu_instances_for
+
+    return cpu_instances_for(len(os.sched_getaffinity(0)))
 
 
 def sanitize_name(raw: str) -> str:
@@ -161,6 +177,12 @@ def validate(options: ExportOptions) -> tuple[Precision, str]:
     if problem is not None:
         message, hint = problem
         raise ExportError(message, hint=hint)
+    if options.cpu_instances is not None and options.target != "cpu":
+        raise ExportError(
+            "--cpu-instances sets a CPU target's instances", hint="a gpu target runs one encoder instance per GPU"
+        )
+    if options.cpu_instances is not None and options.cpu_instances < 1:
+        raise ExportError(f"--cpu-instances must be >= 1, got {options.cpu_instances}")
     if options.max_batch_size < 1:
         raise ExportError(f"--max-batch-size must be >= 1, got {options.max_batch_size}")
     if options.max_sequence_length is not None and options.max_sequence_length < 2:

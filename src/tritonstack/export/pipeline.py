@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from tritonstack.export.candidates import Candidate, select
 from tritonstack.export.errors import AccuracyGateError
 from tritonstack.export.gates import Gate
-from tritonstack.export.options import ExportOptions, Precision, resolve_layout, validate
+from tritonstack.export.options import ExportOptions, Precision, resolve_cpu_instances, resolve_layout, validate
 from tritonstack.export.parity import BATCH_SIZE, compute_reference, tokenize_batches
 from tritonstack.export.report import ExportReport, build_report
 from tritonstack.export.search import SplitFeeds, run_search
@@ -68,6 +68,7 @@ def export_model(options: ExportOptions) -> ExportResult:
     started = time.perf_counter()
     precision, name = validate(options)
     layout = resolve_layout(options.target, options.layout, existing_layout(options.repository, name))
+    cpu_instances = resolve_cpu_instances(options.target, options.cpu_instances)
     visible = visible_gpus() if options.target == "gpu" else ()
     gpus = device.resolve_gpus(options.target, options.gpus, visible)
     splits = load_splits(options.parity_texts)
@@ -119,7 +120,7 @@ def export_model(options: ExportOptions) -> ExportResult:
         chosen = select(result.candidates)
         report = build_report(
             options, export, precision, name, result, chosen, splits, gate, rows_per_call, timing,
-            parity_device.describe(), gpus, layout,
+            parity_device.describe(), gpus, layout, cpu_instances,
         )  # fmt: skip
         if chosen is None or chosen.path is None:
             judged = [c.parity.to_dict() | {"name": c.name} for c in result.candidates if c.selectable and c.parity]
@@ -148,6 +149,7 @@ def export_model(options: ExportOptions) -> ExportResult:
             report=report.to_dict(),
             response_cache=options.response_cache,
             layout=layout,
+            cpu_instances=cpu_instances or 1,
         )
         version_dir = write_text_model(options.repository, exported)
         timing["write_s"] = time.perf_counter() - mark

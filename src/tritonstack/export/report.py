@@ -114,6 +114,7 @@ class ExportReport:
     parity_device: str = "CPU via CPUExecutionProvider"  # where the candidates were gated (export/device.py)
     gpus: tuple[int, ...] = ()  # gpu target: the encoder's CUDA devices; (): every GPU of the serving host
     layout: str = ENSEMBLE_LAYOUT  # how the text-in model runs a text (repository/layouts.py)
+    cpu_instances: int = 0  # cpu target: the encoder's (or fused step's) instances; 0: a gpu target, or not recorded
     version: int | None = None  # set once written
     version_dir: Path | None = None
     revision: str | None = None  # the hub commit exported (a hub id's); None: a local directory
@@ -207,6 +208,7 @@ class ExportReport:
             "parity_device": self.parity_device,
             "gpus": list(self.gpus),
             "layout": self.layout,
+            "cpu_instances": self.cpu_instances,
             "calibration_parity": chosen.calibration.to_dict() if chosen and chosen.calibration else None,
             "parity_texts": {
                 "count": self.parity_text_count,
@@ -289,6 +291,7 @@ class ExportReport:
             parity_device=data.get("parity_device", ExportReport.parity_device),
             gpus=tuple(data.get("gpus", ())),
             layout=data.get("layout", ENSEMBLE_LAYOUT),
+            cpu_instances=data.get("cpu_instances", 0),
             version=data.get("version"),
             version_dir=None if version_dir is None else Path(version_dir),
             revision=data.get("revision"),
@@ -313,6 +316,7 @@ def build_report(
     parity_device: str,
     gpus: tuple[int, ...] = (),
     layout: str = ENSEMBLE_LAYOUT,
+    cpu_instances: int = 0,
 ) -> ExportReport:
     """The report of an export that searched ``precision`` and chose ``chosen`` (``None``: nothing passed)."""
     import onnxruntime as ort
@@ -355,6 +359,7 @@ def build_report(
         parity_device=parity_device,
         gpus=gpus,
         layout=layout,
+        cpu_instances=cpu_instances,
     )
 
 
@@ -392,6 +397,11 @@ def summarize(report: ExportReport) -> str:
         gpus = ", ".join(map(str, report.gpus))
         where = f"each of GPU {gpus}" if gpus else "every GPU of the host that serves it (none listed)"
         lines.append(f"instances  one encoder instance on {where}")
+    elif report.cpu_instances:
+        lines.append(
+            f"instances  {report.cpu_instances} on the CPU, one per core of the server "
+            "(--cpu-instances for a server with another number of cores)"
+        )
     lines.append(f"layout     {report.layout}: {LAYOUT_TEXT.get(report.layout, report.layout)}")
     if report.fp32_nodes:
         lines.append(f"fp32 nodes {', '.join(short_name(n) for n in report.fp32_nodes)}")

@@ -125,7 +125,8 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
     fused.parameters[contract.ENCODER_FILE_PARAMETER].string_value = (
         encoder.default_model_filename or contract.DEFAULT_ENCODER_FILE
     )
-    # two instances keep the next batch ready; where they outnumber the cores they take turns (encoder_runner.py)
+    # instances that outnumber the server's cores (tune's candidates, a server given fewer cores than exported
+    # for) take turns on them (encoder_runner.py)
     fused.parameters[contract.CPU_TURNS_PARAMETER].string_value = "1"
     return fused
 

@@ -50,12 +50,22 @@ ENCODER_FILENAME = "model.onnx"
 # burst instead of over 3 s, capacity unchanged (64.6 -> 64.8 calls/s). `tritonstack tune` searches it per
 # machine. A GPU wants the biggest batches: no preference there.
 CPU_ENCODER_BATCH = (4,)
-# Two CPU encoder instances, sharing the cores (the backend gives each half of them unless the config sets
-# intra_op_thread_count). Chosen when every step had a queue policy: Triton 2.51's batcher then formed a batch
-# only while an instance was idle and waiting, and a second instance was nearly always waiting (half-load p99
-# 770-830 ms with one instance, 44 ms with two; docs/export.md). Export writes no queue policy now
-# (queue_policy.py); `tritonstack tune` searches the split.
-CPU_ENCODER_INSTANCES = 2
+# CPU encoder instances (and fused-step instances): one per core of the server, each with its share of the
+# cores (the backend divides them unless the config sets intra_op_thread_count). Two were written while every
+# step had a queue policy, under which Triton 2.51's batcher stalled unless an instance sat idle (docs/export.md);
+# without the policy, two instances on one server core cost throughput and tail: bundled MiniLM int8 on one core
+# of the 2-core VNNI machine, quiet, runs alternated, served / in-process 0.95 and 0.91 with one instance, 0.87
+# and 0.86 with two, c=16 p99 168-174 against 255-282 ms (docs/bench.md). More instances than cores take turns
+# (cpu_turns). Each instance holds a copy of the weights, hence the cap; `tritonstack tune` searches the split.
+MAX_CPU_INSTANCES = 8
+
+
+def cpu_instances_for(cores: int) -> int:
+    """CPU instances of the encoder (or fused step) for a server with ``cores`` cores: one per core, 1 to
+    ``MAX_CPU_INSTANCES``."""
+    return max(1, min(cores, MAX_CPU_INSTANCES))
+
+
 REPORT_FILENAME = "export_report.json"
 
 
@@ -74,6 +84,7 @@ class ExportedModel(ModelSpec):
     target: str = "cpu"
     gpus: tuple[int, ...] = ()  # gpu target: an encoder instance on each of these CUDA devices; (): every GPU
     report: Mapping[str, Any] = field(default_factory=dict)  # export_report.json, in its JSON form
+    cpu_instances: int = 1  # the encoder's on a CPU target (cpu_instances_for the serving machine's cores)
     tokenizer_instances: int = 1
     encoder_threads: int = 0  # per instance; 0: the embedded backend shares the server's CPUs among the instances
     max_queue_delay_us: int = 2000
@@ -123,7 +134,7 @@ def _encoder_config(model: ExportedModel) -> ModelConfig:
             model, max_queue_delay_us=500, preferred_batch_size=() if gpu else CPU_ENCODER_BATCH
         ),
         instance_groups=(
-            InstanceGroup(1, "KIND_GPU", model.gpus) if gpu else InstanceGroup(CPU_ENCODER_INSTANCES, "KIND_CPU"),
+            InstanceGroup(1, "KIND_GPU", model.gpus) if gpu else InstanceGroup(model.cpu_instances, "KIND_CPU"),
         ),
         warmup=(
             Warmup(
