@@ -52,6 +52,7 @@ from tritonstack.measure import cpus
 from tritonstack.measure.json_safe import json_safe
 from tritonstack.measure.load import closed_loop
 from tritonstack.measure.payload import PayloadMix
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.samples import Round
 from tritonstack.measure.slo import DEFAULT_HOT_SET
 from tritonstack.measure.timing import Timing
@@ -211,6 +212,12 @@ def _label(cached: bool) -> str:
     return "local cache" if cached else "no cache"
 
 
+def planned_s(settings: CacheBenchSettings) -> float:
+    """The seconds of measurement both runs plan (their rounds' warm-ups and windows), for the progress line's
+    estimate; the second Triton start and the hot requests sent after each run's load come on top."""
+    return 2 * settings.timing.point_s
+
+
 def _scratch_repository(source: Path, name: str, destination: Path) -> Path:
     """A copy of the text-in model ``name`` and its steps, to switch the cache on and off without touching
     ``source``."""
@@ -235,9 +242,12 @@ def _switch_cache(repository: Path, name: str, *, enable: bool) -> None:
 Measured = list[tuple[Round, CounterDeltas]]
 
 
-async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Measured, list[bytes], int]:
+async def _load(
+    url: str, pgid: int, settings: CacheBenchSettings, label: str, progress: Progress
+) -> tuple[Measured, list[bytes], int]:
     """The rounds of closed-loop load, then every hot request once more: the measured windows, the answers
-    to the hot requests (raw float32 bytes) and how many of them Triton answered from the cache."""
+    to the hot requests (raw float32 bytes) and how many of them Triton answered from the cache. ``label``
+    names the run on the progress line."""
     from tritonstack.client import AsyncClient
 
     name = settings.name
@@ -258,7 +268,9 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
             async def send(_index: int) -> None:  # the mix, not the load generator's corpus index, picks the texts
                 await call(mix.draw().texts)
 
-            for _ in range(settings.timing.rounds):
+            timing = settings.timing
+            for number in range(1, timing.rounds + 1):
+                progress.start(f"{label}, round {number}/{timing.rounds}", timing.warmup_s + timing.duration_s)
                 # One "corpus entry" of no tokens: the mix picks the texts, and GFLOP/s are not this mode's figure.
                 result, extra = await closed_loop(
                     send, [0], settings.concurrency, warmup_s=settings.timing.warmup_s,
@@ -266,6 +278,8 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
                 )  # fmt: skip
                 window = extra["window"] if extra else CounterDeltas(result.elapsed_s, {})
                 measured.append((rows_round(result, settings.rows_per_request), window))
+                progress.measured(f"{measured[-1][0].throughput_per_s:.1f} texts/s ({label})")
+            progress.start(f"{label}: the hot requests once more")
             before = await probe.snapshot()
             answers = [answer_array(settings.task, await call(texts)).tobytes() for texts in mix.hot]
             after = await probe.snapshot()
@@ -274,13 +288,29 @@ async def _load(url: str, pgid: int, settings: CacheBenchSettings) -> tuple[Meas
     return measured, answers, (after[name] - before[name]).cache_hits
 
 
-def _run(settings: CacheBenchSettings, split: cpus.CpuSplit, repository: Path, cached: bool, log: Log) -> CacheRun:
+def _run(
+    settings: CacheBenchSettings,
+    split: cpus.CpuSplit,
+    repository: Path,
+    cached: bool,
+    log: Log,
+    progress: Progress,
+    *,
+    plan: bool = False,
+) -> CacheRun:
+    """One run over a Triton of its own; ``plan``: the first run, which plans both runs' time once Triton is up."""
     _switch_cache(repository, settings.name, enable=cached)
     repeats = f"{settings.repeat_ratio:.0%} repeats of {settings.hot_set}"
     log(f"==> served, {_label(cached)}: c={settings.concurrency}, {repeats}")
     log_path = settings.report_dir / f"triton-{'cache' if cached else 'no-cache'}.log"
+    progress.start(f"starting Triton ({_label(cached)})")
     with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
-        measured, answers, hot_hits = asyncio.run(_load(server.grpc_url, server.pid, settings))
+        if plan:  # a plan in seconds, from here: the first Triton is up
+            progress.plan(planned_s(settings), pace=1.0)
+        measured, answers, hot_hits = asyncio.run(
+            _load(server.grpc_url, server.pid, settings, _label(cached), progress)
+        )
+        progress.start(f"stopping Triton ({_label(cached)})")  # on leaving the block
     rounds = [r for r, _ in measured]
     point = summarize_rounds(
         SERVED, "concurrency", settings.concurrency, rounds, client_cores=len(split.client),
@@ -294,11 +324,17 @@ def _run(settings: CacheBenchSettings, split: cpus.CpuSplit, repository: Path, c
     run = CacheRun(cached, point, text_in, tuple(answers), hot_hits)
     ratio = "n/a" if run.hit_ratio is None else f"{run.hit_ratio:.1%}"
     log(f"    {point.throughput_per_s:8.1f} texts/s, p50 {point.p50_ms:.1f} ms, hit ratio {ratio}")
+    progress.measured(f"{point.throughput_per_s:.1f} texts/s ({run.label}), hit ratio {ratio}")
     return run
 
 
-def run_cache_bench(settings: CacheBenchSettings, *, log: Log = print) -> CacheBenchResult:
-    """Both runs, one after the other, on a scratch copy of the model; nothing printed but progress."""
+def run_cache_bench(
+    settings: CacheBenchSettings, *, log: Log = print, progress: Progress | None = None
+) -> CacheBenchResult:
+    """Both runs, one after the other, on a scratch copy of the model; nothing printed but progress: ``log``
+    the lines, ``progress`` the round being measured (``measure.progress``; ``log`` should step aside for it,
+    ``Progress.write``)."""
+    progress = progress or Progress.off()
     if not 0 <= settings.repeat_ratio <= 1:
         raise BenchError(f"--repeat-ratio must be in [0, 1], got {settings.repeat_ratio}")
     if not (settings.repository / settings.name / "config.pbtxt").is_file():
@@ -308,8 +344,8 @@ def run_cache_bench(settings: CacheBenchSettings, *, log: Log = print) -> CacheB
     log(f"==> cores: {split.describe()}")
     with tempfile.TemporaryDirectory(prefix="tritonstack-cache-bench-") as scratch:
         repository = _scratch_repository(settings.repository, settings.name, Path(scratch))
-        uncached = _run(settings, split, repository, cached=False, log=log)
-        cached = _run(settings, split, repository, cached=True, log=log)
+        uncached = _run(settings, split, repository, cached=False, log=log, progress=progress, plan=True)
+        cached = _run(settings, split, repository, cached=True, log=log, progress=progress)
     return CacheBenchResult(settings, split, uncached, cached)
 
 

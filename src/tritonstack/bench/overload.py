@@ -40,6 +40,7 @@ from tritonstack.client._metrics import ClientMetrics, NoMetrics
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.load import closed_loop
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.samples import percentile_ms
 from tritonstack.measure.triton_stats import TritonStatsProbe, model_view
 
@@ -49,6 +50,9 @@ LATE_GRACE_S = 0.5  # a call may end this long after its deadline (the SDK's own
 GOODPUT_TARGET = 0.8
 RECOVERY_TARGET_S = 1.0
 RECOVERED_SHARE = 0.9
+SHED = ("OverloadedError", "ResourceExhaustedError")  # the SDK's errors of a call refused as overload
+CAPACITY_WARMUP_S = 1.0  # the capacity phase's closed loop warms up this long before its window
+SINGLE_CALLS = 30  # sequential calls before the capacity phase; the first 5 warm up, the rest give normal latency
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ class OverloadResult:
 
     @property
     def shed_ratio(self) -> float:
-        shed = self.outcomes["OverloadedError"] + self.outcomes["ResourceExhaustedError"]
+        shed = sum(self.outcomes[name] for name in SHED)
         return shed / max(1, len(self.calls))
 
     @property
@@ -132,6 +136,20 @@ class OverloadResult:
         return None
 
 
+def planned_s(capacity_s: float, burst_s: float, recovery_window_s: float) -> float:
+    """The seconds the phases take by their settings (capacity's warm-up and window, the burst, the probes),
+    for the progress line's estimate; the single calls before them and the wait for the burst's last answers
+    come on top."""
+    return CAPACITY_WARMUP_S + capacity_s + burst_s + recovery_window_s
+
+
+def answered(calls: Sequence[Call]) -> str:
+    """The burst's answers so far, for the progress line: ``812 answered: 640 ok, 172 shed``."""
+    outcomes = Counter(c.outcome for c in list(calls))  # a copy: the event loop appends while a refresh reads
+    shed = sum(outcomes[name] for name in SHED)
+    return f"{sum(outcomes.values())} answered: {outcomes['ok']} ok, {shed} shed"
+
+
 def _percentile_ms(latencies_s: Sequence[float], percentile: float) -> float:
     """``samples.percentile_ms`` of latencies in seconds; NaN without any (the report prints it as such)."""
     value = percentile_ms([x * 1e6 for x in latencies_s], percentile)
@@ -154,7 +172,7 @@ async def _one(
 
 async def _measure(
     url: str, model: str, workload: BenchWorkload, result: OverloadResult, concurrency: int, capacity_s: float,
-    probe_every_s: float, recovery_window_s: float, log: Log,
+    probe_every_s: float, recovery_window_s: float, log: Log, progress: Progress,
 ) -> None:  # fmt: skip
     from tritonstack.client import AsyncClient
 
@@ -165,14 +183,20 @@ async def _measure(
         async def send(index: int) -> None:
             await call(index % len(workload))
 
+        # a plan in seconds, from here: Triton is up; the single calls take a moment and no planned time
+        progress.plan(planned_s(capacity_s, result.burst_s, recovery_window_s), pace=1.0)
+        progress.start("overload: single calls (normal latency)")
         singles = []
-        for index in range(30):
+        for index in range(SINGLE_CALLS):
             started = time.perf_counter()
             await send(index)
             singles.append(time.perf_counter() - started)
         result.normal_p50_ms = _percentile_ms(singles[5:], 50)
         result.normal_p99_ms = _percentile_ms(singles[5:], 99)
-        round_, _ = await closed_loop(send, [1] * len(workload), concurrency, warmup_s=1.0, duration_s=capacity_s)
+        progress.start(f"overload: capacity at {concurrency} callers", CAPACITY_WARMUP_S + capacity_s)
+        round_, _ = await closed_loop(
+            send, [1] * len(workload), concurrency, warmup_s=CAPACITY_WARMUP_S, duration_s=capacity_s
+        )
         result.capacity_rps = round_.completed / round_.elapsed_s
         if result.capacity_rps <= 0:
             raise BenchError(f"no call succeeded while measuring capacity: {round_.first_error}")
@@ -180,10 +204,13 @@ async def _measure(
             f"    capacity {result.capacity_rps:.1f} calls/s at {concurrency} callers; single calls p50 "
             f"{result.normal_p50_ms:.1f} ms, p99 {result.normal_p99_ms:.1f} ms"
         )
+        progress.measured(f"capacity {result.capacity_rps:.1f} calls/s")
         log(f"    burst: {result.rate_rps:.0f} calls/s ({result.multiple:g}x) for {result.burst_s:g} s")
         stats = TritonStatsProbe(url, [contract.fused_name(model), model])
         before = await stats.snapshot()
         tasks = []
+        progress.start(f"overload: burst at {result.rate_rps:.0f} calls/s ({result.multiple:g}x)", result.burst_s)
+        progress.probe = lambda: answered(result.calls)  # the burst's answers as they come, at each refresh
         origin = time.perf_counter()
         interval = 1 / result.rate_rps
         for index in itertools.count():
@@ -195,13 +222,16 @@ async def _measure(
         burst_end = origin + result.burst_s
         probes: list[Call] = []
         probe_tasks = []
+        progress.start("overload: recovery probes", recovery_window_s)
         for index in itertools.count():
             sent = burst_end + index * probe_every_s
             if sent > burst_end + recovery_window_s:
                 break
             await asyncio.sleep(max(0.0, sent - time.perf_counter()))
             probe_tasks.append(asyncio.ensure_future(_one(send, index, sent, burst_end, probes)))
+        progress.start("overload: waiting for the burst's last answers")
         await asyncio.gather(*tasks, *probe_tasks)
+        progress.probe = None
         # what the served step did over the burst: its requests' queue and compute (the CPU turn's wait counts as
         # compute), the batch size, how busy; the fused step where the export has one, else NAME
         after = await stats.snapshot()
@@ -209,6 +239,8 @@ async def _measure(
         step = next(m for m in stats.models if (after[m] - before[m]).requests or m == model)
         result.server = {"model": step, **model_view(after[step] - before[step], time.perf_counter() - origin)}
         result.probes = sorted((p.sent_s, p.latency_s if p.outcome == "ok" else float("inf")) for p in probes)
+        recovery = "not recovered" if result.recovery_s is None else f"recovered in {1000 * result.recovery_s:.0f} ms"
+        progress.measured(f"goodput {result.goodput_rps:.1f} calls/s, {result.shed_ratio:.0%} shed, {recovery}")
 
 
 def run_overload(
@@ -227,23 +259,28 @@ def run_overload(
     cpu_split: str = "pinned",
     log_path: Path | None = None,
     log: Log = print,
+    progress: Progress | None = None,
 ) -> OverloadResult:
     """Start Triton over ``repository`` and run the three phases against ``model`` (see the module docstring),
-    each call one request of ``workload``."""
+    each call one request of ``workload``; ``progress`` shows the phase (``measure.progress``), ``log`` should
+    step aside for it (``Progress.write``)."""
     from tritonstack.bench.served import serving
 
+    progress = progress or Progress.off()
     if multiple <= 0 or burst_s <= 0 or deadline_s <= 0:
         raise BenchError("the overload multiple, burst and deadline must be positive")
     result = OverloadResult(multiple=multiple, deadline_s=deadline_s, burst_s=burst_s, slo_p99_ms=slo_p99_ms)
     split = cpus.plan(cpu_split)
     log(f"==> overload: {split.describe()}")
+    progress.start("starting Triton")
     with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
         asyncio.run(
             _measure(
                 server.grpc_url, model, workload, result, concurrency, capacity_s, probe_every_s, recovery_window_s,
-                log,
+                log, progress,
             )
         )  # fmt: skip
+        progress.start("stopping Triton")  # on leaving the block
     return result
 
 

@@ -33,6 +33,7 @@ from tritonstack.bench.results import write_summary
 from tritonstack.in_triton import contract
 from tritonstack.measure import cpus
 from tritonstack.measure.json_safe import json_safe
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.samples import mean_ms, percentile_ms
 
 Log = Callable[[str], None]
@@ -40,6 +41,7 @@ TEXT = "the quick brown fox jumps over the lazy dog"
 WARMUP_CALLS = 50
 RAW, SDK = "raw tritonclient.grpc", "tritonstack Client.embed"
 SYNC, ASYNC, RAW_AIO = "sync", "async", "raw-aio"
+KINDS = (SYNC, ASYNC, RAW_AIO)  # the throughput runs, in the order they alternate
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,23 @@ class SdkSettings:
 
 
 QUICK = SdkSettings(calls=400, block=50, in_flight=16, concurrent_calls=800, rounds=2)
+
+
+def blocks(settings: SdkSettings) -> int:
+    """The sequential comparison's blocks per side."""
+    return max(1, settings.calls // settings.block)
+
+
+def calls_per_run(settings: SdkSettings) -> int:
+    """The calls one throughput run makes: ``concurrent_calls`` shared evenly by the ``in_flight`` callers."""
+    return max(1, settings.concurrent_calls // settings.in_flight) * settings.in_flight
+
+
+def planned_calls(settings: SdkSettings) -> int:
+    """The calls after the warm-up: both sides' blocks, then every throughput run of every kind; the plan of
+    the progress line, in calls (a sequential call takes longer than one of many in flight: the estimate
+    follows the pace of the calls done so far)."""
+    return 2 * blocks(settings) * settings.block + settings.rounds * len(KINDS) * calls_per_run(settings)
 
 
 @dataclass
@@ -95,7 +114,7 @@ class SdkOverheadResult:
     split: str  # how the cores were split (``CpuSplit.describe``)
     raw: Side = field(default_factory=lambda: Side(RAW))
     sdk: Side = field(default_factory=lambda: Side(SDK))
-    runs: dict[str, list[Run]] = field(default_factory=lambda: {SYNC: [], ASYNC: [], RAW_AIO: []})
+    runs: dict[str, list[Run]] = field(default_factory=lambda: {kind: [] for kind in KINDS})
 
     def throughput(self, kind: str) -> dict[str, float | None]:
         runs = self.runs[kind]
@@ -216,12 +235,12 @@ def _timed_block(call: Callable[[], object], count: int, side: Side | None = Non
         side.latencies_us += latencies_us
 
 
-def _sequential(url: str, result: SdkOverheadResult) -> None:
+def _sequential(url: str, result: SdkOverheadResult, progress: Progress) -> None:
     import tritonclient.grpc as grpcclient
 
     from tritonstack.client import Client
 
-    model, settings = result.model, result.settings
+    model = result.model
     with grpcclient.InferenceServerClient(url) as raw, Client(url, model=model) as client:
 
         def raw_call() -> np.ndarray:
@@ -231,11 +250,27 @@ def _sequential(url: str, result: SdkOverheadResult) -> None:
             return client.embed([TEXT])
 
         np.testing.assert_allclose(raw_call()[0], client.embed([TEXT])[0], atol=1e-5)  # the same work on both sides
-        _timed_block(raw_call, WARMUP_CALLS)
-        _timed_block(sdk_call, WARMUP_CALLS)
-        for _ in range(max(1, settings.calls // settings.block)):
-            _timed_block(raw_call, settings.block, result.raw)
-            _timed_block(sdk_call, settings.block, result.sdk)
+        _alternate(raw_call, sdk_call, result, progress)
+
+
+def _alternate(
+    raw_call: Callable[[], object], sdk_call: Callable[[], object], result: SdkOverheadResult, progress: Progress
+) -> None:
+    """The sequential comparison: a warm-up of each side, then their blocks in turn. The warm-up's pace plans
+    the rest on the progress line (its calls are as long as the blocks')."""
+    settings = result.settings
+    progress.start("sequential calls: warm-up")
+    started = time.perf_counter()
+    _timed_block(raw_call, WARMUP_CALLS)
+    _timed_block(sdk_call, WARMUP_CALLS)
+    progress.plan(planned_calls(settings), pace=(time.perf_counter() - started) / (2 * WARMUP_CALLS))
+    count = blocks(settings)
+    for number in range(1, count + 1):
+        progress.start(f"sequential calls: block {number}/{count}, raw and SDK", 2 * settings.block)
+        _timed_block(raw_call, settings.block, result.raw)
+        _timed_block(sdk_call, settings.block, result.sdk)
+    overhead = result.ratios()["sdk_over_raw_median"]
+    progress.measured(f"SDK / raw median {_fmt(overhead, '.3f')}x")
 
 
 def _sync_threads(url: str, model: str, in_flight: int, calls: int) -> Run:
@@ -301,14 +336,22 @@ def _raw_aio(url: str, model: str, in_flight: int, calls: int) -> Run:
     return asyncio.run(main())
 
 
-def measure(url: str, model: str, settings: SdkSettings, *, split: str = "not pinned") -> SdkOverheadResult:
-    """Both comparisons against a running Triton at ``url`` serving the feature-extraction model ``model``."""
+def measure(
+    url: str, model: str, settings: SdkSettings, *, split: str = "not pinned", progress: Progress | None = None
+) -> SdkOverheadResult:
+    """Both comparisons against a running Triton at ``url`` serving the feature-extraction model ``model``;
+    ``progress`` shows the block or run being measured (``measure.progress``). Its line is redrawn once a
+    second by a thread of this process, whose CPU counts with the calls': tens of µs a second, far below them."""
+    progress = progress or Progress.off()
     result = SdkOverheadResult(model=model, settings=settings, split=split)
-    _sequential(url, result)
+    _sequential(url, result, progress)
     measures = {SYNC: _sync_threads, ASYNC: _async_client, RAW_AIO: _raw_aio}
-    for _ in range(settings.rounds):  # alternate, so that no side gets only the cold or the hot server
+    calls = calls_per_run(settings)
+    for number in range(1, settings.rounds + 1):  # alternate, so that no side gets only the cold or the hot server
         for kind, run in measures.items():
+            progress.start(f"{kind} run {number}/{settings.rounds}, {settings.in_flight} in flight", calls)
             result.runs[kind].append(run(url, model, settings.in_flight, settings.concurrent_calls))
+            progress.measured(f"{result.runs[kind][-1].calls_per_s:.0f} calls/s ({kind})")
     return result
 
 
@@ -320,11 +363,17 @@ def run_sdk_overhead(
     cpu_split: str = "pinned",
     log_path: Path | None = None,
     log: Log = print,
+    progress: Progress | None = None,
 ) -> SdkOverheadResult:
-    """Start Triton over ``repository`` on the server cores and measure from the client cores."""
+    """Start Triton over ``repository`` on the server cores and measure from the client cores; ``log`` should
+    step aside for ``progress`` (``Progress.write``)."""
     from tritonstack.bench.served import serving
 
+    progress = progress or Progress.off()
     split = cpus.plan(cpu_split)
     log(f"==> SDK overhead: {split.describe()}")
+    progress.start("starting Triton")
     with serving(repository, split, log_path=log_path, log=log) as server, cpus.pinned(split.client):
-        return measure(server.grpc_url, model, settings, split=split.describe())
+        result = measure(server.grpc_url, model, settings, split=split.describe(), progress=progress)
+        progress.start("stopping Triton")  # on leaving the block
+        return result

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tritonstack.bench.errors import BenchError
 from tritonstack.bench.workload import BenchWorkload
+from tritonstack.measure.progress import Progress
 from tritonstack.server.processes import ProcessInfo, process_tree
 
 Log = Callable[[str], None]
@@ -114,6 +115,11 @@ def growth_pct(times_s: Sequence[float], values: Sequence[float], per_s: float) 
     return 100.0 * slope * per_s / mean_v
 
 
+def sample_count(duration_s: float, sample_every_s: float) -> int:
+    """The samples a soak of ``duration_s`` takes, one every ``sample_every_s``: the last at or before the end."""
+    return int(duration_s / sample_every_s + 1e-9)
+
+
 # -- the run -----------------------------------------------------------------
 async def _soak(
     url: str,
@@ -123,6 +129,7 @@ async def _soak(
     result: SoakResult,
     sample_every_s: float,
     log: Log,
+    progress: Progress,
 ) -> None:
     from tritonstack.client import AsyncClient
 
@@ -145,21 +152,27 @@ async def _soak(
                 index += result.concurrency
 
         callers = [asyncio.create_task(caller(k)) for k in range(result.concurrency)]
+        samples = sample_count(result.duration_s, sample_every_s)
+        # a plan in seconds, from here: Triton is up, and each sample takes its interval
+        progress.plan(samples * sample_every_s, pace=1.0)
         started = time.perf_counter()
         try:
-            next_sample = sample_every_s
-            while next_sample <= result.duration_s + 1e-9:
-                await asyncio.sleep(max(0.0, started + next_sample - time.perf_counter()))
+            for number in range(1, samples + 1):
+                due_s = number * sample_every_s
+                phase = "warm-up" if due_s < result.warmup_s else "growth judged"  # as growth() tells them apart
+                progress.start(f"soak sample {number}/{samples} ({phase})", sample_every_s)
+                await asyncio.sleep(max(0.0, started + due_s - time.perf_counter()))
                 processes = tuple(p for p in process_tree(root_pid) if p.alive)
                 sample = Reading(time.perf_counter() - started, counts["ok"], counts["errors"], processes)
                 counts.update(ok=0, errors=0)
                 result.samples.append(sample)
                 rss = sum(p.rss_bytes for p in processes) / 2**20
+                errors = f", {sample.errors} errors" if sample.errors else ""
+                progress.measured(f"{sample.ok / sample_every_s:.1f} calls/s{errors}, RSS {rss:.0f} MiB")
                 log(
                     f"    {sample.elapsed_s:7.0f} s  {sample.ok / sample_every_s:7.1f} calls/s  "
                     f"{sample.errors:4d} errors  RSS {rss:8.1f} MiB in {len(processes)} processes"
                 )
-                next_sample += sample_every_s
         finally:
             stop.set()
             await asyncio.gather(*callers, return_exceptions=True)
@@ -176,10 +189,14 @@ def run_soak(
     sample_every_s: float = 10.0,
     log_path: Path | None = None,
     log: Log = print,
+    progress: Progress | None = None,
 ) -> SoakResult:
     """Start Triton over ``repository``, load ``model`` steadily for ``duration_s`` with the requests of
-    ``workload``, sample, stop Triton."""
+    ``workload``, sample, stop Triton; ``progress`` shows the sample being taken (``measure.progress``), ``log``
+    should step aside for it (``Progress.write``)."""
     from tritonstack.server import EmbeddedServer, ServerStartError
+
+    progress = progress or Progress.off()
 
     if sample_every_s <= 0 or duration_s < 2 * sample_every_s:
         raise BenchError(
@@ -193,13 +210,15 @@ def run_soak(
         )
     result = SoakResult(duration_s=duration_s, warmup_s=warmup_s, concurrency=concurrency)
     server = EmbeddedServer(repository, log_path=log_path)
+    progress.start("starting Triton")
     try:
         server.start()
     except ServerStartError as error:
         raise BenchError(f"Triton did not start over {repository}: {error.message}", hint=error.hint) from error
     try:
-        asyncio.run(_soak(server.grpc_url, model, server.pid, workload, result, sample_every_s, log))
+        asyncio.run(_soak(server.grpc_url, model, server.pid, workload, result, sample_every_s, log, progress))
     finally:
+        progress.start("stopping Triton")
         server.stop()
     return result
 

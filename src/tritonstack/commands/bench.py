@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tritonstack.bench.runner import BenchSettings
     from tritonstack.bench.workload import BenchWorkload
     from tritonstack.in_triton.contract import Task
+    from tritonstack.measure.progress import Progress
 
 DEFAULT_REPOSITORY = Path(".tritonstack/bench/model_repository")
 # a gpu export differs (fp16, KIND_GPU): its own default folder, so neither device's run re-exports the other's
@@ -318,6 +319,14 @@ def _workload(args: argparse.Namespace, model_dir: Path, repository: Path, texts
     return workload
 
 
+def _progress(args: argparse.Namespace) -> Progress:
+    """The status line of a run (``measure.progress``): on a terminal unless --no-progress. Open it after the
+    export (which draws its own bar) and leave it before the report prints."""
+    from tritonstack.measure.progress import Progress
+
+    return Progress(enabled=False if args.no_progress else None)
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -325,7 +334,6 @@ def run(args: argparse.Namespace) -> int:
     from tritonstack.bench.runner import run_bench
     from tritonstack.bench.summary import summarize_run
     from tritonstack.export.bundled import bundled_minilm
-    from tritonstack.measure.progress import Progress
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model_dir = args.model_dir or bundled_minilm()
@@ -349,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     task = _served_task(args, model_dir, settings.repository)
     settings = replace(settings, documents_per_query=_documents_per_query(args, task))
     # after the export (its own progress bar), closed before the report prints
-    with Progress(enabled=False if args.no_progress else None) as progress:
+    with _progress(args) as progress:
         result = run_bench(settings, log=progress.write, progress=progress)
     result = replace(result, repository_note=note)
     summary = summarize_run(result)
@@ -381,10 +389,12 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
         f"==> soak: {args.soak:g} s at {args.soak_concurrency} callers, a sample every {args.sample_every_s:g} s "
         f"(growth judged after {warmup_s:g} s)"
     )
-    result = soak.run_soak(
-        repository, args.name, workload, duration_s=args.soak, warmup_s=warmup_s, concurrency=args.soak_concurrency,
-        sample_every_s=args.sample_every_s, log_path=report_dir / "triton.log",
-    )  # fmt: skip
+    with _progress(args) as progress:
+        result = soak.run_soak(
+            repository, args.name, workload, duration_s=args.soak, warmup_s=warmup_s,
+            concurrency=args.soak_concurrency, sample_every_s=args.sample_every_s, log_path=report_dir / "triton.log",
+            log=progress.write, progress=progress,
+        )  # fmt: skip
     paths = soak.write(result, report_dir)
     print()
     print(soak.table(result))
@@ -405,11 +415,12 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
     repository = repository_for(args, "cpu")  # the burst runs the CPU stack, as the soak does
     _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
     workload = _workload(args, model_dir, repository, make_texts(args.texts or 256, seed=args.seed))
-    result = overload.run_overload(
-        repository, args.name, workload,
-        multiple=args.overload, burst_s=args.overload_s, deadline_s=args.deadline_s, slo_p99_ms=slo_p99_ms,
-        cpu_split=args.cpu_split, log_path=report_dir / "triton.log",
-    )  # fmt: skip
+    with _progress(args) as progress:
+        result = overload.run_overload(
+            repository, args.name, workload,
+            multiple=args.overload, burst_s=args.overload_s, deadline_s=args.deadline_s, slo_p99_ms=slo_p99_ms,
+            cpu_split=args.cpu_split, log_path=report_dir / "triton.log", log=progress.write, progress=progress,
+        )  # fmt: skip
     print()
     print(overload.table(result))
     return 0 if not result.late and result.outcomes["ok"] > 0 else 1
@@ -433,7 +444,8 @@ def _cache(args: argparse.Namespace, model_dir: Path) -> int:
         price_per_hour_usd=settings.price_per_hour_usd, task=task,
         documents_per_query=_documents_per_query(args, task),
     )  # fmt: skip
-    result = cache.run_cache_bench(cache_settings, log=print)
+    with _progress(args) as progress:
+        result = cache.run_cache_bench(cache_settings, log=progress.write, progress=progress)
     path = cache.write(result, report_dir)
     print()
     print(cache.table(result))
@@ -465,9 +477,11 @@ def _sdk(args: argparse.Namespace, model_dir: Path) -> int:
         settings = replace(settings, in_flight=max(args.concurrency))
     if args.rounds:
         settings = replace(settings, rounds=args.rounds)
-    result = sdk_overhead.run_sdk_overhead(
-        repository, args.name, settings, cpu_split=args.cpu_split, log_path=report_dir / "triton.log"
-    )
+    with _progress(args) as progress:
+        result = sdk_overhead.run_sdk_overhead(
+            repository, args.name, settings, cpu_split=args.cpu_split, log_path=report_dir / "triton.log",
+            log=progress.write, progress=progress,
+        )  # fmt: skip
     path = sdk_overhead.write(result, report_dir)
     print()
     print(sdk_overhead.table(result))
