@@ -382,6 +382,7 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
 
     report_dir = args.report_dir or Path("reports") / time.strftime("soak-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")  # the soak judges memory and descriptors: the CPU stack's
+    # sized as the sweep sizes it (one instance per core of a pinned server): the two share the repository
     _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
     workload = _workload(args, model_dir, repository, make_texts(args.texts or 256, seed=args.seed))
     warmup_s = args.soak_warmup if args.soak_warmup is not None else 0.2 * args.soak
@@ -413,7 +414,7 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
         slo_p99_ms = load_slo(args.slo).objectives.latency_ms.get(99.0, slo_p99_ms)
     report_dir = args.report_dir or Path("reports") / time.strftime("overload-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")  # the burst runs the CPU stack, as the soak does
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task, cpu_split=args.cpu_split)
     workload = _workload(args, model_dir, repository, make_texts(args.texts or 256, seed=args.seed))
     with _progress(args) as progress:
         result = overload.run_overload(
@@ -433,7 +434,9 @@ def _cache(args: argparse.Namespace, model_dir: Path) -> int:
 
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-cache-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
-    _ensure_model(model_dir, settings.repository, settings.name, reexport=args.reexport, task=args.task)
+    _ensure_model(
+        model_dir, settings.repository, settings.name, reexport=args.reexport, task=args.task, cpu_split=args.cpu_split
+    )
     task = _served_task(args, model_dir, settings.repository)
     sdk_call(task)  # refuses a task the SDK has no call for, before Triton starts
     texts = make_texts(settings.texts, seed=settings.seed, min_words=settings.min_words, max_words=settings.max_words)
@@ -463,7 +466,15 @@ def _sdk(args: argparse.Namespace, model_dir: Path) -> int:
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-sdk-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     repository = repository_for(args, device)
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, target=device, task=args.task)
+    _ensure_model(
+        model_dir,
+        repository,
+        args.name,
+        reexport=args.reexport,
+        target=device,
+        task=args.task,
+        cpu_split=args.cpu_split,
+    )
     task = _served_task(args, model_dir, repository)
     if not task.embedding:
         raise BenchError(
@@ -495,7 +506,7 @@ def _gateway(args: argparse.Namespace, model_dir: Path) -> int:
 
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-gateway-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
+    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task, cpu_split=args.cpu_split)
     result = gateway.run_gateway_bench(
         repository, args.name, make_texts(args.texts or 256, seed=args.seed),
         concurrencies=args.concurrency or (1, 4, 16), rounds=args.rounds or (2 if args.quick else 3),
