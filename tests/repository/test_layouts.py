@@ -68,7 +68,8 @@ def test_the_fused_step_batches_queues_and_runs_as_the_encoder_does(task: str) -
     assert list(step.instance_group) == list(encoder.instance_group)
     batching = step.dynamic_batching
     assert list(batching.preferred_batch_size) == list(encoder.dynamic_batching.preferred_batch_size) == [4]
-    assert batching.max_queue_delay_microseconds == 500
+    # no delay: a lone request does not wait for company (layouts.FUSED_QUEUE_DELAY_US)
+    assert (batching.max_queue_delay_microseconds, encoder.dynamic_batching.max_queue_delay_microseconds) == (0, 500)
     # no Triton queue policy (it stalls Triton 2.51's batcher): the step sheds by the request's queue budget
     assert not batching.HasField("default_queue_policy")
     assert parameter(step, contract.QUEUE_BUDGET_MS_PARAMETER) == "500"
@@ -77,7 +78,7 @@ def test_the_fused_step_batches_queues_and_runs_as_the_encoder_does(task: str) -
 def test_without_queue_bounds_the_fused_step_has_none_either() -> None:
     step = fused("text-classification", max_queue_size=0, queue_timeout_ms=0)["demo_fused"]
     assert not step.dynamic_batching.HasField("default_queue_policy")
-    assert step.dynamic_batching.max_queue_delay_microseconds == 500
+    assert step.dynamic_batching.max_queue_delay_microseconds == 0
     assert parameter(step, contract.QUEUE_BUDGET_MS_PARAMETER) == "0"
 
 

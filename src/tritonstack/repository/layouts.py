@@ -77,6 +77,14 @@ def layout_of(text_in: Any) -> str:
     return contract.FUSED_LAYOUT if step_models(text_in) == [fused] else contract.ENSEMBLE_LAYOUT
 
 
+# The fused step runs what it is handed at once: a batching delay only makes a lone request wait for company
+# that does not come, and under load requests queue while the instance computes, so batches form anyway.
+# Bundled MiniLM int8, one core of the 2-core AMD EPYC with AVX-512 VNNI, quiet, runs alternated (docs/bench.md):
+# 0 against the encoder's 500 us, c=1 p50 10.5-10.7 against 11.2-11.3 ms (floor 0.6-0.7 against 1.3-1.4 ms),
+# c=16 and half load alike within the runs' spread. `tritonstack tune` searches it.
+FUSED_QUEUE_DELAY_US = 0
+
+
 def existing_layout(repository: Path, name: str) -> str | None:
     """The layout text-in model ``name`` runs in ``repository``; ``None`` when it has none (or no readable config)."""
     path = Path(repository) / name / CONFIG_FILENAME
@@ -90,7 +98,8 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
     """The config (protobuf) of ``NAME_fused`` for the ensemble ``text_in`` whose steps are ``encoder``,
     ``tokenizer`` and ``other_steps`` (a postprocess): the ensemble's inputs (TEXT [, TEXT_PAIR]) in, its
     outputs out; the encoder's batching, instances, versions and knobs, and the tokenizer's queue budget (the
-    whole request's: the age runs from the client's send). Of the encoder's queue policy only an explicit
+    whole request's: the age runs from the client's send); no batching delay (``FUSED_QUEUE_DELAY_US``). Of the
+    encoder's queue policy only an explicit
     ``max_queue_size`` is kept: a queue timeout stalls Triton 2.51's batcher as any policy does, and the fused
     step sheds by age instead (queue_policy.py)."""
     fused = ModelConfigProto()
@@ -102,6 +111,7 @@ def fused_step(text_in: Any, encoder: Any, tokenizer: Any, other_steps: Sequence
     fused.version_policy.CopyFrom(encoder.version_policy)
     fused.instance_group.extend(encoder.instance_group)
     fused.dynamic_batching.CopyFrom(encoder.dynamic_batching)
+    fused.dynamic_batching.max_queue_delay_microseconds = FUSED_QUEUE_DELAY_US
     bound = encoder.dynamic_batching.default_queue_policy.max_queue_size
     fused.dynamic_batching.ClearField("default_queue_policy")
     if bound:
