@@ -156,10 +156,11 @@ def export_fp32(
     target: str = "cpu",
     gpus: tuple[int, ...] = (),
     layout: str = "ensemble",
+    cpu_instances: int = 1,
 ) -> Path:
     """Export ``model_dir`` (fp32, no quantization search: fast) into ``repository`` as ``name``; a gpu
     ``target`` writes what ``export --target gpu`` does around the model (KIND_GPU on ``gpus``, TensorRT);
-    ``layout`` is ``export --layout`` (repository/layouts.py)."""
+    ``layout`` is ``export --layout`` (repository/layouts.py), ``cpu_instances`` ``--cpu-instances``."""
     from tritonstack.export.onnx_export import export_onnx
     from tritonstack.repository.writer import ExportedModel, write_text_model
 
@@ -173,6 +174,7 @@ def export_fp32(
         target=target,
         gpus=gpus,
         layout=layout,
+        cpu_instances=cpu_instances,
     )
     return write_text_model(repository, model)
 

@@ -48,9 +48,9 @@ CONCURRENT = 32
 @pytest.fixture(scope="module")
 def both_layouts(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs: dict[str, Path]) -> Path:
     repository = tmp_path_factory.mktemp("both-layouts") / "model_repository"
-    for ensemble, fused in PAIRS.items():
-        tinymodels.export_fp32(tiny_model_dirs[ensemble], repository, ensemble)
-        tinymodels.export_fp32(tiny_model_dirs[ensemble], repository, fused, layout="fused")
+    for ensemble, fused in PAIRS.items():  # as exported for a 2-core server: two instances
+        tinymodels.export_fp32(tiny_model_dirs[ensemble], repository, ensemble, cpu_instances=2)
+        tinymodels.export_fp32(tiny_model_dirs[ensemble], repository, fused, layout="fused", cpu_instances=2)
     return repository
 
 

@@ -91,7 +91,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the texts and open-loop arrivals")
     parser.add_argument(
         "--words",
-        type=_word_range,
+        type=word_range,
         default=(5, 120),
         metavar="MIN-MAX",
         help="words per text of the sweep's corpus, e.g. 2-10 for short search queries (default: 5-120)",
@@ -226,7 +226,7 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
     )
 
 
-def _word_range(text: str) -> tuple[int, int]:
+def word_range(text: str) -> tuple[int, int]:
     """``"2-10"`` -> (2, 10): the words per text of the sweep's corpus."""
     low, sep, high = text.partition("-")
     try:
