@@ -296,3 +296,44 @@ def test_the_serving_floor_answers_token_counts_as_int32_zeros(text_model: Any) 
     (response,) = step.execute([_Request(TEXT=np.array([[b"a"], [b"b"]], dtype=np.object_))])
     tokens = response.outputs[contract.TOKENS_OUTPUT]
     assert tokens.dtype == np.int32 and tokens.tolist() == [[0, 0], [0, 0]]
+
+
+class _CountingRequest(_Request):
+    """A request that counts how often the step asks whether its client gave up (a round trip to the server
+    process in Triton: about 25 us of wall time and 30 us of server CPU each, docs/bench.md)."""
+
+    def __init__(self, cancelled: bool = False, **inputs: Any) -> None:
+        super().__init__(**inputs)
+        self.cancelled, self.asked = cancelled, 0
+
+    def is_cancelled(self) -> bool:
+        self.asked += 1
+        return self.cancelled
+
+
+def test_the_fused_step_asks_each_request_once_whether_it_was_cancelled(text_model: Any, tmp_path: Path) -> None:
+    """Right before computing, in the CPU turn, and not also when the batch arrives; a cancelled request is
+    answered CANCELLED and not computed."""
+    import numpy as np
+
+    tokenizer_step = _tokenizer_step(text_model, tmp_path, [contract.EMBEDDING_OUTPUT])
+    computed: list[int] = []
+
+    class Encoder:  # the ONNX session's stand-in: one zero vector per row
+        turns = text_model.load_beside(text_model.HERE, "encoder_runner.py").NoTurns()
+
+        def run(self, features: dict[str, Any]) -> Any:
+            computed.append(len(features["input_ids"]))
+            return np.zeros((len(features["input_ids"]), 4), dtype=np.float32)
+
+    step = text_model.TextInStep.__new__(text_model.TextInStep)
+    vars(step).update(vars(tokenizer_step))
+    step.encoder, step.row_us, step.computed = Encoder(), 0.0, 0
+    step.trace = text_model.error_responses.StepTrace("under_test")
+    live = _CountingRequest(TEXT=np.array([[b"hello world"], [b"rain"]], dtype=np.object_))
+    gone = _CountingRequest(cancelled=True, TEXT=np.array([[b"nobody waits"]], dtype=np.object_))
+    answered, cancelled = step.execute([live, gone])
+    assert (live.asked, gone.asked) == (1, 1)
+    assert answered.error is None and answered.outputs[contract.EMBEDDING_OUTPUT].shape == (2, 4)
+    assert cancelled.error is not None and cancelled.error.code == _Error.CANCELLED
+    assert computed == [2]  # only the live request's rows

@@ -105,6 +105,9 @@ class _Step:
 
     batched = True
     trace = None  # the text-in step's error_responses.StepTrace
+    # Whether ``answer`` asks each request whether its client gave up, right before computing it; then
+    # ``execute`` does not ask as well. Each ask is a round trip to the server process (pb_cancel.cc).
+    asks_cancelled_in_answer = False
 
     def __init__(self, args, config, params):
         self.task = contract.task(params[contract.TASK_PARAMETER])
@@ -151,7 +154,8 @@ class _Step:
         self.stats = {"requests": len(requests)}  # what the trace writes (error_responses.StepTrace)
         for index, request in enumerate(requests):
             try:
-                if request.is_cancelled():  # its client gave up (deadline, disconnect): not worth computing
+                # its client gave up (deadline, disconnect): not worth computing
+                if not self.asks_cancelled_in_answer and request.is_cancelled():
                     responses[index] = error_responses.cancelled()
                     continue
                 # queued past the budget: shed at once, uncomputed (no Triton queue policy: error_responses.py)
@@ -287,6 +291,8 @@ class PostprocessStep(_Step):
 
 class TextInStep(_Step):
     """``text-in`` (the fused step): tokenize, run the encoder of this release in this process, post-process."""
+
+    asks_cancelled_in_answer = True  # in the turn: a request may wait there, and Triton batches before the turn
 
     def __init__(self, args, config, params):
         super().__init__(args, config, params)
