@@ -316,3 +316,30 @@ def test_each_mode_runs_under_a_status_line_its_lines_step_aside_for(
     # closed on the way out, error or not: the line ended with a newline, and nothing is drawn after
     assert not progress.enabled
     assert terminal.getvalue() == "" if no_progress else terminal.getvalue().endswith("\n")
+
+
+def test_the_gateway_bench_shows_each_round_of_each_path_and_its_throughput(
+    monkeypatch: pytest.MonkeyPatch, progress: Recording
+) -> None:
+    from tritonstack.bench import gateway
+
+    async def sdk_round(*args: Any) -> gateway.Round:
+        return gateway.Round([1000.0] * 50, 1.0)
+
+    async def gateway_round(*args: Any) -> gateway.Round:
+        return gateway.Round([2000.0] * 40, 1.0)
+
+    monkeypatch.setattr(gateway, "_sdk_round", sdk_round)
+    monkeypatch.setattr(gateway, "_gateway_round", gateway_round)
+    lines: list[str] = []
+    result = gateway.measure(
+        "127.0.0.1:1", None, "m", TEXTS, concurrencies=(1, 4), rounds=2, duration_s=0.5, log=lines.append,
+        progress=progress,
+    )  # fmt: skip
+    assert progress.calls[0] == ("plan", 4.0, 1.0, False)  # 2 concurrencies x 2 rounds x 2 paths x 0.5 s
+    assert progress.points() == [
+        f"gateway bench: c={c} {path}, round {k}/2" for c in (1, 4) for k in (1, 2) for path in ("SDK", "gateway")
+    ]
+    assert progress.planned() == 4.0
+    assert ("measured", "SDK 50.0 req/s") in progress.calls and ("measured", "gateway 40.0 req/s") in progress.calls
+    assert [p.throughput(gateway.GATEWAY) for p in result.points] == [40.0, 40.0] and len(lines) == 2

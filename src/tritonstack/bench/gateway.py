@@ -37,6 +37,7 @@ from tritonstack.bench.results import write_summary
 from tritonstack.bench.service import LoopbackHTTPService
 from tritonstack.measure import cpus
 from tritonstack.measure.json_safe import json_safe
+from tritonstack.measure.progress import Progress
 from tritonstack.measure.samples import percentile_ms
 
 Log = Callable[[str], None]
@@ -286,16 +287,24 @@ async def _gateway_round(
 def measure(
     triton_url: str, gateway: GatewayServer, model: str, texts: Sequence[str], *, concurrencies: Sequence[int],
     rounds: int, duration_s: float, encoding: str = "base64", split: str = "not pinned", log: Log = print,
+    progress: Progress | None = None,
 ) -> GatewayBenchResult:  # fmt: skip
-    """The sweep against a running Triton and a running gateway in front of it."""
+    """The sweep against a running Triton and a running gateway in front of it; ``progress`` shows the round
+    being measured and the last throughput (``measure.progress``)."""
+    progress = progress or Progress.off()
+    progress.plan(len(concurrencies) * rounds * 2 * duration_s, pace=1.0)
     points = []
     for concurrency in concurrencies:
         point = Point(concurrency)
-        for _ in range(rounds):  # alternate, so that neither path gets only the cold or the hot server
+        for k in range(1, rounds + 1):  # alternate, so that neither path gets only the cold or the hot server
+            progress.start(f"gateway bench: c={concurrency} SDK, round {k}/{rounds}", duration_s)
             point.rounds[SDK].append(asyncio.run(_sdk_round(triton_url, model, concurrency, texts, duration_s)))
+            progress.measured(f"SDK {point.rounds[SDK][-1].calls_per_s:.1f} req/s")
+            progress.start(f"gateway bench: c={concurrency} gateway, round {k}/{rounds}", duration_s)
             point.rounds[GATEWAY].append(
                 asyncio.run(_gateway_round(gateway, model, concurrency, texts, duration_s, encoding))
             )
+            progress.measured(f"gateway {point.rounds[GATEWAY][-1].calls_per_s:.1f} req/s")
         log(
             f"    {concurrency:>4} callers: SDK {_fmt(point.throughput(SDK), '.1f')} req/s, "
             f"gateway {_fmt(point.throughput(GATEWAY), '.1f')} req/s"
@@ -307,13 +316,16 @@ def measure(
 def run_gateway_bench(
     repository: Path, model: str, texts: Sequence[str], *, concurrencies: Sequence[int], rounds: int,
     duration_s: float, report_dir: Path, cpu_split: str = "pinned", log: Log = print,
+    progress: Progress | None = None,
 ) -> GatewayBenchResult:  # fmt: skip
     """Start Triton over ``repository`` and a gateway in front of it on the server cores; measure from the
-    client cores."""
+    client cores. ``log`` should step aside for ``progress`` (``Progress.write``)."""
     from tritonstack.bench.served import serving
 
+    progress = progress or Progress.off()
     split = cpus.plan(cpu_split)
     log(f"==> gateway vs SDK: {split.describe()}")
+    progress.start("starting Triton and the gateway")
     with serving(repository, split, log_path=report_dir / "triton.log", log=log) as server:
         gateway = GatewayServer(server.grpc_url, log_path=report_dir / "gateway.log")
         with cpus.pinned(split.server):  # the gateway serves: it gets the server's cores, not the load's
@@ -322,7 +334,8 @@ def run_gateway_bench(
             with cpus.pinned(split.client):
                 return measure(
                     server.grpc_url, gateway, model, texts, concurrencies=concurrencies, rounds=rounds,
-                    duration_s=duration_s, split=split.describe(), log=log,
+                    duration_s=duration_s, split=split.describe(), log=log, progress=progress,
                 )  # fmt: skip
         finally:
+            progress.start("stopping the gateway and Triton")
             gateway.stop()

@@ -507,11 +507,13 @@ def _gateway(args: argparse.Namespace, model_dir: Path) -> int:
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-gateway-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")
     _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task, cpu_split=args.cpu_split)
-    result = gateway.run_gateway_bench(
-        repository, args.name, make_texts(args.texts or 256, seed=args.seed),
-        concurrencies=args.concurrency or (1, 4, 16), rounds=args.rounds or (2 if args.quick else 3),
-        duration_s=args.duration_s or (2.0 if args.quick else 5.0), report_dir=report_dir, cpu_split=args.cpu_split,
-    )  # fmt: skip
+    with _progress(args) as progress:
+        result = gateway.run_gateway_bench(
+            repository, args.name, make_texts(args.texts or 256, seed=args.seed),
+            concurrencies=args.concurrency or (1, 4, 16), rounds=args.rounds or (2 if args.quick else 3),
+            duration_s=args.duration_s or (2.0 if args.quick else 5.0), report_dir=report_dir,
+            cpu_split=args.cpu_split, log=progress.write, progress=progress,
+        )  # fmt: skip
     path = gateway.write(result, report_dir)
     print()
     print(gateway.table(result))
