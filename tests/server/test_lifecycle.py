@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from serve_process import start_serve
-from tritonstack.repository.config import InstanceGroup, ModelConfig, Tensor, render
+from tritonstack.repository.config import InstanceGroup, ModelConfig, Tensor, parse, render, render_proto
 from tritonstack.server import EmbeddedServer, shared_memory
 from tritonstack.server.embedded import RELOAD_PARAMETER, marked_for_reload
 from tritonstack.server.processes import process_tree, stubs
@@ -137,6 +137,10 @@ def test_a_model_with_two_instances_is_loaded_afresh_when_one_stub_dies(tiny_rep
     repository.mkdir()
     for name in ("tiny", "tiny_tokenizer", "tiny_encoder"):
         shutil.copytree(tiny_repository / name, repository / name)
+    config_path = repository / "tiny_encoder" / "config.pbtxt"
+    config = parse(config_path.read_text())
+    config.instance_group[0].count = 2  # as exported for a 2-core server: an instance per core
+    config_path.write_text(render_proto(config))
     with (
         EmbeddedServer(repository, log_path=tmp_path / "t.log") as server,
         Client(server.grpc_url, model="tiny", timeouts=10.0) as client,
@@ -146,7 +150,7 @@ def test_a_model_with_two_instances_is_loaded_afresh_when_one_stub_dies(tiny_rep
             return {p.pid for p in stubs(server.pid) if p.model == "tiny_encoder" and p.alive}
 
         before = encoders()
-        assert len(before) == 2  # export's CPU encoder: two instances (repository/writer.py)
+        assert len(before) == 2
         os.kill(min(before), signal.SIGKILL)
         # the whole model is loaded again: two new stubs, and the survivor retires once they serve
         assert _wait_until(lambda: len(encoders()) == 2 and not encoders() & before, 60), (before, encoders())
