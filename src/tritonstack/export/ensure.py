@@ -53,8 +53,8 @@ def ensure_exported(
                 error.problems, hint=f"pass --reexport to export {name!r} into {repository} again"
             ) from error
         log(f"{name} is already in {repository}: reusing it (--reexport to export again)")
-        served = served_cpu_instances(repository, name)
-        if target == "cpu" and cpu_instances is not None and served not in (None, cpu_instances):
+        served = served_cpu_instances(repository, name) if target == "cpu" and cpu_instances is not None else None
+        if served not in (None, cpu_instances):
             log(
                 f"  it runs {served} CPU instances, where an export now would write {cpu_instances} (one per core "
                 "of the server): --reexport to export it for this server"
