@@ -42,7 +42,7 @@ def test_an_overload_run_without_repository_serves_the_default_one(
 
     asked: list[Path] = []
 
-    def ensure_model(model_dir: Path, repository: Path, name: str, **kwargs: Any) -> str:
+    def ensure_model(args: Any, model_dir: Path, repository: Path, **kwargs: Any) -> str:
         asked.append(repository)
         raise Stop
 

@@ -73,7 +73,8 @@ def _gaps(text: str) -> tuple[float, ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from tritonstack.bench.inprocess import InProcessModel
-    from tritonstack.commands.bench import DEFAULT_REPOSITORY, word_range
+    from tritonstack.commands._args import word_range
+    from tritonstack.commands.bench import DEFAULT_REPOSITORY
     from tritonstack.measure.served_files import locate
 
     parser = argparse.ArgumentParser(prog="python -m tritonstack.bench.idle_gap", description=__doc__)

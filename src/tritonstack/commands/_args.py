@@ -53,6 +53,18 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def word_range(text: str) -> tuple[int, int]:
+    """``"2-10"`` -> (2, 10): words per text of a generated corpus (``--words``)."""
+    low, sep, high = text.partition("-")
+    try:
+        words = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not MIN-MAX words, e.g. 2-10") from None
+    if not 1 <= words[0] <= words[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= MIN <= MAX")
+    return words
+
+
 def duration_s(text: str) -> float:
     """``600``, ``90s``, ``12m``, ``1h30m`` -> seconds (the SLO file's duration syntax)."""
     # imported here: the SDK's own commands (infer, gateway) read this module for add_tls, and the SDK imports

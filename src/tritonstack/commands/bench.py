@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tritonstack.commands._args import add_cpu_split, duration_s, positive_int, positive_ints
+from tritonstack.commands._args import add_cpu_split, duration_s, positive_int, positive_ints, word_range
 from tritonstack.in_triton.contract import SDK_TASKS
 from tritonstack.measure.slo import DEFAULT_DOCUMENTS_PER_QUERY, DEFAULT_HOT_SET
 
@@ -226,38 +226,22 @@ def settings_from(args: argparse.Namespace, model_dir: Path, report_dir: Path, d
     )
 
 
-def word_range(text: str) -> tuple[int, int]:
-    """``"2-10"`` -> (2, 10): the words per text of the sweep's corpus."""
-    low, sep, high = text.partition("-")
-    try:
-        words = (int(low), int(high) if sep else int(low))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not MIN-MAX words, e.g. 2-10") from None
-    if not 1 <= words[0] <= words[1]:
-        raise argparse.ArgumentTypeError(f"{text!r}: need 1 <= MIN <= MAX")
-    return words
-
-
 def _ensure_model(
-    model_dir: Path,
-    repository: Path,
-    name: str,
-    *,
-    reexport: bool,
-    target: str = "cpu",
-    task: str | None = None,
-    cpu_split: str = "pinned",
+    args: argparse.Namespace, model_dir: Path, repository: Path, *, target: str = "cpu", cpu_split: str | None = None
 ) -> str:
-    """Make ``repository`` hold ``name`` (reused when valid, else exported for ``target``, as ``task`` where
-    given, a CPU export with one instance per core the bench's server gets under ``cpu_split``); say how."""
+    """Make ``repository`` hold ``args.name`` (reused when valid unless ``--reexport``, else exported for
+    ``target``, as ``--task`` where given, a CPU export with one instance per core the bench's server gets
+    under ``cpu_split``, by default ``--cpu-split``); say how."""
     from tritonstack.export.ensure import ensure_exported
     from tritonstack.measure import cpus
     from tritonstack.repository.writer import cpu_instances_for
 
+    name = args.name
     print(f"==> the served model: {name} in {repository}")
-    instances = cpu_instances_for(len(cpus.plan(cpu_split).server)) if target == "cpu" else None
+    server_cores = len(cpus.plan(cpu_split or args.cpu_split).server)
     exported = ensure_exported(
-        model_dir, repository, name, reexport=reexport, target=target, task=task, cpu_instances=instances,
+        model_dir, repository, name, reexport=args.reexport, target=target, task=args.task,
+        cpu_instances=cpu_instances_for(server_cores) if target == "cpu" else None,
         log=lambda line: print(f"    {line}"),
     )  # fmt: skip
     return f"reused {repository / name}" if exported is None else "exported with tritonstack export"
@@ -350,10 +334,7 @@ def run(args: argparse.Namespace) -> int:
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     settings = settings_from(args, model_dir, report_dir, device)
-    note = _ensure_model(
-        model_dir, settings.repository, settings.name, reexport=args.reexport, target=device, task=args.task,
-        cpu_split=args.cpu_split,
-    )  # fmt: skip
+    note = _ensure_model(args, model_dir, settings.repository, target=device)
     task = _served_task(args, model_dir, settings.repository)
     settings = replace(settings, documents_per_query=_documents_per_query(args, task))
     # after the export (its own progress bar), closed before the report prints
@@ -382,8 +363,9 @@ def _soak(args: argparse.Namespace, model_dir: Path) -> int:
 
     report_dir = args.report_dir or Path("reports") / time.strftime("soak-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")  # the soak judges memory and descriptors: the CPU stack's
-    # sized as the sweep sizes it (one instance per core of a pinned server): the two share the repository
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task)
+    # sized as the sweep's default sizes it (one instance per core of a pinned server): the two share the
+    # repository, and the soak's own server is not pinned
+    _ensure_model(args, model_dir, repository, cpu_split="pinned")
     workload = _workload(args, model_dir, repository, make_texts(args.texts or 256, seed=args.seed))
     warmup_s = args.soak_warmup if args.soak_warmup is not None else 0.2 * args.soak
     print(
@@ -414,7 +396,7 @@ def _overload(args: argparse.Namespace, model_dir: Path) -> int:
         slo_p99_ms = load_slo(args.slo).objectives.latency_ms.get(99.0, slo_p99_ms)
     report_dir = args.report_dir or Path("reports") / time.strftime("overload-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")  # the burst runs the CPU stack, as the soak does
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task, cpu_split=args.cpu_split)
+    _ensure_model(args, model_dir, repository)
     workload = _workload(args, model_dir, repository, make_texts(args.texts or 256, seed=args.seed))
     with _progress(args) as progress:
         result = overload.run_overload(
@@ -434,9 +416,7 @@ def _cache(args: argparse.Namespace, model_dir: Path) -> int:
 
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-cache-%Y%m%d-%H%M%S")
     settings = settings_from(args, model_dir, report_dir)
-    _ensure_model(
-        model_dir, settings.repository, settings.name, reexport=args.reexport, task=args.task, cpu_split=args.cpu_split
-    )
+    _ensure_model(args, model_dir, settings.repository)
     task = _served_task(args, model_dir, settings.repository)
     sdk_call(task)  # refuses a task the SDK has no call for, before Triton starts
     texts = make_texts(settings.texts, seed=settings.seed, min_words=settings.min_words, max_words=settings.max_words)
@@ -466,15 +446,7 @@ def _sdk(args: argparse.Namespace, model_dir: Path) -> int:
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-sdk-%Y%m%d-%H%M%S")
     device = resolve_device(args.device)
     repository = repository_for(args, device)
-    _ensure_model(
-        model_dir,
-        repository,
-        args.name,
-        reexport=args.reexport,
-        target=device,
-        task=args.task,
-        cpu_split=args.cpu_split,
-    )
+    _ensure_model(args, model_dir, repository, target=device)
     task = _served_task(args, model_dir, repository)
     if not task.embedding:
         raise BenchError(
@@ -506,7 +478,7 @@ def _gateway(args: argparse.Namespace, model_dir: Path) -> int:
 
     report_dir = args.report_dir or Path("reports") / time.strftime("bench-gateway-%Y%m%d-%H%M%S")
     repository = repository_for(args, "cpu")
-    _ensure_model(model_dir, repository, args.name, reexport=args.reexport, task=args.task, cpu_split=args.cpu_split)
+    _ensure_model(args, model_dir, repository)
     with _progress(args) as progress:
         result = gateway.run_gateway_bench(
             repository, args.name, make_texts(args.texts or 256, seed=args.seed),
